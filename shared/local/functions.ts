@@ -1,0 +1,105 @@
+// Runs the edge functions under real Deno (shared/edge/local_gateway.ts) for `npm start` and tests.
+import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync } from "node:fs";
+import { createRequire } from "node:module";
+import path from "node:path";
+import { projectRoot } from "./migrate.ts";
+
+export function denoBinary(): string {
+  const require = createRequire(import.meta.url);
+  const candidates: string[] = [];
+  for (const pkg of [`@deno/${process.platform}-${process.arch}-glibc`, `@deno/${process.platform}-${process.arch}`]) {
+    try {
+      candidates.push(path.join(path.dirname(require.resolve(`${pkg}/package.json`)), "deno"));
+    } catch { /* not this platform */ }
+  }
+  candidates.push(path.join(projectRoot, "node_modules", "deno", "deno"));
+  const found = candidates.find((c) => existsSync(c));
+  if (!found) throw new Error("the Deno binary is missing: run npm install");
+  return found;
+}
+
+export interface FunctionsServer {
+  url: string;
+  functionUrl(name: string): string;
+  process: ChildProcess;
+  /** called if the gateway exits without stop() having been asked */
+  onUnexpectedExit(cb: (code: number | null) => void): void;
+  stop(): Promise<void>;
+}
+
+export interface FunctionsOptions {
+  port: number;
+  env: Record<string, string>;
+  /** receives every line the gateway and the functions print */
+  onLog?: (line: string) => void;
+  /** aborting before the gateway listens kills it and rejects */
+  signal?: AbortSignal;
+}
+
+export async function startFunctions(opts: FunctionsOptions): Promise<FunctionsServer> {
+  const child = spawn(
+    denoBinary(),
+    [
+      "run", "--quiet", "--no-prompt", "--config", path.join(projectRoot, "deno.json"),
+      "--allow-net", "--allow-env", "--allow-read", "--allow-sys",
+      path.join(projectRoot, "shared/edge/local_gateway.ts"),
+    ],
+    {
+      cwd: projectRoot,
+      env: {
+        PATH: process.env.PATH ?? "",
+        HOME: process.env.HOME ?? "",
+        DENO_DIR: process.env.DENO_DIR ?? path.join(projectRoot, "node_modules", ".deno-cache"),
+        DENO_NO_UPDATE_CHECK: "1",
+        NO_COLOR: "1",
+        ...opts.env,
+        RESERVE_FUNCTIONS_PORT: String(opts.port),
+        // the gateway exits when this pipe closes, so it cannot outlive us, even after a SIGKILL
+        RESERVE_EXIT_ON_STDIN_EOF: "1",
+      },
+      stdio: ["pipe", "pipe", "pipe"],
+    },
+  );
+  const abort = () => child.kill("SIGTERM");
+  opts.signal?.addEventListener("abort", abort, { once: true });
+  const log = opts.onLog ?? (() => {});
+  let output = "";
+  const ready = new Promise<void>((resolve, reject) => {
+    const onData = (chunk: Buffer) => {
+      const text = chunk.toString();
+      output += text;
+      for (const line of text.split("\n")) if (line) log(line);
+      if (/edge gateway listening/.test(output)) resolve();
+    };
+    child.stdout!.on("data", onData);
+    child.stderr!.on("data", onData);
+    child.once("exit", (code) => reject(new Error(`the edge gateway exited (${code}) before listening: ${output.trim().split("\n").slice(-3).join(" | ")}`)));
+  });
+  try {
+    await ready;
+  } finally {
+    opts.signal?.removeEventListener("abort", abort);
+  }
+  let stopping = false;
+  const url = `http://127.0.0.1:${opts.port}`;
+  return {
+    url,
+    functionUrl: (name) => `${url}/functions/v1/${name}`,
+    process: child,
+    onUnexpectedExit(cb) {
+      child.once("exit", (code) => {
+        if (!stopping) cb(code);
+      });
+    },
+    async stop() {
+      stopping = true;
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const exited = new Promise((r) => child.once("exit", r));
+      child.kill("SIGTERM");
+      const timer = setTimeout(() => child.kill("SIGKILL"), 5000);
+      await exited;
+      clearTimeout(timer);
+    },
+  };
+}

@@ -1,0 +1,53 @@
+// Once per `npm test`: a throwaway PostgreSQL 17 on a free port, migrated once into a template
+// database that every test file clones (graphile/worker's pattern).
+import { chmod, mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import postgres from "postgres";
+import type { TestProject } from "vitest/node";
+import { migrate } from "../../shared/local/migrate.ts";
+import { freePort } from "../../shared/local/ports.ts";
+import { startLocalPostgres } from "../../shared/local/postgres.ts";
+
+export const TEMPLATE_DB = "reserve_template";
+
+declare module "vitest" {
+  export interface ProvidedContext {
+    adminUrl: string;
+    templateDb: string;
+  }
+}
+
+export default async function setup(project: TestProject) {
+  const dir = await mkdtemp(path.join(tmpdir(), "reserve-test-"));
+  // mkdtemp makes it 0700; as root, PostgreSQL runs as the postgres user and must reach its data dir
+  await chmod(dir, 0o755);
+  const pg = await startLocalPostgres({
+    dataDir: path.join(dir, "postgres"),
+    port: await freePort(),
+    logFile: path.join(dir, "postgres.log"),
+    // a throwaway cluster: durability buys nothing here
+    settings: { fsync: "off", synchronous_commit: "off", full_page_writes: "off" },
+  }).catch(async (err) => {
+    await rm(dir, { recursive: true, force: true });
+    throw err;
+  });
+  try {
+    const admin = postgres(pg.url(), { max: 1, onnotice: () => {} });
+    await admin.unsafe(`create database ${TEMPLATE_DB}`);
+    await admin.end();
+    await migrate(pg.url(TEMPLATE_DB));
+  } catch (err) {
+    await pg.stop();
+    await rm(dir, { recursive: true, force: true });
+    throw err;
+  }
+
+  project.provide("adminUrl", pg.url());
+  project.provide("templateDb", TEMPLATE_DB);
+
+  return async () => {
+    await pg.stop();
+    await rm(dir, { recursive: true, force: true });
+  };
+}
