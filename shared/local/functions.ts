@@ -64,13 +64,19 @@ export async function startFunctions(opts: FunctionsOptions): Promise<FunctionsS
   const abort = () => child.kill("SIGTERM");
   opts.signal?.addEventListener("abort", abort, { once: true });
   const log = opts.onLog ?? (() => {});
-  let output = "";
+  let output = ""; // kept only until the gateway listens, for the error if it never does
+  let listening = false;
   const ready = new Promise<void>((resolve, reject) => {
     const onData = (chunk: Buffer) => {
       const text = chunk.toString();
-      output += text;
       for (const line of text.split("\n")) if (line) log(line);
-      if (/edge gateway listening/.test(output)) resolve();
+      if (listening) return;
+      output += text;
+      if (/edge gateway listening/.test(output)) {
+        listening = true;
+        output = "";
+        resolve();
+      }
     };
     child.stdout!.on("data", onData);
     child.stderr!.on("data", onData);

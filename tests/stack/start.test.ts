@@ -212,8 +212,10 @@ describe("npm start with DATABASE_URL", () => {
       expect(run.output()).not.toContain("postgres created");
       run.child.kill("SIGINT");
       expect(await run.exited).toBe(0);
-      const [{ cities }] = await admin.unsafe(`select 1 as up`).then(async () =>
-        await postgres(dbUrl(name), { max: 1 }).begin(async (tx) => tx`select count(*)::int as cities from reserve.cities`));
+      expect((await admin`select 1 as up`)[0].up).toBe(1); // not ours to stop
+      const ext = postgres(dbUrl(name), { max: 1 });
+      const [{ cities }] = await ext`select count(*)::int as cities from reserve.cities`;
+      await ext.end();
       expect(cities).toBe(0);
     } finally {
       await admin.unsafe(`drop database ${name} with (force)`);
