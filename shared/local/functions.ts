@@ -1,18 +1,15 @@
 // Runs the edge functions under real Deno (shared/edge/local_gateway.ts) for `npm start` and tests.
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
-import { createRequire } from "node:module";
 import path from "node:path";
 import { projectRoot } from "./migrate.ts";
+import { packageDir, platform } from "./packages.ts";
 
 export function denoBinary(): string {
-  const require = createRequire(import.meta.url);
-  const candidates: string[] = [];
-  for (const pkg of [`@deno/${process.platform}-${process.arch}-glibc`, `@deno/${process.platform}-${process.arch}`]) {
-    try {
-      candidates.push(path.join(path.dirname(require.resolve(`${pkg}/package.json`)), "deno"));
-    } catch { /* not this platform */ }
-  }
+  const candidates = [`@deno/${platform}-glibc`, `@deno/${platform}`]
+    .map((pkg) => packageDir(pkg))
+    .filter((dir): dir is string => !!dir)
+    .map((dir) => path.join(dir, "deno"));
   candidates.push(path.join(projectRoot, "node_modules", "deno", "deno"));
   const found = candidates.find((c) => existsSync(c));
   if (!found) throw new Error("the Deno binary is missing: run npm install");

