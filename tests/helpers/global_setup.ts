@@ -1,13 +1,12 @@
 // Once per `npm test`: a throwaway PostgreSQL 17 on a free port, migrated once into a template
 // database that every test file clones (graphile/worker's pattern).
-import { chmod, mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { rm } from "node:fs/promises";
 import path from "node:path";
 import postgres from "postgres";
 import type { TestProject } from "vitest/node";
 import { migrate } from "../../shared/local/migrate.ts";
 import { freePort } from "../../shared/local/ports.ts";
-import { startLocalPostgres } from "../../shared/local/postgres.ts";
+import { startLocalPostgres, tempClusterDir } from "../../shared/local/postgres.ts";
 
 export const TEMPLATE_DB = "reserve_template";
 
@@ -19,9 +18,7 @@ declare module "vitest" {
 }
 
 export default async function setup(project: TestProject) {
-  const dir = await mkdtemp(path.join(tmpdir(), "reserve-test-"));
-  // mkdtemp makes it 0700; as root, PostgreSQL runs as the postgres user and must reach its data dir
-  await chmod(dir, 0o755);
+  const dir = await tempClusterDir("reserve-test-");
   const pg = await startLocalPostgres({
     dataDir: path.join(dir, "postgres"),
     port: await freePort(),

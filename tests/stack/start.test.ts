@@ -1,7 +1,7 @@
 // `npm start` as a person runs it: a cold start on an empty data dir, Ctrl-C, a warm start on the same
 // data; and the one-line errors for a busy port and a failed migration.
 import { spawn, type ChildProcess } from "node:child_process";
-import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -9,6 +9,7 @@ import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { applyMigrations, bootstrapSupabaseLike, MigrationError, projectRoot } from "../../shared/local/migrate.ts";
 import { freePort } from "../../shared/local/ports.ts";
+import { tempClusterDir } from "../../shared/local/postgres.ts";
 import { createTestDatabase, dbUrl } from "../helpers/db.ts";
 
 
@@ -66,8 +67,7 @@ describe("npm start", () => {
   let fnPort: number;
 
   beforeAll(async () => {
-    dataDir = await mkdtemp(path.join(tmpdir(), "reserve-start-"));
-    await chmod(dataDir, 0o755);
+    dataDir = await tempClusterDir("reserve-start-");
     dbPort = await freePort();
     fnPort = await freePort();
     env = { RESERVE_DATA_DIR: dataDir, RESERVE_DB_PORT: String(dbPort), RESERVE_FUNCTIONS_PORT: String(fnPort) };
