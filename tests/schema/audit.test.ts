@@ -56,11 +56,12 @@ describe("audit_logs", () => {
 
   it("covers payments, reservations, booking intents, availability and the ledger", async () => {
     const rows = await db.sql`
-      select c.relname from pg_trigger t join pg_class c on c.oid = t.tgrelid
+      select distinct c.relname from pg_trigger t join pg_class c on c.oid = t.tgrelid
       join pg_proc p on p.oid = t.tgfoid
       where p.proname = 'audit_row_change' order by 1`;
     expect(rows.map((r) => r.relname)).toEqual([
-      "availability_calendar", "booking_intents", "ledger_entries", "ledger_transactions", "payments", "reservations",
+      "availability_calendar", "booking_intents", "ledger_corrections", "ledger_entries", "ledger_transactions",
+      "payments", "reservations", "settings",
     ]);
   });
 

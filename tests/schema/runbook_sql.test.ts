@@ -2,7 +2,7 @@
 // with real ids). Queries on views and functions of later issues (stuck_payments, overbooking_check,
 // find_ledger_imbalances, ...) are tested with those issues.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createTestDatabase, rolledBack, type TestDatabase } from "../helpers/db.ts";
+import { createTestDatabase, rolledBack, sqlState, type TestDatabase } from "../helpers/db.ts";
 import * as f from "../helpers/fixtures.ts";
 
 let db: TestDatabase;
@@ -22,12 +22,10 @@ beforeAll(async () => {
   await f.insert(db.sql, "processed_webhooks", {
     provider: "stripe", event_id: "evt_failed", event_type: "payment_intent.succeeded", status: "failed", error_message: "boom",
   });
-  const t = await f.insert(db.sql, "ledger_transactions", { kind: "payment", description: "runbook" });
-  for (const [direction, account] of [["debit", "receivable_mercadopago"], ["credit", "host_payable"]]) {
-    await f.insert(db.sql, "ledger_entries", {
-      transaction_id: t.id as string, entry_type: "guest_payment", account, direction, amount: 100000, city_code: cityCode,
-    });
-  }
+  const [t] = await db.sql`select * from reserve.post_ledger_transaction('payment', 'runbook', ${db.sql.json([
+    { account: "receivable_mercadopago", direction: "debit", amount: 100000 },
+    { account: "host_payable", direction: "credit", amount: 100000, entry_type: "host_share" },
+  ])}, null, null, null, ${cityCode})`;
   ids = { unitId, intentId: i.id as string, paymentId: p.id as string, txId: t.id as string, cityCode };
 });
 afterAll(async () => await db?.drop());
@@ -228,26 +226,49 @@ describe("P3 slow queries and audit log growth", () => {
 });
 
 describe("the runbook's manual writes fit the schema (run here in a rolled-back transaction)", () => {
-  it("accepts the synthetic webhook record and the manual recovery updates as written", async () => {
+  // each write starts from the state the runbook wrote it for
+  const payIn = async (tx: Parameters<Parameters<typeof rolledBack>[1]>[0], status: string, over: Record<string, unknown> = {}) => {
+    const { unitId } = await f.unit(tx, { nights: 5 });
+    const i = await f.intent(tx, unitId);
+    const p = await f.payment(tx, i.id as string, { status, ...(status === "succeeded" ? { succeeded_at: new Date() } : {}), ...over });
+    return { unitId, intent: i, paymentId: p.id as string };
+  };
+
+  it("accepts the synthetic webhook record and the payment recovery updates as written", async () => {
     await rolledBack(db.sql, async (tx) => {
       await tx.unsafe(`
         INSERT INTO reserve.processed_webhooks (provider, event_id, event_type, status)
         VALUES ('mercadopago', 'manual_' || gen_random_uuid(), 'payment.approved', 'processing');`);
+      const down = await payIn(tx, "processing");
       await tx.unsafe(`
         UPDATE reserve.payments
         SET status = 'failed', metadata = metadata || '{"manual_recovery": "webhook_down"}'::jsonb
-        WHERE id = '${ids.paymentId}';`);
+        WHERE id = '${down.paymentId}';`);
+      const stuck = await payIn(tx, "processing");
       await tx.unsafe(`
         UPDATE reserve.payments
         SET status = 'succeeded', succeeded_at = COALESCE(succeeded_at, NOW()),
             metadata = metadata || '{"manual_recovery": "processing_stuck"}'::jsonb
-        WHERE id = '${ids.paymentId}';`);
+        WHERE id = '${stuck.paymentId}';`);
+      const pix = await payIn(tx, "pending", { provider: "mercadopago", method: "pix", expires_at: new Date(Date.now() + 60_000) });
       await tx.unsafe(`
         UPDATE reserve.payments
         SET status = 'succeeded',
             succeeded_at = NOW(),
             metadata = metadata || '{"manual_confirmation": true}'::jsonb
-        WHERE id = '${ids.paymentId}';`);
+        WHERE id = '${pix.paymentId}';`);
+      const statuses = await tx`select id, status, failed_at is not null as failed_stamped from reserve.payments
+                                where id in ${tx([down.paymentId, stuck.paymentId, pix.paymentId])}`;
+      expect(Object.fromEntries(statuses.map((r) => [r.id, [r.status, r.failed_stamped]]))).toEqual({
+        [down.paymentId]: ["failed", true], [stuck.paymentId]: ["succeeded", false], [pix.paymentId]: ["succeeded", false],
+      });
+    });
+  });
+
+  it("accepts the manual reservation INSERT, which converts the intent and books the nights", async () => {
+    await rolledBack(db.sql, async (tx) => {
+      const paid = await payIn(tx, "succeeded");
+      await tx`select reserve.acquire_booking_lock(${paid.intent.id as string})`;
       // the P1 "payment succeeded but no reservation" fallback, word for word
       const [manual] = await tx.unsafe(`
         INSERT INTO reserve.reservations (
@@ -269,39 +290,75 @@ describe("the runbook's manual writes fit the schema (run here in a rolled-back 
           'host_commit_pending',
           'paid'
         FROM reserve.booking_intents bi
-        WHERE bi.id = '${ids.intentId}'
+        WHERE bi.id = '${paid.intent.id}'
         RETURNING *;`);
-      expect(manual).toMatchObject({ payment_id: ids.paymentId, guests: 2, total_amount: "100000", status: "host_commit_pending" });
-      await tx.unsafe(`update reserve.reservations set status = 'cancelled', cancellation_reason = 'test' where id = '${manual.id}'`);
+      expect(manual).toMatchObject({ payment_id: paid.paymentId, guests: 2, total_amount: "100000", status: "host_commit_pending" });
+      const [intent] = await tx.unsafe(`SELECT status FROM reserve.booking_intents WHERE id = '${paid.intent.id}';`);
+      expect(intent.status).toBe("converted");
+      const nights = await tx`select bookings_count, temp_holds from reserve.availability_calendar
+                              where unit_id = ${paid.unitId} and date in (${f.isoDate(1)}, ${f.isoDate(2)}) order by date`;
+      expect(nights).toEqual([{ bookings_count: 1, temp_holds: 0 }, { bookings_count: 1, temp_holds: 0 }]);
+      const [receipt] = await tx`select count(*)::int as n from reserve.ledger_transactions where idempotency_key = ${"receipt:" + paid.paymentId}`;
+      expect(receipt.n).toBe(1);
+    });
+  });
+
+  it("accepts the double-charge refund UPDATE and posts its ledger entries", async () => {
+    await rolledBack(db.sql, async (tx) => {
+      const dup = await payIn(tx, "succeeded");
       await tx.unsafe(`
         UPDATE reserve.payments
-        SET status = 'refunded', refunded_amount = amount, refunded_at = NOW(),
+        SET status = 'refunded',
+            refunded_amount = amount,
+            refunded_at = NOW(),
             metadata = metadata || '{"refund_reason": "duplicate_charge"}'::jsonb
-        WHERE id = '${ids.paymentId}';`);
+        WHERE id = '${dup.paymentId}';`);
+      const legs = await tx`select t.kind, e.account, e.direction, e.amount::int from reserve.ledger_transactions t
+                            join reserve.ledger_entries e on e.transaction_id = t.id
+                            where t.payment_id = ${dup.paymentId} order by t.posted_at, t.kind, e.account, e.direction`;
+      // the money came in (to be refunded), then went back out
+      expect(legs).toEqual(expect.arrayContaining([
+        { kind: "payment", account: "receivable_stripe", direction: "debit", amount: 100000 },
+        { kind: "payment", account: "refunds_payable", direction: "credit", amount: 100000 },
+        { kind: "refund", account: "refunds_payable", direction: "debit", amount: 100000 },
+        { kind: "refund", account: "receivable_stripe", direction: "credit", amount: 100000 },
+      ]));
+      expect(legs).toHaveLength(4);
+    });
+  });
+
+  it("accepts the overbooking steps: block, move, cancel, recount", async () => {
+    await rolledBack(db.sql, async (tx) => {
+      const i = await f.intent(tx, ids.unitId, { check_in: f.isoDate(5), check_out: f.isoDate(7) });
+      const r = await f.reservation(tx, i);
       await tx.unsafe(`
         UPDATE reserve.availability_calendar
         SET is_available = false, is_blocked = true
         WHERE unit_id = '${ids.unitId}' AND date >= CURRENT_DATE;`);
-      await tx.unsafe(`
-        INSERT INTO reserve.ledger_entries (transaction_id, entry_type, account, direction, amount, description, city_code)
-        VALUES ('${ids.txId}', 'correction', 'corrections', 'credit', 1, 'Manual correction for imbalance', '${ids.cityCode}');`);
-      const r = await f.reservation(tx, (await tx`select * from reserve.booking_intents where id = ${ids.intentId}`)[0]);
       const other = await f.unit(tx, { cityCode: ids.cityCode });
       await tx.unsafe(`
         UPDATE reserve.reservations
         SET unit_id = '${other.unitId}',
             metadata = metadata || '{"moved_due_to_overbooking": true}'::jsonb
         WHERE id = '${r.id}';`);
+      const moved = await tx`select unit_id, sum(bookings_count)::int as n from reserve.availability_calendar
+                             where unit_id in ${tx([ids.unitId, other.unitId])} group by 1`;
+      expect(Object.fromEntries(moved.map((m) => [m.unit_id, m.n]))).toEqual({ [ids.unitId]: 0, [other.unitId]: 2 });
       await tx.unsafe(`
         UPDATE reserve.reservations
-        SET status = 'cancelled', cancellation_reason = 'Overbooking - property error', updated_at = NOW()
+        SET status = 'cancelled',
+            cancellation_reason = 'Overbooking - property error',
+            updated_at = NOW()
         WHERE id = '${r.id}';`);
       await tx.unsafe(`
         UPDATE reserve.availability_calendar ac
         SET bookings_count = subquery.actual_bookings,
             is_available = (subquery.actual_bookings + ac.temp_holds) < ac.allotment
         FROM (
-          SELECT unit_id, date, COUNT(*) as actual_bookings
+          SELECT
+            unit_id,
+            date,
+            COUNT(*) as actual_bookings
           FROM reserve.reservations r
           JOIN generate_series(r.check_in, r.check_out - INTERVAL '1 day', INTERVAL '1 day') AS date
           ON true
@@ -310,6 +367,28 @@ describe("the runbook's manual writes fit the schema (run here in a rolled-back 
         ) subquery
         WHERE ac.unit_id = subquery.unit_id
         AND ac.date = subquery.date;`);
+      const drift = await tx`select * from reserve.availability_counter_drift`;
+      expect(drift).toEqual([]);
     });
+  });
+
+  it("refuses the hand-written ledger INSERT and DELETE: corrections go through the 4-eyes functions", async () => {
+    const insert = await rolledBack(db.sql, (tx) => sqlState(tx.unsafe(`
+        INSERT INTO reserve.ledger_entries (transaction_id, entry_type, account, direction, amount, description, city_code)
+        VALUES ('${ids.txId}', 'correction', 'corrections', 'credit', 1, 'Manual correction for imbalance', '${ids.cityCode}');`)));
+    expect(insert).toBe("RC403");
+    const del = await rolledBack(db.sql, (tx) => sqlState(tx.unsafe(`
+        WITH duplicates AS (
+          SELECT id,
+                 ROW_NUMBER() OVER (
+                   PARTITION BY transaction_id, account, direction
+                   ORDER BY created_at
+                 ) as rn
+          FROM reserve.ledger_entries
+          WHERE transaction_id = '${ids.txId}'
+        )
+        DELETE FROM reserve.ledger_entries
+        WHERE id IN (SELECT id FROM duplicates WHERE rn > 1);`)));
+    expect(del).toBe("RC402");
   });
 });
