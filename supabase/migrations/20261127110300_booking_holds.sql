@@ -81,6 +81,7 @@ declare
   today date;
   nights integer;
   locked integer;
+  sellable integer;
   total bigint;
   currencies text[];
   hold integer;
@@ -143,14 +144,12 @@ begin
   for update;
   get diagnostics locked = row_count;
 
-  select sum(coalesce(c.price, u.base_price)), array_agg(distinct c.currency)
-    into total, currencies
+  select count(*), sum(coalesce(c.price, u.base_price)), array_agg(distinct c.currency)
+    into sellable, total, currencies
   from reserve.availability_calendar c
   where c.unit_id = p_unit_id and c.date >= p_check_in and c.date < p_check_out
     and not c.is_blocked and c.bookings_count + c.temp_holds < c.allotment;
-  if locked <> nights or (select count(*) from reserve.availability_calendar c
-      where c.unit_id = p_unit_id and c.date >= p_check_in and c.date < p_check_out
-        and not c.is_blocked and c.bookings_count + c.temp_holds < c.allotment) <> nights then
+  if locked <> nights or sellable <> nights then
     perform reserve.raise_unavailable(p_unit_id, p_check_in, p_check_out);
   end if;
   if array_length(currencies, 1) <> 1 or currencies[1] <> u.currency then
@@ -229,25 +228,26 @@ language plpgsql
 security definer
 set search_path = ''
 as $$
-declare
-  ids uuid[];
 begin
-  -- SKIP LOCKED: a hold being converted by finalize right now is not ours to expire
-  select array_agg(id) into ids from (
-    select id from reserve.booking_locks
-    where status = 'held' and expires_at <= now()
-    order by unit_id, lock_date
-    limit greatest(p_limit, 1)
-    for update skip locked) due;
-
-  if ids is not null then
-    perform 1 from reserve.availability_calendar c
-    where (c.unit_id, c.date) in (select unit_id, lock_date from reserve.booking_locks where id = any (ids))
+  -- nights first, like every other path (checkout, finalize, release): a lapsed hold is expired only
+  -- under its calendar night's lock, and nights a checkout or finalize holds right now are skipped
+  -- (SKIP LOCKED), so the sweep never waits and never deadlocks
+  with due as (
+    select distinct unit_id, lock_date from (
+      select unit_id, lock_date from reserve.booking_locks
+      where status = 'held' and expires_at <= now()
+      order by unit_id, lock_date
+      limit greatest(p_limit, 1)) d
+  ), nights as (
+    select c.unit_id, c.date from reserve.availability_calendar c
+    where (c.unit_id, c.date) in (select unit_id, lock_date from due)
     order by c.unit_id, c.date
-    for update;
-    update reserve.booking_locks set status = 'expired', released_at = now() where id = any (ids);
-  end if;
-  released_locks := coalesce(cardinality(ids), 0);
+    for update skip locked
+  )
+  update reserve.booking_locks l set status = 'expired', released_at = now()
+  from nights n
+  where l.unit_id = n.unit_id and l.lock_date = n.date and l.status = 'held' and l.expires_at <= now();
+  get diagnostics released_locks = row_count;
 
   with due as (
     select bi.id from reserve.booking_intents bi

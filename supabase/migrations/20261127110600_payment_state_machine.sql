@@ -31,6 +31,7 @@ insert into reserve.payment_status_transitions (from_status, to_status, why) val
   ('partially_refunded', 'refunded', 'the rest refunded'),
   ('partially_refunded', 'disputed', 'the guest opened a chargeback'),
   ('disputed', 'succeeded', 'dispute won'),
+  ('disputed', 'partially_refunded', 'dispute won after part of the amount had been refunded'),
   ('disputed', 'refunded', 'dispute lost: the amount was charged back');
 
 alter table reserve.payment_status_transitions enable row level security;
@@ -134,8 +135,49 @@ comment on function reserve.post_payment_receipt(uuid, boolean, uuid) is
   'commission when fulfilled, else the whole amount to refunds_payable.';
 revoke all on function reserve.post_payment_receipt(uuid, boolean, uuid) from public;
 
+-- Money given back out of what a payment earned is taken from the host's share and our commission in
+-- proportion to what is left of each for that payment, so successive partial refunds never leave a
+-- rounding centavo behind: the last one takes exactly the remainder.
+create function reserve.earned_refund_legs(p_payment_id uuid, p_amount bigint, p_currency text)
+returns jsonb
+language plpgsql
+stable
+security definer
+set search_path = ''
+as $$
+declare
+  host_left bigint;
+  commission_left bigint;
+  commission_part bigint;
+  legs jsonb := '[]'::jsonb;
+begin
+  select coalesce(sum(case e.direction when 'credit' then e.amount else -e.amount end) filter (where e.account = 'host_payable'), 0),
+         coalesce(sum(case e.direction when 'credit' then e.amount else -e.amount end) filter (where e.account = 'commission_revenue'), 0)
+    into host_left, commission_left
+  from reserve.ledger_transactions t join reserve.ledger_entries e on e.transaction_id = t.id
+  where t.payment_id = p_payment_id and e.account in ('host_payable', 'commission_revenue');
+  host_left := greatest(host_left, 0);
+  commission_left := greatest(commission_left, 0);
+  commission_part := case when host_left + commission_left = 0 then 0
+                          when p_amount >= host_left + commission_left then commission_left
+                          else round(p_amount * commission_left / (host_left + commission_left)::numeric) end;
+  if p_amount - commission_part > 0 then
+    legs := legs || jsonb_build_object('account', 'host_payable', 'direction', 'debit', 'amount', p_amount - commission_part,
+                                       'entry_type', 'refund', 'currency', p_currency);
+  end if;
+  if commission_part > 0 then
+    legs := legs || jsonb_build_object('account', 'commission_revenue', 'direction', 'debit', 'amount', commission_part,
+                                       'entry_type', 'refund', 'currency', p_currency);
+  end if;
+  return legs;
+end
+$$;
+comment on function reserve.earned_refund_legs(uuid, bigint, text) is
+  'Debit legs taking p_amount back from a payment''s remaining host share and commission, proportionally.';
+revoke all on function reserve.earned_refund_legs(uuid, bigint, text) from public;
+
 -- A refund takes first from what we already set aside for the guest (refunds_payable), then from the
--- host's share and our commission in the receipt's proportions.
+-- host's share and our commission.
 create function reserve.post_payment_refund() returns trigger
 language plpgsql
 security definer
@@ -148,8 +190,6 @@ declare
   set_aside bigint;
   from_set_aside bigint;
   rest bigint;
-  receipt_commission bigint;
-  commission_part bigint;
   legs jsonb := '[]'::jsonb;
 begin
   select bi.city_code into city from reserve.booking_intents bi where bi.id = new.booking_intent_id;
@@ -170,17 +210,7 @@ begin
                                        'entry_type', 'refund', 'currency', new.currency);
   end if;
   if rest > 0 then
-    select coalesce(sum(e.amount), 0) into receipt_commission
-    from reserve.ledger_entries e where e.transaction_id = receipt and e.account = 'commission_revenue';
-    commission_part := round(rest * receipt_commission / new.amount::numeric);
-    if rest - commission_part > 0 then
-      legs := legs || jsonb_build_object('account', 'host_payable', 'direction', 'debit', 'amount', rest - commission_part,
-                                         'entry_type', 'refund', 'currency', new.currency);
-    end if;
-    if commission_part > 0 then
-      legs := legs || jsonb_build_object('account', 'commission_revenue', 'direction', 'debit', 'amount', commission_part,
-                                         'entry_type', 'refund', 'currency', new.currency);
-    end if;
+    legs := legs || reserve.earned_refund_legs(new.id, rest, new.currency);
   end if;
   legs := legs || jsonb_build_object('account', reserve.receivable_account(new.provider), 'direction', 'credit',
                                      'amount', delta, 'entry_type', 'refund', 'currency', new.currency);
@@ -359,6 +389,12 @@ begin
   payment_id := p.id;
   previous_status := p.status;
 
+  -- a dispute won gives back the state before it, which keeps an earlier partial refund
+  if p_status = 'succeeded' and p.status = 'disputed' and p.refunded_amount > 0 then
+    p_status := 'partially_refunded';
+    p_refunded_amount := p.refunded_amount;
+  end if;
+
   if p_status = 'partially_refunded' then
     if p_refunded_amount is null or p_refunded_amount <= 0 or p_refunded_amount >= p.amount then
       raise exception using errcode = 'RC001',
@@ -371,8 +407,11 @@ begin
     new_refunded := p.refunded_amount;
   end if;
 
-  if p_event_at is not null and p.last_event_at is not null and p_event_at < p.last_event_at then
-    outcome := 'stale';  -- an older event never overwrites what a newer one said
+  -- an older event never overwrites what a newer one said, except news of money arriving: a PIX paid
+  -- a second before the poller expired it is still paid
+  if p_event_at is not null and p.last_event_at is not null and p_event_at < p.last_event_at
+     and not (p_status = 'succeeded' and p.status in ('pending', 'processing', 'failed', 'cancelled', 'expired')) then
+    outcome := 'stale';
   elsif p_status = p.status and new_refunded = p.refunded_amount then
     outcome := 'unchanged';
   elsif p_status <> p.status and not exists (
@@ -404,12 +443,13 @@ begin
   end if;
   status := p.status;
 
-  if outcome in ('unchanged', 'stale', 'ignored') and (p_gateway_status is not null or p_event_at is not null) then
+  -- a duplicate may carry a newer clock; an ignored or stale event moves nothing, not even the clock
+  if outcome = 'unchanged' and (p_gateway_status is not null or p_event_at is not null) then
     update reserve.payments
-    set gateway_status = case when outcome = 'unchanged' then coalesce(p_gateway_status, gateway_status) else gateway_status end,
+    set gateway_status = coalesce(p_gateway_status, gateway_status),
         last_event_at = greatest(last_event_at, p_event_at)
     where id = p.id and (last_event_at is distinct from greatest(last_event_at, p_event_at)
-                         or (outcome = 'unchanged' and gateway_status is distinct from coalesce(p_gateway_status, gateway_status)));
+                         or gateway_status is distinct from coalesce(p_gateway_status, gateway_status));
   end if;
 
   -- a success is finalized in the same transaction; repeating it is idempotent and recovers a

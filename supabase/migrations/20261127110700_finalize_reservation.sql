@@ -146,10 +146,13 @@ begin
   if refuse is not null then
     update reserve.payments x set refund_reason = refuse where x.id = p.id;
     perform reserve.post_payment_receipt(p.id, false);
-    update reserve.booking_locks l set status = 'released', released_at = now()
-    where l.booking_intent_id = bi.id and l.status = 'held';
-    if bi.status = 'pending' then
-      update reserve.booking_intents x set status = 'expired' where x.id = bi.id;
+    if refuse = 'nights_unavailable' then
+      -- the stay cannot happen: give back the nights it still held and close the checkout
+      update reserve.booking_locks l set status = 'released', released_at = now()
+      where l.booking_intent_id = bi.id and l.status = 'held';
+      if bi.status = 'pending' then
+        update reserve.booking_intents x set status = 'expired' where x.id = bi.id;
+      end if;
     end if;
     success := false; outcome := refuse;
     error_message := format('payment %s flagged for refund: %s', p.id, why);

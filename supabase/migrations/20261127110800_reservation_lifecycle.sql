@@ -86,10 +86,8 @@ declare
   r reserve.reservations;
   p reserve.payments;
   refund bigint;
-  receipt uuid;
-  receipt_commission bigint;
-  commission_part bigint;
-  legs jsonb := '[]'::jsonb;
+  refundable bigint;
+  legs jsonb;
 begin
   if coalesce(length(btrim(p_reason)), 0) = 0 then
     raise exception using errcode = 'RC001', message = format('cancelling reservation %s needs a reason', p_reservation_id);
@@ -103,10 +101,14 @@ begin
   if r.status not in ('host_commit_pending', 'confirmed') then
     perform reserve.illegal_reservation_move(r, 'cancelled');
   end if;
-  refund := coalesce(p_refund_amount, r.total_amount);
-  if refund < 0 or refund > r.total_amount then
+  select * into p from reserve.payments where id = r.payment_id;
+  -- what the provider already gave back is not owed a second time
+  refundable := greatest(r.total_amount - coalesce(p.refunded_amount, 0), 0);
+  refund := coalesce(p_refund_amount, refundable);
+  if refund < 0 or refund > refundable then
     raise exception using errcode = 'RC001',
-      message = format('refund for reservation %s must be 0..%s, got %s', r.id, r.total_amount, refund);
+      message = format('refund for reservation %s must be 0..%s (total %s, already refunded %s), got %s',
+                       r.id, refundable, r.total_amount, coalesce(p.refunded_amount, 0), refund);
   end if;
 
   if coalesce(current_setting('reserve.reason', true), '') = '' then
@@ -125,25 +127,13 @@ begin
   update reserve.booking_locks set status = 'released', released_at = now()
   where booking_intent_id = r.booking_intent_id and status = 'converted';
 
-  if refund > 0 and r.payment_id is not null then
-    select * into p from reserve.payments where id = r.payment_id for update;
+  if refund > 0 and p.id is not null then
     update reserve.payments
     set refund_reason = coalesce(refund_reason, case when p_reason like 'host_declined%' then 'host_declined' else 'reservation_cancelled' end),
         metadata = metadata || jsonb_build_object('refund_requested_amount', refund, 'refund_requested_at', now())
     where id = p.id;
-    -- the host's share and our commission become the guest's, in the receipt's proportions
-    select id into receipt from reserve.ledger_transactions where idempotency_key = 'receipt:' || p.id;
-    select coalesce(sum(amount), 0) into receipt_commission
-    from reserve.ledger_entries where transaction_id = receipt and account = 'commission_revenue';
-    commission_part := round(refund * receipt_commission / p.amount::numeric);
-    if refund - commission_part > 0 then
-      legs := legs || jsonb_build_object('account', 'host_payable', 'direction', 'debit', 'amount', refund - commission_part,
-                                         'entry_type', 'refund', 'currency', p.currency);
-    end if;
-    if commission_part > 0 then
-      legs := legs || jsonb_build_object('account', 'commission_revenue', 'direction', 'debit', 'amount', commission_part,
-                                         'entry_type', 'refund', 'currency', p.currency);
-    end if;
+    -- the host's share and our commission become the guest's, proportionally
+    legs := reserve.earned_refund_legs(p.id, refund, p.currency);
     legs := legs || jsonb_build_object('account', 'refunds_payable', 'direction', 'credit', 'amount', refund,
                                        'entry_type', 'refund', 'currency', p.currency);
     perform reserve.post_ledger_transaction('refund',
@@ -155,7 +145,7 @@ end
 $$;
 comment on function reserve.cancel_reservation(uuid, text, bigint) is
   'Cancels a host_commit_pending or confirmed reservation with a reason: frees its nights, flags the '
-  'payment for a refund of p_refund_amount (default all, 0 for none) and moves that amount from host '
+  'payment for a refund of p_refund_amount (default all not yet refunded, 0 for none) and moves that amount from host '
   'payable and commission to refunds_payable. Idempotent; RC302 once checked in.';
 revoke all on function reserve.cancel_reservation(uuid, text, bigint) from public;
 grant execute on function reserve.cancel_reservation(uuid, text, bigint) to service_role;

@@ -66,12 +66,13 @@ describe("100 concurrent finalize_reservation calls for one payment", () => {
     // succeeded without finalizing, as the runbook's manual recovery leaves it
     await sql`update reserve.payments set status = 'succeeded' where id = ${paymentId}`;
     const racers = await pool(100);
-    let rows: { success: boolean; confirmation_code: string; outcome: string }[];
+    type Finalized = { success: boolean; confirmation_code: string; outcome: string };
+    let rows: Finalized[];
     try {
       const { results, tally } = await settle(Array.from({ length: 100 }, () =>
-        racers`select * from reserve.finalize_reservation(${paymentId})`));
+        racers<Finalized[]>`select * from reserve.finalize_reservation(${paymentId})`));
       expect(tally).toEqual({ ok: 100 });
-      rows = results.map((r) => (r as PromiseFulfilledResult<typeof rows>).value[0]);
+      rows = results.map((r) => (r as PromiseFulfilledResult<Finalized[]>).value[0]);
     } finally {
       await racers.end();
     }

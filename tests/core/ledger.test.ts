@@ -1,0 +1,381 @@
+// The double-entry ledger's rules: post_ledger_transaction is the only way in (legs validated,
+// balanced, idempotent by key), rows are append-only, an unbalanced transaction cannot commit while
+// trg_ledger_balance is on, and what slips past a disabled trigger is found by find_ledger_imbalances
+// and fixed by a 4-eyes correction (two named people), never by editing rows.
+import { randomUUID } from "node:crypto";
+import type postgres from "postgres";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createTestDatabase, rolledBack, sqlState, type Sql, type TestDatabase } from "../helpers/db.ts";
+import * as f from "../helpers/fixtures.ts";
+
+type Q = Sql | postgres.TransactionSql;
+type Leg = Record<string, postgres.JSONValue>;
+
+let db: TestDatabase;
+let cityCode: string;
+beforeAll(async () => {
+  db = await createTestDatabase();
+  cityCode = await f.city(db.sql);
+});
+afterAll(async () => await db?.drop());
+
+/** A balanced pair of legs: `amount` from `debit` to `credit`. */
+function pair(amount: number, debit = "receivable_stripe", credit = "host_payable"): Leg[] {
+  return [
+    { account: debit, direction: "debit", amount },
+    { account: credit, direction: "credit", amount },
+  ];
+}
+
+interface PostOptions { kind?: string; description?: string; key?: string | null; city?: string | null }
+
+async function post(q: Q, entries: unknown, o: PostOptions = {}) {
+  const [tx] = await q`
+    select * from reserve.post_ledger_transaction(
+      ${o.kind ?? "payout"}, ${o.description ?? "test posting"}, ${q.json(entries as postgres.JSONValue)},
+      ${o.key ?? null}, null, null, ${o.city ?? null})`;
+  return tx;
+}
+
+async function legsOf(q: Q, transactionId: string) {
+  return q`select account, direction, amount::int as amount, entry_type
+           from reserve.ledger_entries where transaction_id = ${transactionId} order by direction, account`;
+}
+
+async function countLedgerRows(q: Q) {
+  const [n] = await q`select (select count(*)::int from reserve.ledger_transactions) as transactions,
+                             (select count(*)::int from reserve.ledger_entries) as entries`;
+  return n;
+}
+
+/** Runs fn in a committed transaction acting as the named person (reserve.actor). */
+function asActor<T>(sql: Sql, who: string, fn: (tx: postgres.TransactionSql) => Promise<T>): Promise<T> {
+  return sql.begin(async (tx) => {
+    await tx`select set_config('reserve.actor', ${who}, true)`;
+    return fn(tx);
+  }) as Promise<T>;
+}
+
+async function propose(tx: Q, reason: string, entries: Leg[], target: string | null = null) {
+  const [c] = await tx`select * from reserve.propose_ledger_correction(${reason}, ${tx.json(entries)}, ${target})`;
+  return c;
+}
+
+const approve = async (tx: Q, id: string, note = "checked the statement") =>
+  (await tx`select * from reserve.approve_ledger_correction(${id}, ${note})`)[0];
+const reject = async (tx: Q, id: string, note = "not ours to fix") =>
+  (await tx`select * from reserve.reject_ledger_correction(${id}, ${note})`)[0];
+
+/** A database of its own for a test that disables trg_ledger_balance, so no other test sees it off. */
+async function withScratchDatabase(fn: (sql: Sql) => Promise<void>) {
+  const scratch = await createTestDatabase();
+  try {
+    await fn(scratch.sql);
+  } finally {
+    await scratch.drop();
+  }
+}
+
+/** Header plus one debit leg, written the way the runbook's manual SQL would (writer flag set by hand). */
+async function insertOneSided(tx: postgres.TransactionSql, id: string, amount: number) {
+  await tx`select set_config('reserve.ledger_writer', 'on', true)`;
+  await tx`insert into reserve.ledger_transactions (id, kind, description)
+           values (${id}, 'payment', 'written by hand, one leg only')`;
+  await tx`insert into reserve.ledger_entries (transaction_id, entry_type, account, direction, amount)
+           values (${id}, 'guest_payment', 'receivable_stripe', 'debit', ${amount})`;
+}
+
+async function triggerState(sql: Sql): Promise<string> {
+  const [row] = await sql.unsafe(`SELECT tgenabled FROM pg_trigger WHERE tgname = 'trg_ledger_balance';`);
+  return row.tgenabled as string;
+}
+
+/** Commits an imbalanced transaction with the balance trigger off, then turns it back on. */
+async function postImbalanced(sql: Sql, amount: number): Promise<string> {
+  const id = randomUUID();
+  await sql`alter table reserve.ledger_entries disable trigger trg_ledger_balance`;
+  try {
+    await sql.begin((tx) => insertOneSided(tx, id, amount));
+  } finally {
+    await sql.unsafe(`ALTER TABLE reserve.ledger_entries ENABLE TRIGGER trg_ledger_balance;`);
+  }
+  return id;
+}
+
+describe("post_ledger_transaction", () => {
+  it("posts a balanced transaction and returns its header", async () => {
+    await rolledBack(db.sql, async (tx) => {
+      const legs = [
+        { account: "receivable_stripe", direction: "debit", amount: 100000 },
+        { account: "host_payable", direction: "credit", amount: 85000, entry_type: "host_share" },
+        { account: "commission_revenue", direction: "credit", amount: 15000, entry_type: "commission" },
+      ];
+      const t = await post(tx, legs, { kind: "payment", description: "stay sold", key: "t:balanced", city: cityCode });
+      expect(t).toMatchObject({ kind: "payment", description: "stay sold", idempotency_key: "t:balanced", city_code: cityCode });
+      expect(t.id).toMatch(/^[0-9a-f-]{36}$/);
+      expect(await legsOf(tx, t.id)).toEqual([
+        { account: "commission_revenue", direction: "credit", amount: 15000, entry_type: "commission" },
+        { account: "host_payable", direction: "credit", amount: 85000, entry_type: "host_share" },
+        { account: "receivable_stripe", direction: "debit", amount: 100000, entry_type: "guest_payment" },
+      ]);
+    });
+  });
+
+  it.each([
+    ["a zero amount", [{ account: "receivable_stripe", direction: "debit", amount: 0 }, { account: "host_payable", direction: "credit", amount: 0 }]],
+    ["a negative amount", [{ account: "receivable_stripe", direction: "debit", amount: -5 }, { account: "host_payable", direction: "credit", amount: -5 }]],
+    ["a fractional amount", [{ account: "receivable_stripe", direction: "debit", amount: 10.5 }, { account: "host_payable", direction: "credit", amount: 10.5 }]],
+    ["an amount given as text", [{ account: "receivable_stripe", direction: "debit", amount: "100" }, { account: "host_payable", direction: "credit", amount: "100" }]],
+    ["a bad direction", [{ account: "receivable_stripe", direction: "left", amount: 100 }, { account: "host_payable", direction: "credit", amount: 100 }]],
+    ["a single leg", [{ account: "receivable_stripe", direction: "debit", amount: 100 }]],
+    ["no legs", []],
+  ])("refuses %s with RC001", async (_what, legs) => {
+    expect(await rolledBack(db.sql, (tx) => sqlState(post(tx, legs)))).toBe("RC001");
+  });
+
+  it.each([[""], ["   "], [null]])("refuses the description %j with RC001", async (description) => {
+    const state = await rolledBack(db.sql, (tx) => sqlState(tx`
+      select reserve.post_ledger_transaction('payout', ${description}, ${tx.json(pair(100))})`));
+    expect(state).toBe("RC001");
+  });
+
+  it("refuses an unknown account with RC404", async () => {
+    expect(await rolledBack(db.sql, (tx) => sqlState(post(tx, pair(100, "receivable_stripe", "petty_cash"))))).toBe("RC404");
+  });
+
+  it("refuses an unbalanced transaction at the call itself, not only at commit (RC401)", async () => {
+    const legs = [{ account: "receivable_stripe", direction: "debit", amount: 100 }, { account: "host_payable", direction: "credit", amount: 99 }];
+    const state = await rolledBack(db.sql, (tx) => sqlState(post(tx, legs, { key: "t:unbalanced" })));
+    expect(state).toBe("RC401");
+  });
+
+  it("refuses legs that balance in total but not per currency (RC401)", async () => {
+    const legs = [
+      { account: "receivable_stripe", direction: "debit", amount: 100, currency: "BRL" },
+      { account: "host_payable", direction: "credit", amount: 100, currency: "USD" },
+    ];
+    expect(await rolledBack(db.sql, (tx) => sqlState(post(tx, legs)))).toBe("RC401");
+  });
+
+  it("is idempotent by key: the same request returns the same transaction and writes nothing new", async () => {
+    const first = await post(db.sql, pair(2500), { key: "t:idem", city: cityCode });
+    const before = await countLedgerRows(db.sql);
+    const again = await post(db.sql, pair(2500), { key: "t:idem", city: cityCode });
+    expect(again.id).toBe(first.id);
+    expect(await countLedgerRows(db.sql)).toEqual(before);
+  });
+
+  it("refuses the same key with other arguments (RC405), naming the transaction", async () => {
+    const first = await post(db.sql, pair(3000), { key: "t:conflict" });
+    const before = await countLedgerRows(db.sql);
+    const err = await post(db.sql, pair(3001), { key: "t:conflict" }).catch((e: { code?: string; message?: string }) => e);
+    expect(err.code).toBe("RC405");
+    expect(err.message).toContain(first.id);
+    expect(await sqlState(post(db.sql, pair(3000), { key: "t:conflict", description: "other words" }))).toBe("RC405");
+    expect(await countLedgerRows(db.sql)).toEqual(before);
+  });
+
+  it("refuses kind 'correction' when called directly (RC407): corrections need two people", async () => {
+    expect(await rolledBack(db.sql, (tx) => sqlState(post(tx, pair(100, "corrections", "host_payable"), { kind: "correction" })))).toBe("RC407");
+  });
+});
+
+describe("append-only ledger tables", () => {
+  let txId: string;
+  beforeAll(async () => {
+    txId = (await post(db.sql, pair(4200), { key: "t:append-only", city: cityCode })).id;
+  });
+
+  it("refuses a direct INSERT into ledger_entries or ledger_transactions (RC403)", async () => {
+    const entry = await rolledBack(db.sql, (tx) => sqlState(tx`
+      insert into reserve.ledger_entries (transaction_id, entry_type, account, direction, amount)
+      values (${txId}, 'correction', 'corrections', 'credit', 1)`));
+    const header = await rolledBack(db.sql, (tx) => sqlState(tx`
+      insert into reserve.ledger_transactions (kind, description) values ('payout', 'by hand')`));
+    expect([entry, header]).toEqual(["RC403", "RC403"]);
+  });
+
+  it.each(["ledger_entries", "ledger_transactions"])("refuses UPDATE, DELETE and TRUNCATE of %s (RC402)", async (table) => {
+    const key = table === "ledger_entries" ? "transaction_id" : "id";
+    const statements = [
+      `update reserve.${table} set description = 'edited' where ${key} = '${txId}'`,
+      `update reserve.${table} set description = 'edited' where false`,
+      `delete from reserve.${table} where ${key} = '${txId}'`,
+      // cascade: the foreign keys would refuse a plain TRUNCATE of the headers before our trigger runs
+      `truncate reserve.${table} cascade`,
+    ];
+    for (const text of statements) {
+      expect([text, await rolledBack(db.sql, (tx) => sqlState(tx.unsafe(text)))]).toEqual([text, "RC402"]);
+    }
+    const [still] = await db.sql`select count(*)::int as n from reserve.ledger_entries where transaction_id = ${txId}`;
+    expect(still.n).toBe(2);
+  });
+
+  it("refuses the runbook's duplicate-removal DELETE (RC402)", async () => {
+    const state = await rolledBack(db.sql, (tx) => sqlState(tx.unsafe(`
+      WITH duplicates AS (
+        SELECT id,
+               ROW_NUMBER() OVER (
+                 PARTITION BY transaction_id, account, direction
+                 ORDER BY created_at
+               ) as rn
+        FROM reserve.ledger_entries
+        WHERE transaction_id = '${txId}'
+      )
+      DELETE FROM reserve.ledger_entries
+      WHERE id IN (SELECT id FROM duplicates WHERE rn > 1);`)));
+    expect(state).toBe("RC402");
+  });
+});
+
+describe("trg_ledger_balance", () => {
+  it("An unbalanced ledger transaction cannot commit", async () => {
+    const id = randomUUID();
+    let legsBeforeCommit = 0;
+    const state = await sqlState(db.sql.begin(async (tx) => {
+      await insertOneSided(tx, id, 777);
+      legsBeforeCommit = (await legsOf(tx, id)).length;  // the check is deferred: the INSERT itself went through
+    }));
+    expect([legsBeforeCommit, state]).toEqual([1, "RC401"]);
+    const [left] = await db.sql`select (select count(*)::int from reserve.ledger_transactions where id = ${id}) as headers,
+                                       (select count(*)::int from reserve.ledger_entries where transaction_id = ${id}) as legs`;
+    expect(left).toEqual({ headers: 0, legs: 0 });
+  });
+
+  it("With the trigger disabled it can, and the runbook's checks find it", async () => {
+    await withScratchDatabase(async (sql) => {
+      const id = randomUUID();
+      await sql`ALTER TABLE reserve.ledger_entries DISABLE TRIGGER trg_ledger_balance`;
+      try {
+        expect(await triggerState(sql)).toBe("D");
+        await sql.begin((tx) => insertOneSided(tx, id, 777));
+      } finally {
+        await sql.unsafe(`ALTER TABLE reserve.ledger_entries
+                          ENABLE TRIGGER trg_ledger_balance;`);
+      }
+      expect(await triggerState(sql)).toBe("O");
+
+      const found = await sql`select transaction_id, kind, currency, debits::int, credits::int, imbalance::int, entry_count::int
+                              from reserve.find_ledger_imbalances(now()::date - 7)`;
+      expect(found).toEqual([
+        { transaction_id: id, kind: "payment", currency: "BRL", debits: 777, credits: 0, imbalance: 777, entry_count: 1 },
+      ]);
+      const [today] = await sql`select status, imbalanced_transactions::int, difference::int from reserve.ledger_balance_check
+                                where day = (now() at time zone 'UTC')::date and currency = 'BRL'`;
+      expect(today).toEqual({ status: "IMBALANCED", imbalanced_transactions: 1, difference: 777 });
+    });
+  });
+});
+
+describe("4-eyes corrections", () => {
+  const legs = pair(700, "corrections", "host_payable");
+
+  it("needs a named proposer (RC407 without reserve.actor)", async () => {
+    expect(await sqlState(db.sql`select reserve.propose_ledger_correction('fix', ${db.sql.json(legs)})`)).toBe("RC407");
+  });
+
+  it("refuses an unbalanced stand-alone correction at propose time (RC401)", async () => {
+    const state = await sqlState(asActor(db.sql, "alice", (tx) => propose(tx, "half a fix", [legs[0]])));
+    expect(state).toBe("RC401");
+  });
+
+  it("refuses approval by the proposer (RC407) and posts a balanced correction when someone else approves", async () => {
+    const c = await asActor(db.sql, "alice", (tx) => propose(tx, "host share booked short", legs));
+    expect(c).toMatchObject({ status: "proposed", proposed_by: "alice", transaction_id: null });
+    expect(await sqlState(asActor(db.sql, "alice", (tx) => approve(tx, c.id)))).toBe("RC407");
+
+    const done = await asActor(db.sql, "bob", (tx) => approve(tx, c.id));
+    expect(done).toMatchObject({ status: "approved", proposed_by: "alice", decided_by: "bob" });
+    const [t] = await db.sql`select * from reserve.ledger_transactions where id = ${done.transaction_id}`;
+    expect(t).toMatchObject({ kind: "correction", idempotency_key: `correction:${c.id}`, created_by: "bob" });
+    expect(await legsOf(db.sql, t.id)).toEqual([
+      { account: "host_payable", direction: "credit", amount: 700, entry_type: "correction" },
+      { account: "corrections", direction: "debit", amount: 700, entry_type: "correction" },
+    ]);
+
+    const twice = await asActor(db.sql, "bob", (tx) => approve(tx, c.id));
+    expect(twice).toMatchObject({ status: "approved", transaction_id: done.transaction_id, decided_at: done.decided_at });
+    const [n] = await db.sql`select count(*)::int as n from reserve.ledger_transactions where idempotency_key = ${`correction:${c.id}`}`;
+    expect(n.n).toBe(1);
+  });
+
+  it("records propose and approve in audit_logs under the two people", async () => {
+    const c = await asActor(db.sql, "alice@ops", (tx) => propose(tx, "audited fix", legs));
+    await asActor(db.sql, "bob@finance", (tx) => approve(tx, c.id));
+    const trail = await db.sql`select action, actor, new_values ->> 'status' as status from reserve.audit_logs
+                               where table_name = 'ledger_corrections' and row_id = ${c.id} order by id`;
+    expect(trail).toEqual([
+      { action: "INSERT", actor: "alice@ops", status: "proposed" },
+      { action: "UPDATE", actor: "bob@finance", status: "approved" },
+    ]);
+  });
+
+  it("cannot approve a rejected correction (RC408), and the rejecter must be someone else too", async () => {
+    const c = await asActor(db.sql, "alice", (tx) => propose(tx, "maybe a fix", legs));
+    expect(await sqlState(asActor(db.sql, "alice", (tx) => reject(tx, c.id)))).toBe("RC407");
+    expect(await asActor(db.sql, "carol", (tx) => reject(tx, c.id))).toMatchObject({ status: "rejected", decided_by: "carol" });
+    expect(await sqlState(asActor(db.sql, "bob", (tx) => approve(tx, c.id)))).toBe("RC408");
+    expect(await sqlState(asActor(db.sql, "bob", (tx) => reject(tx, c.id)))).toBe("RC408");
+    const [row] = await db.sql`select status, transaction_id from reserve.ledger_corrections where id = ${c.id}`;
+    expect(row).toEqual({ status: "rejected", transaction_id: null });
+  });
+
+  it("answers RC406 for an unknown correction or target transaction", async () => {
+    expect(await sqlState(asActor(db.sql, "bob", (tx) => approve(tx, randomUUID())))).toBe("RC406");
+    expect(await sqlState(asActor(db.sql, "bob", (tx) => reject(tx, randomUUID())))).toBe("RC406");
+    expect(await sqlState(asActor(db.sql, "alice", (tx) => propose(tx, "fix", [legs[1]], randomUUID())))).toBe("RC406");
+  });
+
+  it("refuses a correction that would not balance its target at propose time (RC401)", async () => {
+    const balanced = await post(db.sql, pair(900), { key: "t:target" });
+    const one = { account: "corrections", direction: "credit", amount: 900 };
+    expect(await sqlState(asActor(db.sql, "alice", (tx) => propose(tx, "unneeded", [one], balanced.id)))).toBe("RC401");
+  });
+});
+
+describe("runbook P1 ledger imbalance, fixed the safe way", () => {
+  it("balances the transaction with an approved correction leg, and the verification query is empty", async () => {
+    await withScratchDatabase(async (sql) => {
+      const id = await postImbalanced(sql, 12345);
+      // the runbook's query for the amount and direction of the balancing entry
+      const [need] = await sql.unsafe(`
+        WITH tx_entries AS (
+          SELECT
+            transaction_id,
+            SUM(CASE WHEN direction = 'debit' THEN amount ELSE 0 END) as debits,
+            SUM(CASE WHEN direction = 'credit' THEN amount ELSE 0 END) as credits
+          FROM reserve.ledger_entries
+          WHERE transaction_id = '${id}'
+          GROUP BY transaction_id
+        )
+        SELECT
+          transaction_id,
+          debits - credits as imbalance_amount,
+          CASE WHEN debits > credits THEN 'credit' ELSE 'debit' END as needed_direction
+        FROM tx_entries
+        WHERE debits != credits;`);
+      expect(need).toMatchObject({ transaction_id: id, imbalance_amount: "12345", needed_direction: "credit" });
+      const leg = (amount: number) => ({ account: "corrections", direction: need.needed_direction as string, amount,
+                                         entry_type: "correction", description: "Manual correction for imbalance" });
+
+      expect(await sqlState(asActor(sql, "alice", (tx) => propose(tx, "wrong amount", [leg(12344)], id)))).toBe("RC401");
+      const fix = await asActor(sql, "alice", (tx) => propose(tx, "one-sided manual insert", [leg(12345)], id));
+      const rival = await asActor(sql, "dave", (tx) => propose(tx, "same fix, proposed twice", [leg(12345)], id));
+      expect((await sql`select * from reserve.find_ledger_imbalances(now()::date - 7)`).length).toBe(1);
+
+      const done = await asActor(sql, "bob", (tx) => approve(tx, fix.id));
+      expect(done).toMatchObject({ status: "approved", transaction_id: id, decided_by: "bob" });
+      expect(await legsOf(sql, id)).toEqual([
+        { account: "corrections", direction: "credit", amount: 12345, entry_type: "correction" },
+        { account: "receivable_stripe", direction: "debit", amount: 12345, entry_type: "guest_payment" },
+      ]);
+      // the second proposal was right when made, but approving it now would unbalance the target again
+      expect(await sqlState(asActor(sql, "bob", (tx) => approve(tx, rival.id)))).toBe("RC401");
+
+      expect(await sql`select * from reserve.find_ledger_imbalances(now()::date - 7) where transaction_id = ${id}`).toEqual([]);
+      expect(await sql.unsafe(`SELECT * FROM reserve.find_ledger_imbalances(NOW()::date);`)).toEqual([]);
+      const status = await sql.unsafe(`SELECT * FROM reserve.ledger_balance_check LIMIT 5;`);
+      expect(status.map((r) => r.status)).toEqual(["OK"]);
+    });
+  });
+});
