@@ -4,7 +4,14 @@ create table reserve.settings (
   key         text primary key check (key ~ '^[a-z][a-z0-9_]*$'),
   value       jsonb not null,
   description text not null,
-  updated_at  timestamptz not null default now()
+  updated_at  timestamptz not null default now(),
+  -- a bad value would stop every checkout or every finalize, so it is refused when written
+  constraint settings_value_check check (
+    case when key not in ('hold_minutes_card', 'hold_minutes_pix', 'commission_bps') then true
+         when jsonb_typeof(value) <> 'number' then false
+         when (value #>> '{}')::numeric <> trunc((value #>> '{}')::numeric) then false
+         when key = 'commission_bps' then (value #>> '{}')::numeric between 0 and 9999
+         else (value #>> '{}')::numeric between 1 and 1440 end)
 );
 comment on table reserve.settings is
   'Business settings read by the functions: hold durations, commission rate. Changes are audited.';

@@ -194,7 +194,22 @@ alter table reserve.reservations add constraint reservations_no_overlap
   exclude using gist (unit_id with =, stay with &&)
   where (sole_occupancy and status in ('host_commit_pending', 'confirmed', 'checked_in'));
 
+-- Oversold by the counters (only if the CHECK was dropped) or by the facts: live reservations and
+-- held locks counted afresh, which is how an overbooking written with the triggers bypassed
+-- (session_replication_role = replica, a disabled trigger) shows up.
 create view reserve.overbooking_check with (security_invoker = true) as
+with actual as (
+  select unit_id, date, sum(booked)::integer as live_reservations, sum(held)::integer as held_locks
+  from (
+    select r.unit_id, d::date as date, 1 as booked, 0 as held
+    from reserve.reservations r
+    cross join generate_series(r.check_in, r.check_out - 1, interval '1 day') d
+    where r.status in ('host_commit_pending', 'confirmed', 'checked_in')
+    union all
+    select l.unit_id, l.lock_date, 0, 1 from reserve.booking_locks l where l.status = 'held'
+  ) nights
+  group by unit_id, date
+)
 select c.unit_id,
        u.name as unit_name,
        u.property_id,
@@ -203,16 +218,19 @@ select c.unit_id,
        c.allotment,
        c.bookings_count,
        c.temp_holds,
-       c.bookings_count + c.temp_holds - c.allotment as oversold_by,
-       (select count(*) from reserve.reservations r
-        where r.unit_id = c.unit_id and reserve.is_live_reservation(r.status)
-          and r.check_in <= c.date and c.date < r.check_out) as live_reservations
+       coalesce(a.live_reservations, 0) as live_reservations,
+       coalesce(a.held_locks, 0) as held_locks,
+       greatest(c.bookings_count + c.temp_holds,
+                coalesce(a.live_reservations, 0) + coalesce(a.held_locks, 0)) - c.allotment as oversold_by
 from reserve.availability_calendar c
 join reserve.unit_map u on u.id = c.unit_id
 join reserve.properties_map p on p.id = u.property_id
-where c.allotment < c.bookings_count + c.temp_holds;
+left join actual a on a.unit_id = c.unit_id and a.date = c.date
+where c.allotment < c.bookings_count + c.temp_holds
+   or c.allotment < coalesce(a.live_reservations, 0) + coalesce(a.held_locks, 0);
 comment on view reserve.overbooking_check is
-  'Nights sold or held beyond their allotment (runbook P1 Overbooking). Empty unless a guard was bypassed.';
+  'Nights sold or held beyond their allotment (runbook P1 Overbooking), by the counters or by the live '
+  'reservations and held locks themselves. Empty unless a guard was bypassed.';
 
 -- The counters against their sources: any row here means a trigger was bypassed (disabled, or
 -- session_replication_role = replica) and the runbook's Step 4 rebuild is due.

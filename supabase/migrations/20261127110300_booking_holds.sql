@@ -1,6 +1,9 @@
 -- A guest's checkout: create_booking_intent validates and prices the stay and holds every night
 -- (acquire_booking_lock), all or nothing; release_expired_holds gives back what was not paid in time.
 -- Calendar rows are locked in date order, so concurrent checkouts queue instead of deadlocking.
+-- Row locks everywhere are FOR NO KEY UPDATE: no key column ever changes, and FOR UPDATE would also
+-- block the key-share lock that inserting a referencing row takes (a processed_webhooks row naming a
+-- payment, a lock naming a night), which deadlocks callers that insert first and then apply.
 
 create function reserve.acquire_booking_lock(p_booking_intent_id uuid, p_expires_at timestamptz default null)
 returns setof reserve.booking_locks
@@ -15,7 +18,11 @@ begin
   if p_booking_intent_id is null then
     raise exception using errcode = 'RC001', message = 'p_booking_intent_id is required';
   end if;
-  select * into bi from reserve.booking_intents where id = p_booking_intent_id for update;
+  if p_expires_at is not null and (p_expires_at <= now() or p_expires_at > now() + interval '1 day') then
+    raise exception using errcode = 'RC001',
+      message = format('a hold of booking intent %s must expire within a day from now, not at %s', p_booking_intent_id, p_expires_at);
+  end if;
+  select * into bi from reserve.booking_intents where id = p_booking_intent_id for no key update;
   if not found then
     raise exception using errcode = 'RC107', message = format('booking intent %s does not exist', p_booking_intent_id);
   end if;
@@ -28,7 +35,7 @@ begin
   perform 1 from reserve.availability_calendar
   where unit_id = bi.unit_id and date >= bi.check_in and date < bi.check_out
   order by date
-  for update;
+  for no key update;
   get diagnostics locked = row_count;
   if locked <> bi.nights then
     perform reserve.raise_unavailable(bi.unit_id, bi.check_in, bi.check_out);
@@ -80,7 +87,6 @@ declare
   u record;
   today date;
   nights integer;
-  locked integer;
   sellable integer;
   total bigint;
   currencies text[];
@@ -101,6 +107,9 @@ begin
   end if;
   if p_metadata is null or jsonb_typeof(p_metadata) <> 'object' then
     raise exception using errcode = 'RC001', message = 'p_metadata must be a JSON object';
+  end if;
+  if p_guest_email is not null and p_guest_email !~ '^[^@\s]+@[^@\s]+$' then
+    raise exception using errcode = 'RC001', message = format('guest email %s is not an email address', p_guest_email);
   end if;
 
   select un.id, un.is_active and pr.is_active as on_sale, un.max_occupancy, un.min_nights, un.max_nights,
@@ -137,19 +146,15 @@ begin
       message = format('unit %s sleeps at most %s guests, not %s', p_unit_id, u.max_occupancy, p_guests);
   end if;
 
-  -- lock the nights in date order, then decide on what the lock shows
-  perform 1 from reserve.availability_calendar
-  where unit_id = p_unit_id and date >= p_check_in and date < p_check_out
-  order by date
-  for update;
-  get diagnostics locked = row_count;
-
+  -- priced and pre-checked without locks, so a sold-out stay fails fast; the nights are locked only
+  -- in acquire_booking_lock, as late as possible, because on a busy unit every checkout queues on them
+  -- until commit (measured: the lock hold time is the hot unit's ceiling)
   select count(*), sum(coalesce(c.price, u.base_price)), array_agg(distinct c.currency)
     into sellable, total, currencies
   from reserve.availability_calendar c
   where c.unit_id = p_unit_id and c.date >= p_check_in and c.date < p_check_out
     and not c.is_blocked and c.bookings_count + c.temp_holds < c.allotment;
-  if locked <> nights or sellable <> nights then
+  if sellable <> nights then
     perform reserve.raise_unavailable(p_unit_id, p_check_in, p_check_out);
   end if;
   if array_length(currencies, 1) <> 1 or currencies[1] <> u.currency then
@@ -185,7 +190,7 @@ declare
   bi reserve.booking_intents;
   active uuid;
 begin
-  select * into bi from reserve.booking_intents where id = p_booking_intent_id for update;
+  select * into bi from reserve.booking_intents where id = p_booking_intent_id for no key update;
   if not found then
     raise exception using errcode = 'RC107', message = format('booking intent %s does not exist', p_booking_intent_id);
   end if;
@@ -202,7 +207,7 @@ begin
 
   perform 1 from reserve.availability_calendar
   where unit_id = bi.unit_id and date >= bi.check_in and date < bi.check_out
-  order by date for update;
+  order by date for no key update;
   update reserve.booking_locks set status = 'released', released_at = now()
   where booking_intent_id = bi.id and status = 'held';
 
@@ -242,7 +247,7 @@ begin
     select c.unit_id, c.date from reserve.availability_calendar c
     where (c.unit_id, c.date) in (select unit_id, lock_date from due)
     order by c.unit_id, c.date
-    for update skip locked
+    for no key update skip locked
   )
   update reserve.booking_locks l set status = 'expired', released_at = now()
   from nights n
@@ -253,7 +258,7 @@ begin
     select bi.id from reserve.booking_intents bi
     where bi.status = 'pending' and bi.expires_at <= now()
       and not exists (select 1 from reserve.booking_locks l where l.booking_intent_id = bi.id and l.status = 'held')
-    for update of bi skip locked)
+    for no key update of bi skip locked)
   update reserve.booking_intents bi set status = 'expired'
   from due where bi.id = due.id;
   get diagnostics expired_intents = row_count;

@@ -120,6 +120,13 @@ begin
     amount := (e ->> 'amount')::bigint;
     entry_type := coalesce(e ->> 'entry_type', p_default_type);
     currency := coalesce(e ->> 'currency', 'BRL');
+    if entry_type not in ('guest_payment', 'host_share', 'commission', 'provider_fee', 'refund',
+                          'chargeback', 'payout', 'reversal', 'correction') then
+      raise exception using errcode = 'RC001', message = format('entry %s: entry_type %s is unknown', i, entry_type);
+    end if;
+    if currency !~ '^[A-Z]{3}$' then
+      raise exception using errcode = 'RC001', message = format('entry %s: currency %s is not an ISO code like BRL', i, currency);
+    end if;
     description := e ->> 'description';
     return next;
   end loop;

@@ -39,8 +39,10 @@ stable
 set search_path = ''
 as $$
 declare
-  who text := coalesce(nullif(current_setting('reserve.actor', true), ''),
-                       nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub');
+  -- a signed-in user's JWT subject is authenticated; reserve.actor (the SQL editor's way) is what the
+  -- person says, recorded in the audit trail beside the database session
+  who text := coalesce(nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub',
+                       nullif(current_setting('reserve.actor', true), ''));
 begin
   if who is null then
     raise exception using errcode = 'RC407',
@@ -49,7 +51,7 @@ begin
   return who;
 end
 $$;
-comment on function reserve.named_actor() is 'reserve.actor (or the JWT subject); raises RC407 when neither names a person.';
+comment on function reserve.named_actor() is 'The JWT subject, else reserve.actor; raises RC407 when neither names a person.';
 revoke all on function reserve.named_actor() from public;
 
 -- The legs must balance on their own, or make the target balance once appended.
@@ -125,7 +127,7 @@ declare
   tx reserve.ledger_transactions;
   target reserve.ledger_transactions;
 begin
-  select * into c from reserve.ledger_corrections where id = p_correction_id for update;
+  select * into c from reserve.ledger_corrections where id = p_correction_id for no key update;
   if not found then
     raise exception using errcode = 'RC406', message = format('ledger correction %s does not exist', p_correction_id);
   end if;
@@ -146,7 +148,7 @@ begin
     perform set_config('reserve.ledger_correction', '', true);
   else
     -- serialise with any other correction of the same transaction, then re-check on current legs
-    select * into target from reserve.ledger_transactions where id = c.target_transaction_id for share;
+    select * into target from reserve.ledger_transactions where id = c.target_transaction_id for no key update;
     perform reserve.assert_correction_balances(c.entries, c.target_transaction_id);
     perform set_config('reserve.ledger_writer', 'on', true);
     insert into reserve.ledger_entries (transaction_id, entry_type, account, direction, amount, currency, description, city_code)
@@ -180,7 +182,7 @@ declare
   c reserve.ledger_corrections;
   who text := reserve.named_actor();
 begin
-  select * into c from reserve.ledger_corrections where id = p_correction_id for update;
+  select * into c from reserve.ledger_corrections where id = p_correction_id for no key update;
   if not found then
     raise exception using errcode = 'RC406', message = format('ledger correction %s does not exist', p_correction_id);
   end if;

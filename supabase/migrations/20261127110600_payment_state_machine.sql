@@ -41,8 +41,9 @@ grant select on reserve.payment_status_transitions to service_role;
 alter table reserve.payments add column refund_reason text
   check (refund_reason is null or refund_reason ~ '^[a-z][a-z_]*$');
 comment on column reserve.payments.refund_reason is
-  'Set when we owe the guest this money back: duplicate_charge, nights_unavailable, intent_cancelled, '
-  'amount_mismatch, reservation_cancelled, host_declined. Owed and not yet refunded while refunded_amount < amount.';
+  'Why we owe the guest money back: duplicate_charge, nights_unavailable, intent_cancelled, '
+  'amount_mismatch, reservation_cancelled, host_declined. How much is still owed is the payment''s '
+  'refunds_payable balance in the ledger (a cancellation may refund only part).';
 create index payments_refund_due_idx on reserve.payments (created_at) where refund_reason is not null;
 
 create function reserve.check_payment_transition() returns trigger
@@ -185,6 +186,8 @@ set search_path = ''
 as $$
 declare
   delta bigint := new.refunded_amount - old.refunded_amount;
+  -- a lost dispute; a refund recorded while a dispute is open is still a refund
+  chargeback boolean := old.status = 'disputed' and new.status = 'refunded';
   city text;
   receipt uuid;
   set_aside bigint;
@@ -216,8 +219,8 @@ begin
                                      'amount', delta, 'entry_type', 'refund', 'currency', new.currency);
 
   perform reserve.post_ledger_transaction(
-    case when old.status = 'disputed' then 'chargeback' else 'refund' end,
-    format('%s of payment %s: %s of %s centavos refunded', case when old.status = 'disputed' then 'Chargeback' else 'Refund' end,
+    case when chargeback then 'chargeback' else 'refund' end,
+    format('%s of payment %s: %s of %s centavos refunded', case when chargeback then 'Chargeback' else 'Refund' end,
            new.id, new.refunded_amount, new.amount),
     legs, format('refund:%s:%s', new.id, new.refunded_amount), new.id, null, city);
 
@@ -232,9 +235,36 @@ comment on function reserve.post_payment_refund() is
   'ledger transaction and updates the reservation''s payment_status.';
 revoke all on function reserve.post_payment_refund() from public;
 
-create trigger _400_post_refund after update of refunded_amount on reserve.payments
+-- no column list: "update of refunded_amount" would miss a manual SET status = 'refunded', whose
+-- refunded_amount the BEFORE trigger fills in
+create trigger _400_post_refund after update on reserve.payments
   for each row when (new.refunded_amount > old.refunded_amount)
   execute function reserve.post_payment_refund();
+
+create function reserve.assert_gateway_id_free(p_provider text, p_gateway_payment_id text, p_payment_id uuid)
+returns void
+language plpgsql
+stable
+security definer
+set search_path = ''
+as $$
+declare
+  other uuid;
+begin
+  if length(p_gateway_payment_id) = 0 or length(p_gateway_payment_id) > 255 then
+    raise exception using errcode = 'RC001', message = 'a gateway payment id is 1..255 characters';
+  end if;
+  select id into other from reserve.payments
+  where provider = p_provider and gateway_payment_id = p_gateway_payment_id and id is distinct from p_payment_id;
+  if found then
+    raise exception using errcode = 'RC405',
+      message = format('%s payment %s is already recorded as payment %s', p_provider, p_gateway_payment_id, other);
+  end if;
+end
+$$;
+comment on function reserve.assert_gateway_id_free(text, text, uuid) is
+  'Raises RC001 for an empty or overlong gateway id and RC405 if another payment already has it.';
+revoke all on function reserve.assert_gateway_id_free(text, text, uuid) from public;
 
 create function reserve.create_payment(
   p_booking_intent_id  uuid,
@@ -267,7 +297,7 @@ begin
     raise exception using errcode = 'RC001', message = 'p_metadata must be a JSON object';
   end if;
 
-  select * into bi from reserve.booking_intents where id = p_booking_intent_id for update;
+  select * into bi from reserve.booking_intents where id = p_booking_intent_id for no key update;
   if not found then
     raise exception using errcode = 'RC107', message = format('booking intent %s does not exist', p_booking_intent_id);
   end if;
@@ -294,6 +324,9 @@ begin
       message = format('booking intent %s already has payment %s (%s, %s) in flight', bi.id, active.id, active.provider, active.status);
   end if;
 
+  if p_gateway_payment_id is not null then
+    perform reserve.assert_gateway_id_free(p_provider, p_gateway_payment_id, null);
+  end if;
   select coalesce(max(attempt), 0) + 1 into next_attempt from reserve.payments where booking_intent_id = bi.id;
   insert into reserve.payments (booking_intent_id, provider, method, amount, currency, attempt, idempotency_key,
                                 gateway_payment_id, expires_at, metadata)
@@ -329,7 +362,7 @@ begin
   if p_payment_id is null or coalesce(p_gateway_payment_id, '') = '' then
     raise exception using errcode = 'RC001', message = 'p_payment_id and p_gateway_payment_id are required';
   end if;
-  select * into p from reserve.payments where id = p_payment_id for update;
+  select * into p from reserve.payments where id = p_payment_id for no key update;
   if not found then
     raise exception using errcode = 'RC201', message = format('payment %s does not exist', p_payment_id);
   end if;
@@ -337,6 +370,7 @@ begin
     raise exception using errcode = 'RC405',
       message = format('payment %s is already %s at %s, not %s', p.id, p.gateway_payment_id, p.provider, p_gateway_payment_id);
   end if;
+  perform reserve.assert_gateway_id_free(p.provider, p_gateway_payment_id, p.id);
   update reserve.payments
   set gateway_payment_id = p_gateway_payment_id,
       gateway_status = coalesce(p_gateway_status, gateway_status),
@@ -382,7 +416,7 @@ begin
   if p_on_illegal is null or p_on_illegal not in ('raise', 'ignore') then
     raise exception using errcode = 'RC001', message = 'p_on_illegal is raise or ignore';
   end if;
-  select * into p from reserve.payments where id = p_payment_id for update;
+  select * into p from reserve.payments where id = p_payment_id for no key update;
   if not found then
     raise exception using errcode = 'RC201', message = format('payment %s does not exist', p_payment_id);
   end if;
@@ -407,8 +441,15 @@ begin
     new_refunded := p.refunded_amount;
   end if;
 
-  -- an older event never overwrites what a newer one said, except news of money arriving: a PIX paid
-  -- a second before the poller expired it is still paid
+  -- an older event never overwrites what a newer one said, except news of money moving: a PIX paid a
+  -- second before the poller expired it is still paid, and a refund that arrives after a later dispute
+  -- event still left our account (the status then says what the newer event said, with the amount)
+  if p_event_at is not null and p.last_event_at is not null and p_event_at < p.last_event_at
+     and p_status in ('refunded', 'partially_refunded') and new_refunded > p.refunded_amount then
+    p_status := case when p.status = 'disputed' then 'disputed'
+                     when new_refunded = p.amount then 'refunded' else 'partially_refunded' end;
+    p_event_at := null;
+  end if;
   if p_event_at is not null and p.last_event_at is not null and p_event_at < p.last_event_at
      and not (p_status = 'succeeded' and p.status in ('pending', 'processing', 'failed', 'cancelled', 'expired')) then
     outcome := 'stale';

@@ -21,22 +21,80 @@ language plpgsql
 security definer
 set search_path = ''
 as $$
+declare
+  p reserve.payments;
+  set_aside bigint;
+  commission bigint;
 begin
   update reserve.booking_intents
   set status = 'converted', converted_at = now()
   where id = new.booking_intent_id and status <> 'converted';
-  if new.payment_id is not null
-     and exists (select 1 from reserve.payments p where p.id = new.payment_id and p.succeeded_at is not null)
-     and not exists (select 1 from reserve.ledger_transactions t where t.idempotency_key = 'receipt:' || new.payment_id) then
-    perform reserve.post_payment_receipt(new.payment_id, true, new.id);
+  select * into p from reserve.payments where id = new.payment_id;
+  if not found or p.succeeded_at is null then
+    return null;
+  end if;
+  if not exists (select 1 from reserve.ledger_transactions t where t.idempotency_key = 'receipt:' || p.id) then
+    perform reserve.post_payment_receipt(p.id, true, new.id);
+  elsif p.refund_reason is not null then
+    -- an operator sold the stay to a payment finalize had refused (the runbook's manual INSERT): what
+    -- was set aside for the guest becomes the host's share and our commission after all
+    select coalesce(sum(case e.direction when 'credit' then e.amount else -e.amount end), 0) into set_aside
+    from reserve.ledger_transactions t join reserve.ledger_entries e on e.transaction_id = t.id
+    where t.payment_id = p.id and e.account = 'refunds_payable';
+    if set_aside > 0 then
+      commission := round(set_aside * reserve.setting_int('commission_bps') / 10000.0);
+      perform reserve.post_ledger_transaction('payment',
+        format('Payment %s sold after all (reservation %s): refund of %s withdrawn', p.id, new.confirmation_code, p.refund_reason),
+        jsonb_build_array(
+          jsonb_build_object('account', 'refunds_payable', 'direction', 'debit', 'amount', set_aside, 'entry_type', 'refund', 'currency', p.currency),
+          jsonb_build_object('account', 'host_payable', 'direction', 'credit', 'amount', set_aside - commission, 'entry_type', 'host_share', 'currency', p.currency))
+        || case when commission > 0 then jsonb_build_array(
+          jsonb_build_object('account', 'commission_revenue', 'direction', 'credit', 'amount', commission, 'entry_type', 'commission', 'currency', p.currency))
+          else '[]'::jsonb end,
+        'sold:' || p.id || ':' || new.id, p.id, new.id, new.city_code);
+    end if;
+    update reserve.payments
+    set refund_reason = null,
+        metadata = metadata || jsonb_build_object('refund_withdrawn', p.refund_reason, 'refund_withdrawn_for', new.id)
+    where id = p.id;
   end if;
   return null;
 end
 $$;
 comment on function reserve.settle_reservation_intent() is
   'AFTER INSERT trigger on reservations: converts the booking intent and posts the payment''s receipt '
-  '(host share and commission) unless one exists.';
+  '(host share and commission); a payment refused before (refund_reason) is reclassified as sold.';
 revoke all on function reserve.settle_reservation_intent() from public;
+
+-- The landed fill trigger takes "the first succeeded payment"; a duplicate charge must never be the
+-- one a manual reservation claims, and an unflagged payment is preferred over a refused one.
+create or replace function reserve.fill_reservation_from_intent() returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  bi reserve.booking_intents;
+begin
+  select * into bi from reserve.booking_intents where id = new.booking_intent_id;
+  if not found then
+    return new;  -- the foreign key names the problem
+  end if;
+  new.unit_id := coalesce(new.unit_id, bi.unit_id);
+  new.check_in := coalesce(new.check_in, bi.check_in);
+  new.check_out := coalesce(new.check_out, bi.check_out);
+  new.guests := coalesce(new.guests, bi.guests);
+  new.total_amount := coalesce(new.total_amount, bi.amount);
+  if new.payment_id is null then
+    select p.id into new.payment_id
+    from reserve.payments p
+    where p.booking_intent_id = bi.id and p.status = 'succeeded' and p.duplicate_of is null
+    order by p.refund_reason is not null, p.succeeded_at, p.id
+    limit 1;
+  end if;
+  return new;
+end
+$$;
 
 create trigger _310_settle_intent after insert on reserve.reservations
   for each row execute function reserve.settle_reservation_intent();
@@ -60,7 +118,7 @@ begin
   if p_payment_id is null then
     raise exception using errcode = 'RC001', message = 'p_payment_id is required';
   end if;
-  select * into p from reserve.payments x where x.id = p_payment_id for update;
+  select * into p from reserve.payments x where x.id = p_payment_id for no key update;
   if not found then
     raise exception using errcode = 'RC201', message = format('payment %s does not exist', p_payment_id);
   end if;
@@ -68,15 +126,22 @@ begin
   booking_intent_id := p.booking_intent_id;
 
   -- already finalized by this payment: the same answer every time
-  select * into r from reserve.reservations x where x.payment_id = p.id order by x.created_at limit 1;
+  select * into r from reserve.reservations x where x.payment_id = p.id
+  order by reserve.is_live_reservation(x.status) desc, x.created_at desc limit 1;
   if found then
-    success := true; reservation_id := r.id; confirmation_code := r.confirmation_code; outcome := 'already_finalized';
+    success := reserve.is_live_reservation(r.status) or r.status = 'checked_out';
+    reservation_id := r.id; confirmation_code := r.confirmation_code;
+    outcome := case when success then 'already_finalized' else 'reservation_' || r.status end;
+    if not success then
+      error_message := format('payment %s already made reservation %s, which is now %s', p.id, r.confirmation_code, r.status);
+    end if;
     return next;
     return;
   end if;
   if p.status <> 'succeeded' then
     raise exception using errcode = 'RC205',
-      message = format('payment %s is %s, not succeeded; only a succeeded payment is finalized', p.id, p.status);
+      message = format('payment %s is %s, not succeeded; only a succeeded payment is finalized', p.id, p.status),
+      hint = 'if the provider says it was paid, record that first: select * from reserve.apply_payment_status(id, ''succeeded'')';
   end if;
   if p.refund_reason is not null then
     -- refused before: say so again
@@ -93,7 +158,7 @@ begin
       format('finalize_reservation payment %s%s', p.id, coalesce(' webhook ' || p_webhook_id, '')), true);
   end if;
 
-  select * into bi from reserve.booking_intents x where x.id = p.booking_intent_id for update;
+  select * into bi from reserve.booking_intents x where x.id = p.booking_intent_id for no key update;
 
   select * into r from reserve.reservations x
   where x.booking_intent_id = bi.id and x.status <> 'cancelled';
@@ -121,7 +186,7 @@ begin
   else
     perform 1 from reserve.availability_calendar c
     where c.unit_id = bi.unit_id and c.date >= bi.check_in and c.date < bi.check_out
-    order by c.date for update;
+    order by c.date for no key update;
     get diagnostics nights_locked = row_count;
     -- a night is still ours if we hold it, or free again if the hold lapsed and nobody took it
     select count(*) into free_nights

@@ -13,7 +13,7 @@ begin
   if p_reservation_id is null then
     raise exception using errcode = 'RC001', message = 'p_reservation_id is required';
   end if;
-  select * into r from reserve.reservations where id = p_reservation_id for update;
+  select * into r from reserve.reservations where id = p_reservation_id for no key update;
   if not found then
     raise exception using errcode = 'RC301', message = format('reservation %s does not exist', p_reservation_id);
   end if;
@@ -31,7 +31,7 @@ as $$
 begin
   perform 1 from reserve.payments p
   where p.id = (select r.payment_id from reserve.reservations r where r.id = p_reservation_id)
-  for update;
+  for no key update;
 end
 $$;
 revoke all on function reserve.lock_payment_of_reservation(uuid) from public;
@@ -102,8 +102,12 @@ begin
     perform reserve.illegal_reservation_move(r, 'cancelled');
   end if;
   select * into p from reserve.payments where id = r.payment_id;
-  -- what the provider already gave back is not owed a second time
-  refundable := greatest(r.total_amount - coalesce(p.refunded_amount, 0), 0);
+  -- what the provider already gave back, or what was never the host's and ours (a payment that was
+  -- set aside for refund), is not owed a second time: the ledger says what is left to give back
+  select coalesce(sum(case e.direction when 'credit' then e.amount else -e.amount end), 0) into refundable
+  from reserve.ledger_transactions t join reserve.ledger_entries e on e.transaction_id = t.id
+  where p.id is not null and t.payment_id = p.id and e.account in ('host_payable', 'commission_revenue');
+  refundable := greatest(least(refundable, r.total_amount - coalesce(p.refunded_amount, 0)), 0);
   refund := coalesce(p_refund_amount, refundable);
   if refund < 0 or refund > refundable then
     raise exception using errcode = 'RC001',
@@ -118,7 +122,7 @@ begin
   -- unit, then nights in date order, like every other path
   perform 1 from reserve.availability_calendar
   where unit_id = r.unit_id and date >= r.check_in and date < r.check_out
-  order by date for update;
+  order by date for no key update;
   update reserve.reservations
   set status = 'cancelled', cancellation_reason = p_reason, cancelled_at = now(),
       payment_status = case when refund > 0 then 'refund_pending' else payment_status end
@@ -221,6 +225,9 @@ begin
   end if;
   -- leaving early frees the nights that are left, which the counting trigger does for all of them;
   -- nights already past cannot be sold again anyway
+  perform 1 from reserve.availability_calendar
+  where unit_id = r.unit_id and date >= r.check_in and date < r.check_out
+  order by date for no key update;
   update reserve.reservations set status = 'checked_out' where id = r.id returning * into r;
   return r;
 end

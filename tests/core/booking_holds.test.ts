@@ -226,3 +226,26 @@ describe("hold expiry", () => {
     await invariantsHold();
   });
 });
+
+describe("inputs refused with our codes, not PostgreSQL's", () => {
+  it("a malformed guest email -> RC001", async () => {
+    const { unitId } = await f.unit(sql, { nights: 2 });
+    expect(await sqlState(sql`select reserve.create_booking_intent(${unitId}, ${f.isoDate(1)}, ${f.isoDate(2)}, 1,
+                                p_guest_email => 'not-an-email')`)).toBe("RC001");
+  });
+
+  it("a hold expiry in the past or more than a day away -> RC001", async () => {
+    const { unitId } = await f.unit(sql, { nights: 2 });
+    const bi = await book(unitId, 1, 2);
+    for (const at of ["infinity", new Date(Date.now() - 60_000).toISOString(), new Date(Date.now() + 2 * 86_400_000).toISOString()]) {
+      expect(await sqlState(sql`select reserve.acquire_booking_lock(${bi.id}, ${at}::text::timestamptz)`)).toBe("RC001");
+    }
+  });
+
+  it("a setting that would stop every checkout or finalize is refused when written", async () => {
+    for (const [key, value] of [["commission_bps", "10000"], ["commission_bps", "-1"], ["hold_minutes_card", "0"],
+                                ["hold_minutes_pix", '"thirty"'], ["hold_minutes_card", "1.5"]]) {
+      expect(await sqlState(sql`update reserve.settings set value = ${value}::jsonb where key = ${key}`), `${key}=${value}`).toBe("23514");
+    }
+  });
+});

@@ -379,3 +379,17 @@ describe("runbook P1 ledger imbalance, fixed the safe way", () => {
     });
   });
 });
+
+describe("legs with an unknown entry type or a malformed currency", () => {
+  it("are refused with RC001 when posted and when a correction is proposed", async () => {
+    for (const bad of [{ entry_type: "gift" }, { currency: "brl" }]) {
+      const legs = pair(100).map((l) => ({ ...l, ...bad }));
+      expect(await sqlState(post(db.sql, legs)), JSON.stringify(bad)).toBe("RC001");
+      const code = await rolledBack(db.sql, async (tx) => {
+        await tx`set local reserve.actor = 'alice'`;
+        return sqlState(tx`select reserve.propose_ledger_correction('typo', ${tx.json(legs)})`);
+      });
+      expect(code, JSON.stringify(bad)).toBe("RC001");
+    }
+  });
+});

@@ -80,3 +80,21 @@ describe("overbooking_check", () => {
     expect(await sql`select * from reserve.overbooking_check`).toEqual([]);
   });
 });
+
+describe("overbooking_check, when the counting triggers were bypassed", () => {
+  it("counts the live reservations themselves, so an overbooking written around the triggers shows", async () => {
+    const { unitId, propertyId, cityCode } = await f.unit(sql, { nights: 3, allotment: 2 });
+    const rows = await rolledBack(sql, async (tx) => {
+      const stays = [];
+      for (let i = 0; i < 3; i++) stays.push(await f.intent(tx, unitId));
+      await tx`set local session_replication_role = replica`;
+      for (const i of stays) {
+        await f.reservation(tx, i, { sole_occupancy: false, property_id: propertyId, city_code: cityCode });
+      }
+      await tx`set local session_replication_role = origin`;
+      return tx.unsafe(`SELECT * FROM reserve.overbooking_check;`);
+    });
+    expect(rows.map((r) => [r.date.toISOString().slice(0, 10), r.allotment, r.bookings_count, r.live_reservations, r.oversold_by]))
+      .toEqual([[f.isoDate(1), 2, 0, 3, 1], [f.isoDate(2), 2, 0, 3, 1]]);
+  });
+});

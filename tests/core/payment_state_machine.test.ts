@@ -476,3 +476,21 @@ describe("audit", () => {
     expect(last.reason).toContain("disputed -> refunded");
   });
 });
+
+describe("gateway ids", () => {
+  it("one provider id belongs to one payment: RC405 for another, RC001 when empty", async () => {
+    const { unitId } = await f.unit(db.sql, { nights: 6 });
+    const make = async (from: number) => {
+      const [bi] = await db.sql`select * from reserve.create_booking_intent(${unitId}, ${f.isoDate(from)}, ${f.isoDate(from + 1)}, 1)`;
+      return bi;
+    };
+    const a = await make(1);
+    const [pa] = await db.sql`select * from reserve.create_payment(${a.id}, 'stripe', 'card', ${a.amount}, 'pi_shared')`;
+    const b = await make(2);
+    expect(await sqlState(db.sql`select reserve.create_payment(${b.id}, 'stripe', 'card', ${b.amount}, 'pi_shared')`)).toBe("RC405");
+    expect(await sqlState(db.sql`select reserve.create_payment(${b.id}, 'stripe', 'card', ${b.amount}, '')`)).toBe("RC001");
+    const [pb] = await db.sql`select * from reserve.create_payment(${b.id}, 'stripe', 'card', ${b.amount})`;
+    expect(await sqlState(db.sql`select reserve.attach_gateway_payment(${pb.id}, 'pi_shared')`)).toBe("RC405");
+    expect((await db.sql`select * from reserve.attach_gateway_payment(${pa.id}, 'pi_shared')`)[0].gateway_payment_id).toBe("pi_shared");
+  });
+});

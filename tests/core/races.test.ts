@@ -151,3 +151,33 @@ describe("a busy unit: overlapping stays booked, paid, expired and cancelled con
     await invariantsHold();
   });
 });
+
+describe("two webhook deliveries for one payment, each recording itself before applying", () => {
+  it("do not deadlock on the foreign key from processed_webhooks to the payment", async () => {
+    for (let round = 0; round < 5; round++) {
+      const { unitId } = await f.unit(sql, { nights: 3 });
+      const { paymentId } = await intentWithPayment(unitId);
+      const [a, b] = [await pool(1), await pool(1)];
+      try {
+        let arrived = 0;
+        let bothIn!: () => void;
+        const barrier = new Promise<void>((r) => (bothIn = r));
+        // the webhook pattern: record the delivery (naming its payment), then apply it, in one transaction
+        const deliver = (conn: Sql, event: string, status: string) => conn.begin(async (tx) => {
+          await tx`insert into reserve.processed_webhooks (provider, event_id, event_type, payment_id)
+                   values ('stripe', ${event}, ${"payment_intent." + status}, ${paymentId})`;
+          if (++arrived === 2) bothIn();
+          await barrier;
+          await tx`select * from reserve.apply_payment_status(${paymentId}, ${status}, p_on_illegal => 'ignore')`;
+        });
+        const { tally } = await settle([deliver(a, `evt_a_${round}`, "processing"), deliver(b, `evt_b_${round}`, "succeeded")]);
+        expect(tally).toEqual({ ok: 2 });
+        const [p] = await sql`select status from reserve.payments where id = ${paymentId}`;
+        expect(p.status).toBe("succeeded");
+      } finally {
+        await Promise.all([a.end(), b.end()]);
+      }
+    }
+    await invariantsHold();
+  });
+});
