@@ -5,6 +5,24 @@
 -- block the key-share lock that inserting a referencing row takes (a processed_webhooks row naming a
 -- payment, a lock naming a night), which deadlocks callers that insert first and then apply.
 
+create function reserve.lock_booking_intent(p_booking_intent_id uuid) returns reserve.booking_intents
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  bi reserve.booking_intents;
+begin
+  select * into bi from reserve.booking_intents where id = p_booking_intent_id for no key update;
+  if not found then
+    raise exception using errcode = 'RC107', message = format('booking intent %s does not exist', p_booking_intent_id);
+  end if;
+  return bi;
+end
+$$;
+comment on function reserve.lock_booking_intent(uuid) is 'Locks a booking intent row; RC107 if there is none.';
+revoke all on function reserve.lock_booking_intent(uuid) from public;
+
 create function reserve.acquire_booking_lock(p_booking_intent_id uuid, p_expires_at timestamptz default null)
 returns setof reserve.booking_locks
 language plpgsql
@@ -22,10 +40,7 @@ begin
     raise exception using errcode = 'RC001',
       message = format('a hold of booking intent %s must expire within a day from now, not at %s', p_booking_intent_id, p_expires_at);
   end if;
-  select * into bi from reserve.booking_intents where id = p_booking_intent_id for no key update;
-  if not found then
-    raise exception using errcode = 'RC107', message = format('booking intent %s does not exist', p_booking_intent_id);
-  end if;
+  bi := reserve.lock_booking_intent(p_booking_intent_id);
   if bi.status = 'cancelled' or bi.status = 'converted' then
     raise exception using errcode = 'RC108',
       message = format('booking intent %s is %s; its nights cannot be held', bi.id, bi.status);
@@ -190,10 +205,7 @@ declare
   bi reserve.booking_intents;
   active uuid;
 begin
-  select * into bi from reserve.booking_intents where id = p_booking_intent_id for no key update;
-  if not found then
-    raise exception using errcode = 'RC107', message = format('booking intent %s does not exist', p_booking_intent_id);
-  end if;
+  bi := reserve.lock_booking_intent(p_booking_intent_id);
   if bi.status = 'converted' then
     raise exception using errcode = 'RC108',
       message = format('booking intent %s is converted; cancel its reservation instead', bi.id);

@@ -115,6 +115,24 @@ comment on function reserve.propose_ledger_correction(text, jsonb, uuid) is
 revoke all on function reserve.propose_ledger_correction(text, jsonb, uuid) from public;
 grant execute on function reserve.propose_ledger_correction(text, jsonb, uuid) to service_role;
 
+create function reserve.lock_correction(p_correction_id uuid) returns reserve.ledger_corrections
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  c reserve.ledger_corrections;
+begin
+  select * into c from reserve.ledger_corrections where id = p_correction_id for no key update;
+  if not found then
+    raise exception using errcode = 'RC406', message = format('ledger correction %s does not exist', p_correction_id);
+  end if;
+  return c;
+end
+$$;
+comment on function reserve.lock_correction(uuid) is 'Locks a ledger correction row; RC406 if there is none.';
+revoke all on function reserve.lock_correction(uuid) from public;
+
 create function reserve.approve_ledger_correction(p_correction_id uuid, p_note text default null)
 returns reserve.ledger_corrections
 language plpgsql
@@ -127,10 +145,7 @@ declare
   tx reserve.ledger_transactions;
   target reserve.ledger_transactions;
 begin
-  select * into c from reserve.ledger_corrections where id = p_correction_id for no key update;
-  if not found then
-    raise exception using errcode = 'RC406', message = format('ledger correction %s does not exist', p_correction_id);
-  end if;
+  c := reserve.lock_correction(p_correction_id);
   if c.status = 'approved' then
     return c;
   end if;
@@ -182,10 +197,7 @@ declare
   c reserve.ledger_corrections;
   who text := reserve.named_actor();
 begin
-  select * into c from reserve.ledger_corrections where id = p_correction_id for no key update;
-  if not found then
-    raise exception using errcode = 'RC406', message = format('ledger correction %s does not exist', p_correction_id);
-  end if;
+  c := reserve.lock_correction(p_correction_id);
   if c.status <> 'proposed' then
     raise exception using errcode = 'RC408', message = format('ledger correction %s is already %s', c.id, c.status);
   end if;

@@ -136,6 +136,22 @@ comment on function reserve.post_payment_receipt(uuid, boolean, uuid) is
   'commission when fulfilled, else the whole amount to refunds_payable.';
 revoke all on function reserve.post_payment_receipt(uuid, boolean, uuid) from public;
 
+-- What one payment has put on some accounts, credits minus debits over all its ledger transactions:
+-- how much of it is still the host's, ours, or set aside for the guest.
+create function reserve.payment_ledger_balance(p_payment_id uuid, p_accounts text[]) returns bigint
+language sql
+stable
+security definer
+set search_path = ''
+as $$
+  select coalesce(sum(case e.direction when 'credit' then e.amount else -e.amount end), 0)::bigint
+  from reserve.ledger_transactions t join reserve.ledger_entries e on e.transaction_id = t.id
+  where t.payment_id = p_payment_id and e.account = any (p_accounts)
+$$;
+comment on function reserve.payment_ledger_balance(uuid, text[]) is
+  'Credits minus debits of one payment''s ledger transactions on the given accounts.';
+revoke all on function reserve.payment_ledger_balance(uuid, text[]) from public;
+
 -- Money given back out of what a payment earned is taken from the host's share and our commission in
 -- proportion to what is left of each for that payment, so successive partial refunds never leave a
 -- rounding centavo behind: the last one takes exactly the remainder.
@@ -152,13 +168,8 @@ declare
   commission_part bigint;
   legs jsonb := '[]'::jsonb;
 begin
-  select coalesce(sum(case e.direction when 'credit' then e.amount else -e.amount end) filter (where e.account = 'host_payable'), 0),
-         coalesce(sum(case e.direction when 'credit' then e.amount else -e.amount end) filter (where e.account = 'commission_revenue'), 0)
-    into host_left, commission_left
-  from reserve.ledger_transactions t join reserve.ledger_entries e on e.transaction_id = t.id
-  where t.payment_id = p_payment_id and e.account in ('host_payable', 'commission_revenue');
-  host_left := greatest(host_left, 0);
-  commission_left := greatest(commission_left, 0);
+  host_left := greatest(reserve.payment_ledger_balance(p_payment_id, array['host_payable']), 0);
+  commission_left := greatest(reserve.payment_ledger_balance(p_payment_id, array['commission_revenue']), 0);
   commission_part := case when host_left + commission_left = 0 then 0
                           when p_amount >= host_left + commission_left then commission_left
                           else round(p_amount * commission_left / (host_left + commission_left)::numeric) end;
@@ -202,9 +213,7 @@ begin
     receipt := (reserve.post_payment_receipt(new.id, false)).id;
   end if;
 
-  select coalesce(sum(case e.direction when 'credit' then e.amount else -e.amount end), 0) into set_aside
-  from reserve.ledger_transactions t join reserve.ledger_entries e on e.transaction_id = t.id
-  where t.payment_id = new.id and e.account = 'refunds_payable';
+  set_aside := reserve.payment_ledger_balance(new.id, array['refunds_payable']);
   from_set_aside := least(delta, greatest(set_aside, 0));
   rest := delta - from_set_aside;
 
@@ -266,6 +275,24 @@ comment on function reserve.assert_gateway_id_free(text, text, uuid) is
   'Raises RC001 for an empty or overlong gateway id and RC405 if another payment already has it.';
 revoke all on function reserve.assert_gateway_id_free(text, text, uuid) from public;
 
+create function reserve.lock_payment(p_payment_id uuid) returns reserve.payments
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  p reserve.payments;
+begin
+  select * into p from reserve.payments where id = p_payment_id for no key update;
+  if not found then
+    raise exception using errcode = 'RC201', message = format('payment %s does not exist', p_payment_id);
+  end if;
+  return p;
+end
+$$;
+comment on function reserve.lock_payment(uuid) is 'Locks a payment row; RC201 if there is none.';
+revoke all on function reserve.lock_payment(uuid) from public;
+
 create function reserve.create_payment(
   p_booking_intent_id  uuid,
   p_provider           text,
@@ -297,10 +324,7 @@ begin
     raise exception using errcode = 'RC001', message = 'p_metadata must be a JSON object';
   end if;
 
-  select * into bi from reserve.booking_intents where id = p_booking_intent_id for no key update;
-  if not found then
-    raise exception using errcode = 'RC107', message = format('booking intent %s does not exist', p_booking_intent_id);
-  end if;
+  bi := reserve.lock_booking_intent(p_booking_intent_id);
   if bi.status <> 'pending' or bi.expires_at <= now() then
     raise exception using errcode = 'RC108',
       message = format('booking intent %s is %s; start a new checkout', bi.id,
@@ -362,10 +386,7 @@ begin
   if p_payment_id is null or coalesce(p_gateway_payment_id, '') = '' then
     raise exception using errcode = 'RC001', message = 'p_payment_id and p_gateway_payment_id are required';
   end if;
-  select * into p from reserve.payments where id = p_payment_id for no key update;
-  if not found then
-    raise exception using errcode = 'RC201', message = format('payment %s does not exist', p_payment_id);
-  end if;
+  p := reserve.lock_payment(p_payment_id);
   if p.gateway_payment_id is not null and p.gateway_payment_id <> p_gateway_payment_id then
     raise exception using errcode = 'RC405',
       message = format('payment %s is already %s at %s, not %s', p.id, p.gateway_payment_id, p.provider, p_gateway_payment_id);
@@ -416,10 +437,7 @@ begin
   if p_on_illegal is null or p_on_illegal not in ('raise', 'ignore') then
     raise exception using errcode = 'RC001', message = 'p_on_illegal is raise or ignore';
   end if;
-  select * into p from reserve.payments where id = p_payment_id for no key update;
-  if not found then
-    raise exception using errcode = 'RC201', message = format('payment %s does not exist', p_payment_id);
-  end if;
+  p := reserve.lock_payment(p_payment_id);
   payment_id := p.id;
   previous_status := p.status;
 

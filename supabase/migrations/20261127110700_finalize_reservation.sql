@@ -38,9 +38,7 @@ begin
   elsif p.refund_reason is not null then
     -- an operator sold the stay to a payment finalize had refused (the runbook's manual INSERT): what
     -- was set aside for the guest becomes the host's share and our commission after all
-    select coalesce(sum(case e.direction when 'credit' then e.amount else -e.amount end), 0) into set_aside
-    from reserve.ledger_transactions t join reserve.ledger_entries e on e.transaction_id = t.id
-    where t.payment_id = p.id and e.account = 'refunds_payable';
+    set_aside := reserve.payment_ledger_balance(p.id, array['refunds_payable']);
     if set_aside > 0 then
       commission := round(set_aside * reserve.setting_int('commission_bps') / 10000.0);
       perform reserve.post_ledger_transaction('payment',
@@ -118,10 +116,7 @@ begin
   if p_payment_id is null then
     raise exception using errcode = 'RC001', message = 'p_payment_id is required';
   end if;
-  select * into p from reserve.payments x where x.id = p_payment_id for no key update;
-  if not found then
-    raise exception using errcode = 'RC201', message = format('payment %s does not exist', p_payment_id);
-  end if;
+  p := reserve.lock_payment(p_payment_id);
   payment_id := p.id;
   booking_intent_id := p.booking_intent_id;
 
@@ -158,7 +153,7 @@ begin
       format('finalize_reservation payment %s%s', p.id, coalesce(' webhook ' || p_webhook_id, '')), true);
   end if;
 
-  select * into bi from reserve.booking_intents x where x.id = p.booking_intent_id for no key update;
+  bi := reserve.lock_booking_intent(p.booking_intent_id);
 
   select * into r from reserve.reservations x
   where x.booking_intent_id = bi.id and x.status <> 'cancelled';

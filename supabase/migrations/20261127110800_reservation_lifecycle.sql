@@ -104,10 +104,8 @@ begin
   select * into p from reserve.payments where id = r.payment_id;
   -- what the provider already gave back, or what was never the host's and ours (a payment that was
   -- set aside for refund), is not owed a second time: the ledger says what is left to give back
-  select coalesce(sum(case e.direction when 'credit' then e.amount else -e.amount end), 0) into refundable
-  from reserve.ledger_transactions t join reserve.ledger_entries e on e.transaction_id = t.id
-  where p.id is not null and t.payment_id = p.id and e.account in ('host_payable', 'commission_revenue');
-  refundable := greatest(least(refundable, r.total_amount - coalesce(p.refunded_amount, 0)), 0);
+  refundable := greatest(least(reserve.payment_ledger_balance(p.id, array['host_payable', 'commission_revenue']),
+                                r.total_amount - coalesce(p.refunded_amount, 0)), 0);
   refund := coalesce(p_refund_amount, refundable);
   if refund < 0 or refund > refundable then
     raise exception using errcode = 'RC001',
