@@ -441,18 +441,23 @@ begin
   payment_id := p.id;
   previous_status := p.status;
 
-  -- a dispute won gives back the state before it, which keeps an earlier partial refund
-  if p_status = 'succeeded' and p.status = 'disputed' and p.refunded_amount > 0 then
-    p_status := 'partially_refunded';
-    p_refunded_amount := p.refunded_amount;
-  end if;
-
   if p_status = 'partially_refunded' then
     if p_refunded_amount is null or p_refunded_amount <= 0 or p_refunded_amount >= p.amount then
       raise exception using errcode = 'RC001',
         message = format('payment %s: a partial refund needs 0 < refunded amount < %s, got %s', p.id, p.amount, coalesce(p_refunded_amount::text, 'null'));
     end if;
+  end if;
+  -- a dispute won gives back the state before it, which keeps what was refunded earlier
+  if p_status = 'succeeded' and p.status = 'disputed' and p.refunded_amount > 0 then
+    p_status := case when p.refunded_amount >= p.amount then 'refunded' else 'partially_refunded' end;
+    p_refunded_amount := p.refunded_amount;
+  end if;
+
+  if p_status = 'partially_refunded' then
     new_refunded := greatest(p.refunded_amount, p_refunded_amount);
+    if new_refunded >= p.amount and p.status = 'disputed' then
+      p_status := 'disputed';  -- a smaller refund reported after all of it went back: nothing new
+    end if;
   elsif p_status = 'refunded' then
     new_refunded := p.amount;
   else

@@ -132,3 +132,32 @@ describe("a success redelivered after the host declined", () => {
     expect(again.error_message).toContain(stay.paymentId);
   });
 });
+
+describe("refund events around a dispute, out of order", () => {
+  it("never record more or less refunded than went back, and end refunded when all of it did", async () => {
+    const stay = await paidStay();
+    const t = (min: number) => new Date(Date.now() + min * 60_000);
+    await sql`select reserve.apply_payment_status(${stay.paymentId}, 'disputed', ${t(10)})`;
+    // the whole amount was refunded before the dispute opened; the news arrives late
+    const [late] = await sql`select * from reserve.apply_payment_status(${stay.paymentId}, 'refunded', ${t(5)})`;
+    expect(late).toMatchObject({ outcome: "applied", status: "disputed" });
+    // then a partial refund report, and the dispute is won
+    await sql`select reserve.apply_payment_status(${stay.paymentId}, 'partially_refunded', ${t(20)}, p_refunded_amount => 1000)`;
+    const [won] = await sql`select * from reserve.apply_payment_status(${stay.paymentId}, 'succeeded', ${t(30)})`;
+    expect(won.status).toBe("refunded");
+    const [p] = await sql`select refunded_amount::int from reserve.payments where id = ${stay.paymentId}`;
+    expect(p.refunded_amount).toBe(stay.amount);
+    expect((await balances(stay.paymentId)).receivable_stripe).toBe(0);
+    await ledgerBalances();
+  });
+
+  it("a dispute won after a full refund ends refunded, not succeeded", async () => {
+    const stay = await paidStay();
+    const t = (min: number) => new Date(Date.now() + min * 60_000);
+    await sql`select reserve.apply_payment_status(${stay.paymentId}, 'disputed', ${t(10)})`;
+    await sql`select reserve.apply_payment_status(${stay.paymentId}, 'refunded', ${t(5)})`;
+    const [won] = await sql`select * from reserve.apply_payment_status(${stay.paymentId}, 'succeeded', ${t(30)})`;
+    expect(won.status).toBe("refunded");
+    await ledgerBalances();
+  });
+});
