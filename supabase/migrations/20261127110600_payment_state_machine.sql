@@ -90,6 +90,39 @@ as $$ select 'receivable_' || p_provider $$;
 revoke all on function reserve.receivable_account(text) from public;
 comment on function reserve.receivable_account(text) is 'The ledger account holding what a provider owes us.';
 
+-- One ledger leg as post_ledger_transaction takes it.
+create function reserve.ledger_leg(p_account text, p_direction text, p_amount bigint, p_entry_type text, p_currency text)
+returns jsonb
+language sql
+immutable
+set search_path = ''
+as $$
+  select jsonb_build_object('account', p_account, 'direction', p_direction, 'amount', p_amount,
+                            'entry_type', p_entry_type, 'currency', p_currency)
+$$;
+comment on function reserve.ledger_leg(text, text, bigint, text, text) is 'One leg in the JSON shape post_ledger_transaction takes.';
+revoke all on function reserve.ledger_leg(text, text, bigint, text, text) from public;
+
+-- A sold stay's money credited to the host's share and our commission (commission_bps).
+create function reserve.earned_legs(p_amount bigint, p_currency text) returns jsonb
+language plpgsql
+stable
+security definer
+set search_path = ''
+as $$
+declare
+  commission bigint := round(p_amount * reserve.setting_int('commission_bps') / 10000.0);
+begin
+  return jsonb_build_array(reserve.ledger_leg('host_payable', 'credit', p_amount - commission, 'host_share', p_currency))
+         || case when commission > 0
+                 then jsonb_build_array(reserve.ledger_leg('commission_revenue', 'credit', commission, 'commission', p_currency))
+                 else '[]'::jsonb end;
+end
+$$;
+comment on function reserve.earned_legs(bigint, text) is
+  'Credit legs splitting a sold stay''s amount into host_payable and commission_revenue at commission_bps.';
+revoke all on function reserve.earned_legs(bigint, text) from public;
+
 -- Money received: when the stay is ours to sell, the host's share and our commission; otherwise
 -- (duplicate, nights gone, cancelled intent) the whole amount is owed back to the guest.
 create function reserve.post_payment_receipt(p_payment_id uuid, p_fulfilled boolean, p_reservation_id uuid default null)
@@ -101,29 +134,13 @@ as $$
 declare
   p reserve.payments;
   city text;
-  commission bigint;
   legs jsonb;
 begin
   select * into p from reserve.payments where id = p_payment_id;
   select bi.city_code into city from reserve.booking_intents bi where bi.id = p.booking_intent_id;
-  if p_fulfilled then
-    commission := round(p.amount * reserve.setting_int('commission_bps') / 10000.0);
-    legs := jsonb_build_array(
-      jsonb_build_object('account', reserve.receivable_account(p.provider), 'direction', 'debit', 'amount', p.amount,
-                         'entry_type', 'guest_payment', 'currency', p.currency),
-      jsonb_build_object('account', 'host_payable', 'direction', 'credit', 'amount', p.amount - commission,
-                         'entry_type', 'host_share', 'currency', p.currency));
-    if commission > 0 then
-      legs := legs || jsonb_build_object('account', 'commission_revenue', 'direction', 'credit', 'amount', commission,
-                                         'entry_type', 'commission', 'currency', p.currency);
-    end if;
-  else
-    legs := jsonb_build_array(
-      jsonb_build_object('account', reserve.receivable_account(p.provider), 'direction', 'debit', 'amount', p.amount,
-                         'entry_type', 'guest_payment', 'currency', p.currency),
-      jsonb_build_object('account', 'refunds_payable', 'direction', 'credit', 'amount', p.amount,
-                         'entry_type', 'refund', 'currency', p.currency));
-  end if;
+  legs := jsonb_build_array(reserve.ledger_leg(reserve.receivable_account(p.provider), 'debit', p.amount, 'guest_payment', p.currency))
+          || case when p_fulfilled then reserve.earned_legs(p.amount, p.currency)
+                  else jsonb_build_array(reserve.ledger_leg('refunds_payable', 'credit', p.amount, 'refund', p.currency)) end;
   return reserve.post_ledger_transaction(
     case when p.duplicate_of is not null then 'duplicate_charge' else 'payment' end,
     format('%s payment %s (%s)', p.provider, p.id,
@@ -174,12 +191,10 @@ begin
                           when p_amount >= host_left + commission_left then commission_left
                           else round(p_amount * commission_left / (host_left + commission_left)::numeric) end;
   if p_amount - commission_part > 0 then
-    legs := legs || jsonb_build_object('account', 'host_payable', 'direction', 'debit', 'amount', p_amount - commission_part,
-                                       'entry_type', 'refund', 'currency', p_currency);
+    legs := legs || reserve.ledger_leg('host_payable', 'debit', p_amount - commission_part, 'refund', p_currency);
   end if;
   if commission_part > 0 then
-    legs := legs || jsonb_build_object('account', 'commission_revenue', 'direction', 'debit', 'amount', commission_part,
-                                       'entry_type', 'refund', 'currency', p_currency);
+    legs := legs || reserve.ledger_leg('commission_revenue', 'debit', commission_part, 'refund', p_currency);
   end if;
   return legs;
 end
@@ -218,14 +233,12 @@ begin
   rest := delta - from_set_aside;
 
   if from_set_aside > 0 then
-    legs := legs || jsonb_build_object('account', 'refunds_payable', 'direction', 'debit', 'amount', from_set_aside,
-                                       'entry_type', 'refund', 'currency', new.currency);
+    legs := legs || reserve.ledger_leg('refunds_payable', 'debit', from_set_aside, 'refund', new.currency);
   end if;
   if rest > 0 then
     legs := legs || reserve.earned_refund_legs(new.id, rest, new.currency);
   end if;
-  legs := legs || jsonb_build_object('account', reserve.receivable_account(new.provider), 'direction', 'credit',
-                                     'amount', delta, 'entry_type', 'refund', 'currency', new.currency);
+  legs := legs || reserve.ledger_leg(reserve.receivable_account(new.provider), 'credit', delta, 'refund', new.currency);
 
   perform reserve.post_ledger_transaction(
     case when chargeback then 'chargeback' else 'refund' end,

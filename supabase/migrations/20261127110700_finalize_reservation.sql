@@ -24,7 +24,6 @@ as $$
 declare
   p reserve.payments;
   set_aside bigint;
-  commission bigint;
 begin
   update reserve.booking_intents
   set status = 'converted', converted_at = now()
@@ -40,15 +39,10 @@ begin
     -- was set aside for the guest becomes the host's share and our commission after all
     set_aside := reserve.payment_ledger_balance(p.id, array['refunds_payable']);
     if set_aside > 0 then
-      commission := round(set_aside * reserve.setting_int('commission_bps') / 10000.0);
       perform reserve.post_ledger_transaction('payment',
         format('Payment %s sold after all (reservation %s): refund of %s withdrawn', p.id, new.confirmation_code, p.refund_reason),
-        jsonb_build_array(
-          jsonb_build_object('account', 'refunds_payable', 'direction', 'debit', 'amount', set_aside, 'entry_type', 'refund', 'currency', p.currency),
-          jsonb_build_object('account', 'host_payable', 'direction', 'credit', 'amount', set_aside - commission, 'entry_type', 'host_share', 'currency', p.currency))
-        || case when commission > 0 then jsonb_build_array(
-          jsonb_build_object('account', 'commission_revenue', 'direction', 'credit', 'amount', commission, 'entry_type', 'commission', 'currency', p.currency))
-          else '[]'::jsonb end,
+        jsonb_build_array(reserve.ledger_leg('refunds_payable', 'debit', set_aside, 'refund', p.currency))
+          || reserve.earned_legs(set_aside, p.currency),
         'sold:' || p.id || ':' || new.id, p.id, new.id, new.city_code);
     end if;
     update reserve.payments

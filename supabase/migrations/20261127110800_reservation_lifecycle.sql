@@ -136,8 +136,7 @@ begin
     where id = p.id;
     -- the host's share and our commission become the guest's, proportionally
     legs := reserve.earned_refund_legs(p.id, refund, p.currency);
-    legs := legs || jsonb_build_object('account', 'refunds_payable', 'direction', 'credit', 'amount', refund,
-                                       'entry_type', 'refund', 'currency', p.currency);
+    legs := legs || reserve.ledger_leg('refunds_payable', 'credit', refund, 'refund', p.currency);
     perform reserve.post_ledger_transaction('refund',
       format('Reservation %s cancelled (%s): %s centavos owed back to the guest', r.confirmation_code, p_reason, refund),
       legs, 'cancel:' || r.id, p.id, r.id, r.city_code);
