@@ -1,0 +1,126 @@
+-- Webhook deliveries in one round trip: record the event (dedupe on provider + event_id) and apply it
+-- through the payment state machine in the same transaction, so an event is marked completed only when
+-- its effects committed with it. A failure is kept as status failed with the error (the apply is undone
+-- by a subtransaction) and the caller answers 500 so the provider redelivers.
+
+create function reserve.process_webhook_event(
+  p_provider           text,
+  p_event_id           text,
+  p_event_type         text,
+  p_event_at           timestamptz default null,
+  p_payload            jsonb default null,
+  p_payment_id         uuid default null,
+  p_gateway_payment_id text default null,
+  p_status             text default null,
+  p_gateway_status     text default null,
+  p_error_code         text default null,
+  p_error_message      text default null,
+  p_refunded_amount    bigint default null,
+  p_provider_object    jsonb default null,
+  p_processing_error   text default null)
+returns table (webhook_id uuid, webhook_status text, duplicate boolean, attempts integer, payment_id uuid,
+               outcome text, payment_status text, reservation_id uuid, confirmation_code text,
+               finalize_outcome text, error_message text)
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  w reserve.processed_webhooks;
+  p reserve.payments;
+  a_outcome text;
+  a_status text;
+  a_reservation uuid;
+  a_code text;
+  a_finalize text;
+  state text;
+  msg text;
+begin
+  if p_provider is null or p_provider not in ('stripe', 'mercadopago', 'openpix') then
+    raise exception using errcode = 'RC206', message = format('unknown webhook provider %s', coalesce(p_provider, 'null'));
+  end if;
+  if coalesce(p_event_id, '') = '' or coalesce(p_event_type, '') = '' then
+    raise exception using errcode = 'RC001', message = format('%s webhook: event id and type are required', p_provider);
+  end if;
+
+  -- the payment the event names: our id (metadata, external_reference, correlationID) or the provider's
+  if p_payment_id is not null then
+    select * into p from reserve.payments x where x.id = p_payment_id;
+  end if;
+  if p.id is null and p_gateway_payment_id is not null then
+    select * into p from reserve.payments x where x.provider = p_provider and x.gateway_payment_id = p_gateway_payment_id;
+  end if;
+
+  -- concurrent deliveries of one event queue on its row; the first to commit decides, later ones see
+  -- completed or ignored and do nothing, and a failed (or dead) one is taken up again
+  insert into reserve.processed_webhooks as pw
+    (provider, event_id, event_type, payment_id, gateway_payment_id, event_created_at, payload)
+  values (p_provider, p_event_id, p_event_type, p.id, coalesce(p_gateway_payment_id, p.gateway_payment_id), p_event_at, p_payload)
+  on conflict (provider, event_id) do update
+    set attempts = pw.attempts + 1, last_attempt_at = now(), status = 'processing', error_message = null,
+        payment_id = coalesce(excluded.payment_id, pw.payment_id), payload = coalesce(excluded.payload, pw.payload)
+    where pw.status in ('processing', 'failed', 'dead')
+  returning * into w;
+
+  if w.id is null then
+    select * into w from reserve.processed_webhooks x where x.provider = p_provider and x.event_id = p_event_id;
+    return query select w.id, w.status, true, w.attempts, w.payment_id, 'duplicate'::text,
+                        (select x.status from reserve.payments x where x.id = w.payment_id), null::uuid, null::text,
+                        null::text, w.error_message;
+    return;
+  end if;
+
+  if p_processing_error is not null then
+    state := 'failed';
+    msg := p_processing_error;
+  elsif p_status is null then
+    state := 'ignored';
+    msg := format('event type %s is not acted on', p_event_type);
+  elsif p.id is null then
+    -- an event for a payment we never made (another integration on the same account) is not ours to retry
+    state := 'ignored';
+    msg := format('no %s payment %s%s', p_provider, coalesce(p_gateway_payment_id, '?'),
+                  coalesce(' (payment_id ' || p_payment_id || ')', ''));
+  elsif p.provider <> p_provider then
+    state := 'ignored';
+    msg := format('payment %s belongs to %s, not %s', p.id, p.provider, p_provider);
+  else
+    begin
+      if p.gateway_payment_id is null and p_gateway_payment_id is not null then
+        -- the webhook can overtake the checkout's own record of the provider's id
+        perform reserve.attach_gateway_payment(p.id, p_gateway_payment_id);
+      end if;
+      select x.outcome, x.status, x.reservation_id, x.confirmation_code, x.finalize_outcome
+        into a_outcome, a_status, a_reservation, a_code, a_finalize
+      from reserve.apply_payment_status(
+        p.id, p_status, p_event_at, p_gateway_status, p_error_code, p_error_message, p_refunded_amount,
+        p_provider_object, w.id, 'ignore') x;
+      state := 'completed';
+      msg := case when a_outcome in ('stale', 'ignored')
+                  then format('%s: payment %s is %s, event says %s', a_outcome, p.id, a_status, p_status) end;
+    exception when others then
+      get stacked diagnostics msg = message_text, state = returned_sqlstate;
+      msg := format('%s: %s', state, msg);
+      state := 'failed';
+    end;
+  end if;
+
+  update reserve.processed_webhooks x
+  set status = state, error_message = msg, processed_at = now()
+  where x.id = w.id
+  returning * into w;
+
+  return query select w.id, w.status, false, w.attempts, w.payment_id,
+                      coalesce(a_outcome, case when state = 'failed' then 'failed' else 'ignored' end),
+                      coalesce(a_status, p.status), a_reservation, a_code, a_finalize, w.error_message;
+end
+$$;
+comment on function reserve.process_webhook_event(text, text, text, timestamptz, jsonb, uuid, text, text, text, text, text, bigint, jsonb, text) is
+  'Records a verified provider event in processed_webhooks and applies it (apply_payment_status, '
+  'finalize on success) in one transaction. webhook_status: completed, ignored (a type we do not act '
+  'on, or not our payment), failed (error_message; answer 500 so the provider redelivers). A delivery '
+  'of an event already completed or ignored is duplicate = true and changes nothing; a failed one is '
+  'processed again. p_status null means the event is recorded as ignored; p_processing_error records '
+  'a failure found before the database (e.g. the provider''s API did not answer).';
+revoke all on function reserve.process_webhook_event(text, text, text, timestamptz, jsonb, uuid, text, text, text, text, text, bigint, jsonb, text) from public;
+grant execute on function reserve.process_webhook_event(text, text, text, timestamptz, jsonb, uuid, text, text, text, text, text, bigint, jsonb, text) to service_role;
