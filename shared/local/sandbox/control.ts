@@ -1,0 +1,99 @@
+// The sandbox's levers: what a guest, a bank or a flaky network would do, in-process for tests and
+// over HTTP under /_sandbox for `npm start` users (POST /_sandbox/<method> with a JSON array of arguments).
+import type { Dispatcher } from "./webhooks.ts";
+import type { Faults } from "./faults.ts";
+import type { MercadoPago } from "./mercadopago.ts";
+import type { OpenPix } from "./openpix.ts";
+import type { StripeState } from "./stripe.ts";
+import type { Provider, SandboxControl } from "./types.ts";
+import { SandboxError } from "./types.ts";
+import type { ApiRequest, ApiResponse } from "./util.ts";
+import { parseJson } from "./util.ts";
+
+export interface ControlDeps {
+  stripe: StripeState;
+  mercadopago: MercadoPago;
+  openpix: OpenPix;
+  dispatcher: Dispatcher;
+  faults: Faults;
+  webhookUrls: { stripe: string | null; openpix: string | null };
+}
+
+export function createControl(d: ControlDeps): SandboxControl {
+  const clone = <T>(x: T): T => structuredClone(x);
+  return {
+    stripeConfirm: (piId, outcome, opts) => clone(d.stripe.confirm(piId, outcome, opts?.declineCode)),
+    stripeSettle: (piId, outcome) => clone(d.stripe.settle(piId, outcome)),
+    stripeDispute: (piId, opts) => clone(d.stripe.dispute(piId, opts?.reason)),
+    stripeCloseDispute: (piId, outcome) => clone(d.stripe.closeDispute(piId, outcome)),
+    mercadopagoPay: (id, opts) => d.mercadopago.pay(Number(id), opts?.afterExpiry ?? false),
+    openpixPay: (correlationID, opts) => d.openpix.pay(correlationID, opts?.afterExpiry ?? false),
+    expire: (provider, id) => {
+      if (provider === "mercadopago") return d.mercadopago.expireNow(Number(id));
+      if (provider === "openpix") return d.openpix.expireNow(String(id));
+      throw new SandboxError(400, `expire takes mercadopago or openpix, not ${provider}`);
+    },
+    setWebhookMode: (provider, mode) => d.dispatcher.setMode(provider, mode),
+    setWebhookUrl: (provider, url) => {
+      if (provider !== "stripe" && provider !== "openpix") throw new SandboxError(400, "MercadoPago posts to each payment's notification_url");
+      d.webhookUrls[provider] = url;
+    },
+    failApi: (provider, opts) => d.faults.failApi(provider, opts),
+    timeoutApi: (provider, opts) => d.faults.timeoutApi(provider, opts),
+    redeliver: (eventId) => d.dispatcher.redeliver(eventId),
+    flush: () => d.dispatcher.flush(),
+    deliveries: () => d.dispatcher.deliveries(),
+    waitForDeliveries: (n, timeoutMs = 5_000) => d.dispatcher.waitFor(n, timeoutMs),
+    events: (provider) => d.dispatcher.events(provider),
+    payment: (provider, id) => payment(d, provider, String(id)),
+    seedStripePaymentIntents: (n, opts) => d.stripe.seed(n, opts),
+    seedMercadoPagoPayments: (n, opts) => d.mercadopago.seed(n, opts),
+  };
+}
+
+function payment(d: ControlDeps, provider: Provider, id: string): Record<string, unknown> | undefined {
+  if (provider === "stripe") {
+    const found = id.startsWith("ch_") ? d.stripe.charges.get(id) : id.startsWith("dp_")
+      ? [...d.stripe.disputes.values()].find((x) => x.id === id) : d.stripe.intents.get(id);
+    return found && structuredClone(found);
+  }
+  if (provider === "mercadopago") return d.mercadopago.payments.has(Number(id)) ? d.mercadopago.read(Number(id)) : undefined;
+  const c = d.openpix.find(id);
+  return c && d.openpix.read(c);
+}
+
+const READS = new Set(["deliveries", "events", "payment"]);
+
+/**
+ * GET /_sandbox                       what is here: urls, secrets, methods
+ * GET /_sandbox/deliveries            GET /_sandbox/events[/<provider>]     GET /_sandbox/payment/<provider>/<id>
+ * POST /_sandbox/<method>             body: JSON array of the method's arguments, e.g.
+ *   POST /_sandbox/stripeConfirm ["pi_...", "succeeded"]     POST /_sandbox/setWebhookMode ["all", {"duplicate": 2}]
+ */
+export async function handleControl(control: SandboxControl, info: () => unknown, req: ApiRequest): Promise<ApiResponse> {
+  const [method, ...rest] = req.path.split("/").filter(Boolean);
+  try {
+    if (req.method === "GET") {
+      if (!method) return { status: 200, body: { ...(info() as object), methods: Object.keys(control) } };
+      if (method === "deliveries") return { status: 200, body: control.deliveries() };
+      if (method === "events") return { status: 200, body: control.events(rest[0] as Provider | undefined) };
+      if (method === "payment" && rest.length === 2) {
+        const found = control.payment(rest[0] as Provider, decodeURIComponent(rest[1]!));
+        return found ? { status: 200, body: found } : { status: 404, body: { error: `no ${rest[0]} payment ${rest[1]}` } };
+      }
+      return { status: 404, body: { error: `unknown control route GET ${req.path}` } };
+    }
+    if (req.method !== "POST" || !method || !(method in control) || READS.has(method)) {
+      return { status: 404, body: { error: `unknown control route ${req.method} ${req.path}; see GET /_sandbox` } };
+    }
+    const parsed = parseJson(req.rawBody);
+    if (!parsed.ok) return { status: 400, body: { error: "body must be JSON: an array of arguments" } };
+    const args = Array.isArray(parsed.value) ? parsed.value : [];
+    const fn = control[method as keyof SandboxControl] as (...a: unknown[]) => unknown;
+    const result = await fn(...args);
+    return { status: 200, body: result ?? { ok: true } };
+  } catch (err) {
+    if (err instanceof SandboxError) return { status: err.status, body: { error: err.message } };
+    return { status: 500, body: { error: (err as Error).message } };
+  }
+}

@@ -1,0 +1,118 @@
+// One HTTP server on 127.0.0.1 speaking Stripe (root /v1), MercadoPago (/mercadopago) and OpenPIX (/openpix),
+// with per-start secrets, so code under test uses its real clients and real signature checks.
+import { generateKeyPairSync, randomBytes } from "node:crypto";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import Stripe from "stripe";
+import { createControl, handleControl } from "./control.ts";
+import { Faults } from "./faults.ts";
+import { MercadoPago, mpError, signMercadoPago } from "./mercadopago.ts";
+import { OpenPix, openpixError, signOpenPix } from "./openpix.ts";
+import { StripeState } from "./stripe.ts";
+import { StripeApi, stripeErrorFor } from "./stripe_api.ts";
+import type { Provider, ProviderSandbox, SandboxOptions } from "./types.ts";
+import type { ApiRequest, ApiResponse } from "./util.ts";
+import { hex, sleep } from "./util.ts";
+import { Dispatcher } from "./webhooks.ts";
+
+const EXPIRY_SWEEP_MS = 1_000;
+
+function rsaPair() {
+  return generateKeyPairSync("rsa", { modulusLength: 2048 });
+}
+
+export async function startProviderSandbox(opts: SandboxOptions = {}): Promise<ProviderSandbox> {
+  const log = opts.log ?? (() => {});
+  const secretKey = `sk_test_sandbox_${hex(16)}`;
+  const webhookSecret = `whsec_${randomBytes(24).toString("base64")}`;
+  const mpToken = `TEST-${hex(8)}-${hex(3)}-${hex(16)}-${hex(4)}`;
+  const mpSecret = hex(32);
+  const appId = Buffer.from(`Client_Id_${hex(8)}:Client_Secret_${hex(16)}`).toString("base64");
+  const keys = rsaPair();
+  const publicPem = keys.publicKey.export({ type: "spki", format: "pem" }).toString();
+  let wrongKeys: ReturnType<typeof rsaPair> | undefined; // made on first use: RSA keygen is slow
+  const wrong = { stripe: `whsec_${randomBytes(24).toString("base64")}`, mp: hex(32) };
+
+  const webhookUrls = { stripe: opts.stripeWebhookUrl ?? null, openpix: opts.openpixWebhookUrl ?? null };
+  const dispatcher = new Dispatcher({
+    stripe: async (e, bad) => ({ "stripe-signature": await Stripe.webhooks.generateTestHeaderStringAsync({ payload: e.raw, secret: bad ? wrong.stripe : webhookSecret }),
+      "user-agent": "Stripe/1.0 (+https://stripe.com/docs/webhooks)" }),
+    mercadopago: async (e, bad) => signMercadoPago(e, bad ? wrong.mp : mpSecret),
+    openpix: async (e, bad) => signOpenPix(e.raw, bad ? (wrongKeys ??= rsaPair()).privateKey : keys.privateKey),
+  }, opts.retry ?? { attempts: 0, baseMs: 1000 }, log);
+  const emit = dispatcher.emit.bind(dispatcher);
+
+  const server = http.createServer();
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(opts.port ?? 0, "127.0.0.1", () => resolve());
+  });
+  const port = (server.address() as AddressInfo).port;
+  const url = `http://127.0.0.1:${port}`;
+
+  const stripe = new StripeState(emit, () => webhookUrls.stripe);
+  const stripeApi = new StripeApi(stripe, secretKey);
+  const mercadopago = new MercadoPago(mpToken, mpSecret, `${url}/mercadopago`, emit);
+  const openpix = new OpenPix(appId, `${url}/openpix`, publicPem, emit, () => webhookUrls.openpix);
+  const faults = new Faults();
+  const control = createControl({ stripe, mercadopago, openpix, dispatcher, faults, webhookUrls });
+  const sandbox: ProviderSandbox = {
+    url,
+    stripe: { host: "127.0.0.1", port, protocol: "http", secretKey, webhookSecret },
+    mercadopago: { apiBase: `${url}/mercadopago`, accessToken: mpToken, webhookSecret: mpSecret },
+    openpix: { apiBase: `${url}/openpix`, appId, webhookPublicKey: Buffer.from(publicPem).toString("base64") },
+    control,
+    stop: async () => {
+      clearInterval(sweep);
+      await dispatcher.stop();
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+  const info = () => ({ url, stripe: sandbox.stripe, mercadopago: sandbox.mercadopago, openpix: sandbox.openpix, webhookUrls });
+
+  const sweep = setInterval(() => {
+    mercadopago.sweep();
+    openpix.sweep();
+  }, EXPIRY_SWEEP_MS);
+  sweep.unref();
+
+  const providerApi = async (provider: Provider, req: ApiRequest): Promise<ApiResponse> => {
+    const hang = faults.takeHang(provider);
+    if (hang) await sleep(hang.ms);
+    const fail = faults.takeFail(provider);
+    if (fail) {
+      if (provider === "stripe") return { status: fail.status, body: stripeErrorFor(fail.status, fail.code) };
+      if (provider === "mercadopago") return mpError(fail.status, fail.code ?? "injected failure", fail.code);
+      return openpixError(fail.status, fail.code ?? "injected failure");
+    }
+    if (provider === "stripe") return stripeApi.handle(req);
+    return provider === "mercadopago" ? mercadopago.handle(req) : openpix.handle(req);
+  };
+
+  server.on("request", (req: http.IncomingMessage, res: http.ServerResponse) => {
+    const chunks: Buffer[] = [];
+    req.on("data", (c: Buffer) => chunks.push(c));
+    req.on("end", async () => {
+      const u = new URL(req.url ?? "/", url);
+      const rawBody = Buffer.concat(chunks).toString("utf8");
+      const base = { method: req.method ?? "GET", query: u.searchParams, headers: req.headers, rawBody };
+      let answer: ApiResponse;
+      try {
+        const p = u.pathname;
+        if (p === "/_sandbox" || p.startsWith("/_sandbox/")) answer = await handleControl(control, info, { ...base, path: p.slice(9) });
+        else if (p.startsWith("/mercadopago/")) answer = await providerApi("mercadopago", { ...base, path: p.slice(12) });
+        else if (p.startsWith("/openpix/")) answer = await providerApi("openpix", { ...base, path: p.slice(8) });
+        else if (p.startsWith("/v1/")) answer = await providerApi("stripe", { ...base, path: p });
+        else answer = { status: 404, body: { error: `nothing at ${p}; see GET /_sandbox` } };
+      } catch (err) {
+        answer = { status: 500, body: { error: (err as Error).message } };
+      }
+      log(`[sandbox] ${req.method} ${u.pathname} -> ${answer.status}`);
+      if (res.destroyed) return; // the caller gave up (timeoutApi): the work above still happened, as it would at the provider
+      res.writeHead(answer.status, { "content-type": "application/json", ...answer.headers });
+      res.end(JSON.stringify(answer.body));
+    });
+  });
+  return sandbox;
+}

@@ -1,0 +1,92 @@
+// Public types of the provider sandbox: what tests and `npm start` users program against.
+
+export type Provider = "stripe" | "mercadopago" | "openpix";
+export type ProviderOrAll = Provider | "all";
+
+export type WebhookMode =
+  | "deliver"
+  | "drop"
+  | "reorder"
+  | "wrong_secret"
+  | { delayMs: number }
+  | { duplicate: number };
+
+export interface Delivery {
+  provider: Provider;
+  eventId: string;
+  type: string;
+  url: string;
+  status: number | "dropped" | "error";
+  attempt: number;
+  at: string;
+  error?: string;
+}
+
+/** One notification as the provider would send it; `raw` is the exact body that is signed and sent. */
+export interface SandboxEvent {
+  provider: Provider;
+  id: string;
+  type: string;
+  url: string | null;
+  body: unknown;
+  raw: string;
+  createdAt: string;
+}
+
+export interface SandboxOptions {
+  port?: number;
+  stripeWebhookUrl?: string;
+  openpixWebhookUrl?: string;
+  retry?: { attempts: number; baseMs: number };
+  log?: (line: string) => void;
+}
+
+export type StripeConfirmOutcome = "succeeded" | "declined" | "processing";
+
+export interface SandboxControl {
+  // guest and provider-side actions
+  stripeConfirm(piId: string, outcome: StripeConfirmOutcome, opts?: { declineCode?: string }): Record<string, unknown>;
+  stripeSettle(piId: string, outcome: "succeeded" | "declined"): Record<string, unknown>;
+  stripeDispute(piId: string, opts?: { reason?: string }): Record<string, unknown>;
+  stripeCloseDispute(piId: string, outcome: "won" | "lost"): Record<string, unknown>;
+  mercadopagoPay(id: number | string, opts?: { afterExpiry?: boolean }): Record<string, unknown>;
+  openpixPay(correlationID: string, opts?: { afterExpiry?: boolean }): Record<string, unknown>;
+  expire(provider: "mercadopago" | "openpix", id: number | string): Record<string, unknown>;
+  // failure modes
+  setWebhookMode(provider: ProviderOrAll, mode: WebhookMode): void;
+  setWebhookUrl(provider: "stripe" | "openpix", url: string | null): void;
+  failApi(provider: ProviderOrAll, opts: { status: number; code?: string; times: number }): void;
+  timeoutApi(provider: ProviderOrAll, opts: { ms: number; times: number }): void;
+  redeliver(eventId: string): Promise<Delivery>;
+  flush(): Promise<void>;
+  // inspection
+  deliveries(): Delivery[];
+  waitForDeliveries(n: number, timeoutMs?: number): Promise<Delivery[]>;
+  events(provider?: Provider): SandboxEvent[];
+  payment(provider: Provider, id: number | string): Record<string, unknown> | undefined;
+  // bulk
+  seedStripePaymentIntents(
+    n: number,
+    opts: { status: string; amount: number; currency?: string; metadata?: Record<string, string> },
+  ): string[];
+  seedMercadoPagoPayments(
+    n: number,
+    opts: { status?: string; transaction_amount: number; external_reference?: string; metadata?: Record<string, unknown> },
+  ): number[];
+}
+
+export interface ProviderSandbox {
+  url: string;
+  stripe: { host: string; port: number; protocol: "http"; secretKey: string; webhookSecret: string };
+  mercadopago: { apiBase: string; accessToken: string; webhookSecret: string };
+  openpix: { apiBase: string; appId: string; webhookPublicKey: string };
+  control: SandboxControl;
+  stop(): Promise<void>;
+}
+
+/** Raised by control actions a real guest or provider could not perform (wrong state, unknown id). */
+export class SandboxError extends Error {
+  constructor(readonly status: number, message: string) {
+    super(message);
+  }
+}
