@@ -19,3 +19,39 @@ export function methodNotAllowed(allowed: string[]): Response {
     { allow: allowed.join(", ") },
   );
 }
+
+/** The body as text, refusing more than `limit` bytes without reading them all (413). */
+export async function readBodyText(req: Request, limit: number): Promise<string | Response> {
+  const declared = Number(req.headers.get("content-length") ?? NaN);
+  if (declared > limit) return errorJson(413, "payload_too_large", `the body is over ${limit} bytes`);
+  if (!req.body) return "";
+  const reader = req.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > limit) {
+      await reader.cancel().catch(() => {});
+      return errorJson(413, "payload_too_large", `the body is over ${limit} bytes`);
+    }
+    chunks.push(value);
+  }
+  const all = new Uint8Array(size);
+  let at = 0;
+  for (const c of chunks) {
+    all.set(c, at);
+    at += c.byteLength;
+  }
+  return new TextDecoder().decode(all);
+}
+
+/** 415 unless the request says it is JSON. */
+export function requireJson(req: Request): Response | undefined {
+  const type = req.headers.get("content-type") ?? "";
+  if (!/^application\/json\s*(;|$)/i.test(type)) {
+    return errorJson(415, "unsupported_media_type", "send the body as application/json");
+  }
+  return undefined;
+}

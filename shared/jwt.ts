@@ -30,3 +30,18 @@ export async function verifyJwt(authorization: string | null, key: CryptoKey, no
     return false;
   }
 }
+
+/**
+ * The claims of a bearer token that the relay already verified (verify_jwt = true): read, not checked.
+ * Undefined for anything that is not a JWT.
+ */
+export function bearerClaims(authorization: string | null): Record<string, unknown> | undefined {
+  const parts = authorization?.match(/^Bearer\s+(\S+)$/i)?.[1]?.split(".");
+  if (!parts || parts.length !== 3) return undefined;
+  try {
+    const claims = JSON.parse(new TextDecoder().decode(b64urlDecode(parts[1])));
+    return claims && typeof claims === "object" ? claims : undefined;
+  } catch {
+    return undefined;
+  }
+}
