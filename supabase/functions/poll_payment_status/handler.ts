@@ -1,0 +1,150 @@
+// Called by cron (pg_cron + pg_net on Supabase, `npm start` locally) with the shared secret: asks the
+// providers about payments in flight whose poll is due, applies their answers through the same state
+// machine as webhooks, expires PIX charges and card attempts left unpaid, releases lapsed holds, and
+// leaves a heartbeat. Bounded by a batch size and a time budget; what is left is due next run.
+import { z } from "zod";
+import { timingSafeEqual } from "../../../shared/crypto.ts";
+import { db, type Sql } from "../../../shared/edge/db.ts";
+import { mercadoPago, openPix, stripeApi } from "../../../shared/edge/providers.ts";
+import { errorJson, json, methodNotAllowed, readBodyText } from "../../../shared/http.ts";
+import { getMercadoPagoPayment, mercadoPagoUpdate } from "../../../shared/providers/mercadopago.ts";
+import { getOpenPixCharge, getOpenPixRefunds, openPixChargeUpdate } from "../../../shared/providers/openpix.ts";
+import { paymentIntentUpdate, retrievePaymentIntent } from "../../../shared/providers/stripe.ts";
+import { ProviderError, type ProviderUpdate } from "../../../shared/providers/types.ts";
+
+const Options = z.strictObject({
+  batch_size: z.int().min(1).max(1000).default(100),
+  concurrency: z.int().min(1).max(32).default(8),
+  budget_ms: z.int().min(100).max(120_000).default(25_000),
+  scheduled_at: z.string().optional(),
+});
+
+interface Due {
+  payment_id: string;
+  provider: "stripe" | "mercadopago" | "openpix";
+  method: string;
+  gateway_payment_id: string | null;
+}
+
+async function askProvider(p: Due): Promise<ProviderUpdate | null> {
+  if (!p.gateway_payment_id) return null; // never reached the provider: record_poll_result decides
+  if (p.provider === "stripe") {
+    const stripe = stripeApi();
+    if (!stripe) throw new ProviderError("stripe", "rejected", "stripe is not configured");
+    return paymentIntentUpdate(await retrievePaymentIntent(stripe, p.gateway_payment_id));
+  }
+  if (p.provider === "mercadopago") {
+    const cfg = mercadoPago();
+    if (!cfg) throw new ProviderError("mercadopago", "rejected", "mercadopago is not configured");
+    return mercadoPagoUpdate(await getMercadoPagoPayment(cfg, p.gateway_payment_id));
+  }
+  const cfg = openPix();
+  if (!cfg) throw new ProviderError("openpix", "rejected", "openpix is not configured");
+  const charge = await getOpenPixCharge(cfg, p.gateway_payment_id);
+  const refunds = charge.status === "COMPLETED" ? await getOpenPixRefunds(cfg, p.gateway_payment_id) : [];
+  return openPixChargeUpdate(charge, refunds);
+}
+
+interface Tally {
+  claimed: number;
+  unchanged: number;
+  applied: number;
+  expired: number;
+  errors: number;
+  finalized: number;
+  by_status: Record<string, number>;
+}
+
+async function pollOne(sql: Sql, p: Due, t: Tally): Promise<void> {
+  let u: ProviderUpdate | null = null;
+  let pollError: string | null = null;
+  try {
+    u = await askProvider(p);
+  } catch (err) {
+    if (!(err instanceof ProviderError)) throw err;
+    pollError = err.message;
+    t.errors++;
+  }
+  const [r] = await sql<{ outcome: string; status: string; finalize_outcome: string | null }[]>`
+    select outcome, status, finalize_outcome from reserve.record_poll_result(
+      p_payment_id => ${p.payment_id}, p_status => ${u?.status ?? null},
+      p_event_at => ${u?.eventAt?.toISOString() ?? null}, p_gateway_status => ${u?.gatewayStatus ?? null},
+      p_error_code => ${u?.errorCode ?? null}, p_error_message => ${u?.errorMessage ?? null},
+      p_refunded_amount => ${u?.refundedAmount ?? null}, p_provider_object => ${u ? sql.json(u.object as never) : null},
+      p_poll_error => ${pollError})`;
+  if (r.outcome === "applied") t.applied++;
+  else if (r.outcome === "expired") t.expired++;
+  else if (!pollError) t.unchanged++;
+  if (r.finalize_outcome === "created") t.finalized++;
+  t.by_status[r.status] = (t.by_status[r.status] ?? 0) + 1;
+}
+
+/** Runs fn over items with at most n at once. */
+async function pool<T>(items: T[], n: number, fn: (x: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(Array.from({ length: Math.min(n, items.length) }, async () => {
+    while (next < items.length) await fn(items[next++]);
+  }));
+}
+
+function authorized(req: Request): boolean | undefined {
+  const secret = Deno.env.get("RESERVE_CRON_SECRET");
+  if (!secret) return undefined;
+  const given = req.headers.get("authorization")?.match(/^Bearer\s+(.+)$/i)?.[1] ?? req.headers.get("x-cron-secret") ?? "";
+  return timingSafeEqual(given, secret);
+}
+
+export async function handler(req: Request): Promise<Response> {
+  if (req.method !== "POST") return methodNotAllowed(["POST"]);
+  const auth = authorized(req);
+  if (auth === undefined) {
+    console.error("poll_payment_status: RESERVE_CRON_SECRET is not configured");
+    return errorJson(500, "not_configured", "RESERVE_CRON_SECRET is not configured");
+  }
+  if (!auth) return errorJson(401, "unauthorized", "a valid cron secret is required");
+  const text = await readBodyText(req, 4096);
+  if (text instanceof Response) return text;
+  let raw: unknown = {};
+  try {
+    raw = text.trim() ? JSON.parse(text) : {};
+  } catch {
+    return errorJson(400, "invalid_json", "the body is not valid JSON");
+  }
+  const opts = Options.safeParse(raw);
+  if (!opts.success) {
+    return errorJson(400, "invalid_request", "unknown or out-of-range options", {
+      issues: opts.error.issues.map((i) => ({ path: i.path.join("."), message: i.message })),
+    });
+  }
+  const { batch_size, concurrency, budget_ms } = opts.data;
+
+  const sql = db();
+  const startedAt = new Date();
+  const deadline = Date.now() + budget_ms;
+  const t: Tally = { claimed: 0, unchanged: 0, applied: 0, expired: 0, errors: 0, finalized: 0, by_status: {} };
+  let released = { released_locks: 0, expired_intents: 0 };
+  let failure: string | undefined;
+  try {
+    while (Date.now() < deadline) {
+      const due = await sql<Due[]>`
+        select payment_id, provider, method, gateway_payment_id
+        from reserve.claim_payments_to_poll(${batch_size}, ${`${Math.ceil(budget_ms / 1000) + 60} seconds`}::interval)`;
+      if (due.length === 0) break;
+      t.claimed += due.length;
+      await pool(due, concurrency, (p) => pollOne(sql, p, t));
+      if (due.length < batch_size) break;
+    }
+    [released] = await sql<{ released_locks: number; expired_intents: number }[]>`
+      select released_locks, expired_intents from reserve.release_expired_holds()`;
+  } catch (err) {
+    failure = `database error ${(err as { code?: string })?.code ?? "unknown"}`;
+    console.error(`poll_payment_status: ${failure}`);
+  }
+  const summary = { ...t, ...released, duration_ms: Date.now() - startedAt.getTime(), ...(failure && { error: failure }) };
+  try {
+    await sql`select reserve.record_job_heartbeat('poll_payment_status', ${startedAt.toISOString()}, ${!failure}, ${sql.json(summary)})`;
+  } catch {
+    // a heartbeat we cannot write is exactly what the staleness alert is for
+  }
+  return json({ ok: !failure, ...summary }, failure ? 500 : 200);
+}
