@@ -52,6 +52,8 @@ Reserve Connect local stack is running.
   Database URL     ${maskUrl(stack.databaseUrl)}
   Functions        ${stack.functions.url}/functions/v1/<name>
 ${functionNames.map((n) => `    ${n.padEnd(15)}${stack.functions.functionUrl(n)}`).join("\n")}
+  Providers        ${stack.sandbox ? `sandbox ${stack.sandbox.url} (control: ${stack.sandbox.url}/_sandbox)` : "real (keys from the environment)"}
+  Poller           poll_payment_status ${cfg.pollEveryMs > 0 ? `every ${cfg.pollEveryMs / 1000} s` : "not scheduled (RESERVE_POLL_INTERVAL_S=0)"}
   anon key         ${stack.keys.anon}
   service_role key ${stack.keys.serviceRole}
 

@@ -1,13 +1,17 @@
 // The whole local stack of `npm start`: PostgreSQL 17 (embedded, or DATABASE_URL), Supabase-like
-// bootstrap, migrations through the Supabase CLI, seed on a database's first start, and the edge
-// functions under Deno at http://127.0.0.1:54321/functions/v1/<name>.
+// bootstrap, migrations through the Supabase CLI, seed on a database's first start, the provider
+// sandbox (unless real provider keys are set), the edge functions under Deno at
+// http://127.0.0.1:54321/functions/v1/<name>, and the poller's 5-minute schedule.
 import path from "node:path";
 import postgres from "postgres";
+import { scheduleFunction, type LocalCron } from "./cron.ts";
 import { startFunctions, type FunctionsServer } from "./functions.ts";
 import { DEFAULT_LOCAL_JWT_SECRET, localKeys } from "./keys.ts";
 import { loadSeed, migrate, projectRoot } from "./migrate.ts";
 import { assertPortFree } from "./ports.ts";
 import { startLocalPostgres, type LocalPostgres } from "./postgres.ts";
+import { newCronSecret, passthroughEnv, realProvidersConfigured, sandboxEnv } from "./provider_env.ts";
+import { startProviderSandbox, type ProviderSandbox } from "./sandbox/index.ts";
 
 export interface StackConfig {
   databaseUrl?: string;
@@ -17,6 +21,12 @@ export interface StackConfig {
   jwtSecret: string;
   /** load seed.sql into a database that has no cities yet; on by default only for the embedded one */
   seed: boolean;
+  /** run the provider sandbox (default: unless real provider keys are in the environment) */
+  sandbox: boolean;
+  sandboxPort: number;
+  cronSecret: string;
+  /** how often the local cron calls poll_payment_status; 0 = never */
+  pollEveryMs: number;
 }
 
 export function configFromEnv(env: NodeJS.ProcessEnv = process.env): StackConfig {
@@ -28,6 +38,10 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): StackConfig
     functionsPort: Number(env.RESERVE_FUNCTIONS_PORT ?? 54321),
     jwtSecret: env.RESERVE_JWT_SECRET ?? DEFAULT_LOCAL_JWT_SECRET,
     seed: env.RESERVE_SEED ? env.RESERVE_SEED === "1" : !databaseUrl,
+    sandbox: env.RESERVE_SANDBOX ? env.RESERVE_SANDBOX === "1" : !realProvidersConfigured(env),
+    sandboxPort: Number(env.RESERVE_SANDBOX_PORT ?? 54329),
+    cronSecret: env.RESERVE_CRON_SECRET ?? newCronSecret(),
+    pollEveryMs: Number(env.RESERVE_POLL_INTERVAL_S ?? 300) * 1000,
   };
 }
 
@@ -35,6 +49,10 @@ export interface Stack {
   databaseUrl: string;
   functions: FunctionsServer;
   keys: { anon: string; serviceRole: string };
+  sandbox?: ProviderSandbox;
+  cronSecret: string;
+  /** runs poll_payment_status now, as the schedule would */
+  poll(): Promise<unknown>;
   seeded: boolean;
   applied: string[];
   /** called once if PostgreSQL or the gateway dies on its own after start */
@@ -55,8 +73,10 @@ async function needsSeed(url: string): Promise<boolean> {
 
 export async function startStack(cfg: StackConfig, log: (line: string) => void, signal?: AbortSignal): Promise<Stack> {
   await assertPortFree(cfg.functionsPort, "edge functions");
+  if (cfg.sandbox) await assertPortFree(cfg.sandboxPort, "provider sandbox");
   let pg: LocalPostgres | undefined;
   let functions: FunctionsServer | undefined;
+  let sandbox: ProviderSandbox | undefined;
   try {
     let databaseUrl = cfg.databaseUrl;
     if (!databaseUrl) {
@@ -80,6 +100,21 @@ export async function startStack(cfg: StackConfig, log: (line: string) => void, 
     }
     signal?.throwIfAborted();
     const keys = localKeys(cfg.jwtSecret);
+    const functionsBase = `http://127.0.0.1:${cfg.functionsPort}/functions/v1`;
+    if (cfg.sandbox) {
+      sandbox = await startProviderSandbox({
+        port: cfg.sandboxPort,
+        stripeWebhookUrl: `${functionsBase}/webhook_stripe`,
+        openpixWebhookUrl: `${functionsBase}/webhook_pix/openpix`,
+        // the real providers redeliver for hours or days; the sandbox a few times within a minute
+        retry: { attempts: 3, baseMs: 5_000 },
+        log: (line) => log(`[sandbox] ${line}`),
+      });
+      log(`provider sandbox on ${sandbox.url} (Stripe, MercadoPago, OpenPIX; control at ${sandbox.url}/_sandbox)`);
+    } else {
+      log("real provider keys are set: no sandbox, the functions call the providers");
+    }
+    signal?.throwIfAborted();
     functions = await startFunctions({
       port: cfg.functionsPort,
       env: {
@@ -88,15 +123,22 @@ export async function startStack(cfg: StackConfig, log: (line: string) => void, 
         SUPABASE_ANON_KEY: keys.anon,
         SUPABASE_SERVICE_ROLE_KEY: keys.serviceRole,
         RESERVE_JWT_SECRET: cfg.jwtSecret,
+        RESERVE_CRON_SECRET: cfg.cronSecret,
+        ...(sandbox ? sandboxEnv(sandbox) : passthroughEnv()),
       },
       onLog: (line) => log(`[functions] ${line}`),
       signal,
     });
-    const started = { pg, functions };
+    const cron: LocalCron = scheduleFunction(`${functionsBase}/poll_payment_status`, cfg.cronSecret,
+      cfg.pollEveryMs, (line) => log(line));
+    const started = { pg, functions, sandbox, cron };
     return {
       databaseUrl,
       functions,
       keys,
+      sandbox,
+      cronSecret: cfg.cronSecret,
+      poll: () => cron.runNow(),
       seeded,
       applied,
       onFailure(cb) {
@@ -106,12 +148,15 @@ export async function startStack(cfg: StackConfig, log: (line: string) => void, 
         started.functions.onUnexpectedExit((code) => once(`the edge gateway exited unexpectedly (${code})`));
       },
       async stop() {
+        started.cron.stop();
         await started.functions.stop();
+        await started.sandbox?.stop();
         await started.pg?.stop();
       },
     };
   } catch (err) {
     await functions?.stop().catch(() => {});
+    await sandbox?.stop().catch(() => {});
     await pg?.stop().catch(() => {});
     throw err;
   }

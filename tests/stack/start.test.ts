@@ -8,9 +8,11 @@ import path from "node:path";
 import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { applyMigrations, bootstrapSupabaseLike, MigrationError, projectRoot } from "../../shared/local/migrate.ts";
+import { DEFAULT_LOCAL_JWT_SECRET, signJwt } from "../../shared/local/keys.ts";
 import { freePort } from "../../shared/local/ports.ts";
 import { tempClusterDir } from "../../shared/local/postgres.ts";
 import { createTestDatabase, dbUrl } from "../helpers/db.ts";
+import { isoDate } from "../helpers/fixtures.ts";
 
 
 interface Run { child: ChildProcess; output: () => string; exited: Promise<number | null> }
@@ -70,7 +72,10 @@ describe("npm start", () => {
     dataDir = await tempClusterDir("reserve-start-");
     dbPort = await freePort();
     fnPort = await freePort();
-    env = { RESERVE_DATA_DIR: dataDir, RESERVE_DB_PORT: String(dbPort), RESERVE_FUNCTIONS_PORT: String(fnPort) };
+    env = {
+      RESERVE_DATA_DIR: dataDir, RESERVE_DB_PORT: String(dbPort), RESERVE_FUNCTIONS_PORT: String(fnPort),
+      RESERVE_SANDBOX_PORT: String(await freePort()),
+    };
   });
   afterAll(async () => {
     for (const run of spawned) {
@@ -124,6 +129,36 @@ describe("npm start", () => {
     expect(run.output()).toMatch(/anon key\s+eyJ/);
     expect(c.units).toBe(8);
     expect(c.nights).toBe(8 * 365);
+    await stop(run);
+  });
+
+  it("runs the provider sandbox and the poller's schedule; a card checkout paid at the sandbox becomes a reservation", async () => {
+    const sandboxPort = Number(env.RESERVE_SANDBOX_PORT);
+    const run = npmStart({ ...env, RESERVE_CRON_SECRET: "start-test-secret", RESERVE_POLL_INTERVAL_S: "1" });
+    await waitFor(run, "Ctrl-C stops everything");
+    expect(run.output()).toContain(`provider sandbox on http://127.0.0.1:${sandboxPort}`);
+    const sql = postgres(`postgres://postgres:postgres@127.0.0.1:${dbPort}/postgres`, { max: 1, onnotice: () => {} });
+    try {
+      await eventually(async () => (await sql`select 1 from reserve.job_last_runs where job = 'poll_payment_status' and ok`).length > 0,
+        "a heartbeat of the scheduled poller");
+      const [u] = await sql`select id from reserve.unit_map order by name limit 1`;
+      const token = signJwt({ sub: "start-test", role: "authenticated", exp: Math.floor(Date.now() / 1000) + 600 }, DEFAULT_LOCAL_JWT_SECRET);
+      const res = await fetch(`http://127.0.0.1:${fnPort}/functions/v1/checkout`, {
+        method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
+        body: JSON.stringify({ unit_id: u.id, check_in: isoDate(20), check_out: isoDate(23), guests: 1, method: "card" }),
+      });
+      const body = await res.json();
+      expect(res.status, JSON.stringify(body)).toBe(201);
+      // the guest pays through the sandbox's HTTP control, as `npm start` users do
+      const paid = await fetch(`http://127.0.0.1:${sandboxPort}/_sandbox/stripeConfirm`, {
+        method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify([body.gateway_payment_id, "succeeded"]),
+      });
+      expect(paid.status).toBe(200);
+      await eventually(async () => (await sql`select 1 from reserve.reservations where booking_intent_id = ${body.booking_intent_id}`).length > 0,
+        "the reservation");
+    } finally {
+      await sql.end();
+    }
     await stop(run);
   });
 
@@ -202,7 +237,7 @@ describe("npm start with DATABASE_URL", () => {
     await admin.unsafe(`create database ${name}`);
     try {
       const fnPort = await freePort();
-      const run = npmStart({ DATABASE_URL: dbUrl(name), RESERVE_FUNCTIONS_PORT: String(fnPort) });
+      const run = npmStart({ DATABASE_URL: dbUrl(name), RESERVE_FUNCTIONS_PORT: String(fnPort), RESERVE_SANDBOX_PORT: String(await freePort()) });
       await waitFor(run, "Ctrl-C stops everything");
       const res = await fetch(`http://127.0.0.1:${fnPort}/functions/v1/health`);
       expect(res.status).toBe(200);
