@@ -27,7 +27,8 @@ describe("seed.sql", () => {
       blocked: 14,
       a_year_from_today: true,
     });
-    const [{ actor }] = await db.sql`select distinct actor from reserve.audit_logs`;
+    // the settings rows a later migration added are audited as the migrating user; the seed's as seed
+    const [{ actor }] = await db.sql`select distinct actor from reserve.audit_logs where table_name <> 'settings'`;
     expect(actor).toBe("seed");
   });
 

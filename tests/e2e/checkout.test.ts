@@ -1,0 +1,169 @@
+// The checkout function's answers: validation, limits, provider failures (nights given back), retries
+// that never charge twice, and the three providers' payment details.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { DEFAULT_LOCAL_JWT_SECRET, localKeys, signJwt } from "../../shared/local/keys.ts";
+import { startE2E, type E2E } from "../helpers/e2e.ts";
+import { isoDate, unit } from "../helpers/fixtures.ts";
+
+let e: E2E;
+beforeAll(async () => {
+  e = await startE2E();
+});
+afterAll(async () => {
+  await e?.stop();
+});
+
+const stay = async (overrides: Record<string, unknown> = {}) => {
+  const { unitId } = await unit(e.db.sql);
+  return { unit_id: unitId, check_in: isoDate(2), check_out: isoDate(4), guests: 2, method: "card", ...overrides };
+};
+
+const heldNights = async (intentId: string) =>
+  (await e.db.sql`select count(*)::int as n from reserve.booking_locks where booking_intent_id = ${intentId} and status = 'held'`)[0].n;
+
+describe("checkout: requests it refuses", () => {
+  it.each([
+    ["no body fields", {}, 400, "invalid_request"],
+    ["a bad date", { check_in: "2026-13-01" }, 400, "invalid_request"],
+    ["zero guests", { guests: 0 }, 400, "invalid_request"],
+    ["an unknown field", { coupon: "FREE" }, 400, "invalid_request"],
+    ["card through MercadoPago", { provider: "mercadopago" }, 400, "invalid_provider"],
+    ["PIX through Stripe", { method: "pix", provider: "stripe", guest_email: "a@b.co" }, 400, "invalid_provider"],
+    ["too many guests for the unit", { guests: 9 }, 400, "too_many_guests"],
+    ["check-out before check-in", { check_in: isoDate(4), check_out: isoDate(2) }, 400, "invalid_dates"],
+    ["nights off the calendar", { check_in: isoDate(40), check_out: isoDate(42) }, 409, "unavailable"],
+  ])("%s", async (_what, overrides, status, error) => {
+    const body = Object.keys(overrides).length === 0 ? {} : await stay(overrides);
+    const [before] = await e.db.sql`select count(*)::int as n from reserve.payments`;
+    const res = await e.checkout(body);
+    expect(res.status, JSON.stringify(res.body)).toBe(status);
+    expect(res.body.error).toBe(error);
+    const [after] = await e.db.sql`select count(*)::int as n from reserve.payments`;
+    expect(after.n).toBe(before.n);
+  });
+
+  it("PIX needs the payer's e-mail, from the body or the user's token", async () => {
+    const noEmail = signJwt({ sub: "guest-without-email", role: "authenticated", exp: Math.floor(Date.now() / 1000) + 600 }, DEFAULT_LOCAL_JWT_SECRET);
+    const res = await e.checkout(await stay({ method: "pix" }), noEmail);
+    expect(res.status).toBe(400);
+    expect(res.body.error).toBe("invalid_request");
+    expect((await e.checkout(await stay({ method: "pix" }))).status).toBe(201); // the token's email claim
+  });
+
+  it("a token without a user is 401; no token at all is refused by the JWT check", async () => {
+    const anon = localKeys(DEFAULT_LOCAL_JWT_SECRET).anon;
+    expect((await e.checkout(await stay(), anon)).status).toBe(401);
+    const res = await e.post("checkout", await stay());
+    expect(res.status).toBe(401);
+    expect(res.body.error).toBe("invalid_jwt");
+  });
+
+  it("malformed JSON is 400, another content type 415, GET 405", async () => {
+    const auth = { authorization: `Bearer ${e.userToken()}` };
+    expect((await e.post("checkout", "{", auth)).body.error).toBe("invalid_json");
+    expect((await e.post("checkout", "{}", { ...auth, "content-type": "text/plain" })).status).toBe(415);
+    expect((await fetch(e.url("checkout"), { headers: auth })).status).toBe(405);
+  });
+
+  it("amounts outside the bounds are the runbook's amount_too_small / amount_too_large", async () => {
+    await e.db.sql`update reserve.settings set value = '200000' where key = 'min_payment_amount'`;
+    try {
+      const res = await e.checkout(await stay());
+      expect(res.status).toBe(400);
+      expect(res.body).toMatchObject({ error: "amount_too_small", code: "RC110" });
+    } finally {
+      await e.db.sql`update reserve.settings set value = '100' where key = 'min_payment_amount'`;
+    }
+    await e.db.sql`update reserve.settings set value = '50000' where key = 'max_payment_amount'`;
+    try {
+      const res = await e.checkout(await stay());
+      expect(res.body).toMatchObject({ error: "amount_too_large", code: "RC111" });
+      const [held] = await e.db.sql`select count(*)::int as n from reserve.booking_intents where unit_id = ${res.body.message.match(/unit (\S+)/)[1]}`;
+      expect(held.n).toBe(0); // nothing half-written: the intent and its holds went with the error
+    } finally {
+      await e.db.sql`update reserve.settings set value = '5000000' where key = 'max_payment_amount'`;
+    }
+  });
+
+  it("a client past its hourly checkouts gets 429 rate_limited with Retry-After", async () => {
+    await e.db.sql`update reserve.settings set value = '2' where key = 'checkouts_per_client_per_hour'`;
+    try {
+      const token = e.userToken();
+      expect((await e.checkout(await stay(), token)).status).toBe(201);
+      expect((await e.checkout(await stay(), token)).status).toBe(201);
+      const third = await e.checkout(await stay(), token);
+      expect(third.status).toBe(429);
+      expect(third.body.error).toBe("rate_limited");
+      expect(Number(third.headers.get("retry-after"))).toBeGreaterThan(0);
+      expect((await e.checkout(await stay())).status).toBe(201); // another guest is not affected
+    } finally {
+      await e.db.sql`update reserve.settings set value = '20' where key = 'checkouts_per_client_per_hour'`;
+    }
+  });
+});
+
+describe("checkout: provider failures give the nights back", () => {
+  it.each([
+    ["a 500 (after the client's own retry)", () => e.sandbox.control.failApi("stripe", { status: 500, times: 2 }), 503, "provider_unavailable"],
+    ["a 429 (not retried)", () => e.sandbox.control.failApi("stripe", { status: 429, times: 1 }), 503, "provider_rate_limited"],
+    ["a 400", () => e.sandbox.control.failApi("stripe", { status: 400, code: "parameter_invalid_integer", times: 1 }), 502, "provider_rejected"],
+    ["a timeout (10 s, retried once)", () => e.sandbox.control.timeoutApi("stripe", { ms: 25_000, times: 2 }), 503, "provider_timeout"],
+  ])("Stripe answering %s", async (_what, inject, status, error) => {
+    const body = await stay();
+    await e.sandbox.control.flush();
+    inject();
+    const res = await e.checkout(body);
+    expect(res.status, JSON.stringify(res.body)).toBe(status);
+    expect(res.body.error).toBe(error);
+    const [p] = await e.db.sql`select p.status, p.error_code, p.booking_intent_id from reserve.payments p
+                               join reserve.booking_intents bi on bi.id = p.booking_intent_id where bi.unit_id = ${body.unit_id as string}`;
+    expect(p.status).toBe("failed");
+    expect(p.error_code).toMatch(/^provider_/);
+    expect(await heldNights(p.booking_intent_id)).toBe(0);
+    // the same stay can be bought again at once
+    expect((await e.checkout(body)).status).toBe(201);
+  }, 60_000);
+});
+
+describe("checkout: retries never charge twice", () => {
+  it("a retry while the attempt is in flight returns the same PaymentIntent", async () => {
+    const token = e.userToken();
+    const first = await e.checkout(await stay(), token);
+    const again = await e.post("checkout", { booking_intent_id: first.body.booking_intent_id, method: "card" }, { authorization: `Bearer ${token}` });
+    expect(again.status).toBe(201);
+    expect(again.body).toMatchObject({ payment_id: first.body.payment_id, gateway_payment_id: first.body.gateway_payment_id, attempt: 1 });
+    expect(again.body.client_secret).toBe(first.body.client_secret);
+  });
+
+  it("another guest's intent is not found", async () => {
+    const first = await e.checkout(await stay());
+    const res = await e.post("checkout", { booking_intent_id: first.body.booking_intent_id, method: "card" }, { authorization: `Bearer ${e.userToken()}` });
+    expect(res.status).toBe(404);
+    expect(res.body.error).toBe("intent_not_found");
+  });
+
+  it("an intent stops accepting attempts after max_payment_attempts", async () => {
+    await e.db.sql`update reserve.settings set value = '2' where key = 'max_payment_attempts'`;
+    try {
+      const token = e.userToken();
+      const first = await e.checkout(await stay(), token);
+      const retry = (id: string) => e.post("checkout", { booking_intent_id: id, method: "card" }, { authorization: `Bearer ${token}` });
+      e.sandbox.control.stripeConfirm(first.body.gateway_payment_id, "declined");
+      await e.sandbox.control.flush();
+      expect((await retry(first.body.booking_intent_id)).body.attempt).toBe(2);
+      const second = (await e.db.sql`select gateway_payment_id from reserve.payments where booking_intent_id = ${first.body.booking_intent_id} and attempt = 2`)[0];
+      e.sandbox.control.stripeConfirm(second.gateway_payment_id, "declined");
+      await e.sandbox.control.flush();
+      const third = await retry(first.body.booking_intent_id);
+      expect(third.status).toBe(429);
+      expect(third.body.error).toBe("rate_limited");
+    } finally {
+      await e.db.sql`update reserve.settings set value = '5' where key = 'max_payment_attempts'`;
+    }
+  });
+
+  it("a service-role caller may check out without a user (no per-client limit)", async () => {
+    const res = await e.checkout(await stay(), localKeys(DEFAULT_LOCAL_JWT_SECRET).serviceRole);
+    expect(res.status).toBe(201);
+  });
+});
