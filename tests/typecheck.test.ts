@@ -19,10 +19,10 @@ const entrypoints = readdirSync(path.join(projectRoot, "supabase/functions"), { 
   .map((d) => `supabase/functions/${d.name}/index.ts`);
 
 describe("type checks", () => {
-  it("deno check passes on every edge function and the local gateway", async () => {
+  it("deno check passes on every edge function, the local gateway and the bench's bare Deno server", async () => {
     const { code, out } = await run(
       denoBinary(),
-      ["check", "--quiet", "--config", "deno.json", ...entrypoints, "shared/edge/local_gateway.ts"],
+      ["check", "--quiet", "--config", "deno.json", ...entrypoints, "shared/edge/local_gateway.ts", "scripts/bench/bare_insert.ts"],
       { DENO_DIR: path.join(projectRoot, "node_modules", ".deno-cache"), DENO_NO_UPDATE_CHECK: "1" },
     );
     expect(out).toBe("");

@@ -100,11 +100,26 @@ export function paymentIntentUpdate(pi: Stripe.PaymentIntent): ProviderUpdate {
     errorCode: pi.last_payment_error?.decline_code ?? pi.last_payment_error?.code ?? undefined,
     errorMessage: pi.last_payment_error?.message ?? undefined,
     refundedAmount: charge?.amount_refunded || undefined,
-    object: pi,
+    object: withoutClientSecret(pi),
   };
 }
 
 const piId = (v: string | { id: string } | null | undefined) => (typeof v === "string" ? v : v?.id);
+
+/**
+ * A PaymentIntent's client_secret completes a payment from the browser: Stripe says never to store or
+ * log it. Objects we keep as evidence (payments.provider_payload, processed_webhooks.payload) go without.
+ */
+export function withoutClientSecret<T>(o: T): T {
+  if (!o || typeof o !== "object" || !("client_secret" in o)) return o;
+  const { client_secret: _dropped, ...rest } = o as T & { client_secret?: unknown };
+  return rest as T;
+}
+
+/** The event as we store it: the same, minus its object's client_secret. */
+export function storableEvent(event: Stripe.Event): Stripe.Event {
+  return { ...event, data: { ...event.data, object: withoutClientSecret(event.data.object) } } as Stripe.Event;
+}
 
 /** A webhook event as our status, or null for a type we record but do not act on. */
 export function stripeEventUpdate(event: Stripe.Event): ProviderUpdate | null {
@@ -127,7 +142,7 @@ export function stripeEventUpdate(event: Stripe.Event): ProviderUpdate | null {
         gatewayStatus: pi.status,
         errorCode: err?.decline_code ?? err?.code ?? undefined,
         errorMessage: err?.message ?? undefined,
-        object: pi,
+        object: withoutClientSecret(pi),
       };
     }
     case "charge.refunded": {

@@ -23,12 +23,13 @@ security definer
 set search_path = ''
 as $$
 declare
-  w timestamptz := to_timestamp(floor(extract(epoch from now()) / extract(epoch from p_window)) * extract(epoch from p_window));
+  w timestamptz;
   used integer;
 begin
   if p_bucket is null or p_limit is null or p_limit < 1 or p_window is null or p_window <= interval '0' then
     raise exception using errcode = 'RC001', message = 'p_bucket, p_limit >= 1 and a positive p_window are required';
   end if;
+  w := to_timestamp(floor(extract(epoch from now()) / extract(epoch from p_window)) * extract(epoch from p_window));
   insert into reserve.rate_limit_counters as c (bucket, window_start, hits) values (p_bucket, w, 1)
   on conflict (bucket, window_start) do update set hits = c.hits + 1
   returning hits into used;

@@ -14,7 +14,7 @@ security definer
 set search_path = ''
 as $$
 begin
-  if p_job is null or p_schedule is null or p_function !~ '^[a-z][a-z0-9_]*$' then
+  if p_job is null or p_schedule is null or p_function is null or p_function !~ '^[a-z][a-z0-9_]*$' then
     raise exception using errcode = 'RC001', message = 'p_job, p_schedule and a function name are required';
   end if;
   if to_regnamespace('cron') is null or to_regnamespace('net') is null or to_regnamespace('vault') is null then

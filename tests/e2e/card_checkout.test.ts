@@ -42,5 +42,9 @@ describe("card checkout", () => {
                                  where payment_id = ${res.body.payment_id} order by received_at`;
     expect(hooks.map((h) => h.status).every((s) => s === "completed" || s === "ignored")).toBe(true);
     expect(hooks.some((h) => h.event_type === "payment_intent.succeeded" && h.status === "completed")).toBe(true);
+    // Stripe's events carry the PaymentIntent's client_secret: it is never stored
+    const [kept] = await e.db.sql`select (select count(*) from reserve.processed_webhooks where payload::text like '%client_secret%')::int as events,
+                                         (select count(*) from reserve.payments where provider_payload::text like '%client_secret%')::int as payments`;
+    expect(kept).toEqual({ events: 0, payments: 0 });
   });
 });

@@ -48,6 +48,28 @@ describe("poll_payment_status", () => {
     expect(poll).toBeUndefined(); // out of flight, off the schedule
   });
 
+  it("a webhook delayed past the poller's confirmation is answered 200 and changes nothing", async () => {
+    const c = await checkout("card");
+    await e.sandbox.control.flush();
+    const seen = e.sandbox.control.deliveries().length;
+    e.sandbox.control.setWebhookMode("stripe", { delayMs: 1500 });
+    try {
+      e.sandbox.control.stripeConfirm(c.gateway_payment_id, "succeeded");
+      const run = await e.poll({}, [c.payment_id]);
+      expect(run.body.finalized).toBe(1);
+      await e.sandbox.control.flush();
+    } finally {
+      e.sandbox.control.setWebhookMode("stripe", "deliver");
+    }
+    const late = e.sandbox.control.deliveries().slice(seen).filter((d) => d.type === "payment_intent.succeeded");
+    expect(late.map((d) => d.status)).toEqual([200]);
+    const [w] = await e.db.sql`select status, error_message from reserve.processed_webhooks
+                               where payment_id = ${c.payment_id} and event_type = 'payment_intent.succeeded'`;
+    expect(w.status).toBe("completed");
+    const [r] = await e.db.sql`select count(*)::int as n from reserve.reservations where booking_intent_id = ${c.booking_intent_id}`;
+    expect(r.n).toBe(1);
+  });
+
   it("PIX paid but its webhook lost: confirmed by polling (MercadoPago and OpenPIX)", async () => {
     const mp = await checkout("pix", "mercadopago");
     const op = await checkout("pix", "openpix");

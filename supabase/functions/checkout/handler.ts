@@ -9,7 +9,7 @@ import { errorJson, json, methodNotAllowed, readBodyText, requireJson } from "..
 import { bearerClaims } from "../../../shared/jwt.ts";
 import { createPixPayment } from "../../../shared/providers/mercadopago.ts";
 import { createOpenPixCharge } from "../../../shared/providers/openpix.ts";
-import { createCardPaymentIntent } from "../../../shared/providers/stripe.ts";
+import { createCardPaymentIntent, withoutClientSecret } from "../../../shared/providers/stripe.ts";
 import { ProviderError, type Provider } from "../../../shared/providers/types.ts";
 
 const isoDate = z.iso.date();
@@ -69,8 +69,7 @@ async function askProvider(a: Attempt, email: string): Promise<{ gatewayId: stri
       idempotencyKey: a.idempotency_key, description,
     });
     // the client secret goes to the guest, never to our database or logs
-    const { client_secret, ...kept } = pi;
-    return { gatewayId: pi.id, gatewayStatus: pi.status, payload: kept, pay: { client_secret } };
+    return { gatewayId: pi.id, gatewayStatus: pi.status, payload: withoutClientSecret(pi), pay: { client_secret: pi.client_secret } };
   }
   const expiresAt = a.payment_expires_at ?? a.hold_expires_at;
   if (a.provider === "mercadopago") {

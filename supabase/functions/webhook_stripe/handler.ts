@@ -5,7 +5,7 @@ import Stripe from "stripe";
 import { stripeApi, stripeWebhookSecret } from "../../../shared/edge/providers.ts";
 import { processEvent } from "../../../shared/edge/webhook.ts";
 import { errorJson, methodNotAllowed, readBodyText, requireJson } from "../../../shared/http.ts";
-import { stripeClient, stripeEventUpdate } from "../../../shared/providers/stripe.ts";
+import { storableEvent, stripeClient, stripeEventUpdate } from "../../../shared/providers/stripe.ts";
 
 const crypto = Stripe.createSubtleCryptoProvider();
 const MAX_BODY = 512 * 1024;
@@ -44,7 +44,7 @@ export async function handler(req: Request): Promise<Response> {
     eventId: event.id,
     eventType: event.type,
     eventAt: new Date(event.created * 1000),
-    payload: event,
+    payload: storableEvent(event),
     update: stripeEventUpdate(event),
   });
 }

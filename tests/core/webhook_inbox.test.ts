@@ -1,0 +1,306 @@
+// Webhook deliveries in one round trip: process_webhook_event records the event (dedupe on provider +
+// event_id) and applies it through the payment state machine in the same transaction. A duplicate
+// changes nothing; a failure inside the apply is kept as failed (the apply undone) and processed again
+// on redelivery; concurrent deliveries of one event make one reservation and one receipt.
+import postgres from "postgres";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createTestDatabase, sqlState, type Sql, type TestDatabase } from "../helpers/db.ts";
+import * as f from "../helpers/fixtures.ts";
+
+type Q = postgres.Sql | postgres.TransactionSql;
+type Row = Record<string, unknown>;
+
+let db: TestDatabase;
+let sql: Sql;
+beforeAll(async () => {
+  db = await createTestDatabase();
+  sql = db.sql;
+});
+afterAll(async () => await db?.drop());
+
+/** A checkout through begin_checkout: an intent holding nights +1..+3 and its pending attempt. */
+async function checkout(q: Q, opts: { provider?: string; method?: string; gatewayId?: string | null } = {}) {
+  const { unitId } = await f.unit(q, { nights: 10 });
+  const [c] = await q`
+    select * from reserve.begin_checkout(
+      p_client_id => ${`client-${crypto.randomUUID()}`}, p_method => ${opts.method ?? "card"},
+      p_provider => ${opts.provider ?? "stripe"}, p_unit_id => ${unitId}, p_check_in => ${f.isoDate(1)},
+      p_check_out => ${f.isoDate(3)}, p_guests => 2)`;
+  if (opts.gatewayId !== null) {
+    await q`select reserve.attach_gateway_payment(${c.payment_id as string}, ${opts.gatewayId ?? `gw_${crypto.randomUUID()}`})`;
+  }
+  const [p] = await q`select * from reserve.payments where id = ${c.payment_id as string}`;
+  return { unitId, intentId: c.booking_intent_id as string, paymentId: c.payment_id as string, payment: p };
+}
+
+interface Delivery {
+  provider?: string;
+  eventId?: string;
+  eventType?: string;
+  at?: Date | null;
+  payload?: Row | null;
+  paymentId?: string | null;
+  gatewayId?: string | null;
+  status?: string | null;
+  processingError?: string | null;
+}
+
+async function deliver(q: Q, d: Delivery): Promise<Row> {
+  const [r] = await q`
+    select * from reserve.process_webhook_event(
+      p_provider => ${d.provider ?? "stripe"}, p_event_id => ${d.eventId ?? `evt_${crypto.randomUUID()}`},
+      p_event_type => ${d.eventType ?? "payment_intent.succeeded"}, p_event_at => ${d.at ?? null},
+      p_payload => ${d.payload === undefined ? sql.json({ id: "evt" }) : d.payload === null ? null : sql.json(d.payload as postgres.JSONValue)},
+      p_payment_id => ${d.paymentId ?? null}, p_gateway_payment_id => ${d.gatewayId ?? null},
+      p_status => ${d.status === undefined ? "succeeded" : d.status}, p_processing_error => ${d.processingError ?? null})`;
+  return r;
+}
+
+async function inbox(q: Q, provider: string, eventId: string): Promise<Row> {
+  const [w] = await q`select * from reserve.processed_webhooks where provider = ${provider} and event_id = ${eventId}`;
+  return w;
+}
+
+async function paymentRow(q: Q, id: string): Promise<Row> {
+  const [p] = await q`select * from reserve.payments where id = ${id}`;
+  return p;
+}
+
+/** Counts of everything a delivery could write for a payment and its intent. */
+async function effects(q: Q, paymentId: string, intentId: string) {
+  const [r] = await q`
+    select (select count(*)::int from reserve.reservations where booking_intent_id = ${intentId}) as reservations,
+           (select count(*)::int from reserve.ledger_transactions where payment_id = ${paymentId}) as ledger,
+           (select count(*)::int from reserve.audit_logs) as audits,
+           (select count(*)::int from reserve.processed_webhooks) as webhooks`;
+  return r;
+}
+
+describe("process_webhook_event: first delivery and duplicates", () => {
+  it("completes a success on first delivery: applied, finalized, reservation and receipt written", async () => {
+    const c = await checkout(sql, { gatewayId: "pi_first" });
+    const eventId = `evt_${crypto.randomUUID()}`;
+    const at = new Date(Date.now() - 1000);
+    const r = await deliver(sql, { eventId, gatewayId: "pi_first", at, payload: { id: eventId, type: "payment_intent.succeeded" } });
+    expect(r).toMatchObject({
+      webhook_status: "completed", duplicate: false, attempts: 1, payment_id: c.paymentId, outcome: "applied",
+      payment_status: "succeeded", finalize_outcome: "created", error_message: null,
+    });
+    expect(r.reservation_id).not.toBeNull();
+    expect(r.confirmation_code).toMatch(/^RES-\d{4}-[0-9A-Z]{6}$/);
+
+    const w = await inbox(sql, "stripe", eventId);
+    expect(w).toMatchObject({
+      id: r.webhook_id, status: "completed", attempts: 1, payment_id: c.paymentId, gateway_payment_id: "pi_first",
+      event_type: "payment_intent.succeeded", payload: { id: eventId, type: "payment_intent.succeeded" },
+    });
+    expect(w.processed_at).not.toBeNull();
+    expect((w.event_created_at as Date).getTime()).toBe(at.getTime());
+
+    const p = await paymentRow(sql, c.paymentId);
+    expect(p).toMatchObject({ status: "succeeded" });
+    expect((p.last_event_at as Date).getTime()).toBe(at.getTime());
+    const [res] = await sql`select * from reserve.reservations where booking_intent_id = ${c.intentId}`;
+    expect(res).toMatchObject({ id: r.reservation_id, confirmation_code: r.confirmation_code, status: "host_commit_pending" });
+    const ledger = await sql`select idempotency_key from reserve.ledger_transactions where payment_id = ${c.paymentId}`;
+    expect(ledger.map((l) => l.idempotency_key)).toEqual([`receipt:${c.paymentId}`]);
+  });
+
+  it("answers a second delivery duplicate = true and writes nothing else", async () => {
+    const c = await checkout(sql, { gatewayId: "pi_dup" });
+    const eventId = `evt_${crypto.randomUUID()}`;
+    const first = await deliver(sql, { eventId, gatewayId: "pi_dup" });
+    expect(first.duplicate).toBe(false);
+    const before = await effects(sql, c.paymentId, c.intentId);
+    const inboxBefore = await inbox(sql, "stripe", eventId);
+    const paymentBefore = await paymentRow(sql, c.paymentId);
+
+    const again = await deliver(sql, { eventId, gatewayId: "pi_dup", payload: { changed: true } });
+    expect(again).toMatchObject({
+      webhook_id: first.webhook_id, webhook_status: "completed", duplicate: true, attempts: 1,
+      payment_id: c.paymentId, outcome: "duplicate", payment_status: "succeeded", reservation_id: null,
+    });
+    expect(await effects(sql, c.paymentId, c.intentId)).toEqual(before);
+    expect(await inbox(sql, "stripe", eventId)).toEqual(inboxBefore);
+    expect(await paymentRow(sql, c.paymentId)).toEqual(paymentBefore);
+  });
+
+  it("records an event it does not act on (p_status null) as ignored, and its redelivery as a duplicate", async () => {
+    const c = await checkout(sql, { gatewayId: "pi_ignored" });
+    const eventId = `evt_${crypto.randomUUID()}`;
+    const r = await deliver(sql, { eventId, eventType: "charge.updated", gatewayId: "pi_ignored", status: null });
+    expect(r).toMatchObject({ webhook_status: "ignored", duplicate: false, outcome: "ignored", payment_id: c.paymentId,
+                              payment_status: "pending", reservation_id: null });
+    expect(r.error_message).not.toBeNull();
+    expect((await paymentRow(sql, c.paymentId)).status).toBe("pending");
+    expect((await deliver(sql, { eventId, eventType: "charge.updated", status: null })).duplicate).toBe(true);
+  });
+
+  it("ignores an event for a payment we never made, with a message", async () => {
+    const eventId = `evt_${crypto.randomUUID()}`;
+    const r = await deliver(sql, { eventId, gatewayId: "pi_not_ours" });
+    expect(r).toMatchObject({ webhook_status: "ignored", duplicate: false, outcome: "ignored", payment_id: null,
+                              payment_status: null, reservation_id: null });
+    expect(r.error_message).toEqual(expect.any(String));
+    const byOurId = await deliver(sql, { paymentId: crypto.randomUUID() });
+    expect(byOurId).toMatchObject({ webhook_status: "ignored", payment_id: null });
+    expect(byOurId.error_message).toEqual(expect.any(String));
+    const w = await inbox(sql, "stripe", eventId);
+    expect(w).toMatchObject({ status: "ignored", gateway_payment_id: "pi_not_ours", payment_id: null });
+    expect(w.error_message).toBe(r.error_message);
+  });
+
+  it("ignores an event whose provider is not the payment's", async () => {
+    const c = await checkout(sql, { provider: "mercadopago", method: "pix", gatewayId: "mp_mismatch" });
+    const r = await deliver(sql, { provider: "openpix", paymentId: c.paymentId });
+    expect(r).toMatchObject({ webhook_status: "ignored", duplicate: false, outcome: "ignored", payment_status: "pending" });
+    expect(r.error_message).not.toBeNull();
+    // the gateway id of another provider does not find it either
+    const byGateway = await deliver(sql, { provider: "stripe", gatewayId: "mp_mismatch" });
+    expect(byGateway).toMatchObject({ webhook_status: "ignored", payment_id: null });
+    expect((await paymentRow(sql, c.paymentId)).status).toBe("pending");
+    const [{ n }] = await sql`select count(*)::int as n from reserve.reservations where booking_intent_id = ${c.intentId}`;
+    expect(n).toBe(0);
+  });
+
+  it("refuses an unknown provider (RC206) and a missing event id or type (RC001), recording nothing", async () => {
+    const [{ n: before }] = await sql`select count(*)::int as n from reserve.processed_webhooks`;
+    expect(await sqlState(deliver(sql, { provider: "paypal" }))).toBe("RC206");
+    expect(await sqlState(deliver(sql, { eventId: "" }))).toBe("RC001");
+    expect(await sqlState(deliver(sql, { eventType: "" }))).toBe("RC001");
+    const [{ n: after }] = await sql`select count(*)::int as n from reserve.processed_webhooks`;
+    expect(after).toBe(before);
+  });
+});
+
+describe("process_webhook_event: the payment found by our id", () => {
+  it("attaches the provider's id when the webhook overtakes the checkout", async () => {
+    const c = await checkout(sql, { gatewayId: null });
+    expect(c.payment.gateway_payment_id).toBeNull();
+    const gatewayId = `pi_${crypto.randomUUID()}`;
+    const r = await deliver(sql, { paymentId: c.paymentId, gatewayId, status: "processing", eventType: "payment_intent.processing" });
+    expect(r).toMatchObject({ webhook_status: "completed", outcome: "applied", payment_status: "processing", payment_id: c.paymentId });
+    expect(await paymentRow(sql, c.paymentId)).toMatchObject({ gateway_payment_id: gatewayId, status: "processing" });
+    // the checkout's own (late) attach of the same id is still accepted
+    await sql`select reserve.attach_gateway_payment(${c.paymentId}, ${gatewayId})`;
+    // and later events find it by the provider's id alone
+    const later = await deliver(sql, { gatewayId });
+    expect(later).toMatchObject({ webhook_status: "completed", payment_id: c.paymentId, payment_status: "succeeded" });
+  });
+});
+
+describe("process_webhook_event: failures", () => {
+  it("keeps a failure inside the apply as failed, undoes the apply, and processes a redelivery again", async () => {
+    const c = await checkout(sql, { gatewayId: `pi_${crypto.randomUUID()}` });
+    const eventId = `evt_${crypto.randomUUID()}`;
+    const before = await paymentRow(sql, c.paymentId);
+    await sql.unsafe(`
+      create function public.test_refuse_reservation() returns trigger language plpgsql as $$
+      begin
+        raise exception using errcode = 'ZZ001', message = 'injected failure';
+      end $$;
+      create trigger test_refuse_reservation before insert on reserve.reservations
+        for each row execute function public.test_refuse_reservation();`);
+    let failed: Row;
+    try {
+      failed = await deliver(sql, { eventId, paymentId: c.paymentId, status: "succeeded" });
+    } finally {
+      await sql.unsafe(`drop trigger test_refuse_reservation on reserve.reservations;
+                        drop function public.test_refuse_reservation();`);
+    }
+    expect(failed).toMatchObject({ webhook_status: "failed", duplicate: false, attempts: 1, outcome: "failed", reservation_id: null });
+    expect(failed.error_message).toEqual(expect.stringContaining("ZZ001"));
+    expect(await inbox(sql, "stripe", eventId)).toMatchObject({ status: "failed", attempts: 1, payment_id: c.paymentId });
+    // the subtransaction is undone: the payment did not move, no reservation, no receipt, nights still held
+    expect(await paymentRow(sql, c.paymentId)).toEqual(before);
+    expect(await effects(sql, c.paymentId, c.intentId)).toMatchObject({ reservations: 0, ledger: 0 });
+    const [bi] = await sql`select status from reserve.booking_intents where id = ${c.intentId}`;
+    expect(bi.status).toBe("pending");
+
+    const retried = await deliver(sql, { eventId, paymentId: c.paymentId, status: "succeeded" });
+    expect(retried).toMatchObject({
+      webhook_id: failed.webhook_id, webhook_status: "completed", duplicate: false, attempts: 2, outcome: "applied",
+      payment_status: "succeeded", finalize_outcome: "created", error_message: null,
+    });
+    expect(await inbox(sql, "stripe", eventId)).toMatchObject({ status: "completed", attempts: 2, error_message: null });
+    expect(await effects(sql, c.paymentId, c.intentId)).toMatchObject({ reservations: 1, ledger: 1 });
+  });
+
+  it("records p_processing_error as failed without touching the payment, and takes the event up again", async () => {
+    const c = await checkout(sql, { provider: "openpix", method: "pix", gatewayId: `op_${crypto.randomUUID()}` });
+    const eventId = `evt_${crypto.randomUUID()}`;
+    const before = await paymentRow(sql, c.paymentId);
+    const r = await deliver(sql, { provider: "openpix", eventId, eventType: "OPENPIX:CHARGE_COMPLETED",
+                                   paymentId: c.paymentId, status: null, processingError: "OpenPIX API answered 502" });
+    expect(r).toMatchObject({ webhook_status: "failed", duplicate: false, attempts: 1, outcome: "failed", payment_status: "pending" });
+    expect(r.error_message).toEqual(expect.any(String));
+    expect(await paymentRow(sql, c.paymentId)).toEqual(before);
+
+    const again = await deliver(sql, { provider: "openpix", eventId, eventType: "OPENPIX:CHARGE_COMPLETED",
+                                       paymentId: c.paymentId, status: "succeeded" });
+    expect(again).toMatchObject({ webhook_status: "completed", duplicate: false, attempts: 2, payment_status: "succeeded" });
+    expect(again.reservation_id).not.toBeNull();
+  });
+
+  it("does not let the runbook's synthetic 'processing' row block a real delivery of the same event", async () => {
+    const c = await checkout(sql, { provider: "mercadopago", method: "pix", gatewayId: `mp_${crypto.randomUUID()}` });
+    // INCIDENT_RESPONSE_RUNBOOK.md, "P2: PIX PAID BUT NOT CONFIRMED", verbatim
+    const [{ event_id: eventId }] = await sql`
+      INSERT INTO reserve.processed_webhooks (
+        provider, event_id, event_type, status
+      ) VALUES (
+        'mercadopago',
+        'manual_' || gen_random_uuid(),
+        'payment.approved',
+        'processing'
+      ) returning event_id`;
+    const r = await deliver(sql, { provider: "mercadopago", eventId: eventId as string, eventType: "payment.approved",
+                                   gatewayId: c.payment.gateway_payment_id as string, status: "succeeded" });
+    expect(r).toMatchObject({ webhook_status: "completed", duplicate: false, attempts: 2, payment_id: c.paymentId,
+                              outcome: "applied", payment_status: "succeeded", finalize_outcome: "created" });
+    expect(await inbox(sql, "mercadopago", eventId as string)).toMatchObject({ status: "completed", payment_id: c.paymentId });
+  });
+});
+
+describe("process_webhook_event: ordering and races", () => {
+  it("answers an older event after a newer one as stale, leaving the status", async () => {
+    const c = await checkout(sql, { gatewayId: `pi_${crypto.randomUUID()}` });
+    const gatewayId = c.payment.gateway_payment_id as string;
+    const t = Date.now();
+    const newer = await deliver(sql, { gatewayId, status: "processing", eventType: "payment_intent.processing", at: new Date(t - 1000) });
+    expect(newer).toMatchObject({ outcome: "applied", payment_status: "processing" });
+    const older = await deliver(sql, { gatewayId, status: "failed", eventType: "payment_intent.payment_failed", at: new Date(t - 60_000) });
+    expect(older).toMatchObject({ webhook_status: "completed", duplicate: false, outcome: "stale", payment_status: "processing" });
+    expect(older.error_message).not.toBeNull();
+    const p = await paymentRow(sql, c.paymentId);
+    expect(p).toMatchObject({ status: "processing", failed_at: null });
+    expect((p.last_event_at as Date).getTime()).toBe(t - 1000);
+  });
+
+  it("20 concurrent deliveries of one event on 20 connections: one applies, one reservation, one receipt", async () => {
+    const c = await checkout(sql, { gatewayId: `pi_${crypto.randomUUID()}` });
+    const gatewayId = c.payment.gateway_payment_id as string;
+    const eventId = `evt_${crypto.randomUUID()}`;
+    const racers = postgres(db.url, { max: 20, onnotice: () => {} });
+    let rows: Row[];
+    try {
+      await Promise.all(Array.from({ length: 20 }, () => racers.reserve().then((r) => r.release())));
+      const results = await Promise.allSettled(Array.from({ length: 20 }, () => deliver(racers, { eventId, gatewayId })));
+      const errors = results.filter((r) => r.status === "rejected").map((r) => (r as PromiseRejectedResult).reason);
+      expect(errors).toEqual([]);
+      rows = results.map((r) => (r as PromiseFulfilledResult<Row>).value);
+    } finally {
+      await racers.end();
+    }
+    expect(rows.filter((r) => r.duplicate === false)).toHaveLength(1);
+    expect(rows.filter((r) => r.duplicate === true)).toHaveLength(19);
+    expect(rows.find((r) => r.duplicate === false)).toMatchObject({ webhook_status: "completed", outcome: "applied", finalize_outcome: "created" });
+    expect(new Set(rows.map((r) => r.webhook_id)).size).toBe(1);
+    expect(await inbox(sql, "stripe", eventId)).toMatchObject({ status: "completed", attempts: 1 });
+    expect(await effects(sql, c.paymentId, c.intentId)).toMatchObject({ reservations: 1, ledger: 1 });
+    const [{ n }] = await sql`select count(*)::int as n from reserve.ledger_transactions where idempotency_key = ${`receipt:${c.paymentId}`}`;
+    expect(n).toBe(1);
+    expect(await sql`select * from reserve.overbooking_check`).toEqual([]);
+    expect(await sql`select * from reserve.find_ledger_imbalances(current_date - 1)`).toEqual([]);
+  });
+});
