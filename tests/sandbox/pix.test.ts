@@ -99,10 +99,8 @@ describe("MercadoPago", () => {
     expect((await mp("GET", `/v1/payments/${body.id}`)).body).toMatchObject({ status: "refunded", transaction_amount_refunded: 100 });
   });
 
-  it("seeds 10,000 payments in well under a second", () => {
-    const t0 = performance.now();
+  it("seeds 10,000 payments", () => {
     const ids = sb.control.seedMercadoPagoPayments(10_000, { status: "approved", transaction_amount: 250 });
-    expect(performance.now() - t0).toBeLessThan(1_000);
     expect(new Set(ids).size).toBe(10_000);
     expect(sb.control.payment("mercadopago", ids[42]!)).toMatchObject({ status: "approved", transaction_amount: 250 });
   });
