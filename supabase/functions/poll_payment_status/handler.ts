@@ -65,13 +65,21 @@ async function pollOne(sql: Sql, p: Due, t: Tally): Promise<void> {
     pollError = err.message;
     t.errors++;
   }
-  const [r] = await sql<{ outcome: string; status: string; finalize_outcome: string | null }[]>`
-    select outcome, status, finalize_outcome from reserve.record_poll_result(
-      p_payment_id => ${p.payment_id}, p_status => ${u?.status ?? null},
-      p_event_at => ${u?.eventAt?.toISOString() ?? null}, p_gateway_status => ${u?.gatewayStatus ?? null},
-      p_error_code => ${u?.errorCode ?? null}, p_error_message => ${u?.errorMessage ?? null},
-      p_refunded_amount => ${u?.refundedAmount ?? null}, p_provider_object => ${u ? sql.json(u.object as never) : null},
-      p_poll_error => ${pollError})`;
+  let r: { outcome: string; status: string; finalize_outcome: string | null };
+  try {
+    [r] = await sql<{ outcome: string; status: string; finalize_outcome: string | null }[]>`
+      select outcome, status, finalize_outcome from reserve.record_poll_result(
+        p_payment_id => ${p.payment_id}, p_status => ${u?.status ?? null},
+        p_event_at => ${u?.eventAt?.toISOString() ?? null}, p_gateway_status => ${u?.gatewayStatus ?? null},
+        p_error_code => ${u?.errorCode ?? null}, p_error_message => ${u?.errorMessage ?? null},
+        p_refunded_amount => ${u?.refundedAmount ?? null}, p_provider_object => ${u ? sql.json(u.object as never) : null},
+        p_poll_error => ${pollError})`;
+  } catch (err) {
+    // one payment the database refuses must not stop the others; its lease runs out and it comes due again
+    console.error(`poll_payment_status: payment ${p.payment_id}: database error ${(err as { code?: string })?.code ?? "unknown"}`);
+    t.errors++;
+    return;
+  }
   if (r.outcome === "applied") t.applied++;
   else if (r.outcome === "expired") t.expired++;
   else if (!pollError) t.unchanged++;
