@@ -31,15 +31,18 @@ export function openPix(): OpenPixConfig | undefined {
 }
 
 let openPixKeys: { keys: string[]; at: number } | undefined;
+// a forged signature must not make us call OpenPIX on every request
+const KEY_REFRESH_MIN_MS = 60_000;
 
 /**
  * The configured OPENPIX_WEBHOOK_PUBLIC_KEY, plus the keys OpenPIX publishes (fetched once an hour,
- * because they rotate). A fetch that fails leaves the configured key.
+ * because they rotate, or on `refresh` at most once a minute). A fetch that fails leaves the configured key.
  */
 export async function openPixPublicKeys(refresh = false): Promise<string[]> {
   const configured = env("OPENPIX_WEBHOOK_PUBLIC_KEY");
   const cfg = openPix();
-  if (cfg && (refresh || !openPixKeys || Date.now() - openPixKeys.at > 3600_000)) {
+  const age = openPixKeys ? Date.now() - openPixKeys.at : Infinity;
+  if (cfg && (age > 3600_000 || (refresh && age > KEY_REFRESH_MIN_MS))) {
     try {
       openPixKeys = { keys: await fetchOpenPixPublicKeys(cfg), at: Date.now() };
     } catch {

@@ -36,7 +36,15 @@ async function call<T>(cfg: MercadoPagoConfig, method: string, path: string, wha
     },
     body: body === undefined ? undefined : JSON.stringify(body),
   }, cfg.timeoutMs ?? 10_000);
-  const text = await res.text();
+  let text: string;
+  try {
+    text = await res.text();
+  } catch (err) {
+    // headers came, the body stalled or broke: the same as no answer
+    const name = (err as Error)?.name;
+    throw new ProviderError("mercadopago", name === "TimeoutError" || name === "AbortError" ? "timeout" : "unavailable",
+      `mercadopago ${what}: the answer's body did not arrive (${(err as Error)?.message ?? err})`, res.status);
+  }
   let parsed: unknown = null;
   try {
     parsed = text ? JSON.parse(text) : null;

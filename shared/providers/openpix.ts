@@ -41,7 +41,15 @@ async function call<T>(cfg: OpenPixConfig, method: string, path: string, what: s
     headers: { authorization: cfg.appId, ...(body !== undefined && { "content-type": "application/json" }) },
     body: body === undefined ? undefined : JSON.stringify(body),
   }, cfg.timeoutMs ?? 10_000);
-  const text = await res.text();
+  let text: string;
+  try {
+    text = await res.text();
+  } catch (err) {
+    // headers came, the body stalled or broke: the same as no answer
+    const name = (err as Error)?.name;
+    throw new ProviderError("openpix", name === "TimeoutError" || name === "AbortError" ? "timeout" : "unavailable",
+      `openpix ${what}: the answer's body did not arrive (${(err as Error)?.message ?? err})`, res.status);
+  }
   let parsed: unknown = null;
   try {
     parsed = text ? JSON.parse(text) : null;

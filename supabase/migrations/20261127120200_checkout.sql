@@ -58,7 +58,8 @@ create function reserve.begin_checkout(
   p_booking_intent_id uuid default null,
   p_guest_name        text default null,
   p_guest_email       text default null,
-  p_metadata          jsonb default '{}'::jsonb)
+  p_metadata          jsonb default '{}'::jsonb,
+  p_default_provider  text default null)
 returns table (booking_intent_id uuid, payment_id uuid, attempt integer, idempotency_key text,
                provider text, method text, amount bigint, currency text, payment_status text,
                gateway_payment_id text, payment_expires_at timestamptz, hold_expires_at timestamptz,
@@ -111,20 +112,26 @@ begin
     end if;
   end if;
 
-  p := reserve.create_payment(bi.id, p_provider, p_method, bi.amount, null, null,
-                              jsonb_build_object('client_id', p_client_id));
+  -- a retry that names no provider continues with the one the intent's attempts used
+  p := reserve.create_payment(bi.id,
+         coalesce(p_provider,
+                  (select x.provider from reserve.payments x where x.booking_intent_id = bi.id and x.method = p_method
+                   order by x.attempt desc limit 1),
+                  p_default_provider),
+         p_method, bi.amount, null, null, jsonb_build_object('client_id', p_client_id));
   return query select bi.id, p.id, p.attempt, p.idempotency_key, p.provider, p.method, p.amount, p.currency,
                       p.status, p.gateway_payment_id, p.expires_at, bi.expires_at, bi.unit_id, bi.check_in,
                       bi.check_out, bi.nights, bi.guests, bi.guest_name, bi.guest_email;
 end
 $$;
-comment on function reserve.begin_checkout(text, text, text, uuid, date, date, integer, uuid, text, text, jsonb) is
+comment on function reserve.begin_checkout(text, text, text, uuid, date, date, integer, uuid, text, text, jsonb, text) is
   'Opens a checkout (unit, dates, guests: a new intent holding its nights) or retries one '
   '(p_booking_intent_id), and records the payment attempt whose idempotency_key the provider call must '
-  'carry. A retry while an attempt is in flight returns that attempt. RC109 past the per-client or '
+  'carry. A retry while an attempt is in flight returns that attempt; a retry without p_provider uses '
+  'the provider of the intent''s last attempt of that method, else p_default_provider. RC109 past the per-client or '
   'per-intent limits, RC110/RC111 outside the amount bounds; nothing is written when it raises.';
-revoke all on function reserve.begin_checkout(text, text, text, uuid, date, date, integer, uuid, text, text, jsonb) from public;
-grant execute on function reserve.begin_checkout(text, text, text, uuid, date, date, integer, uuid, text, text, jsonb) to service_role;
+revoke all on function reserve.begin_checkout(text, text, text, uuid, date, date, integer, uuid, text, text, jsonb, text) from public;
+grant execute on function reserve.begin_checkout(text, text, text, uuid, date, date, integer, uuid, text, text, jsonb, text) to service_role;
 
 create function reserve.release_intent_if_idle(p_booking_intent_id uuid, p_reason text)
 returns boolean
@@ -161,8 +168,9 @@ begin
     raise exception using errcode = 'RC001', message = 'p_payment_id and p_error_code are required';
   end if;
   p := reserve.lock_payment(p_payment_id);
-  -- only an attempt the provider never took up is given up; news from the provider wins over our guess
-  if p.status = 'pending' then
+  -- only an attempt the provider never took up is given up: once it has the provider's id, the guest
+  -- may hold its QR code or client secret, and news from the provider wins over our guess
+  if p.status = 'pending' and p.gateway_payment_id is null then
     perform reserve.apply_payment_status(p.id, 'failed', null, null, p_error_code, p_error_message);
     perform reserve.release_intent_if_idle(p.booking_intent_id, 'provider_error: ' || p_error_code);
   end if;
@@ -172,7 +180,7 @@ end
 $$;
 comment on function reserve.abort_checkout(uuid, text, text) is
   'The provider refused or did not answer the payment''s creation: marks the pending attempt failed '
-  'with the error and releases the intent''s holds. Idempotent; a payment the provider already moved '
-  'on is left alone. A late success is still honoured (failed -> succeeded is legal).';
+  'with the error and releases the intent''s holds. Idempotent; a payment the provider already took '
+  '(it has a gateway id) or moved on is left alone. A late success is still honoured.';
 revoke all on function reserve.abort_checkout(uuid, text, text) from public;
 grant execute on function reserve.abort_checkout(uuid, text, text) to service_role;

@@ -43,12 +43,22 @@ begin
     raise exception using errcode = 'RC001', message = format('%s webhook: event id and type are required', p_provider);
   end if;
 
-  -- the payment the event names: our id (metadata, external_reference, correlationID) or the provider's
+  -- the payment the event names: our id (metadata, external_reference, correlationID) or the provider's.
+  -- It is locked before the event row is written: that row's foreign key takes a KEY SHARE lock on the
+  -- payment, and taking the payment's lock after it deadlocked with the checkout's attach and with a
+  -- second event. FOR UPDATE where this event may record the provider's id (a key column).
   if p_payment_id is not null then
     select * into p from reserve.payments x where x.id = p_payment_id;
   end if;
   if p.id is null and p_gateway_payment_id is not null then
     select * into p from reserve.payments x where x.provider = p_provider and x.gateway_payment_id = p_gateway_payment_id;
+  end if;
+  if p.id is not null then
+    if p.gateway_payment_id is null and p_gateway_payment_id is not null then
+      select * into p from reserve.payments x where x.id = p.id for update;
+    else
+      select * into p from reserve.payments x where x.id = p.id for no key update;
+    end if;
   end if;
 
   -- concurrent deliveries of one event queue on its row; the first to commit decides, later ones see
@@ -84,6 +94,12 @@ begin
   elsif p.provider <> p_provider then
     state := 'ignored';
     msg := format('payment %s belongs to %s, not %s', p.id, p.provider, p_provider);
+  elsif p.gateway_payment_id is not null and p_gateway_payment_id is not null and p.gateway_payment_id <> p_gateway_payment_id then
+    -- a second provider payment carrying our reference is never applied to ours: it may be money we
+    -- must find, so it is dead at once (an alert), not ignored and not retried
+    state := 'dead';
+    msg := format('%s %s names payment %s, which is %s: a second provider payment for one attempt; investigate',
+                  p_provider, p_gateway_payment_id, p.id, p.gateway_payment_id);
   else
     begin
       if p.gateway_payment_id is null and p_gateway_payment_id is not null then

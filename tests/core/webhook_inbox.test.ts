@@ -304,3 +304,52 @@ describe("process_webhook_event: ordering and races", () => {
     expect(await sql`select * from reserve.find_ledger_imbalances(current_date - 1)`).toEqual([]);
   });
 });
+
+describe("process_webhook_event: found in review", () => {
+  it("a webhook and the checkout's attach of the same payment do not deadlock (the payment is locked first)", async () => {
+    const { paymentId } = await checkout(sql, { gatewayId: null });
+    // widens the window between recording the event and applying it, where the deadlock was
+    await sql.unsafe(`
+      create function public.slow_inbox() returns trigger language plpgsql as $$ begin perform pg_sleep(0.3); return null; end $$;
+      create trigger _000_slow after insert on reserve.processed_webhooks for each row execute function public.slow_inbox();`);
+    const a = postgres(db.url, { max: 1, onnotice: () => {} });
+    const b = postgres(db.url, { max: 1, onnotice: () => {} });
+    try {
+      const webhook = a`select * from reserve.process_webhook_event('stripe', ${`evt_${crypto.randomUUID()}`}, 'payment_intent.processing',
+                          null, '{}'::jsonb, ${paymentId}::uuid, 'pi_race', 'processing')`;
+      await new Promise((r) => setTimeout(r, 100));
+      const attach = b`select * from reserve.attach_gateway_payment(${paymentId}::uuid, 'pi_race')`;
+      const [w, at] = await Promise.all([webhook, attach]);
+      expect(w[0].webhook_status).toBe("completed");
+      expect(at[0].gateway_payment_id).toBe("pi_race");
+    } finally {
+      await a.end();
+      await b.end();
+      await sql.unsafe(`drop trigger _000_slow on reserve.processed_webhooks; drop function public.slow_inbox();`);
+    }
+  });
+
+  it("an event naming our payment but another provider payment is dead at once and changes nothing", async () => {
+    const { paymentId, payment } = await checkout(sql);
+    const r = await deliver(sql, { paymentId, gatewayId: "pi_someone_else" });
+    expect(r.webhook_status).toBe("dead");
+    const [p] = await sql`select status from reserve.payments where id = ${paymentId}`;
+    expect(p.status).toBe("pending");
+    expect(payment.gateway_payment_id).not.toBe("pi_someone_else");
+  });
+
+  it("a lost partial dispute takes the disputed amount, not the whole payment", async () => {
+    const { paymentId, payment } = await checkout(sql);
+    const gw = payment.gateway_payment_id as string;
+    await deliver(sql, { paymentId, gatewayId: gw, status: "succeeded" });
+    await deliver(sql, { paymentId, gatewayId: gw, status: "disputed", eventType: "charge.dispute.created" });
+    const [r] = await sql`
+      select * from reserve.process_webhook_event('stripe', ${`evt_${crypto.randomUUID()}`}, 'charge.dispute.closed', null, '{}'::jsonb,
+        ${paymentId}::uuid, ${gw}, 'refunded', 'dispute_lost', null, null, 3000)`;
+    expect(r.webhook_status).toBe("completed");
+    const [p] = await sql`select status, refunded_amount, amount from reserve.payments where id = ${paymentId}`;
+    expect(p).toMatchObject({ status: "partially_refunded", refunded_amount: "3000" });
+    const [{ n }] = await sql`select count(*)::int as n from reserve.find_ledger_imbalances(current_date - 1)`;
+    expect(n).toBe(0);
+  });
+});

@@ -135,6 +135,32 @@ describe("checkout: retries never charge twice", () => {
     expect(again.body.client_secret).toBe(first.body.client_secret);
   });
 
+  it("a retry that meets a provider hiccup leaves the live attempt open: the guest can still pay it", async () => {
+    const token = e.userToken();
+    const first = await e.checkout(await stay({ method: "pix", provider: "mercadopago", guest_email: "a@b.co" }), token);
+    expect(first.status).toBe(201);
+    await e.sandbox.control.flush();
+    e.sandbox.control.failApi("mercadopago", { status: 500, times: 1 });
+    const retry = await e.post("checkout", { booking_intent_id: first.body.booking_intent_id, method: "pix" }, { authorization: `Bearer ${token}` });
+    expect(retry.status).toBe(503);
+    expect(retry.body.error).toBe("provider_unavailable");
+    const [p] = await e.db.sql`select status from reserve.payments where id = ${first.body.payment_id}`;
+    expect(p.status).toBe("pending");
+    expect(await heldNights(first.body.booking_intent_id)).toBe(2);
+    e.sandbox.control.mercadopagoPay(first.body.gateway_payment_id);
+    await e.sandbox.control.flush();
+    const [r] = await e.db.sql`select payment_status from reserve.reservations where booking_intent_id = ${first.body.booking_intent_id}`;
+    expect(r.payment_status).toBe("paid");
+  });
+
+  it("a retry without a provider continues with the attempt's (OpenPIX while the default is MercadoPago)", async () => {
+    const token = e.userToken();
+    const first = await e.checkout(await stay({ method: "pix", provider: "openpix", guest_email: "a@b.co" }), token);
+    const retry = await e.post("checkout", { booking_intent_id: first.body.booking_intent_id, method: "pix" }, { authorization: `Bearer ${token}` });
+    expect(retry.status, JSON.stringify(retry.body)).toBe(201);
+    expect(retry.body).toMatchObject({ provider: "openpix", payment_id: first.body.payment_id });
+  });
+
   it("another guest's intent is not found", async () => {
     const first = await e.checkout(await stay());
     const res = await e.post("checkout", { booking_intent_id: first.body.booking_intent_id, method: "card" }, { authorization: `Bearer ${e.userToken()}` });

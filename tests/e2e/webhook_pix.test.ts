@@ -60,6 +60,23 @@ describe("MercadoPago PIX", () => {
     expect(after.n).toBe(before.n);
   });
 
+  it("one captured signature replayed with other bodies records one event, and none of the junk", async () => {
+    const c = await pixCheckout("mercadopago");
+    await e.sandbox.control.flush();
+    const requestId = randomUUID();
+    const ts = String(Date.now());
+    const v1 = createHmac("sha256", e.sandbox.mercadopago.webhookSecret).update(`id:${c.gateway_payment_id};request-id:${requestId};ts:${ts};`).digest("hex");
+    for (let i = 0; i < 3; i++) {
+      const res = await e.post(`webhook_pix/mercadopago?data.id=${c.gateway_payment_id}&type=payment`,
+        JSON.stringify({ id: `attacker-${i}`, type: "payment", action: "payment.updated", pad: "x".repeat(10_000) }),
+        { "x-signature": `ts=${ts},v1=${v1}`, "x-request-id": requestId });
+      expect(res.status).toBe(200);
+    }
+    const rows = await e.db.sql`select payload from reserve.processed_webhooks where event_id = ${`${c.gateway_payment_id}:${requestId}`}`;
+    expect(rows).toHaveLength(1);
+    expect(JSON.stringify(rows[0].payload)).not.toContain("xxxx");
+  });
+
   it("when MercadoPago's API fails the lookup, the event is kept as failed (500) and the redelivery completes it", async () => {
     const c = await pixCheckout("mercadopago");
     await e.sandbox.control.flush(); // nothing else may call MercadoPago's API while it fails

@@ -1,11 +1,14 @@
 // The provider adapters shared by the functions: each provider's objects and events reduced to our
 // status, and the signature checks, against signatures made with Node's own crypto.
 import { createHmac, createSign, generateKeyPairSync } from "node:crypto";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
 import type Stripe from "stripe";
 import { describe, expect, it } from "vitest";
-import { mercadoPagoUpdate, saoPauloTimestamp, verifyMercadoPagoSignature, type MercadoPagoPayment } from "../../shared/providers/mercadopago.ts";
-import { openPixChargeUpdate, openPixEventUpdate, verifyOpenPixSignature, type OpenPixCharge } from "../../shared/providers/openpix.ts";
+import { getMercadoPagoPayment, mercadoPagoUpdate, saoPauloTimestamp, verifyMercadoPagoSignature, type MercadoPagoPayment } from "../../shared/providers/mercadopago.ts";
+import { getOpenPixCharge, openPixChargeUpdate, openPixEventUpdate, verifyOpenPixSignature, type OpenPixCharge } from "../../shared/providers/openpix.ts";
 import { paymentIntentUpdate, stripeEventUpdate } from "../../shared/providers/stripe.ts";
+import { ProviderError } from "../../shared/providers/types.ts";
 
 const PAYMENT_ID = "5b0f0c3e-8f0e-4a57-9d43-3c2f4a0b1c2d";
 const event = (type: string, object: Record<string, unknown>, created = 1_800_000_000) =>
@@ -141,5 +144,27 @@ describe("OpenPIX", () => {
     expect(await verifyOpenPixSignature(`${body} `, sig, [pem])).toBe(false);
     expect(await verifyOpenPixSignature(body, null, [pem])).toBe(false);
     expect(await verifyOpenPixSignature(body, "%%%", [pem])).toBe(false);
+  });
+});
+
+describe("a provider that sends its headers and then stalls", () => {
+  it("is a timeout (ProviderError), not an error that escapes the function", async () => {
+    const server = http.createServer((_req, res) => {
+      res.writeHead(200, { "content-type": "application/json" });
+      res.write('{"id":');
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    try {
+      const mp = await getMercadoPagoPayment({ accessToken: "t", apiBase: base, timeoutMs: 300 }, "123").catch((e) => e);
+      expect(mp).toBeInstanceOf(ProviderError);
+      expect(mp.kind).toBe("timeout");
+      const op = await getOpenPixCharge({ appId: "a", apiBase: base, timeoutMs: 300 }, "abc").catch((e) => e);
+      expect(op).toBeInstanceOf(ProviderError);
+      expect(op.kind).toBe("timeout");
+    } finally {
+      server.closeAllConnections();
+      server.close();
+    }
   });
 });

@@ -35,6 +35,7 @@ interface Attempt {
   amount: string;
   currency: string;
   payment_status: string;
+  gateway_payment_id: string | null;
   payment_expires_at: Date | null;
   hold_expires_at: Date;
   unit_id: string;
@@ -45,14 +46,14 @@ interface Attempt {
   guest_email: string | null;
 }
 
-function providerFor(body: z.infer<typeof Body>): Provider | Response {
+/** The provider asked for, else the default for the method (a retry keeps its attempts' provider in SQL). */
+function providerFor(body: z.infer<typeof Body>): { asked: Provider | null; fallback: Provider } | Response {
   if (body.method === "card") {
     if (body.provider && body.provider !== "stripe") return errorJson(400, "invalid_provider", "cards are paid through stripe");
-    return "stripe";
+    return { asked: "stripe", fallback: "stripe" };
   }
-  const p = body.provider ?? defaultPixProvider();
-  if (p === "stripe") return errorJson(400, "invalid_provider", "PIX is taken through mercadopago or openpix");
-  return p;
+  if (body.provider === "stripe") return errorJson(400, "invalid_provider", "PIX is taken through mercadopago or openpix");
+  return { asked: body.provider ?? null, fallback: defaultPixProvider() };
 }
 
 const configured = (p: Provider) => (p === "stripe" ? !!stripeApi() : p === "mercadopago" ? !!mercadoPago() : !!openPix());
@@ -136,7 +137,9 @@ export async function handler(req: Request): Promise<Response> {
   const email = body.guest_email ?? (typeof claims?.email === "string" ? claims.email : undefined);
   const chosen = providerFor(body);
   if (chosen instanceof Response) return chosen;
-  if (!configured(chosen)) return errorJson(503, "provider_not_configured", `${chosen} is not configured`);
+  const isRetry = "booking_intent_id" in body;
+  const asked = isRetry ? chosen.asked : chosen.asked ?? chosen.fallback;
+  if (asked && !configured(asked)) return errorJson(503, "provider_not_configured", `${asked} is not configured`);
   if (body.method === "pix" && !email && !("booking_intent_id" in body)) {
     return errorJson(400, "invalid_request", "a PIX checkout needs guest_email (the payer's e-mail)");
   }
@@ -146,7 +149,8 @@ export async function handler(req: Request): Promise<Response> {
   try {
     const [row] = await sql<Attempt[]>`
       select * from reserve.begin_checkout(
-        p_client_id => ${clientId}, p_method => ${body.method}, p_provider => ${chosen},
+        p_client_id => ${clientId}, p_method => ${body.method}, p_provider => ${asked},
+        p_default_provider => ${chosen.fallback},
         p_unit_id => ${"unit_id" in body ? body.unit_id : null}, p_check_in => ${"check_in" in body ? body.check_in : null},
         p_check_out => ${"check_out" in body ? body.check_out : null}, p_guests => ${"guests" in body ? body.guests : null},
         p_booking_intent_id => ${"booking_intent_id" in body ? body.booking_intent_id : null},
@@ -156,12 +160,21 @@ export async function handler(req: Request): Promise<Response> {
     return dbErrorResponse(err, "checkout");
   }
 
+  if (!configured(attempt.provider)) return errorJson(503, "provider_not_configured", `${attempt.provider} is not configured`);
   let answer: Awaited<ReturnType<typeof askProvider>>;
   try {
     answer = await askProvider(attempt, email ?? attempt.guest_email ?? "");
   } catch (err) {
     if (!(err instanceof ProviderError)) throw err;
     console.error(`checkout: ${err.provider} refused payment ${attempt.payment_id}: ${err.kind} ${err.status ?? ""} ${err.code ?? ""}`);
+    if (attempt.gateway_payment_id) {
+      // the provider already took this attempt and the guest may be paying it: leave it open
+      const res = errorJson(503, "provider_unavailable", `${err.provider} did not answer; the payment is still open, retry in a moment`, {
+        provider: err.provider, payment_id: attempt.payment_id,
+      });
+      res.headers.set("retry-after", "5");
+      return res;
+    }
     try {
       await sql`select reserve.abort_checkout(${attempt.payment_id}::uuid, ${`provider_${err.kind}`}, ${err.message})`;
     } catch (dbErr) {
@@ -171,11 +184,19 @@ export async function handler(req: Request): Promise<Response> {
     return providerErrorResponse(err);
   }
 
+  let attached: { status: string };
   try {
-    await sql`select reserve.attach_gateway_payment(${attempt.payment_id}::uuid, ${answer.gatewayId}, ${answer.gatewayStatus},
-                                                   ${sql.json(answer.payload as never)})`;
+    [attached] = await sql<{ status: string }[]>`
+      select status from reserve.attach_gateway_payment(${attempt.payment_id}::uuid, ${answer.gatewayId}, ${answer.gatewayStatus},
+                                                        ${sql.json(answer.payload as never)})`;
   } catch (err) {
     return dbErrorResponse(err, "checkout attach");
+  }
+  // a concurrent retry may have closed the attempt meanwhile: its means of payment is not handed out
+  if (attached.status !== "pending" && attached.status !== "processing") {
+    return errorJson(409, "attempt_closed", `payment ${attempt.payment_id} is ${attached.status}; start a new checkout`, {
+      payment_id: attempt.payment_id, status: attached.status,
+    });
   }
   return json({
     booking_intent_id: attempt.booking_intent_id,

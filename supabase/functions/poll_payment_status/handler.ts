@@ -61,9 +61,8 @@ async function pollOne(sql: Sql, p: Due, t: Tally): Promise<void> {
   try {
     u = await askProvider(p);
   } catch (err) {
-    if (!(err instanceof ProviderError)) throw err;
-    pollError = err.message;
-    t.errors++;
+    // whatever went wrong asking the provider is this payment's poll error, not the run's
+    pollError = err instanceof ProviderError ? err.message : `${p.provider}: ${(err as Error)?.message ?? err}`;
   }
   let r: { outcome: string; status: string; finalize_outcome: string | null };
   try {
@@ -80,6 +79,7 @@ async function pollOne(sql: Sql, p: Due, t: Tally): Promise<void> {
     t.errors++;
     return;
   }
+  if (pollError) t.errors++;
   if (r.outcome === "applied") t.applied++;
   else if (r.outcome === "expired") t.expired++;
   else if (!pollError) t.unchanged++;
@@ -145,7 +145,8 @@ export async function handler(req: Request): Promise<Response> {
     [released] = await sql<{ released_locks: number; expired_intents: number }[]>`
       select released_locks, expired_intents from reserve.release_expired_holds()`;
   } catch (err) {
-    failure = `database error ${(err as { code?: string })?.code ?? "unknown"}`;
+    const code = (err as { code?: unknown })?.code;
+    failure = typeof code === "string" && /^[0-9A-Z]{5}$/.test(code) ? `database error ${code}` : `failed: ${(err as Error)?.message ?? err}`;
     console.error(`poll_payment_status: ${failure}`);
   }
   const summary = { ...t, ...released, duration_ms: Date.now() - startedAt.getTime(), ...(failure && { error: failure }) };

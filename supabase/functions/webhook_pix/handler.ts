@@ -40,22 +40,25 @@ async function mercadopago(req: Request, url: URL, body: string): Promise<Respon
   const n = parseObject(body);
   if (!n) return errorJson(400, "invalid_json", "the body is not a JSON object");
   const type = String(n.type ?? url.searchParams.get("type") ?? url.searchParams.get("topic") ?? "");
-  const action = typeof n.action === "string" ? n.action : type;
-  const ts = req.headers.get("x-signature")?.match(/ts=([^,]+)/)?.[1];
-  const eventId = n.id != null ? String(n.id) : `${action}:${dataId}:${ts}`;
+  const action = typeof n.action === "string" ? n.action.slice(0, 100) : type;
   if (!dataId || !type) return errorJson(400, "invalid_event", "the notification names no data.id or type");
+  // the body is not signed: the event id comes from what is (data.id and x-request-id), and only the
+  // notification's own fields are kept, so a replayed signature cannot make up events or store junk
+  const requestId = req.headers.get("x-request-id") ?? req.headers.get("x-signature")?.match(/ts=([^,]+)/)?.[1];
+  const eventId = `${dataId}:${requestId}`;
+  const kept = { id: n.id, action, type, data: { id: dataId }, date_created: n.date_created, live_mode: n.live_mode };
   if (type !== "payment") {
-    return processEvent("webhook_pix", { provider: "mercadopago", eventId, eventType: action || type, payload: n, update: null });
+    return processEvent("webhook_pix", { provider: "mercadopago", eventId, eventType: action || type, payload: kept, update: null });
   }
   try {
     const payment = await getMercadoPagoPayment(cfg, dataId);
     return processEvent("webhook_pix", {
-      provider: "mercadopago", eventId, eventType: action, payload: n, update: mercadoPagoUpdate(payment),
+      provider: "mercadopago", eventId, eventType: action, payload: kept, update: mercadoPagoUpdate(payment),
     });
   } catch (err) {
     if (!(err instanceof ProviderError)) throw err;
     return processEvent("webhook_pix", {
-      provider: "mercadopago", eventId, eventType: action, payload: n, update: null,
+      provider: "mercadopago", eventId, eventType: action, payload: kept, update: null,
       processingError: `could not fetch payment ${dataId}: ${err.message}`,
     });
   }
