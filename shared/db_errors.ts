@@ -25,9 +25,14 @@ export const DB_ERRORS: Readonly<Record<string, DbErrorCode>> = {
   RC204: { name: "payment_in_flight", http: 409 },
   RC205: { name: "payment_not_succeeded", http: 409 },
   RC206: { name: "invalid_provider", http: 400 },
+  RC207: { name: "not_a_duplicate", http: 409 },
+  RC208: { name: "refund_not_possible", http: 409 },
+  RC209: { name: "webhook_not_found", http: 404 },
+  RC210: { name: "webhook_needs_provider", http: 409 },
   RC301: { name: "reservation_not_found", http: 404 },
   RC302: { name: "illegal_reservation_transition", http: 409 },
   RC303: { name: "too_early", http: 409 },
+  RC304: { name: "move_not_possible", http: 409 },
   RC401: { name: "ledger_unbalanced", http: 422 },
   RC402: { name: "ledger_append_only", http: 409 },
   RC403: { name: "ledger_direct_write", http: 403 },
@@ -36,6 +41,7 @@ export const DB_ERRORS: Readonly<Record<string, DbErrorCode>> = {
   RC406: { name: "correction_not_found", http: 404 },
   RC407: { name: "four_eyes_violation", http: 403 },
   RC408: { name: "correction_not_pending", http: 409 },
+  RC501: { name: "operator_required", http: 403 },
 };
 
 /** The error name and HTTP status for a database error's SQLSTATE, or undefined if it is not one of ours. */

@@ -16,7 +16,7 @@ export interface WebhookEvent {
   processingError?: string;
 }
 
-interface Processed {
+export interface Processed {
   webhook_id: string;
   webhook_status: string;
   duplicate: boolean;
@@ -30,12 +30,11 @@ interface Processed {
   error_message: string | null;
 }
 
-export async function processEvent(fn: string, e: WebhookEvent): Promise<Response> {
+/** One round trip: record the event and apply it (reserve.process_webhook_event). */
+export async function recordEvent(e: WebhookEvent): Promise<Processed> {
   const u = e.update;
-  let row: Processed;
-  try {
-    const sql = db();
-    [row] = await sql<Processed[]>`
+  const sql = db();
+  const [row] = await sql<Processed[]>`
       select * from reserve.process_webhook_event(
         p_provider => ${e.provider}, p_event_id => ${e.eventId}, p_event_type => ${e.eventType},
         p_event_at => ${(u?.eventAt ?? e.eventAt)?.toISOString() ?? null}, p_payload => ${sql.json(e.payload as never)},
@@ -45,6 +44,13 @@ export async function processEvent(fn: string, e: WebhookEvent): Promise<Respons
         p_refunded_amount => ${u?.refundedAmount ?? null},
         p_provider_object => ${u ? sql.json(u.object as never) : null},
         p_processing_error => ${e.processingError ?? null})`;
+  return row;
+}
+
+export async function processEvent(fn: string, e: WebhookEvent): Promise<Response> {
+  let row: Processed;
+  try {
+    row = await recordEvent(e);
   } catch (err) {
     const code = (err as { code?: string })?.code ?? "unknown";
     console.error(`${fn}: Processing failed for ${e.provider} event ${e.eventId}: database error ${code}`);

@@ -160,3 +160,18 @@ export function mercadoPagoUpdate(p: MercadoPagoPayment): ProviderUpdate {
     object: p,
   };
 }
+
+/** The payment's current state as our status: what a notification means (its body carries no status). */
+export async function fetchMercadoPagoUpdate(cfg: MercadoPagoConfig, id: string): Promise<ProviderUpdate> {
+  return mercadoPagoUpdate(await getMercadoPagoPayment(cfg, id));
+}
+
+/** A refund of `amount` centavos (reais to MercadoPago); X-Idempotency-Key makes a resend the same refund. */
+export async function createMercadoPagoRefund(cfg: MercadoPagoConfig, paymentId: string, amount: number, idempotencyKey: string): Promise<string> {
+  if (!/^[0-9A-Za-z_-]{1,64}$/.test(paymentId)) {
+    throw new ProviderError("mercadopago", "rejected", `mercadopago payment id ${JSON.stringify(paymentId)} is malformed`);
+  }
+  const refund = await call<{ id: number | string }>(cfg, "POST", `/v1/payments/${paymentId}/refunds`, "refund payment",
+    { amount: amount / 100 }, idempotencyKey);
+  return String(refund.id);
+}

@@ -180,3 +180,17 @@ export function openPixEventUpdate(e: OpenPixEvent): ProviderUpdate | null {
       return null;
   }
 }
+
+/** A charge with its refunds as our status: what a refund event means (it carries one refund, not the total). */
+export async function fetchOpenPixUpdate(cfg: OpenPixConfig, correlationID: string): Promise<ProviderUpdate> {
+  const [charge, refunds] = await Promise.all([getOpenPixCharge(cfg, correlationID), getOpenPixRefunds(cfg, correlationID)]);
+  return openPixChargeUpdate(charge, refunds);
+}
+
+/** A refund of `value` centavos; the refund's own correlationID (our request id) makes a resend the same refund. */
+export async function createOpenPixRefund(cfg: OpenPixConfig, chargeCorrelationID: string, value: number, refundId: string, comment: string): Promise<string> {
+  if (!ID.test(chargeCorrelationID)) throw new ProviderError("openpix", "rejected", `openpix charge id ${JSON.stringify(chargeCorrelationID)} is malformed`);
+  const out = await call<{ refund: OpenPixRefund }>(cfg, "POST", `/api/v1/charge/${chargeCorrelationID}/refund`, "refund charge",
+    { correlationID: refundId, value, comment: comment.slice(0, 140) });
+  return out.refund?.correlationID ?? refundId;
+}

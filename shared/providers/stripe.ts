@@ -184,3 +184,20 @@ export function stripeEventUpdate(event: Stripe.Event): ProviderUpdate | null {
       return null;
   }
 }
+
+/** A refund of (part of) a PaymentIntent; the key makes a resend the same refund. */
+export async function createStripeRefund(
+  stripe: Stripe, r: { paymentIntent: string; amount: number; duplicate: boolean; idempotencyKey: string; requestId: string },
+): Promise<string> {
+  try {
+    const refund = await stripe.refunds.create({
+      payment_intent: r.paymentIntent,
+      amount: r.amount,
+      reason: r.duplicate ? "duplicate" : "requested_by_customer",
+      metadata: { refund_request_id: r.requestId },
+    }, { idempotencyKey: r.idempotencyKey });
+    return refund.id;
+  } catch (err) {
+    throw stripeError(err);
+  }
+}

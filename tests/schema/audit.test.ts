@@ -60,8 +60,8 @@ describe("audit_logs", () => {
       join pg_proc p on p.oid = t.tgfoid
       where p.proname = 'audit_row_change' order by 1`;
     expect(rows.map((r) => r.relname)).toEqual([
-      "availability_calendar", "booking_intents", "ledger_corrections", "ledger_entries", "ledger_transactions",
-      "payments", "poll_policies", "reservations", "settings",
+      "alert_rules", "availability_calendar", "booking_intents", "ledger_corrections", "ledger_entries",
+      "ledger_transactions", "payments", "poll_policies", "refund_requests", "reservations", "settings",
     ]);
   });
 

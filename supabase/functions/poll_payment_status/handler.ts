@@ -1,7 +1,8 @@
 // Called by cron (pg_cron + pg_net on Supabase, `npm start` locally) with the shared secret: asks the
 // providers about payments in flight whose poll is due, applies their answers through the same state
-// machine as webhooks, expires PIX charges and card attempts left unpaid, releases lapsed holds, and
-// leaves a heartbeat. Bounded by a batch size and a time budget; what is left is due next run.
+// machine as webhooks, expires PIX charges and card attempts left unpaid, releases lapsed holds, retries
+// failed webhook events (webhooks.ts), sends the refunds we owe (refunds.ts), and leaves a heartbeat.
+// Bounded by a batch size and a time budget; what is left is due next run.
 import { z } from "zod";
 import { timingSafeEqual } from "../../../shared/crypto.ts";
 import { db, type Sql } from "../../../shared/edge/db.ts";
@@ -11,6 +12,8 @@ import { getMercadoPagoPayment, mercadoPagoUpdate } from "../../../shared/provid
 import { getOpenPixCharge, getOpenPixRefunds, openPixChargeUpdate } from "../../../shared/providers/openpix.ts";
 import { paymentIntentUpdate, retrievePaymentIntent } from "../../../shared/providers/stripe.ts";
 import { ProviderError, type ProviderUpdate } from "../../../shared/providers/types.ts";
+import { sendRefunds, type RefundTally } from "./refunds.ts";
+import { retryWebhooks, type WebhookTally } from "./webhooks.ts";
 
 const Options = z.strictObject({
   batch_size: z.int().min(1).max(1000).default(100),
@@ -45,7 +48,7 @@ async function askProvider(p: Due): Promise<ProviderUpdate | null> {
   return openPixChargeUpdate(charge, refunds);
 }
 
-interface Tally {
+interface Tally extends WebhookTally, RefundTally {
   claimed: number;
   unchanged: number;
   applied: number;
@@ -129,7 +132,10 @@ export async function handler(req: Request): Promise<Response> {
   const sql = db();
   const startedAt = new Date();
   const deadline = Date.now() + budget_ms;
-  const t: Tally = { claimed: 0, unchanged: 0, applied: 0, expired: 0, errors: 0, finalized: 0, by_status: {} };
+  const t: Tally = {
+    claimed: 0, unchanged: 0, applied: 0, expired: 0, errors: 0, finalized: 0, by_status: {},
+    webhooks_retried: 0, webhooks_completed: 0, webhooks_dead: 0, refunds_sent: 0, refunds_failed: 0, refunds_retrying: 0,
+  };
   let released = { released_locks: 0, expired_intents: 0 };
   let failure: string | undefined;
   try {
@@ -144,6 +150,8 @@ export async function handler(req: Request): Promise<Response> {
     }
     [released] = await sql<{ released_locks: number; expired_intents: number }[]>`
       select released_locks, expired_intents from reserve.release_expired_holds()`;
+    await retryWebhooks(sql, t);
+    await sendRefunds(sql, t);
   } catch (err) {
     const code = (err as { code?: unknown })?.code;
     failure = typeof code === "string" && /^[0-9A-Z]{5}$/.test(code) ? `database error ${code}` : `failed: ${(err as Error)?.message ?? err}`;

@@ -6,10 +6,10 @@ import { mercadoPago, mercadoPagoWebhookSecret, openPix, openPixPublicKeys } fro
 import { processEvent } from "../../../shared/edge/webhook.ts";
 import { sha256Hex } from "../../../shared/crypto.ts";
 import { errorJson, methodNotAllowed, readBodyText, requireJson } from "../../../shared/http.ts";
-import { getMercadoPagoPayment, mercadoPagoUpdate, verifyMercadoPagoSignature } from "../../../shared/providers/mercadopago.ts";
+import { fetchMercadoPagoUpdate, verifyMercadoPagoSignature } from "../../../shared/providers/mercadopago.ts";
 import {
-  getOpenPixCharge, getOpenPixRefunds, OPENPIX_REFUND_EVENTS, openPixChargeUpdate, openPixEventCorrelationId,
-  openPixEventUpdate, verifyOpenPixSignature, type OpenPixEvent,
+  fetchOpenPixUpdate, OPENPIX_REFUND_EVENTS, openPixEventCorrelationId, openPixEventUpdate, verifyOpenPixSignature,
+  type OpenPixEvent,
 } from "../../../shared/providers/openpix.ts";
 import { ProviderError } from "../../../shared/providers/types.ts";
 
@@ -51,9 +51,8 @@ async function mercadopago(req: Request, url: URL, body: string): Promise<Respon
     return processEvent("webhook_pix", { provider: "mercadopago", eventId, eventType: action || type, payload: kept, update: null });
   }
   try {
-    const payment = await getMercadoPagoPayment(cfg, dataId);
     return processEvent("webhook_pix", {
-      provider: "mercadopago", eventId, eventType: action, payload: kept, update: mercadoPagoUpdate(payment),
+      provider: "mercadopago", eventId, eventType: action, payload: kept, update: await fetchMercadoPagoUpdate(cfg, dataId),
     });
   } catch (err) {
     if (!(err instanceof ProviderError)) throw err;
@@ -90,9 +89,8 @@ async function openpix(req: Request, body: string): Promise<Response> {
   const eventId = `${e.event}:${correlationId ?? "-"}:${(await sha256Hex(body)).slice(0, 32)}`;
   if (OPENPIX_REFUND_EVENTS.has(e.event) && correlationId) {
     try {
-      const [charge, refunds] = await Promise.all([getOpenPixCharge(cfg, correlationId), getOpenPixRefunds(cfg, correlationId)]);
       return processEvent("webhook_pix", {
-        provider: "openpix", eventId, eventType: e.event, payload: e, update: openPixChargeUpdate(charge, refunds),
+        provider: "openpix", eventId, eventType: e.event, payload: e, update: await fetchOpenPixUpdate(cfg, correlationId),
       });
     } catch (err) {
       if (!(err instanceof ProviderError)) throw err;

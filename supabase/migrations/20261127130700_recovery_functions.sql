@@ -1,0 +1,308 @@
+-- A tested, audited, idempotent function for every repair the runbook used to do with hand-written SQL.
+-- Each needs a named operator (JWT sub, else `set local reserve.actor = 'you@company'`) and a reason;
+-- both land in audit_logs with every row the repair changes. Unsafe cases are refused with our codes.
+
+create function reserve.require_operator(p_action text, p_reason text) returns text
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  who text := coalesce(nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub',
+                       nullif(current_setting('reserve.actor', true), ''));
+begin
+  if who is null or coalesce(length(btrim(p_reason)), 0) = 0 then
+    raise exception using errcode = 'RC501',
+      message = format('%s needs a named operator and a reason: set local reserve.actor = ''you@company'' and pass p_reason', p_action);
+  end if;
+  perform set_config('reserve.actor', who, true);
+  perform set_config('reserve.reason', format('%s by %s: %s', p_action, who, p_reason), true);
+  return who;
+end
+$$;
+comment on function reserve.require_operator(text, text) is
+  'The operator of a recovery (JWT sub, else reserve.actor) with the reason recorded for the audit '
+  'trail of this transaction; RC501 without either.';
+revoke all on function reserve.require_operator(text, text) from public;
+
+create function reserve.recover_payment(
+  p_payment_id      uuid,
+  p_provider_status text,
+  p_reason          text,
+  p_refunded_amount bigint default null,
+  p_gateway_status  text default null)
+returns table (payment_id uuid, previous_status text, status text, outcome text,
+               reservation_id uuid, confirmation_code text, finalize_outcome text, finalize_error text)
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  who text := reserve.require_operator('recover_payment', p_reason);
+begin
+  perform reserve.lock_payment(p_payment_id);
+  update reserve.payments x
+  set metadata = x.metadata || jsonb_build_object('manual_recovery', jsonb_build_object(
+        'by', who, 'reason', p_reason, 'provider_status', p_provider_status, 'at', now()))
+  where x.id = p_payment_id;
+  -- the same state machine as webhooks and the poller; an illegal move is refused (RC202)
+  return query select * from reserve.apply_payment_status(
+    p_payment_id, p_provider_status, null, coalesce(p_gateway_status, 'manual:' || p_provider_status), null, null,
+    p_refunded_amount, null, null, 'raise');
+end
+$$;
+comment on function reserve.recover_payment(uuid, text, text, bigint, text) is
+  'Applies the status the provider''s dashboard shows (succeeded, failed, refunded, ...) to a stuck or '
+  'PIX payment through apply_payment_status (a success is finalized: reservation and receipt). '
+  'Replaces the runbook''s synthetic webhook INSERT + UPDATE + finalize. Idempotent; RC202 for an illegal '
+  'move, RC501 without operator and reason.';
+revoke all on function reserve.recover_payment(uuid, text, text, bigint, text) from public;
+grant execute on function reserve.recover_payment(uuid, text, text, bigint, text) to service_role;
+
+create function reserve.mark_payment_failed(p_payment_id uuid, p_reason text, p_error_code text default 'manual_recovery')
+returns reserve.payments
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  who text := reserve.require_operator('mark_payment_failed', p_reason);
+  p reserve.payments;
+begin
+  p := reserve.lock_payment(p_payment_id);
+  if p.status = 'failed' then
+    return p;
+  end if;
+  if p.status not in ('pending', 'processing') then
+    raise exception using errcode = 'RC202',
+      message = format('payment %s is %s: only a payment in flight is marked failed (money that arrived is refunded, not failed)', p.id, p.status);
+  end if;
+  perform reserve.apply_payment_status(p.id, 'failed', null, 'manual:failed', p_error_code, p_reason, null, null, null, 'raise');
+  update reserve.payments x
+  set metadata = x.metadata || jsonb_build_object('manual_recovery', jsonb_build_object('by', who, 'reason', p_reason, 'at', now()))
+  where x.id = p.id;
+  perform reserve.release_intent_if_idle(p.booking_intent_id, 'payment_failed_by_operator');
+  select * into p from reserve.payments x where x.id = p.id;
+  return p;
+end
+$$;
+comment on function reserve.mark_payment_failed(uuid, text, text) is
+  'Marks a pending or processing payment failed (the provider says it failed) and releases its nights '
+  'if nothing else is in flight. Idempotent; RC202 for a payment that already holds money.';
+revoke all on function reserve.mark_payment_failed(uuid, text, text) from public;
+grant execute on function reserve.mark_payment_failed(uuid, text, text) to service_role;
+
+create function reserve.block_unit_dates(p_unit_id uuid, p_from date, p_to date, p_reason text)
+returns table (nights_blocked integer, live_reservations integer)
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  who text := reserve.require_operator('block_unit_dates', p_reason);
+begin
+  if p_unit_id is null or p_from is null or p_to is null or p_to <= p_from then
+    raise exception using errcode = 'RC103', message = format('unit %s: block from %s to %s is not a range of nights', p_unit_id, p_from, p_to);
+  end if;
+  if not exists (select 1 from reserve.unit_map u where u.id = p_unit_id) then
+    raise exception using errcode = 'RC101', message = format('unit %s not found', p_unit_id);
+  end if;
+  perform 1 from reserve.availability_calendar c where c.unit_id = p_unit_id and c.date >= p_from and c.date < p_to
+  order by c.date for no key update;
+  update reserve.availability_calendar c set is_blocked = true
+  where c.unit_id = p_unit_id and c.date >= p_from and c.date < p_to and not c.is_blocked;
+  get diagnostics nights_blocked = row_count;
+  select count(*) into live_reservations from reserve.reservations r
+  where r.unit_id = p_unit_id and reserve.is_live_reservation(r.status) and r.stay && daterange(p_from, p_to, '[)');
+  return next;
+end
+$$;
+comment on function reserve.block_unit_dates(uuid, date, date, text) is
+  'Stops new bookings of a unit''s nights [p_from, p_to) (the overbooking runbook''s Step 1); existing '
+  'reservations stay and are counted in live_reservations. Idempotent.';
+revoke all on function reserve.block_unit_dates(uuid, date, date, text) from public;
+grant execute on function reserve.block_unit_dates(uuid, date, date, text) to service_role;
+
+create function reserve.move_reservation(p_reservation_id uuid, p_new_unit_id uuid, p_reason text)
+returns reserve.reservations
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  who text := reserve.require_operator('move_reservation', p_reason);
+  r reserve.reservations;
+  u record;
+begin
+  perform reserve.lock_payment_of_reservation(p_reservation_id);
+  r := reserve.lock_reservation(p_reservation_id);
+  if r.unit_id = p_new_unit_id and r.metadata ? 'moved_from_unit' then
+    return r;  -- already moved there
+  end if;
+  select um.id, um.property_id, um.max_occupancy, um.is_active, pm.city_code, pm.is_active as property_active
+    into u from reserve.unit_map um join reserve.properties_map pm on pm.id = um.property_id where um.id = p_new_unit_id;
+  if u.id is null then
+    raise exception using errcode = 'RC101', message = format('unit %s not found', p_new_unit_id);
+  end if;
+  if not (u.is_active and u.property_active) then
+    raise exception using errcode = 'RC102', message = format('unit %s is not on sale', p_new_unit_id);
+  end if;
+  if r.unit_id = p_new_unit_id or not reserve.is_live_reservation(r.status) or r.status = 'checked_in'
+     or r.check_out <= current_date or r.guests > u.max_occupancy then
+    raise exception using errcode = 'RC304',
+      message = format('reservation %s (%s, %s guests, %s to %s, unit %s) cannot move to unit %s (max %s guests)',
+                       r.id, r.status, r.guests, r.check_in, r.check_out, r.unit_id, p_new_unit_id, u.max_occupancy);
+  end if;
+  -- both units' nights, in (unit, date) order: the order every path takes calendar rows in
+  perform 1 from reserve.availability_calendar c
+  where c.unit_id in (r.unit_id, p_new_unit_id) and c.date >= r.check_in and c.date < r.check_out
+  order by c.unit_id, c.date for no key update;
+  -- the counting trigger frees the old nights and takes the new ones, RC106 naming any that are full
+  update reserve.reservations x
+  set unit_id = u.id, property_id = u.property_id, city_code = u.city_code,
+      metadata = x.metadata || jsonb_build_object('moved_from_unit', r.unit_id, 'moved_by', who, 'moved_at', now(),
+                                                  'moved_due_to', p_reason)
+  where x.id = r.id
+  returning * into r;
+  return r;
+end
+$$;
+comment on function reserve.move_reservation(uuid, uuid, text) is
+  'Moves a live, not yet checked-in reservation to another unit whose nights are free (RC106 names the '
+  'full ones) and that takes its guests (RC304); counters follow. The overbooking runbook''s Option A.';
+revoke all on function reserve.move_reservation(uuid, uuid, text) from public;
+grant execute on function reserve.move_reservation(uuid, uuid, text) to service_role;
+
+create function reserve.cancel_reservation_with_refund(p_reservation_id uuid, p_reason text, p_refund_amount bigint default null)
+returns table (reservation_id uuid, status text, refund_request_id uuid, refund_amount bigint, refund_status text)
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  who text := reserve.require_operator('cancel_reservation_with_refund', p_reason);
+  r reserve.reservations;
+  p reserve.payments;
+  owed bigint;
+  rr reserve.refund_requests;
+begin
+  r := reserve.cancel_reservation(p_reservation_id, p_reason, p_refund_amount);
+  select * into p from reserve.payments x where x.id = r.payment_id;
+  -- what cancel set aside for the guest and no request covers yet
+  owed := (p.metadata ->> 'refund_requested_amount')::bigint;
+  if p.id is not null and owed > 0 then
+    select * into rr from reserve.refund_requests x where x.request_key = 'cancel:' || r.id;
+    if rr.id is null then
+      rr := reserve.request_refund(p.id, least(owed, p.amount - p.refunded_amount), 'reservation_cancelled',
+                                   'cancel:' || r.id, p_reason);
+    end if;
+  end if;
+  return query select r.id, r.status, rr.id, rr.amount, rr.status;
+end
+$$;
+comment on function reserve.cancel_reservation_with_refund(uuid, text, bigint) is
+  'Cancels a reservation (cancel_reservation: nights freed, the refund set aside in refunds_payable) and '
+  'queues the refund to the provider (refund_requests, sent by the poller). Idempotent. The overbooking '
+  'runbook''s Option B.';
+revoke all on function reserve.cancel_reservation_with_refund(uuid, text, bigint) from public;
+grant execute on function reserve.cancel_reservation_with_refund(uuid, text, bigint) to service_role;
+
+create function reserve.refund_duplicate_charge(p_payment_id uuid, p_reason text default 'duplicate_charge')
+returns reserve.refund_requests
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  who text := reserve.require_operator('refund_duplicate_charge', p_reason);
+  p reserve.payments;
+  rr reserve.refund_requests;
+begin
+  p := reserve.lock_payment(p_payment_id);
+  select * into rr from reserve.refund_requests x where x.request_key = 'duplicate:' || p.id;
+  if found then
+    return rr;
+  end if;
+  if p.duplicate_of is null then
+    raise exception using errcode = 'RC207',
+      message = format('payment %s is not a duplicate charge (duplicate_of is empty); cancel its reservation to refund it', p.id);
+  end if;
+  -- finalize already set the whole amount aside in refunds_payable; the provider's confirmation posts
+  -- the refund against it
+  return reserve.request_refund(p.id, p.amount - p.refunded_amount, 'duplicate_charge', 'duplicate:' || p.id, p_reason);
+end
+$$;
+comment on function reserve.refund_duplicate_charge(uuid, text) is
+  'Queues the refund of a second charge of a paid intent (duplicate_of set by finalize), whole and once. '
+  'The ledger entries follow the provider''s confirmation (refunds_payable -> receivable). RC207 for a '
+  'payment that is not a duplicate, RC208 when nothing is left to refund.';
+revoke all on function reserve.refund_duplicate_charge(uuid, text) from public;
+grant execute on function reserve.refund_duplicate_charge(uuid, text) to service_role;
+
+create function reserve.refund_payment(p_payment_id uuid, p_amount bigint, p_reason text)
+returns reserve.refund_requests
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  who text := reserve.require_operator('refund_payment', p_reason);
+begin
+  return reserve.request_refund(p_payment_id, p_amount, 'operator_refund', 'manual:' || gen_random_uuid(), p_reason);
+end
+$$;
+comment on function reserve.refund_payment(uuid, bigint, text) is
+  'Queues an operator''s refund of part or all of a payment to the provider (a goodwill refund; a '
+  'cancellation uses cancel_reservation_with_refund). Not idempotent by design: each call is one refund.';
+revoke all on function reserve.refund_payment(uuid, bigint, text) from public;
+grant execute on function reserve.refund_payment(uuid, bigint, text) to service_role;
+
+create function reserve.rebuild_unit_availability(p_unit_id uuid, p_from date default current_date, p_reason text default 'rebuild counters')
+returns table (nights_checked integer, nights_changed integer)
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  who text := reserve.require_operator('rebuild_unit_availability', p_reason);
+  oversold text;
+begin
+  if not exists (select 1 from reserve.unit_map u where u.id = p_unit_id) then
+    raise exception using errcode = 'RC101', message = format('unit %s not found', p_unit_id);
+  end if;
+  perform 1 from reserve.availability_calendar c where c.unit_id = p_unit_id and c.date >= p_from
+  order by c.date for no key update;
+  get diagnostics nights_checked = row_count;
+
+  create temporary table actual on commit drop as
+  select c.unit_id, c.date, c.allotment, c.bookings_count, c.temp_holds,
+         (select count(*) from reserve.reservations r
+          where r.unit_id = c.unit_id and reserve.is_live_reservation(r.status)
+            and r.check_in <= c.date and r.check_out > c.date)::integer as booked,
+         (select count(*) from reserve.booking_locks l
+          where l.unit_id = c.unit_id and l.lock_date = c.date and l.status = 'held')::integer as held
+  from reserve.availability_calendar c
+  where c.unit_id = p_unit_id and c.date >= p_from;
+
+  select string_agg(format('%s (%s booked + %s held > %s)', a.date, a.booked, a.held, a.allotment), ', ' order by a.date)
+    into oversold from pg_temp.actual a where a.booked + a.held > a.allotment;
+  if oversold is not null then
+    raise exception using errcode = 'RC106',
+      message = format('unit %s is oversold on %s: move or cancel reservations first (move_reservation, cancel_reservation_with_refund)',
+                       p_unit_id, oversold);
+  end if;
+  update reserve.availability_calendar c
+  set bookings_count = a.booked, temp_holds = a.held
+  from pg_temp.actual a
+  where c.unit_id = a.unit_id and c.date = a.date and (c.bookings_count, c.temp_holds) is distinct from (a.booked, a.held);
+  get diagnostics nights_changed = row_count;
+  drop table pg_temp.actual;
+  return next;
+end
+$$;
+comment on function reserve.rebuild_unit_availability(uuid, date, text) is
+  'Recounts a unit''s nights from p_from: bookings_count from live reservations, temp_holds from held '
+  'locks (the overbooking runbook''s Step 4), under the nights'' locks. RC106 names nights still '
+  'oversold: resolve them first. Idempotent; a no-op when the counters are exact.';
+revoke all on function reserve.rebuild_unit_availability(uuid, date, text) from public;
+grant execute on function reserve.rebuild_unit_availability(uuid, date, text) to service_role;
