@@ -129,8 +129,10 @@ begin
     'statements running over 5 minutes: pg_stat_activity';
 
   n := pg_catalog.pg_total_relation_size('reserve.audit_logs');
-  return query select 'audit_log_size', case when n > 5 * 1024.0 ^ 3 then 'WARNING' else 'OK' end, n,
-    '<= 5 GB', pg_catalog.pg_size_pretty(n::bigint);
+  m := reserve.setting_int('audit_log_max_mb');
+  return query select 'audit_log_size', case when n > m * 1024 * 1024 then 'WARNING' else 'OK' end, n,
+    format('<= %s (setting audit_log_max_mb)', pg_catalog.pg_size_pretty((m * 1024 * 1024)::bigint)),
+    pg_catalog.pg_size_pretty(n::bigint) || ' (space of archived rows returns to the disk only after VACUUM FULL or pg_repack)';
 end
 $$;
 comment on function reserve.system_health_check() is

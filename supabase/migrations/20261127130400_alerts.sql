@@ -51,7 +51,7 @@ insert into reserve.alert_rules (alert_name, check_name, fire_on, severity, for_
   ('long_running_queries', 'long_running_queries', 'WARNING', 'P3', '5 minutes', 'P3: SLOW QUERY PERFORMANCE',
    'Statements running over 5 minutes'),
   ('audit_log_size', 'audit_log_size', 'WARNING', 'P3', '0', 'P3: AUDIT LOG GROWTH',
-   'audit_logs is over 5 GB'),
+   'audit_logs is over its size limit (setting audit_log_max_mb, 5 GB)'),
   ('retention_stale', 'retention_last_run', 'WARNING', 'P3', '0', 'P3: AUDIT LOG GROWTH',
    'run_retention_cleanup has not run for 36 hours'),
   ('webhook_noise', 'webhooks_ignored_1h', 'WARNING', 'P4', '1 hour', 'SEVERITY LEVELS',
