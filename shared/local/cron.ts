@@ -1,9 +1,34 @@
-// The local stand-in for pg_cron + pg_net: POSTs a function on an interval with the cron secret, as
-// the migration's schedule does on Supabase. One run at a time; a run still going skips a tick.
-// everyMs 0 schedules nothing (runNow still works).
+// The local stand-in for pg_cron (+ pg_net): POSTs a function with the cron secret, or runs a SQL
+// statement, on an interval, as the migrations' schedules do on Supabase. One run at a time; a run
+// still going skips a tick. everyMs 0 schedules nothing (runNow still works).
+import postgres from "postgres";
+
 export interface LocalCron {
   runNow(): Promise<unknown>;
   stop(): void;
+}
+
+/** Runs a SQL statement every everyMs (0: never), one run at a time, as a pg_cron SQL job does. */
+export function scheduleSql(url: string, statement: string, everyMs: number, log: (line: string) => void): LocalCron {
+  let running: Promise<unknown> | undefined;
+  const run = () => {
+    running ??= (async () => {
+      const sql = postgres(url, { max: 1, onnotice: () => {} });
+      try {
+        return await sql.unsafe(statement);
+      } catch (err) {
+        log(`cron: ${statement} failed: ${(err as Error).message}`);
+        return undefined;
+      } finally {
+        await sql.end();
+        running = undefined;
+      }
+    })();
+    return running;
+  };
+  const timer = everyMs > 0 ? setInterval(() => void run(), everyMs) : undefined;
+  timer?.unref();
+  return { runNow: run, stop: () => clearInterval(timer) };
 }
 
 export function scheduleFunction(

@@ -4,7 +4,7 @@
 // http://127.0.0.1:54321/functions/v1/<name>, and the poller's 5-minute schedule.
 import path from "node:path";
 import postgres from "postgres";
-import { scheduleFunction, type LocalCron } from "./cron.ts";
+import { scheduleFunction, scheduleSql, type LocalCron } from "./cron.ts";
 import { startFunctions, type FunctionsServer } from "./functions.ts";
 import { DEFAULT_LOCAL_JWT_SECRET, localKeys } from "./keys.ts";
 import { loadSeed, migrate, projectRoot } from "./migrate.ts";
@@ -27,6 +27,8 @@ export interface StackConfig {
   cronSecret: string;
   /** how often the local cron calls poll_payment_status; 0 = never */
   pollEveryMs: number;
+  /** how often the local cron runs the retention cleanup (pg_cron: daily); 0 = never */
+  retentionEveryMs?: number;
 }
 
 export function configFromEnv(env: NodeJS.ProcessEnv = process.env): StackConfig {
@@ -42,6 +44,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): StackConfig
     sandboxPort: Number(env.RESERVE_SANDBOX_PORT ?? 54329),
     cronSecret: env.RESERVE_CRON_SECRET ?? newCronSecret(),
     pollEveryMs: Number(env.RESERVE_POLL_INTERVAL_S ?? 300) * 1000,
+    retentionEveryMs: Number(env.RESERVE_RETENTION_INTERVAL_S ?? 86_400) * 1000,
   };
 }
 
@@ -131,7 +134,8 @@ export async function startStack(cfg: StackConfig, log: (line: string) => void, 
     });
     const cron: LocalCron = scheduleFunction(`${functionsBase}/poll_payment_status`, cfg.cronSecret,
       cfg.pollEveryMs, (line) => log(line));
-    const started = { pg, functions, sandbox, cron };
+    const retention = scheduleSql(databaseUrl, "call reserve.retention_cleanup_job()", cfg.retentionEveryMs ?? 0, (line) => log(line));
+    const started = { pg, functions, sandbox, cron, retention };
     return {
       databaseUrl,
       functions,
@@ -149,6 +153,7 @@ export async function startStack(cfg: StackConfig, log: (line: string) => void, 
       },
       async stop() {
         started.cron.stop();
+        started.retention.stop();
         await started.functions.stop();
         await started.sandbox?.stop();
         await started.pg?.stop();
