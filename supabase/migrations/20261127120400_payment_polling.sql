@@ -77,7 +77,8 @@ create trigger _500_unschedule_poll after update of status on reserve.payments
 insert into reserve.payment_polls (payment_id, next_poll_at)
 select id, now() from reserve.payments where status in ('pending', 'processing');
 
-create function reserve.claim_payments_to_poll(p_limit integer default 100, p_lease interval default interval '2 minutes')
+create function reserve.claim_payments_to_poll(p_limit integer default 100, p_lease interval default interval '2 minutes',
+                                              p_payment_ids uuid[] default null)
 returns table (payment_id uuid, booking_intent_id uuid, provider text, method text, gateway_payment_id text,
                status text, amount bigint, currency text, expires_at timestamptz, created_at timestamptz,
                attempts integer)
@@ -94,7 +95,8 @@ begin
   return query
     with due as (
       select pp.payment_id from reserve.payment_polls pp
-      where pp.next_poll_at <= now()
+      -- named payments are polled now, whenever they were due (an operator asking)
+      where (p_payment_ids is null and pp.next_poll_at <= now()) or pp.payment_id = any (p_payment_ids)
       order by pp.next_poll_at
       limit p_limit
       for update skip locked
@@ -110,11 +112,12 @@ begin
     order by p.created_at;
 end
 $$;
-comment on function reserve.claim_payments_to_poll(integer, interval) is
-  'Claims up to p_limit payments whose poll is due (SKIP LOCKED, so concurrent pollers split the work) '
-  'and leases them for p_lease. Report each with reserve.record_poll_result.';
-revoke all on function reserve.claim_payments_to_poll(integer, interval) from public;
-grant execute on function reserve.claim_payments_to_poll(integer, interval) to service_role;
+comment on function reserve.claim_payments_to_poll(integer, interval, uuid[]) is
+  'Claims up to p_limit payments whose poll is due, or the payments named in p_payment_ids whatever their '
+  'schedule (SKIP LOCKED, so concurrent pollers split the work), and leases them for p_lease. Report each '
+  'with reserve.record_poll_result.';
+revoke all on function reserve.claim_payments_to_poll(integer, interval, uuid[]) from public;
+grant execute on function reserve.claim_payments_to_poll(integer, interval, uuid[]) to service_role;
 
 create function reserve.record_poll_result(
   p_payment_id       uuid,

@@ -92,14 +92,35 @@ comment on function reserve.mark_payment_failed(uuid, text, text) is
 revoke all on function reserve.mark_payment_failed(uuid, text, text) from public;
 grant execute on function reserve.mark_payment_failed(uuid, text, text) to service_role;
 
+create table reserve.ops_blocks (
+  id           uuid primary key default gen_random_uuid(),
+  unit_id      uuid not null references reserve.unit_map (id),
+  -- only the nights this block closed: unblocking never reopens a night the host had closed
+  nights       date[] not null,
+  reason       text not null,
+  blocked_by   text not null,
+  blocked_at   timestamptz not null default now(),
+  unblocked_by text,
+  unblocked_at timestamptz,
+  unblock_reason text
+);
+comment on table reserve.ops_blocks is
+  'Nights an operator closed with block_unit_dates (and unblock_unit_dates reopened): which, why, who.';
+create trigger _900_audit after insert or update or delete on reserve.ops_blocks
+  for each row execute function reserve.audit_row_change();
+alter table reserve.ops_blocks enable row level security;
+revoke all on reserve.ops_blocks from public, anon, authenticated;
+grant select on reserve.ops_blocks to service_role;
+
 create function reserve.block_unit_dates(p_unit_id uuid, p_from date, p_to date, p_reason text)
-returns table (nights_blocked integer, live_reservations integer)
+returns table (block_id uuid, nights_blocked integer, live_reservations integer)
 language plpgsql
 security definer
 set search_path = ''
 as $$
 declare
   who text := reserve.require_operator('block_unit_dates', p_reason);
+  closed date[];
 begin
   if p_unit_id is null or p_from is null or p_to is null or p_to <= p_from then
     raise exception using errcode = 'RC103', message = format('unit %s: block from %s to %s is not a range of nights', p_unit_id, p_from, p_to);
@@ -109,19 +130,61 @@ begin
   end if;
   perform 1 from reserve.availability_calendar c where c.unit_id = p_unit_id and c.date >= p_from and c.date < p_to
   order by c.date for no key update;
-  update reserve.availability_calendar c set is_blocked = true
-  where c.unit_id = p_unit_id and c.date >= p_from and c.date < p_to and not c.is_blocked;
-  get diagnostics nights_blocked = row_count;
+  with closing as (
+    update reserve.availability_calendar c set is_blocked = true
+    where c.unit_id = p_unit_id and c.date >= p_from and c.date < p_to and not c.is_blocked
+    returning c.date
+  )
+  select array_agg(closing.date order by closing.date) into closed from closing;
+  nights_blocked := coalesce(cardinality(closed), 0);
+  if nights_blocked > 0 then
+    insert into reserve.ops_blocks (unit_id, nights, reason, blocked_by)
+    values (p_unit_id, closed, p_reason, who)
+    returning id into block_id;
+  end if;
   select count(*) into live_reservations from reserve.reservations r
   where r.unit_id = p_unit_id and reserve.is_live_reservation(r.status) and r.stay && daterange(p_from, p_to, '[)');
   return next;
 end
 $$;
 comment on function reserve.block_unit_dates(uuid, date, date, text) is
-  'Stops new bookings of a unit''s nights [p_from, p_to) (the overbooking runbook''s Step 1); existing '
+  'Stops new bookings of a unit''s nights [p_from, p_to) (the overbooking runbook''s Step 1) and records '
+  'which nights it closed in ops_blocks (block_id; null when all were closed already); existing '
   'reservations stay and are counted in live_reservations. Idempotent.';
 revoke all on function reserve.block_unit_dates(uuid, date, date, text) from public;
 grant execute on function reserve.block_unit_dates(uuid, date, date, text) to service_role;
+
+create function reserve.unblock_unit_dates(p_block_id uuid, p_reason text)
+returns table (block_id uuid, nights_reopened integer)
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  who text := reserve.require_operator('unblock_unit_dates', p_reason);
+  b reserve.ops_blocks;
+begin
+  select * into b from reserve.ops_blocks x where x.id = p_block_id for update;
+  if not found then
+    raise exception using errcode = 'RC001', message = format('ops block %s not found', p_block_id);
+  end if;
+  block_id := b.id;
+  nights_reopened := 0;
+  if b.unblocked_at is null then
+    perform 1 from reserve.availability_calendar c where c.unit_id = b.unit_id and c.date = any (b.nights)
+    order by c.date for no key update;
+    update reserve.availability_calendar c set is_blocked = false
+    where c.unit_id = b.unit_id and c.date = any (b.nights) and c.is_blocked;
+    get diagnostics nights_reopened = row_count;
+    update reserve.ops_blocks x set unblocked_by = who, unblocked_at = now(), unblock_reason = p_reason where x.id = b.id;
+  end if;
+  return next;
+end
+$$;
+comment on function reserve.unblock_unit_dates(uuid, text) is
+  'Reopens exactly the nights an ops block closed (never one the host closed). Idempotent.';
+revoke all on function reserve.unblock_unit_dates(uuid, text) from public;
+grant execute on function reserve.unblock_unit_dates(uuid, text) to service_role;
 
 create function reserve.move_reservation(p_reservation_id uuid, p_new_unit_id uuid, p_reason text)
 returns reserve.reservations
@@ -157,6 +220,11 @@ begin
   perform 1 from reserve.availability_calendar c
   where c.unit_id in (r.unit_id, p_new_unit_id) and c.date >= r.check_in and c.date < r.check_out
   order by c.unit_id, c.date for no key update;
+  -- an overbooking is usually counters a bypassed trigger left wrong: count both units from their rows
+  -- first, so the trigger's move below starts from the truth (a wrong count would refuse the move, or let
+  -- the new unit be oversold)
+  perform reserve.recount_nights(r.unit_id, r.check_in, r.check_out);
+  perform reserve.recount_nights(p_new_unit_id, r.check_in, r.check_out);
   -- the counting trigger frees the old nights and takes the new ones, RC106 naming any that are full
   update reserve.reservations x
   set unit_id = u.id, property_id = u.property_id, city_code = u.city_code,
@@ -164,6 +232,7 @@ begin
                                                   'moved_due_to', p_reason)
   where x.id = r.id
   returning * into r;
+  perform reserve.recount_nights((r.metadata ->> 'moved_from_unit')::uuid, r.check_in, r.check_out);
   return r;
 end
 $$;
@@ -186,7 +255,14 @@ declare
   owed bigint;
   rr reserve.refund_requests;
 begin
+  -- counters a bypassed trigger left wrong would refuse (or mis-free) the cancellation: count first
+  select * into r from reserve.reservations x where x.id = p_reservation_id;
+  if r.id is not null and reserve.is_live_reservation(r.status) then
+    perform reserve.lock_payment_of_reservation(p_reservation_id);
+    perform reserve.recount_nights(r.unit_id, r.check_in, r.check_out);
+  end if;
   r := reserve.cancel_reservation(p_reservation_id, p_reason, p_refund_amount);
+  perform reserve.recount_nights(r.unit_id, r.check_in, r.check_out);
   select * into p from reserve.payments x where x.id = r.payment_id;
   -- what cancel set aside for the guest and no request covers yet
   owed := (p.metadata ->> 'refund_requested_amount')::bigint;
@@ -257,52 +333,69 @@ comment on function reserve.refund_payment(uuid, bigint, text) is
 revoke all on function reserve.refund_payment(uuid, bigint, text) from public;
 grant execute on function reserve.refund_payment(uuid, bigint, text) to service_role;
 
+-- Counters recounted from the rows (reservations, held locks) for a unit's nights [p_from, p_to): the
+-- repair for counters a bypassed trigger left wrong. They cannot say more than the allotment (the
+-- capacity check), so an oversold night is counted full and reported: overbooking_check still shows it
+-- until a reservation moves or is cancelled, and a recount afterwards is exact.
+create function reserve.recount_nights(p_unit_id uuid, p_from date, p_to date default null)
+returns table (nights_checked integer, nights_changed integer, nights_oversold integer)
+language plpgsql
+security definer
+set search_path = ''
+as $$
+begin
+  with nights as (
+    select c.unit_id, c.date from reserve.availability_calendar c
+    where c.unit_id = p_unit_id and c.date >= p_from and (p_to is null or c.date < p_to)
+    order by c.date
+    for no key update
+  ), actual as (
+    select n.unit_id, n.date, c.allotment,
+           (select count(*) from reserve.reservations r
+            where r.unit_id = n.unit_id and reserve.is_live_reservation(r.status)
+              and r.check_in <= n.date and r.check_out > n.date)::integer as booked,
+           (select count(*) from reserve.booking_locks l
+            where l.unit_id = n.unit_id and l.lock_date = n.date and l.status = 'held')::integer as held
+    from nights n join reserve.availability_calendar c on c.unit_id = n.unit_id and c.date = n.date
+  ), fixed as (
+    update reserve.availability_calendar c
+    set temp_holds = least(a.held, a.allotment),
+        bookings_count = least(a.booked, a.allotment - least(a.held, a.allotment))
+    from actual a
+    where c.unit_id = a.unit_id and c.date = a.date
+      and (c.temp_holds, c.bookings_count) is distinct from
+          (least(a.held, a.allotment), least(a.booked, a.allotment - least(a.held, a.allotment)))
+    returning c.date
+  )
+  select (select count(*) from actual)::integer, (select count(*) from fixed)::integer,
+         (select count(*) from actual a where a.booked + a.held > a.allotment)::integer
+    into nights_checked, nights_changed, nights_oversold;
+  return next;
+end
+$$;
+comment on function reserve.recount_nights(uuid, date, date) is
+  'Recounts bookings_count and temp_holds of a unit''s nights [p_from, p_to) from live reservations and '
+  'held locks, under the nights'' locks; an oversold night is counted full and reported in nights_oversold.';
+revoke all on function reserve.recount_nights(uuid, date, date) from public;
+
 create function reserve.rebuild_unit_availability(p_unit_id uuid, p_from date default current_date, p_reason text default 'rebuild counters')
-returns table (nights_checked integer, nights_changed integer)
+returns table (nights_checked integer, nights_changed integer, nights_oversold integer)
 language plpgsql
 security definer
 set search_path = ''
 as $$
 declare
   who text := reserve.require_operator('rebuild_unit_availability', p_reason);
-  oversold text;
 begin
   if not exists (select 1 from reserve.unit_map u where u.id = p_unit_id) then
     raise exception using errcode = 'RC101', message = format('unit %s not found', p_unit_id);
   end if;
-  perform 1 from reserve.availability_calendar c where c.unit_id = p_unit_id and c.date >= p_from
-  order by c.date for no key update;
-  get diagnostics nights_checked = row_count;
-
-  create temporary table actual on commit drop as
-  select c.unit_id, c.date, c.allotment, c.bookings_count, c.temp_holds,
-         (select count(*) from reserve.reservations r
-          where r.unit_id = c.unit_id and reserve.is_live_reservation(r.status)
-            and r.check_in <= c.date and r.check_out > c.date)::integer as booked,
-         (select count(*) from reserve.booking_locks l
-          where l.unit_id = c.unit_id and l.lock_date = c.date and l.status = 'held')::integer as held
-  from reserve.availability_calendar c
-  where c.unit_id = p_unit_id and c.date >= p_from;
-
-  select string_agg(format('%s (%s booked + %s held > %s)', a.date, a.booked, a.held, a.allotment), ', ' order by a.date)
-    into oversold from pg_temp.actual a where a.booked + a.held > a.allotment;
-  if oversold is not null then
-    raise exception using errcode = 'RC106',
-      message = format('unit %s is oversold on %s: move or cancel reservations first (move_reservation, cancel_reservation_with_refund)',
-                       p_unit_id, oversold);
-  end if;
-  update reserve.availability_calendar c
-  set bookings_count = a.booked, temp_holds = a.held
-  from pg_temp.actual a
-  where c.unit_id = a.unit_id and c.date = a.date and (c.bookings_count, c.temp_holds) is distinct from (a.booked, a.held);
-  get diagnostics nights_changed = row_count;
-  drop table pg_temp.actual;
-  return next;
+  return query select * from reserve.recount_nights(p_unit_id, coalesce(p_from, current_date));
 end
 $$;
 comment on function reserve.rebuild_unit_availability(uuid, date, text) is
-  'Recounts a unit''s nights from p_from: bookings_count from live reservations, temp_holds from held '
-  'locks (the overbooking runbook''s Step 4), under the nights'' locks. RC106 names nights still '
-  'oversold: resolve them first. Idempotent; a no-op when the counters are exact.';
+  'Recounts a unit''s nights from p_from (the overbooking runbook''s Step 4): bookings_count from live '
+  'reservations, temp_holds from held locks. Nights still oversold are counted full and reported in '
+  'nights_oversold: move or cancel a stay, then rebuild again. Idempotent; a no-op on exact counters.';
 revoke all on function reserve.rebuild_unit_availability(uuid, date, text) from public;
 grant execute on function reserve.rebuild_unit_availability(uuid, date, text) to service_role;

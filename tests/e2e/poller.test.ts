@@ -150,3 +150,21 @@ describe("poll_payment_status", () => {
     expect(h.summary).toHaveProperty("released_locks");
   });
 });
+
+describe("poll_payment_status for named payments", () => {
+  it("an operator's payment_ids are polled now, whenever their next poll was due", async () => {
+    const c = await checkout("card");
+    await e.sandbox.control.flush();
+    e.sandbox.control.setWebhookMode("stripe", "drop");
+    try {
+      e.sandbox.control.stripeConfirm(c.gateway_payment_id, "succeeded");
+      await e.sandbox.control.flush();
+    } finally {
+      e.sandbox.control.setWebhookMode("stripe", "deliver");
+    }
+    await e.db.sql`update reserve.payment_polls set next_poll_at = now() + interval '1 hour'`;
+    const res = await e.post("poll_payment_status", { payment_ids: [c.payment_id] }, { authorization: `Bearer ${e.cronSecret}` });
+    expect(res.status).toBe(200);
+    expect(res.body).toMatchObject({ claimed: 1, finalized: 1 });
+  });
+});

@@ -19,6 +19,8 @@ const Options = z.strictObject({
   batch_size: z.int().min(1).max(1000).default(100),
   concurrency: z.int().min(1).max(32).default(8),
   budget_ms: z.int().min(100).max(120_000).default(25_000),
+  // an operator asking about these payments now, whenever their next poll was due
+  payment_ids: z.array(z.uuid()).min(1).max(1000).optional(),
   scheduled_at: z.string().optional(),
 });
 
@@ -127,7 +129,7 @@ export async function handler(req: Request): Promise<Response> {
       issues: opts.error.issues.map((i) => ({ path: i.path.join("."), message: i.message })),
     });
   }
-  const { batch_size, concurrency, budget_ms } = opts.data;
+  const { batch_size, concurrency, budget_ms, payment_ids } = opts.data;
 
   const sql = db();
   const startedAt = new Date();
@@ -142,11 +144,12 @@ export async function handler(req: Request): Promise<Response> {
     while (Date.now() < deadline) {
       const due = await sql<Due[]>`
         select payment_id, provider, method, gateway_payment_id
-        from reserve.claim_payments_to_poll(${batch_size}, ${`${Math.ceil(budget_ms / 1000) + 60} seconds`}::interval)`;
+        from reserve.claim_payments_to_poll(${batch_size}, ${`${Math.ceil(budget_ms / 1000) + 60} seconds`}::interval,
+                                            ${payment_ids ?? null}::uuid[])`;
       if (due.length === 0) break;
       t.claimed += due.length;
       await pool(due, concurrency, (p) => pollOne(sql, p, t));
-      if (due.length < batch_size) break;
+      if (due.length < batch_size || payment_ids) break;
     }
     [released] = await sql<{ released_locks: number; expired_intents: number }[]>`
       select released_locks, expired_intents from reserve.release_expired_holds()`;

@@ -1,0 +1,91 @@
+// npm run bench:runbook — every query the runbook runs first, on a year of a busy platform (the
+// database `npm run seed:large` built in .data-large): median and best of RUNS runs each, and the plan
+// of one run (EXPLAIN ANALYZE, BUFFERS) written to .data-large/explain/<name>.txt. Pending migrations
+// (new indexes) are applied first, so running it before and after a migration gives before / after.
+//
+//   npm run seed:large && npm run bench:runbook       env: RUNS (default 5), RESERVE_LARGE_DIR
+import { existsSync } from "node:fs";
+import { mkdir, writeFile } from "node:fs/promises";
+import { cpus, loadavg, totalmem } from "node:os";
+import path from "node:path";
+import postgres from "postgres";
+import { migrate, projectRoot } from "../../shared/local/migrate.ts";
+import { freePort } from "../../shared/local/ports.ts";
+import { startLocalPostgres } from "../../shared/local/postgres.ts";
+
+const runs = Number(process.env.RUNS ?? 5);
+const dir = path.resolve(projectRoot, process.env.RESERVE_LARGE_DIR ?? ".data-large");
+const log = (m: string) => process.stderr.write(`${m}\n`);
+
+// what an on-call engineer runs, as the runbook writes it
+const QUERIES: [string, string][] = [
+  ["check_all_alerts", "select * from reserve.check_all_alerts()"],
+  ["system_health_check", "select * from reserve.system_health_check()"],
+  ["ops_dashboard_summary", "select * from reserve.ops_dashboard_summary"],
+  ["stuck_payments", "select * from reserve.stuck_payments"],
+  ["stuck_payments_count", "select count(*) as stuck_count from reserve.stuck_payments"],
+  ["webhook_status", "select * from reserve.webhook_status"],
+  ["webhook_failure_analysis", "select * from reserve.webhook_failure_analysis order by last_seen desc limit 10"],
+  ["failed_payments_analysis", "select * from reserve.failed_payments_analysis order by count desc"],
+  ["overbooking_check", "select * from reserve.overbooking_check"],
+  ["availability_counter_drift", "select * from reserve.availability_counter_drift"],
+  ["active_booking_locks", "select * from reserve.active_booking_locks"],
+  ["ledger_balance_check", "select * from reserve.ledger_balance_check limit 5"],
+  ["find_ledger_imbalances_7d", "select * from reserve.find_ledger_imbalances(now()::date - 7)"],
+  ["retention_statistics", "select * from reserve.retention_statistics"],
+  ["webhooks_last_hour", "select provider, status, count(*) from reserve.processed_webhooks where received_at > now() - interval '1 hour' group by provider, status"],
+  ["paid_no_reservation", `select p.id from reserve.payments p left join reserve.reservations r on p.booking_intent_id = r.booking_intent_id
+                           where p.status = 'succeeded' and r.id is null and p.succeeded_at > now() - interval '24 hours'`],
+  ["double_charges_7d", `select booking_intent_id, count(*) from reserve.payments where status = 'succeeded'
+                         and created_at > now() - interval '7 days' group by booking_intent_id having count(*) > 1`],
+  ["success_rate_by_hour", `select date_trunc('hour', created_at), count(*) filter (where status = 'succeeded'), count(*)
+                            from reserve.payments where created_at > now() - interval '24 hours' group by 1 order by 1 desc`],
+];
+
+async function main() {
+  if (!existsSync(path.join(dir, "postgres"))) throw new Error(`no large database in ${dir}: run npm run seed:large first`);
+  const pg = await startLocalPostgres({
+    dataDir: path.join(dir, "postgres"), port: await freePort(), logFile: path.join(dir, "postgres.log"),
+    settings: { shared_buffers: "2GB", work_mem: "64MB" },
+  });
+  try {
+    const url = pg.url("reserve_large");
+    const applied = await migrate(url);
+    if (applied.applied.length) log(`applied ${applied.applied.join(", ")}`);
+    const sql = postgres(url, { max: 1, onnotice: () => {} });
+    await sql`analyze`;
+    const [sizes] = await sql`select (select count(*) from reserve.payments) as payments, (select count(*) from reserve.ledger_entries) as ledger_entries,
+      (select count(*) from reserve.availability_calendar) as nights, (select count(*) from reserve.audit_logs) as audit,
+      (select count(*) from reserve.processed_webhooks) as webhooks, pg_size_pretty(pg_database_size(current_database())) as size`;
+    await mkdir(path.join(dir, "explain"), { recursive: true });
+    const rows: string[] = [];
+    for (const [name, q] of QUERIES) {
+      await sql.unsafe(q); // warm
+      const times: number[] = [];
+      for (let i = 0; i < runs; i++) {
+        const t = performance.now();
+        await sql.unsafe(q);
+        times.push(performance.now() - t);
+      }
+      times.sort((a, b) => a - b);
+      const plan = await sql.unsafe(`explain (analyze, buffers) ${q}`);
+      await writeFile(path.join(dir, "explain", `${name}.txt`), plan.map((p) => p["QUERY PLAN"]).join("\n"));
+      rows.push(`| ${name} | ${times[Math.floor(times.length / 2)].toFixed(1)} | ${times[0].toFixed(1)} |`);
+      log(`${name}: ${times[Math.floor(times.length / 2)].toFixed(1)} ms`);
+    }
+    console.log(`
+## bench:runbook (${new Date().toISOString()})
+${cpus().length} vCPU ${cpus()[0]?.model ?? ""}, ${(totalmem() / 2 ** 30).toFixed(1)} GiB, load ${loadavg()[0].toFixed(2)}; ${runs} runs each after one warm-up
+data: ${sizes.payments} payments, ${sizes.ledger_entries} ledger entries, ${sizes.nights} calendar nights, ${sizes.audit} audit rows, ${sizes.webhooks} webhooks; ${sizes.size}
+plans: ${path.join(dir, "explain")}
+
+| query | median ms | best ms |
+| --- | --- | --- |
+${rows.join("\n")}`);
+    await sql.end();
+  } finally {
+    await pg.stop();
+  }
+}
+
+await main();
