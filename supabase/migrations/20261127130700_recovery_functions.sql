@@ -39,23 +39,41 @@ set search_path = ''
 as $$
 declare
   who text := reserve.require_operator('recover_payment', p_reason);
+  a record;
 begin
   perform reserve.lock_payment(p_payment_id);
-  update reserve.payments x
-  set metadata = x.metadata || jsonb_build_object('manual_recovery', jsonb_build_object(
-        'by', who, 'reason', p_reason, 'provider_status', p_provider_status, 'at', now()))
-  where x.id = p_payment_id;
   -- the same state machine as webhooks and the poller; an illegal move is refused (RC202)
-  return query select * from reserve.apply_payment_status(
+  select * into a from reserve.apply_payment_status(
     p_payment_id, p_provider_status, null, coalesce(p_gateway_status, 'manual:' || p_provider_status), null, null,
     p_refunded_amount, null, null, 'raise');
+  -- a repeat changes nothing, not even the note
+  if a.outcome = 'applied' then
+    update reserve.payments x
+    set metadata = x.metadata || jsonb_build_object('manual_recovery', jsonb_build_object(
+          'by', who, 'reason', p_reason, 'provider_status', p_provider_status, 'at', now()))
+    where x.id = a.payment_id;
+    if a.status in ('failed', 'cancelled', 'expired') then
+      perform reserve.release_intent_if_idle((select x.booking_intent_id from reserve.payments x where x.id = a.payment_id),
+                                             'payment_' || a.status || '_by_operator');
+    end if;
+  end if;
+  payment_id := a.payment_id;
+  previous_status := a.previous_status;
+  status := a.status;
+  outcome := a.outcome;
+  reservation_id := a.reservation_id;
+  confirmation_code := a.confirmation_code;
+  finalize_outcome := a.finalize_outcome;
+  finalize_error := a.finalize_error;
+  return next;
 end
 $$;
 comment on function reserve.recover_payment(uuid, text, text, bigint, text) is
   'Applies the status the provider''s dashboard shows (succeeded, failed, refunded, ...) to a stuck or '
   'PIX payment through apply_payment_status (a success is finalized: reservation and receipt). '
-  'Replaces the runbook''s synthetic webhook INSERT + UPDATE + finalize. Idempotent; RC202 for an illegal '
-  'move, RC501 without operator and reason.';
+  'A failure, cancellation or expiry frees the intent''s nights if nothing else is in flight. Replaces '
+  'the runbook''s synthetic webhook INSERT + UPDATE + finalize. Idempotent (a repeat writes nothing); '
+  'RC202 for an illegal move, RC501 without operator and reason.';
 revoke all on function reserve.recover_payment(uuid, text, text, bigint, text) from public;
 grant execute on function reserve.recover_payment(uuid, text, text, bigint, text) to service_role;
 
@@ -225,13 +243,25 @@ begin
   -- the new unit be oversold)
   perform reserve.recount_nights(r.unit_id, r.check_in, r.check_out);
   perform reserve.recount_nights(p_new_unit_id, r.check_in, r.check_out);
+  -- a night closed (by the host or an ops block) or missing from the calendar is not free
+  if (select count(*) from reserve.availability_calendar c
+      where c.unit_id = p_new_unit_id and c.date >= r.check_in and c.date < r.check_out and not c.is_blocked) <> r.nights then
+    perform reserve.raise_unavailable(p_new_unit_id, r.check_in, r.check_out);
+  end if;
   -- the counting trigger frees the old nights and takes the new ones, RC106 naming any that are full
-  update reserve.reservations x
-  set unit_id = u.id, property_id = u.property_id, city_code = u.city_code,
-      metadata = x.metadata || jsonb_build_object('moved_from_unit', r.unit_id, 'moved_by', who, 'moved_at', now(),
-                                                  'moved_due_to', p_reason)
-  where x.id = r.id
-  returning * into r;
+  begin
+    update reserve.reservations x
+    set unit_id = u.id, property_id = u.property_id, city_code = u.city_code,
+        metadata = x.metadata || jsonb_build_object('moved_from_unit', r.unit_id, 'moved_by', who, 'moved_at', now(),
+                                                    'moved_due_to', p_reason)
+    where x.id = r.id
+    returning * into r;
+  exception when exclusion_violation then
+    -- a unit that sells one stay a night refuses the overlap itself (reservations_no_overlap)
+    raise exception using errcode = 'RC106',
+      message = format('unit %s already has a stay overlapping %s to %s; reservation %s stays on unit %s',
+                       p_new_unit_id, r.check_in, r.check_out, r.id, r.unit_id);
+  end;
   perform reserve.recount_nights((r.metadata ->> 'moved_from_unit')::uuid, r.check_in, r.check_out);
   return r;
 end

@@ -1,0 +1,120 @@
+// The refund queue (issue 5): request_refund (idempotent by key, RC208 over-refund counting open
+// requests), claim_refund_requests (leased), record_refund_result, and the provider's confirmation
+// (apply_payment_status refunded / partially_refunded) confirming requests and posting the ledger refund.
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { createTestDatabase, sqlState, type Sql, type TestDatabase } from "../helpers/db.ts";
+import * as f from "../helpers/fixtures.ts";
+import { paidReservation, type Row } from "./ops_helpers.ts";
+
+let db: TestDatabase;
+let sql: Sql;
+beforeAll(async () => {
+  db = await createTestDatabase();
+  sql = db.sql;
+});
+afterAll(async () => await db?.drop());
+afterEach(async () => {
+  expect(await sql`select * from reserve.find_ledger_imbalances(current_date - 7)`).toEqual([]);
+});
+
+const request = async (paymentId: string, amount: number, key: string): Promise<Row> =>
+  (await sql`select * from reserve.request_refund(${paymentId}, ${amount}, 'goodwill', ${key}, 'a note')`)[0];
+const requests = async (paymentId: string) =>
+  sql`select * from reserve.refund_requests where payment_id = ${paymentId} order by created_at, id`;
+
+describe("request_refund", () => {
+  it("is idempotent by key and refuses over-refunds counting open requests (RC208)", async () => {
+    const p = await paidReservation(sql);
+    const a = await request(p.paymentId, 30000, `k:${p.paymentId}:a`);
+    expect(a).toMatchObject({ payment_id: p.paymentId, amount: "30000", status: "requested", reason: "goodwill", attempts: 0 });
+    const again = await request(p.paymentId, 99999, `k:${p.paymentId}:a`);
+    expect(again.id).toBe(a.id);
+    expect(again.amount).toBe("30000");
+    expect(await requests(p.paymentId)).toHaveLength(1);
+
+    const left = p.amount - 30000;
+    expect(await sqlState(request(p.paymentId, left + 1, `k:${p.paymentId}:b`))).toBe("RC208");
+    expect(await sqlState(request(p.paymentId, 0, `k:${p.paymentId}:zero`))).toBe("RC208");
+    const b = await request(p.paymentId, left, `k:${p.paymentId}:b`);
+    expect(b.status).toBe("requested");
+    expect(await sqlState(request(p.paymentId, 1, `k:${p.paymentId}:c`))).toBe("RC208");
+    // a failed request no longer counts
+    await sql`select reserve.record_refund_result(${b.id as string}, 'failed', null, 'card closed')`;
+    expect((await request(p.paymentId, 1, `k:${p.paymentId}:c`)).status).toBe("requested");
+  });
+
+  it("refuses a payment that holds no money (RC208) and missing arguments (RC001)", async () => {
+    const { unitId } = await f.unit(sql, { nights: 5 });
+    const [bi] = await sql`select * from reserve.create_booking_intent(${unitId}, ${f.isoDate(1)}::date, ${f.isoDate(2)}::date, 2)`;
+    const [pending] = await sql`select * from reserve.create_payment(${bi.id}, 'stripe', 'card', ${bi.amount})`;
+    expect(await sqlState(request(pending.id as string, 100, `k:${pending.id}`))).toBe("RC208");
+    expect(await sqlState(sql`select reserve.request_refund(${pending.id as string}, 100, 'goodwill', null)`)).toBe("RC001");
+  });
+});
+
+describe("claim_refund_requests and record_refund_result", () => {
+  it("leases due requests with an idempotency key, and records sent, retry (backoff) and failed", async () => {
+    const p = await paidReservation(sql);
+    const r1 = await request(p.paymentId, 10000, `claim:${p.paymentId}:1`);
+    const r2 = await request(p.paymentId, 20000, `claim:${p.paymentId}:2`);
+    const r3 = await request(p.paymentId, 5000, `claim:${p.paymentId}:3`);
+    const claimed = await sql`select * from reserve.claim_refund_requests(1000, interval '2 minutes')`;
+    const mine = claimed.filter((c) => c.payment_id === p.paymentId);
+    expect(mine.map((c) => c.refund_request_id).sort()).toEqual([r1.id, r2.id, r3.id].sort());
+    expect(mine.find((c) => c.refund_request_id === r1.id)).toMatchObject({
+      provider: "stripe", method: "card", amount: "10000", currency: "BRL", idempotency_key: `refund:${r1.id}`, attempts: 1,
+    });
+    const [lease] = await sql`select status, next_attempt_at > now() + interval '1 minute' as leased
+                              from reserve.refund_requests where id = ${r1.id as string}`;
+    expect(lease).toEqual({ status: "sending", leased: true });
+    // leased: a concurrent poller does not send it again
+    expect((await sql`select * from reserve.claim_refund_requests(1000)`).filter((c) => c.payment_id === p.paymentId)).toEqual([]);
+
+    const sent = (await sql`select * from reserve.record_refund_result(${r1.id as string}, 'sent', 're_123')`)[0];
+    expect(sent).toMatchObject({ status: "sent", provider_refund_id: "re_123", error_message: null });
+    expect(sent.sent_at).not.toBeNull();
+    const retry = (await sql`select * from reserve.record_refund_result(${r2.id as string}, 'retry', null, 'timeout')`)[0];
+    expect(retry).toMatchObject({ status: "requested", error_message: "timeout" });
+    const [w] = await sql`select next_attempt_at - updated_at = interval '2 minutes' as backoff from reserve.refund_requests where id = ${r2.id as string}`;
+    expect(w.backoff).toBe(true);
+    const failed = (await sql`select * from reserve.record_refund_result(${r3.id as string}, 'failed', null, 'refused')`)[0];
+    expect(failed).toMatchObject({ status: "failed", error_message: "refused" });
+
+    // due again once the backoff passed
+    await sql`update reserve.refund_requests set next_attempt_at = now() - interval '1 second' where id = ${r2.id as string}`;
+    const again = (await sql`select * from reserve.claim_refund_requests(1000)`).filter((c) => c.payment_id === p.paymentId);
+    expect(again).toMatchObject([{ refund_request_id: r2.id, attempts: 2 }]);
+
+    expect(await sqlState(sql`select reserve.record_refund_result(${r1.id as string}, 'maybe')`)).toBe("RC001");
+    expect(await sqlState(sql`select reserve.record_refund_result(${crypto.randomUUID()}, 'sent')`)).toBe("RC001");
+  });
+});
+
+describe("the provider's confirmation", () => {
+  it("partially_refunded then refunded confirm the requests they cover and post the ledger refund", async () => {
+    const p = await paidReservation(sql);
+    const [res] = await sql`select id from reserve.reservations where payment_id = ${p.paymentId}`;
+    await sql`select reserve.cancel_reservation(${res.id as string}, 'guest cancelled', 0)`; // nights back, no refund set aside
+    const r1 = await request(p.paymentId, 30000, `conf:${p.paymentId}:1`);
+    const r2 = await request(p.paymentId, p.amount - 30000, `conf:${p.paymentId}:2`);
+    await sql`select reserve.record_refund_result(${r1.id as string}, 'sent', 're_1')`;
+    const [ledgerBefore] = await sql`select count(*)::int as n from reserve.ledger_transactions where payment_id = ${p.paymentId}`;
+
+    await sql`select * from reserve.apply_payment_status(${p.paymentId}, 'partially_refunded', null, 'refund', null, null, 30000)`;
+    let rs = await requests(p.paymentId);
+    expect(rs.map((r) => [r.id, r.status])).toEqual([[r1.id, "confirmed"], [r2.id, "requested"]]);
+    expect(rs[0].confirmed_at).not.toBeNull();
+    const [ledgerMid] = await sql`select count(*)::int as n from reserve.ledger_transactions where payment_id = ${p.paymentId}`;
+    expect(ledgerMid.n).toBe(ledgerBefore.n + 1);
+
+    await sql`select * from reserve.apply_payment_status(${p.paymentId}, 'refunded')`;
+    rs = await requests(p.paymentId);
+    expect(rs.map((r) => r.status)).toEqual(["confirmed", "confirmed"]);
+    const [pay] = await sql`select status, refunded_amount from reserve.payments where id = ${p.paymentId}`;
+    expect(pay).toEqual({ status: "refunded", refunded_amount: String(p.amount) });
+    // a confirmed request stays confirmed whatever the poller reports late
+    expect((await sql`select * from reserve.record_refund_result(${r2.id as string}, 'failed', null, 'late')`)[0].status).toBe("confirmed");
+    // nothing is left to refund
+    expect(await sqlState(request(p.paymentId, 1, `conf:${p.paymentId}:3`))).toBe("RC208");
+  });
+});

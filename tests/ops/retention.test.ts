@@ -1,0 +1,172 @@
+// run_retention_cleanup() and the retention_cleanup_job() procedure (issue 5): audit rows past 365 days
+// move to audit_logs_archive unchanged, in batches; other tables are deleted past their days; held
+// night locks are never deleted; a run leaves last_run_at and a heartbeat; writers are never blocked.
+import postgres from "postgres";
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { createTestDatabase, sqlState, type Sql, type TestDatabase } from "../helpers/db.ts";
+import * as f from "../helpers/fixtures.ts";
+import { backendPid, replica, sleep } from "./ops_helpers.ts";
+
+let db: TestDatabase;
+let sql: Sql;
+beforeAll(async () => {
+  db = await createTestDatabase();
+  sql = db.sql;
+});
+afterAll(async () => await db?.drop());
+beforeEach(async () => {
+  await sql`update reserve.retention_policies set batch_size = 5000`;
+});
+
+/** n audit rows `days` old, with distinct contents; returns their ids. */
+async function oldAudit(n: number, days = 400): Promise<string[]> {
+  const rows = await sql`
+    insert into reserve.audit_logs (occurred_at, actor, action, table_name, row_id, old_values, new_values, reason)
+    select now() - make_interval(days => ${days}) + g * interval '1 second', 'old@actor', 'UPDATE', 'payments',
+           'row-' || g, jsonb_build_object('n', g), jsonb_build_object('n', g + 1), 'why ' || g
+    from generate_series(1, ${n}) g
+    returning id`;
+  return rows.map((r) => String(r.id));
+}
+
+async function due(): Promise<number> {
+  const [r] = await sql`select count(*)::int as n from reserve.audit_logs where occurred_at < now() - interval '365 days'`;
+  return r.n;
+}
+
+describe("run_retention_cleanup: audit_logs archive", () => {
+  it("moves rows past 365 days to audit_logs_archive with the same ids and contents, batch_size at a time", async () => {
+    const ids = await oldAudit(10);
+    const young = await oldAudit(2, 300);
+    const before = await sql`select id, occurred_at, actor, action, table_name, row_id, old_values, new_values, reason, xact_id
+                             from reserve.audit_logs where id = any(${ids}::bigint[]) order by id`;
+    await sql`update reserve.retention_policies set batch_size = 3 where table_name = 'audit_logs'`;
+
+    const first = await sql`select * from reserve.run_retention_cleanup(2)`;
+    expect(first.find((r) => r.table_name === "audit_logs")).toMatchObject({
+      retention_type: "archive", rows_moved: "6", batches: 2, more_due: true,
+    });
+    // the oldest first
+    const archivedFirst = await sql`select id from reserve.audit_logs_archive order by id`;
+    expect(archivedFirst.map((r) => String(r.id))).toEqual(ids.slice(0, 6));
+    expect(await due()).toBe(4);
+
+    const second = await sql`select * from reserve.run_retention_cleanup()`;
+    expect(second.find((r) => r.table_name === "audit_logs")).toMatchObject({ rows_moved: "4", batches: 2, more_due: false });
+    expect(await due()).toBe(0);
+    const archived = await sql`select id, occurred_at, actor, action, table_name, row_id, old_values, new_values, reason, xact_id
+                               from reserve.audit_logs_archive where id = any(${ids}::bigint[]) order by id`;
+    expect(archived).toEqual(before);
+    const left = await sql`select id from reserve.audit_logs where id = any(${young}::bigint[])`;
+    expect(left).toHaveLength(2);
+
+    const [p] = await sql`select * from reserve.retention_policies where table_name = 'audit_logs'`;
+    expect(p.last_run_rows).toBe("4");
+    expect(p.last_run_at).not.toBeNull();
+    const [hb] = await sql`select * from reserve.job_last_runs where job = 'run_retention_cleanup'`;
+    expect(hb).toMatchObject({ ok: true });
+    expect(hb.summary).toMatchObject({ audit_logs: 4 });
+    const runs = await sql`select count(*)::int as n from reserve.job_heartbeats where job = 'run_retention_cleanup'`;
+    expect(runs[0].n).toBe(2);
+  });
+
+  it("refuses p_max_batches < 1 with RC001", async () => {
+    expect(await sqlState(sql`select * from reserve.run_retention_cleanup(0)`)).toBe("RC001");
+  });
+
+  it("the runbook's resolution runs as written", async () => {
+    await oldAudit(1);
+    const rows = await sql.unsafe(`SELECT * FROM reserve.run_retention_cleanup();`);
+    expect(rows.map((r) => r.table_name)).toContain("audit_logs");
+    expect(await sql.unsafe(`SELECT * FROM reserve.audit_logs_archive LIMIT 5;`)).not.toHaveLength(0);
+  });
+});
+
+describe("run_retention_cleanup: deleted tables", () => {
+  it("deletes processed_webhooks, job_heartbeats, rate_limit_counters and alert_events past their days, and never a held lock", async () => {
+    const day = 86400_000;
+    const ago = (d: number) => new Date(Date.now() - d * day);
+    const wh = async (d: number) => (await f.insert(sql, "processed_webhooks", {
+      provider: "stripe", event_id: `evt_${crypto.randomUUID()}`, event_type: "x", status: "completed", received_at: ago(d),
+    })).id as string;
+    const oldWh = await wh(181), youngWh = await wh(179);
+    await sql`insert into reserve.job_heartbeats (job, started_at, finished_at, ok) values
+              ('old_job', ${ago(31)}, ${ago(31)}, true), ('young_job', ${ago(29)}, ${ago(29)}, true)`;
+    await sql`insert into reserve.rate_limit_counters (bucket, window_start, hits) values
+              ('old', ${ago(3)}, 1), ('young', ${ago(1)}, 1)`;
+    await sql`insert into reserve.alert_events (alert_name, state, at) values
+              ('overbooking', 'firing', ${ago(366)}), ('overbooking', 'resolved', ${ago(364)})`;
+    // night locks of 100 days ago: one still held (live state), one released
+    const { unitId } = await f.unit(sql, { nights: 1 });
+    const i1 = await f.intent(sql, unitId), i2 = await f.intent(sql, unitId);
+    const lockDate = f.isoDate(-100);
+    await sql.begin(async (tx) => {
+      await replica(tx);
+      await tx`insert into reserve.availability_calendar (unit_id, date, allotment) values (${unitId}, ${lockDate}, 2)`;
+      await tx`insert into reserve.booking_locks (booking_intent_id, unit_id, lock_date, expires_at, status, released_at) values
+               (${i1.id as string}, ${unitId}, ${lockDate}, now(), 'held', null),
+               (${i2.id as string}, ${unitId}, ${lockDate}, now(), 'released', now())`;
+    });
+
+    const rows = await sql`select * from reserve.run_retention_cleanup()`;
+    const by = Object.fromEntries(rows.map((r) => [r.table_name, r]));
+    expect(by.processed_webhooks.rows_moved).toBe("1");
+    expect(by.booking_locks.rows_moved).toBe("1");
+    expect(by.alert_events.rows_moved).toBe("1");
+    expect(by.rate_limit_counters.rows_moved).toBe("1");
+    expect(Number(by.job_heartbeats.rows_moved)).toBe(1);
+
+    expect((await sql`select id from reserve.processed_webhooks where id in (${oldWh}, ${youngWh})`).map((r) => r.id)).toEqual([youngWh]);
+    expect((await sql`select job from reserve.job_heartbeats where job in ('old_job', 'young_job')`).map((r) => r.job)).toEqual(["young_job"]);
+    expect((await sql`select bucket from reserve.rate_limit_counters`).map((r) => r.bucket)).toEqual(["young"]);
+    expect((await sql`select state from reserve.alert_events`).map((r) => r.state)).toEqual(["resolved"]);
+    expect((await sql`select status from reserve.booking_locks where unit_id = ${unitId}`).map((r) => r.status)).toEqual(["held"]);
+    const policies = await sql`select table_name, last_run_at, last_run_rows from reserve.retention_policies`;
+    for (const p of policies) expect(p.last_run_at, p.table_name as string).not.toBeNull();
+  });
+});
+
+describe("concurrency and the job", () => {
+  it("does not block a writer inserting audit rows while the cleanup transaction is open", async () => {
+    await oldAudit(500);
+    const cleaner = postgres(db.url, { max: 1, onnotice: () => {} });
+    const writer = postgres(db.url, { max: 1, onnotice: () => {} });
+    try {
+      const writerPid = await backendPid(writer);
+      await cleaner.begin(async (tx) => {
+        const rows = await tx`select * from reserve.run_retention_cleanup()`;
+        expect(Number(rows.find((r) => r.table_name === "audit_logs")!.rows_moved)).toBe(500);
+        // the cleanup's transaction is still open: a writer appends audit rows, new payments included
+        let done = false;
+        const writes = (async () => {
+          await writer`insert into reserve.audit_logs (actor, action, table_name, row_id) select 'w', 'INSERT', 'payments', g::text
+                       from generate_series(1, 50) g`;
+          const { unitId } = await f.unit(writer, { nights: 3 });
+          const i = await f.intent(writer, unitId);
+          await f.payment(writer, i.id as string);
+          done = true;
+        })();
+        while (!done) {
+          const [a] = await sql`select wait_event_type, state from pg_stat_activity where pid = ${writerPid}`;
+          expect(a.wait_event_type, "the writer waits on a lock held by the cleanup").not.toBe("Lock");
+          await Promise.race([writes, sleep(20)]);
+        }
+        await writes;
+      });
+    } finally {
+      await cleaner.end({ timeout: 5 });
+      await writer.end({ timeout: 5 });
+    }
+    expect(await due()).toBe(0);
+  });
+
+  it("CALL reserve.retention_cleanup_job() drains a backlog larger than one call", async () => {
+    await sql`update reserve.retention_policies set batch_size = 2 where table_name = 'audit_logs'`;
+    await oldAudit(55); // one call moves at most 20 batches of 2
+    const [before] = await sql`select count(*)::int as n from reserve.job_heartbeats where job = 'run_retention_cleanup'`;
+    await sql.unsafe(`CALL reserve.retention_cleanup_job()`);
+    expect(await due()).toBe(0);
+    const [after] = await sql`select count(*)::int as n from reserve.job_heartbeats where job = 'run_retention_cleanup'`;
+    expect(after.n - before.n).toBe(2); // two committed calls
+  });
+});
