@@ -131,8 +131,13 @@ begin
   if not found then
     raise exception using errcode = 'RC001', message = format('refund request %s not found', p_refund_request_id);
   end if;
-  -- a confirmation that overtook our own record of sending wins
-  if rr.status in ('confirmed') then
+  -- a confirmation that overtook our own record of sending wins; the provider's refund id is kept
+  if rr.status = 'confirmed' then
+    update reserve.refund_requests x
+    set provider_refund_id = coalesce(x.provider_refund_id, p_provider_refund_id),
+        sent_at = coalesce(x.sent_at, case when p_outcome = 'sent' then now() end)
+    where x.id = rr.id
+    returning * into rr;
     return rr;
   end if;
   update reserve.refund_requests x

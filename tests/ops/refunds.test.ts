@@ -118,3 +118,16 @@ describe("the provider's confirmation", () => {
     expect(await sqlState(request(p.paymentId, 1, `conf:${p.paymentId}:3`))).toBe("RC208");
   });
 });
+
+describe("a confirmation that overtakes the poller's record of sending", () => {
+  it("stays confirmed and still keeps the provider's refund id", async () => {
+    const p = await paidReservation(sql);
+    const r = await request(p.paymentId, p.amount, `k:${p.paymentId}:race`);
+    await sql`select * from reserve.claim_refund_requests(10)`;
+    // the provider's webhook lands before the poller writes down that it sent the refund
+    await sql`select * from reserve.apply_payment_status(${p.paymentId}, 'refunded', null, null, null, null, ${p.amount})`;
+    const [after] = await sql`select * from reserve.record_refund_result(${r.id as string}::uuid, 'sent', 're_race', null)`;
+    expect(after).toMatchObject({ status: "confirmed", provider_refund_id: "re_race" });
+    expect(after.sent_at).not.toBeNull();
+  });
+});
