@@ -103,7 +103,8 @@ where not exists (select 1 from pg_catalog.pg_constraint k
                   where k.conname = 'availability_calendar_capacity_check' and k.conrelid = 'reserve.availability_calendar'::regclass
                     and k.convalidated)
   and c.date >= current_date and c.allotment < c.bookings_count + c.temp_holds
-  and not exists (select 1 from actual a where a.unit_id = c.unit_id and a.date = c.date);
+  and not exists (select 1 from actual a where a.unit_id = c.unit_id and a.date = c.date)
+order by 1, 5;
 comment on view reserve.overbooking_check is
   'Nights from today on sold or held beyond their allotment (runbook P1 Overbooking), counted from the '
   'live reservations and held locks of every unit whose counters disagree with its rows (a bypassed '
