@@ -1,8 +1,7 @@
--- Knobs of the runbook's machinery: when a webhook is given up on, when a payment counts as stuck.
--- The value check is widened to cover them.
+-- Knobs of the runbook's machinery: when a payment counts as stuck, how big the audit log may grow.
+-- The value check is widened to cover them (and the webhook inbox's max_webhook_attempts).
 
 insert into reserve.settings (key, value, description) values
-  ('max_webhook_attempts', '5', 'Deliveries and retries of one event before it is dead (an alert); a provider''s redelivery still processes a dead event.'),
   ('stuck_minutes_card', '60', 'A card payment pending or processing this long is stuck (reserve.stuck_payments; the runbook''s "processing > 1 hour").'),
   ('stuck_minutes_pix', '45', 'A PIX payment pending or processing this long is stuck: past its 30-minute hold, the poller''s grace and one more poll.'),
   ('audit_log_max_mb', '5120', 'audit_logs size (table, indexes, TOAST) above which the P3 audit log growth alert fires (5 GB).');
