@@ -98,6 +98,12 @@ begin
   return query select 'webhooks_ignored_1h', case when n > 1000 then 'WARNING' else 'OK' end, n, '<= 1000 per hour',
     'events we record but do not act on: subscribe the endpoints to fewer types';
 
+  -- refunds we owe: refused by the provider, or not confirmed two days after being asked for
+  select count(*) into n from reserve.refund_requests rr
+  where rr.status = 'failed' or (rr.status <> 'confirmed' and rr.created_at < now() - interval '2 days');
+  return query select 'refunds_stuck', case when n > 0 then 'WARNING' else 'OK' end, n, '0',
+    'refund requests failed at the provider or unconfirmed after 2 days: refund_requests';
+
   -- jobs
   select j.finished_at into last_at from reserve.job_last_runs j where j.job = 'poll_payment_status';
   return query select 'poller_heartbeat',
@@ -140,7 +146,7 @@ $$;
 comment on function reserve.system_health_check() is
   'One row per check (ledger balance, trg_ledger_balance enabled, overbooking, counter drift, stuck '
   'payments, PIX pending > 30 min, success rate < 80% in the last hour, double charges, paid without '
-  'reservation, failed / dead / silent / noisy webhooks, poller heartbeat, retention last run, active '
+  'reservation, failed / dead / silent / noisy webhooks, stuck refunds, poller heartbeat, retention last run, active '
   'connections, long-running queries, audit log size): status OK | WARNING | CRITICAL, the observed '
   'value, the threshold and details.';
 revoke all on function reserve.system_health_check() from public;

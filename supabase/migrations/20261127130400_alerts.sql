@@ -44,6 +44,8 @@ insert into reserve.alert_rules (alert_name, check_name, fire_on, severity, for_
    'Webhook deliveries are failing'),
   ('webhooks_dead', 'webhooks_dead', 'WARNING', 'P2', '0', 'P1: WEBHOOK DOWN (Stripe/PIX)',
    'Webhook events were given up on (Recovery: process missed webhooks)'),
+  ('refunds_stuck', 'refunds_stuck', 'WARNING', 'P2', '0', 'P2: DOUBLE CHARGE',
+   'A refund we owe was refused by the provider or is unconfirmed after 2 days'),
   ('poller_stale', 'poller_heartbeat', 'WARNING', 'P2', '0', 'P2: PIX PAID BUT NOT CONFIRMED',
    'poll_payment_status has not run for 15 minutes'),
   ('connections_high', 'active_connections', 'CRITICAL', 'P2', '5 minutes', 'P1: WEBHOOK DOWN (Stripe/PIX)',

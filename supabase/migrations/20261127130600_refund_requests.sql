@@ -132,7 +132,7 @@ begin
     raise exception using errcode = 'RC001', message = format('refund request %s not found', p_refund_request_id);
   end if;
   -- a confirmation that overtook our own record of sending wins; the provider's refund id is kept
-  if rr.status = 'confirmed' then
+  if rr.status = 'confirmed' and p_outcome = 'sent' then
     update reserve.refund_requests x
     set provider_refund_id = coalesce(x.provider_refund_id, p_provider_refund_id),
         sent_at = coalesce(x.sent_at, case when p_outcome = 'sent' then now() end)
@@ -140,8 +140,16 @@ begin
     returning * into rr;
     return rr;
   end if;
+  -- only the poller holding the claim reports: a late report from one whose lease ran out (someone
+  -- else claimed and sent it since) must not undo what happened after
+  if rr.status <> 'sending' then
+    return rr;
+  end if;
   update reserve.refund_requests x
-  set status = case p_outcome when 'sent' then 'sent' when 'retry' then 'requested' else 'failed' end,
+  set status = case when p_outcome = 'sent' then 'sent'
+                    -- a refund the provider never took after 10 tries is an operator's (an alert)
+                    when p_outcome = 'retry' and x.attempts < 10 then 'requested'
+                    else 'failed' end,
       provider_refund_id = coalesce(p_provider_refund_id, x.provider_refund_id),
       error_message = p_error,
       sent_at = case when p_outcome = 'sent' then coalesce(x.sent_at, now()) else x.sent_at end,
@@ -150,37 +158,58 @@ begin
                              else x.next_attempt_at end
   where x.id = rr.id
   returning * into rr;
+  if rr.status = 'sent' then
+    -- the provider's confirmation may have come before this report
+    perform reserve.confirm_sent_refunds(rr.payment_id);
+    select * into rr from reserve.refund_requests x where x.id = rr.id;
+  end if;
   return rr;
 end
 $$;
 comment on function reserve.record_refund_result(uuid, text, text, text) is
-  'The poller''s report on sending a refund: sent (with the provider''s refund id), retry (the provider '
-  'did not answer; backoff) or failed (refused: an operator must look).';
+  'The poller''s report on sending a refund it claimed: sent (with the provider''s refund id), retry (the '
+  'provider did not answer; backoff, failed after 10 attempts) or failed (refused: an operator must '
+  'look). A report on a request no longer being sent changes nothing.';
 revoke all on function reserve.record_refund_result(uuid, text, text, text) from public;
 grant execute on function reserve.record_refund_result(uuid, text, text, text) to service_role;
 
-create function reserve.confirm_refund_requests() returns trigger
+create function reserve.confirm_sent_refunds(p_payment_id uuid) returns void
 language plpgsql
 security definer
 set search_path = ''
 as $$
 declare
   covered bigint := 0;
+  refunded bigint;
   rr record;
 begin
-  -- requests are confirmed oldest first while what the provider reports refunded covers them
+  select p.refunded_amount into refunded from reserve.payments p where p.id = p_payment_id;
+  -- only requests the provider took (sent) can be what it reports; one still to send is never confirmed
   for rr in select x.id, x.amount from reserve.refund_requests x
-            where x.payment_id = new.id and x.status <> 'failed' order by x.created_at loop
+            where x.payment_id = p_payment_id and x.status in ('sent', 'confirmed') order by x.created_at loop
     covered := covered + rr.amount;
-    exit when covered > new.refunded_amount;
+    exit when covered > refunded;
     update reserve.refund_requests x set status = 'confirmed', confirmed_at = coalesce(x.confirmed_at, now())
-    where x.id = rr.id and x.status <> 'confirmed';
+    where x.id = rr.id and x.status = 'sent';
   end loop;
+end
+$$;
+comment on function reserve.confirm_sent_refunds(uuid) is
+  'Confirms, oldest first, the sent refund requests of a payment that its refunded_amount covers.';
+revoke all on function reserve.confirm_sent_refunds(uuid) from public;
+
+create function reserve.confirm_refund_requests() returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+begin
+  perform reserve.confirm_sent_refunds(new.id);
   return null;
 end
 $$;
 comment on function reserve.confirm_refund_requests() is
-  'AFTER UPDATE trigger on payments: when refunded_amount grows, the refund requests it covers are confirmed.';
+  'AFTER UPDATE trigger on payments: when refunded_amount grows, the sent refund requests it covers are confirmed.';
 revoke all on function reserve.confirm_refund_requests() from public;
 
 create trigger _410_confirm_refund_requests after update of refunded_amount on reserve.payments

@@ -113,7 +113,10 @@ grant execute on function reserve.mark_payment_failed(uuid, text, text) to servi
 create table reserve.ops_blocks (
   id           uuid primary key default gen_random_uuid(),
   unit_id      uuid not null references reserve.unit_map (id),
-  -- only the nights this block closed: unblocking never reopens a night the host had closed
+  -- the nights asked for, and the ones this block closed: unblocking reopens only the latter, and not
+  -- one another open block still asks to keep closed
+  from_date    date not null,
+  to_date      date not null,
   nights       date[] not null,
   reason       text not null,
   blocked_by   text not null,
@@ -155,9 +158,12 @@ begin
   )
   select array_agg(closing.date order by closing.date) into closed from closing;
   nights_blocked := coalesce(cardinality(closed), 0);
-  if nights_blocked > 0 then
-    insert into reserve.ops_blocks (unit_id, nights, reason, blocked_by)
-    values (p_unit_id, closed, p_reason, who)
+  -- asking again for a block already open changes nothing
+  select o.id into block_id from reserve.ops_blocks o
+  where o.unit_id = p_unit_id and o.from_date = p_from and o.to_date = p_to and o.unblocked_at is null;
+  if block_id is null or nights_blocked > 0 then
+    insert into reserve.ops_blocks (unit_id, from_date, to_date, nights, reason, blocked_by)
+    values (p_unit_id, p_from, p_to, coalesce(closed, '{}'), p_reason, who)
     returning id into block_id;
   end if;
   select count(*) into live_reservations from reserve.reservations r
@@ -167,7 +173,7 @@ end
 $$;
 comment on function reserve.block_unit_dates(uuid, date, date, text) is
   'Stops new bookings of a unit''s nights [p_from, p_to) (the overbooking runbook''s Step 1) and records '
-  'which nights it closed in ops_blocks (block_id; null when all were closed already); existing '
+  'the block in ops_blocks (block_id: the range asked for and the nights it closed); existing '
   'reservations stay and are counted in live_reservations. Idempotent.';
 revoke all on function reserve.block_unit_dates(uuid, date, date, text) from public;
 grant execute on function reserve.block_unit_dates(uuid, date, date, text) to service_role;
@@ -192,7 +198,10 @@ begin
     perform 1 from reserve.availability_calendar c where c.unit_id = b.unit_id and c.date = any (b.nights)
     order by c.date for no key update;
     update reserve.availability_calendar c set is_blocked = false
-    where c.unit_id = b.unit_id and c.date = any (b.nights) and c.is_blocked;
+    where c.unit_id = b.unit_id and c.date = any (b.nights) and c.is_blocked
+      and not exists (select 1 from reserve.ops_blocks o
+                      where o.id <> b.id and o.unit_id = b.unit_id and o.unblocked_at is null
+                        and c.date >= o.from_date and c.date < o.to_date);
     get diagnostics nights_reopened = row_count;
     update reserve.ops_blocks x set unblocked_by = who, unblocked_at = now(), unblock_reason = p_reason where x.id = b.id;
   end if;
@@ -200,7 +209,8 @@ begin
 end
 $$;
 comment on function reserve.unblock_unit_dates(uuid, text) is
-  'Reopens exactly the nights an ops block closed (never one the host closed). Idempotent.';
+  'Reopens the nights an ops block closed (never one the host closed, nor one another open ops block '
+  'still covers). Idempotent.';
 revoke all on function reserve.unblock_unit_dates(uuid, text) from public;
 grant execute on function reserve.unblock_unit_dates(uuid, text) to service_role;
 
@@ -289,6 +299,7 @@ begin
   select * into r from reserve.reservations x where x.id = p_reservation_id;
   if r.id is not null and reserve.is_live_reservation(r.status) then
     perform reserve.lock_payment_of_reservation(p_reservation_id);
+    r := reserve.lock_reservation(p_reservation_id);
     perform reserve.recount_nights(r.unit_id, r.check_in, r.check_out);
   end if;
   r := reserve.cancel_reservation(p_reservation_id, p_reason, p_refund_amount);
@@ -389,12 +400,13 @@ begin
     from nights n join reserve.availability_calendar c on c.unit_id = n.unit_id and c.date = n.date
   ), fixed as (
     update reserve.availability_calendar c
-    set temp_holds = least(a.held, a.allotment),
-        bookings_count = least(a.booked, a.allotment - least(a.held, a.allotment))
+    -- sold stays first: a hold that lapses must not make an oversold night look free
+    set bookings_count = least(a.booked, a.allotment),
+        temp_holds = least(a.held, a.allotment - least(a.booked, a.allotment))
     from actual a
     where c.unit_id = a.unit_id and c.date = a.date
-      and (c.temp_holds, c.bookings_count) is distinct from
-          (least(a.held, a.allotment), least(a.booked, a.allotment - least(a.held, a.allotment)))
+      and (c.bookings_count, c.temp_holds) is distinct from
+          (least(a.booked, a.allotment), least(a.held, a.allotment - least(a.booked, a.allotment)))
     returning c.date
   )
   select (select count(*) from actual)::integer, (select count(*) from fixed)::integer,
@@ -429,3 +441,34 @@ comment on function reserve.rebuild_unit_availability(uuid, date, text) is
   'nights_oversold: move or cancel a stay, then rebuild again. Idempotent; a no-op on exact counters.';
 revoke all on function reserve.rebuild_unit_availability(uuid, date, text) from public;
 grant execute on function reserve.rebuild_unit_availability(uuid, date, text) to service_role;
+
+create function reserve.resolve_webhook(p_webhook_id uuid, p_reason text)
+returns reserve.processed_webhooks
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  who text := reserve.require_operator('resolve_webhook', p_reason);
+  w reserve.processed_webhooks;
+begin
+  select * into w from reserve.processed_webhooks x where x.id = p_webhook_id for no key update;
+  if not found then
+    raise exception using errcode = 'RC209', message = format('webhook %s not found', p_webhook_id);
+  end if;
+  if w.status in ('failed', 'dead') then
+    update reserve.processed_webhooks x
+    set status = 'ignored', next_retry_at = null, processed_at = now(),
+        error_message = format('resolved by %s: %s (was %s: %s)', who, p_reason, w.status, coalesce(w.error_message, ''))
+    where x.id = w.id
+    returning * into w;
+  end if;
+  return w;
+end
+$$;
+comment on function reserve.resolve_webhook(uuid, text) is
+  'Closes a failed or dead event an operator has dealt with by other means (the payment recovered by '
+  'polling or recover_payment, a second provider payment refunded at the provider): it becomes ignored, '
+  'with who and why in error_message, and leaves the dead-webhook alert. Idempotent.';
+revoke all on function reserve.resolve_webhook(uuid, text) from public;
+grant execute on function reserve.resolve_webhook(uuid, text) to service_role;

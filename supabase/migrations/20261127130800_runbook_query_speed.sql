@@ -3,7 +3,7 @@
 -- check_all_alerts took 21 s, mostly three full-history scans. What changes:
 --   * overbooking_check and availability_counter_drift look at nights from today on (a past night can
 --     no longer be sold or repaired; its story is in audit_logs), and count night by night only the units
---     whose per-unit sums disagree with their rows (a bypassed write always leaves such a unit);
+--     whose per-unit fingerprint of nights in use disagrees with their rows (a bypassed write changes it);
 --   * ledger_balance_check computes a day only when it is read, newest first, so LIMIT 5 reads 5 days;
 --   * find_ledger_imbalances sums the window's legs once and reads whole transactions only for those
 --     out of balance in the window (nearly always none);
@@ -19,8 +19,10 @@ create index payments_failed_at_idx on reserve.payments (failed_at) where status
 create index payments_created_at_idx on reserve.payments (created_at);
 create index reservations_created_at_idx on reserve.reservations (created_at);
 
--- Units whose counters disagree with their rows from today on, found from per-unit sums (no night is
--- expanded): a bypassed write always leaves one, so only these units need counting night by night.
+-- Units whose counters disagree with their rows from today on, found from a per-unit fingerprint of the
+-- nights in use (how many, the sum of their day numbers, the sum of their squares), computed from each
+-- stay's dates without expanding its nights. A bypassed write changes the fingerprint (moving a stay to
+-- other nights too, which a plain count would miss), so only these units are counted night by night.
 create function reserve.units_with_counter_drift()
 returns table (unit_id uuid)
 language sql
@@ -29,23 +31,34 @@ security invoker
 set search_path = ''
 as $$
   with counted as (
-    select c.unit_id, sum(c.bookings_count) as booked, sum(c.temp_holds) as held
+    select c.unit_id,
+           sum(c.bookings_count) as b0, sum(c.bookings_count * (c.date - current_date)::numeric) as b1,
+           sum(c.bookings_count * ((c.date - current_date)::numeric ^ 2)) as b2,
+           sum(c.temp_holds) as h0, sum(c.temp_holds * (c.date - current_date)::numeric) as h1,
+           sum(c.temp_holds * ((c.date - current_date)::numeric ^ 2)) as h2
     from reserve.availability_calendar c where c.date >= current_date and (c.bookings_count > 0 or c.temp_holds > 0)
     group by 1
   ), stays as (
-    select r.unit_id, sum(r.check_out - greatest(r.check_in, current_date)) as booked
-    from reserve.reservations r
-    where r.status in ('host_commit_pending', 'confirmed', 'checked_in') and r.check_out > current_date
+    -- nights a .. b-1 (days from today): count b - a, sums of d and d^2 in closed form
+    select s.unit_id, sum(s.b - s.a) as b0,
+           sum((s.b * (s.b - 1) - s.a * (s.a - 1)) / 2) as b1,
+           sum(((s.b - 1) * s.b * (2 * s.b - 1) - (s.a - 1) * s.a * (2 * s.a - 1)) / 6) as b2
+    from (select r.unit_id, (greatest(r.check_in, current_date) - current_date)::numeric as a,
+                 (r.check_out - current_date)::numeric as b
+          from reserve.reservations r
+          where r.status in ('host_commit_pending', 'confirmed', 'checked_in') and r.check_out > current_date) s
     group by 1
   ), holds as (
-    select l.unit_id, count(*) as held from reserve.booking_locks l
-    where l.status = 'held' and l.lock_date >= current_date group by 1
+    select l.unit_id, count(*) as h0, sum((l.lock_date - current_date)::numeric) as h1,
+           sum((l.lock_date - current_date)::numeric ^ 2) as h2
+    from reserve.booking_locks l where l.status = 'held' and l.lock_date >= current_date group by 1
   )
   select coalesce(c.unit_id, s.unit_id, h.unit_id)
   from counted c
   full join stays s on s.unit_id = c.unit_id
   full join holds h on h.unit_id = coalesce(c.unit_id, s.unit_id)
-  where coalesce(c.booked, 0) <> coalesce(s.booked, 0) or coalesce(c.held, 0) <> coalesce(h.held, 0)
+  where (coalesce(c.b0, 0), coalesce(c.b1, 0), coalesce(c.b2, 0)) <> (coalesce(s.b0, 0), coalesce(s.b1, 0), coalesce(s.b2, 0))
+     or (coalesce(c.h0, 0), coalesce(c.h1, 0), coalesce(c.h2, 0)) <> (coalesce(h.h0, 0), coalesce(h.h1, 0), coalesce(h.h2, 0))
 $$;
 comment on function reserve.units_with_counter_drift() is
   'Units whose calendar counters from today on do not add up to their live reservations and held locks.';

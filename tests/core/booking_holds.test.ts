@@ -62,7 +62,8 @@ describe("create_booking_intent validates", () => {
     await sql`update reserve.properties_map set is_active = false where id = ${other.propertyId}`;
     expect(await attempt(other.unitId, 1, 2)).toBe("RC102");
   });
-  it("check-in in the past -> RC103", async () => expect(await attempt(unitId, -1, 2)).toBe("RC103"));
+  // two days back: yesterday in UTC can still be today in the city (São Paulo is UTC-3)
+  it("check-in in the past -> RC103", async () => expect(await attempt(unitId, -2, 2)).toBe("RC103"));
   it("check-out not after check-in -> RC103", async () => expect(await attempt(unitId, 3, 3)).toBe("RC103"));
   it("more nights than max_nights -> RC104", async () => expect(await attempt(unitId, 1, 33)).toBe("RC104"));
   it("fewer nights than min_nights -> RC104", async () => {

@@ -261,7 +261,9 @@ describe("refund_duplicate_charge and refund_payment", () => {
     const { result: again } = await asOp((tx) => tx`select * from reserve.refund_duplicate_charge(${d.duplicateId}, ${reason})`);
     expect(again[0].id).toBe(result[0].id);
     expect(await snapshot()).toEqual(before);
-    // the provider confirms: the ledger follows and the double charge is gone
+    // the poller sends it and the provider confirms: the ledger follows and the double charge is gone
+    await sql`select * from reserve.claim_refund_requests(20)`;
+    await sql`select reserve.record_refund_result(${result[0].id as string}::uuid, 'sent', 're_dup')`;
     await sql`select reserve.apply_payment_status(${d.duplicateId}, 'refunded')`;
     const [rr] = await sql`select status from reserve.refund_requests where id = ${result[0].id as string}`;
     expect(rr.status).toBe("confirmed");

@@ -38,7 +38,8 @@ describe("request_refund", () => {
     const b = await request(p.paymentId, left, `k:${p.paymentId}:b`);
     expect(b.status).toBe("requested");
     expect(await sqlState(request(p.paymentId, 1, `k:${p.paymentId}:c`))).toBe("RC208");
-    // a failed request no longer counts
+    // a failed request no longer counts (results are reported by the poller that claimed the request)
+    await sql`select * from reserve.claim_refund_requests(20)`;
     await sql`select reserve.record_refund_result(${b.id as string}, 'failed', null, 'card closed')`;
     expect((await request(p.paymentId, 1, `k:${p.paymentId}:c`)).status).toBe("requested");
   });
@@ -97,16 +98,19 @@ describe("the provider's confirmation", () => {
     await sql`select reserve.cancel_reservation(${res.id as string}, 'guest cancelled', 0)`; // nights back, no refund set aside
     const r1 = await request(p.paymentId, 30000, `conf:${p.paymentId}:1`);
     const r2 = await request(p.paymentId, p.amount - 30000, `conf:${p.paymentId}:2`);
+    await sql`select * from reserve.claim_refund_requests(20)`;
     await sql`select reserve.record_refund_result(${r1.id as string}, 'sent', 're_1')`;
     const [ledgerBefore] = await sql`select count(*)::int as n from reserve.ledger_transactions where payment_id = ${p.paymentId}`;
 
     await sql`select * from reserve.apply_payment_status(${p.paymentId}, 'partially_refunded', null, 'refund', null, null, 30000)`;
     let rs = await requests(p.paymentId);
-    expect(rs.map((r) => [r.id, r.status])).toEqual([[r1.id, "confirmed"], [r2.id, "requested"]]);
+    // r2 was claimed but not reported sent yet: it is never confirmed by someone else's refund
+    expect(rs.map((r) => [r.id, r.status])).toEqual([[r1.id, "confirmed"], [r2.id, "sending"]]);
     expect(rs[0].confirmed_at).not.toBeNull();
     const [ledgerMid] = await sql`select count(*)::int as n from reserve.ledger_transactions where payment_id = ${p.paymentId}`;
     expect(ledgerMid.n).toBe(ledgerBefore.n + 1);
 
+    await sql`select reserve.record_refund_result(${r2.id as string}, 'sent', 're_2')`;
     await sql`select * from reserve.apply_payment_status(${p.paymentId}, 'refunded')`;
     rs = await requests(p.paymentId);
     expect(rs.map((r) => r.status)).toEqual(["confirmed", "confirmed"]);

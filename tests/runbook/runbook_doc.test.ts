@@ -110,6 +110,7 @@ const UNSAFE = [
 const OPERATOR_FUNCTIONS = [
   "recover_payment", "mark_payment_failed", "block_unit_dates", "unblock_unit_dates", "move_reservation", "cancel_reservation_with_refund",
   "refund_duplicate_charge", "refund_payment", "rebuild_unit_availability", "replay_webhook", "retry_failed_webhooks",
+  "resolve_webhook",
   "propose_ledger_correction", "approve_ledger_correction", "reject_ledger_correction",
 ];
 
