@@ -32,10 +32,10 @@ set search_path = ''
 as $$
   with counted as (
     select c.unit_id,
-           sum(c.bookings_count) as b0, sum(c.bookings_count * (c.date - current_date)::numeric) as b1,
-           sum(c.bookings_count * ((c.date - current_date)::numeric ^ 2)) as b2,
-           sum(c.temp_holds) as h0, sum(c.temp_holds * (c.date - current_date)::numeric) as h1,
-           sum(c.temp_holds * ((c.date - current_date)::numeric ^ 2)) as h2
+           sum(c.bookings_count) as b0, sum(c.bookings_count * (c.date - current_date)) as b1,
+           sum(c.bookings_count * (c.date - current_date) * (c.date - current_date)) as b2,
+           sum(c.temp_holds) as h0, sum(c.temp_holds * (c.date - current_date)) as h1,
+           sum(c.temp_holds * (c.date - current_date) * (c.date - current_date)) as h2
     from reserve.availability_calendar c where c.date >= current_date and (c.bookings_count > 0 or c.temp_holds > 0)
     group by 1
   ), stays as (
@@ -43,14 +43,14 @@ as $$
     select s.unit_id, sum(s.b - s.a) as b0,
            sum((s.b * (s.b - 1) - s.a * (s.a - 1)) / 2) as b1,
            sum(((s.b - 1) * s.b * (2 * s.b - 1) - (s.a - 1) * s.a * (2 * s.a - 1)) / 6) as b2
-    from (select r.unit_id, (greatest(r.check_in, current_date) - current_date)::numeric as a,
-                 (r.check_out - current_date)::numeric as b
+    from (select r.unit_id, (greatest(r.check_in, current_date) - current_date)::bigint as a,
+                 (r.check_out - current_date)::bigint as b
           from reserve.reservations r
           where r.status in ('host_commit_pending', 'confirmed', 'checked_in') and r.check_out > current_date) s
     group by 1
   ), holds as (
-    select l.unit_id, count(*) as h0, sum((l.lock_date - current_date)::numeric) as h1,
-           sum((l.lock_date - current_date)::numeric ^ 2) as h2
+    select l.unit_id, count(*) as h0, sum(l.lock_date - current_date) as h1,
+           sum((l.lock_date - current_date) * (l.lock_date - current_date)) as h2
     from reserve.booking_locks l where l.status = 'held' and l.lock_date >= current_date group by 1
   )
   select coalesce(c.unit_id, s.unit_id, h.unit_id)
