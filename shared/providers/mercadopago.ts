@@ -2,7 +2,7 @@
 // reduction of a Payment to our status. Plain fetch: the official SDK's base URL cannot be pointed at
 // the sandbox, and it makes a fresh idempotency key per call unless given one.
 import { hmacSha256Hex, timingSafeEqual } from "../crypto.ts";
-import { asUuid, fetchWithTimeout, httpError, ProviderError, type PaymentStatus, type ProviderUpdate } from "./types.ts";
+import { asUuid, ProviderError, providerJson, type PaymentStatus, type ProviderUpdate } from "./types.ts";
 
 export interface MercadoPagoConfig {
   accessToken: string;
@@ -26,8 +26,8 @@ export interface MercadoPagoPayment {
 
 const base = (cfg: MercadoPagoConfig) => (cfg.apiBase ?? "https://api.mercadopago.com").replace(/\/$/, "");
 
-async function call<T>(cfg: MercadoPagoConfig, method: string, path: string, what: string, body?: unknown, idempotencyKey?: string): Promise<T> {
-  const res = await fetchWithTimeout("mercadopago", `${base(cfg)}${path}`, {
+function call<T>(cfg: MercadoPagoConfig, method: string, path: string, what: string, body?: unknown, idempotencyKey?: string): Promise<T> {
+  return providerJson<T>("mercadopago", `${base(cfg)}${path}`, {
     method,
     headers: {
       authorization: `Bearer ${cfg.accessToken}`,
@@ -35,24 +35,7 @@ async function call<T>(cfg: MercadoPagoConfig, method: string, path: string, wha
       ...(idempotencyKey && { "x-idempotency-key": idempotencyKey }),
     },
     body: body === undefined ? undefined : JSON.stringify(body),
-  }, cfg.timeoutMs ?? 10_000);
-  let text: string;
-  try {
-    text = await res.text();
-  } catch (err) {
-    // headers came, the body stalled or broke: the same as no answer
-    const name = (err as Error)?.name;
-    throw new ProviderError("mercadopago", name === "TimeoutError" || name === "AbortError" ? "timeout" : "unavailable",
-      `mercadopago ${what}: the answer's body did not arrive (${(err as Error)?.message ?? err})`, res.status);
-  }
-  let parsed: unknown = null;
-  try {
-    parsed = text ? JSON.parse(text) : null;
-  } catch {
-    throw new ProviderError("mercadopago", res.ok ? "unavailable" : "rejected", `mercadopago ${what}: HTTP ${res.status} with a body that is not JSON`, res.status);
-  }
-  if (!res.ok) throw httpError("mercadopago", res, parsed, what);
-  return parsed as T;
+  }, cfg.timeoutMs ?? 10_000, what);
 }
 
 /** MercadoPago wants local time with its offset (yyyy-MM-ddTHH:mm:ss.SSS-03:00); Brazil has no DST. */

@@ -2,7 +2,7 @@
 // charges and webhook events to our status. Our payment id is the charge's correlationID, so the
 // correlationID is also the gateway id we store.
 import { importRsaPublicKey, verifyRsaSha256 } from "../crypto.ts";
-import { asUuid, fetchWithTimeout, httpError, ProviderError, type PaymentStatus, type ProviderUpdate } from "./types.ts";
+import { asUuid, ProviderError, providerJson, type PaymentStatus, type ProviderUpdate } from "./types.ts";
 
 export interface OpenPixConfig {
   appId: string;
@@ -35,29 +35,12 @@ export interface OpenPixRefund {
 
 const base = (cfg: OpenPixConfig) => (cfg.apiBase ?? "https://api.openpix.com.br").replace(/\/$/, "");
 
-async function call<T>(cfg: OpenPixConfig, method: string, path: string, what: string, body?: unknown): Promise<T> {
-  const res = await fetchWithTimeout("openpix", `${base(cfg)}${path}`, {
+function call<T>(cfg: OpenPixConfig, method: string, path: string, what: string, body?: unknown): Promise<T> {
+  return providerJson<T>("openpix", `${base(cfg)}${path}`, {
     method,
     headers: { authorization: cfg.appId, ...(body !== undefined && { "content-type": "application/json" }) },
     body: body === undefined ? undefined : JSON.stringify(body),
-  }, cfg.timeoutMs ?? 10_000);
-  let text: string;
-  try {
-    text = await res.text();
-  } catch (err) {
-    // headers came, the body stalled or broke: the same as no answer
-    const name = (err as Error)?.name;
-    throw new ProviderError("openpix", name === "TimeoutError" || name === "AbortError" ? "timeout" : "unavailable",
-      `openpix ${what}: the answer's body did not arrive (${(err as Error)?.message ?? err})`, res.status);
-  }
-  let parsed: unknown = null;
-  try {
-    parsed = text ? JSON.parse(text) : null;
-  } catch {
-    throw new ProviderError("openpix", res.ok ? "unavailable" : "rejected", `openpix ${what}: HTTP ${res.status} with a body that is not JSON`, res.status);
-  }
-  if (!res.ok) throw httpError("openpix", res, parsed, what);
-  return parsed as T;
+  }, cfg.timeoutMs ?? 10_000, what);
 }
 
 export interface OpenPixCheckout {
@@ -107,10 +90,9 @@ export async function verifyOpenPixSignature(body: string, signature: string | n
 
 /** OpenPIX publishes its current signing keys at an unauthenticated endpoint. */
 export async function fetchOpenPixPublicKeys(cfg: OpenPixConfig): Promise<string[]> {
-  const res = await fetchWithTimeout("openpix", `${base(cfg)}/api/v1/webhook/public-keys`, {}, cfg.timeoutMs ?? 10_000);
-  if (!res.ok) throw httpError("openpix", res, null, "public keys");
-  const body = await res.json() as { public_keys?: { key?: string }[] };
-  return (body.public_keys ?? []).map((k) => k.key).filter((k): k is string => typeof k === "string");
+  const body = await providerJson<{ public_keys?: { key?: string }[] } | null>(
+    "openpix", `${base(cfg)}/api/v1/webhook/public-keys`, {}, cfg.timeoutMs ?? 10_000, "public keys");
+  return (body?.public_keys ?? []).map((k) => k.key).filter((k): k is string => typeof k === "string");
 }
 
 function refundUpdate(charge: OpenPixCharge, refunds: OpenPixRefund[], eventAt?: Date): ProviderUpdate {

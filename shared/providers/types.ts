@@ -62,3 +62,28 @@ export function httpError(provider: Provider, res: Response, body: unknown, what
   const kind = res.status === 429 ? "rate_limited" : res.status >= 500 ? "unavailable" : "rejected";
   return new ProviderError(provider, kind, message, res.status, code);
 }
+
+/**
+ * One JSON call to a provider's API: the deadline covers the body too (headers that arrive and a body
+ * that stalls are no answer), a body that is not JSON is the provider's fault, and non-2xx answers
+ * become a ProviderError with the provider's own code.
+ */
+export async function providerJson<T>(provider: Provider, url: string, init: RequestInit, timeoutMs: number, what: string): Promise<T> {
+  const res = await fetchWithTimeout(provider, url, init, timeoutMs);
+  let text: string;
+  try {
+    text = await res.text();
+  } catch (err) {
+    const name = (err as Error)?.name;
+    throw new ProviderError(provider, name === "TimeoutError" || name === "AbortError" ? "timeout" : "unavailable",
+      `${provider} ${what}: the answer's body did not arrive (${(err as Error)?.message ?? err})`, res.status);
+  }
+  let parsed: unknown = null;
+  try {
+    parsed = text ? JSON.parse(text) : null;
+  } catch {
+    throw new ProviderError(provider, res.ok ? "unavailable" : "rejected", `${provider} ${what}: HTTP ${res.status} with a body that is not JSON`, res.status);
+  }
+  if (!res.ok) throw httpError(provider, res, parsed, what);
+  return parsed as T;
+}
