@@ -7,7 +7,6 @@
 --   * ledger_balance_check computes a day only when it is read, newest first, so LIMIT 5 reads 5 days;
 --   * find_ledger_imbalances sums the window's legs once and reads whole transactions only for those
 --     out of balance in the window (nearly always none);
---   * ops_dashboard_summary and retention_statistics read each number from its own index range;
 --   * indexes for the joins and filters they use.
 
 create index reservations_booking_intent_idx on reserve.reservations (booking_intent_id);
@@ -208,46 +207,4 @@ as $$
   from whole w join reserve.ledger_transactions t on t.id = w.transaction_id
   where w.debits <> w.credits
   order by 3, 1
-$$;
-
-create or replace view reserve.ops_dashboard_summary with (security_invoker = true) as
--- each number its own query, so each reads only its index range (a year of payments is millions of rows)
-with hour as (
-  select count(*) as payments_1h,
-         count(*) filter (where p.status = 'succeeded') as succeeded_1h,
-         count(*) filter (where p.status = 'failed') as failed_1h
-  from reserve.payments p where p.created_at > now() - interval '1 hour'
-)
-select now() as as_of,
-       hour.payments_1h, hour.succeeded_1h, hour.failed_1h,
-       round(100.0 * hour.succeeded_1h / nullif(hour.succeeded_1h + hour.failed_1h, 0), 2) as success_rate_1h,
-       (select count(*) from reserve.payments p where p.status in ('pending', 'processing')) as in_flight,
-       (select count(*) from reserve.stuck_payments) as stuck_payments,
-       (select count(*) from reserve.payments p
-        where p.status = 'pending' and p.method = 'pix' and p.created_at < now() - interval '30 minutes') as pix_pending_over_30m,
-       (select count(*) from reserve.payments p where p.duplicate_of is not null and p.status = 'succeeded') as unrefunded_duplicate_charges,
-       (select coalesce(sum(p.amount), 0) from reserve.payments p
-        where p.status = 'succeeded' and p.succeeded_at > now() - interval '24 hours') as paid_amount_24h,
-       (select count(*) from reserve.reservations r where r.created_at > now() - interval '24 hours') as reservations_24h,
-       (select count(*) from reserve.booking_locks l where l.status = 'held') as held_nights,
-       (select count(*) from reserve.overbooking_check) as overbooked_nights,
-       (select count(*) from reserve.find_ledger_imbalances(current_date - 7)) as ledger_imbalances_7d,
-       (select sum(ws.failed_1h) from reserve.webhook_status ws) as webhooks_failed_1h,
-       (select sum(ws.dead) from reserve.webhook_status ws) as webhooks_dead,
-       (select j.age from reserve.job_last_runs j where j.job = 'poll_payment_status') as poller_last_run_age
-from hour;
-
-create or replace function reserve.retention_table_facts(p_table text, p_date_column text, p_cutoff timestamptz)
-returns table (due_rows bigint, oldest timestamptz)
-language plpgsql
-stable
-security definer
-set search_path = ''
-as $$
-begin
-  -- names come from retention_policies, whose checks allow only lower-case identifiers; quoted anyway.
-  -- Two subqueries, so each reads only its end of the date column's index instead of the table.
-  return query execute format('select (select count(*) from reserve.%1$I where %2$I < $1), (select min(%2$I)::timestamptz from reserve.%1$I)',
-                              p_table, p_date_column) using p_cutoff;
-end
 $$;
