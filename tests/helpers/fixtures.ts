@@ -80,3 +80,18 @@ export async function reservation(sql: Q, intentRow: Row, overrides: Row = {}): 
     ...overrides,
   });
 }
+
+/** A checkout through begin_checkout: an intent holding nights +1..+3 and its pending attempt (with a gateway id unless null). */
+export async function checkoutAttempt(q: Q, opts: { provider?: string; method?: string; gatewayId?: string | null; unitId?: string } = {}) {
+  const unitId = opts.unitId ?? (await unit(q, { nights: 10 })).unitId;
+  const [c] = await q`
+    select * from reserve.begin_checkout(
+      p_client_id => ${`client-${randomUUID()}`}, p_method => ${opts.method ?? "card"},
+      p_provider => ${opts.provider ?? "stripe"}, p_unit_id => ${unitId}, p_check_in => ${isoDate(1)},
+      p_check_out => ${isoDate(3)}, p_guests => 2)`;
+  if (opts.gatewayId !== null) {
+    await q`select reserve.attach_gateway_payment(${c.payment_id as string}, ${opts.gatewayId ?? `gw_${randomUUID()}`})`;
+  }
+  const [p] = await q`select * from reserve.payments where id = ${c.payment_id as string}`;
+  return { unitId, intentId: c.booking_intent_id as string, paymentId: c.payment_id as string, payment: p };
+}

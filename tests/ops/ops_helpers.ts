@@ -7,18 +7,7 @@ export type Q = postgres.Sql | postgres.TransactionSql;
 export type Row = Record<string, unknown>;
 
 /** A checkout through begin_checkout: an intent holding nights +1..+3 and its pending attempt. */
-export async function checkout(q: Q, opts: { provider?: string; method?: string; gatewayId?: string | null; unitId?: string } = {}) {
-  const unitId = opts.unitId ?? (await f.unit(q, { nights: 10 })).unitId;
-  const [c] = await q`
-    select * from reserve.begin_checkout(
-      p_client_id => ${`client-${crypto.randomUUID()}`}, p_method => ${opts.method ?? "card"},
-      p_provider => ${opts.provider ?? "stripe"}, p_unit_id => ${unitId}, p_check_in => ${f.isoDate(1)},
-      p_check_out => ${f.isoDate(3)}, p_guests => 2)`;
-  if (opts.gatewayId !== null) {
-    await q`select reserve.attach_gateway_payment(${c.payment_id as string}, ${opts.gatewayId ?? `gw_${crypto.randomUUID()}`})`;
-  }
-  return { unitId, intentId: c.booking_intent_id as string, paymentId: c.payment_id as string };
-}
+export const checkout = f.checkoutAttempt;
 
 export interface Delivery {
   provider?: string;
