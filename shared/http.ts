@@ -55,3 +55,10 @@ export function requireJson(req: Request): Response | undefined {
   }
   return undefined;
 }
+
+/** 400 invalid_request listing what a schema refused, field by field (zod's issues, or any alike). */
+export function invalidRequest(message: string, issues: { path: PropertyKey[]; message: string }[]): Response {
+  return errorJson(400, "invalid_request", message, {
+    issues: issues.map((i) => ({ path: i.path.map(String).join("."), message: i.message })),
+  });
+}

@@ -5,7 +5,7 @@ import { z } from "zod";
 import { db } from "../../../shared/edge/db.ts";
 import { defaultPixProvider, functionsBaseUrl, mercadoPago, openPix, stripeApi } from "../../../shared/edge/providers.ts";
 import { dbErrorResponse } from "../../../shared/edge/rpc.ts";
-import { errorJson, json, methodNotAllowed, readBodyText, requireJson } from "../../../shared/http.ts";
+import { errorJson, invalidRequest, json, methodNotAllowed, readBodyText, requireJson } from "../../../shared/http.ts";
 import { bearerClaims } from "../../../shared/jwt.ts";
 import { createPixPayment } from "../../../shared/providers/mercadopago.ts";
 import { createOpenPixCharge } from "../../../shared/providers/openpix.ts";
@@ -123,9 +123,7 @@ export async function handler(req: Request): Promise<Response> {
   }
   const parsed = Body.safeParse(raw);
   if (!parsed.success) {
-    return errorJson(400, "invalid_request", "the body does not match a checkout", {
-      issues: parsed.error.issues.map((i) => ({ path: i.path.join("."), message: i.message })),
-    });
+    return invalidRequest("the body does not match a checkout", parsed.error.issues);
   }
   const body = parsed.data;
   const claims = bearerClaims(req.headers.get("authorization"));

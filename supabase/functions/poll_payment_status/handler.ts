@@ -7,7 +7,7 @@ import { z } from "zod";
 import { timingSafeEqual } from "../../../shared/crypto.ts";
 import { db, type Sql } from "../../../shared/edge/db.ts";
 import { mercadoPago, openPix, stripeApi } from "../../../shared/edge/providers.ts";
-import { errorJson, json, methodNotAllowed, readBodyText } from "../../../shared/http.ts";
+import { errorJson, invalidRequest, json, methodNotAllowed, readBodyText } from "../../../shared/http.ts";
 import { getMercadoPagoPayment, mercadoPagoUpdate } from "../../../shared/providers/mercadopago.ts";
 import { getOpenPixCharge, getOpenPixRefunds, openPixChargeUpdate } from "../../../shared/providers/openpix.ts";
 import { paymentIntentUpdate, retrievePaymentIntent } from "../../../shared/providers/stripe.ts";
@@ -125,9 +125,7 @@ export async function handler(req: Request): Promise<Response> {
   }
   const opts = Options.safeParse(raw);
   if (!opts.success) {
-    return errorJson(400, "invalid_request", "unknown or out-of-range options", {
-      issues: opts.error.issues.map((i) => ({ path: i.path.join("."), message: i.message })),
-    });
+    return invalidRequest("unknown or out-of-range options", opts.error.issues);
   }
   const { batch_size, concurrency, budget_ms, payment_ids } = opts.data;
 
