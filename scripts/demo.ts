@@ -3,10 +3,10 @@
 // checks out and pays at the sandbox, the signed webhooks, and the reservations they produce.
 import { rm } from "node:fs/promises";
 import postgres from "postgres";
-import { DEFAULT_LOCAL_JWT_SECRET, signJwt } from "../shared/local/keys.ts";
-import { freePort } from "../shared/local/ports.ts";
-import { tempClusterDir } from "../shared/local/postgres.ts";
-import { startStack } from "../shared/local/stack.ts";
+import { DEFAULT_LOCAL_JWT_SECRET, signJwt } from "../local/keys.ts";
+import { freePort } from "../local/ports.ts";
+import { tempClusterDir } from "../local/postgres.ts";
+import { startStack } from "../local/stack.ts";
 
 const step = (n: number, text: string, detail?: unknown) =>
   console.log(`\n${n}. ${text}${detail === undefined ? "" : `\n${JSON.stringify(detail, null, 2).replace(/^/gm, "   ")}`}`);

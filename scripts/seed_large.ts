@@ -26,9 +26,9 @@
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 import postgres from "postgres";
-import { migrate, projectRoot } from "../shared/local/migrate.ts";
-import { freePort } from "../shared/local/ports.ts";
-import { type LocalPostgres, startLocalPostgres } from "../shared/local/postgres.ts";
+import { migrate, projectRoot } from "../local/migrate.ts";
+import { freePort } from "../local/ports.ts";
+import { type LocalPostgres, startLocalPostgres } from "../local/postgres.ts";
 import { type PhaseTiming, ProgressBar } from "./seed_large_progress.ts";
 
 type Sql = postgres.Sql;

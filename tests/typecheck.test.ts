@@ -4,8 +4,8 @@ import { execFile } from "node:child_process";
 import { readdirSync } from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
-import { denoBinary } from "../shared/local/functions.ts";
-import { projectRoot } from "../shared/local/migrate.ts";
+import { denoBinary } from "../local/functions.ts";
+import { projectRoot } from "../local/migrate.ts";
 
 function run(cmd: string, args: string[], env: Record<string, string> = {}): Promise<{ code: number; out: string }> {
   return new Promise((resolve) => {
@@ -22,7 +22,7 @@ describe("type checks", () => {
   it("deno check passes on every edge function, the local gateway and the bench's bare Deno server", async () => {
     const { code, out } = await run(
       denoBinary(),
-      ["check", "--quiet", "--config", "deno.json", ...entrypoints, "shared/edge/local_gateway.ts", "scripts/bench/bare_insert.ts"],
+      ["check", "--quiet", "--config", "deno.json", ...entrypoints, "local/gateway/local_gateway.ts", "scripts/bench/bare_insert.ts"],
       { DENO_DIR: path.join(projectRoot, "node_modules", ".deno-cache"), DENO_NO_UPDATE_CHECK: "1" },
     );
     expect(out).toBe("");

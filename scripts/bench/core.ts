@@ -1,4 +1,4 @@
-// npm run bench:core — throughput and p50/p99 latency of the booking core (issue 3) on a throwaway
+// npm run bench:core — throughput and p50/p99 latency of the booking core on a throwaway
 // PostgreSQL 17 with fsync and synchronous_commit ON, as in production:
 //   (a) a single-row INSERT into a scratch table (the ceiling; `select 1` is the round-trip floor),
 //   (b) create_booking_intent (2-night stays),
@@ -19,9 +19,9 @@ import { rm } from "node:fs/promises";
 import { cpus, loadavg, totalmem } from "node:os";
 import path from "node:path";
 import postgres from "postgres";
-import { migrate } from "../../shared/local/migrate.ts";
-import { freePort } from "../../shared/local/ports.ts";
-import { type LocalPostgres, startLocalPostgres, tempClusterDir } from "../../shared/local/postgres.ts";
+import { migrate } from "../../local/migrate.ts";
+import { freePort } from "../../local/ports.ts";
+import { type LocalPostgres, startLocalPostgres, tempClusterDir } from "../../local/postgres.ts";
 
 type Sql = postgres.Sql;
 

@@ -12,9 +12,9 @@ import { rm } from "node:fs/promises";
 import { cpus, loadavg, totalmem } from "node:os";
 import path from "node:path";
 import postgres from "postgres";
-import { migrate } from "../../shared/local/migrate.ts";
-import { freePort } from "../../shared/local/ports.ts";
-import { startLocalPostgres, tempClusterDir } from "../../shared/local/postgres.ts";
+import { migrate } from "../../local/migrate.ts";
+import { freePort } from "../../local/ports.ts";
+import { startLocalPostgres, tempClusterDir } from "../../local/postgres.ts";
 
 const rows = Number(process.env.ROWS ?? 5_000_000);
 const log = (m: string) => process.stderr.write(`${m}\n`);

@@ -9,9 +9,9 @@ import { mkdir, writeFile } from "node:fs/promises";
 import { cpus, loadavg, totalmem } from "node:os";
 import path from "node:path";
 import postgres from "postgres";
-import { migrate, projectRoot } from "../../shared/local/migrate.ts";
-import { freePort } from "../../shared/local/ports.ts";
-import { startLocalPostgres } from "../../shared/local/postgres.ts";
+import { migrate, projectRoot } from "../../local/migrate.ts";
+import { freePort } from "../../local/ports.ts";
+import { startLocalPostgres } from "../../local/postgres.ts";
 
 const runs = Number(process.env.RUNS ?? 5);
 const dir = path.resolve(projectRoot, process.env.RESERVE_LARGE_DIR ?? ".data-large");

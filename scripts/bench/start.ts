@@ -4,9 +4,9 @@ import { spawn } from "node:child_process";
 import { rm } from "node:fs/promises";
 import { cpus } from "node:os";
 import path from "node:path";
-import { projectRoot } from "../../shared/local/migrate.ts";
-import { freePort } from "../../shared/local/ports.ts";
-import { tempClusterDir } from "../../shared/local/postgres.ts";
+import { projectRoot } from "../../local/migrate.ts";
+import { freePort } from "../../local/ports.ts";
+import { tempClusterDir } from "../../local/postgres.ts";
 
 const runs = Number(process.env.RUNS ?? 3);
 

@@ -1,10 +1,10 @@
 // Our SQLSTATEs live in one place: every code a migration raises is listed in reserve.error_codes,
-// and shared/db_errors.ts (what the edge functions map to HTTP) says exactly the same.
+// and supabase/functions/_shared/db_errors.ts (what the edge functions map to HTTP) says exactly the same.
 import { readdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { DB_ERRORS, domainError } from "../../shared/db_errors.ts";
-import { projectRoot } from "../../shared/local/migrate.ts";
+import { DB_ERRORS, domainError } from "../../supabase/functions/_shared/db_errors.ts";
+import { projectRoot } from "../../local/migrate.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
 
 let db: TestDatabase;
@@ -35,7 +35,7 @@ describe("error codes", () => {
     expect(listed.filter((c) => !raised.has(c))).toEqual([]);
   });
 
-  it("matches shared/db_errors.ts code for code", async () => {
+  it("matches supabase/functions/_shared/db_errors.ts code for code", async () => {
     const rows = await db.sql`select sqlstate, name, http_status from reserve.error_codes order by sqlstate`;
     const fromDb = Object.fromEntries(rows.map((r) => [r.sqlstate, { name: r.name, http: r.http_status }]));
     expect(fromDb).toEqual(DB_ERRORS);

@@ -214,7 +214,7 @@ describe("attach_gateway_payment", () => {
 });
 
 describe("payment_status_transitions", () => {
-  it("holds the issue's moves and never lets a terminal state go backwards", () => {
+  it("holds the documented moves and never lets a terminal state go backwards", () => {
     for (const m of ["pending->processing", "processing->succeeded", "processing->failed", "processing->expired",
       "succeeded->refunded", "succeeded->partially_refunded", "failed->succeeded", "expired->succeeded"]) {
       expect(legal.has(m), m).toBe(true);

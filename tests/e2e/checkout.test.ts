@@ -1,7 +1,7 @@
 // The checkout function's answers: validation, limits, provider failures (nights given back), retries
 // that never charge twice, and the three providers' payment details.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { DEFAULT_LOCAL_JWT_SECRET, localKeys, signJwt } from "../../shared/local/keys.ts";
+import { DEFAULT_LOCAL_JWT_SECRET, localKeys, signJwt } from "../../local/keys.ts";
 import { startE2E, type E2E } from "../helpers/e2e.ts";
 import { isoDate, unit } from "../helpers/fixtures.ts";
 

@@ -2,8 +2,8 @@
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
-import { projectRoot } from "../../shared/local/migrate.ts";
-import { parseFunctionsConfig } from "../../shared/functions_config.ts";
+import { projectRoot } from "../../local/migrate.ts";
+import { parseFunctionsConfig } from "../../local/gateway/functions_config.ts";
 
 const config = readFileSync(path.join(projectRoot, "supabase/config.toml"), "utf8");
 const folders = readdirSync(path.join(projectRoot, "supabase/functions"), { withFileTypes: true })

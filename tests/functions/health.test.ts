@@ -3,8 +3,8 @@
 import { readdirSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { FunctionsServer } from "../../shared/local/functions.ts";
-import { migrate, projectRoot } from "../../shared/local/migrate.ts";
+import type { FunctionsServer } from "../../local/functions.ts";
+import { migrate, projectRoot } from "../../local/migrate.ts";
 import { privateCluster } from "../helpers/cluster.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
 import { startTestFunctions } from "../helpers/functions.ts";

@@ -3,7 +3,7 @@
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
-import { projectRoot } from "../../shared/local/migrate.ts";
+import { projectRoot } from "../../local/migrate.ts";
 
 const read = (p: string) => JSON.parse(readFileSync(path.join(projectRoot, p), "utf8"));
 const pkg = read("package.json");

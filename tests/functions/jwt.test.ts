@@ -1,7 +1,7 @@
 // The gateway's JWT check, for functions with verify_jwt = true, against the keys npm start prints.
 import { describe, expect, it } from "vitest";
-import { hmacKey, verifyJwt } from "../../shared/jwt.ts";
-import { DEFAULT_LOCAL_JWT_SECRET, localKeys, signJwt } from "../../shared/local/keys.ts";
+import { hmacKey, verifyJwt } from "../../supabase/functions/_shared/jwt.ts";
+import { DEFAULT_LOCAL_JWT_SECRET, localKeys, signJwt } from "../../local/keys.ts";
 
 const keys = localKeys(DEFAULT_LOCAL_JWT_SECRET);
 const key = await hmacKey(DEFAULT_LOCAL_JWT_SECRET);

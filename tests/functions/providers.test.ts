@@ -5,10 +5,10 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import type Stripe from "stripe";
 import { describe, expect, it } from "vitest";
-import { getMercadoPagoPayment, mercadoPagoUpdate, saoPauloTimestamp, verifyMercadoPagoSignature, type MercadoPagoPayment } from "../../shared/providers/mercadopago.ts";
-import { getOpenPixCharge, openPixChargeUpdate, openPixEventUpdate, verifyOpenPixSignature, type OpenPixCharge } from "../../shared/providers/openpix.ts";
-import { paymentIntentUpdate, stripeEventUpdate } from "../../shared/providers/stripe.ts";
-import { ProviderError } from "../../shared/providers/types.ts";
+import { getMercadoPagoPayment, mercadoPagoUpdate, saoPauloTimestamp, verifyMercadoPagoSignature, type MercadoPagoPayment } from "../../supabase/functions/_shared/providers/mercadopago.ts";
+import { getOpenPixCharge, openPixChargeUpdate, openPixEventUpdate, verifyOpenPixSignature, type OpenPixCharge } from "../../supabase/functions/_shared/providers/openpix.ts";
+import { paymentIntentUpdate, stripeEventUpdate } from "../../supabase/functions/_shared/providers/stripe.ts";
+import { ProviderError } from "../../supabase/functions/_shared/providers/types.ts";
 
 const PAYMENT_ID = "5b0f0c3e-8f0e-4a57-9d43-3c2f4a0b1c2d";
 const event = (type: string, object: Record<string, unknown>, created = 1_800_000_000) =>

@@ -1,8 +1,8 @@
 // A second, private PostgreSQL for tests that stop or break the database on purpose.
 import { rm } from "node:fs/promises";
 import path from "node:path";
-import { freePort } from "../../shared/local/ports.ts";
-import { startLocalPostgres, tempClusterDir } from "../../shared/local/postgres.ts";
+import { freePort } from "../../local/ports.ts";
+import { startLocalPostgres, tempClusterDir } from "../../local/postgres.ts";
 
 export interface PrivateCluster {
   port: number;

@@ -1,11 +1,11 @@
 // The whole payment path for a test file: its own database, the provider sandbox, and the edge
 // functions under real Deno, wired as `npm start` wires them.
 import { randomUUID } from "node:crypto";
-import { startFunctions, type FunctionsServer } from "../../shared/local/functions.ts";
-import { DEFAULT_LOCAL_JWT_SECRET, signJwt } from "../../shared/local/keys.ts";
-import { freePort } from "../../shared/local/ports.ts";
-import { newCronSecret, sandboxEnv } from "../../shared/local/provider_env.ts";
-import { startProviderSandbox, type ProviderSandbox } from "../../shared/local/sandbox/index.ts";
+import { startFunctions, type FunctionsServer } from "../../local/functions.ts";
+import { DEFAULT_LOCAL_JWT_SECRET, signJwt } from "../../local/keys.ts";
+import { freePort } from "../../local/ports.ts";
+import { newCronSecret, sandboxEnv } from "../../local/provider_env.ts";
+import { startProviderSandbox, type ProviderSandbox } from "../../local/sandbox/index.ts";
 import { createTestDatabase, type TestDatabase } from "./db.ts";
 
 export interface E2E {

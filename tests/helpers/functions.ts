@@ -1,7 +1,7 @@
 // The edge functions under real Deno, pointed at a test database.
-import { startFunctions, type FunctionsServer } from "../../shared/local/functions.ts";
-import { DEFAULT_LOCAL_JWT_SECRET } from "../../shared/local/keys.ts";
-import { freePort } from "../../shared/local/ports.ts";
+import { startFunctions, type FunctionsServer } from "../../local/functions.ts";
+import { DEFAULT_LOCAL_JWT_SECRET } from "../../local/keys.ts";
+import { freePort } from "../../local/ports.ts";
 
 export async function startTestFunctions(databaseUrl: string, env: Record<string, string> = {}): Promise<FunctionsServer> {
   const lines: string[] = [];

@@ -4,9 +4,9 @@ import { rm } from "node:fs/promises";
 import path from "node:path";
 import postgres from "postgres";
 import type { TestProject } from "vitest/node";
-import { migrate } from "../../shared/local/migrate.ts";
-import { freePort } from "../../shared/local/ports.ts";
-import { startLocalPostgres, tempClusterDir } from "../../shared/local/postgres.ts";
+import { migrate } from "../../local/migrate.ts";
+import { freePort } from "../../local/ports.ts";
+import { startLocalPostgres, tempClusterDir } from "../../local/postgres.ts";
 
 export const TEMPLATE_DB = "reserve_template";
 

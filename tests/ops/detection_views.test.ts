@@ -1,10 +1,10 @@
-// The detection views the runbook queries first (issue 5): stuck_payments, webhook_status,
+// The detection views the runbook queries first: stuck_payments, webhook_status,
 // webhook_failure_analysis, failed_payments_analysis, retention_statistics, ops_dashboard_summary.
 // Each case crafts its rows in a transaction that is rolled back, and the runbook's own queries run as written.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestDatabase, rolledBack, type Sql, type TestDatabase } from "../helpers/db.ts";
 import * as f from "../helpers/fixtures.ts";
-import type { Q } from "./ops_helpers.ts";
+import { replica, type Q } from "./ops_helpers.ts";
 
 let db: TestDatabase;
 let sql: Sql;
@@ -186,5 +186,30 @@ describe("ops_dashboard_summary", () => {
       expect(Number(rows[0].success_rate_1h)).toBe(0);
     });
     expect(await sql`select * from reserve.ops_dashboard_summary`).toHaveLength(1);
+  });
+});
+
+describe("overbooking written by moving a stay's dates with the guards off", () => {
+  it("is seen although the unit's count of nights is unchanged", async () => {
+    const u = await f.unit(sql, { nights: 12, allotment: 2 });
+    const stay = async (from: number, to: number) => {
+      const [c] = await sql`select * from reserve.begin_checkout(${`g-${crypto.randomUUID()}`}, 'card', 'stripe', ${u.unitId},
+                              ${f.isoDate(from)}, ${f.isoDate(to)}, 2)`;
+      const pi = `pi_${crypto.randomUUID()}`;
+      await sql`select reserve.attach_gateway_payment(${c.payment_id}, ${pi})`;
+      const [w] = await sql`select * from reserve.process_webhook_event('stripe', ${`evt_${pi}`}, 'payment_intent.succeeded', now(),
+                              '{}'::jsonb, ${c.payment_id}::uuid, ${pi}, 'succeeded')`;
+      return w.reservation_id as string;
+    };
+    const r1 = await stay(1, 3);
+    await stay(5, 7);
+    await stay(5, 7);
+    await sql.begin(async (tx) => {
+      await replica(tx);
+      await tx`update reserve.reservations set check_in = ${f.isoDate(5)}, check_out = ${f.isoDate(7)} where id = ${r1}`;
+    });
+    const oversold = await sql`select date from reserve.overbooking_check where unit_id = ${u.unitId}`;
+    expect(oversold.map((o) => o.date.toISOString().slice(0, 10))).toEqual([f.isoDate(5), f.isoDate(6)]);
+    expect((await sql`select * from reserve.availability_counter_drift where unit_id = ${u.unitId}`).length).toBeGreaterThan(0);
   });
 });

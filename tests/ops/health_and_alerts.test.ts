@@ -1,4 +1,4 @@
-// system_health_check() and check_all_alerts() (issue 5): every check is present, each goes WARNING or
+// system_health_check() and check_all_alerts(): every check is present, each goes WARNING or
 // CRITICAL under its fault and back to OK once fixed; alerts are pending/firing/resolved with state kept
 // between calls, a stable fingerprint, one alert_events row per change, and one evaluation at a time.
 import { randomUUID } from "node:crypto";

@@ -1,4 +1,4 @@
-// Shared builders for the runbook-machinery tests (issue 5): paid reservations through the real
+// Shared builders for the runbook-machinery tests: paid reservations through the real
 // functions, webhook deliveries, operator context, and a second connection for concurrency cases.
 import postgres from "postgres";
 import * as f from "../helpers/fixtures.ts";

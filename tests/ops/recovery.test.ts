@@ -1,9 +1,10 @@
-// The runbook's recovery functions (issue 5): each needs a named operator and a reason (RC501), is
+// The runbook's recovery functions: each needs a named operator and a reason (RC501), is
 // audited (the rows it changes carry the operator and a reason naming the function and p_reason), is
 // idempotent, and refuses unsafe cases with its code.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { createTestDatabase, rolledBack, sqlState, type Sql, type TestDatabase } from "../helpers/db.ts";
 import * as f from "../helpers/fixtures.ts";
+import { asOperator as asNamedOperator } from "../helpers/runbook.ts";
 import { asOperator, duplicateCharge, paidReservation, replica, type Q, type Row } from "./ops_helpers.ts";
 
 let db: TestDatabase;
@@ -311,5 +312,16 @@ describe("rebuild_unit_availability", () => {
       expect(answer.nights_oversold).toBe(1);
       expect(await tx`select date from reserve.overbooking_check where unit_id = ${paid.unitId}`).toHaveLength(1);
     });
+  });
+});
+
+describe("ops blocks that overlap", () => {
+  it("lifting one does not reopen nights another open block still asks to keep closed", async () => {
+    const u = await f.unit(sql, { nights: 10 });
+    const [a] = await asNamedOperator(sql, OP, (tx) => tx`select * from reserve.block_unit_dates(${u.unitId}, ${f.isoDate(1)}::date, ${f.isoDate(5)}::date, 'A')`);
+    await asNamedOperator(sql, OP, (tx) => tx`select * from reserve.block_unit_dates(${u.unitId}, ${f.isoDate(3)}::date, ${f.isoDate(7)}::date, 'B')`);
+    await asNamedOperator(sql, OP, (tx) => tx`select * from reserve.unblock_unit_dates(${a.block_id}::uuid, 'A done')`);
+    const open = await sql`select date from reserve.availability_calendar where unit_id = ${u.unitId} and not is_blocked and date < ${f.isoDate(7)} order by date`;
+    expect(open.map((o) => o.date.toISOString().slice(0, 10))).toEqual([f.isoDate(1), f.isoDate(2)]);
   });
 });

@@ -1,4 +1,4 @@
-// The refund queue (issue 5): request_refund (idempotent by key, RC208 over-refund counting open
+// The refund queue: request_refund (idempotent by key, RC208 over-refund counting open
 // requests), claim_refund_requests (leased), record_refund_result, and the provider's confirmation
 // (apply_payment_status refunded / partially_refunded) confirming requests and posting the ledger refund.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -133,5 +133,42 @@ describe("a confirmation that overtakes the poller's record of sending", () => {
     const [after] = await sql`select * from reserve.record_refund_result(${r.id as string}::uuid, 'sent', 're_race', null)`;
     expect(after).toMatchObject({ status: "confirmed", provider_refund_id: "re_race" });
     expect(after.sent_at).not.toBeNull();
+  });
+});
+
+describe("refund requests: what cannot confirm or undo them", () => {
+  it("a request still to send is never confirmed by another refund's confirmation", async () => {
+    const p = await paidReservation(sql);
+    const [a] = await sql`select * from reserve.request_refund(${p.paymentId}, 10000, 'goodwill', ${`a:${p.paymentId}`})`;
+    const [b] = await sql`select * from reserve.request_refund(${p.paymentId}, 20000, 'goodwill', ${`b:${p.paymentId}`})`;
+    await sql`select * from reserve.claim_refund_requests(20)`;
+    await sql`select reserve.record_refund_result(${a.id}::uuid, 'retry', null, 'timeout')`;
+    await sql`select reserve.record_refund_result(${b.id}::uuid, 'sent', 're_b', null)`;
+    await sql`select * from reserve.apply_payment_status(${p.paymentId}, 'partially_refunded', null, 'refund', null, null, 20000)`;
+    const rows = await sql`select id, status from reserve.refund_requests where payment_id = ${p.paymentId} order by created_at`;
+    expect(rows.map((r) => r.status)).toEqual(["requested", "confirmed"]);
+  });
+
+  it("a late report from a poller whose lease ran out does not undo a later send", async () => {
+    const p = await paidReservation(sql);
+    const [r] = await sql`select * from reserve.request_refund(${p.paymentId}, 5000, 'goodwill', ${`late:${p.paymentId}`})`;
+    await sql`select * from reserve.claim_refund_requests(20)`;
+    await sql`select reserve.record_refund_result(${r.id}::uuid, 'sent', 're_1', null)`;
+    const [after] = await sql`select * from reserve.record_refund_result(${r.id}::uuid, 'failed', null, 'stale report')`;
+    expect(after).toMatchObject({ status: "sent", provider_refund_id: "re_1" });
+  });
+
+  it("a refund the provider never answers fails after 10 attempts and shows in refunds_stuck", async () => {
+    const p = await paidReservation(sql);
+    const [r] = await sql`select * from reserve.request_refund(${p.paymentId}, 5000, 'goodwill', ${`cap:${p.paymentId}`})`;
+    for (let i = 0; i < 10; i++) {
+      await sql`update reserve.refund_requests set next_attempt_at = now() - interval '1 second' where id = ${r.id}`;
+      await sql`select * from reserve.claim_refund_requests(20)`;
+      await sql`select reserve.record_refund_result(${r.id}::uuid, 'retry', null, 'timeout')`;
+    }
+    const [row] = await sql`select status, attempts from reserve.refund_requests where id = ${r.id}`;
+    expect(row).toMatchObject({ status: "failed", attempts: 10 });
+    const [h] = await sql`select status from reserve.system_health_check() where check_name = 'refunds_stuck'`;
+    expect(h.status).toBe("WARNING");
   });
 });

@@ -1,4 +1,4 @@
-// run_retention_cleanup() and the retention_cleanup_job() procedure (issue 5): audit rows past 365 days
+// run_retention_cleanup() and the retention_cleanup_job() procedure: audit rows past 365 days
 // move to audit_logs_archive unchanged, in batches; other tables are deleted past their days; held
 // night locks are never deleted; a run leaves last_run_at and a heartbeat; writers are never blocked.
 import postgres from "postgres";

@@ -1,9 +1,10 @@
-// The replayable webhook inbox (issue 5): a failed event keeps what applying it needs (apply_args), is
+// The replayable webhook inbox: a failed event keeps what applying it needs (apply_args), is
 // retried with backoff by retry_failed_webhooks, is dead after max_webhook_attempts, and replay_webhook
 // re-applies it through the same path. Events failed before their status was known are refetched.
 import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestDatabase, sqlState, type Sql, type TestDatabase } from "../helpers/db.ts";
+import { asOperator } from "../helpers/runbook.ts";
 import { backendPid, checkout, deliver, waitUntilLockWait, type Q, type Row } from "./ops_helpers.ts";
 
 let db: TestDatabase;
@@ -253,5 +254,19 @@ describe("concurrency", () => {
       expect(r).toMatchObject({ webhook_id: e.webhookId, duplicate: true, outcome: "duplicate", webhook_status: "completed" });
     });
     expect(await effects(e.paymentId, e.intentId)).toMatchObject({ reservations: 1, ledger: 1, payment_status: "succeeded" });
+  });
+});
+
+describe("resolve_webhook", () => {
+  it("closes a dead event nothing can apply, with who and why, and the alert goes", async () => {
+    const [w] = await sql`select * from reserve.process_webhook_event('mercadopago', ${`mp_${crypto.randomUUID()}`}, 'payment.updated',
+                            null, '{}'::jsonb, null, '123', null, null, null, null, null, null, 'lookup failed')`;
+    await sql`update reserve.processed_webhooks set status = 'dead' where id = ${w.webhook_id}`;
+    expect(await sqlState(sql`select reserve.resolve_webhook(${w.webhook_id}::uuid, 'settled by polling')`)).toBe("RC501");
+    const [r] = await asOperator(sql, "ops@reserve", (tx) => tx`select * from reserve.resolve_webhook(${w.webhook_id}::uuid, 'settled by polling')`);
+    expect(r.status).toBe("ignored");
+    expect(r.error_message).toContain("ops@reserve");
+    const [h] = await sql`select observed_value from reserve.system_health_check() where check_name = 'webhooks_dead'`;
+    expect(Number(h.observed_value)).toBe(0);
   });
 });

@@ -1,7 +1,7 @@
 // PIX through MercadoPago and OpenPIX: creation rules, expiry (lazy and by timer), payment after expiry,
 // refunds, and the HTTP control routes that `npm start` users drive with curl.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startProviderSandbox, type ProviderSandbox } from "../../shared/local/sandbox/index.ts";
+import { startProviderSandbox, type ProviderSandbox } from "../../local/sandbox/index.ts";
 import { startReceiver, type Receiver } from "./receiver.ts";
 
 let sb: ProviderSandbox;

@@ -4,7 +4,7 @@ import { createHmac, createPublicKey, timingSafeEqual, verify } from "node:crypt
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import Stripe from "stripe";
-import type { ProviderSandbox } from "../../shared/local/sandbox/index.ts";
+import type { ProviderSandbox } from "../../local/sandbox/index.ts";
 
 export interface Received {
   path: string;

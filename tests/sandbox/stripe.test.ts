@@ -1,7 +1,7 @@
 // stripe-node against the sandbox: the same client, params and error classes our functions use.
 import Stripe from "stripe";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startProviderSandbox, type ProviderSandbox } from "../../shared/local/sandbox/index.ts";
+import { startProviderSandbox, type ProviderSandbox } from "../../local/sandbox/index.ts";
 
 let sb: ProviderSandbox;
 let stripe: Stripe;

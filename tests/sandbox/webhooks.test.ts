@@ -1,7 +1,7 @@
 // Webhooks as a receiver sees them: verified signatures for all three providers, and every failure mode.
 import Stripe from "stripe";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { startProviderSandbox, type ProviderSandbox } from "../../shared/local/sandbox/index.ts";
+import { startProviderSandbox, type ProviderSandbox } from "../../local/sandbox/index.ts";
 import { startReceiver, type Receiver } from "./receiver.ts";
 
 let sb: ProviderSandbox;

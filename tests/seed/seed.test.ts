@@ -1,6 +1,6 @@
 // supabase/seed.sql builds the small world once, and running it again changes nothing.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { loadSeed } from "../../shared/local/migrate.ts";
+import { loadSeed } from "../../local/migrate.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
 
 let db: TestDatabase;

@@ -3,7 +3,7 @@
 // with failing tests, and CI with it.
 import { spawn } from "node:child_process";
 import { describe, expect, it } from "vitest";
-import { projectRoot } from "../../shared/local/migrate.ts";
+import { projectRoot } from "../../local/migrate.ts";
 
 function exitCodeOf(script: string): Promise<number | null> {
   return new Promise((resolve, reject) => {
@@ -13,12 +13,12 @@ function exitCodeOf(script: string): Promise<number | null> {
   });
 }
 
-describe("loading shared/local/postgres.ts", () => {
+describe("loading local/postgres.ts", () => {
   it("leaves a failing exit code alone", async () => {
-    expect(await exitCodeOf(`await import("./shared/local/postgres.ts"); process.exitCode = 3;`)).toBe(3);
+    expect(await exitCodeOf(`await import("./local/postgres.ts"); process.exitCode = 3;`)).toBe(3);
   });
 
   it("and a clean exit clean", async () => {
-    expect(await exitCodeOf(`await import("./shared/local/postgres.ts");`)).toBe(0);
+    expect(await exitCodeOf(`await import("./local/postgres.ts");`)).toBe(0);
   });
 });

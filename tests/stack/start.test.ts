@@ -7,10 +7,10 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { applyMigrations, bootstrapSupabaseLike, MigrationError, projectRoot } from "../../shared/local/migrate.ts";
-import { DEFAULT_LOCAL_JWT_SECRET, signJwt } from "../../shared/local/keys.ts";
-import { freePort } from "../../shared/local/ports.ts";
-import { tempClusterDir } from "../../shared/local/postgres.ts";
+import { applyMigrations, bootstrapSupabaseLike, MigrationError, projectRoot } from "../../local/migrate.ts";
+import { DEFAULT_LOCAL_JWT_SECRET, signJwt } from "../../local/keys.ts";
+import { freePort } from "../../local/ports.ts";
+import { tempClusterDir } from "../../local/postgres.ts";
 import { createTestDatabase, dbUrl } from "../helpers/db.ts";
 import { isoDate } from "../helpers/fixtures.ts";
 
@@ -288,7 +288,7 @@ describe("migrations", () => {
     await admin.unsafe(`create database ${name}`);
     const sql = postgres(dbUrl(name), { max: 1, onnotice: () => {} });
     try {
-      const file = path.join(projectRoot, "shared/local/supabase_bootstrap.sql");
+      const file = path.join(projectRoot, "local/supabase_bootstrap.sql");
       await sql.file(file);
       await sql.file(file);
       const [roles] = await sql`

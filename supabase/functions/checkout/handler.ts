@@ -2,15 +2,15 @@
 // {booking_intent_id, method, provider?}: holds the nights, records the attempt, asks the provider for
 // the payment and returns what the guest's app needs to pay (Stripe client_secret, or PIX QR code).
 import { z } from "zod";
-import { db } from "../../../shared/edge/db.ts";
-import { defaultPixProvider, functionsBaseUrl, mercadoPago, openPix, stripeApi } from "../../../shared/edge/providers.ts";
-import { dbErrorResponse } from "../../../shared/edge/rpc.ts";
-import { errorJson, invalidRequest, json, methodNotAllowed, readBodyText, requireJson } from "../../../shared/http.ts";
-import { bearerClaims } from "../../../shared/jwt.ts";
-import { createPixPayment } from "../../../shared/providers/mercadopago.ts";
-import { createOpenPixCharge } from "../../../shared/providers/openpix.ts";
-import { createCardPaymentIntent, withoutClientSecret } from "../../../shared/providers/stripe.ts";
-import { ProviderError, type Provider } from "../../../shared/providers/types.ts";
+import { db } from "../_shared/db.ts";
+import { defaultPixProvider, functionsBaseUrl, mercadoPago, openPix, stripeApi } from "../_shared/provider_config.ts";
+import { dbErrorResponse } from "../_shared/db_response.ts";
+import { errorJson, invalidRequest, json, methodNotAllowed, readBodyText, requireJson } from "../_shared/http.ts";
+import { bearerClaims } from "../_shared/jwt.ts";
+import { createPixPayment } from "../_shared/providers/mercadopago.ts";
+import { createOpenPixCharge } from "../_shared/providers/openpix.ts";
+import { createCardPaymentIntent, withoutClientSecret } from "../_shared/providers/stripe.ts";
+import { ProviderError, type Provider } from "../_shared/providers/types.ts";
 
 const isoDate = z.iso.date();
 const method = z.enum(["card", "pix"]);

@@ -1,5 +1,5 @@
-import { db, describeDbError } from "../../../shared/edge/db.ts";
-import { json, methodNotAllowed } from "../../../shared/http.ts";
+import { db, describeDbError } from "../_shared/db.ts";
+import { json, methodNotAllowed } from "../_shared/http.ts";
 
 /** GET: is the database reachable, which migration is it on, what time does it say it is. */
 export async function handler(req: Request): Promise<Response> {

@@ -4,14 +4,14 @@
 // failed webhook events (webhooks.ts), sends the refunds we owe (refunds.ts), and leaves a heartbeat.
 // Bounded by a batch size and a time budget; what is left is due next run.
 import { z } from "zod";
-import { timingSafeEqual } from "../../../shared/crypto.ts";
-import { db, type Sql } from "../../../shared/edge/db.ts";
-import { mercadoPago, openPix, stripeApi } from "../../../shared/edge/providers.ts";
-import { errorJson, invalidRequest, json, methodNotAllowed, readBodyText } from "../../../shared/http.ts";
-import { getMercadoPagoPayment, mercadoPagoUpdate } from "../../../shared/providers/mercadopago.ts";
-import { getOpenPixCharge, getOpenPixRefunds, openPixChargeUpdate } from "../../../shared/providers/openpix.ts";
-import { paymentIntentUpdate, retrievePaymentIntent } from "../../../shared/providers/stripe.ts";
-import { ProviderError, type ProviderUpdate } from "../../../shared/providers/types.ts";
+import { timingSafeEqual } from "../_shared/crypto.ts";
+import { db, type Sql } from "../_shared/db.ts";
+import { mercadoPago, openPix, stripeApi } from "../_shared/provider_config.ts";
+import { errorJson, invalidRequest, json, methodNotAllowed, readBodyText } from "../_shared/http.ts";
+import { getMercadoPagoPayment, mercadoPagoUpdate } from "../_shared/providers/mercadopago.ts";
+import { getOpenPixCharge, getOpenPixRefunds, openPixChargeUpdate } from "../_shared/providers/openpix.ts";
+import { paymentIntentUpdate, retrievePaymentIntent } from "../_shared/providers/stripe.ts";
+import { ProviderError, type ProviderUpdate } from "../_shared/providers/types.ts";
 import { sendRefunds, type RefundTally } from "./refunds.ts";
 import { retryWebhooks, type WebhookTally } from "./webhooks.ts";
 

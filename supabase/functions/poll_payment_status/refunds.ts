@@ -1,12 +1,12 @@
 // Refunds we owe, sent to the provider: each request carries its own idempotency key (refund:<id>), so
 // a resend after a timeout is the same refund. The provider's confirmation comes back as a webhook or a
 // poll and raises the payment's refunded_amount, which posts the ledger refund.
-import type { Sql } from "../../../shared/edge/db.ts";
-import { mercadoPago, openPix, stripeApi } from "../../../shared/edge/providers.ts";
-import { createMercadoPagoRefund } from "../../../shared/providers/mercadopago.ts";
-import { createOpenPixRefund } from "../../../shared/providers/openpix.ts";
-import { createStripeRefund } from "../../../shared/providers/stripe.ts";
-import { ProviderError, type Provider } from "../../../shared/providers/types.ts";
+import type { Sql } from "../_shared/db.ts";
+import { mercadoPago, openPix, stripeApi } from "../_shared/provider_config.ts";
+import { createMercadoPagoRefund } from "../_shared/providers/mercadopago.ts";
+import { createOpenPixRefund } from "../_shared/providers/openpix.ts";
+import { createStripeRefund } from "../_shared/providers/stripe.ts";
+import { ProviderError, type Provider } from "../_shared/providers/types.ts";
 
 export interface RefundTally {
   refunds_sent: number;

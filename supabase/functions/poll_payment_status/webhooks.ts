@@ -1,12 +1,12 @@
 // Failed webhook events, retried: those that carry what applying them needs are retried in SQL
 // (retry_failed_webhooks); those that failed before the provider told us the status (its API did not
 // answer the lookup) are looked up again here and recorded under the same event id.
-import type { Sql } from "../../../shared/edge/db.ts";
-import { mercadoPago, openPix } from "../../../shared/edge/providers.ts";
-import { recordEvent } from "../../../shared/edge/webhook.ts";
-import { fetchMercadoPagoUpdate } from "../../../shared/providers/mercadopago.ts";
-import { fetchOpenPixUpdate, openPixEventCorrelationId, type OpenPixEvent } from "../../../shared/providers/openpix.ts";
-import type { Provider, ProviderUpdate } from "../../../shared/providers/types.ts";
+import type { Sql } from "../_shared/db.ts";
+import { mercadoPago, openPix } from "../_shared/provider_config.ts";
+import { recordEvent } from "../_shared/webhook.ts";
+import { fetchMercadoPagoUpdate } from "../_shared/providers/mercadopago.ts";
+import { fetchOpenPixUpdate, openPixEventCorrelationId, type OpenPixEvent } from "../_shared/providers/openpix.ts";
+import type { Provider, ProviderUpdate } from "../_shared/providers/types.ts";
 
 export interface WebhookTally {
   webhooks_retried: number;

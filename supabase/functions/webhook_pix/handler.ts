@@ -2,16 +2,16 @@
 // no status, so the payment is fetched from MercadoPago) and /webhook_pix/openpix (x-webhook-signature,
 // RSA over the raw body). Same rules as Stripe: 400 and nothing written for a bad signature or body,
 // 200 when done, duplicate or ignored, 500 when processing failed so the provider delivers again.
-import { mercadoPago, mercadoPagoWebhookSecret, openPix, openPixPublicKeys } from "../../../shared/edge/providers.ts";
-import { processEvent } from "../../../shared/edge/webhook.ts";
-import { sha256Hex } from "../../../shared/crypto.ts";
-import { errorJson, methodNotAllowed, readBodyText, requireJson } from "../../../shared/http.ts";
-import { fetchMercadoPagoUpdate, verifyMercadoPagoSignature } from "../../../shared/providers/mercadopago.ts";
+import { mercadoPago, mercadoPagoWebhookSecret, openPix, openPixPublicKeys } from "../_shared/provider_config.ts";
+import { processEvent } from "../_shared/webhook.ts";
+import { sha256Hex } from "../_shared/crypto.ts";
+import { errorJson, methodNotAllowed, readBodyText, requireJson } from "../_shared/http.ts";
+import { fetchMercadoPagoUpdate, verifyMercadoPagoSignature } from "../_shared/providers/mercadopago.ts";
 import {
   fetchOpenPixUpdate, OPENPIX_REFUND_EVENTS, openPixEventCorrelationId, openPixEventUpdate, verifyOpenPixSignature,
   type OpenPixEvent,
-} from "../../../shared/providers/openpix.ts";
-import { ProviderError } from "../../../shared/providers/types.ts";
+} from "../_shared/providers/openpix.ts";
+import { ProviderError } from "../_shared/providers/types.ts";
 
 const MAX_BODY = 256 * 1024;
 

@@ -2,10 +2,10 @@
 // event. 400 for a bad signature or body (nothing written), 200 for a done, duplicate or ignored event,
 // 500 when processing failed so Stripe delivers it again.
 import Stripe from "stripe";
-import { stripeApi, stripeWebhookSecret } from "../../../shared/edge/providers.ts";
-import { processEvent } from "../../../shared/edge/webhook.ts";
-import { errorJson, methodNotAllowed, readBodyText, requireJson } from "../../../shared/http.ts";
-import { storableEvent, stripeClient, stripeEventUpdate } from "../../../shared/providers/stripe.ts";
+import { stripeApi, stripeWebhookSecret } from "../_shared/provider_config.ts";
+import { processEvent } from "../_shared/webhook.ts";
+import { errorJson, methodNotAllowed, readBodyText, requireJson } from "../_shared/http.ts";
+import { storableEvent, stripeClient, stripeEventUpdate } from "../_shared/providers/stripe.ts";
 
 const crypto = Stripe.createSubtleCryptoProvider();
 const MAX_BODY = 512 * 1024;

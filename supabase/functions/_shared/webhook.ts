@@ -1,8 +1,8 @@
 // The database half of every webhook function: one call records and applies a verified event
 // (reserve.process_webhook_event), and its outcome becomes the HTTP answer the provider acts on.
 import { db } from "./db.ts";
-import { errorJson, json } from "../http.ts";
-import type { Provider, ProviderUpdate } from "../providers/types.ts";
+import { errorJson, json } from "./http.ts";
+import type { Provider, ProviderUpdate } from "./providers/types.ts";
 
 export interface WebhookEvent {
   provider: Provider;

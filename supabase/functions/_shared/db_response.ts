@@ -1,7 +1,7 @@
 // Database errors as HTTP answers: our SQLSTATEs (class RC) map to their status and name; anything else
 // is a 500 that says nothing about the database.
-import { domainError } from "../db_errors.ts";
-import { errorJson } from "../http.ts";
+import { domainError } from "./db_errors.ts";
+import { errorJson } from "./http.ts";
 
 export function dbErrorResponse(err: unknown, where: string): Response {
   const e = err as { code?: string; message?: string; hint?: string };

@@ -4,9 +4,9 @@
 // Each function folder has index.ts (Deno.serve(handler), what Supabase deploys) and handler.ts;
 // this gateway imports the handlers into one process and, like Supabase's relay, checks the JWT of
 // functions whose verify_jwt is true and passes the path on without the /functions/v1 prefix.
-import { parseFunctionsConfig } from "../functions_config.ts";
-import { errorJson } from "../http.ts";
-import { hmacKey, verifyJwt } from "../jwt.ts";
+import { parseFunctionsConfig } from "./functions_config.ts";
+import { errorJson } from "../../supabase/functions/_shared/http.ts";
+import { hmacKey, verifyJwt } from "../../supabase/functions/_shared/jwt.ts";
 
 interface FunctionEntry {
   name: string;

@@ -552,7 +552,7 @@ describe("docs/RUNBOOK.md: names, sections, error codes, logs", () => {
         expect(existsSync(file), file).toBe(true);
         return readFileSync(file, "utf8");
       }),
-      readFileSync(path.join(ROOT, "shared/edge/webhook.ts"), "utf8"),
+      readFileSync(path.join(ROOT, "supabase/functions/_shared/webhook.ts"), "utf8"),
     ].join("\n");
     for (const line of ["Webhook secret not configured", "Invalid signature", "Processing failed", "RESERVE_CRON_SECRET is not configured"]) {
       expect(DOC, line).toContain(line);

@@ -1,6 +1,6 @@
-// The runbook's SQL that names this functions and views, pasted as written (placeholders
-// filled with real ids): finalize_reservation with named arguments, the overbooking queries, the
-// ledger checks. Each returns what the runbook says to expect.
+// The seed runbook's SQL that names the booking core's functions and views, pasted as written
+// (placeholders filled with real ids): finalize_reservation with named arguments, the overbooking
+// queries, the ledger checks. Each returns what the runbook says to expect.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestDatabase, type Sql, type TestDatabase } from "../helpers/db.ts";
 import * as f from "../helpers/fixtures.ts";

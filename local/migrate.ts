@@ -6,7 +6,7 @@ import { fileURLToPath } from "node:url";
 import postgres from "postgres";
 import { packageDir, platform } from "./packages.ts";
 
-export const projectRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+export const projectRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 
 export class MigrationError extends Error {}
 
@@ -25,7 +25,7 @@ export async function bootstrapSupabaseLike(url: string): Promise<boolean> {
          and to_regnamespace('auth') is not null
          and to_regnamespace('extensions') is not null as ready`;
     if (ready) return false;
-    await sql.file(path.join(projectRoot, "shared/local/supabase_bootstrap.sql"));
+    await sql.file(path.join(projectRoot, "local/supabase_bootstrap.sql"));
     return true;
   } finally {
     await sql.end();

@@ -1,9 +1,9 @@
 // Provider settings of the edge functions, from their secrets. Unset means the provider is off: the
 // function answers 503 for it rather than calling a provider with no key.
 import type Stripe from "stripe";
-import type { MercadoPagoConfig } from "../providers/mercadopago.ts";
-import { fetchOpenPixPublicKeys, type OpenPixConfig } from "../providers/openpix.ts";
-import { stripeClient } from "../providers/stripe.ts";
+import type { MercadoPagoConfig } from "./providers/mercadopago.ts";
+import { fetchOpenPixPublicKeys, type OpenPixConfig } from "./providers/openpix.ts";
+import { stripeClient } from "./providers/stripe.ts";
 
 const env = (name: string) => Deno.env.get(name) || undefined;
 

@@ -1,4 +1,4 @@
-// Runs the edge functions under real Deno (shared/edge/local_gateway.ts) for `npm start` and tests.
+// Runs the edge functions under real Deno (local/gateway/local_gateway.ts) for `npm start` and tests.
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
 import path from "node:path";
@@ -40,7 +40,7 @@ export async function startFunctions(opts: FunctionsOptions): Promise<FunctionsS
     [
       "run", "--quiet", "--no-prompt", "--config", path.join(projectRoot, "deno.json"),
       "--allow-net", "--allow-env", "--allow-read", "--allow-sys",
-      path.join(projectRoot, "shared/edge/local_gateway.ts"),
+      path.join(projectRoot, "local/gateway/local_gateway.ts"),
     ],
     {
       cwd: projectRoot,

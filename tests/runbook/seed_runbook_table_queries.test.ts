@@ -1,6 +1,6 @@
-// The runbook's read-only SQL about our tables, as the on-call engineer pastes it (placeholders filled
-// with real ids). The booking core's functions and views (finalize_reservation, overbooking_check,
-// find_ledger_imbalances, ...) are in tests/core/runbook_core_sql.test.ts; the rest with their issues.
+// The seed runbook's read-only SQL about our tables, as the on-call engineer pastes it (placeholders
+// filled with real ids). Its SQL that names the booking core's functions and views (finalize_reservation,
+// overbooking_check, find_ledger_imbalances, ...) is in seed_runbook_core_queries.test.ts.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestDatabase, rolledBack, sqlState, type TestDatabase } from "../helpers/db.ts";
 import * as f from "../helpers/fixtures.ts";
