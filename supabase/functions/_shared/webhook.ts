@@ -1,6 +1,7 @@
 // The database half of every webhook function: one call records and applies a verified event
 // (reserve.process_webhook_event), and its outcome becomes the HTTP answer the provider acts on.
 import { db } from "./db.ts";
+import { databaseUnavailableResponse } from "./db_response.ts";
 import { errorJson, json } from "./http.ts";
 import type { Provider, ProviderUpdate } from "./providers/types.ts";
 
@@ -52,6 +53,9 @@ export async function processEvent(fn: string, e: WebhookEvent): Promise<Respons
   try {
     row = await recordEvent(e);
   } catch (err) {
+    // 5xx either way, so the provider redelivers: 503 when the database is away, 500 when it refused
+    const unavailable = databaseUnavailableResponse(err, `${fn}: ${e.provider} event ${e.eventId}`);
+    if (unavailable) return unavailable;
     const code = (err as { code?: string })?.code ?? "unknown";
     console.error(`${fn}: Processing failed for ${e.provider} event ${e.eventId}: database error ${code}`);
     return errorJson(500, "processing_failed", "the event could not be recorded; it will be retried");

@@ -5,7 +5,8 @@
 // Bounded by a batch size and a time budget; what is left is due next run.
 import { z } from "zod";
 import { timingSafeEqual } from "../_shared/crypto.ts";
-import { db, type Sql } from "../_shared/db.ts";
+import { dbUntil, isDatabaseUnavailable, type Sql } from "../_shared/db.ts";
+import { DATABASE_RETRY_AFTER_S } from "../_shared/db_response.ts";
 import { mercadoPago, openPix, stripeApi } from "../_shared/provider_config.ts";
 import { errorJson, invalidRequest, json, methodNotAllowed, readBodyText } from "../_shared/http.ts";
 import { getMercadoPagoPayment, mercadoPagoUpdate } from "../_shared/providers/mercadopago.ts";
@@ -92,13 +93,20 @@ async function pollOne(sql: Sql, p: Due, t: Tally): Promise<void> {
   t.by_status[r.status] = (t.by_status[r.status] ?? 0) + 1;
 }
 
-/** Runs fn over items with at most n at once. */
-async function pool<T>(items: T[], n: number, fn: (x: T) => Promise<void>): Promise<void> {
+/** Runs fn over items with at most n at once, starting none after `deadline` (their leases run out). */
+async function pool<T>(items: T[], n: number, deadline: number, fn: (x: T) => Promise<void>): Promise<void> {
   let next = 0;
   await Promise.all(Array.from({ length: Math.min(n, items.length) }, async () => {
-    while (next < items.length) await fn(items[next++]);
+    while (next < items.length && Date.now() < deadline) await fn(items[next++]);
   }));
 }
+
+// Polling stops at this share of the budget, so the rest (holds, failed webhooks, refunds) always gets
+// a turn; past the budget nothing new starts, and a statement still running gets the grace to end.
+const POLLING_SHARE = 0.8;
+const BUDGET_GRACE_MS = 2_000;
+// The heartbeat is written even after a run that used its whole budget, within this much more.
+const HEARTBEAT_TIMEOUT_MS = 2_000;
 
 function authorized(req: Request): boolean | undefined {
   const secret = Deno.env.get("RESERVE_CRON_SECRET");
@@ -129,40 +137,49 @@ export async function handler(req: Request): Promise<Response> {
   }
   const { batch_size, concurrency, budget_ms, payment_ids } = opts.data;
 
-  const sql = db();
   const startedAt = new Date();
   const deadline = Date.now() + budget_ms;
+  const pollingDeadline = Date.now() + budget_ms * POLLING_SHARE;
+  // every statement of the run ends by the budget (and its grace), however the connections behave
+  const sql = dbUntil(deadline + BUDGET_GRACE_MS);
   const t: Tally = {
     claimed: 0, unchanged: 0, applied: 0, expired: 0, errors: 0, finalized: 0, by_status: {},
     webhooks_retried: 0, webhooks_completed: 0, webhooks_dead: 0, refunds_sent: 0, refunds_failed: 0, refunds_retrying: 0,
   };
   let released = { released_locks: 0, expired_intents: 0 };
   let failure: string | undefined;
+  let unavailable = false;
   try {
-    while (Date.now() < deadline) {
+    while (Date.now() < pollingDeadline) {
       const due = await sql<Due[]>`
         select payment_id, provider, method, gateway_payment_id
         from reserve.claim_payments_to_poll(${batch_size}, ${`${Math.ceil(budget_ms / 1000) + 60} seconds`}::interval,
                                             ${payment_ids ?? null}::uuid[])`;
       if (due.length === 0) break;
       t.claimed += due.length;
-      await pool(due, concurrency, (p) => pollOne(sql, p, t));
+      await pool(due, concurrency, pollingDeadline, (p) => pollOne(sql, p, t));
       if (due.length < batch_size || payment_ids) break;
     }
     [released] = await sql<{ released_locks: number; expired_intents: number }[]>`
       select released_locks, expired_intents from reserve.release_expired_holds()`;
-    await retryWebhooks(sql, t);
-    await sendRefunds(sql, t);
+    await retryWebhooks(sql, t, deadline);
+    await sendRefunds(sql, t, deadline);
   } catch (err) {
     const code = (err as { code?: unknown })?.code;
-    failure = typeof code === "string" && /^[0-9A-Z]{5}$/.test(code) ? `database error ${code}` : `failed: ${(err as Error)?.message ?? err}`;
+    unavailable = isDatabaseUnavailable(err);
+    // a lost connection's message names the host: the code is enough
+    failure = unavailable ? `database unavailable (${typeof code === "string" ? code : "timeout"})`
+      : typeof code === "string" && /^[0-9A-Z]{5}$/.test(code) ? `database error ${code}` : `failed: ${(err as Error)?.message ?? err}`;
     console.error(`poll_payment_status: ${failure}`);
   }
   const summary = { ...t, ...released, duration_ms: Date.now() - startedAt.getTime(), ...(failure && { error: failure }) };
   try {
-    await sql`select reserve.record_job_heartbeat('poll_payment_status', ${startedAt.toISOString()}, ${!failure}, ${sql.json(summary)})`;
+    await dbUntil(Date.now() + HEARTBEAT_TIMEOUT_MS)`select reserve.record_job_heartbeat('poll_payment_status', ${startedAt.toISOString()}, ${!failure}, ${sql.json(summary)})`;
   } catch {
     // a heartbeat we cannot write is exactly what the staleness alert is for
+  }
+  if (unavailable) {
+    return json({ ok: false, ...summary, error: "database_unavailable", message: failure }, 503, { "retry-after": String(DATABASE_RETRY_AFTER_S) });
   }
   return json({ ok: !failure, ...summary }, failure ? 500 : 200);
 }

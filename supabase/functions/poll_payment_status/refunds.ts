@@ -44,7 +44,12 @@ async function send(r: Due): Promise<string> {
   return createOpenPixRefund(cfg, r.gateway_payment_id, amount, r.refund_request_id, `Reserve Connect refund (${r.reason})`);
 }
 
-export async function sendRefunds(sql: Sql, t: RefundTally): Promise<void> {
+/**
+ * Claims none after `deadline` (the poller's budget); what it claimed it sends, since a claim counts as
+ * an attempt (skipping one would spend a try without sending).
+ */
+export async function sendRefunds(sql: Sql, t: RefundTally, deadline = Infinity): Promise<void> {
+  if (Date.now() >= deadline) return;
   const due = await sql<Due[]>`
     select refund_request_id, provider, gateway_payment_id, amount, reason, idempotency_key from reserve.claim_refund_requests(20)`;
   for (const r of due) {

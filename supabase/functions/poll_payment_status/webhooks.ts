@@ -35,12 +35,14 @@ async function lookUp(w: Refetch): Promise<ProviderUpdate> {
   return fetchOpenPixUpdate(cfg, correlationId);
 }
 
-export async function retryWebhooks(sql: Sql, t: WebhookTally): Promise<void> {
+/** Starts no lookup after `deadline` (the poller's budget): what is left is claimed again next run. */
+export async function retryWebhooks(sql: Sql, t: WebhookTally, deadline = Infinity): Promise<void> {
   const retried = await sql<{ webhook_status: string }[]>`select webhook_status from reserve.retry_failed_webhooks(100)`;
   const refetch = await sql<Refetch[]>`
     select webhook_id, provider, event_id, event_type, payload from reserve.claim_webhooks_to_refetch(50)`;
   const outcomes = retried.map((r) => r.webhook_status);
   for (const w of refetch) {
+    if (Date.now() >= deadline) break;
     let update: ProviderUpdate | null = null;
     let processingError: string | undefined;
     try {
