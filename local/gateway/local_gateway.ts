@@ -7,6 +7,7 @@
 import { parseFunctionsConfig } from "./functions_config.ts";
 import { errorJson } from "../../supabase/functions/_shared/http.ts";
 import { hmacKey, verifyJwt } from "../../supabase/functions/_shared/jwt.ts";
+import { guardProcess, thrownAnswer } from "../../supabase/functions/_shared/serve.ts";
 
 interface FunctionEntry {
   name: string;
@@ -52,8 +53,7 @@ async function main() {
       try {
         res = await fn.handler(new Request(inner, { method: req.method, headers: req.headers, body: req.body }));
       } catch (err) {
-        console.error(`${fn.name}: unhandled error:`, err instanceof Error ? err.message : err);
-        res = errorJson(500, "internal_error", "the function failed; see the function logs");
+        res = thrownAnswer(fn.name, err); // as serveFunction answers for a deployed function
       }
     }
     console.log(`${req.method} ${url.pathname} ${res.status} ${Math.round(performance.now() - started)}ms`);
@@ -68,6 +68,8 @@ async function exitWhenParentGoes() {
 }
 
 if (import.meta.main) {
+  // one gateway serves every function: a stray rejection in one of them must not end them all
+  guardProcess("edge gateway");
   if (Deno.env.get("RESERVE_EXIT_ON_STDIN_EOF") === "1") exitWhenParentGoes();
   await main();
 }

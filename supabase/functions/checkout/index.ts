@@ -1,4 +1,5 @@
 // Starts a guest's payment: nights held, attempt recorded, provider payment created.
+import { serveFunction } from "../_shared/serve.ts";
 import { handler } from "./handler.ts";
 
-Deno.serve(handler);
+serveFunction("checkout", handler);

@@ -1,4 +1,5 @@
 // PIX webhooks from MercadoPago and OpenPIX (verify_jwt = false: they sign, they send no JWT).
+import { serveFunction } from "../_shared/serve.ts";
 import { handler } from "./handler.ts";
 
-Deno.serve(handler);
+serveFunction("webhook_pix", handler);

@@ -1,4 +1,5 @@
 // Stripe's webhook endpoint (verify_jwt = false: Stripe signs, it sends no JWT).
+import { serveFunction } from "../_shared/serve.ts";
 import { handler } from "./handler.ts";
 
-Deno.serve(handler);
+serveFunction("webhook_stripe", handler);
