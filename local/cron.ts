@@ -13,7 +13,8 @@ export function scheduleSql(url: string, statement: string, everyMs: number, log
   let running: Promise<unknown> | undefined;
   const run = () => {
     running ??= (async () => {
-      const sql = postgres(url, { max: 1, onnotice: () => {} });
+      // no start-up type fetch: its dropped promise ends a process when the backend is killed (db.ts)
+      const sql = postgres(url, { max: 1, onnotice: () => {}, fetch_types: false, connect_timeout: 10 });
       try {
         return await sql.unsafe(statement);
       } catch (err) {

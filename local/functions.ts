@@ -4,6 +4,8 @@ import { existsSync } from "node:fs";
 import path from "node:path";
 import { projectRoot } from "./migrate.ts";
 import { packageDir, platform } from "./packages.ts";
+import type { Child, ChildExit } from "./supervisor.ts";
+import { eachLine } from "./child_output.ts";
 
 export function denoBinary(): string {
   const candidates = [`@deno/${platform}-glibc`, `@deno/${platform}`]
@@ -16,7 +18,7 @@ export function denoBinary(): string {
   return found;
 }
 
-export interface FunctionsServer {
+export interface FunctionsServer extends Child {
   url: string;
   functionUrl(name: string): string;
   process: ChildProcess;
@@ -32,6 +34,11 @@ export interface FunctionsOptions {
   onLog?: (line: string) => void;
   /** aborting before the gateway listens kills it and rejects */
   signal?: AbortSignal;
+  /**
+   * its own process group, so a Ctrl-C in the terminal reaches only `npm start`, which stops it in
+   * order (instead of the supervisor seeing it die and starting it again)
+   */
+  detached?: boolean;
 }
 
 export async function startFunctions(opts: FunctionsOptions): Promise<FunctionsServer> {
@@ -56,31 +63,35 @@ export async function startFunctions(opts: FunctionsOptions): Promise<FunctionsS
         RESERVE_EXIT_ON_STDIN_EOF: "1",
       },
       stdio: ["pipe", "pipe", "pipe"],
+      detached: opts.detached ?? false,
     },
   );
+  const exited = new Promise<ChildExit>((resolve) => child.once("exit", (code, signal) => resolve({ code, signal })));
   const abort = () => child.kill("SIGTERM");
   opts.signal?.addEventListener("abort", abort, { once: true });
   const log = opts.onLog ?? (() => {});
-  let output = ""; // kept only until the gateway listens, for the error if it never does
+  let output: string[] = []; // kept only until the gateway listens, for the error if it never does
   let listening = false;
   const ready = new Promise<void>((resolve, reject) => {
-    const onData = (chunk: Buffer) => {
-      const text = chunk.toString();
-      for (const line of text.split("\n")) if (line) log(line);
+    const onLine = (line: string) => {
+      if (line) log(line);
       if (listening) return;
-      output += text;
-      if (/edge gateway listening/.test(output)) {
+      output.push(line);
+      if (/edge gateway listening/.test(line)) {
         listening = true;
-        output = "";
+        output = [];
         resolve();
       }
     };
-    child.stdout!.on("data", onData);
-    child.stderr!.on("data", onData);
-    child.once("exit", (code) => reject(new Error(`the edge gateway exited (${code}) before listening: ${output.trim().split("\n").slice(-3).join(" | ")}`)));
+    eachLine(child.stdout!, onLine);
+    eachLine(child.stderr!, onLine);
+    child.once("exit", (code, sig) => reject(new Error(`the edge gateway exited (${code ?? sig}) before listening: ${output.filter(Boolean).slice(-3).join(" | ")}`)));
   });
   try {
     await ready;
+  } catch (err) {
+    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+    throw err;
   } finally {
     opts.signal?.removeEventListener("abort", abort);
   }
@@ -90,6 +101,8 @@ export async function startFunctions(opts: FunctionsOptions): Promise<FunctionsS
     url,
     functionUrl: (name) => `${url}/functions/v1/${name}`,
     process: child,
+    pid: child.pid,
+    exited,
     onUnexpectedExit(cb) {
       child.once("exit", (code) => {
         if (!stopping) cb(code);

@@ -15,7 +15,7 @@ export function realProvidersConfigured(env: NodeJS.ProcessEnv = process.env): b
   return !!(env.STRIPE_SECRET_KEY || env.MERCADOPAGO_ACCESS_TOKEN || env.OPENPIX_APP_ID);
 }
 
-export function sandboxEnv(sb: ProviderSandbox): Record<string, string> {
+export function sandboxEnv(sb: Pick<ProviderSandbox, "stripe" | "mercadopago" | "openpix">): Record<string, string> {
   return {
     STRIPE_SECRET_KEY: sb.stripe.secretKey,
     STRIPE_WEBHOOK_SECRET: sb.stripe.webhookSecret,

@@ -1,17 +1,25 @@
 // The whole local stack of `npm start`: PostgreSQL 17 (embedded, or DATABASE_URL), Supabase-like
 // bootstrap, migrations through the Supabase CLI, seed on a database's first start, the provider
 // sandbox (unless real provider keys are set), the edge functions under Deno at
-// http://127.0.0.1:54321/functions/v1/<name>, and the poller's 5-minute schedule.
+// http://127.0.0.1:54321/functions/v1/<name>, and the scheduler (the poller every 5 minutes, the
+// retention cleanup daily).
+//
+// The gateway, the sandbox and the scheduler are child processes under a supervisor (supervisor.ts): one
+// that dies is started again with backoff and the death is one line in the log. Only PostgreSQL dying
+// ends the stack (onFailure).
 import path from "node:path";
 import postgres from "postgres";
-import { scheduleFunction, scheduleSql, type LocalCron } from "./cron.ts";
+import { scheduleFunction } from "./cron.ts";
 import { startFunctions, type FunctionsServer } from "./functions.ts";
+import { prefixed } from "./child_output.ts";
 import { DEFAULT_LOCAL_JWT_SECRET, localKeys } from "./keys.ts";
 import { loadSeed, migrate, projectRoot } from "./migrate.ts";
 import { assertPortFree } from "./ports.ts";
 import { startLocalPostgres, type LocalPostgres } from "./postgres.ts";
 import { newCronSecret, passthroughEnv, realProvidersConfigured, sandboxEnv } from "./provider_env.ts";
-import { startProviderSandbox, type ProviderSandbox } from "./sandbox/index.ts";
+import { startSandboxProcess, type SandboxProcess } from "./sandbox_process.ts";
+import { startSchedulerProcess } from "./scheduler.ts";
+import { supervise, type Backoff, type Child, type Supervised } from "./supervisor.ts";
 
 export interface StackConfig {
   databaseUrl?: string;
@@ -25,6 +33,8 @@ export interface StackConfig {
   sandbox: boolean;
   sandboxPort: number;
   cronSecret: string;
+  /** the cron secret was given (RESERVE_CRON_SECRET), not made for this start */
+  cronSecretFromEnv?: boolean;
   /** how often the local cron calls poll_payment_status; 0 = never */
   pollEveryMs: number;
   /** how often the local cron runs the retention cleanup (pg_cron: daily); 0 = never */
@@ -42,7 +52,8 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): StackConfig
     seed: env.RESERVE_SEED ? env.RESERVE_SEED === "1" : !databaseUrl,
     sandbox: env.RESERVE_SANDBOX ? env.RESERVE_SANDBOX === "1" : !realProvidersConfigured(env),
     sandboxPort: Number(env.RESERVE_SANDBOX_PORT ?? 54329),
-    cronSecret: env.RESERVE_CRON_SECRET ?? newCronSecret(),
+    cronSecret: env.RESERVE_CRON_SECRET || newCronSecret(),
+    cronSecretFromEnv: !!env.RESERVE_CRON_SECRET,
     pollEveryMs: Number(env.RESERVE_POLL_INTERVAL_S ?? 300) * 1000,
     retentionEveryMs: Number(env.RESERVE_RETENTION_INTERVAL_S ?? 86_400) * 1000,
   };
@@ -50,22 +61,28 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): StackConfig
 
 export interface Stack {
   databaseUrl: string;
-  functions: FunctionsServer;
+  /** the gateway running now (a new one after each restart) */
+  readonly functions: FunctionsServer;
   keys: { anon: string; serviceRole: string };
-  sandbox?: ProviderSandbox;
+  /** the sandbox running now, if any (a new process after each restart, same port) */
+  readonly sandbox?: SandboxProcess;
   cronSecret: string;
+  /** true when the cron secret came from RESERVE_CRON_SECRET rather than being made for this start */
+  cronSecretFromEnv: boolean;
   /** runs poll_payment_status now, as the schedule would */
   poll(): Promise<unknown>;
   seeded: boolean;
   applied: string[];
-  /** called once if PostgreSQL or the gateway dies on its own after start */
+  /** the supervised children, by name (gateway, sandbox, scheduler) */
+  supervised: Record<string, Supervised<Child>>;
+  /** called once if PostgreSQL dies on its own after start: the one thing that ends the stack */
   onFailure(cb: (reason: string) => void): void;
   stop(): Promise<void>;
 }
 
 /** No cities means nobody has seeded this database (or a seed failed and rolled back). */
 async function needsSeed(url: string): Promise<boolean> {
-  const sql = postgres(url, { max: 1, onnotice: () => {} });
+  const sql = postgres(url, { max: 1, onnotice: () => {}, fetch_types: false });
   try {
     const [{ empty }] = await sql`select not exists (select 1 from reserve.cities) as empty`;
     return empty;
@@ -74,12 +91,20 @@ async function needsSeed(url: string): Promise<boolean> {
   }
 }
 
-export async function startStack(cfg: StackConfig, log: (line: string) => void, signal?: AbortSignal): Promise<Stack> {
+// A PostgreSQL stopped by the same Ctrl-C as we are (one process group) is no failure: the signal's
+// shutdown gets this long to begin before its exit counts as a death.
+const PG_EXIT_GRACE_MS = 300;
+
+const sameKeys = (a: Record<string, string>, b: Record<string, string>) =>
+  Object.keys(a).length === Object.keys(b).length && Object.entries(a).every(([k, v]) => b[k] === v);
+
+export async function startStack(
+  cfg: StackConfig, log: (line: string) => void, signal?: AbortSignal, backoff?: Backoff,
+): Promise<Stack> {
   await assertPortFree(cfg.functionsPort, "edge functions");
   if (cfg.sandbox) await assertPortFree(cfg.sandboxPort, "provider sandbox");
   let pg: LocalPostgres | undefined;
-  let functions: FunctionsServer | undefined;
-  let sandbox: ProviderSandbox | undefined;
+  const started: Supervised<Child>[] = [];
   try {
     let databaseUrl = cfg.databaseUrl;
     if (!databaseUrl) {
@@ -104,64 +129,99 @@ export async function startStack(cfg: StackConfig, log: (line: string) => void, 
     signal?.throwIfAborted();
     const keys = localKeys(cfg.jwtSecret);
     const functionsBase = `http://127.0.0.1:${cfg.functionsPort}/functions/v1`;
+
+    let sandbox: Supervised<SandboxProcess> | undefined;
     if (cfg.sandbox) {
-      sandbox = await startProviderSandbox({
+      sandbox = await supervise("provider sandbox", () => startSandboxProcess({
         port: cfg.sandboxPort,
         stripeWebhookUrl: `${functionsBase}/webhook_stripe`,
         openpixWebhookUrl: `${functionsBase}/webhook_pix/openpix`,
         // the real providers redeliver for hours or days; the sandbox a few times within a minute
         retry: { attempts: 3, baseMs: 5_000 },
-        log: (line) => log(`[sandbox] ${line}`),
-      });
-      log(`provider sandbox on ${sandbox.url} (Stripe, MercadoPago, OpenPIX; control at ${sandbox.url}/_sandbox)`);
+        // its payments and keys survive its restarts (and ours) there
+        stateDir: path.join(cfg.dataDir, "sandbox"),
+      }, (line) => log(prefixed("sandbox", line))), log, backoff);
+      started.push(sandbox);
+      log(`provider sandbox on ${sandbox.current.url} (Stripe, MercadoPago, OpenPIX; control at ${sandbox.current.url}/_sandbox)`);
     } else {
       log("real provider keys are set: no sandbox, the functions call the providers");
     }
     signal?.throwIfAborted();
-    functions = await startFunctions({
-      port: cfg.functionsPort,
-      env: {
-        SUPABASE_DB_URL: databaseUrl,
-        SUPABASE_URL: `http://127.0.0.1:${cfg.functionsPort}`,
-        SUPABASE_ANON_KEY: keys.anon,
-        SUPABASE_SERVICE_ROLE_KEY: keys.serviceRole,
-        RESERVE_JWT_SECRET: cfg.jwtSecret,
-        RESERVE_CRON_SECRET: cfg.cronSecret,
-        ...(sandbox ? sandboxEnv(sandbox) : passthroughEnv()),
-      },
-      onLog: (line) => log(`[functions] ${line}`),
-      signal,
+
+    // the gateway always gets the keys of the sandbox running now
+    const providerEnv = () => (sandbox ? sandboxEnv(sandbox.current) : passthroughEnv());
+    let gatewayProviderEnv = providerEnv();
+    const gateway = await supervise("edge gateway", () => {
+      gatewayProviderEnv = providerEnv();
+      return startFunctions({
+        port: cfg.functionsPort,
+        env: {
+          SUPABASE_DB_URL: databaseUrl,
+          SUPABASE_URL: `http://127.0.0.1:${cfg.functionsPort}`,
+          SUPABASE_ANON_KEY: keys.anon,
+          SUPABASE_SERVICE_ROLE_KEY: keys.serviceRole,
+          RESERVE_JWT_SECRET: cfg.jwtSecret,
+          RESERVE_CRON_SECRET: cfg.cronSecret,
+          ...gatewayProviderEnv,
+        },
+        onLog: (line) => log(`[functions] ${line}`),
+        signal,
+        detached: true,
+      });
+    }, log, backoff);
+    started.push(gateway);
+    // a sandbox that came back with other keys (one that keeps none across restarts) would fail every
+    // signature and API call: the gateway is started again with the new ones
+    sandbox?.onRestart((sb) => {
+      if (sameKeys(sandboxEnv(sb), gatewayProviderEnv)) return;
+      log(`supervisor: the provider sandbox came back with new keys (GET ${sb.url}/_sandbox shows them); restarting the edge gateway with them`);
+      void gateway.replace().catch((err) => log(`supervisor: the edge gateway did not restart (${(err as Error).message.split("\n")[0]})`));
     });
-    const cron: LocalCron = scheduleFunction(`${functionsBase}/poll_payment_status`, cfg.cronSecret,
-      cfg.pollEveryMs, (line) => log(line));
-    const retention = scheduleSql(databaseUrl, "call reserve.retention_cleanup_job()", cfg.retentionEveryMs ?? 0, (line) => log(line));
-    const started = { pg, functions, sandbox, cron, retention };
+    signal?.throwIfAborted();
+
+    const pollUrl = `${functionsBase}/poll_payment_status`;
+    const scheduler = await supervise("scheduler", () => startSchedulerProcess({
+      pollUrl, cronSecret: cfg.cronSecret, pollEveryMs: cfg.pollEveryMs,
+      databaseUrl: databaseUrl!, retentionEveryMs: cfg.retentionEveryMs ?? 0,
+    }, (line) => log(prefixed("scheduler", line))), log, backoff);
+    started.push(scheduler);
+    // an on-demand run, as the schedule's would be (the scheduler's own runs are in its process)
+    const onDemand = scheduleFunction(pollUrl, cfg.cronSecret, 0, log);
+
+    let stopped: Promise<void> | undefined;
     return {
       databaseUrl,
-      functions,
+      get functions() { return gateway.current; },
       keys,
-      sandbox,
+      get sandbox() { return sandbox?.current; },
       cronSecret: cfg.cronSecret,
-      poll: () => cron.runNow(),
+      cronSecretFromEnv: cfg.cronSecretFromEnv ?? false,
+      poll: () => onDemand.runNow(),
       seeded,
       applied,
+      supervised: Object.fromEntries(started.map((s) => [s.name, s])),
       onFailure(cb) {
         let told = false;
-        const once = (reason: string) => { if (!told) { told = true; cb(reason); } };
-        started.pg?.onUnexpectedExit((code) => once(`PostgreSQL exited unexpectedly (${code}); see ${path.join(cfg.dataDir, "postgres.log")}`));
-        started.functions.onUnexpectedExit((code) => once(`the edge gateway exited unexpectedly (${code})`));
+        pg?.onUnexpectedExit((code) => {
+          setTimeout(() => {
+            if (told || stopped) return;
+            told = true;
+            cb(`PostgreSQL exited unexpectedly (${code}); see ${path.join(cfg.dataDir, "postgres.log")}`);
+          }, PG_EXIT_GRACE_MS);
+        });
       },
-      async stop() {
-        started.cron.stop();
-        started.retention.stop();
-        await started.functions.stop();
-        await started.sandbox?.stop();
-        await started.pg?.stop();
+      stop() {
+        // the scheduler first (no new runs), then the gateway (no new requests), the sandbox, PostgreSQL
+        stopped ??= (async () => {
+          onDemand.stop();
+          for (const s of [scheduler, gateway, sandbox]) await s?.stop().catch(() => {});
+          await pg?.stop();
+        })();
+        return stopped;
       },
     };
   } catch (err) {
-    await functions?.stop().catch(() => {});
-    await sandbox?.stop().catch(() => {});
+    for (const s of started.reverse()) await s.stop().catch(() => {});
     await pg?.stop().catch(() => {});
     throw err;
   }

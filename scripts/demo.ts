@@ -47,7 +47,7 @@ try {
   const card = await checkout({ unit_id: units[0].id, check_in, check_out, guests: 2, method: "card" });
   console.log(`   POST /functions/v1/checkout -> 201: payment ${card.payment_id}, ${card.amount} centavos, PaymentIntent ${card.gateway_payment_id}, client_secret ${String(card.client_secret).slice(0, 12)}..., nights held until ${card.hold_expires_at}`);
   step(2, "The guest confirms the card in the app (Stripe.js, at the sandbox); Stripe posts payment_intent.succeeded, signed");
-  stack.sandbox!.control.stripeConfirm(card.gateway_payment_id, "succeeded");
+  await stack.sandbox!.control.stripeConfirm(card.gateway_payment_id, "succeeded");
   const r1 = await until("the card reservation", async () => (await sql`select confirmation_code, status, payment_status, total_amount from reserve.reservations where booking_intent_id = ${card.booking_intent_id}`)[0]);
   const hooks = await sql`select event_type, status from reserve.processed_webhooks where payment_id = ${card.payment_id} order by received_at`;
   console.log(`   webhooks: ${hooks.map((h) => `${h.event_type} ${h.status}`).join(", ")}`);
@@ -58,7 +58,7 @@ try {
   console.log(`   POST /functions/v1/checkout -> 201: payment ${pix.payment_id}, MercadoPago payment ${pix.gateway_payment_id}, expires ${pix.payment_expires_at}`);
   console.log(`   copy-paste code: ${String(pix.qr_code).slice(0, 60)}...`);
   step(5, "The guest pays the PIX in the bank app; MercadoPago notifies (x-signature), the function fetches the payment");
-  stack.sandbox!.control.mercadopagoPay(pix.gateway_payment_id);
+  await stack.sandbox!.control.mercadopagoPay(pix.gateway_payment_id);
   const r2 = await until("the PIX reservation", async () => (await sql`select confirmation_code, status, payment_status, total_amount from reserve.reservations where booking_intent_id = ${pix.booking_intent_id}`)[0]);
   step(6, "Reservation", r2);
 

@@ -1,0 +1,38 @@
+// The scheduler of `npm start` as a process of its own (so it can be supervised): the local stand-in for
+// pg_cron, posting poll_payment_status every RESERVE_POLL_INTERVAL_S and running the retention cleanup
+// daily (cron.ts). Started by stack.ts with its settings as JSON in RESERVE_SCHEDULER_OPTIONS.
+import { pathToFileURL } from "node:url";
+import { scheduleFunction, scheduleSql } from "./cron.ts";
+import { exitWithParent, startNodeChild, type NodeChild } from "./node_child.ts";
+
+export interface SchedulerOptions {
+  pollUrl: string;
+  cronSecret: string;
+  pollEveryMs: number;
+  databaseUrl: string;
+  retentionEveryMs: number;
+}
+
+export function startSchedulerProcess(options: SchedulerOptions, onLog?: (line: string) => void): Promise<NodeChild<{ type: "ready" }>> {
+  return startNodeChild<{ type: "ready" }>({
+    name: "scheduler", entry: "local/scheduler.ts", env: { RESERVE_SCHEDULER_OPTIONS: JSON.stringify(options) }, onLog,
+  });
+}
+
+function main() {
+  const o = JSON.parse(process.env.RESERVE_SCHEDULER_OPTIONS ?? "{}") as SchedulerOptions;
+  const log = (line: string) => console.log(line);
+  process.on("unhandledRejection", (reason) => log(`unhandled rejection (kept running): ${(reason as Error)?.message ?? reason}`));
+  const poll = scheduleFunction(o.pollUrl, o.cronSecret, o.pollEveryMs, log);
+  const retention = scheduleSql(o.databaseUrl, "call reserve.retention_cleanup_job()", o.retentionEveryMs, log);
+  // the timers are unref'd (cron.ts); this keeps the process up until it is told to stop
+  const alive = setInterval(() => {}, 1 << 30);
+  exitWithParent(async () => {
+    clearInterval(alive);
+    poll.stop();
+    retention.stop();
+  });
+  process.send?.({ type: "ready" });
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) main();
