@@ -104,7 +104,8 @@ begin
   -- is looked up at the provider within minutes, so hours mean the provider has not done it)
   select count(*) into n from reserve.refund_requests rr
   where rr.status = 'failed'
-     or (rr.status <> 'confirmed' and rr.created_at < now() - make_interval(hours => reserve.setting_int('refund_stuck_hours')));
+     or (rr.status not in ('confirmed', 'closed')
+         and rr.created_at < now() - make_interval(hours => reserve.setting_int('refund_stuck_hours')));
   return query select 'refunds_stuck', case when n > 0 then 'WARNING' else 'OK' end, n,
     format('0 (unconfirmed after %s h, setting refund_stuck_hours)', reserve.setting_int('refund_stuck_hours')),
     'refund requests failed at the provider or unconfirmed hours after being asked for: refund_requests';

@@ -83,18 +83,35 @@ export interface EventFields {
   note?: string | null;
 }
 
-/** reserve.process_webhook_event of one event; a success says our price arrived unless told otherwise. */
+/**
+ * A provider's event about one of our payments, as the provider would say it: unless the test says
+ * otherwise, it names our amount and currency, and a success says that much arrived.
+ */
+export async function eventUpdate(q: Q, provider: string, u: UpdateFields | null): Promise<UpdateFields | null> {
+  if (!u?.status) return u;
+  const [p] = u.payment_reference
+    ? await q`select amount, currency from reserve.payments where id = ${u.payment_reference}`
+    : await q`select amount, currency from reserve.payments where provider = ${provider} and gateway_payment_id = ${u.gateway_payment_id ?? null}`;
+  if (!p) return u;
+  const out: UpdateFields = { amount: Number(p.amount), currency: p.currency as string, ...u };
+  if (u.status === "succeeded" && !("amount_received" in u)) out.amount_received = Number(p.amount);
+  return out;
+}
+
+/** reserve.process_webhook_event of one event (see eventUpdate for what the update says by default). */
 export async function processEvent(q: Q, e: EventFields, u: UpdateFields | null): Promise<Row> {
   const event = { provider: "stripe", event_id: `evt_${crypto.randomUUID()}`, event_type: "payment_intent.succeeded",
                   payload: { id: "evt" }, ...e };
-  let update = u;
-  if (u?.status === "succeeded" && !("amount_received" in u)) {
-    const [p] = u.payment_reference
-      ? await q`select id from reserve.payments where id = ${u.payment_reference}`
-      : await q`select id from reserve.payments where provider = ${event.provider} and gateway_payment_id = ${u.gateway_payment_id ?? null}`;
-    if (p) update = await newsFor(q, p.id as string, "succeeded", u);
-  }
+  const update = await eventUpdate(q, event.provider, u);
   const [r] = await q`
     select * from reserve.process_webhook_event(reserve.as_webhook_event(${q.json(event as never)}), ${providerUpdate(q, update)})`;
   return r;
 }
+
+/** reserve.recover_payment as an operator calls it: what the dashboard shows, as a provider update (a query, not run yet). */
+export function recoverPayment(q: Q, paymentId: string, u: UpdateFields, reason: string | null) {
+  return q`select * from reserve.recover_payment(${paymentId}::uuid, ${providerUpdate(q, u)}, ${reason})`;
+}
+
+/** What a dashboard shows for a payment paid in full: its price arrived. */
+export const paidInFull = (amount = 100000, currency = "BRL"): UpdateFields => ({ status: "succeeded", amount_received: amount, currency });

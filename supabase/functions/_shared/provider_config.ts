@@ -3,7 +3,9 @@
 // answers 503 for it rather than calling a provider with no key. Each provider module takes its
 // settings from here; nothing here knows how a provider works.
 
-const env = (name: string) => Deno.env.get(name) || undefined;
+// Deno in the functions; the Node side (tests of the provider modules) imports the types only
+const env = (name: string): string | undefined =>
+  (globalThis as { Deno?: { env: { get(n: string): string | undefined } } }).Deno?.env.get(name) || undefined;
 
 export interface StripeSettings {
   secretKey?: string;
