@@ -5,6 +5,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { createTestDatabase, sqlState, type Sql, type TestDatabase } from "../helpers/db.ts";
 import * as f from "../helpers/fixtures.ts";
 import { applyStatus } from "../helpers/money.ts";
+import { asOperator } from "../helpers/runbook.ts";
 import { paidReservation, type Row } from "./ops_helpers.ts";
 
 let db: TestDatabase;
@@ -178,5 +179,89 @@ describe("refund requests: what cannot confirm or undo them", () => {
     expect(row).toMatchObject({ status: "failed", attempts: 10 });
     const [h] = await sql`select status from reserve.system_health_check() where check_name = 'refunds_stuck'`;
     expect(h.status).toBe("WARNING");
+  });
+});
+
+describe("a sent refund whose confirmation never comes", () => {
+  const lookup = (id: string, refund: Record<string, unknown> | null, update: Record<string, unknown> | null = null, error: string | null = null) =>
+    sql`select * from reserve.record_refund_lookup(${id}::uuid, reserve.as_provider_refund(${refund ? sql.json(refund as never) : null}::jsonb),
+          reserve.as_provider_update(${update ? sql.json(update as never) : null}::jsonb), ${error})`.then((r) => r[0]);
+
+  async function sentRefund(amount = 20000) {
+    const p = await paidReservation(sql);
+    const r = await request(p.paymentId, amount, `lookup:${p.paymentId}:${crypto.randomUUID()}`);
+    await sql`select * from reserve.claim_refund_requests(1000)`;
+    const sent = await report(r.id as string, "sent", `re_${crypto.randomUUID().slice(0, 8)}`);
+    return { p, r: sent };
+  }
+
+  it("is claimed for a lookup two minutes after it was sent, then with backoff while the provider says pending", async () => {
+    const { r } = await sentRefund();
+    const [due] = await sql`select next_attempt_at - sent_at between interval '119 seconds' and interval '121 seconds' as two_minutes
+                            from reserve.refund_requests where id = ${r.id as string}`;
+    expect(due.two_minutes).toBe(true);
+    expect((await sql`select * from reserve.claim_refunds_to_confirm(1000)`).filter((x) => x.refund_request_id === r.id)).toEqual([]);
+    await sql`update reserve.refund_requests set next_attempt_at = now() - interval '1 second' where id = ${r.id as string}`;
+    const [claimed] = (await sql`select * from reserve.claim_refunds_to_confirm(1000)`).filter((x) => x.refund_request_id === r.id);
+    expect(claimed).toMatchObject({ provider: "stripe", provider_refund_id: r.provider_refund_id, amount: "20000", currency: "BRL", lookups: 0 });
+    const first = await lookup(r.id as string, { refund_id: r.provider_refund_id, status: "pending" });
+    expect(first).toMatchObject({ status: "sent", lookups: 1, provider_refund_status: "pending" });
+    const second = await lookup(r.id as string, null, null, "stripe: HTTP 503");
+    expect(second).toMatchObject({ status: "sent", lookups: 2, error_message: "stripe: HTTP 503" });
+    const [b] = await sql`select next_attempt_at - last_lookup_at as wait from reserve.refund_requests where id = ${r.id as string}`;
+    expect(b.wait).toBe("00:02:00");
+  });
+
+  it("the provider saying the refund succeeded applies its payment: the ledger refund is posted and the request confirmed", async () => {
+    const { p, r } = await sentRefund();
+    const after = await lookup(r.id as string, { refund_id: r.provider_refund_id, status: "succeeded", amount: 20000, currency: "BRL" },
+                               { status: "partially_refunded", refunded_amount: 20000, currency: "BRL", gateway_status: "succeeded" });
+    expect(after).toMatchObject({ status: "confirmed", lookups: 1 });
+    const [pay] = await sql`select status, refunded_amount::int from reserve.payments where id = ${p.paymentId}`;
+    expect(pay).toEqual({ status: "partially_refunded", refunded_amount: 20000 });
+    // a later lookup of a confirmed request changes nothing
+    expect(await lookup(r.id as string, { refund_id: "x", status: "failed" })).toMatchObject({ status: "confirmed", lookups: 1 });
+  });
+
+  it("the provider saying the refund failed fails the request, and refunds_stuck fires at once", async () => {
+    const { r } = await sentRefund(5000);
+    const failed = await lookup(r.id as string, { refund_id: r.provider_refund_id, status: "failed" });
+    expect(failed.status).toBe("failed");
+    expect(failed.error_message).toContain("failed");
+    const [h] = await sql`select status from reserve.system_health_check() where check_name = 'refunds_stuck'`;
+    expect(h.status).toBe("WARNING");
+    // an operator sends it again (same idempotency key) or closes it; a closed one no longer pages
+    const retried = await asOperator(sql, "ops@reserve.test", (tx) => tx`select * from reserve.retry_refund(${r.id as string}::uuid, 'card reissued')`);
+    expect(retried[0]).toMatchObject({ status: "requested", attempts: 0 });
+    const closed = await asOperator(sql, "ops@reserve.test", (tx) => tx`select * from reserve.close_refund_request(${r.id as string}::uuid, 'paid by bank transfer')`);
+    expect(closed[0].status).toBe("closed");
+    expect(await sqlState(sql`select reserve.close_refund_request(${r.id as string}::uuid, 'no operator')`)).toBe("RC501");
+  });
+
+  it("refunds_stuck fires hours after a refund was asked for, not two days", async () => {
+    const { r } = await sentRefund(1000);
+    const stuck = async () => {
+      const [h] = await sql`select observed_value::int as n from reserve.system_health_check() where check_name = 'refunds_stuck'`;
+      return h.n as number;
+    };
+    const before = await stuck();
+    await sql`update reserve.refund_requests set created_at = now() - interval '3 hours 1 minute' where id = ${r.id as string}`;
+    expect(await stuck()).toBe(before + 1);
+    const [rule] = await sql`select runbook_section from reserve.alert_rules where alert_name = 'refunds_stuck'`;
+    expect(rule.runbook_section).toBe("P2: REFUND NOT CONFIRMED");
+  });
+
+  it("a sent refund cannot be closed (RC208): the provider may be sending it", async () => {
+    const { r } = await sentRefund(1000);
+    expect(await sqlState(asOperator(sql, "ops@reserve.test", (tx) => tx`select reserve.close_refund_request(${r.id as string}::uuid, 'give up')`))).toBe("RC208");
+  });
+
+  it("refuses a lookup with no refund and no error, or a status that is not one (RC001), writing nothing", async () => {
+    const { r } = await sentRefund(1000);
+    expect(await sqlState(lookup(r.id as string, null))).toBe("RC001");
+    expect(await sqlState(lookup(r.id as string, { refund_id: "x", status: "maybe" }))).toBe("RC001");
+    expect(await sqlState(lookup(r.id as string, { refund_id: "x", status: "succeeded", extra: 1 }))).toBe("RC001");
+    const [row] = await sql`select lookups, status from reserve.refund_requests where id = ${r.id as string}`;
+    expect(row).toEqual({ lookups: 0, status: "sent" });
   });
 });
