@@ -101,7 +101,9 @@ begin
     exception when others then
       get stacked diagnostics msg = message_text, state = returned_sqlstate;
       msg := format('%s: %s', state, msg);
-      state := case when w.attempts >= reserve.setting_int('max_webhook_attempts') then 'dead' else 'failed' end;
+      -- what the provider said can never be applied (RC001: e.g. a success that does not say what
+      -- arrived): retrying changes nothing, so it is dead at once (an alert); anything else is retried
+      state := case when state = 'RC001' or w.attempts >= reserve.setting_int('max_webhook_attempts') then 'dead' else 'failed' end;
       a := null;
     end;
   end if;

@@ -36,11 +36,11 @@ export const providerUpdate = (q: Q, u: UpdateFields | null) =>
  */
 export async function newsFor(q: Q, paymentId: string, status: string, extra: UpdateFields = {}): Promise<UpdateFields> {
   const u: UpdateFields = { status, ...extra };
-  if (status === "succeeded" && !("amount_received" in extra)) {
+  if (status === "succeeded" && (!("amount_received" in extra) || !("currency" in extra))) {
     const [p] = await q`select amount, currency from reserve.payments where id = ${paymentId}`;
     if (p) {
-      u.amount_received = Number(p.amount);
-      u.currency ??= p.currency as string;
+      if (!("amount_received" in extra)) u.amount_received = Number(p.amount);
+      if (!("currency" in extra)) u.currency = p.currency as string;
     }
   }
   return u;

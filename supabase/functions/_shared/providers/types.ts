@@ -175,8 +175,12 @@ export function fromDecimal(v: unknown, what: string): number | undefined {
   throw new UnusableAnswer(`${what} ${shown(v)} is not an amount with at most two decimals between 0 and 2^53 - 1 centavos`);
 }
 
-export const upperCurrency = (v: unknown): string | undefined =>
-  typeof v === "string" && /^[a-z]{3}$/i.test(v) ? v.toUpperCase() : undefined;
+/** An ISO 4217 code in upper case; absent is undefined, anything else UnusableAnswer (money in an unknown currency). */
+export function upperCurrency(v: unknown): string | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (typeof v === "string" && /^[a-z]{3}$/i.test(v)) return v.toUpperCase();
+  throw new UnusableAnswer(`currency ${(JSON.stringify(v) ?? String(v)).slice(0, 40)} is not an ISO 4217 code`);
+}
 
 /** A time the provider gave, or undefined for anything that is not one. */
 export function timeOf(v: unknown): Date | undefined {
