@@ -6,10 +6,11 @@
 //
 // Notifications carry no status, so the payment is always fetched from MercadoPago with our token:
 //   * webhooks (x-signature: HMAC-SHA256 of `id:<data.id>;request-id:<x-request-id>;ts:<ts>;`) are
-//     verified, and ts must be within SIGNATURE_WINDOW_MS of now. MercadoPago's docs show ts in seconds
-//     (ts=1704908010); its SDKs compare it as seconds since their 2026 fix (sdk-python #142, sdk-java
-//     #393, sdk-php #647: "ts header value compared in seconds against a millisecond clock"), while the
-//     Python SDK's docstring still says ts=<ms>. Both units are accepted: 13 digits and up is milliseconds.
+//     verified, and ts must be within SIGNATURE_WINDOW_MS of now. The sources disagree on its unit:
+//     MercadoPago's documented example delivery carries a 13-digit ts (ts=1742505638683, milliseconds)
+//     and sdk-python's docstring says ts=<ms>, while the SDKs compare it as seconds since their 2026 fix
+//     (sdk-python #142, sdk-java #393, sdk-php #647: "ts header value compared in seconds against a
+//     millisecond clock"). Both units are accepted: 13 digits and up is milliseconds.
 //   * IPN (`?topic=payment&id=...`, unsigned by design) is never trusted: the payment it names is fetched;
 //     one MercadoPago does not know is answered 200 and nothing is written. Our payments opt out of IPN
 //     with source_news=webhooks in their notification_url; an IPN that still comes is handled that way.
