@@ -4,7 +4,7 @@
 -- path that found it (webhook, poll, replay, recovery, checkout, refund lookup) never applied it.
 
 insert into reserve.error_codes (sqlstate, name, http_status, description) values
-  ('RC211', 'money_discrepancy_not_found', 404, 'No such money_discrepancies row.');
+  ('RC213', 'money_discrepancy_not_found', 404, 'No such money_discrepancies row.');
 
 create table reserve.money_discrepancies (
   id                 uuid primary key default gen_random_uuid(),
@@ -90,7 +90,7 @@ declare
 begin
   select * into d from reserve.money_discrepancies x where x.id = p_discrepancy_id for update;
   if not found then
-    raise exception using errcode = 'RC211', message = format('money discrepancy %s not found', p_discrepancy_id);
+    raise exception using errcode = 'RC213', message = format('money discrepancy %s not found', p_discrepancy_id);
   end if;
   if d.resolved_at is null then
     update reserve.money_discrepancies x set resolved_at = now(), resolved_by = who, resolution = p_reason
@@ -102,7 +102,7 @@ end
 $$;
 comment on function reserve.resolve_money_discrepancy(uuid, text) is
   'Closes a money discrepancy an operator has dealt with (the refund confirmed, the provider''s support '
-  'answered), with who and why; it leaves the money_mismatch alert. Idempotent; RC211 unknown id, RC501 '
+  'answered), with who and why; it leaves the money_mismatch alert. Idempotent; RC213 unknown id, RC501 '
   'without operator and reason.';
 revoke all on function reserve.resolve_money_discrepancy(uuid, text) from public;
 grant execute on function reserve.resolve_money_discrepancy(uuid, text) to service_role;

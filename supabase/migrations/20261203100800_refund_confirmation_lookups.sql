@@ -290,80 +290,28 @@ begin
 end
 $$;
 
--- What an operator does with a refund that does not end by itself: send it again (a failed one: the same
--- idempotency key, so a refund the provider did take is not made twice) or ask the provider now (a sent
--- one), or close it when it was settled some other way (closed: no longer owed through this queue).
-alter table reserve.refund_requests drop constraint refund_requests_status_check;
-alter table reserve.refund_requests add constraint refund_requests_status_check
-  check (status in ('requested', 'sending', 'sent', 'confirmed', 'failed', 'closed'));
-comment on column reserve.refund_requests.status is
-  'requested -> sending -> sent -> confirmed; failed (refused, unanswered 10 times, or the provider says the '
-  'refund failed); closed (an operator settled it another way, close_refund_request).';
-
-create function reserve.retry_refund(p_refund_request_id uuid, p_reason text)
+create function reserve.look_up_refund(p_refund_request_id uuid, p_reason text)
 returns reserve.refund_requests
 language plpgsql
 security definer
 set search_path = ''
 as $$
 declare
-  who text := reserve.require_operator('retry_refund', p_reason);
+  who text := reserve.require_operator('look_up_refund', p_reason);
   rr reserve.refund_requests;
 begin
   select * into rr from reserve.refund_requests x where x.id = p_refund_request_id for update;
   if not found then
     raise exception using errcode = 'RC001', message = format('refund request %s not found', p_refund_request_id);
   end if;
-  if rr.status = 'failed' then
-    update reserve.refund_requests x
-    set status = 'requested', attempts = 0, next_attempt_at = now(),
-        error_message = format('retried by %s: %s (was: %s)', who, p_reason, coalesce(x.error_message, 'failed'))
-    where x.id = rr.id
-    returning * into rr;
-  elsif rr.status in ('requested', 'sent') then
+  if rr.status in ('requested', 'sent') then
     update reserve.refund_requests x set next_attempt_at = now() where x.id = rr.id returning * into rr;
   end if;
   return rr;
 end
 $$;
-comment on function reserve.retry_refund(uuid, text) is
-  'A failed refund is sent again at the next poller run (its idempotency key is the same: a refund the '
-  'provider already took is not made twice); a requested one is sent, a sent one looked up at the provider, '
-  'at the next run instead of after its backoff. Confirmed and closed ones are left alone. RC501 without '
-  'operator and reason.';
-revoke all on function reserve.retry_refund(uuid, text) from public;
-grant execute on function reserve.retry_refund(uuid, text) to service_role;
-
-create function reserve.close_refund_request(p_refund_request_id uuid, p_reason text)
-returns reserve.refund_requests
-language plpgsql
-security definer
-set search_path = ''
-as $$
-declare
-  who text := reserve.require_operator('close_refund_request', p_reason);
-  rr reserve.refund_requests;
-begin
-  select * into rr from reserve.refund_requests x where x.id = p_refund_request_id for update;
-  if not found then
-    raise exception using errcode = 'RC001', message = format('refund request %s not found', p_refund_request_id);
-  end if;
-  if rr.status in ('sending', 'sent') then
-    raise exception using errcode = 'RC208',
-      message = format('refund request %s is %s: the provider may be sending it; look it up (retry_refund) before closing it', rr.id, rr.status);
-  end if;
-  if rr.status in ('requested', 'failed') then
-    update reserve.refund_requests x
-    set status = 'closed', error_message = format('closed by %s: %s (was %s: %s)', who, p_reason, x.status, coalesce(x.error_message, ''))
-    where x.id = rr.id
-    returning * into rr;
-  end if;
-  return rr;
-end
-$$;
-comment on function reserve.close_refund_request(uuid, text) is
-  'Closes a failed or not yet sent refund request an operator settled another way (refunded at the '
-  'provider''s dashboard, which the ledger follows when the provider''s payment shows it; or not owed after '
-  'all): it leaves the refunds_stuck alert. RC208 for one the provider may be sending. Idempotent.';
-revoke all on function reserve.close_refund_request(uuid, text) from public;
-grant execute on function reserve.close_refund_request(uuid, text) to service_role;
+comment on function reserve.look_up_refund(uuid, text) is
+  'A sent refund is looked up at the provider, a requested one sent, at the next poller run instead of '
+  'after its backoff. Other requests are left alone. RC501 without operator and reason.';
+revoke all on function reserve.look_up_refund(uuid, text) from public;
+grant execute on function reserve.look_up_refund(uuid, text) to service_role;

@@ -3,6 +3,28 @@
 -- looked up at the provider within minutes; money_discrepancies is CRITICAL while the provider's money
 -- and ours disagree anywhere (the P1 money_mismatch alert).
 
+create function reserve.money_health_checks()
+returns table (check_name text, status text, observed_value numeric, threshold text, details text)
+language plpgsql
+stable
+security definer
+set search_path = ''
+as $$
+declare
+  n numeric;
+begin
+  select count(*) into n from reserve.money_discrepancies d where d.resolved_at is null;
+  return query select 'money_discrepancies'::text, case when n > 0 then 'CRITICAL' else 'OK' end, n, '0 open'::text,
+    case when n > 0 then 'open_money_discrepancies lists where the provider''s money differs from ours'
+         else 'the providers'' money agrees with ours' end;
+end
+$$;
+comment on function reserve.money_health_checks() is
+  'The health checks of the providers'' money (rows as system_health_check''s, which includes them): '
+  'money_discrepancies is CRITICAL while any is open.';
+revoke all on function reserve.money_health_checks() from public;
+grant execute on function reserve.money_health_checks() to service_role;
+
 create or replace function reserve.system_health_check()
 returns table (check_name text, status text, observed_value numeric, threshold text, details text)
 language plpgsql
@@ -106,15 +128,13 @@ begin
   where rr.status = 'failed'
      or (rr.status not in ('confirmed', 'closed')
          and rr.created_at < now() - make_interval(hours => reserve.setting_int('refund_stuck_hours')));
+  -- ('closed': an operator ended it, a status a later migration may add)
   return query select 'refunds_stuck', case when n > 0 then 'WARNING' else 'OK' end, n,
     format('0 (unconfirmed after %s h, setting refund_stuck_hours)', reserve.setting_int('refund_stuck_hours')),
     'refund requests failed at the provider or unconfirmed hours after being asked for: refund_requests';
 
   -- the provider's money and ours disagree: a success for another amount, a refund beyond what arrived
-  select count(*) into n from reserve.money_discrepancies d where d.resolved_at is null;
-  return query select 'money_discrepancies', case when n > 0 then 'CRITICAL' else 'OK' end, n, '0 open',
-    case when n > 0 then 'open_money_discrepancies lists where the provider''s money differs from ours'
-         else 'the providers'' money agrees with ours' end;
+  return query select * from reserve.money_health_checks();
 
   -- jobs
   select j.finished_at into last_at from reserve.job_last_runs j where j.job = 'poll_payment_status';
@@ -166,6 +186,6 @@ insert into reserve.alert_rules (alert_name, check_name, fire_on, severity, for_
   ('money_mismatch', 'money_discrepancies', 'WARNING', 'P1', '0', 'P1: PROVIDER MONEY DIFFERS FROM OURS',
    'A provider reports money that differs from ours (another amount or currency, a refund or dispute beyond what arrived)');
 update reserve.alert_rules
-set runbook_section = 'P2: REFUND NOT CONFIRMED',
+set runbook_section = 'P2: REFUND STUCK',
     summary = 'A refund we owe was refused by the provider or is unconfirmed hours after being asked for'
 where alert_name = 'refunds_stuck';

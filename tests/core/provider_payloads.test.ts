@@ -182,7 +182,7 @@ describe("attach_gateway_payment: the checkout takes the provider's payment only
 });
 
 describe("resolve_money_discrepancy", () => {
-  it("closes one with who and why; RC211 for an unknown id, RC501 without an operator", async () => {
+  it("closes one with who and why; RC213 for an unknown id, RC501 without an operator", async () => {
     const c = await f.checkoutAttempt(sql);
     await applyStatus(sql, c.paymentId, "succeeded", { amount_received: 1 });
     const [d] = await sql`select id from reserve.money_discrepancies where payment_id = ${c.paymentId}`;
@@ -195,6 +195,6 @@ describe("resolve_money_discrepancy", () => {
     expect(await sqlState(sql.begin(async (tx) => {
       await tx`set local reserve.actor = 'ops@reserve.test'`;
       return tx`select reserve.resolve_money_discrepancy(${crypto.randomUUID()}::uuid, 'x')`;
-    }))).toBe("RC211");
+    }))).toBe("RC213");
   });
 });

@@ -230,12 +230,9 @@ describe("a sent refund whose confirmation never comes", () => {
     expect(failed.error_message).toContain("failed");
     const [h] = await sql`select status from reserve.system_health_check() where check_name = 'refunds_stuck'`;
     expect(h.status).toBe("WARNING");
-    // an operator sends it again (same idempotency key) or closes it; a closed one no longer pages
-    const retried = await asOperator(sql, "ops@reserve.test", (tx) => tx`select * from reserve.retry_refund(${r.id as string}::uuid, 'card reissued')`);
-    expect(retried[0]).toMatchObject({ status: "requested", attempts: 0 });
-    const closed = await asOperator(sql, "ops@reserve.test", (tx) => tx`select * from reserve.close_refund_request(${r.id as string}::uuid, 'paid by bank transfer')`);
-    expect(closed[0].status).toBe("closed");
-    expect(await sqlState(sql`select reserve.close_refund_request(${r.id as string}::uuid, 'no operator')`)).toBe("RC501");
+    // a failed request is left as it is by an operator's look_up_refund (nothing to ask)
+    const left = await asOperator(sql, "ops@reserve.test", (tx) => tx`select * from reserve.look_up_refund(${r.id as string}::uuid, 'ask again')`);
+    expect(left[0].status).toBe("failed");
   });
 
   it("refunds_stuck fires hours after a refund was asked for, not two days", async () => {
@@ -248,12 +245,15 @@ describe("a sent refund whose confirmation never comes", () => {
     await sql`update reserve.refund_requests set created_at = now() - interval '3 hours 1 minute' where id = ${r.id as string}`;
     expect(await stuck()).toBe(before + 1);
     const [rule] = await sql`select runbook_section from reserve.alert_rules where alert_name = 'refunds_stuck'`;
-    expect(rule.runbook_section).toBe("P2: REFUND NOT CONFIRMED");
+    expect(rule.runbook_section).toBe("P2: REFUND STUCK");
   });
 
-  it("a sent refund cannot be closed (RC208): the provider may be sending it", async () => {
+  it("an operator asks the provider now instead of after the backoff (look_up_refund); RC501 without operator", async () => {
     const { r } = await sentRefund(1000);
-    expect(await sqlState(asOperator(sql, "ops@reserve.test", (tx) => tx`select reserve.close_refund_request(${r.id as string}::uuid, 'give up')`))).toBe("RC208");
+    expect(await sqlState(sql`select reserve.look_up_refund(${r.id as string}::uuid, 'now')`)).toBe("RC501");
+    const [due] = await asOperator(sql, "ops@reserve.test", (tx) => tx`select * from reserve.look_up_refund(${r.id as string}::uuid, 'Stripe shows it done')`);
+    expect(due.status).toBe("sent");
+    expect((await sql`select * from reserve.claim_refunds_to_confirm(1000)`).map((x) => x.refund_request_id)).toContain(r.id);
   });
 
   it("refuses a lookup with no refund and no error, or a status that is not one (RC001), writing nothing", async () => {

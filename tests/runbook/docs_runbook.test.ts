@@ -111,7 +111,7 @@ const UNSAFE = [
 const OPERATOR_FUNCTIONS = [
   "recover_payment", "mark_payment_failed", "block_unit_dates", "unblock_unit_dates", "move_reservation", "cancel_reservation_with_refund",
   "refund_duplicate_charge", "refund_payment", "rebuild_unit_availability", "replay_webhook", "retry_failed_webhooks",
-  "resolve_webhook", "resolve_money_discrepancy", "retry_refund", "close_refund_request",
+  "resolve_webhook", "resolve_money_discrepancy", "look_up_refund",
   "propose_ledger_correction", "approve_ledger_correction", "reject_ledger_correction",
 ];
 
@@ -387,14 +387,7 @@ const AFTER: { match: RegExp; check(tx: postgres.TransactionSql): Promise<void> 
     },
   },
   {
-    match: /close_refund_request\(/,
-    async check(tx) {
-      const [r] = await tx`select status from reserve.refund_requests where id = ${ids.mismatchRefund}`;
-      expect(r.status).toBe("closed");
-    },
-  },
-  {
-    match: /retry_refund\(/,
+    match: /look_up_refund\(/,
     async check(tx) {
       const [r] = await tx`select status, next_attempt_at <= now() as due from reserve.refund_requests where id = ${ids.mismatchRefund}`;
       expect(r).toEqual({ status: "requested", due: true });
