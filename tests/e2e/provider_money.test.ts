@@ -10,7 +10,7 @@ import { startE2E, type E2E } from "../helpers/e2e.ts";
 import * as f from "../helpers/fixtures.ts";
 import { attachGateway, recoverPayment } from "../helpers/money.ts";
 import {
-  mercadoPagoNotification, mercadoPagoPayment, openPixCompleted, startFakeProviders, stripeEvent, stripeIntent, type FakeProviders,
+  fixture, mercadoPagoNotification, mercadoPagoPayment, openPixCompleted, startFakeProviders, stripeEvent, stripeIntent, type FakeProviders,
 } from "../helpers/provider_fakes.ts";
 import { asOperator } from "../helpers/runbook.ts";
 
@@ -270,6 +270,23 @@ describe("refunds and disputes beyond the money received are refused", () => {
     const res = await e.post("webhook_stripe", payload, { "stripe-signature": header });
     expect(res.body).toMatchObject({ status: "dead", outcome: "refused" });
     await expectRefused(a, "dispute_exceeds_received");
+  });
+
+  it("stripe: the recorded dispute shape, which names only its charge, is looked up and applied, then lost for what arrived", async () => {
+    const a = await paid("stripe");
+    const chargeId = `ch_${crypto.randomUUID().replace(/-/g, "").slice(0, 24)}`;
+    fakes.stripe.charges.set(chargeId, { ...fixture("stripe/charge"), id: chargeId, amount: a.amount, currency: "brl", payment_intent: a.gatewayId });
+    const recorded = fixture("stripe/dispute");
+    const dispute = { ...recorded, charge: chargeId, payment_intent: null, amount: a.amount, currency: "brl" };
+    const opened = await stripeEvent(fakes.stripe.webhookSecret, "charge.dispute.created", dispute);
+    const res = await e.post("webhook_stripe", opened.payload, { "stripe-signature": opened.header });
+    expect(res.body).toMatchObject({ status: "completed", outcome: "applied", payment_status: "disputed" });
+    const lost = await stripeEvent(fakes.stripe.webhookSecret, "charge.dispute.closed", { ...dispute, status: "lost" });
+    const closed = await e.post("webhook_stripe", lost.payload, { "stripe-signature": lost.header });
+    expect(closed.body).toMatchObject({ status: "completed", payment_status: "refunded" });
+    const kinds = await e.db.sql`select kind from reserve.ledger_transactions where payment_id = ${a.paymentId} order by posted_at`;
+    expect(kinds.map((k) => k.kind)).toEqual(["payment", "chargeback"]);
+    expect(fakes.requests).toContain(`GET /v1/charges/${chargeId}`);
   });
 
   it("stripe: a refund in another currency than arrived", async () => {
