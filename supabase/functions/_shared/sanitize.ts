@@ -31,9 +31,6 @@ export function safeText(s: string, max = LIMITS.stringChars): string {
   return out;
 }
 
-/** True when the string is already what safeText makes of it (nothing to escape, short enough). */
-export const isSafeText = (s: string, max = LIMITS.stringChars) => s.length <= max && !new RegExp(UNSAFE.source).test(s);
-
 function walk(v: unknown, depth: number): unknown {
   if (typeof v === "string") return safeText(v);
   if (typeof v === "number") return Number.isFinite(v) ? v : null;

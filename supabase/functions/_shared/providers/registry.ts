@@ -20,13 +20,6 @@ export function providerNamed(name: string): PaymentProvider | undefined {
   return Object.hasOwn(PROVIDERS, name) ? PROVIDERS[name as ProviderName] : undefined;
 }
 
-/** The provider named, or a ProviderError-free failure the caller turns into its answer. */
-export function mustProvider(name: string): PaymentProvider {
-  const p = providerNamed(name);
-  if (!p) throw new Error(`no payment provider named ${JSON.stringify(name)}`);
-  return p;
-}
-
 export const providersTaking = (method: PaymentMethod): PaymentProvider[] =>
   Object.values(PROVIDERS).filter((p) => p.methods.includes(method));
 

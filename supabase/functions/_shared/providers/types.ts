@@ -236,13 +236,3 @@ export async function providerJson<T>(provider: string, url: string, init: Reque
   if (!res.ok) throw httpError(provider, res, parsed, what);
   return parsed as T;
 }
-
-/** A JSON object from a body, or undefined for anything else (the caller answers 400 and writes nothing). */
-export function parseObject(body: string): Record<string, unknown> | undefined {
-  try {
-    const v = JSON.parse(body);
-    return v && typeof v === "object" && !Array.isArray(v) ? v : undefined;
-  } catch {
-    return undefined;
-  }
-}
