@@ -6,6 +6,7 @@
 // cannot be applied; a payment the provider does not know (404 at the lookup) is not ours: ignored, 200.
 import { db } from "./db.ts";
 import { errorJson, json, methodNotAllowed, readBodyText } from "./http.ts";
+import { sha256Hex } from "./crypto.ts";
 import { safeText, sanitizeJson } from "./sanitize.ts";
 import {
   ProviderError, UnusableAnswer, type LookupKey, type PaymentProvider, type ProviderRefund, type ProviderUpdate,
@@ -98,9 +99,12 @@ export async function recordEvent(e: EventToRecord): Promise<Processed> {
     poison = unusableUpdate(update);
     if (poison) update = null;
   }
+  // an id too long to send whole is sent as its hash (the database bounds the rest the same way)
+  const rawId = String(e.eventId);
+  const eventId = rawId.length > 1024 ? `sha256:${await sha256Hex(rawId)}` : safeText(rawId, 1024);
   const event = compact({
     provider: e.provider,
-    event_id: safeText(String(e.eventId), 4096),
+    event_id: eventId,
     event_type: safeText(String(e.eventType), 1024),
     event_at: e.eventAt && !Number.isNaN(e.eventAt.getTime()) ? e.eventAt.toISOString() : undefined,
     payload: e.payload === undefined ? undefined : await sanitizeJson(e.payload),
