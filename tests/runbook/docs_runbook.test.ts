@@ -19,6 +19,7 @@ import type postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestDatabase, type Sql, type TestDatabase } from "../helpers/db.ts";
 import * as f from "../helpers/fixtures.ts";
+import { applyStatus, attachGateway, processEvent } from "../helpers/money.ts";
 
 const ROOT = path.resolve(import.meta.dirname, "../..");
 const DOC_PATH = path.join(ROOT, "docs/RUNBOOK.md");
@@ -110,7 +111,7 @@ const UNSAFE = [
 const OPERATOR_FUNCTIONS = [
   "recover_payment", "mark_payment_failed", "block_unit_dates", "unblock_unit_dates", "move_reservation", "cancel_reservation_with_refund",
   "refund_duplicate_charge", "refund_payment", "rebuild_unit_availability", "replay_webhook", "retry_failed_webhooks",
-  "resolve_webhook",
+  "resolve_webhook", "resolve_money_discrepancy", "look_up_refund",
   "propose_ledger_correction", "approve_ledger_correction", "reject_ledger_correction",
 ];
 
@@ -119,6 +120,7 @@ const REQUIRED_NAMES = [
   ...OPERATOR_FUNCTIONS, "check_all_alerts", "system_health_check", "ops_dashboard_summary", "stuck_payments",
   "webhook_status", "webhook_failure_analysis", "failed_payments_analysis", "retention_statistics",
   "run_retention_cleanup", "retention_cleanup_job", "alert_events", "error_codes", "refund_requests",
+  "open_money_discrepancies", "money_discrepancies", "as_provider_update",
 ];
 
 /** The seed runbook's section titles, kept verbatim. */
@@ -145,6 +147,7 @@ let ids: {
   block: string; stuckPayment: string; paidPayment: string; paidIntent: string; pixPayment: string; pixGatewayId: string;
   duplicatePayment: string; webhook: string; imbalancedTx: string; correction: string; overbookedUnit: string;
   alternativeUnit: string; reservationToMove: string; reservationToCancel: string; cityCode: string;
+  discrepancy: string; mismatchRefund: string;
 };
 
 async function checkout(q: Q, unitId: string, method: "card" | "pix", provider: string, gatewayId: string) {
@@ -152,7 +155,7 @@ async function checkout(q: Q, unitId: string, method: "card" | "pix", provider: 
     select * from reserve.begin_checkout(
       p_client_id => ${`runbook-${crypto.randomUUID()}`}, p_method => ${method}, p_provider => ${provider},
       p_unit_id => ${unitId}, p_check_in => ${f.isoDate(1)}, p_check_out => ${f.isoDate(3)}, p_guests => 2)`;
-  await q`select reserve.attach_gateway_payment(${c.payment_id as string}, ${gatewayId})`;
+  await attachGateway(q, c.payment_id as string, gatewayId);
   return { paymentId: c.payment_id as string, intentId: c.booking_intent_id as string };
 }
 
@@ -160,7 +163,7 @@ async function checkout(q: Q, unitId: string, method: "card" | "pix", provider: 
 async function paidReservation(q: Q, unitId: string) {
   const [bi] = await q`select * from reserve.create_booking_intent(${unitId}, ${f.isoDate(1)}, ${f.isoDate(3)}, 2)`;
   const [p] = await q`select * from reserve.create_payment(${bi.id}, 'stripe', 'card', ${bi.amount})`;
-  const [r] = await q`select * from reserve.apply_payment_status(${p.id}, 'succeeded')`;
+  const r = await applyStatus(q, p.id as string, "succeeded");
   return { intentId: bi.id as string, paymentId: p.id as string, reservationId: r.reservation_id as string };
 }
 
@@ -182,10 +185,10 @@ async function buildWorld() {
   const dupUnit = await f.unit(sql, { nights: 10 });
   const [di] = await sql`select * from reserve.create_booking_intent(${dupUnit.unitId}, ${f.isoDate(1)}, ${f.isoDate(3)}, 2)`;
   const [first] = await sql`select * from reserve.create_payment(${di.id}, 'stripe', 'card', ${di.amount})`;
-  await sql`select reserve.apply_payment_status(${first.id}, 'failed', p_error_code => 'card_declined')`;
+  await applyStatus(sql, first.id as string, "failed", { error_code: "card_declined" });
   const [second] = await sql`select * from reserve.create_payment(${di.id}, 'stripe', 'card', ${di.amount})`;
-  await sql`select reserve.apply_payment_status(${second.id}, 'succeeded')`;
-  await sql`select reserve.apply_payment_status(${first.id}, 'succeeded')`;
+  await applyStatus(sql, second.id as string, "succeeded");
+  await applyStatus(sql, first.id as string, "succeeded");
   const [dup] = await sql`select id from reserve.payments where booking_intent_id = ${di.id} and duplicate_of is not null`;
 
   // P1 webhook down, recovery: an event that failed inside the apply (the fault is gone now)
@@ -199,10 +202,8 @@ async function buildWorld() {
       for each row execute function public.runbook_refuse_reservation();`);
   let webhookId: string;
   try {
-    const [w] = await sql`
-      select * from reserve.process_webhook_event(
-        p_provider => 'stripe', p_event_id => ${`evt_${crypto.randomUUID()}`}, p_event_type => 'payment_intent.succeeded',
-        p_payload => ${sql.json({ id: "evt" })}, p_payment_id => ${wh.paymentId}, p_status => 'succeeded')`;
+    const w = await processEvent(sql, { event_id: `evt_${crypto.randomUUID()}`, payload: { id: "evt" } },
+                                 { status: "succeeded", payment_reference: wh.paymentId });
     webhookId = w.webhook_id as string;
     expect(w.webhook_status).toBe("failed");
   } finally {
@@ -244,6 +245,14 @@ async function buildWorld() {
   });
   expect((await sql`select * from reserve.overbooking_check where unit_id = ${ob.unitId}`).length).toBe(2);
 
+  // P1 provider money differs: Stripe says 1.00 BRL arrived for a 1000.00 BRL stay (booked as owed back,
+  // refund queued, a discrepancy open)
+  const mm = await checkout(sql, (await f.unit(sql, { nights: 10 })).unitId, "card", "stripe", `pi_mm_${crypto.randomUUID().slice(0, 8)}`);
+  const mismatch = await applyStatus(sql, mm.paymentId, "succeeded", { amount_received: 100, currency: "BRL" });
+  expect(mismatch.finalize_outcome).toBe("amount_mismatch");
+  const [disc] = await sql`select id from reserve.money_discrepancies where payment_id = ${mm.paymentId}`;
+  const [mmRefund] = await sql`select id from reserve.refund_requests where payment_id = ${mm.paymentId}`;
+
   // an ops block on a unit of its own, for unblock_unit_dates
   const blocked = await f.unit(sql, { nights: 10 });
   const [blk] = await sql.begin(async (tx) => {
@@ -257,6 +266,7 @@ async function buildWorld() {
     pixGatewayId, duplicatePayment: dup.id as string, webhook: webhookId, imbalancedTx, correction: correction.id as string,
     overbookedUnit: ob.unitId, alternativeUnit: alt.unitId, reservationToMove: toMove.id as string,
     reservationToCancel: toCancel.reservationId, cityCode: ob.cityCode,
+    discrepancy: disc.id as string, mismatchRefund: mmRefund.id as string,
   };
   values = {
     "'stuck-payment-uuid'": `'${ids.stuckPayment}'`,
@@ -267,6 +277,9 @@ async function buildWorld() {
     "'duplicate-payment-uuid'": `'${ids.duplicatePayment}'`,
     "'webhook-uuid'": `'${ids.webhook}'`,
     "'block-uuid'": `'${ids.block}'`,
+    "'discrepancy-uuid'": `'${ids.discrepancy}'`,
+    "'refund-request-uuid'": `'${ids.mismatchRefund}'`,
+    "<amount_received>": "100000",
     "'imbalanced-tx-id'": `'${ids.imbalancedTx}'`,
     "'correction-uuid'": `'${ids.correction}'`,
     "'overbooked-unit-uuid'": `'${ids.overbookedUnit}'`,
@@ -365,6 +378,19 @@ const AFTER: { match: RegExp; check(tx: postgres.TransactionSql): Promise<void> 
     match: /approve_ledger_correction\(/,
     async check(tx) {
       expect(await tx`select * from reserve.find_ledger_imbalances(current_date - 7) where transaction_id = ${ids.imbalancedTx}`).toEqual([]);
+    },
+  },
+  {
+    match: /resolve_money_discrepancy\(/,
+    async check(tx) {
+      expect(await tx`select * from reserve.open_money_discrepancies where discrepancy_id = ${ids.discrepancy}`).toEqual([]);
+    },
+  },
+  {
+    match: /look_up_refund\(/,
+    async check(tx) {
+      const [r] = await tx`select status, next_attempt_at <= now() as due from reserve.refund_requests where id = ${ids.mismatchRefund}`;
+      expect(r).toEqual({ status: "requested", due: true });
     },
   },
   {
