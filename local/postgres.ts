@@ -18,7 +18,8 @@ export interface LocalPostgres {
   /** true when this start ran initdb on an empty data directory */
   created: boolean;
   /** called if the server exits without stop() having been asked */
-  onUnexpectedExit(cb: (code: number | null) => void): void;
+  /** cb gets how it ended: "exit code 1", "signal SIGKILL" */
+  onUnexpectedExit(cb: (how: string) => void): void;
   stop(): Promise<void>;
 }
 
@@ -130,8 +131,8 @@ export async function startLocalPostgres(opts: StartOptions): Promise<LocalPostg
     port: opts.port,
     created,
     onUnexpectedExit(cb) {
-      server?.once("exit", (code) => {
-        if (!stopping) cb(code);
+      server?.once("exit", (code, signal) => {
+        if (!stopping) cb(signal ? `signal ${signal}` : `exit code ${code}`);
       });
     },
     async stop() {

@@ -202,11 +202,11 @@ export async function startStack(
       supervised: Object.fromEntries(started.map((s) => [s.name, s])),
       onFailure(cb) {
         let told = false;
-        pg?.onUnexpectedExit((code) => {
+        pg?.onUnexpectedExit((how) => {
           setTimeout(() => {
             if (told || stopped) return;
             told = true;
-            cb(`PostgreSQL exited unexpectedly (${code}); see ${path.join(cfg.dataDir, "postgres.log")}`);
+            cb(`PostgreSQL exited unexpectedly (${how}); see ${path.join(cfg.dataDir, "postgres.log")}`);
           }, PG_EXIT_GRACE_MS);
         });
       },

@@ -15,15 +15,16 @@ const starting = new AbortController();
 let startup: Promise<Stack | undefined> = Promise.resolve(undefined);
 let stopping = false;
 
-async function shutdown(reason: string, code: number) {
+/** Stops everything and exits; `reason` undefined when the failure's own line has said it all. */
+async function shutdown(reason: string | undefined, code: number) {
   if (stopping) return;
   stopping = true;
-  log(`${reason}: stopping`);
+  if (reason) log(`${reason}: stopping`);
   // mid-start, the abort makes startStack stop what it already started before it rejects
   starting.abort();
   const stack = await startup.catch(() => undefined);
   await stack?.stop();
-  log("stopped");
+  if (reason) log("stopped");
   process.exit(code);
 }
 
@@ -52,10 +53,11 @@ try {
   console.error(`error: ${err instanceof Error ? err.message : String(err)}`);
   process.exit(1);
 }
+// the one line that says why the stack ended; what it stops on the way out says nothing more
 stack.onFailure((reason) => {
   if (stopping) return;
   console.error(`error: ${reason}`);
-  void shutdown("failure", 1);
+  void shutdown(undefined, 1);
 });
 
 const functionNames = readdirSync(path.join(projectRoot, "supabase/functions"), { withFileTypes: true })
