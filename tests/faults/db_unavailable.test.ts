@@ -84,12 +84,12 @@ function expectUnavailable(fn: string, r: Awaited<ReturnType<typeof call>>) {
   expect(r.status, `${fn}: ${JSON.stringify(r.body)}`).toBe(503);
   expect(typeof r.body).toBe("object");
   if (fn === "health") {
-    expect(r.body).toMatchObject({ status: "unavailable", database: "unreachable" });
+    expect(r.body).toMatchObject({ status: "unavailable", database: "unreachable", error: "database_unavailable" });
   } else {
     expect(r.body).toMatchObject({ error: "database_unavailable" });
     expect(typeof r.body.message).toBe("string");
-    expect(Number(r.headers.get("retry-after"))).toBeGreaterThan(0);
   }
+  expect(Number(r.headers.get("retry-after"))).toBeGreaterThan(0);
   // nothing about where the database is
   expect(JSON.stringify(r.body)).not.toMatch(/127\.0\.0\.1|postgres(ql)?:\/\//);
 }
@@ -99,8 +99,9 @@ describe("a database that is not there", () => {
     expect((await call(fns, "health")).status).toBe(200);
   });
 
-  it.each(Object.keys(requests))("%s in a black hole that accepts and never answers: 503 within the deadline", async (fn) => {
-    expectUnavailable(fn, await call(fnsInHole, fn, await requests[fn]()));
+  it("in a black hole that accepts and never answers: every function 503 within the deadline", async () => {
+    const answers = await Promise.all(Object.keys(requests).map(async (fn) => [fn, await call(fnsInHole, fn, await requests[fn]())] as const));
+    for (const [fn, r] of answers) expectUnavailable(fn, r);
   });
 
   it("stopped: every function answers 503 database_unavailable at once, concurrently too", async () => {

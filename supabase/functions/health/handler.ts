@@ -1,4 +1,5 @@
-import { db, describeDbError } from "../_shared/db.ts";
+import { db, describeDbError, isDatabaseUnavailable } from "../_shared/db.ts";
+import { DATABASE_RETRY_AFTER_S } from "../_shared/db_response.ts";
 import { json, methodNotAllowed } from "../_shared/http.ts";
 
 /** GET: is the database reachable, which migration is it on, what time does it say it is. */
@@ -23,12 +24,15 @@ export async function handler(req: Request): Promise<Response> {
     }, version ? 200 : 503);
   } catch (err) {
     const { code, message } = describeDbError(err);
+    const away = isDatabaseUnavailable(err);
     return json({
       status: "unavailable",
       database: "unreachable",
+      // the same name every function answers a database that is away with
+      ...(away && { error: "database_unavailable" }),
       reason: message,
       code,
       server_time: new Date().toISOString(),
-    }, 503);
+    }, 503, away ? { "retry-after": String(DATABASE_RETRY_AFTER_S) } : {});
   }
 }

@@ -50,7 +50,10 @@ interface Tally extends WebhookTally, RefundTally {
   by_status: Record<string, number>;
 }
 
-async function pollOne(sql: Sql, p: Due, t: Tally): Promise<void> {
+/** Set by the first poll whose statement found the database away: no more payments are asked about. */
+interface Run { databaseLost?: unknown }
+
+async function pollOne(sql: Sql, p: Due, t: Tally, run: Run): Promise<void> {
   let u: ProviderUpdate | null = null;
   let pollError: string | null = null;
   try {
@@ -72,6 +75,7 @@ async function pollOne(sql: Sql, p: Due, t: Tally): Promise<void> {
     // one payment the database refuses must not stop the others; its lease runs out and it comes due again
     console.error(`poll_payment_status: payment ${p.payment_id}: database error ${(err as { code?: string })?.code ?? "unknown"}`);
     t.errors++;
+    if (isDatabaseUnavailable(err)) run.databaseLost ??= err;
     return;
   }
   if (pollError) t.errors++;
@@ -83,11 +87,14 @@ async function pollOne(sql: Sql, p: Due, t: Tally): Promise<void> {
   t.by_status[r.status] = (t.by_status[r.status] ?? 0) + 1;
 }
 
-/** Runs fn over items with at most n at once, starting none after `deadline` (their leases run out). */
-async function pool<T>(items: T[], n: number, deadline: number, fn: (x: T) => Promise<void>): Promise<void> {
+/**
+ * Runs fn over items with at most n at once, starting none after `deadline` or once `stop()` says so
+ * (what is not started keeps its lease, which runs out: it is due again next run).
+ */
+async function pool<T>(items: T[], n: number, deadline: number, stop: () => boolean, fn: (x: T) => Promise<void>): Promise<void> {
   let next = 0;
   await Promise.all(Array.from({ length: Math.min(n, items.length) }, async () => {
-    while (next < items.length && Date.now() < deadline) await fn(items[next++]);
+    while (next < items.length && Date.now() < deadline && !stop()) await fn(items[next++]);
   }));
 }
 
@@ -140,6 +147,7 @@ export async function handler(req: Request): Promise<Response> {
   let released = { released_locks: 0, expired_intents: 0 };
   let failure: string | undefined;
   let unavailable = false;
+  const run: Run = {};
   try {
     while (Date.now() < pollingDeadline) {
       const due = await sql<Due[]>`
@@ -148,7 +156,9 @@ export async function handler(req: Request): Promise<Response> {
                                             ${payment_ids ?? null}::uuid[])`;
       if (due.length === 0) break;
       t.claimed += due.length;
-      await pool(due, concurrency, pollingDeadline, (p) => pollOne(sql, p, t));
+      // asking providers about payments whose answers cannot be recorded would only spend their rate limits
+      await pool(due, concurrency, pollingDeadline, () => run.databaseLost !== undefined, (p) => pollOne(sql, p, t, run));
+      if (run.databaseLost !== undefined) throw run.databaseLost;
       if (due.length < batch_size || payment_ids) break;
     }
     [released] = await sql<{ released_locks: number; expired_intents: number }[]>`
