@@ -18,7 +18,11 @@ create table reserve.refund_requests (
   created_at timestamp with time zone default now() not null,
   sent_at timestamp with time zone,
   confirmed_at timestamp with time zone,
-  updated_at timestamp with time zone default now() not null
+  updated_at timestamp with time zone default now() not null,
+  closed_at timestamp with time zone,
+  closed_by text,
+  close_reason text,
+  retry_of uuid
 );
 
 -- constraints
@@ -26,14 +30,17 @@ alter table only reserve.refund_requests add constraint refund_requests_pkey PRI
 alter table only reserve.refund_requests add constraint refund_requests_request_key_key UNIQUE (request_key);
 alter table only reserve.refund_requests add constraint refund_requests_amount_check CHECK ((amount > 0));
 alter table only reserve.refund_requests add constraint refund_requests_attempts_check CHECK ((attempts >= 0));
+alter table only reserve.refund_requests add constraint refund_requests_closed_check CHECK (((status = 'closed'::text) = ((closed_at IS NOT NULL) AND (closed_by IS NOT NULL) AND (close_reason IS NOT NULL))));
 alter table only reserve.refund_requests add constraint refund_requests_reason_check CHECK ((reason ~ '^[a-z][a-z_]*$'::text));
 alter table only reserve.refund_requests add constraint refund_requests_request_key_check CHECK (((length(request_key) >= 1) AND (length(request_key) <= 200)));
-alter table only reserve.refund_requests add constraint refund_requests_status_check CHECK ((status = ANY (ARRAY['requested'::text, 'sending'::text, 'sent'::text, 'confirmed'::text, 'failed'::text])));
+alter table only reserve.refund_requests add constraint refund_requests_status_check CHECK ((status = ANY (ARRAY['requested'::text, 'sending'::text, 'sent'::text, 'confirmed'::text, 'failed'::text, 'closed'::text])));
 alter table only reserve.refund_requests add constraint refund_requests_payment_id_fkey FOREIGN KEY (payment_id) REFERENCES reserve.payments(id);
+alter table only reserve.refund_requests add constraint refund_requests_retry_of_fkey FOREIGN KEY (retry_of) REFERENCES reserve.refund_requests(id) ON DELETE SET NULL;
 
 -- indexes (those of constraints are above)
 CREATE INDEX refund_requests_due_idx ON reserve.refund_requests USING btree (next_attempt_at) WHERE (status = ANY (ARRAY['requested'::text, 'sending'::text]));
 CREATE INDEX refund_requests_payment_idx ON reserve.refund_requests USING btree (payment_id);
+CREATE UNIQUE INDEX refund_requests_retry_of_key ON reserve.refund_requests USING btree (retry_of) WHERE (retry_of IS NOT NULL);
 
 -- triggers
 CREATE TRIGGER _100_touch_updated_at BEFORE UPDATE ON reserve.refund_requests FOR EACH ROW EXECUTE FUNCTION reserve.touch_updated_at();
@@ -44,7 +51,8 @@ alter table reserve.refund_requests enable row level security;
 -- no policies: a role without BYPASSRLS (anon, authenticated) reads and writes no rows
 
 -- comments
-comment on table reserve.refund_requests is 'Refunds owed to guests, sent to the provider by poll_payment_status with idempotency key refund:<id>: requested -> sending -> sent -> confirmed (the provider''s refund reached payments.refunded_amount), or failed with the provider''s error.';
+comment on table reserve.refund_requests is 'Refunds owed to guests, sent to the provider by poll_payment_status with idempotency key refund:<id>: requested -> sending -> sent -> confirmed (the provider''s refund reached payments.refunded_amount), or failed with the provider''s error; an operator retries a failed one (retry_refund_request: a new request, retry_of the old) or closes one (close_refund_request).';
+comment on column reserve.refund_requests.retry_of is 'The failed request this one retries (retry_refund_request).';
 
 -- grants
 grant select on table reserve.refund_requests to service_role;

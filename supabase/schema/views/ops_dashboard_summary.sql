@@ -38,7 +38,7 @@ create view reserve.ops_dashboard_summary with (security_invoker=true) as
     ( SELECT count(*) AS count
            FROM reserve.overbooking_check) AS overbooked_nights,
     ( SELECT count(*) AS count
-           FROM reserve.find_ledger_imbalances(CURRENT_DATE - 7) find_ledger_imbalances(transaction_id, kind, posted_at, currency, debits, credits, imbalance, entry_count)) AS ledger_imbalances_7d,
+           FROM reserve.find_ledger_imbalances() find_ledger_imbalances(transaction_id, kind, posted_at, currency, debits, credits, imbalance, entry_count)) AS ledger_imbalances_7d,
     ( SELECT sum(ws.failed_1h) AS sum
            FROM reserve.webhook_status ws) AS webhooks_failed_1h,
     ( SELECT sum(ws.dead) AS sum
@@ -49,7 +49,7 @@ create view reserve.ops_dashboard_summary with (security_invoker=true) as
    FROM hour;
 
 -- comments
-comment on view reserve.ops_dashboard_summary is 'One row: payments and success rate in the last hour, in flight, stuck, PIX pending over 30 minutes, unrefunded double charges, money in over 24 hours, reservations, held nights, overbooked nights, ledger imbalances (7 days), failed and dead webhooks, and the poller''s last run.';
+comment on view reserve.ops_dashboard_summary is 'One row: payments and success rate in the last hour, in flight, stuck, PIX pending over 30 minutes, unrefunded double charges, money in over 24 hours, reservations, held nights, overbooked nights, ledger imbalances (find_ledger_imbalances() with its default window, 7 days, as the ledger_balance health check), failed and dead webhooks, and the poller''s last run.';
 
 -- grants
 grant select on table reserve.ops_dashboard_summary to service_role;
