@@ -122,3 +122,7 @@ comment on function reserve.close_refund_request(uuid, text) is
   'Idempotent; RC212 for a confirmed or sending request, RC501 without operator and reason.';
 revoke all on function reserve.close_refund_request(uuid, text) from public;
 grant execute on function reserve.close_refund_request(uuid, text) to service_role;
+
+-- the runbook's steps for a stuck refund have a section of their own (the double charge section only
+-- queues one)
+update reserve.alert_rules set runbook_section = 'P2: REFUND STUCK' where alert_name = 'refunds_stuck';
