@@ -728,7 +728,11 @@ from (
                                when y.pay_status in ('succeeded', 'refunded', 'partially_refunded', 'disputed') then 'succeeded'
                                else y.pay_status end,
                 'refunded_amount', case when y.k = 1 and y.pay_status in ('refunded', 'partially_refunded') then y.refunded_amount end,
-                'event_at', y.received_at - interval '1 second', 'gateway_status', y.gateway_status)) end as apply_args
+                'event_at', y.received_at - interval '1 second', 'gateway_status', y.gateway_status,
+                -- the provider's money, as every provider_update carries it (what arrived, on a success)
+                'payment_reference', y.pay_id, 'amount', y.amount, 'currency', 'BRL',
+                'amount_received', case when y.k = 0 and y.pay_status in ('succeeded', 'refunded', 'partially_refunded', 'disputed')
+                                        then y.amount end)) end as apply_args
   from (
     select x.*,
            case when x.rs < .004 and (x.received_at > ${A(p)} - interval '3 days' or x.kind = 'flight' and x.rs < .0012) then 'failed'

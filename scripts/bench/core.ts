@@ -165,7 +165,11 @@ async function createPayment(c: Sql, bi: Intent): Promise<string> {
 }
 
 async function applyStatus(c: Sql, paymentId: string, status: string): Promise<void> {
-  const [r] = await c`select outcome, finalize_outcome from reserve.apply_payment_status(${paymentId}::uuid, ${status})`;
+  // the provider's update: a success says what arrived (the bench's price, in BRL)
+  const [r] = await c`select outcome, finalize_outcome from reserve.apply_payment_status(${paymentId}::uuid, reserve.as_provider_update(
+    jsonb_build_object('status', ${status}::text) || case when ${status} = 'succeeded'
+      then (select jsonb_build_object('amount_received', p.amount, 'currency', p.currency) from reserve.payments p where p.id = ${paymentId}::uuid)
+      else '{}'::jsonb end))`;
   if (r.outcome !== "applied") throw Object.assign(new Error(`apply_payment_status ${r.outcome}`), { code: `apply:${r.outcome}` });
   if (status === "succeeded" && r.finalize_outcome !== "created") {
     throw Object.assign(new Error(`finalize ${r.finalize_outcome}`), { code: `finalize:${r.finalize_outcome}` });
@@ -477,7 +481,8 @@ async function explainOneOfEach(b: Bench, stays: StaySource): Promise<Explained[
     `select * from reserve.create_booking_intent('${st.unitId}'::uuid, '${st.checkIn}'::date, '${st.checkOut}'::date, 2)`, warm);
   const paymentId = await processingPayment(b.admin, stays());
   const finalize = await explainCall(b.url, "apply_payment_status(succeeded): succeed and finalize (warm connection)",
-    `select * from reserve.apply_payment_status('${paymentId}'::uuid, 'succeeded')`, warm);
+    `select * from reserve.apply_payment_status('${paymentId}'::uuid, reserve.as_provider_update(
+       (select jsonb_build_object('status', 'succeeded', 'amount_received', amount, 'currency', currency) from reserve.payments where id = '${paymentId}'::uuid)))`, warm);
   return [intent, finalize];
 }
 

@@ -126,7 +126,7 @@ async function main() {
     const signed = async (pi: string, paymentId: string) => {
       const payload = JSON.stringify({
         id: `evt_${randomUUID().replace(/-/g, "")}`, object: "event", api_version: Stripe.API_VERSION, created: Math.floor(Date.now() / 1000),
-        data: { object: { id: pi, object: "payment_intent", amount: 50000, currency: "brl", status: "succeeded", metadata: { payment_id: paymentId } } },
+        data: { object: { id: pi, object: "payment_intent", amount: 50000, amount_received: 50000, currency: "brl", status: "succeeded", metadata: { payment_id: paymentId } } },
         livemode: false, pending_webhooks: 1, request: { id: null, idempotency_key: null }, type: "payment_intent.succeeded",
       });
       const header = await Stripe.webhooks.generateTestHeaderStringAsync({ payload, secret: sandbox.stripe.webhookSecret });

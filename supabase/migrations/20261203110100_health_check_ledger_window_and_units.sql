@@ -6,7 +6,10 @@
 --   * retention_last_run is no longer OK for a job that never ran once it is due (36 h after retention
 --     was installed, or at once with audit rows that old); before that it says when the run is due.
 --   * audit_log_size reports MB, the unit of its threshold (it reported bytes beside "<= 5120 MB").
---   * refunds_stuck leaves out requests an operator closed (close_refund_request, retry_refund_request).
+--   * refunds_stuck leaves out requests an operator closed (close_refund_request, retry_refund_request),
+--     and names them as the way out.
+-- Everything else is as reserve.money_health_checks' migration left it: refunds_stuck after
+-- refund_stuck_hours, and the money checks, which come last.
 
 create or replace function reserve.system_health_check()
 returns table (check_name text, status text, observed_value numeric, threshold text, details text)
@@ -107,12 +110,17 @@ begin
   return query select 'webhooks_ignored_1h', case when n > 1000 then 'WARNING' else 'OK' end, n, '<= 1000 per hour',
     'events we record but do not act on: subscribe the endpoints to fewer types';
 
-  -- refunds we owe: refused by the provider, or not confirmed two days after being asked for
-  -- (a closed request is one an operator ended: retried as a new request, or dealt with otherwise)
+  -- refunds we owe: refused by the provider, or not confirmed hours after being asked for (a sent refund
+  -- is looked up at the provider within minutes, so hours mean the provider has not done it). A closed
+  -- request is one an operator ended: retried as a new request, or dealt with otherwise
   select count(*) into n from reserve.refund_requests rr
-  where rr.status = 'failed' or (rr.status not in ('confirmed', 'closed') and rr.created_at < now() - interval '2 days');
-  return query select 'refunds_stuck', case when n > 0 then 'WARNING' else 'OK' end, n, '0',
-    'refund requests failed at the provider or unconfirmed after 2 days: retry_refund_request or close_refund_request';
+  where rr.status = 'failed'
+     or (rr.status not in ('confirmed', 'closed')
+         and rr.created_at < now() - make_interval(hours => reserve.setting_int('refund_stuck_hours')));
+  return query select 'refunds_stuck', case when n > 0 then 'WARNING' else 'OK' end, n,
+    format('0 (unconfirmed after %s h, setting refund_stuck_hours)', reserve.setting_int('refund_stuck_hours')),
+    'refund requests failed at the provider or unconfirmed hours after being asked for: look_up_refund, '
+    'retry_refund_request or close_refund_request';
 
   -- jobs
   select j.finished_at into last_at from reserve.job_last_runs j where j.job = 'poll_payment_status';
@@ -161,14 +169,18 @@ begin
   return query select 'audit_log_size', case when n > m * 1024 * 1024 then 'WARNING' else 'OK' end, round(n / (1024 * 1024), 1),
     format('<= %s MB (setting audit_log_max_mb)', m),
     pg_catalog.pg_size_pretty(n::bigint) || ' (space of archived rows returns to the disk only after VACUUM FULL or pg_repack)';
+
+  -- the provider's money and ours disagree: a success for another amount, a refund beyond what arrived
+  return query select * from reserve.money_health_checks();
 end
 $$;
 comment on function reserve.system_health_check() is
   'One row per check (ledger balance over find_ledger_imbalances()''s 7 days, trg_ledger_balance enabled, '
   'overbooking, counter drift, stuck payments, PIX pending > 30 min, success rate < 80% in the last hour, '
-  'double charges, paid without reservation, failed / dead / silent / noisy webhooks, stuck refunds, poller '
-  'heartbeat, retention last run, active connections, long-running queries, audit log size in MB): status '
-  'OK | WARNING | CRITICAL, the observed value (in the threshold''s unit), the threshold and details.';
+  'double charges, paid without reservation, failed / dead / silent / noisy webhooks, stuck refunds '
+  '(refund_stuck_hours), poller heartbeat, retention last run, active connections, long-running queries, '
+  'audit log size in MB, then money_health_checks(): money discrepancies): status OK | WARNING | CRITICAL, '
+  'the observed value (in the threshold''s unit), the threshold and details.';
 
 create or replace view reserve.ops_dashboard_summary with (security_invoker = true) as
 -- each number its own query, so each reads only its index range (a year of payments is millions of rows)

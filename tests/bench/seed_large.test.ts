@@ -4,6 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { planFor, seedLarge, verifyLarge } from "../../scripts/seed_large.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
+import { applyStatus } from "../helpers/money.ts";
 
 const SCALE = 0.002;
 const NOW = "2026-03-15T12:34:00Z";
@@ -94,7 +95,7 @@ describe("seed:large", () => {
   it("the real functions keep working on it: a payment in flight succeeds and is finalized, a stay is cancelled with a refund", async () => {
     const [p] = await db.sql`
       select id from reserve.payments where status = 'processing' and method = 'card' order by id limit 1`;
-    const [applied] = await db.sql`select * from reserve.apply_payment_status(${p.id}, 'succeeded')`;
+    const applied = await applyStatus(db.sql, p.id as string, "succeeded");
     expect(applied).toMatchObject({ status: "succeeded", finalize_outcome: "created" });
     expect(applied.reservation_id).not.toBeNull();
     const [r] = await db.sql`

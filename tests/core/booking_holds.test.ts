@@ -3,6 +3,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestDatabase, sqlState, type Sql, type TestDatabase } from "../helpers/db.ts";
 import * as f from "../helpers/fixtures.ts";
+import { applyStatus } from "../helpers/money.ts";
 
 let db: TestDatabase;
 let sql: Sql;
@@ -40,7 +41,7 @@ async function pay(intent: Intent) {
 
 async function succeedLate(paymentId: string) {
   // the charge was made while the hold was live; the success arrives after it lapsed
-  const [r] = await sql`select * from reserve.apply_payment_status(${paymentId}, 'succeeded', now())`;
+  const r = await applyStatus(sql, paymentId as string, "succeeded", { event_at: new Date() });
   return r;
 }
 
@@ -144,7 +145,7 @@ describe("create_booking_intent prices and holds", () => {
     const bi = await book(unitId, 1, 3);
     const paymentId = await pay(bi);
     expect(await sqlState(sql`select reserve.release_booking_intent(${bi.id}, 'abandoned')`)).toBe("RC204");
-    await sql`select reserve.apply_payment_status(${paymentId}, 'failed', p_error_code => 'card_declined')`;
+    await applyStatus(sql, paymentId as string, "failed", { error_code: "card_declined" });
     const [released] = await sql`select * from reserve.release_booking_intent(${bi.id}, 'abandoned')`;
     expect(released.status).toBe("cancelled");
     const [again] = await sql`select * from reserve.release_booking_intent(${bi.id}, 'abandoned')`;
@@ -192,7 +193,7 @@ describe("hold expiry", () => {
     await lapse(slow.id);
     await sql`select reserve.release_expired_holds()`;
     const fast = await book(unitId, 2, 4);
-    await sql`select reserve.apply_payment_status(${await pay(fast)}, 'succeeded')`;
+    await applyStatus(sql, await pay(fast) as string, "succeeded");
 
     const r = await succeedLate(paymentId);
     expect(r).toMatchObject({ status: "succeeded", finalize_outcome: "nights_unavailable", reservation_id: null });

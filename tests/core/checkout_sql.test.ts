@@ -6,6 +6,7 @@ import type postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestDatabase, sqlState, type Sql, type TestDatabase } from "../helpers/db.ts";
 import * as f from "../helpers/fixtures.ts";
+import { applyStatus } from "../helpers/money.ts";
 
 type Q = postgres.Sql | postgres.TransactionSql;
 type Row = Record<string, unknown>;
@@ -236,8 +237,7 @@ describe("begin_checkout: rate limits", () => {
     for (let attempt = 1; attempt <= max; attempt++) {
       expect(current).toMatchObject({ attempt, idempotency_key: `intent:${intentId}:attempt:${attempt}` });
       // the provider declined it; the intent keeps its hold for another try
-      await sql`select * from reserve.apply_payment_status(${current.payment_id as string}, 'failed',
-                                                            p_error_code => 'card_declined')`;
+      await applyStatus(sql, current.payment_id as string, "failed", { error_code: "card_declined" });
       if (attempt < max) current = await begin(sql, { client: who, intentId });
     }
     const refused = await rejection(begin(sql, { client: who, intentId }));
@@ -272,14 +272,14 @@ describe("abort_checkout", () => {
   it("leaves a processing or succeeded payment (and its nights) alone", async () => {
     const { unitId } = await f.unit(sql, { nights: 10 });
     const c = await begin(sql, { client: client(), unitId });
-    await sql`select * from reserve.apply_payment_status(${c.payment_id as string}, 'processing')`;
+    await applyStatus(sql, c.payment_id as string, "processing");
     const [p] = await sql`select * from reserve.abort_checkout(${c.payment_id as string}, 'timeout', null)`;
     expect(p).toMatchObject({ status: "processing", error_code: null });
     const [bi] = await sql`select status from reserve.booking_intents where id = ${c.booking_intent_id as string}`;
     expect(bi.status).toBe("pending");
     expect((await footprint(unitId)).temp_holds).toBe(2);
 
-    await sql`select * from reserve.apply_payment_status(${c.payment_id as string}, 'succeeded')`;
+    await applyStatus(sql, c.payment_id as string, "succeeded");
     const [s] = await sql`select * from reserve.abort_checkout(${c.payment_id as string}, 'timeout', null)`;
     expect(s.status).toBe("succeeded");
     const [converted] = await sql`select status from reserve.booking_intents where id = ${c.booking_intent_id as string}`;
@@ -303,12 +303,12 @@ describe("release_intent_if_idle", () => {
     const idle = async () => (await sql`select reserve.release_intent_if_idle(${intentId}, 'test') as r`)[0].r;
 
     expect(await idle()).toBe(false); // attempt 1 pending
-    await sql`select * from reserve.apply_payment_status(${c.payment_id as string}, 'processing')`;
+    await applyStatus(sql, c.payment_id as string, "processing");
     expect(await idle()).toBe(false); // attempt 1 processing
     expect((await footprint(unitId)).temp_holds).toBe(2);
 
     // attempt 1 declined (not aborted, so the intent keeps its hold), attempt 2 in flight
-    await sql`select * from reserve.apply_payment_status(${c.payment_id as string}, 'failed', p_error_code => 'card_declined')`;
+    await applyStatus(sql, c.payment_id as string, "failed", { error_code: "card_declined" });
     const second = await begin(sql, { client: null, intentId });
     expect(second.attempt).toBe(2);
     expect(await idle()).toBe(false);
@@ -319,7 +319,7 @@ describe("release_intent_if_idle", () => {
     expect(bi.status).toBe("pending");
     expect((await footprint(unitId)).temp_holds).toBe(2);
 
-    await sql`select * from reserve.apply_payment_status(${second.payment_id as string}, 'failed', p_error_code => 'card_declined')`;
+    await applyStatus(sql, second.payment_id as string, "failed", { error_code: "card_declined" });
     expect(await idle()).toBe(true);
     expect((await footprint(unitId)).temp_holds).toBe(0);
     expect(await idle()).toBe(false); // now cancelled: nothing left to release
@@ -328,7 +328,7 @@ describe("release_intent_if_idle", () => {
   it("never releases a converted intent", async () => {
     const { unitId } = await f.unit(sql, { nights: 10 });
     const c = await begin(sql, { client: client(), unitId });
-    await sql`select * from reserve.apply_payment_status(${c.payment_id as string}, 'succeeded')`;
+    await applyStatus(sql, c.payment_id as string, "succeeded");
     const [{ r }] = await sql`select reserve.release_intent_if_idle(${c.booking_intent_id as string}, 'test') as r`;
     expect(r).toBe(false);
     const [bi] = await sql`select status from reserve.booking_intents where id = ${c.booking_intent_id as string}`;

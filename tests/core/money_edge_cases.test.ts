@@ -4,6 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestDatabase, type Sql, type TestDatabase } from "../helpers/db.ts";
 import * as f from "../helpers/fixtures.ts";
+import { applyStatus } from "../helpers/money.ts";
 
 let db: TestDatabase;
 let sql: Sql;
@@ -17,7 +18,7 @@ async function paidStay(from = 1, to = 3) {
   const { unitId } = await f.unit(sql, { nights: 6 });
   const [bi] = await sql`select * from reserve.create_booking_intent(${unitId}, ${f.isoDate(from)}, ${f.isoDate(to)}, 2)`;
   const [p] = await sql`select * from reserve.create_payment(${bi.id}, 'stripe', 'card', ${bi.amount})`;
-  const [done] = await sql`select * from reserve.apply_payment_status(${p.id}, 'succeeded')`;
+  const done = await applyStatus(sql, p.id as string, "succeeded");
   return { unitId, intentId: bi.id as string, paymentId: p.id as string, amount: Number(bi.amount), reservationId: done.reservation_id as string };
 }
 
@@ -50,11 +51,10 @@ describe("a refund event older than a dispute event already applied", () => {
   it("is not dropped as stale: the money left, the dispute stays open", async () => {
     const stay = await paidStay();
     const t = (min: number) => new Date(Date.now() - min * 60_000);
-    await sql`select reserve.apply_payment_status(${stay.paymentId}, 'disputed', ${t(10)})`;
-    const [late] = await sql`select * from reserve.apply_payment_status(${stay.paymentId}, 'partially_refunded', ${t(30)},
-                               p_refunded_amount => 20000)`;
+    await applyStatus(sql, stay.paymentId as string, "disputed", { event_at: t(10) });
+    const late = await applyStatus(sql, stay.paymentId as string, "partially_refunded", { event_at: t(30), refunded_amount: 20000 });
     expect(late).toMatchObject({ outcome: "applied", status: "disputed" });
-    const [won] = await sql`select * from reserve.apply_payment_status(${stay.paymentId}, 'succeeded', ${t(1)})`;
+    const won = await applyStatus(sql, stay.paymentId as string, "succeeded", { event_at: t(1) });
     expect(won.status).toBe("partially_refunded");
     const [p] = await sql`select refunded_amount::int from reserve.payments where id = ${stay.paymentId}`;
     expect(p.refunded_amount).toBe(20000);
@@ -66,8 +66,8 @@ describe("a refund event older than a dispute event already applied", () => {
 
   it("a lost dispute is posted as a chargeback", async () => {
     const stay = await paidStay();
-    await sql`select reserve.apply_payment_status(${stay.paymentId}, 'disputed')`;
-    await sql`select reserve.apply_payment_status(${stay.paymentId}, 'refunded')`;
+    await applyStatus(sql, stay.paymentId as string, "disputed");
+    await applyStatus(sql, stay.paymentId as string, "refunded");
     const kinds = await sql`select kind from reserve.ledger_transactions where payment_id = ${stay.paymentId} order by posted_at`;
     expect(kinds.map((k) => k.kind)).toEqual(["payment", "chargeback"]);
     await ledgerBalances();
@@ -79,9 +79,9 @@ describe("an operator sells the stay to a payment finalize refused (the runbook'
     const { unitId } = await f.unit(sql, { nights: 4 });
     const [bi] = await sql`select * from reserve.create_booking_intent(${unitId}, ${f.isoDate(1)}, ${f.isoDate(3)}, 2)`;
     const [p] = await sql`select * from reserve.create_payment(${bi.id}, 'stripe', 'card', ${bi.amount})`;
-    await sql`select reserve.apply_payment_status(${p.id}, 'failed')`;
+    await applyStatus(sql, p.id as string, "failed");
     await sql`select reserve.release_booking_intent(${bi.id}, 'guest left')`;
-    const [late] = await sql`select * from reserve.apply_payment_status(${p.id}, 'succeeded')`;
+    const late = await applyStatus(sql, p.id as string, "succeeded");
     expect(late.finalize_outcome).toBe("intent_cancelled");
     expect(await balances(p.id)).toEqual({ receivable_stripe: -Number(bi.amount), refunds_payable: Number(bi.amount) });
 
@@ -108,11 +108,11 @@ describe("an operator sells the stay to a payment finalize refused (the runbook'
     const { unitId } = await f.unit(sql, { nights: 4 });
     const [bi] = await sql`select * from reserve.create_booking_intent(${unitId}, ${f.isoDate(1)}, ${f.isoDate(3)}, 2)`;
     const [first] = await sql`select * from reserve.create_payment(${bi.id}, 'stripe', 'card', ${bi.amount})`;
-    await sql`select reserve.apply_payment_status(${first.id}, 'failed')`;
+    await applyStatus(sql, first.id as string, "failed");
     const [second] = await sql`select * from reserve.create_payment(${bi.id}, 'stripe', 'card', ${bi.amount})`;
-    const [sold] = await sql`select * from reserve.apply_payment_status(${second.id}, 'succeeded')`;
+    const sold = await applyStatus(sql, second.id as string, "succeeded");
     // the bank let the first attempt through too, dated an hour before the second
-    const [dup] = await sql`select * from reserve.apply_payment_status(${first.id}, 'succeeded', now() - interval '1 hour')`;
+    const dup = await applyStatus(sql, first.id as string, "succeeded", { event_at: new Date(Date.now() - 3600000) });
     expect(dup.finalize_outcome).toBe("duplicate_charge");
     await sql`select reserve.cancel_reservation(${sold.reservation_id}, 'guest cancelled', 0)`;
     const [r] = await sql.unsafe(`
@@ -137,13 +137,13 @@ describe("refund events around a dispute, out of order", () => {
   it("never record more or less refunded than went back, and end refunded when all of it did", async () => {
     const stay = await paidStay();
     const t = (min: number) => new Date(Date.now() + min * 60_000);
-    await sql`select reserve.apply_payment_status(${stay.paymentId}, 'disputed', ${t(10)})`;
+    await applyStatus(sql, stay.paymentId as string, "disputed", { event_at: t(10) });
     // the whole amount was refunded before the dispute opened; the news arrives late
-    const [late] = await sql`select * from reserve.apply_payment_status(${stay.paymentId}, 'refunded', ${t(5)})`;
+    const late = await applyStatus(sql, stay.paymentId as string, "refunded", { event_at: t(5) });
     expect(late).toMatchObject({ outcome: "applied", status: "disputed" });
     // then a partial refund report, and the dispute is won
-    await sql`select reserve.apply_payment_status(${stay.paymentId}, 'partially_refunded', ${t(20)}, p_refunded_amount => 1000)`;
-    const [won] = await sql`select * from reserve.apply_payment_status(${stay.paymentId}, 'succeeded', ${t(30)})`;
+    await applyStatus(sql, stay.paymentId as string, "partially_refunded", { event_at: t(20), refunded_amount: 1000 });
+    const won = await applyStatus(sql, stay.paymentId as string, "succeeded", { event_at: t(30) });
     expect(won.status).toBe("refunded");
     const [p] = await sql`select refunded_amount::int from reserve.payments where id = ${stay.paymentId}`;
     expect(p.refunded_amount).toBe(stay.amount);
@@ -154,9 +154,9 @@ describe("refund events around a dispute, out of order", () => {
   it("a dispute won after a full refund ends refunded, not succeeded", async () => {
     const stay = await paidStay();
     const t = (min: number) => new Date(Date.now() + min * 60_000);
-    await sql`select reserve.apply_payment_status(${stay.paymentId}, 'disputed', ${t(10)})`;
-    await sql`select reserve.apply_payment_status(${stay.paymentId}, 'refunded', ${t(5)})`;
-    const [won] = await sql`select * from reserve.apply_payment_status(${stay.paymentId}, 'succeeded', ${t(30)})`;
+    await applyStatus(sql, stay.paymentId as string, "disputed", { event_at: t(10) });
+    await applyStatus(sql, stay.paymentId as string, "refunded", { event_at: t(5) });
+    const won = await applyStatus(sql, stay.paymentId as string, "succeeded", { event_at: t(30) });
     expect(won.status).toBe("refunded");
     await ledgerBalances();
   });

@@ -7,6 +7,7 @@ import type postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestDatabase, rolledBack, sqlState, type Sql, type TestDatabase } from "../helpers/db.ts";
 import * as f from "../helpers/fixtures.ts";
+import { applyStatus, attachGateway, newsFor, providerUpdate } from "../helpers/money.ts";
 
 type Q = postgres.Sql | postgres.TransactionSql;
 type Row = Record<string, unknown>;
@@ -44,10 +45,10 @@ interface Poll {
 }
 
 async function record(q: Q, paymentId: string, r: Poll = {}): Promise<Row> {
+  const u = r.status ? await newsFor(q, paymentId, r.status, { gateway_status: r.gatewayStatus ?? null }) : null;
   const [out] = await q`
     select *, extract(epoch from next_poll_at - now())::float8 as due_in
-    from reserve.record_poll_result(p_payment_id => ${paymentId}, p_status => ${r.status ?? null},
-                                    p_gateway_status => ${r.gatewayStatus ?? null}, p_poll_error => ${r.pollError ?? null})`;
+    from reserve.record_poll_result(${paymentId}::uuid, ${providerUpdate(q, u)}, ${r.pollError ?? null})`;
   return out;
 }
 
@@ -70,13 +71,13 @@ describe("payment_polls: the schedule follows the payment", () => {
   it("keeps the row while the payment is in flight and removes it when the payment leaves flight", async () => {
     await rolledBack(sql, async (tx) => {
       const c = await checkout(tx);
-      await tx`select * from reserve.apply_payment_status(${c.paymentId}, 'processing')`;
+      await applyStatus(tx, c.paymentId as string, "processing");
       expect(await pollRow(tx, c.paymentId)).toMatchObject({ due_in: 120 });
-      await tx`select * from reserve.apply_payment_status(${c.paymentId}, 'failed', p_error_code => 'card_declined')`;
+      await applyStatus(tx, c.paymentId as string, "failed", { error_code: "card_declined" });
       expect(await pollRow(tx, c.paymentId)).toBeUndefined();
 
       const s = await checkout(tx);
-      await tx`select * from reserve.apply_payment_status(${s.paymentId}, 'succeeded')`;
+      await applyStatus(tx, s.paymentId as string, "succeeded");
       expect(await pollRow(tx, s.paymentId)).toBeUndefined();
     });
   });
@@ -208,8 +209,8 @@ describe("record_poll_result", () => {
   it("expires a PIX still pending past expires_at + grace and ends the hold; release_expired_holds frees the nights", async () => {
     const c = await checkout(sql, { provider: "mercadopago", method: "pix", gatewayId: null });
     // the provider's charge expired 6 minutes ago; the grace is 5
-    await sql`select reserve.attach_gateway_payment(${c.paymentId}, ${`mp_${crypto.randomUUID()}`}, 'pending', null,
-                                                    now() - interval '6 minutes')`;
+    await attachGateway(sql, c.paymentId, `mp_${crypto.randomUUID()}`, { gateway_status: "pending" });
+    await sql`update reserve.payments set expires_at = now() - interval '6 minutes' where id = ${c.paymentId}`;
     const r = await record(sql, c.paymentId, { status: "pending", gatewayStatus: "pending" });
     expect(r).toMatchObject({ outcome: "expired", status: "expired", next_poll_at: null });
     expect(await pollRow(sql, c.paymentId)).toBeUndefined();
@@ -231,8 +232,8 @@ describe("record_poll_result", () => {
   it("still polls a PIX inside its grace", async () => {
     await rolledBack(sql, async (tx) => {
       const c = await checkout(tx, { provider: "openpix", method: "pix", gatewayId: null });
-      await tx`select reserve.attach_gateway_payment(${c.paymentId}, ${`op_${crypto.randomUUID()}`}, null, null,
-                                                     now() - interval '4 minutes')`;
+      await attachGateway(tx, c.paymentId, `op_${crypto.randomUUID()}`);
+      await tx`update reserve.payments set expires_at = now() - interval '4 minutes' where id = ${c.paymentId}`;
       const r = await record(tx, c.paymentId, { status: "pending" });
       expect(r).toMatchObject({ outcome: "unchanged", status: "pending", due_in: 300 });
     });

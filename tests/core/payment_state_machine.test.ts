@@ -7,6 +7,7 @@ import type postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestDatabase, rolledBack, sqlState, type TestDatabase } from "../helpers/db.ts";
 import * as f from "../helpers/fixtures.ts";
+import { applyStatus, attachGateway } from "../helpers/money.ts";
 
 type Q = postgres.Sql | postgres.TransactionSql;
 type Row = Record<string, unknown>;
@@ -59,12 +60,10 @@ interface Event {
 }
 
 async function apply(q: Q, paymentId: string, e: Event): Promise<Row> {
-  const [r] = await q`
-    select * from reserve.apply_payment_status(
-      p_payment_id => ${paymentId}, p_status => ${e.status}, p_event_at => ${e.at ?? null},
-      p_error_code => ${e.errorCode ?? null}, p_error_message => ${e.errorMessage ?? null},
-      p_refunded_amount => ${e.refunded ?? null}, p_on_illegal => ${e.onIllegal ?? "raise"})`;
-  return r;
+  return applyStatus(q, paymentId, e.status, {
+    event_at: e.at ?? null, error_code: e.errorCode ?? null, error_message: e.errorMessage ?? null,
+    refunded_amount: e.refunded ?? null, on_illegal: e.onIllegal ?? "raise",
+  });
 }
 
 async function paymentRow(q: Q, id: string): Promise<Row> {
@@ -198,8 +197,7 @@ describe("create_payment", () => {
 });
 
 describe("attach_gateway_payment", () => {
-  const attach = (q: Q, id: string, gw: string) =>
-    q`select * from reserve.attach_gateway_payment(${id}, ${gw}, 'requires_payment_method')`.then((r) => r[0]);
+  const attach = (q: Q, id: string, gw: string) => attachGateway(q, id, gw, { gateway_status: "requires_payment_method" });
 
   it("sets the provider's id once, is idempotent with the same id and refuses another (RC405)", async () => {
     const bi = await checkout(db.sql);
@@ -368,11 +366,18 @@ describe("refunds", () => {
     return id;
   }
 
-  it("needs 0 < amount < total for a partial refund (RC001)", async () => {
+  it("needs a refunded amount above 0 for a partial refund (RC001); all of it is a full refund; more is refused", async () => {
     const id = await paid();
-    for (const amount of [null, 0, -1, AMOUNT, AMOUNT + 1]) {
+    for (const amount of [null, 0, -1]) {
       expect(await sqlState(apply(db.sql, id, { status: "partially_refunded", refunded: amount })), String(amount)).toBe("RC001");
     }
+    await rolledBack(db.sql, async (tx) => {
+      expect(await apply(tx, id, { status: "partially_refunded", refunded: AMOUNT })).toMatchObject({ outcome: "applied", status: "refunded" });
+    });
+    const over = await apply(db.sql, id, { status: "partially_refunded", refunded: AMOUNT + 1 });
+    expect(over).toMatchObject({ outcome: "refused", status: "succeeded" });
+    const [d] = await db.sql`select kind, provider_amount, expected_amount from reserve.money_discrepancies where payment_id = ${id}`;
+    expect(d).toMatchObject({ kind: "refund_exceeds_received", provider_amount: String(AMOUNT + 1), expected_amount: String(AMOUNT) });
     expect(await paymentRow(db.sql, id)).toMatchObject({ status: "succeeded", refunded_amount: "0" });
   });
 
@@ -490,7 +495,7 @@ describe("gateway ids", () => {
     expect(await sqlState(db.sql`select reserve.create_payment(${b.id}, 'stripe', 'card', ${b.amount}, 'pi_shared')`)).toBe("RC405");
     expect(await sqlState(db.sql`select reserve.create_payment(${b.id}, 'stripe', 'card', ${b.amount}, '')`)).toBe("RC001");
     const [pb] = await db.sql`select * from reserve.create_payment(${b.id}, 'stripe', 'card', ${b.amount})`;
-    expect(await sqlState(db.sql`select reserve.attach_gateway_payment(${pb.id}, 'pi_shared')`)).toBe("RC405");
-    expect((await db.sql`select * from reserve.attach_gateway_payment(${pa.id}, 'pi_shared')`)[0].gateway_payment_id).toBe("pi_shared");
+    expect(await sqlState(attachGateway(db.sql, pb.id as string, "pi_shared"))).toBe("RC405");
+    expect((await attachGateway(db.sql, pa.id as string, "pi_shared")).gateway_payment_id).toBe("pi_shared");
   });
 });

@@ -5,6 +5,7 @@ import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestDatabase, type Sql, type TestDatabase } from "../helpers/db.ts";
 import * as f from "../helpers/fixtures.ts";
+import { applyStatus } from "../helpers/money.ts";
 
 let db: TestDatabase;
 let sql: Sql;
@@ -97,10 +98,10 @@ describe("two payments of one intent succeeding at the same moment", () => {
         const { unitId } = await f.unit(sql, { nights: 3 });
         const first = await intentWithPayment(unitId);
         // the first attempt was declined, the guest retried, then the bank let the first one through after all
-        await sql`select reserve.apply_payment_status(${first.paymentId}, 'failed', p_error_code => 'card_declined')`;
+        await applyStatus(sql, first.paymentId as string, "failed", { error_code: "card_declined" });
         const [second] = await sql`select * from reserve.create_payment(${first.intentId}, 'stripe', 'card', ${first.amount})`;
         const { tally } = await settle([first.paymentId, second.id as string].map((id) =>
-          racers`select * from reserve.apply_payment_status(${id}, 'succeeded')`));
+          applyStatus(racers, id as string, "succeeded")));
         expect(tally).toEqual({ ok: 2 });
 
         const payments = await sql`select id, status, duplicate_of, refund_reason from reserve.payments
@@ -136,8 +137,8 @@ describe("a busy unit: overlapping stays booked, paid, expired and cancelled con
       const { tally } = await settle(stays.map(async ([from, to], i) => {
         const [bi] = await racers`select * from reserve.create_booking_intent(${unitId}, ${f.isoDate(from)}, ${f.isoDate(to)}, 1)`;
         const [p] = await racers`select * from reserve.create_payment(${bi.id}, 'stripe', 'card', ${bi.amount})`;
-        if (i % 4 === 0) return racers`select reserve.apply_payment_status(${p.id}, 'failed')`;
-        const [done] = await racers`select * from reserve.apply_payment_status(${p.id}, 'succeeded')`;
+        if (i % 4 === 0) return applyStatus(racers, p.id as string, "failed");
+        const done = await applyStatus(racers, p.id as string, "succeeded");
         if (i % 5 === 0) return racers`select reserve.cancel_reservation(${done.reservation_id}, 'guest changed plans')`;
         if (i % 3 === 0) return racers`select reserve.host_commit_reservation(${done.reservation_id})`;
         return racers`select reserve.release_expired_holds()`;
@@ -168,7 +169,7 @@ describe("two webhook deliveries for one payment, each recording itself before a
                    values ('stripe', ${event}, ${"payment_intent." + status}, ${paymentId})`;
           if (++arrived === 2) bothIn();
           await barrier;
-          await tx`select * from reserve.apply_payment_status(${paymentId}, ${status}, p_on_illegal => 'ignore')`;
+          await applyStatus(tx, paymentId as string, status, { on_illegal: "ignore" });
         });
         const { tally } = await settle([deliver(a, `evt_a_${round}`, "processing"), deliver(b, `evt_b_${round}`, "succeeded")]);
         expect(tally).toEqual({ ok: 2 });

@@ -7,6 +7,7 @@ import { randomUUID } from "node:crypto";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { createTestDatabase, sqlState, type Sql, type TestDatabase } from "../helpers/db.ts";
 import * as f from "../helpers/fixtures.ts";
+import { applyStatus } from "../helpers/money.ts";
 
 let db: TestDatabase;
 let sql: Sql;
@@ -38,7 +39,7 @@ async function createIntent(unitId: string, checkIn: string, checkOut: string) {
 async function paidReservation(unitId: string, checkIn: string, checkOut: string) {
   const bi = await createIntent(unitId, checkIn, checkOut);
   const [p] = await sql`select * from reserve.create_payment(${bi.id}, 'stripe', 'card', ${bi.amount})`;
-  const [paid] = await sql`select * from reserve.apply_payment_status(${p.id}, 'succeeded')`;
+  const paid = await applyStatus(sql, p.id as string, "succeeded");
   expect(paid).toMatchObject({ outcome: "applied", finalize_outcome: "created" });
   const r = await reservation(paid.reservation_id as string);
   return { r, id: r.id as string, paymentId: p.id as string, amount: Number(bi.amount) };
@@ -160,7 +161,7 @@ describe("host_decline_reservation", () => {
       { kind: "refund", account: "refunds_payable", direction: "credit", amount: 100000 },
     ]);
 
-    const [refunded] = await sql`select * from reserve.apply_payment_status(${paymentId}, 'refunded')`;
+    const refunded = await applyStatus(sql, paymentId as string, "refunded");
     expect(refunded).toMatchObject({ outcome: "applied", status: "refunded" });
     expect(await legs(`refund:${paymentId}:100000`)).toEqual([
       { kind: "refund", account: "refunds_payable", direction: "debit", amount: 100000 },
@@ -217,7 +218,7 @@ describe("cancel_reservation", () => {
                           from reserve.payments where id = ${paymentId}`;
     expect(p).toEqual({ refund_reason: "reservation_cancelled", requested: "60000" });
 
-    await sql`select * from reserve.apply_payment_status(${paymentId}, 'partially_refunded', p_refunded_amount => ${refund})`;
+    await applyStatus(sql, paymentId as string, "partially_refunded", { refunded_amount: refund });
     expect((await reservation(id)).payment_status).toBe("partially_refunded");
     expect(await netByAccount(paymentId)).toEqual({
       commission_revenue: -13500, host_payable: -76500, receivable_stripe: 90000, refunds_payable: 0,
@@ -254,7 +255,7 @@ describe("cancel_reservation", () => {
     const { unitId } = await f.unit(sql, { nights: 10 });
     const { id, paymentId, amount } = await paidReservation(unitId, await day(1), await day(3));
     await commit(id);
-    await sql`select * from reserve.apply_payment_status(${paymentId}, 'partially_refunded', p_refunded_amount => 30000)`;
+    await applyStatus(sql, paymentId as string, "partially_refunded", { refunded_amount: 30000 });
     expect(await sqlState(cancel(id, "refund beyond what is left", amount - 30000 + 1))).toBe("RC001");
 
     await cancel(id, "guest cancelled after the partial refund");  // default: all that is left
@@ -263,7 +264,7 @@ describe("cancel_reservation", () => {
       { kind: "refund", account: "host_payable", direction: "debit", amount: 59500 },
       { kind: "refund", account: "refunds_payable", direction: "credit", amount: 70000 },
     ]);
-    await sql`select * from reserve.apply_payment_status(${paymentId}, 'refunded')`;
+    await applyStatus(sql, paymentId as string, "refunded");
     expect((await reservation(id)).payment_status).toBe("refunded");
     expect(await netByAccount(paymentId)).toEqual({
       commission_revenue: 0, host_payable: 0, receivable_stripe: 0, refunds_payable: 0,
@@ -273,7 +274,7 @@ describe("cancel_reservation", () => {
   it("after a full refund at the provider, cancelling owes nothing more and keeps the payment refunded", async () => {
     const { unitId } = await f.unit(sql, { nights: 10 });
     const { id, paymentId } = await paidReservation(unitId, await day(1), await day(3));
-    await sql`select * from reserve.apply_payment_status(${paymentId}, 'refunded')`;
+    await applyStatus(sql, paymentId as string, "refunded");
     expect(await sqlState(cancel(id, "refund on top of a refund", 1))).toBe("RC001");
     expect(await cancel(id, "stay refunded in the dashboard")).toMatchObject({ status: "cancelled", payment_status: "refunded" });
     expect(await legs(`cancel:${id}`)).toEqual([]);

@@ -6,6 +6,7 @@ import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestDatabase, sqlState, type Sql, type TestDatabase } from "../helpers/db.ts";
 import * as f from "../helpers/fixtures.ts";
+import { attachGateway, processEvent, type UpdateFields } from "../helpers/money.ts";
 
 type Q = postgres.Sql | postgres.TransactionSql;
 type Row = Record<string, unknown>;
@@ -30,17 +31,19 @@ interface Delivery {
   gatewayId?: string | null;
   status?: string | null;
   processingError?: string | null;
+  /** more of the provider's update (amounts, dispute, gateway status) */
+  update?: UpdateFields;
 }
 
 async function deliver(q: Q, d: Delivery): Promise<Row> {
-  const [r] = await q`
-    select * from reserve.process_webhook_event(
-      p_provider => ${d.provider ?? "stripe"}, p_event_id => ${d.eventId ?? `evt_${crypto.randomUUID()}`},
-      p_event_type => ${d.eventType ?? "payment_intent.succeeded"}, p_event_at => ${d.at ?? null},
-      p_payload => ${d.payload === undefined ? sql.json({ id: "evt" }) : d.payload === null ? null : sql.json(d.payload as postgres.JSONValue)},
-      p_payment_id => ${d.paymentId ?? null}, p_gateway_payment_id => ${d.gatewayId ?? null},
-      p_status => ${d.status === undefined ? "succeeded" : d.status}, p_processing_error => ${d.processingError ?? null})`;
-  return r;
+  const status = d.status === undefined ? "succeeded" : d.status;
+  return processEvent(q, {
+    provider: d.provider ?? "stripe", event_id: d.eventId ?? `evt_${crypto.randomUUID()}`,
+    event_type: d.eventType ?? "payment_intent.succeeded", event_at: d.at ?? null,
+    payload: d.payload === undefined ? { id: "evt" } : d.payload, processing_error: d.processingError ?? null,
+  }, status === null ? null : {
+    status, payment_reference: d.paymentId ?? null, gateway_payment_id: d.gatewayId ?? null, event_at: d.at ?? null, ...d.update,
+  });
 }
 
 async function inbox(q: Q, provider: string, eventId: string): Promise<Row> {
@@ -112,12 +115,13 @@ describe("process_webhook_event: first delivery and duplicates", () => {
     expect(await paymentRow(sql, c.paymentId)).toEqual(paymentBefore);
   });
 
-  it("records an event it does not act on (p_status null) as ignored, and its redelivery as a duplicate", async () => {
+  it("records an event it does not act on (no update) as ignored, and its redelivery as a duplicate", async () => {
     const c = await checkout(sql, { gatewayId: "pi_ignored" });
     const eventId = `evt_${crypto.randomUUID()}`;
     const r = await deliver(sql, { eventId, eventType: "charge.updated", gatewayId: "pi_ignored", status: null });
-    expect(r).toMatchObject({ webhook_status: "ignored", duplicate: false, outcome: "ignored", payment_id: c.paymentId,
-                              payment_status: "pending", reservation_id: null });
+    // an event that says nothing about a payment is not tied to one
+    expect(r).toMatchObject({ webhook_status: "ignored", duplicate: false, outcome: "ignored", payment_id: null,
+                              payment_status: null, reservation_id: null });
     expect(r.error_message).not.toBeNull();
     expect((await paymentRow(sql, c.paymentId)).status).toBe("pending");
     expect((await deliver(sql, { eventId, eventType: "charge.updated", status: null })).duplicate).toBe(true);
@@ -169,7 +173,7 @@ describe("process_webhook_event: the payment found by our id", () => {
     expect(r).toMatchObject({ webhook_status: "completed", outcome: "applied", payment_status: "processing", payment_id: c.paymentId });
     expect(await paymentRow(sql, c.paymentId)).toMatchObject({ gateway_payment_id: gatewayId, status: "processing" });
     // the checkout's own (late) attach of the same id is still accepted
-    await sql`select reserve.attach_gateway_payment(${c.paymentId}, ${gatewayId})`;
+    await attachGateway(sql, c.paymentId, gatewayId);
     // and later events find it by the provider's id alone
     const later = await deliver(sql, { gatewayId });
     expect(later).toMatchObject({ webhook_status: "completed", payment_id: c.paymentId, payment_status: "succeeded" });
@@ -213,13 +217,13 @@ describe("process_webhook_event: failures", () => {
     expect(await effects(sql, c.paymentId, c.intentId)).toMatchObject({ reservations: 1, ledger: 1 });
   });
 
-  it("records p_processing_error as failed without touching the payment, and takes the event up again", async () => {
+  it("records a processing_error as failed without touching the payment, and takes the event up again", async () => {
     const c = await checkout(sql, { provider: "openpix", method: "pix", gatewayId: `op_${crypto.randomUUID()}` });
     const eventId = `evt_${crypto.randomUUID()}`;
     const before = await paymentRow(sql, c.paymentId);
     const r = await deliver(sql, { provider: "openpix", eventId, eventType: "OPENPIX:CHARGE_COMPLETED",
                                    paymentId: c.paymentId, status: null, processingError: "OpenPIX API answered 502" });
-    expect(r).toMatchObject({ webhook_status: "failed", duplicate: false, attempts: 1, outcome: "failed", payment_status: "pending" });
+    expect(r).toMatchObject({ webhook_status: "failed", duplicate: false, attempts: 1, outcome: "failed", payment_status: null });
     expect(r.error_message).toEqual(expect.any(String));
     expect(await paymentRow(sql, c.paymentId)).toEqual(before);
 
@@ -302,12 +306,11 @@ describe("process_webhook_event: found in review", () => {
     const a = postgres(db.url, { max: 1, onnotice: () => {} });
     const b = postgres(db.url, { max: 1, onnotice: () => {} });
     try {
-      const webhook = a`select * from reserve.process_webhook_event('stripe', ${`evt_${crypto.randomUUID()}`}, 'payment_intent.processing',
-                          null, '{}'::jsonb, ${paymentId}::uuid, 'pi_race', 'processing')`;
+      const webhook = deliver(a, { paymentId, gatewayId: "pi_race", status: "processing", eventType: "payment_intent.processing" });
       await new Promise((r) => setTimeout(r, 100));
-      const attach = b`select * from reserve.attach_gateway_payment(${paymentId}::uuid, 'pi_race')`;
+      const attach = attachGateway(b, paymentId, "pi_race").then((r) => [r]);
       const [w, at] = await Promise.all([webhook, attach]);
-      expect(w[0].webhook_status).toBe("completed");
+      expect(w.webhook_status).toBe("completed");
       expect(at[0].gateway_payment_id).toBe("pi_race");
     } finally {
       await a.end();
@@ -330,9 +333,8 @@ describe("process_webhook_event: found in review", () => {
     const gw = payment.gateway_payment_id as string;
     await deliver(sql, { paymentId, gatewayId: gw, status: "succeeded" });
     await deliver(sql, { paymentId, gatewayId: gw, status: "disputed", eventType: "charge.dispute.created" });
-    const [r] = await sql`
-      select * from reserve.process_webhook_event('stripe', ${`evt_${crypto.randomUUID()}`}, 'charge.dispute.closed', null, '{}'::jsonb,
-        ${paymentId}::uuid, ${gw}, 'refunded', 'dispute_lost', null, null, 3000)`;
+    const r = await deliver(sql, { paymentId, gatewayId: gw, status: "refunded", eventType: "charge.dispute.closed",
+                                   update: { gateway_status: "dispute_lost", dispute_amount: 3000 } });
     expect(r.webhook_status).toBe("completed");
     const [p] = await sql`select status, refunded_amount, amount from reserve.payments where id = ${paymentId}`;
     expect(p).toMatchObject({ status: "partially_refunded", refunded_amount: "3000" });

@@ -193,3 +193,26 @@ describe("checkout: retries never charge twice", () => {
     expect(res.status).toBe(201);
   });
 });
+
+describe("checkout: what the providers are told", () => {
+  it.each([
+    ["stripe", { method: "card" }],
+    ["mercadopago", { method: "pix", provider: "mercadopago", guest_email: "pagador@example.com" }],
+    ["openpix", { method: "pix", provider: "openpix", guest_email: "pagador@example.com", guest_name: "Ana" }],
+  ])("%s: the unit's name and the stay's dates as ISO dates", async (provider, overrides) => {
+    const body = await stay(overrides);
+    const [u] = await e.db.sql`select name from reserve.unit_map where id = ${body.unit_id as string}`;
+    const res = await e.checkout(body);
+    expect(res.status, JSON.stringify(res.body)).toBe(201);
+    const p = e.sandbox.control.payment(provider as "stripe", res.body.gateway_payment_id) as Record<string, unknown>;
+    const text = String(p.description ?? p.comment);
+    expect(text).toBe(`Reserve Connect: ${u.name}, ${isoDate(2)} to ${isoDate(4)} (2 nights)`);
+    expect(text).not.toMatch(/GMT|Coordinated/);
+  });
+
+  it("mercadopago: notifications come as webhooks only (source_news=webhooks opts the payment out of IPN)", async () => {
+    const res = await e.checkout(await stay({ method: "pix", provider: "mercadopago", guest_email: "pagador@example.com" }));
+    const p = e.sandbox.control.payment("mercadopago", res.body.gateway_payment_id) as Record<string, unknown>;
+    expect(new URL(String(p.notification_url)).searchParams.get("source_news")).toBe("webhooks");
+  });
+});

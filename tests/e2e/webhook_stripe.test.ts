@@ -37,7 +37,8 @@ const send = (payload: string, header: string, contentType = "application/json")
   e.post("webhook_stripe", payload, { "stripe-signature": header, "content-type": contentType });
 
 const paymentIntent = (id: string, paymentId: string, status: string, extra: Record<string, unknown> = {}) =>
-  ({ id, object: "payment_intent", amount: 100000, currency: "brl", status, metadata: { payment_id: paymentId }, ...extra });
+  ({ id, object: "payment_intent", amount: 100000, amount_received: status === "succeeded" ? 100000 : 0, currency: "brl", status,
+     metadata: { payment_id: paymentId }, ...extra });
 
 async function counts() {
   const [c] = await e.db.sql`select (select count(*) from reserve.processed_webhooks)::int as webhooks,

@@ -5,14 +5,21 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import type Stripe from "stripe";
 import { describe, expect, it } from "vitest";
-import { getMercadoPagoPayment, mercadoPagoUpdate, saoPauloTimestamp, verifyMercadoPagoSignature, type MercadoPagoPayment } from "../../supabase/functions/_shared/providers/mercadopago.ts";
-import { getOpenPixCharge, openPixChargeUpdate, openPixEventUpdate, verifyOpenPixSignature, type OpenPixCharge } from "../../supabase/functions/_shared/providers/openpix.ts";
-import { paymentIntentUpdate, stripeEventUpdate } from "../../supabase/functions/_shared/providers/stripe.ts";
-import { ProviderError } from "../../supabase/functions/_shared/providers/types.ts";
+import {
+  getMercadoPagoPayment, mercadoPagoUpdate, saoPauloTimestamp, signatureTimeMs, verifyMercadoPagoSignature, type MercadoPagoPayment,
+} from "../../supabase/functions/_shared/providers/mercadopago.ts";
+import {
+  getOpenPixCharge, openPixChargeUpdate, openPixEventName, openPixEventNews, verifyOpenPixSignature, type OpenPixCharge,
+} from "../../supabase/functions/_shared/providers/openpix.ts";
+import { PROVIDER_NAMES, providerNamed, providersTaking } from "../../supabase/functions/_shared/providers/registry.ts";
+import { paymentIntentUpdate, stripeEventNews } from "../../supabase/functions/_shared/providers/stripe.ts";
+import { ProviderError, UnusableAnswer } from "../../supabase/functions/_shared/providers/types.ts";
+import { safeText, sanitizeJson } from "../../supabase/functions/_shared/sanitize.ts";
 
 const PAYMENT_ID = "5b0f0c3e-8f0e-4a57-9d43-3c2f4a0b1c2d";
 const event = (type: string, object: Record<string, unknown>, created = 1_800_000_000) =>
   ({ id: "evt_1", object: "event", type, created, data: { object } }) as unknown as Stripe.Event;
+const stripeEventUpdate = (e: Stripe.Event) => stripeEventNews(e as unknown as Record<string, unknown>).update;
 
 describe("Stripe", () => {
   it.each([
@@ -43,7 +50,7 @@ describe("Stripe", () => {
     const dp = (status: string) => ({ id: "dp_1", payment_intent: "pi_1", charge: "ch_1", amount: 1000, status });
     expect(stripeEventUpdate(event("charge.dispute.created", dp("needs_response")))?.status).toBe("disputed");
     expect(stripeEventUpdate(event("charge.dispute.closed", dp("won")))?.status).toBe("succeeded");
-    expect(stripeEventUpdate(event("charge.dispute.closed", dp("lost")))).toMatchObject({ status: "refunded", refundedAmount: 1000 });
+    expect(stripeEventUpdate(event("charge.dispute.closed", dp("lost")))).toMatchObject({ status: "refunded", disputeAmount: 1000 });
   });
 
   it("types we do not act on are null", () => {
@@ -88,7 +95,9 @@ describe("MercadoPago", () => {
 
   it("converts reais to centavos without float drift", () => {
     expect(mercadoPagoUpdate(payment({ status: "approved", transaction_amount_refunded: 0.29 })).refundedAmount).toBe(29);
-    expect(mercadoPagoUpdate(payment({ status: "refunded" })).refundedAmount).toBe(123456);
+    expect(mercadoPagoUpdate(payment({ status: "refunded", transaction_amount_refunded: 1234.56 })).refundedAmount).toBe(123456);
+    // refunded without a figure: the whole of what arrived (apply_payment_status knows how much that was)
+    expect(mercadoPagoUpdate(payment({ status: "refunded" })).refundedAmount).toBeUndefined();
   });
 
   it("writes expiry times in São Paulo's offset, as MercadoPago asks", () => {
@@ -126,6 +135,7 @@ describe("OpenPIX", () => {
   });
 
   it("charge events; others are not acted on here", () => {
+    const openPixEventUpdate = (e: Parameters<typeof openPixEventNews>[0]) => openPixEventNews(e).update;
     expect(openPixEventUpdate({ event: "OPENPIX:CHARGE_COMPLETED", charge: charge({ status: "COMPLETED" }), pix: { time: "2026-11-27T12:00:00Z" } }))
       .toMatchObject({ status: "succeeded", paymentId: PAYMENT_ID, eventAt: new Date("2026-11-27T12:00:00Z") });
     expect(openPixEventUpdate({ event: "OPENPIX:CHARGE_EXPIRED", charge: charge({ status: "EXPIRED" }) })?.status).toBe("expired");
@@ -144,6 +154,114 @@ describe("OpenPIX", () => {
     expect(await verifyOpenPixSignature(`${body} `, sig, [pem])).toBe(false);
     expect(await verifyOpenPixSignature(body, null, [pem])).toBe(false);
     expect(await verifyOpenPixSignature(body, "%%%", [pem])).toBe(false);
+  });
+});
+
+describe("the provider's money in the normalized update", () => {
+  it("Stripe: amount_received and the currency of a succeeded PaymentIntent, our reference from its metadata", () => {
+    const u = stripeEventUpdate(event("payment_intent.succeeded", {
+      id: "pi_1", status: "succeeded", amount: 64000, amount_received: 100, currency: "usd", metadata: { payment_id: PAYMENT_ID },
+    }));
+    expect(u).toMatchObject({ amount: 64000, amountReceived: 100, currency: "USD", paymentId: PAYMENT_ID });
+    // not received before it succeeded
+    expect(stripeEventUpdate(event("payment_intent.processing", { id: "pi_1", status: "processing", amount: 64000, amount_received: 0, currency: "brl", metadata: {} })))
+      .toMatchObject({ amount: 64000, amountReceived: undefined, currency: "BRL" });
+  });
+
+  it("Stripe: an amount no payment can hold is an UnusableAnswer (the event is recorded dead), not a number we round", () => {
+    for (const bad of [2 ** 53 + 2, -1, 1.5, "100"]) {
+      expect(() => stripeEventUpdate(event("payment_intent.succeeded", { id: "pi_1", status: "succeeded", amount: 100, amount_received: bad, currency: "brl", metadata: {} })))
+        .toThrow(UnusableAnswer);
+    }
+  });
+
+  it("Stripe: a dispute that names only its charge is looked up (its PaymentIntent), carrying what the signed event said", () => {
+    const news = stripeEventNews({ id: "evt_1", type: "charge.dispute.created", created: 1_800_000_000,
+      data: { object: { id: "du_1", object: "dispute", amount: 1000, currency: "brl", charge: "ch_1", payment_intent: null, status: "warning_needs_response" } } });
+    expect(news.update).toBeNull();
+    expect(news.lookup).toMatchObject({ charge: "ch_1", news: { status: "disputed", disputeAmount: 1000, currency: "BRL" } });
+  });
+
+  it("MercadoPago: transaction_amount and currency_id, total_paid_amount once paid, the collector's fee, the endToEndId", () => {
+    const u = mercadoPagoUpdate({
+      id: 1, status: "approved", status_detail: "accredited", transaction_amount: 640, currency_id: "BRL", external_reference: PAYMENT_ID,
+      transaction_details: { total_paid_amount: 1, net_received_amount: 0.99 },
+      fee_details: [{ type: "mercadopago_fee", amount: 0.62, fee_payer: "collector" }, { type: "financing_fee", amount: 5, fee_payer: "payer" }],
+      point_of_interaction: { type: "OPENPLATFORM", transaction_data: { e2e_id: "E123" } },
+    });
+    expect(u).toMatchObject({ status: "succeeded", amount: 64000, amountReceived: 100, currency: "BRL", feeAmount: 62, endToEndId: "E123" });
+    // what a pending PIX will cost is not money received
+    expect(mercadoPagoUpdate({ id: 1, status: "pending", transaction_amount: 640, currency_id: "BRL", transaction_details: { total_paid_amount: 640 } }).amountReceived)
+      .toBeUndefined();
+    expect(() => mercadoPagoUpdate({ id: 1, status: "approved", transaction_amount: 0.001 })).toThrow(UnusableAnswer);
+  });
+
+  it("OpenPIX: charge.value, what the pix says was paid, charge.fee, the pix endToEndId", () => {
+    const c = { status: "COMPLETED", value: 64000, correlationID: PAYMENT_ID, fee: 85 } as OpenPixCharge;
+    expect(openPixEventNews({ event: "woovi:CHARGE_COMPLETED", charge: c, pix: { value: 100, endToEndId: "E39f22d047934468f89c8347ed4cd80d0" } }).update)
+      .toMatchObject({ status: "succeeded", amount: 64000, amountReceived: 100, currency: "BRL", feeAmount: 85, endToEndId: "E39f22d047934468f89c8347ed4cd80d0" });
+    // a charge read by the poller says its value was paid
+    expect(openPixChargeUpdate(c)).toMatchObject({ amount: 64000, amountReceived: 64000 });
+  });
+});
+
+describe("OpenPIX event shapes", () => {
+  it("names an event the same with either prefix, and a delivery without `event` by what it carries", () => {
+    expect(openPixEventName({ event: "OPENPIX:CHARGE_COMPLETED" })).toBe("CHARGE_COMPLETED");
+    expect(openPixEventName({ event: "woovi:CHARGE_COMPLETED" })).toBe("CHARGE_COMPLETED");
+    expect(openPixEventName({ charge: { status: "COMPLETED", value: 1, correlationID: "x" } })).toBe("CHARGE_COMPLETED");
+    expect(openPixEventName({ charge: null, pix: { value: 1 } })).toBe("PIX_TRANSACTION_RECEIVED");
+    expect(openPixEventName({ refundTransaction: { endToEndId: "D1" } })).toBe("PIX_TRANSACTION_REFUND_SENT_CONFIRMED");
+  });
+
+  it("a refund event named by endToEndIds only is looked up by them", () => {
+    const news = openPixEventNews({ event: "PIX_TRANSACTION_REFUND_SENT_CONFIRMED",
+      refundTransaction: { value: 10001, endToEndId: "D548114172025081421318FbVaF2LTWr" },
+      originalTransaction: { endToEndId: "E31680151202508141543GVL7OCT44VU" } });
+    expect(news).toMatchObject({ update: null, lookup: { endToEndIds: ["D548114172025081421318FbVaF2LTWr", "E31680151202508141543GVL7OCT44VU"] } });
+  });
+});
+
+describe("MercadoPago's ts", () => {
+  it("is read in seconds (its docs and SDKs since 2026) or milliseconds (13 digits and up)", () => {
+    expect(signatureTimeMs("1704908010")).toBe(1_704_908_010_000);
+    expect(signatureTimeMs("1742505638683")).toBe(1_742_505_638_683);
+    expect(signatureTimeMs("12ab")).toBeUndefined();
+    expect(signatureTimeMs("")).toBeUndefined();
+  });
+
+  it("is enforced within 5 minutes when a clock is given, in either unit", async () => {
+    const secret = "mp-secret";
+    const now = 1_800_000_000_000;
+    const signed = (ts: string) => `ts=${ts},v1=${createHmac("sha256", secret).update(`id:9;request-id:r;ts:${ts};`).digest("hex")}`;
+    expect(await verifyMercadoPagoSignature(signed(String(now / 1000 - 60)), "r", "9", secret, now)).toBe(true);
+    expect(await verifyMercadoPagoSignature(signed(String(now - 60_000)), "r", "9", secret, now)).toBe(true);
+    expect(await verifyMercadoPagoSignature(signed(String(now / 1000 - 301)), "r", "9", secret, now)).toBe(false);
+    expect(await verifyMercadoPagoSignature(signed(String(now / 1000 - 30 * 86400)), "r", "9", secret, now)).toBe(false);
+    expect(await verifyMercadoPagoSignature(signed(String(now + 10 * 60_000)), "r", "9", secret, now)).toBe(false);
+  });
+});
+
+describe("the registry", () => {
+  it("names every provider once, and says which take a method", () => {
+    expect(PROVIDER_NAMES.sort()).toEqual(["mercadopago", "openpix", "stripe"]);
+    for (const n of PROVIDER_NAMES) expect(providerNamed(n)?.name).toBe(n);
+    expect(providerNamed("toString")).toBeUndefined();
+    expect(providersTaking("card").map((p) => p.name)).toEqual(["stripe"]);
+    expect(providersTaking("pix").map((p) => p.name).sort()).toEqual(["mercadopago", "openpix"]);
+  });
+});
+
+describe("what a provider sent, made storable", () => {
+  it("escapes NUL, control characters and lone surrogates, keeps pairs, and says what it cut", async () => {
+    expect(safeText("a\u0000b\u001bc\td")).toBe("a\\u0000b\\u001bc\td");
+    expect(safeText("x\ud800y")).toBe("x\\ud800y");
+    expect(safeText("😀")).toBe("😀");
+    expect(safeText("x".repeat(20), 10)).toBe(`${"x".repeat(10)}…[10 more characters]`);
+    const deep = JSON.parse("[".repeat(100_000) + "]".repeat(100_000));
+    const out = JSON.stringify(await sanitizeJson({ deep, big: Array.from({ length: 1000 }, (_, i) => i), n: 2 ** 60 }));
+    expect(out).toContain("left out");
+    expect(out.length).toBeLessThan(10_000);
   });
 });
 

@@ -1,6 +1,7 @@
 // Rows a test builds for itself: a unit with calendar nights, an intent, a payment, a reservation.
 import { randomBytes, randomUUID } from "node:crypto";
 import type postgres from "postgres";
+import { attachGateway } from "./money.ts";
 
 type Q = postgres.Sql | postgres.TransactionSql;
 type Row = Record<string, unknown>;
@@ -90,7 +91,7 @@ export async function checkoutAttempt(q: Q, opts: { provider?: string; method?: 
       p_provider => ${opts.provider ?? "stripe"}, p_unit_id => ${unitId}, p_check_in => ${isoDate(1)},
       p_check_out => ${isoDate(3)}, p_guests => 2)`;
   if (opts.gatewayId !== null) {
-    await q`select reserve.attach_gateway_payment(${c.payment_id as string}, ${opts.gatewayId ?? `gw_${randomUUID()}`})`;
+    await attachGateway(q, c.payment_id as string, opts.gatewayId ?? `gw_${randomUUID()}`);
   }
   const [p] = await q`select * from reserve.payments where id = ${c.payment_id as string}`;
   return { unitId, intentId: c.booking_intent_id as string, paymentId: c.payment_id as string, payment: p };

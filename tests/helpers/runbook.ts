@@ -2,6 +2,7 @@
 // alert's `for` duration pass, and acting as a named operator.
 import type postgres from "postgres";
 import { expect } from "vitest";
+import { attachGateway, processEvent } from "./money.ts";
 
 type Sql = postgres.Sql;
 
@@ -61,8 +62,8 @@ export function asOperator<T>(sql: Sql, who: string, fn: (tx: postgres.Transacti
 export async function paidStay(sql: Sql, unitId: string, checkIn: string, checkOut: string, guest = `guest-${crypto.randomUUID()}`) {
   const [c] = await sql`select * from reserve.begin_checkout(${guest}, 'card', 'stripe', ${unitId}, ${checkIn}, ${checkOut}, 2)`;
   const pi = `pi_${crypto.randomUUID().replace(/-/g, "")}`;
-  await sql`select reserve.attach_gateway_payment(${c.payment_id}, ${pi})`;
-  const [w] = await sql`select * from reserve.process_webhook_event('stripe', ${`evt_${pi}`}, 'payment_intent.succeeded', now(),
-                          '{}'::jsonb, ${c.payment_id}::uuid, ${pi}, 'succeeded')`;
+  await attachGateway(sql, c.payment_id as string, pi);
+  const w = await processEvent(sql, { event_id: `evt_${pi}`, event_at: new Date(), payload: {} },
+                               { status: "succeeded", payment_reference: c.payment_id as string, gateway_payment_id: pi });
   return { paymentId: c.payment_id as string, intentId: c.booking_intent_id as string, reservationId: w.reservation_id as string, gatewayId: pi };
 }

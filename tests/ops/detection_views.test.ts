@@ -4,6 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestDatabase, rolledBack, type Sql, type TestDatabase } from "../helpers/db.ts";
 import * as f from "../helpers/fixtures.ts";
+import { attachGateway, processEvent } from "../helpers/money.ts";
 import { replica, type Q } from "./ops_helpers.ts";
 
 let db: TestDatabase;
@@ -196,9 +197,9 @@ describe("overbooking written by moving a stay's dates with the guards off", () 
       const [c] = await sql`select * from reserve.begin_checkout(${`g-${crypto.randomUUID()}`}, 'card', 'stripe', ${u.unitId},
                               ${f.isoDate(from)}, ${f.isoDate(to)}, 2)`;
       const pi = `pi_${crypto.randomUUID()}`;
-      await sql`select reserve.attach_gateway_payment(${c.payment_id}, ${pi})`;
-      const [w] = await sql`select * from reserve.process_webhook_event('stripe', ${`evt_${pi}`}, 'payment_intent.succeeded', now(),
-                              '{}'::jsonb, ${c.payment_id}::uuid, ${pi}, 'succeeded')`;
+      await attachGateway(sql, c.payment_id as string, pi);
+      const w = await processEvent(sql, { event_id: `evt_${pi}`, event_at: new Date(), payload: {} },
+                                   { status: "succeeded", payment_reference: c.payment_id as string, gateway_payment_id: pi });
       return w.reservation_id as string;
     };
     const r1 = await stay(1, 3);

@@ -6,6 +6,7 @@ import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestDatabase, rolledBack, type Sql, type TestDatabase } from "../helpers/db.ts";
 import * as f from "../helpers/fixtures.ts";
+import { applyStatus } from "../helpers/money.ts";
 import { duplicateCharge, paidReservation, replica, type Q, type Row } from "./ops_helpers.ts";
 
 let db: TestDatabase;
@@ -67,7 +68,7 @@ async function undoOversell(tx: Q, u: string) {
 const CHECKS = ["ledger_balance", "ledger_trigger_enabled", "overbooking", "availability_counter_drift", "stuck_payments",
   "pix_pending_over_30m", "payment_success_rate_1h", "double_charges", "paid_without_reservation", "webhooks_failed_1h",
   "webhooks_dead", "webhook_delivery", "webhooks_ignored_1h", "refunds_stuck", "poller_heartbeat", "retention_last_run",
-  "active_connections", "long_running_queries", "audit_log_size"];
+  "active_connections", "long_running_queries", "audit_log_size", "money_discrepancies"];
 
 describe("system_health_check", () => {
   it("names every check, each OK on a clean database, with a threshold", async () => {
@@ -118,7 +119,7 @@ describe("system_health_check", () => {
       const h = await health(tx);
       expect(h.stuck_payments).toMatchObject({ status: "WARNING", observed_value: "1" });
       expect(h.webhook_delivery.status).toBe("CRITICAL");
-      await tx`select reserve.apply_payment_status(${p}, 'failed')`;
+      await applyStatus(tx, p as string, "failed");
       const after = await health(tx);
       expect(after.stuck_payments.status).toBe("OK");
       expect(after.webhook_delivery.status).toBe("OK");
@@ -129,7 +130,7 @@ describe("system_health_check", () => {
     await rolledBack(sql, async (tx) => {
       const p = await payment(tx, { method: "pix", created_at: new Date(Date.now() - 31 * 60_000) });
       expect(await status(tx, "pix_pending_over_30m")).toBe("WARNING");
-      await tx`select reserve.apply_payment_status(${p}, 'expired')`;
+      await applyStatus(tx, p as string, "expired");
       expect(await status(tx, "pix_pending_over_30m")).toBe("OK");
     });
   });
@@ -153,7 +154,7 @@ describe("system_health_check", () => {
     await rolledBack(sql, async (tx) => {
       const d = await duplicateCharge(tx);
       expect((await health(tx)).double_charges).toMatchObject({ status: "WARNING", observed_value: "1" });
-      await tx`select reserve.apply_payment_status(${d.duplicateId}, 'refunded')`;
+      await applyStatus(tx, d.duplicateId as string, "refunded");
       expect(await status(tx, "double_charges")).toBe("OK");
       expect(await tx`select * from reserve.find_ledger_imbalances(current_date - 7)`).toEqual([]);
     });
@@ -322,7 +323,7 @@ describe("check_all_alerts", () => {
     expect((await alerts())[name].state).toBe("firing");
     expect(await events(name)).toEqual(["pending", "firing"]);
 
-    await sql`select reserve.apply_payment_status(${p}, 'expired')`;
+    await applyStatus(sql, p as string, "expired");
     const resolved = (await alerts())[name];
     expect(resolved.state).toBe("resolved");
     expect(resolved.resolved_at).not.toBeNull();
@@ -336,7 +337,7 @@ describe("check_all_alerts", () => {
     const again = (await alerts())[name];
     expect(again).toMatchObject({ state: "pending", fired_at: null, resolved_at: null, fingerprint: first.fingerprint });
     expect(await events(name)).toEqual(["pending", "firing", "resolved", "pending"]);
-    await sql`select reserve.apply_payment_status(${p2}, 'expired')`;
+    await applyStatus(sql, p2 as string, "expired");
     await alerts();
   });
 

@@ -2,6 +2,7 @@
 // functions, webhook deliveries, operator context, and a second connection for concurrency cases.
 import postgres from "postgres";
 import * as f from "../helpers/fixtures.ts";
+import { applyStatus, processEvent } from "../helpers/money.ts";
 
 export type Q = postgres.Sql | postgres.TransactionSql;
 export type Row = Record<string, unknown>;
@@ -21,15 +22,14 @@ export interface Delivery {
 }
 
 export async function deliver(q: Q, d: Delivery): Promise<Row> {
-  const [r] = await q`
-    select * from reserve.process_webhook_event(
-      p_provider => ${d.provider ?? "stripe"}, p_event_id => ${d.eventId ?? `evt_${crypto.randomUUID()}`},
-      p_event_type => ${d.eventType ?? "payment_intent.succeeded"}, p_event_at => ${null},
-      p_payload => ${q.json({ id: d.eventId ?? "evt" })},
-      p_payment_id => ${d.paymentId ?? null}, p_gateway_payment_id => ${d.gatewayId ?? null},
-      p_status => ${d.status === undefined ? "succeeded" : d.status}, p_refunded_amount => ${d.refundedAmount ?? null},
-      p_processing_error => ${d.processingError ?? null})`;
-  return r;
+  const status = d.status === undefined ? "succeeded" : d.status;
+  return processEvent(q, {
+    provider: d.provider ?? "stripe", event_id: d.eventId ?? `evt_${crypto.randomUUID()}`,
+    event_type: d.eventType ?? "payment_intent.succeeded", payload: { id: d.eventId ?? "evt" },
+    processing_error: d.processingError ?? null,
+  }, status === null ? null : {
+    status, payment_reference: d.paymentId ?? null, gateway_payment_id: d.gatewayId ?? null, refunded_amount: d.refundedAmount ?? null,
+  });
 }
 
 /** create_booking_intent -> create_payment -> apply_payment_status(succeeded), which finalizes. */
@@ -38,7 +38,7 @@ export async function paidReservation(q: Q, opts: { unitId?: string; from?: numb
   const [bi] = await q`select * from reserve.create_booking_intent(${unitId}, ${f.isoDate(opts.from ?? 1)}::date,
                                                                     ${f.isoDate(opts.to ?? 3)}::date, ${opts.guests ?? 2})`;
   const [p] = await q`select * from reserve.create_payment(${bi.id}, 'stripe', 'card', ${bi.amount})`;
-  const [paid] = await q`select * from reserve.apply_payment_status(${p.id}, 'succeeded')`;
+  const paid = await applyStatus(q, p.id as string, "succeeded");
   if (paid.finalize_outcome !== "created") throw new Error(`finalize said ${String(paid.finalize_outcome)}`);
   return { unitId, intentId: bi.id as string, paymentId: p.id as string, reservationId: paid.reservation_id as string,
            amount: Number(bi.amount) };
@@ -49,10 +49,10 @@ export async function duplicateCharge(q: Q) {
   const { unitId } = await f.unit(q, { nights: 6 });
   const [bi] = await q`select * from reserve.create_booking_intent(${unitId}, ${f.isoDate(1)}::date, ${f.isoDate(3)}::date, 2)`;
   const [first] = await q`select * from reserve.create_payment(${bi.id}, 'stripe', 'card', ${bi.amount})`;
-  await q`select reserve.apply_payment_status(${first.id}, 'failed')`;
+  await applyStatus(q, first.id as string, "failed");
   const [second] = await q`select * from reserve.create_payment(${bi.id}, 'stripe', 'card', ${bi.amount})`;
-  const [sold] = await q`select * from reserve.apply_payment_status(${second.id}, 'succeeded')`;
-  const [dup] = await q`select * from reserve.apply_payment_status(${first.id}, 'succeeded', now() - interval '1 hour')`;
+  const sold = await applyStatus(q, second.id as string, "succeeded");
+  const dup = await applyStatus(q, first.id as string, "succeeded", { event_at: new Date(Date.now() - 3600_000) });
   if (dup.finalize_outcome !== "duplicate_charge") throw new Error(`expected a duplicate, got ${String(dup.finalize_outcome)}`);
   return { unitId, intentId: bi.id as string, duplicateId: first.id as string, paidId: second.id as string,
            reservationId: sold.reservation_id as string, amount: Number(bi.amount) };

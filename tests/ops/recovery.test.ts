@@ -4,6 +4,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { createTestDatabase, rolledBack, sqlState, type Sql, type TestDatabase } from "../helpers/db.ts";
 import * as f from "../helpers/fixtures.ts";
+import { applyStatus, paidInFull, recoverPayment } from "../helpers/money.ts";
 import { asOperator as asNamedOperator } from "../helpers/runbook.ts";
 import { asOperator, duplicateCharge, paidReservation, replica, type Q, type Row } from "./ops_helpers.ts";
 
@@ -65,7 +66,7 @@ async function snapshot() {
 describe("operator and reason", () => {
   const u = crypto.randomUUID();
   const calls: Array<[string, (q: Q, reason: string | null) => Promise<unknown>]> = [
-    ["recover_payment", (q, r) => q`select * from reserve.recover_payment(${u}, 'succeeded', ${r})`],
+    ["recover_payment", (q, r) => recoverPayment(q, u, paidInFull(), r)],
     ["mark_payment_failed", (q, r) => q`select * from reserve.mark_payment_failed(${u}, ${r})`],
     ["block_unit_dates", (q, r) => q`select * from reserve.block_unit_dates(${u}, current_date, current_date + 1, ${r})`],
     ["move_reservation", (q, r) => q`select * from reserve.move_reservation(${u}, ${u}, ${r})`],
@@ -94,14 +95,14 @@ describe("recover_payment", () => {
   it("applies succeeded through the state machine, finalizes, is audited, and a second call changes nothing that matters", async () => {
     const p = await pendingPayment();
     const reason = "Stripe dashboard shows paid";
-    const { result, audits } = await asOp((tx) => tx`select * from reserve.recover_payment(${p.paymentId}, 'succeeded', ${reason})`);
+    const { result, audits } = await asOp((tx) => recoverPayment(tx, p.paymentId, paidInFull(), reason));
     expect(result[0]).toMatchObject({ previous_status: "pending", status: "succeeded", outcome: "applied", finalize_outcome: "created" });
     expectAudited(audits, "recover_payment", reason, ["payments", "reservations"]);
     const [pay] = await sql`select metadata from reserve.payments where id = ${p.paymentId}`;
     expect(pay.metadata.manual_recovery).toMatchObject({ by: OP, reason, provider_status: "succeeded" });
 
     const before = await snapshot();
-    const { result: again } = await asOp((tx) => tx`select * from reserve.recover_payment(${p.paymentId}, 'succeeded', ${reason})`);
+    const { result: again } = await asOp((tx) => recoverPayment(tx, p.paymentId, paidInFull(), reason));
     expect(again[0]).toMatchObject({ status: "succeeded", outcome: "unchanged", finalize_outcome: "already_finalized" });
     const after = await snapshot();
     expect({ ...after, audits: 0, payments: 0 }).toEqual({ ...before, audits: 0, payments: 0 });
@@ -110,16 +111,16 @@ describe("recover_payment", () => {
   // found in review: a repeat used to rewrite metadata.manual_recovery (and write an audit row) each time
   it("a second recover_payment leaves the payment row and audit_logs untouched", async () => {
     const p = await pendingPayment();
-    await asOp((tx) => tx`select * from reserve.recover_payment(${p.paymentId}, 'failed', 'provider says declined')`);
+    await asOp((tx) => recoverPayment(tx, p.paymentId, { status: "failed" }, "provider says declined"));
     const before = await snapshot();
-    await asOp((tx) => tx`select * from reserve.recover_payment(${p.paymentId}, 'failed', 'provider says declined')`);
+    await asOp((tx) => recoverPayment(tx, p.paymentId, { status: "failed" }, "provider says declined"));
     expect(await snapshot()).toEqual(before);
   });
 
   it("refuses an illegal move with RC202 and leaves the payment as it was", async () => {
     const p = await pendingPayment();
     const before = await snapshot();
-    expect(await sqlState(asOp((tx) => tx`select * from reserve.recover_payment(${p.paymentId}, 'refunded', 'dashboard says refunded')`))).toBe("RC202");
+    expect(await sqlState(asOp((tx) => recoverPayment(tx, p.paymentId, { status: "refunded" }, "dashboard says refunded")))).toBe("RC202");
     expect(await snapshot()).toEqual(before);
   });
 });
@@ -264,8 +265,9 @@ describe("refund_duplicate_charge and refund_payment", () => {
     expect(await snapshot()).toEqual(before);
     // the poller sends it and the provider confirms: the ledger follows and the double charge is gone
     await sql`select * from reserve.claim_refund_requests(20)`;
-    await sql`select reserve.record_refund_result(${result[0].id as string}::uuid, 'sent', 're_dup')`;
-    await sql`select reserve.apply_payment_status(${d.duplicateId}, 'refunded')`;
+    await sql`select reserve.record_refund_result(${result[0].id as string}::uuid, 'sent',
+                reserve.as_provider_refund('{"refund_id": "re_dup", "status": "succeeded"}'))`;
+    await applyStatus(sql, d.duplicateId as string, "refunded");
     const [rr] = await sql`select status from reserve.refund_requests where id = ${result[0].id as string}`;
     expect(rr.status).toBe("confirmed");
   });

@@ -6,7 +6,9 @@ import postgres from "postgres";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { createTestDatabase, sqlState, type Sql, type TestDatabase } from "../helpers/db.ts";
 import * as f from "../helpers/fixtures.ts";
-import { asOperator, paidReservation, type Row } from "./ops_helpers.ts";
+import { applyStatus } from "../helpers/money.ts";
+import { asOperator } from "../helpers/runbook.ts";
+import { paidReservation, type Row } from "./ops_helpers.ts";
 
 let db: TestDatabase;
 let sql: Sql;
@@ -21,6 +23,11 @@ afterEach(async () => {
 
 const request = async (paymentId: string, amount: number, key: string): Promise<Row> =>
   (await sql`select * from reserve.request_refund(${paymentId}, ${amount}, 'goodwill', ${key}, 'a note')`)[0];
+/** The poller's report on a refund it claimed: the provider's refund (its id) when sent. */
+const report = (id: string, outcome: string, refundId: string | null = null, error: string | null = null) =>
+  sql`select * from reserve.record_refund_result(${id}::uuid, ${outcome},
+        reserve.as_provider_refund(${refundId ? sql.json({ refund_id: refundId, status: "pending" }) : null}::jsonb), ${error})`
+    .then((r) => r[0]);
 const requests = async (paymentId: string) =>
   sql`select * from reserve.refund_requests where payment_id = ${paymentId} order by created_at, id`;
 
@@ -42,7 +49,7 @@ describe("request_refund", () => {
     expect(await sqlState(request(p.paymentId, 1, `k:${p.paymentId}:c`))).toBe("RC208");
     // a failed request no longer counts (results are reported by the poller that claimed the request)
     await sql`select * from reserve.claim_refund_requests(20)`;
-    await sql`select reserve.record_refund_result(${b.id as string}, 'failed', null, 'card closed')`;
+    await report(b.id as string, "failed", null, "card closed");
     expect((await request(p.paymentId, 1, `k:${p.paymentId}:c`)).status).toBe("requested");
   });
 
@@ -73,14 +80,14 @@ describe("claim_refund_requests and record_refund_result", () => {
     // leased: a concurrent poller does not send it again
     expect((await sql`select * from reserve.claim_refund_requests(1000)`).filter((c) => c.payment_id === p.paymentId)).toEqual([]);
 
-    const sent = (await sql`select * from reserve.record_refund_result(${r1.id as string}, 'sent', 're_123')`)[0];
+    const sent = (await report(r1.id as string, "sent", "re_123"));
     expect(sent).toMatchObject({ status: "sent", provider_refund_id: "re_123", error_message: null });
     expect(sent.sent_at).not.toBeNull();
-    const retry = (await sql`select * from reserve.record_refund_result(${r2.id as string}, 'retry', null, 'timeout')`)[0];
+    const retry = (await report(r2.id as string, "retry", null, "timeout"));
     expect(retry).toMatchObject({ status: "requested", error_message: "timeout" });
     const [w] = await sql`select next_attempt_at - updated_at = interval '2 minutes' as backoff from reserve.refund_requests where id = ${r2.id as string}`;
     expect(w.backoff).toBe(true);
-    const failed = (await sql`select * from reserve.record_refund_result(${r3.id as string}, 'failed', null, 'refused')`)[0];
+    const failed = (await report(r3.id as string, "failed", null, "refused"));
     expect(failed).toMatchObject({ status: "failed", error_message: "refused" });
 
     // due again once the backoff passed
@@ -88,8 +95,10 @@ describe("claim_refund_requests and record_refund_result", () => {
     const again = (await sql`select * from reserve.claim_refund_requests(1000)`).filter((c) => c.payment_id === p.paymentId);
     expect(again).toMatchObject([{ refund_request_id: r2.id, attempts: 2 }]);
 
-    expect(await sqlState(sql`select reserve.record_refund_result(${r1.id as string}, 'maybe')`)).toBe("RC001");
-    expect(await sqlState(sql`select reserve.record_refund_result(${crypto.randomUUID()}, 'sent')`)).toBe("RC001");
+    expect(await sqlState(report(r1.id as string, "maybe"))).toBe("RC001");
+    expect(await sqlState(report(crypto.randomUUID(), "sent", "re_x"))).toBe("RC001");
+    // a sent refund names the provider's refund
+    expect(await sqlState(report(r1.id as string, "sent"))).toBe("RC001");
   });
 });
 
@@ -101,10 +110,10 @@ describe("the provider's confirmation", () => {
     const r1 = await request(p.paymentId, 30000, `conf:${p.paymentId}:1`);
     const r2 = await request(p.paymentId, p.amount - 30000, `conf:${p.paymentId}:2`);
     await sql`select * from reserve.claim_refund_requests(20)`;
-    await sql`select reserve.record_refund_result(${r1.id as string}, 'sent', 're_1')`;
+    await report(r1.id as string, "sent", "re_1");
     const [ledgerBefore] = await sql`select count(*)::int as n from reserve.ledger_transactions where payment_id = ${p.paymentId}`;
 
-    await sql`select * from reserve.apply_payment_status(${p.paymentId}, 'partially_refunded', null, 'refund', null, null, 30000)`;
+    await applyStatus(sql, p.paymentId, "partially_refunded", { gateway_status: "refund", refunded_amount: 30000 });
     let rs = await requests(p.paymentId);
     // r2 was claimed but not reported sent yet: it is never confirmed by someone else's refund
     expect(rs.map((r) => [r.id, r.status])).toEqual([[r1.id, "confirmed"], [r2.id, "sending"]]);
@@ -112,14 +121,14 @@ describe("the provider's confirmation", () => {
     const [ledgerMid] = await sql`select count(*)::int as n from reserve.ledger_transactions where payment_id = ${p.paymentId}`;
     expect(ledgerMid.n).toBe(ledgerBefore.n + 1);
 
-    await sql`select reserve.record_refund_result(${r2.id as string}, 'sent', 're_2')`;
-    await sql`select * from reserve.apply_payment_status(${p.paymentId}, 'refunded')`;
+    await report(r2.id as string, "sent", "re_2");
+    await applyStatus(sql, p.paymentId, "refunded");
     rs = await requests(p.paymentId);
     expect(rs.map((r) => r.status)).toEqual(["confirmed", "confirmed"]);
     const [pay] = await sql`select status, refunded_amount from reserve.payments where id = ${p.paymentId}`;
     expect(pay).toEqual({ status: "refunded", refunded_amount: String(p.amount) });
     // a confirmed request stays confirmed whatever the poller reports late
-    expect((await sql`select * from reserve.record_refund_result(${r2.id as string}, 'failed', null, 'late')`)[0].status).toBe("confirmed");
+    expect((await report(r2.id as string, "failed", null, "late")).status).toBe("confirmed");
     // nothing is left to refund
     expect(await sqlState(request(p.paymentId, 1, `conf:${p.paymentId}:3`))).toBe("RC208");
   });
@@ -131,8 +140,8 @@ describe("a confirmation that overtakes the poller's record of sending", () => {
     const r = await request(p.paymentId, p.amount, `k:${p.paymentId}:race`);
     await sql`select * from reserve.claim_refund_requests(10)`;
     // the provider's webhook lands before the poller writes down that it sent the refund
-    await sql`select * from reserve.apply_payment_status(${p.paymentId}, 'refunded', null, null, null, null, ${p.amount})`;
-    const [after] = await sql`select * from reserve.record_refund_result(${r.id as string}::uuid, 'sent', 're_race', null)`;
+    await applyStatus(sql, p.paymentId, "refunded", { refunded_amount: p.amount });
+    const after = await report(r.id as string, "sent", "re_race");
     expect(after).toMatchObject({ status: "confirmed", provider_refund_id: "re_race" });
     expect(after.sent_at).not.toBeNull();
   });
@@ -144,9 +153,9 @@ describe("refund requests: what cannot confirm or undo them", () => {
     const [a] = await sql`select * from reserve.request_refund(${p.paymentId}, 10000, 'goodwill', ${`a:${p.paymentId}`})`;
     const [b] = await sql`select * from reserve.request_refund(${p.paymentId}, 20000, 'goodwill', ${`b:${p.paymentId}`})`;
     await sql`select * from reserve.claim_refund_requests(20)`;
-    await sql`select reserve.record_refund_result(${a.id}::uuid, 'retry', null, 'timeout')`;
-    await sql`select reserve.record_refund_result(${b.id}::uuid, 'sent', 're_b', null)`;
-    await sql`select * from reserve.apply_payment_status(${p.paymentId}, 'partially_refunded', null, 'refund', null, null, 20000)`;
+    await report(a.id as string, "retry", null, "timeout");
+    await report(b.id as string, "sent", "re_b");
+    await applyStatus(sql, p.paymentId, "partially_refunded", { gateway_status: "refund", refunded_amount: 20000 });
     const rows = await sql`select id, status from reserve.refund_requests where payment_id = ${p.paymentId} order by created_at`;
     expect(rows.map((r) => r.status)).toEqual(["requested", "confirmed"]);
   });
@@ -155,8 +164,8 @@ describe("refund requests: what cannot confirm or undo them", () => {
     const p = await paidReservation(sql);
     const [r] = await sql`select * from reserve.request_refund(${p.paymentId}, 5000, 'goodwill', ${`late:${p.paymentId}`})`;
     await sql`select * from reserve.claim_refund_requests(20)`;
-    await sql`select reserve.record_refund_result(${r.id}::uuid, 'sent', 're_1', null)`;
-    const [after] = await sql`select * from reserve.record_refund_result(${r.id}::uuid, 'failed', null, 'stale report')`;
+    await report(r.id as string, "sent", "re_1");
+    const after = await report(r.id as string, "failed", null, "stale report");
     expect(after).toMatchObject({ status: "sent", provider_refund_id: "re_1" });
   });
 
@@ -166,7 +175,7 @@ describe("refund requests: what cannot confirm or undo them", () => {
     for (let i = 0; i < 10; i++) {
       await sql`update reserve.refund_requests set next_attempt_at = now() - interval '1 second' where id = ${r.id}`;
       await sql`select * from reserve.claim_refund_requests(20)`;
-      await sql`select reserve.record_refund_result(${r.id}::uuid, 'retry', null, 'timeout')`;
+      await report(r.id as string, "retry", null, "timeout");
     }
     const [row] = await sql`select status, attempts from reserve.refund_requests where id = ${r.id}`;
     expect(row).toMatchObject({ status: "failed", attempts: 10 });
@@ -175,13 +184,93 @@ describe("refund requests: what cannot confirm or undo them", () => {
   });
 });
 
+describe("a sent refund whose confirmation never comes", () => {
+  const lookup = (id: string, refund: Record<string, unknown> | null, update: Record<string, unknown> | null = null, error: string | null = null) =>
+    sql`select * from reserve.record_refund_lookup(${id}::uuid, reserve.as_provider_refund(${refund ? sql.json(refund as never) : null}::jsonb),
+          reserve.as_provider_update(${update ? sql.json(update as never) : null}::jsonb), ${error})`.then((r) => r[0]);
+
+  async function sentRefund(amount = 20000) {
+    const p = await paidReservation(sql);
+    const r = await request(p.paymentId, amount, `lookup:${p.paymentId}:${crypto.randomUUID()}`);
+    await sql`select * from reserve.claim_refund_requests(1000)`;
+    const sent = await report(r.id as string, "sent", `re_${crypto.randomUUID().slice(0, 8)}`);
+    return { p, r: sent };
+  }
+
+  it("is claimed for a lookup two minutes after it was sent, then with backoff while the provider says pending", async () => {
+    const { r } = await sentRefund();
+    const [due] = await sql`select next_attempt_at - sent_at between interval '119 seconds' and interval '121 seconds' as two_minutes
+                            from reserve.refund_requests where id = ${r.id as string}`;
+    expect(due.two_minutes).toBe(true);
+    expect((await sql`select * from reserve.claim_refunds_to_confirm(1000)`).filter((x) => x.refund_request_id === r.id)).toEqual([]);
+    await sql`update reserve.refund_requests set next_attempt_at = now() - interval '1 second' where id = ${r.id as string}`;
+    const [claimed] = (await sql`select * from reserve.claim_refunds_to_confirm(1000)`).filter((x) => x.refund_request_id === r.id);
+    expect(claimed).toMatchObject({ provider: "stripe", provider_refund_id: r.provider_refund_id, amount: "20000", currency: "BRL", lookups: 0 });
+    const first = await lookup(r.id as string, { refund_id: r.provider_refund_id, status: "pending" });
+    expect(first).toMatchObject({ status: "sent", lookups: 1, provider_refund_status: "pending" });
+    const second = await lookup(r.id as string, null, null, "stripe: HTTP 503");
+    expect(second).toMatchObject({ status: "sent", lookups: 2, error_message: "stripe: HTTP 503" });
+    const [b] = await sql`select next_attempt_at - last_lookup_at as wait from reserve.refund_requests where id = ${r.id as string}`;
+    expect(b.wait).toBe("00:02:00");
+  });
+
+  it("the provider saying the refund succeeded applies its payment: the ledger refund is posted and the request confirmed", async () => {
+    const { p, r } = await sentRefund();
+    const after = await lookup(r.id as string, { refund_id: r.provider_refund_id, status: "succeeded", amount: 20000, currency: "BRL" },
+                               { status: "partially_refunded", refunded_amount: 20000, currency: "BRL", gateway_status: "succeeded" });
+    expect(after).toMatchObject({ status: "confirmed", lookups: 1 });
+    const [pay] = await sql`select status, refunded_amount::int from reserve.payments where id = ${p.paymentId}`;
+    expect(pay).toEqual({ status: "partially_refunded", refunded_amount: 20000 });
+    // a later lookup of a confirmed request changes nothing
+    expect(await lookup(r.id as string, { refund_id: "x", status: "failed" })).toMatchObject({ status: "confirmed", lookups: 1 });
+  });
+
+  it("the provider saying the refund failed fails the request, and refunds_stuck fires at once", async () => {
+    const { r } = await sentRefund(5000);
+    const failed = await lookup(r.id as string, { refund_id: r.provider_refund_id, status: "failed" });
+    expect(failed.status).toBe("failed");
+    expect(failed.error_message).toContain("failed");
+    const [h] = await sql`select status from reserve.system_health_check() where check_name = 'refunds_stuck'`;
+    expect(h.status).toBe("WARNING");
+    // a failed request is left as it is by an operator's look_up_refund (nothing to ask)
+    const left = await asOperator(sql, "ops@reserve.test", (tx) => tx`select * from reserve.look_up_refund(${r.id as string}::uuid, 'ask again')`);
+    expect(left[0].status).toBe("failed");
+  });
+
+  it("refunds_stuck fires hours after a refund was asked for, not two days", async () => {
+    const { r } = await sentRefund(1000);
+    const stuck = async () => {
+      const [h] = await sql`select observed_value::int as n from reserve.system_health_check() where check_name = 'refunds_stuck'`;
+      return h.n as number;
+    };
+    const before = await stuck();
+    await sql`update reserve.refund_requests set created_at = now() - interval '3 hours 1 minute' where id = ${r.id as string}`;
+    expect(await stuck()).toBe(before + 1);
+    const [rule] = await sql`select runbook_section from reserve.alert_rules where alert_name = 'refunds_stuck'`;
+    expect(rule.runbook_section).toBe("P2: REFUND STUCK");
+  });
+
+  it("an operator asks the provider now instead of after the backoff (look_up_refund); RC501 without operator", async () => {
+    const { r } = await sentRefund(1000);
+    expect(await sqlState(sql`select reserve.look_up_refund(${r.id as string}::uuid, 'now')`)).toBe("RC501");
+    const [due] = await asOperator(sql, "ops@reserve.test", (tx) => tx`select * from reserve.look_up_refund(${r.id as string}::uuid, 'Stripe shows it done')`);
+    expect(due.status).toBe("sent");
+    expect((await sql`select * from reserve.claim_refunds_to_confirm(1000)`).map((x) => x.refund_request_id)).toContain(r.id);
+  });
+
+  it("refuses a lookup with no refund and no error, or a status that is not one (RC001), writing nothing", async () => {
+    const { r } = await sentRefund(1000);
+    expect(await sqlState(lookup(r.id as string, null))).toBe("RC001");
+    expect(await sqlState(lookup(r.id as string, { refund_id: "x", status: "maybe" }))).toBe("RC001");
+    expect(await sqlState(lookup(r.id as string, { refund_id: "x", status: "succeeded", extra: 1 }))).toBe("RC001");
+    const [row] = await sql`select lookups, status from reserve.refund_requests where id = ${r.id as string}`;
+    expect(row).toEqual({ lookups: 0, status: "sent" });
+  });
+});
+
 describe("an operator's retry and close of a refund request (the refunds_stuck step)", () => {
   const OP = "oncall@reserve.test";
-  const asOp = <T>(fn: (tx: postgres.TransactionSql) => Promise<T>): Promise<T> =>
-    sql.begin(async (tx) => {
-      await asOperator(tx, OP);
-      return fn(tx);
-    }) as Promise<T>;
+  const asOp = <T>(fn: (tx: postgres.TransactionSql) => Promise<T>): Promise<T> => asOperator(sql, OP, fn);
   const stuck = async () =>
     Number((await sql`select observed_value from reserve.system_health_check() where check_name = 'refunds_stuck'`)[0].observed_value);
 
@@ -190,7 +279,7 @@ describe("an operator's retry and close of a refund request (the refunds_stuck s
     const r = await request(paymentId, amount, `refused:${crypto.randomUUID()}`);
     await sql`update reserve.refund_requests set next_attempt_at = now() - interval '1 second' where id = ${r.id as string}`;
     await sql`select * from reserve.claim_refund_requests(1000)`;
-    const [failed] = await sql`select * from reserve.record_refund_result(${r.id as string}, 'failed', null, 'insufficient balance')`;
+    const failed = await report(r.id as string, "failed", null, "insufficient balance");
     expect(failed.status).toBe("failed");
     return failed;
   }
@@ -222,8 +311,8 @@ describe("an operator's retry and close of a refund request (the refunds_stuck s
     // the new request goes the usual way: claimed with its own key, sent, confirmed by the provider's refund
     const claimed = (await sql`select * from reserve.claim_refund_requests(1000)`).filter((c) => c.payment_id === p.paymentId);
     expect(claimed).toMatchObject([{ refund_request_id: retried.id, idempotency_key: `refund:${retried.id}` }]);
-    await sql`select reserve.record_refund_result(${retried.id as string}, 'sent', 're_retry')`;
-    await sql`select * from reserve.apply_payment_status(${p.paymentId}, 'partially_refunded', null, 'refund', null, null, 15000)`;
+    await report(retried.id as string, "sent", "re_retry");
+    await applyStatus(sql, p.paymentId, "partially_refunded", { gateway_status: "refund", refunded_amount: 15000 });
     const [done] = await sql`select status from reserve.refund_requests where id = ${retried.id as string}`;
     expect(done.status).toBe("confirmed");
   });
@@ -233,10 +322,8 @@ describe("an operator's retry and close of a refund request (the refunds_stuck s
     const old = await refused(p.paymentId, 7000);
     const other = postgres(db.url, { max: 1, onnotice: () => {} });
     try {
-      const retry = (conn: postgres.Sql, who: string) => conn.begin(async (tx) => {
-        await asOperator(tx, who);
-        return (await tx`select * from reserve.retry_refund_request(${old.id as string}, 'INC-2')`)[0];
-      });
+      const retry = (conn: postgres.Sql, who: string) =>
+        asOperator(conn, who, async (tx) => (await tx`select * from reserve.retry_refund_request(${old.id as string}, 'INC-2')`)[0]);
       const [a, b] = await Promise.all([retry(sql, "ana@reserve.test"), retry(other, "bea@reserve.test")]);
       expect(a.id).toBe(b.id);
     } finally {
@@ -255,7 +342,7 @@ describe("an operator's retry and close of a refund request (the refunds_stuck s
     expect(await sqlState(sql`select reserve.retry_refund_request(${old.id as string}, 'no one')`)).toBe("RC501");
     expect(await sqlState(asOp((tx) => tx`select reserve.retry_refund_request(${old.id as string}, '  ')`))).toBe("RC501");
     // the guest was refunded in full by other means meanwhile: nothing left to retry
-    await sql`select * from reserve.apply_payment_status(${p.paymentId}, 'refunded')`;
+    await applyStatus(sql, p.paymentId, "refunded", { refunded_amount: p.amount });
     expect(await sqlState(asOp((tx) => tx`select reserve.retry_refund_request(${old.id as string}, 'INC-3')`))).toBe("RC208");
     const [still] = await sql`select status from reserve.refund_requests where id = ${old.id as string}`;
     expect(still.status).toBe("failed");
@@ -284,26 +371,26 @@ describe("an operator's retry and close of a refund request (the refunds_stuck s
     expect(await sqlState(close(sending.id))).toBe("RC212");
     // closed requests are never claimed, and no longer count against what is left to refund
     expect((await sql`select * from reserve.claim_refund_requests(1000)`).map((c) => c.refund_request_id)).not.toContain(queued.id);
-    await sql`select reserve.record_refund_result(${sending.id as string}, 'sent', 're_s')`;
+    await report(sending.id as string, "sent", "re_s");
     expect((await close(sending.id, "INC-5: provider shows the refund failed")).status).toBe("closed");
 
     const confirmed = await request(p.paymentId, 500, `confirmed:${p.paymentId}`);
     await sql`update reserve.refund_requests set next_attempt_at = now() - interval '1 second' where id = ${confirmed.id as string}`;
     await sql`select * from reserve.claim_refund_requests(1000)`;
-    await sql`select reserve.record_refund_result(${confirmed.id as string}, 'sent', 're_c')`;
-    await sql`select * from reserve.apply_payment_status(${p.paymentId}, 'partially_refunded', null, 'refund', null, null, 500)`;
+    await report(confirmed.id as string, "sent", "re_c");
+    await applyStatus(sql, p.paymentId, "partially_refunded", { gateway_status: "refund", refunded_amount: 500 });
     expect((await sql`select status from reserve.refund_requests where id = ${confirmed.id as string}`)[0].status).toBe("confirmed");
     expect(await sqlState(close(confirmed.id))).toBe("RC212");
   });
 
-  it("a request unconfirmed after 2 days counts as stuck until closed", async () => {
+  it("a sent request unconfirmed past refund_stuck_hours counts as stuck until closed", async () => {
     const p = await paidReservation(sql);
     const r = await request(p.paymentId, 800, `old:${p.paymentId}`);
     await sql`update reserve.refund_requests set next_attempt_at = now() - interval '1 second' where id = ${r.id as string}`;
     await sql`select * from reserve.claim_refund_requests(1000)`;
-    await sql`select reserve.record_refund_result(${r.id as string}, 'sent', 're_old')`;
+    await report(r.id as string, "sent", "re_old");
     const before = await stuck();
-    await sql`update reserve.refund_requests set created_at = now() - interval '3 days' where id = ${r.id as string}`;
+    await sql`update reserve.refund_requests set created_at = now() - interval '3 hours 1 minute' where id = ${r.id as string}`;
     expect(await stuck()).toBe(before + 1);
     await asOp((tx) => tx`select reserve.close_refund_request(${r.id as string}, 'INC-6: provider refund re_old failed')`);
     expect(await stuck()).toBe(before);

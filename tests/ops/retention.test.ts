@@ -160,13 +160,27 @@ describe("concurrency and the job", () => {
     expect(await due()).toBe(0);
   });
 
-  it("CALL reserve.retention_cleanup_job() drains a backlog larger than one call", async () => {
+  it("CALL reserve.retention_cleanup_job() is one bounded pass that says when more is due; repeated calls drain a backlog", async () => {
     await sql`update reserve.retention_policies set batch_size = 2 where table_name = 'audit_logs'`;
     await oldAudit(55); // one call moves at most 20 batches of 2
     const [before] = await sql`select count(*)::int as n from reserve.job_heartbeats where job = 'run_retention_cleanup'`;
-    await sql.unsafe(`CALL reserve.retention_cleanup_job()`);
+    const [first] = await sql.unsafe(`CALL reserve.retention_cleanup_job()`);
+    expect(first.more_due).toBe(true);
+    expect(await due()).toBe(15);
+    const [second] = await sql.unsafe(`CALL reserve.retention_cleanup_job()`);
+    expect(second.more_due).toBe(false);
     expect(await due()).toBe(0);
     const [after] = await sql`select count(*)::int as n from reserve.job_heartbeats where job = 'run_retention_cleanup'`;
     expect(after.n - before.n).toBe(2); // two committed calls
+  });
+
+  it("has a fixed search_path, as every function and procedure of reserve (splinter 0011 function_search_path_mutable)", async () => {
+    const rows = await sql`
+      select p.proname from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+      left join pg_depend d on d.objid = p.oid and d.deptype = 'e'
+      where n.nspname = 'reserve' and d.objid is null
+        and not exists (select 1 from unnest(coalesce(p.proconfig, '{}')) c where c like 'search_path=%')
+      order by 1`;
+    expect(rows.map((r) => r.proname)).toEqual([]);
   });
 });

@@ -4,6 +4,7 @@
 import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestDatabase, sqlState, type Sql, type TestDatabase } from "../helpers/db.ts";
+import { processEvent } from "../helpers/money.ts";
 import { asOperator } from "../helpers/runbook.ts";
 import { backendPid, checkout, deliver, waitUntilLockWait, type Q, type Row } from "./ops_helpers.ts";
 
@@ -259,8 +260,8 @@ describe("concurrency", () => {
 
 describe("resolve_webhook", () => {
   it("closes a dead event nothing can apply, with who and why, and the alert goes", async () => {
-    const [w] = await sql`select * from reserve.process_webhook_event('mercadopago', ${`mp_${crypto.randomUUID()}`}, 'payment.updated',
-                            null, '{}'::jsonb, null, '123', null, null, null, null, null, null, 'lookup failed')`;
+    const w = await processEvent(sql, { provider: "mercadopago", event_id: `mp_${crypto.randomUUID()}`, event_type: "payment.updated",
+                                        payload: {}, lookup: { gatewayPaymentId: "123" }, processing_error: "lookup failed" }, null);
     await sql`update reserve.processed_webhooks set status = 'dead' where id = ${w.webhook_id}`;
     expect(await sqlState(sql`select reserve.resolve_webhook(${w.webhook_id}::uuid, 'settled by polling')`)).toBe("RC501");
     const [r] = await asOperator(sql, "ops@reserve", (tx) => tx`select * from reserve.resolve_webhook(${w.webhook_id}::uuid, 'settled by polling')`);

@@ -20,6 +20,7 @@ import type postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestDatabase, type Sql, type TestDatabase } from "../helpers/db.ts";
 import * as f from "../helpers/fixtures.ts";
+import { applyStatus, attachGateway, processEvent } from "../helpers/money.ts";
 
 const ROOT = path.resolve(import.meta.dirname, "../..");
 const DOC_PATH = path.join(ROOT, "docs/RUNBOOK.md");
@@ -111,7 +112,7 @@ const UNSAFE = [
 const OPERATOR_FUNCTIONS = [
   "recover_payment", "mark_payment_failed", "block_unit_dates", "unblock_unit_dates", "move_reservation", "cancel_reservation_with_refund",
   "refund_duplicate_charge", "refund_payment", "rebuild_unit_availability", "replay_webhook", "retry_failed_webhooks",
-  "resolve_webhook", "retry_refund_request", "close_refund_request",
+  "resolve_webhook", "resolve_money_discrepancy", "look_up_refund", "retry_refund_request", "close_refund_request",
   "propose_ledger_correction", "approve_ledger_correction", "reject_ledger_correction",
 ];
 
@@ -120,6 +121,7 @@ const REQUIRED_NAMES = [
   ...OPERATOR_FUNCTIONS, "check_all_alerts", "system_health_check", "ops_dashboard_summary", "stuck_payments",
   "webhook_status", "webhook_failure_analysis", "failed_payments_analysis", "retention_statistics",
   "run_retention_cleanup", "retention_cleanup_job", "alert_events", "error_codes", "refund_requests",
+  "open_money_discrepancies", "money_discrepancies", "as_provider_update",
 ];
 
 /** The seed runbook's section titles, kept verbatim. */
@@ -146,7 +148,7 @@ let ids: {
   block: string; stuckPayment: string; paidPayment: string; paidIntent: string; pixPayment: string; pixGatewayId: string;
   duplicatePayment: string; webhook: string; imbalancedTx: string; correction: string; overbookedUnit: string;
   alternativeUnit: string; reservationToMove: string; reservationToCancel: string; cityCode: string;
-  refundPayment: string; refundRequest: string;
+  refundPayment: string; refundRequest: string; discrepancy: string; mismatchRefund: string;
 };
 
 async function checkout(q: Q, unitId: string, method: "card" | "pix", provider: string, gatewayId: string) {
@@ -154,7 +156,7 @@ async function checkout(q: Q, unitId: string, method: "card" | "pix", provider: 
     select * from reserve.begin_checkout(
       p_client_id => ${`runbook-${crypto.randomUUID()}`}, p_method => ${method}, p_provider => ${provider},
       p_unit_id => ${unitId}, p_check_in => ${f.isoDate(1)}, p_check_out => ${f.isoDate(3)}, p_guests => 2)`;
-  await q`select reserve.attach_gateway_payment(${c.payment_id as string}, ${gatewayId})`;
+  await attachGateway(q, c.payment_id as string, gatewayId);
   return { paymentId: c.payment_id as string, intentId: c.booking_intent_id as string };
 }
 
@@ -162,7 +164,7 @@ async function checkout(q: Q, unitId: string, method: "card" | "pix", provider: 
 async function paidReservation(q: Q, unitId: string) {
   const [bi] = await q`select * from reserve.create_booking_intent(${unitId}, ${f.isoDate(1)}, ${f.isoDate(3)}, 2)`;
   const [p] = await q`select * from reserve.create_payment(${bi.id}, 'stripe', 'card', ${bi.amount})`;
-  const [r] = await q`select * from reserve.apply_payment_status(${p.id}, 'succeeded')`;
+  const r = await applyStatus(q, p.id as string, "succeeded");
   return { intentId: bi.id as string, paymentId: p.id as string, reservationId: r.reservation_id as string };
 }
 
@@ -184,10 +186,10 @@ async function buildWorld() {
   const dupUnit = await f.unit(sql, { nights: 10 });
   const [di] = await sql`select * from reserve.create_booking_intent(${dupUnit.unitId}, ${f.isoDate(1)}, ${f.isoDate(3)}, 2)`;
   const [first] = await sql`select * from reserve.create_payment(${di.id}, 'stripe', 'card', ${di.amount})`;
-  await sql`select reserve.apply_payment_status(${first.id}, 'failed', p_error_code => 'card_declined')`;
+  await applyStatus(sql, first.id as string, "failed", { error_code: "card_declined" });
   const [second] = await sql`select * from reserve.create_payment(${di.id}, 'stripe', 'card', ${di.amount})`;
-  await sql`select reserve.apply_payment_status(${second.id}, 'succeeded')`;
-  await sql`select reserve.apply_payment_status(${first.id}, 'succeeded')`;
+  await applyStatus(sql, second.id as string, "succeeded");
+  await applyStatus(sql, first.id as string, "succeeded");
   const [dup] = await sql`select id from reserve.payments where booking_intent_id = ${di.id} and duplicate_of is not null`;
 
   // P1 webhook down, recovery: an event that failed inside the apply (the fault is gone now)
@@ -201,10 +203,8 @@ async function buildWorld() {
       for each row execute function public.runbook_refuse_reservation();`);
   let webhookId: string;
   try {
-    const [w] = await sql`
-      select * from reserve.process_webhook_event(
-        p_provider => 'stripe', p_event_id => ${`evt_${crypto.randomUUID()}`}, p_event_type => 'payment_intent.succeeded',
-        p_payload => ${sql.json({ id: "evt" })}, p_payment_id => ${wh.paymentId}, p_status => 'succeeded')`;
+    const w = await processEvent(sql, { event_id: `evt_${crypto.randomUUID()}`, payload: { id: "evt" } },
+                                 { status: "succeeded", payment_reference: wh.paymentId });
     webhookId = w.webhook_id as string;
     expect(w.webhook_status).toBe("failed");
   } finally {
@@ -246,20 +246,29 @@ async function buildWorld() {
   });
   expect((await sql`select * from reserve.overbooking_check where unit_id = ${ob.unitId}`).length).toBe(2);
 
-  // an ops block on a unit of its own, for unblock_unit_dates
-  const blocked = await f.unit(sql, { nights: 10 });
-  const [blk] = await sql.begin(async (tx) => {
-    await tx`set local reserve.actor = 'runbook-test'`;
-    return tx`select * from reserve.block_unit_dates(${blocked.unitId}, current_date, current_date + 5, 'test world')`;
-  });
-
-  // P2 refund stuck: a refund request the provider refused
+  // P2 refund stuck: a refund request the provider refused (claimed before
+  // the money mismatch below queues its refund, which stays requested for look_up_refund)
   const refundUnit = await f.unit(sql, { nights: 10 });
   const refunded = await paidReservation(sql, refundUnit.unitId);
   const [rr] = await sql`select * from reserve.request_refund(${refunded.paymentId}, 5000, 'operator_refund', ${`runbook:${refunded.paymentId}`})`;
   await sql`select * from reserve.claim_refund_requests(1000)`;
   const [failedRefund] = await sql`select * from reserve.record_refund_result(${rr.id}, 'failed', null, 'insufficient balance')`;
   expect(failedRefund.status).toBe("failed");
+
+  // P1 provider money differs: Stripe says 1.00 BRL arrived for a 1000.00 BRL stay (booked as owed back,
+  // refund queued, a discrepancy open)
+  const mm = await checkout(sql, (await f.unit(sql, { nights: 10 })).unitId, "card", "stripe", `pi_mm_${crypto.randomUUID().slice(0, 8)}`);
+  const mismatch = await applyStatus(sql, mm.paymentId, "succeeded", { amount_received: 100, currency: "BRL" });
+  expect(mismatch.finalize_outcome).toBe("amount_mismatch");
+  const [disc] = await sql`select id from reserve.money_discrepancies where payment_id = ${mm.paymentId}`;
+  const [mmRefund] = await sql`select id from reserve.refund_requests where payment_id = ${mm.paymentId}`;
+
+  // an ops block on a unit of its own, for unblock_unit_dates
+  const blocked = await f.unit(sql, { nights: 10 });
+  const [blk] = await sql.begin(async (tx) => {
+    await tx`set local reserve.actor = 'runbook-test'`;
+    return tx`select * from reserve.block_unit_dates(${blocked.unitId}, current_date, current_date + 5, 'test world')`;
+  });
 
   ids = {
     block: blk.block_id as string,
@@ -268,6 +277,7 @@ async function buildWorld() {
     overbookedUnit: ob.unitId, alternativeUnit: alt.unitId, reservationToMove: toMove.id as string,
     reservationToCancel: toCancel.reservationId, cityCode: ob.cityCode,
     refundPayment: refunded.paymentId, refundRequest: rr.id as string,
+    discrepancy: disc.id as string, mismatchRefund: mmRefund.id as string,
   };
   values = {
     "'stuck-payment-uuid'": `'${ids.stuckPayment}'`,
@@ -278,6 +288,9 @@ async function buildWorld() {
     "'duplicate-payment-uuid'": `'${ids.duplicatePayment}'`,
     "'webhook-uuid'": `'${ids.webhook}'`,
     "'block-uuid'": `'${ids.block}'`,
+    "'discrepancy-uuid'": `'${ids.discrepancy}'`,
+    "'refund-request-uuid'": `'${ids.mismatchRefund}'`,
+    "<amount_received>": "100000",
     "'imbalanced-tx-id'": `'${ids.imbalancedTx}'`,
     "'correction-uuid'": `'${ids.correction}'`,
     "'overbooked-unit-uuid'": `'${ids.overbookedUnit}'`,
@@ -286,7 +299,7 @@ async function buildWorld() {
     "'reservation-to-cancel'": `'${ids.reservationToCancel}'`,
     "'affected-city'": `'${ids.cityCode}'`,
     "'refund-payment-uuid'": `'${ids.refundPayment}'`,
-    "'refund-request-uuid'": `'${ids.refundRequest}'`,
+    "'failed-refund-request-uuid'": `'${ids.refundRequest}'`,
     "<refunded_total>": "5000",
     affected_check_in: `'${f.isoDate(1)}'::date`,
     affected_check_out: `'${f.isoDate(3)}'::date`,
@@ -379,6 +392,19 @@ const AFTER: { match: RegExp; check(tx: postgres.TransactionSql): Promise<void> 
     match: /approve_ledger_correction\(/,
     async check(tx) {
       expect(await tx`select * from reserve.find_ledger_imbalances(current_date - 7) where transaction_id = ${ids.imbalancedTx}`).toEqual([]);
+    },
+  },
+  {
+    match: /resolve_money_discrepancy\(/,
+    async check(tx) {
+      expect(await tx`select * from reserve.open_money_discrepancies where discrepancy_id = ${ids.discrepancy}`).toEqual([]);
+    },
+  },
+  {
+    match: /look_up_refund\(/,
+    async check(tx) {
+      const [r] = await tx`select status, next_attempt_at <= now() as due from reserve.refund_requests where id = ${ids.mismatchRefund}`;
+      expect(r).toEqual({ status: "requested", due: true });
     },
   },
   {

@@ -4,6 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
 import { isoDate, unit } from "../helpers/fixtures.ts";
+import { attachGateway } from "../helpers/money.ts";
 import { expectFires, expectResolved } from "../helpers/runbook.ts";
 
 let db: TestDatabase;
@@ -16,7 +17,7 @@ describe("P1: payment succeeded but no reservation", () => {
   it("fires, and finalize_reservation (as the runbook writes it) repairs it", async () => {
     const { unitId } = await unit(db.sql);
     const [c] = await db.sql`select * from reserve.begin_checkout('guest-1', 'card', 'stripe', ${unitId}, ${isoDate(2)}, ${isoDate(4)}, 2)`;
-    await db.sql`select reserve.attach_gateway_payment(${c.payment_id}, 'pi_paid_by_hand')`;
+    await attachGateway(db.sql, c.payment_id as string, "pi_paid_by_hand");
     // the fault: a direct UPDATE (the old runbook's "Option 2") without the finalize that should follow
     await db.sql`update reserve.payments set status = 'succeeded', succeeded_at = now() - interval '10 minutes' where id = ${c.payment_id}`;
 

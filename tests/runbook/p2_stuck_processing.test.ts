@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { sqlState } from "../helpers/db.ts";
 import { startE2E, until, type E2E } from "../helpers/e2e.ts";
 import { isoDate, unit } from "../helpers/fixtures.ts";
+import { paidInFull, recoverPayment } from "../helpers/money.ts";
 import { asOperator, expectFires, expectResolved } from "../helpers/runbook.ts";
 
 let e: E2E;
@@ -32,13 +33,13 @@ describe("P2: payment stuck in processing", () => {
     expect(stuck[0]).toMatchObject({ provider: "stripe", status: "processing" });
 
     // a recovery needs a named operator and a reason
-    expect(await sqlState(e.db.sql`select * from reserve.recover_payment(${res.body.payment_id}, 'succeeded', 'Stripe shows succeeded')`)).toBe("RC501");
+    expect(await sqlState(recoverPayment(e.db.sql, res.body.payment_id, paidInFull(res.body.amount), "Stripe shows succeeded"))).toBe("RC501");
     const [r] = await asOperator(e.db.sql, "oncall@reserve", (tx) =>
-      tx`select * from reserve.recover_payment(${res.body.payment_id}, 'succeeded', 'Stripe dashboard: pi succeeded at 03:12')`);
+      recoverPayment(tx, res.body.payment_id, paidInFull(res.body.amount), "Stripe dashboard: pi succeeded at 03:12"));
     expect(r).toMatchObject({ previous_status: "processing", status: "succeeded", outcome: "applied", finalize_outcome: "created" });
     // idempotent: a second operator doing the same changes nothing
     const [again] = await asOperator(e.db.sql, "second@reserve", (tx) =>
-      tx`select * from reserve.recover_payment(${res.body.payment_id}, 'succeeded', 'double check')`);
+      recoverPayment(tx, res.body.payment_id, paidInFull(res.body.amount), "double check"));
     expect(again).toMatchObject({ outcome: "unchanged", finalize_outcome: "already_finalized" });
 
     expect(await e.db.sql.unsafe(`SELECT * FROM reserve.stuck_payments;`)).toHaveLength(0);

@@ -61,7 +61,7 @@ describe("audit_logs", () => {
       where p.proname = 'audit_row_change' order by 1`;
     expect(rows.map((r) => r.relname)).toEqual([
       "alert_rules", "availability_calendar", "booking_intents", "ledger_corrections", "ledger_entries",
-      "ledger_transactions", "ops_blocks", "payments", "poll_policies", "refund_requests", "reservations", "settings",
+      "ledger_transactions", "money_discrepancies", "ops_blocks", "payments", "poll_policies", "refund_requests", "reservations", "settings",
     ]);
   });
 

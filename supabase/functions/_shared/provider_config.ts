@@ -1,58 +1,58 @@
-// Provider settings of the edge functions, from their secrets. Unset means the provider is off: the
-// function answers 503 for it rather than calling a provider with no key.
-import type Stripe from "stripe";
-import type { MercadoPagoConfig } from "./providers/mercadopago.ts";
-import { fetchOpenPixPublicKeys, type OpenPixConfig } from "./providers/openpix.ts";
-import { stripeClient } from "./providers/stripe.ts";
+// Provider settings of the edge functions, from their secrets, read when needed (a secret changed by
+// `supabase secrets set` is seen by the next instance). Unset means the provider is off: the function
+// answers 503 for it rather than calling a provider with no key. Each provider module takes its
+// settings from here; nothing here knows how a provider works.
 
-const env = (name: string) => Deno.env.get(name) || undefined;
+// Deno in the functions; the Node side (tests of the provider modules) imports the types only
+const env = (name: string): string | undefined =>
+  (globalThis as { Deno?: { env: { get(n: string): string | undefined } } }).Deno?.env.get(name) || undefined;
 
-let stripe: Stripe | undefined;
-
-export function stripeApi(): Stripe | undefined {
-  const secretKey = env("STRIPE_SECRET_KEY");
-  if (!secretKey) return undefined;
-  stripe ??= stripeClient({ secretKey, apiBase: env("STRIPE_API_BASE") });
-  return stripe;
+export interface StripeSettings {
+  secretKey?: string;
+  /** e.g. http://127.0.0.1:12111 for the sandbox; absent means api.stripe.com */
+  apiBase?: string;
+  webhookSecret?: string;
 }
 
-export const stripeWebhookSecret = () => env("STRIPE_WEBHOOK_SECRET");
+export const stripeSettings = (): StripeSettings => ({
+  secretKey: env("STRIPE_SECRET_KEY"),
+  apiBase: env("STRIPE_API_BASE"),
+  webhookSecret: env("STRIPE_WEBHOOK_SECRET"),
+});
 
-export function mercadoPago(): MercadoPagoConfig | undefined {
-  const accessToken = env("MERCADOPAGO_ACCESS_TOKEN");
-  return accessToken ? { accessToken, apiBase: env("MERCADOPAGO_API_BASE") } : undefined;
+export interface MercadoPagoSettings {
+  accessToken?: string;
+  apiBase?: string;
+  webhookSecret?: string;
+  /** where MercadoPago posts the notifications of the payments we create */
+  notificationUrl?: string;
 }
 
-export const mercadoPagoWebhookSecret = () => env("MERCADOPAGO_WEBHOOK_SECRET");
+export const mercadoPagoSettings = (): MercadoPagoSettings => ({
+  accessToken: env("MERCADOPAGO_ACCESS_TOKEN"),
+  apiBase: env("MERCADOPAGO_API_BASE"),
+  webhookSecret: env("MERCADOPAGO_WEBHOOK_SECRET"),
+  notificationUrl: functionsBaseUrlOrUndefined() && `${functionsBaseUrl()}/webhook_pix/mercadopago`,
+});
 
-export function openPix(): OpenPixConfig | undefined {
-  const appId = env("OPENPIX_APP_ID");
-  return appId ? { appId, apiBase: env("OPENPIX_API_BASE") } : undefined;
+export interface OpenPixSettings {
+  appId?: string;
+  apiBase?: string;
+  /** a key configured by hand; the ones OpenPIX publishes are fetched as well */
+  webhookPublicKey?: string;
 }
 
-let openPixKeys: { keys: string[]; at: number } | undefined;
-// a forged signature must not make us call OpenPIX on every request
-const KEY_REFRESH_MIN_MS = 60_000;
+export const openPixSettings = (): OpenPixSettings => ({
+  appId: env("OPENPIX_APP_ID"),
+  apiBase: env("OPENPIX_API_BASE"),
+  webhookPublicKey: env("OPENPIX_WEBHOOK_PUBLIC_KEY"),
+});
 
-/**
- * The configured OPENPIX_WEBHOOK_PUBLIC_KEY, plus the keys OpenPIX publishes (fetched once an hour,
- * because they rotate, or on `refresh` at most once a minute). A fetch that fails leaves the configured key.
- */
-export async function openPixPublicKeys(refresh = false): Promise<string[]> {
-  const configured = env("OPENPIX_WEBHOOK_PUBLIC_KEY");
-  const cfg = openPix();
-  const age = openPixKeys ? Date.now() - openPixKeys.at : Infinity;
-  if (cfg && (age > 3600_000 || (refresh && age > KEY_REFRESH_MIN_MS))) {
-    try {
-      openPixKeys = { keys: await fetchOpenPixPublicKeys(cfg), at: Date.now() };
-    } catch {
-      openPixKeys ??= { keys: [], at: Date.now() };
-    }
-  }
-  return [...(configured ? [configured] : []), ...(openPixKeys?.keys ?? [])];
+function functionsBaseUrlOrUndefined(): string | undefined {
+  return env("RESERVE_FUNCTIONS_URL") ?? env("SUPABASE_URL");
 }
 
-/** Where MercadoPago posts notifications of the payments we create. */
+/** Where the functions are served: RESERVE_FUNCTIONS_URL, else SUPABASE_URL/functions/v1. */
 export function functionsBaseUrl(): string {
   const explicit = env("RESERVE_FUNCTIONS_URL");
   if (explicit) return explicit.replace(/\/$/, "");
@@ -61,5 +61,5 @@ export function functionsBaseUrl(): string {
   return `${supabase.replace(/\/$/, "")}/functions/v1`;
 }
 
-export const defaultPixProvider = (): "mercadopago" | "openpix" =>
-  env("PIX_PROVIDER") === "openpix" ? "openpix" : "mercadopago";
+/** The provider a method uses when the request names none: PIX_PROVIDER / CARD_PROVIDER, if set. */
+export const configuredDefaultProvider = (method: string): string | undefined => env(`${method.toUpperCase()}_PROVIDER`);

@@ -1,23 +1,79 @@
-// The database half of every webhook function: one call records and applies a verified event
-// (reserve.process_webhook_event), and its outcome becomes the HTTP answer the provider acts on.
+// Every webhook function, whatever the provider: read the raw body, let the provider's module verify and
+// parse it (PaymentProvider.parseWebhook), ask the provider when the event carries no status (lookUp),
+// and record it with one database call (reserve.process_webhook_event), whose outcome becomes the answer
+// the provider acts on. A bad signature writes nothing (400). A verified event is always recorded:
+// sanitized, its id bounded, and dead (an alert, answered 200 so the provider stops) when what it says
+// cannot be applied; a payment the provider does not know (404 at the lookup) is not ours: ignored, 200.
 import { db } from "./db.ts";
-import { errorJson, json } from "./http.ts";
-import type { Provider, ProviderUpdate } from "./providers/types.ts";
+import { errorJson, json, methodNotAllowed, readBodyText } from "./http.ts";
+import { sha256Hex } from "./crypto.ts";
+import { safeText, sanitizeJson } from "./sanitize.ts";
+import {
+  ProviderError, UnusableAnswer, type LookupKey, type PaymentProvider, type ProviderRefund, type ProviderUpdate,
+  type VerifiedEvent,
+} from "./providers/types.ts";
 
-export interface WebhookEvent {
-  provider: Provider;
-  eventId: string;
-  eventType: string;
-  eventAt?: Date;
-  payload: unknown;
-  /** null: recorded as ignored (a type we do not act on) */
-  update: ProviderUpdate | null;
-  /** a failure before the database, e.g. the provider's API did not answer our lookup */
-  processingError?: string;
+export const MAX_WEBHOOK_BODY = 512 * 1024;
+
+const STATUSES = new Set(["pending", "processing", "succeeded", "failed", "cancelled", "expired", "refunded", "partially_refunded", "disputed"]);
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const MONEY_FIELDS = ["amount", "amountReceived", "refundedAmount", "disputeAmount", "feeAmount"] as const;
+
+/** Why an update cannot be stored as reserve.provider_update, or undefined when it can. */
+export function unusableUpdate(u: ProviderUpdate): string | undefined {
+  if (!STATUSES.has(u.status)) return `status ${safeText(String(u.status), 60)} is not a payment status`;
+  if (typeof u.gatewayPaymentId !== "string" || u.gatewayPaymentId.length < 1 || u.gatewayPaymentId.length > 255) {
+    return "the provider's payment id is not 1..255 characters";
+  }
+  for (const f of MONEY_FIELDS) {
+    const v = u[f];
+    if (v !== undefined && !(typeof v === "number" && Number.isSafeInteger(v) && v >= 0)) return `${f} ${String(v).slice(0, 40)} is not a whole number of minor units`;
+  }
+  if (u.currency !== undefined && !/^[A-Z]{3}$/.test(u.currency)) return `currency ${safeText(String(u.currency), 20)} is not an ISO 4217 code`;
+  if (u.paymentId !== undefined && !UUID.test(u.paymentId)) return "the payment reference is not a uuid";
+  if (u.endToEndId !== undefined && (u.endToEndId.length < 1 || u.endToEndId.length > 64)) return "the endToEndId is not 1..64 characters";
+  if (u.eventAt !== undefined && Number.isNaN(u.eventAt.getTime())) return "the event time is not a time";
+  return undefined;
 }
+
+const refundJson = (r: ProviderRefund) => ({
+  refund_id: safeText(r.refundId, 255), status: r.status, amount: r.amount, currency: r.currency,
+  end_to_end_id: r.endToEndId,
+});
+
+/** The update as reserve.as_provider_update takes it (snake_case keys, texts bounded and escaped). */
+export async function updateJson(u: ProviderUpdate): Promise<Record<string, unknown>> {
+  return {
+    status: u.status,
+    gateway_payment_id: u.gatewayPaymentId,
+    payment_reference: u.paymentId,
+    end_to_end_id: u.endToEndId,
+    amount: u.amount,
+    currency: u.currency,
+    amount_received: u.amountReceived,
+    refunded_amount: u.refundedAmount,
+    dispute_amount: u.disputeAmount,
+    fee_amount: u.feeAmount,
+    refunds: u.refunds?.slice(0, 100).map(refundJson),
+    event_at: u.eventAt?.toISOString(),
+    gateway_status: u.gatewayStatus === undefined ? undefined : safeText(String(u.gatewayStatus), 255),
+    error_code: u.errorCode === undefined ? undefined : safeText(String(u.errorCode), 255),
+    error_message: u.errorMessage === undefined ? undefined : safeText(String(u.errorMessage), 2000),
+    provider_object: u.object === undefined || u.object === null ? undefined : await sanitizeJson(u.object),
+  };
+}
+
+export async function refundJsonOf(r: ProviderRefund): Promise<Record<string, unknown>> {
+  return { ...refundJson(r), provider_object: r.object === undefined ? undefined : await sanitizeJson(r.object) };
+}
+
+/** Drops undefined (JSON.stringify would anyway) so the SQL side sees absent keys, not nulls it must check. */
+const compact = (o: Record<string, unknown>) => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined));
 
 export interface Processed {
   webhook_id: string;
+  provider: string;
+  event_id: string;
   webhook_status: string;
   duplicate: boolean;
   attempts: number;
@@ -30,32 +86,73 @@ export interface Processed {
   error_message: string | null;
 }
 
+export interface EventToRecord extends VerifiedEvent {
+  provider: string;
+  processingError?: string;
+}
+
 /** One round trip: record the event and apply it (reserve.process_webhook_event). */
-export async function recordEvent(e: WebhookEvent): Promise<Processed> {
-  const u = e.update;
+export async function recordEvent(e: EventToRecord): Promise<Processed> {
+  let update = e.update ?? null;
+  let poison = e.poison;
+  if (update && !poison) {
+    poison = unusableUpdate(update);
+    if (poison) update = null;
+  }
+  // an id too long to send whole is sent as its hash (the database bounds the rest the same way)
+  const rawId = String(e.eventId);
+  const eventId = rawId.length > 1024 ? `sha256:${await sha256Hex(rawId)}` : safeText(rawId, 1024);
+  const event = compact({
+    provider: e.provider,
+    event_id: eventId,
+    event_type: safeText(String(e.eventType), 1024),
+    event_at: e.eventAt && !Number.isNaN(e.eventAt.getTime()) ? e.eventAt.toISOString() : undefined,
+    payload: e.payload === undefined ? undefined : await sanitizeJson(e.payload),
+    lookup: e.lookup ? await sanitizeJson(e.lookup) : undefined,
+    processing_error: e.processingError === undefined ? undefined : safeText(e.processingError, 2000),
+    poison: poison === undefined ? undefined : safeText(poison, 2000),
+    note: e.note === undefined ? undefined : safeText(e.note, 2000),
+  });
+  // a payload that is not an object is kept inside one (processed_webhooks.payload is an object)
+  if (event.payload !== undefined && (typeof event.payload !== "object" || event.payload === null || Array.isArray(event.payload))) {
+    event.payload = { payload: event.payload };
+  }
+  const u = update ? compact(await updateJson(update)) : null;
   const sql = db();
   const [row] = await sql<Processed[]>`
-      select * from reserve.process_webhook_event(
-        p_provider => ${e.provider}, p_event_id => ${e.eventId}, p_event_type => ${e.eventType},
-        p_event_at => ${(u?.eventAt ?? e.eventAt)?.toISOString() ?? null}, p_payload => ${sql.json(e.payload as never)},
-        p_payment_id => ${u?.paymentId ?? null}, p_gateway_payment_id => ${u?.gatewayPaymentId ?? null},
-        p_status => ${u?.status ?? null}, p_gateway_status => ${u?.gatewayStatus ?? null},
-        p_error_code => ${u?.errorCode ?? null}, p_error_message => ${u?.errorMessage ?? null},
-        p_refunded_amount => ${u?.refundedAmount ?? null},
-        p_provider_object => ${u ? sql.json(u.object as never) : null},
-        p_processing_error => ${e.processingError ?? null})`;
+    select * from reserve.process_webhook_event(reserve.as_webhook_event(${sql.json(event as never)}),
+                                                reserve.as_provider_update(${u ? sql.json(u as never) : null}))`;
   return row;
 }
 
-export async function processEvent(fn: string, e: WebhookEvent): Promise<Response> {
-  let row: Processed;
-  try {
-    row = await recordEvent(e);
-  } catch (err) {
-    const code = (err as { code?: string })?.code ?? "unknown";
-    console.error(`${fn}: Processing failed for ${e.provider} event ${e.eventId}: database error ${code}`);
-    return errorJson(500, "processing_failed", "the event could not be recorded; it will be retried");
+/**
+ * What the provider says about an event that carries no status. Undefined fields: `update` null with a
+ * note (the provider does not know it: not ours) or a processingError (it did not answer: retried).
+ */
+export async function lookUpEvent(provider: PaymentProvider, key: LookupKey):
+  Promise<{ update: ProviderUpdate | null; note?: string; processingError?: string; poison?: string }> {
+  let k = key;
+  if (!k.gatewayPaymentId && Array.isArray(k.endToEndIds) && k.endToEndIds.length) {
+    // a PIX endToEndId we stored (of the money received, or of a refund we sent) names our payment
+    const ids = k.endToEndIds.filter((x): x is string => typeof x === "string").slice(0, 10);
+    const [found] = await db()<{ gateway_payment_id: string | null }[]>`
+      select gateway_payment_id from reserve.payment_by_end_to_end_id(${provider.name}, ${ids}::text[])`;
+    if (!found?.gateway_payment_id) return { update: null, note: `no ${provider.name} payment of ours has endToEndId ${ids.join(" or ")}` };
+    k = { ...k, gatewayPaymentId: found.gateway_payment_id };
   }
+  try {
+    return { update: await provider.lookUp(k) };
+  } catch (err) {
+    if (err instanceof UnusableAnswer) return { update: null, poison: err.message };
+    if (!(err instanceof ProviderError)) throw err;
+    if (err.kind === "not_found") {
+      return { update: null, note: `not ours: ${provider.name} does not know ${safeText(String(k.gatewayPaymentId ?? "it"), 80)} (${err.message})` };
+    }
+    return { update: null, processingError: `could not ask ${provider.name} about ${safeText(String(k.gatewayPaymentId ?? "the event"), 80)}: ${err.message}` };
+  }
+}
+
+function answer(fn: string, e: EventToRecord, row: Processed): Response {
   const summary = {
     received: true,
     webhook_id: row.webhook_id,
@@ -69,8 +166,43 @@ export async function processEvent(fn: string, e: WebhookEvent): Promise<Respons
   };
   if (row.webhook_status === "failed") {
     // the provider redelivers on a 5xx, and a failed event is processed again when it does
-    console.error(`${fn}: Processing failed for ${e.provider} event ${e.eventId} (webhook ${row.webhook_id}): ${row.error_message}`);
+    console.error(`${fn}: Processing failed for ${e.provider} event ${row.event_id} (webhook ${row.webhook_id}): ${row.error_message}`);
     return json({ ...summary, error: "processing_failed", message: "the event failed and will be processed again on redelivery" }, 500);
   }
+  if (row.webhook_status === "dead") {
+    // recorded and dead-lettered (an alert): a redelivery cannot change it, so the provider may stop
+    console.error(`${fn}: Dead-lettered ${e.provider} event ${row.event_id} (webhook ${row.webhook_id}): ${row.error_message}`);
+  }
   return json(summary, 200);
+}
+
+/** The whole of a webhook function for one provider. */
+export async function handleWebhook(fn: string, provider: PaymentProvider, req: Request, url = new URL(req.url)): Promise<Response> {
+  if (req.method !== "POST") return methodNotAllowed(["POST"]);
+  if (!(await provider.webhookConfigured())) {
+    console.error(`${fn}: Webhook secret not configured (${provider.name})`);
+    return errorJson(500, "not_configured", "Webhook secret not configured");
+  }
+  const body = await readBodyText(req, MAX_WEBHOOK_BODY);
+  if (body instanceof Response) return body;
+  const parsed = await provider.parseWebhook(req, url, body);
+  if (parsed.kind === "refused") {
+    if (parsed.signature) console.warn(`${fn}: Invalid signature (${provider.name})`);
+    const res = errorJson(parsed.status, parsed.error, parsed.message);
+    if (parsed.status === 503) res.headers.set("retry-after", "30");
+    return res;
+  }
+  if (parsed.kind === "answered") return json(parsed.body, parsed.status);
+
+  const e: EventToRecord = { ...parsed.event, provider: provider.name };
+  if (!e.update && e.lookup && !e.poison) Object.assign(e, await lookUpEvent(provider, e.lookup));
+  let row: Processed;
+  try {
+    row = await recordEvent(e);
+  } catch (err) {
+    const code = (err as { code?: string })?.code ?? "unknown";
+    console.error(`${fn}: Processing failed for ${provider.name} event ${safeText(String(e.eventId), 120)}: database error ${code}`);
+    return errorJson(500, "processing_failed", "the event could not be recorded; it will be retried");
+  }
+  return answer(fn, e, row);
 }

@@ -2,15 +2,13 @@
 // {booking_intent_id, method, provider?}: holds the nights, records the attempt, asks the provider for
 // the payment and returns what the guest's app needs to pay (Stripe client_secret, or PIX QR code).
 import { z } from "zod";
-import { db } from "../_shared/db.ts";
-import { defaultPixProvider, functionsBaseUrl, mercadoPago, openPix, stripeApi } from "../_shared/provider_config.ts";
+import { db, type Sql } from "../_shared/db.ts";
 import { dbErrorResponse } from "../_shared/db_response.ts";
 import { errorJson, invalidRequest, json, methodNotAllowed, readBodyText, requireJson } from "../_shared/http.ts";
 import { bearerClaims } from "../_shared/jwt.ts";
-import { createPixPayment } from "../_shared/providers/mercadopago.ts";
-import { createOpenPixCharge } from "../_shared/providers/openpix.ts";
-import { createCardPaymentIntent, withoutClientSecret } from "../_shared/providers/stripe.ts";
-import { ProviderError, type Provider } from "../_shared/providers/types.ts";
+import { defaultProviderFor, providerNamed, providersTaking } from "../_shared/providers/registry.ts";
+import { ProviderError, type CreatedPayment, type PaymentMethod } from "../_shared/providers/types.ts";
+import { updateJson } from "../_shared/webhook.ts";
 
 const isoDate = z.iso.date();
 const method = z.enum(["card", "pix"]);
@@ -30,8 +28,8 @@ interface Attempt {
   payment_id: string;
   attempt: number;
   idempotency_key: string;
-  provider: Provider;
-  method: "card" | "pix";
+  provider: string;
+  method: PaymentMethod;
   amount: string;
   currency: string;
   payment_status: string;
@@ -47,61 +45,44 @@ interface Attempt {
 }
 
 /** The provider asked for, else the default for the method (a retry keeps its attempts' provider in SQL). */
-function providerFor(body: z.infer<typeof Body>): { asked: Provider | null; fallback: Provider } | Response {
-  if (body.method === "card") {
-    if (body.provider && body.provider !== "stripe") return errorJson(400, "invalid_provider", "cards are paid through stripe");
-    return { asked: "stripe", fallback: "stripe" };
+function providerFor(body: z.infer<typeof Body>): { asked: string | null; fallback: string } | Response {
+  const takers = providersTaking(body.method).map((p) => p.name);
+  if (body.provider && !takers.includes(body.provider)) {
+    return errorJson(400, "invalid_provider", `${body.method} is paid through ${takers.join(" or ")}`);
   }
-  if (body.provider === "stripe") return errorJson(400, "invalid_provider", "PIX is taken through mercadopago or openpix");
-  return { asked: body.provider ?? null, fallback: defaultPixProvider() };
+  const fallback = defaultProviderFor(body.method)?.name;
+  if (!fallback) return errorJson(503, "provider_not_configured", `no provider takes ${body.method}`);
+  // a card has one provider: it is named even on a retry
+  return { asked: body.provider ?? (takers.length === 1 ? fallback : null), fallback };
 }
 
-const configured = (p: Provider) => (p === "stripe" ? !!stripeApi() : p === "mercadopago" ? !!mercadoPago() : !!openPix());
+const configured = (name: string) => providerNamed(name)?.configured() ?? false;
 
-/** What the guest's app needs to pay, per provider; the attempt is recorded before the call. */
-async function askProvider(a: Attempt, email: string): Promise<{ gatewayId: string; gatewayStatus: string; payload: unknown; pay: Record<string, unknown> }> {
-  const amount = Number(a.amount);
-  const description = `Reserve Connect stay ${a.check_in} to ${a.check_out} (${a.nights} nights)`;
-  if (a.provider === "stripe") {
-    const stripe = stripeApi();
-    if (!stripe) throw new Error("stripe is not configured");
-    const pi = await createCardPaymentIntent(stripe, {
-      paymentId: a.payment_id, bookingIntentId: a.booking_intent_id, amount, currency: a.currency,
-      idempotencyKey: a.idempotency_key, description,
-    });
-    // the client secret goes to the guest, never to our database or logs
-    return { gatewayId: pi.id, gatewayStatus: pi.status, payload: withoutClientSecret(pi), pay: { client_secret: pi.client_secret } };
-  }
-  const expiresAt = a.payment_expires_at ?? a.hold_expires_at;
-  if (a.provider === "mercadopago") {
-    const cfg = mercadoPago();
-    if (!cfg) throw new Error("mercadopago is not configured");
-    const p = await createPixPayment(cfg, {
-      paymentId: a.payment_id, amount, description, payerEmail: email, payerName: a.guest_name ?? undefined,
-      notificationUrl: `${functionsBaseUrl()}/webhook_pix/mercadopago`, expiresAt, idempotencyKey: a.idempotency_key,
-    });
-    const data = p.point_of_interaction?.transaction_data;
-    return {
-      gatewayId: String(p.id), gatewayStatus: p.status, payload: p,
-      pay: { qr_code: data?.qr_code, qr_code_base64: data?.qr_code_base64, ticket_url: data?.ticket_url },
-    };
-  }
-  const cfg = openPix();
-  if (!cfg) throw new Error("openpix is not configured");
-  const charge = await createOpenPixCharge(cfg, {
-    paymentId: a.payment_id, amount, comment: description, expiresAt,
-    ...(a.guest_name && { customer: { name: a.guest_name, email } }),
+const dateOnly = (d: Date | string) => (d instanceof Date ? d.toISOString().slice(0, 10) : String(d).slice(0, 10));
+
+/** What the provider shows the guest: the unit and the dates, as dates. */
+async function describeStay(sql: Sql, a: Attempt): Promise<string> {
+  const [u] = await sql<{ name: string }[]>`select name from reserve.unit_map where id = ${a.unit_id}`;
+  const nights = `${a.nights} night${a.nights === 1 ? "" : "s"}`;
+  return `Reserve Connect: ${u?.name ?? "stay"}, ${dateOnly(a.check_in)} to ${dateOnly(a.check_out)} (${nights})`;
+}
+
+/** What the guest's app needs to pay; the attempt is recorded before the call. */
+async function askProvider(sql: Sql, a: Attempt, email: string): Promise<CreatedPayment> {
+  const provider = providerNamed(a.provider);
+  if (!provider) throw new ProviderError(a.provider, "not_configured", `no payment provider ${a.provider}`);
+  return provider.createPayment({
+    paymentId: a.payment_id, bookingIntentId: a.booking_intent_id, method: a.method, amount: Number(a.amount),
+    currency: a.currency, idempotencyKey: a.idempotency_key, description: await describeStay(sql, a),
+    expiresAt: a.payment_expires_at ?? a.hold_expires_at, payer: { email: email || undefined, name: a.guest_name ?? undefined },
   });
-  return {
-    gatewayId: charge.correlationID, gatewayStatus: charge.status, payload: charge,
-    pay: { qr_code: charge.brCode, qr_code_image: charge.qrCodeImage, payment_link_url: charge.paymentLinkUrl },
-  };
 }
 
 function providerErrorResponse(err: ProviderError): Response {
-  const status = err.kind === "rejected" ? 502 : 503;
-  const error = err.kind === "rejected" ? "provider_rejected" : err.kind === "rate_limited" ? "provider_rate_limited"
-    : err.kind === "timeout" ? "provider_timeout" : "provider_unavailable";
+  const refused = err.kind === "rejected" || err.kind === "not_found";
+  const status = refused ? 502 : 503;
+  const error = refused ? "provider_rejected" : err.kind === "rate_limited" ? "provider_rate_limited"
+    : err.kind === "timeout" ? "provider_timeout" : err.kind === "not_configured" ? "provider_not_configured" : "provider_unavailable";
   const res = errorJson(status, error, `${err.provider} could not create the payment; the nights were released, start a new checkout`, {
     provider: err.provider, ...(err.code && { provider_code: err.code }),
   });
@@ -159,9 +140,9 @@ export async function handler(req: Request): Promise<Response> {
   }
 
   if (!configured(attempt.provider)) return errorJson(503, "provider_not_configured", `${attempt.provider} is not configured`);
-  let answer: Awaited<ReturnType<typeof askProvider>>;
+  let answer: CreatedPayment;
   try {
-    answer = await askProvider(attempt, email ?? attempt.guest_email ?? "");
+    answer = await askProvider(sql, attempt, email ?? attempt.guest_email ?? "");
   } catch (err) {
     if (!(err instanceof ProviderError)) throw err;
     console.error(`checkout: ${err.provider} refused payment ${attempt.payment_id}: ${err.kind} ${err.status ?? ""} ${err.code ?? ""}`);
@@ -182,13 +163,20 @@ export async function handler(req: Request): Promise<Response> {
     return providerErrorResponse(err);
   }
 
-  let attached: { status: string };
+  let attached: { status: string; error_code: string | null };
   try {
-    [attached] = await sql<{ status: string }[]>`
-      select status from reserve.attach_gateway_payment(${attempt.payment_id}::uuid, ${answer.gatewayId}, ${answer.gatewayStatus},
-                                                        ${sql.json(answer.payload as never)})`;
+    [attached] = await sql<{ status: string; error_code: string | null }[]>`
+      select status, error_code from reserve.attach_gateway_payment(${attempt.payment_id}::uuid,
+        reserve.as_provider_update(${sql.json((await updateJson(answer.update)) as never)}))`;
   } catch (err) {
     return dbErrorResponse(err, "checkout attach");
+  }
+  if (attached.status === "failed" && attached.error_code === "provider_mismatch") {
+    // the provider's payment is not ours at our price: never handed out (a money discrepancy is open)
+    console.error(`checkout: ${attempt.provider} payment ${answer.update.gatewayPaymentId} does not match payment ${attempt.payment_id}`);
+    return errorJson(502, "provider_mismatch", `${attempt.provider} created a payment that does not match this checkout; the nights were released, start a new checkout`, {
+      provider: attempt.provider, payment_id: attempt.payment_id,
+    });
   }
   // a concurrent retry may have closed the attempt meanwhile: its means of payment is not handed out
   if (attached.status !== "pending" && attached.status !== "processing") {
@@ -207,7 +195,7 @@ export async function handler(req: Request): Promise<Response> {
     status: attempt.payment_status,
     hold_expires_at: attempt.hold_expires_at,
     payment_expires_at: attempt.payment_expires_at,
-    gateway_payment_id: answer.gatewayId,
+    gateway_payment_id: answer.update.gatewayPaymentId,
     ...answer.pay,
   }, 201);
 }

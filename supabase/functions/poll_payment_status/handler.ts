@@ -6,12 +6,10 @@
 import { z } from "zod";
 import { timingSafeEqual } from "../_shared/crypto.ts";
 import { db, type Sql } from "../_shared/db.ts";
-import { mercadoPago, openPix, stripeApi } from "../_shared/provider_config.ts";
 import { errorJson, invalidRequest, json, methodNotAllowed, readBodyText } from "../_shared/http.ts";
-import { getMercadoPagoPayment, mercadoPagoUpdate } from "../_shared/providers/mercadopago.ts";
-import { getOpenPixCharge, getOpenPixRefunds, openPixChargeUpdate } from "../_shared/providers/openpix.ts";
-import { paymentIntentUpdate, retrievePaymentIntent } from "../_shared/providers/stripe.ts";
-import { ProviderError, type ProviderUpdate } from "../_shared/providers/types.ts";
+import { providerNamed } from "../_shared/providers/registry.ts";
+import { ProviderError, UnusableAnswer, type ProviderUpdate } from "../_shared/providers/types.ts";
+import { unusableUpdate, updateJson } from "../_shared/webhook.ts";
 import { sendRefunds, type RefundTally } from "./refunds.ts";
 import { retryWebhooks, type WebhookTally } from "./webhooks.ts";
 
@@ -26,28 +24,18 @@ const Options = z.strictObject({
 
 interface Due {
   payment_id: string;
-  provider: "stripe" | "mercadopago" | "openpix";
+  provider: string;
   method: string;
   gateway_payment_id: string | null;
 }
 
+/** What the payment's provider says about it now; null when it cannot say (record_poll_result decides). */
 async function askProvider(p: Due): Promise<ProviderUpdate | null> {
-  if (!p.gateway_payment_id) return null; // never reached the provider: record_poll_result decides
-  if (p.provider === "stripe") {
-    const stripe = stripeApi();
-    if (!stripe) throw new ProviderError("stripe", "rejected", "stripe is not configured");
-    return paymentIntentUpdate(await retrievePaymentIntent(stripe, p.gateway_payment_id));
-  }
-  if (p.provider === "mercadopago") {
-    const cfg = mercadoPago();
-    if (!cfg) throw new ProviderError("mercadopago", "rejected", "mercadopago is not configured");
-    return mercadoPagoUpdate(await getMercadoPagoPayment(cfg, p.gateway_payment_id));
-  }
-  const cfg = openPix();
-  if (!cfg) throw new ProviderError("openpix", "rejected", "openpix is not configured");
-  const charge = await getOpenPixCharge(cfg, p.gateway_payment_id);
-  const refunds = charge.status === "COMPLETED" ? await getOpenPixRefunds(cfg, p.gateway_payment_id) : [];
-  return openPixChargeUpdate(charge, refunds);
+  const provider = providerNamed(p.provider);
+  if (!provider) throw new ProviderError(p.provider, "not_configured", `no payment provider ${p.provider}`);
+  if (p.gateway_payment_id) return provider.readPayment(p.gateway_payment_id);
+  // never recorded at the provider by the checkout: a provider that finds payments by our id may know it
+  return provider.findPayment ? provider.findPayment(p.payment_id) : null;
 }
 
 interface Tally extends WebhookTally, RefundTally {
@@ -56,6 +44,7 @@ interface Tally extends WebhookTally, RefundTally {
   applied: number;
   expired: number;
   errors: number;
+  refused: number;
   finalized: number;
   by_status: Record<string, number>;
 }
@@ -65,19 +54,19 @@ async function pollOne(sql: Sql, p: Due, t: Tally): Promise<void> {
   let pollError: string | null = null;
   try {
     u = await askProvider(p);
+    const unusable = u && unusableUpdate(u);
+    if (unusable) throw new UnusableAnswer(unusable);
   } catch (err) {
     // whatever went wrong asking the provider is this payment's poll error, not the run's
-    pollError = err instanceof ProviderError ? err.message : `${p.provider}: ${(err as Error)?.message ?? err}`;
+    u = null;
+    pollError = err instanceof ProviderError || err instanceof UnusableAnswer ? err.message : `${p.provider}: ${(err as Error)?.message ?? err}`;
   }
   let r: { outcome: string; status: string; finalize_outcome: string | null };
   try {
+    const update = u ? await updateJson(u) : null;
     [r] = await sql<{ outcome: string; status: string; finalize_outcome: string | null }[]>`
       select outcome, status, finalize_outcome from reserve.record_poll_result(
-        p_payment_id => ${p.payment_id}, p_status => ${u?.status ?? null},
-        p_event_at => ${u?.eventAt?.toISOString() ?? null}, p_gateway_status => ${u?.gatewayStatus ?? null},
-        p_error_code => ${u?.errorCode ?? null}, p_error_message => ${u?.errorMessage ?? null},
-        p_refunded_amount => ${u?.refundedAmount ?? null}, p_provider_object => ${u ? sql.json(u.object as never) : null},
-        p_poll_error => ${pollError})`;
+        ${p.payment_id}::uuid, reserve.as_provider_update(${update ? sql.json(update as never) : null}), ${pollError})`;
   } catch (err) {
     // one payment the database refuses must not stop the others; its lease runs out and it comes due again
     console.error(`poll_payment_status: payment ${p.payment_id}: database error ${(err as { code?: string })?.code ?? "unknown"}`);
@@ -87,6 +76,7 @@ async function pollOne(sql: Sql, p: Due, t: Tally): Promise<void> {
   if (pollError) t.errors++;
   if (r.outcome === "applied") t.applied++;
   else if (r.outcome === "expired") t.expired++;
+  else if (r.outcome === "refused") t.refused++;
   else if (!pollError) t.unchanged++;
   if (r.finalize_outcome === "created") t.finalized++;
   t.by_status[r.status] = (t.by_status[r.status] ?? 0) + 1;
@@ -133,8 +123,9 @@ export async function handler(req: Request): Promise<Response> {
   const startedAt = new Date();
   const deadline = Date.now() + budget_ms;
   const t: Tally = {
-    claimed: 0, unchanged: 0, applied: 0, expired: 0, errors: 0, finalized: 0, by_status: {},
+    claimed: 0, unchanged: 0, applied: 0, expired: 0, errors: 0, refused: 0, finalized: 0, by_status: {},
     webhooks_retried: 0, webhooks_completed: 0, webhooks_dead: 0, refunds_sent: 0, refunds_failed: 0, refunds_retrying: 0,
+    refunds_looked_up: 0, refunds_confirmed: 0,
   };
   let released = { released_locks: 0, expired_intents: 0 };
   let failure: string | undefined;

@@ -1,68 +1,119 @@
-// Refunds we owe, sent to the provider: each request carries its own idempotency key (refund:<id>), so
-// a resend after a timeout is the same refund. The provider's confirmation comes back as a webhook or a
-// poll and raises the payment's refunded_amount, which posts the ledger refund.
+// Refunds we owe, through each payment's provider: requests are sent with their own idempotency key
+// (refund:<id>), so a resend after a timeout is the same refund; a sent refund whose confirmation has
+// not come (the provider's webhook lost) is looked up at the provider with backoff until it is confirmed
+// (the provider's payment shows the money gone back, which posts the ledger refund) or failed.
 import type { Sql } from "../_shared/db.ts";
-import { mercadoPago, openPix, stripeApi } from "../_shared/provider_config.ts";
-import { createMercadoPagoRefund } from "../_shared/providers/mercadopago.ts";
-import { createOpenPixRefund } from "../_shared/providers/openpix.ts";
-import { createStripeRefund } from "../_shared/providers/stripe.ts";
-import { ProviderError, type Provider } from "../_shared/providers/types.ts";
+import { providerNamed } from "../_shared/providers/registry.ts";
+import { ProviderError, UnusableAnswer, type PaymentProvider, type ProviderRefund, type ProviderUpdate } from "../_shared/providers/types.ts";
+import { refundJsonOf, unusableUpdate, updateJson } from "../_shared/webhook.ts";
 
 export interface RefundTally {
   refunds_sent: number;
   refunds_failed: number;
   refunds_retrying: number;
+  refunds_looked_up: number;
+  refunds_confirmed: number;
 }
 
 interface Due {
   refund_request_id: string;
-  provider: Provider;
+  provider: string;
   gateway_payment_id: string | null;
   amount: string;
+  currency: string;
   reason: string;
   idempotency_key: string;
 }
 
-async function send(r: Due): Promise<string> {
-  if (!r.gateway_payment_id) throw new ProviderError(r.provider, "rejected", "the payment has no provider id to refund");
-  const amount = Number(r.amount);
-  if (r.provider === "stripe") {
-    const stripe = stripeApi();
-    if (!stripe) throw new ProviderError("stripe", "unavailable", "stripe is not configured");
-    return createStripeRefund(stripe, {
-      paymentIntent: r.gateway_payment_id, amount, duplicate: r.reason === "duplicate_charge",
-      idempotencyKey: r.idempotency_key, requestId: r.refund_request_id,
-    });
-  }
-  if (r.provider === "mercadopago") {
-    const cfg = mercadoPago();
-    if (!cfg) throw new ProviderError("mercadopago", "unavailable", "mercadopago is not configured");
-    return createMercadoPagoRefund(cfg, r.gateway_payment_id, amount, r.idempotency_key);
-  }
-  const cfg = openPix();
-  if (!cfg) throw new ProviderError("openpix", "unavailable", "openpix is not configured");
-  return createOpenPixRefund(cfg, r.gateway_payment_id, amount, r.refund_request_id, `Reserve Connect refund (${r.reason})`);
+interface Sent {
+  refund_request_id: string;
+  provider: string;
+  gateway_payment_id: string | null;
+  provider_refund_id: string | null;
+  amount: string;
 }
 
-export async function sendRefunds(sql: Sql, t: RefundTally): Promise<void> {
+function providerOf(name: string): PaymentProvider {
+  const p = providerNamed(name);
+  if (!p) throw new ProviderError(name, "not_configured", `no payment provider ${name}`);
+  return p;
+}
+
+async function send(r: Due): Promise<ProviderRefund> {
+  if (!r.gateway_payment_id) throw new ProviderError(r.provider, "rejected", "the payment has no provider id to refund");
+  return providerOf(r.provider).createRefund({
+    requestId: r.refund_request_id, gatewayPaymentId: r.gateway_payment_id, amount: Number(r.amount), currency: r.currency,
+    reason: r.reason, idempotencyKey: r.idempotency_key,
+  });
+}
+
+async function sendDue(sql: Sql, t: RefundTally): Promise<void> {
   const due = await sql<Due[]>`
-    select refund_request_id, provider, gateway_payment_id, amount, reason, idempotency_key from reserve.claim_refund_requests(20)`;
+    select refund_request_id, provider, gateway_payment_id, amount, currency, reason, idempotency_key
+    from reserve.claim_refund_requests(20)`;
   for (const r of due) {
     let outcome: "sent" | "retry" | "failed";
-    let refundId: string | null = null;
+    let refund: ProviderRefund | null = null;
     let error: string | null = null;
     try {
-      refundId = await send(r);
+      refund = await send(r);
       outcome = "sent";
     } catch (err) {
       // refused is for an operator to look at; no answer is tried again
-      outcome = err instanceof ProviderError && err.kind === "rejected" ? "failed" : "retry";
+      outcome = err instanceof ProviderError && (err.kind === "rejected" || err.kind === "not_found") ? "failed" : "retry";
       error = (err as Error)?.message ?? String(err);
       console.error(`poll_payment_status: refund ${r.refund_request_id} at ${r.provider}: ${outcome}: ${error}`);
     }
-    await sql`select reserve.record_refund_result(${r.refund_request_id}::uuid, ${outcome}, ${refundId}, ${error})`;
+    await sql`select reserve.record_refund_result(${r.refund_request_id}::uuid, ${outcome},
+                reserve.as_provider_refund(${refund ? sql.json((await refundJsonOf(refund)) as never) : null}), ${error})`;
     if (outcome === "sent") t.refunds_sent++;
     else if (outcome === "failed") t.refunds_failed++;
     else t.refunds_retrying++;
   }
+}
+
+/** What the provider says about a sent refund, and, when it went through, about its payment. */
+async function lookUp(s: Sent): Promise<{ refund: ProviderRefund | null; update: ProviderUpdate | null; error: string | null }> {
+  if (!s.gateway_payment_id || !s.provider_refund_id) {
+    return { refund: { refundId: s.provider_refund_id ?? "?", status: "failed" }, update: null, error: null };
+  }
+  const provider = providerOf(s.provider);
+  try {
+    const refund = await provider.readRefund({ gatewayPaymentId: s.gateway_payment_id, refundId: s.provider_refund_id, requestId: s.refund_request_id });
+    let update: ProviderUpdate | null = null;
+    if (refund.status === "succeeded") {
+      update = await provider.readPayment(s.gateway_payment_id);
+      const unusable = unusableUpdate(update);
+      if (unusable) throw new UnusableAnswer(unusable);
+    }
+    return { refund, update, error: null };
+  } catch (err) {
+    // a refund the provider does not know, though it took it: an operator's (failed, the refunds_stuck alert)
+    if (err instanceof ProviderError && err.kind === "not_found") {
+      return { refund: { refundId: s.provider_refund_id, status: "failed", object: { error: err.message } }, update: null, error: null };
+    }
+    if (err instanceof ProviderError || err instanceof UnusableAnswer) return { refund: null, update: null, error: err.message };
+    throw err;
+  }
+}
+
+async function confirmSent(sql: Sql, t: RefundTally): Promise<void> {
+  const sent = await sql<Sent[]>`
+    select refund_request_id, provider, gateway_payment_id, provider_refund_id, amount from reserve.claim_refunds_to_confirm(20)`;
+  for (const s of sent) {
+    const { refund, update, error } = await lookUp(s);
+    if (error) console.error(`poll_payment_status: refund ${s.refund_request_id} lookup at ${s.provider}: ${error}`);
+    const [rr] = await sql<{ status: string }[]>`
+      select status from reserve.record_refund_lookup(${s.refund_request_id}::uuid,
+        reserve.as_provider_refund(${refund ? sql.json((await refundJsonOf(refund)) as never) : null}),
+        reserve.as_provider_update(${update ? sql.json((await updateJson(update)) as never) : null}), ${error})`;
+    t.refunds_looked_up++;
+    if (rr?.status === "confirmed") t.refunds_confirmed++;
+    else if (rr?.status === "failed") t.refunds_failed++;
+  }
+}
+
+export async function sendRefunds(sql: Sql, t: RefundTally): Promise<void> {
+  await sendDue(sql, t);
+  await confirmSent(sql, t);
 }

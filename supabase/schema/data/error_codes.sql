@@ -26,6 +26,7 @@ insert into reserve.error_codes (sqlstate, name, http_status, description) value
 insert into reserve.error_codes (sqlstate, name, http_status, description) values ('RC210', 'webhook_needs_provider', '409', 'The event was recorded without what applying it needs (the provider lookup failed): redeliver it from the provider, or let the poller fetch it.');
 insert into reserve.error_codes (sqlstate, name, http_status, description) values ('RC211', 'refund_request_not_found', '404', 'No such refund request.');
 insert into reserve.error_codes (sqlstate, name, http_status, description) values ('RC212', 'illegal_refund_transition', '409', 'The refund request cannot be retried or closed from its status (only a failed one is retried; a confirmed or sending one is not closed).');
+insert into reserve.error_codes (sqlstate, name, http_status, description) values ('RC213', 'money_discrepancy_not_found', '404', 'No such money_discrepancies row.');
 insert into reserve.error_codes (sqlstate, name, http_status, description) values ('RC301', 'reservation_not_found', '404', 'No such reservation.');
 insert into reserve.error_codes (sqlstate, name, http_status, description) values ('RC302', 'illegal_reservation_transition', '409', 'The reservation cannot move from its status to the one asked for.');
 insert into reserve.error_codes (sqlstate, name, http_status, description) values ('RC303', 'too_early', '409', 'The stay has not started yet (check-in before the check-in date).');

@@ -11,5 +11,6 @@ insert into reserve.settings (key, value, description) values ('max_payment_amou
 insert into reserve.settings (key, value, description) values ('max_payment_attempts', '5', 'Payment attempts one booking intent may make.');
 insert into reserve.settings (key, value, description) values ('max_webhook_attempts', '5', 'Deliveries and retries of one event before it is dead (an alert); a provider''s redelivery still processes a dead event.');
 insert into reserve.settings (key, value, description) values ('min_payment_amount', '100', 'Smallest charge in centavos (Stripe''s BRL minimum is 50).');
+insert into reserve.settings (key, value, description) values ('refund_stuck_hours', '3', 'A refund request not confirmed by the provider this many hours after it was asked for is stuck (the refunds_stuck alert).');
 insert into reserve.settings (key, value, description) values ('stuck_minutes_card', '60', 'A card payment pending or processing this long is stuck (reserve.stuck_payments; the runbook''s "processing > 1 hour").');
 insert into reserve.settings (key, value, description) values ('stuck_minutes_pix', '45', 'A PIX payment pending or processing this long is stuck: past its 30-minute hold, the poller''s grace and one more poll.');

@@ -18,7 +18,8 @@ begin
   -- only an attempt the provider never took up is given up: once it has the provider's id, the guest
   -- may hold its QR code or client secret, and news from the provider wins over our guess
   if p.status = 'pending' and p.gateway_payment_id is null then
-    perform reserve.apply_payment_status(p.id, 'failed', null, null, p_error_code, p_error_message);
+    perform reserve.apply_payment_status(p.id, reserve.status_update('failed', null, p_error_code, left(p_error_message, 2000)),
+                                         null, 'raise', 'checkout');
     perform reserve.release_intent_if_idle(p.booking_intent_id, 'provider_error: ' || p_error_code);
   end if;
   select * into p from reserve.payments where id = p.id;

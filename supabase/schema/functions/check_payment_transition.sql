@@ -23,7 +23,7 @@ begin
   elsif new.status = 'failed' and new.failed_at is null then
     new.failed_at := now();
   elsif new.status = 'refunded' and new.refunded_amount = 0 then
-    new.refunded_amount := new.amount;
+    new.refunded_amount := coalesce(new.received_amount, new.amount);
   end if;
   if new.refunded_amount > old.refunded_amount and new.refunded_at is null then
     new.refunded_at := now();

@@ -25,7 +25,7 @@ begin
       from due where x.id = due.id
       returning x.*
     )
-    select c.id, c.payment_id, p.provider, p.method, p.gateway_payment_id, c.amount, p.currency, c.reason,
+    select c.id, c.payment_id, p.provider, p.method, p.gateway_payment_id, c.amount, c.currency, c.reason,
            'refund:' || c.id, c.attempts
     from claimed c join reserve.payments p on p.id = c.payment_id;
 end

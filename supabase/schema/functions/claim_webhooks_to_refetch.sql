@@ -3,7 +3,7 @@
 -- Migrations (supabase/migrations) are what deploys; change the schema there, then run the dump.
 
 CREATE OR REPLACE FUNCTION reserve.claim_webhooks_to_refetch(p_limit integer DEFAULT 50)
- RETURNS TABLE(webhook_id uuid, provider text, event_id text, event_type text, payload jsonb, attempts integer)
+ RETURNS TABLE(webhook_id uuid, provider text, event_id text, event_type text, payload jsonb, lookup jsonb, attempts integer)
  LANGUAGE plpgsql
  SECURITY DEFINER
  SET search_path TO ''
@@ -24,12 +24,12 @@ begin
     update reserve.processed_webhooks x
     set next_retry_at = now() + interval '5 minutes'
     from due where x.id = due.id
-    returning x.id, x.provider, x.event_id, x.event_type, x.payload, x.attempts;
+    returning x.id, x.provider, x.event_id, x.event_type, x.payload, x.lookup, x.attempts;
 end
 $function$
 ;
 
-comment on function reserve.claim_webhooks_to_refetch(p_limit integer) is 'Failed events whose status the provider must be asked for again (e.g. MercadoPago''s lookup failed): the poller fetches each and records it again with process_webhook_event under the same event id.';
+comment on function reserve.claim_webhooks_to_refetch(p_limit integer) is 'Failed events whose status the provider must be asked for again (their lookup failed): the poller asks the provider''s module with the event''s lookup and records the answer with process_webhook_event under the same event id.';
 
 -- grants
 grant execute on function reserve.claim_webhooks_to_refetch(p_limit integer) to service_role;

@@ -20,7 +20,8 @@ begin
     raise exception using errcode = 'RC202',
       message = format('payment %s is %s: only a payment in flight is marked failed (money that arrived is refunded, not failed)', p.id, p.status);
   end if;
-  perform reserve.apply_payment_status(p.id, 'failed', null, 'manual:failed', p_error_code, p_reason, null, null, null, 'raise');
+  perform reserve.apply_payment_status(p.id, reserve.status_update('failed', 'manual:failed', p_error_code, left(p_reason, 2000)),
+                                       null, 'raise', 'recovery');
   update reserve.payments x
   set metadata = x.metadata || jsonb_build_object('manual_recovery', jsonb_build_object('by', who, 'reason', p_reason, 'at', now()))
   where x.id = p.id;

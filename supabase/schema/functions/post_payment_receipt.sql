@@ -11,20 +11,32 @@ AS $function$
 declare
   p reserve.payments;
   city text;
+  received bigint;
+  currency text;
   legs jsonb;
 begin
   select * into p from reserve.payments where id = p_payment_id;
   select bi.city_code into city from reserve.booking_intents bi where bi.id = p.booking_intent_id;
-  legs := jsonb_build_array(reserve.ledger_leg(reserve.receivable_account(p.provider), 'debit', p.amount, 'guest_payment', p.currency))
+  received := coalesce(p.received_amount, p.amount);
+  currency := coalesce(p.received_currency, p.currency);
+  if p_fulfilled and (received, currency) is distinct from (p.amount, p.currency) then
+    raise exception using errcode = 'RC203',
+      message = format('payment %s received %s %s, not its price %s %s: a stay is never sold for money that did not arrive',
+                       p.id, received, currency, p.amount, p.currency);
+  end if;
+  legs := jsonb_build_array(reserve.ledger_leg(reserve.receivable_account(p.provider), 'debit', received, 'guest_payment', currency))
           || case when p_fulfilled then reserve.earned_legs(p.amount, p.currency)
-                  else jsonb_build_array(reserve.ledger_leg('refunds_payable', 'credit', p.amount, 'refund', p.currency)) end;
+                  else jsonb_build_array(reserve.ledger_leg('refunds_payable', 'credit', received, 'refund', currency)) end;
   return reserve.post_ledger_transaction(
     case when p.duplicate_of is not null then 'duplicate_charge' else 'payment' end,
     format('%s payment %s (%s)', p.provider, p.id,
-           case when p_fulfilled then 'stay sold' else coalesce(p.refund_reason, 'to refund') end),
+           case when p_fulfilled then 'stay sold'
+                when (received, currency) is distinct from (p.amount, p.currency)
+                  then format('%s %s received for a price of %s %s: owed back', received, currency, p.amount, p.currency)
+                else coalesce(p.refund_reason, 'to refund') end),
     legs, 'receipt:' || p.id, p.id, p_reservation_id, city);
 end
 $function$
 ;
 
-comment on function reserve.post_payment_receipt(p_payment_id uuid, p_fulfilled boolean, p_reservation_id uuid) is 'Posts the one receipt transaction of a succeeded payment (key receipt:<payment id>): host share and commission when fulfilled, else the whole amount to refunds_payable.';
+comment on function reserve.post_payment_receipt(p_payment_id uuid, p_fulfilled boolean, p_reservation_id uuid) is 'Posts the one receipt transaction of a payment whose money arrived (key receipt:<payment id>), in the amount and currency received: host share and commission when the stay is sold (only for exactly our price, else RC203), else the whole of it to refunds_payable.';

@@ -12,6 +12,7 @@ declare
   delta bigint := new.refunded_amount - old.refunded_amount;
   -- a lost dispute; a refund recorded while a dispute is open is still a refund
   chargeback boolean := old.status = 'disputed' and new.status = 'refunded';
+  currency text := coalesce(new.received_currency, new.currency);
   city text;
   receipt uuid;
   set_aside bigint;
@@ -31,25 +32,25 @@ begin
   rest := delta - from_set_aside;
 
   if from_set_aside > 0 then
-    legs := legs || reserve.ledger_leg('refunds_payable', 'debit', from_set_aside, 'refund', new.currency);
+    legs := legs || reserve.ledger_leg('refunds_payable', 'debit', from_set_aside, 'refund', currency);
   end if;
   if rest > 0 then
-    legs := legs || reserve.earned_refund_legs(new.id, rest, new.currency);
+    legs := legs || reserve.earned_refund_legs(new.id, rest, currency);
   end if;
-  legs := legs || reserve.ledger_leg(reserve.receivable_account(new.provider), 'credit', delta, 'refund', new.currency);
+  legs := legs || reserve.ledger_leg(reserve.receivable_account(new.provider), 'credit', delta, 'refund', currency);
 
   perform reserve.post_ledger_transaction(
     case when chargeback then 'chargeback' else 'refund' end,
-    format('%s of payment %s: %s of %s centavos refunded', case when chargeback then 'Chargeback' else 'Refund' end,
-           new.id, new.refunded_amount, new.amount),
+    format('%s of payment %s: %s of %s %s refunded', case when chargeback then 'Chargeback' else 'Refund' end,
+           new.id, new.refunded_amount, coalesce(new.received_amount, new.amount), currency),
     legs, format('refund:%s:%s', new.id, new.refunded_amount), new.id, null, city);
 
   update reserve.reservations
-  set payment_status = case when new.refunded_amount = new.amount then 'refunded' else 'partially_refunded' end
+  set payment_status = case when new.refunded_amount = coalesce(new.received_amount, new.amount) then 'refunded' else 'partially_refunded' end
   where payment_id = new.id;
   return null;
 end
 $function$
 ;
 
-comment on function reserve.post_payment_refund() is 'AFTER UPDATE trigger: each increase of payments.refunded_amount posts one refund (or chargeback) ledger transaction and updates the reservation''s payment_status.';
+comment on function reserve.post_payment_refund() is 'AFTER UPDATE trigger: each increase of payments.refunded_amount posts one refund (or chargeback) ledger transaction in the currency received and updates the reservation''s payment_status.';

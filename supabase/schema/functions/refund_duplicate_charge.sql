@@ -22,9 +22,10 @@ begin
     raise exception using errcode = 'RC207',
       message = format('payment %s is not a duplicate charge (duplicate_of is empty); cancel its reservation to refund it', p.id);
   end if;
-  -- finalize already set the whole amount aside in refunds_payable; the provider's confirmation posts
-  -- the refund against it
-  return reserve.request_refund(p.id, p.amount - p.refunded_amount, 'duplicate_charge', 'duplicate:' || p.id, p_reason);
+  -- finalize already set the whole amount received aside in refunds_payable; the provider's confirmation
+  -- posts the refund against it
+  return reserve.request_refund(p.id, coalesce(p.received_amount, p.amount) - p.refunded_amount, 'duplicate_charge',
+                                'duplicate:' || p.id, p_reason);
 end
 $function$
 ;

@@ -3,7 +3,7 @@
 -- Migrations (supabase/migrations) are what deploys; change the schema there, then run the dump.
 
 CREATE OR REPLACE FUNCTION reserve.replay_webhook(p_webhook_id uuid)
- RETURNS TABLE(webhook_id uuid, webhook_status text, duplicate boolean, attempts integer, payment_id uuid, outcome text, payment_status text, reservation_id uuid, confirmation_code text, finalize_outcome text, error_message text)
+ RETURNS reserve.webhook_result
  LANGUAGE plpgsql
  SECURITY DEFINER
  SET search_path TO ''
@@ -17,10 +17,9 @@ begin
   w := reserve.lock_webhook_for_apply(p_webhook_id);
   -- done is done: replaying a completed or ignored event changes nothing, like a provider's duplicate
   if w.status in ('completed', 'ignored') then
-    return query select w.id, w.status, true, w.attempts, w.payment_id, 'duplicate'::text,
-                        (select x.status from reserve.payments x where x.id = w.payment_id), null::uuid, null::text,
-                        null::text, w.error_message;
-    return;
+    return row(w.id, w.provider, w.event_id, w.status, true, w.attempts, w.payment_id, 'duplicate',
+               (select x.status from reserve.payments x where x.id = w.payment_id), null, null, null,
+               w.error_message)::reserve.webhook_result;
   end if;
   if w.apply_args is null then
     raise exception using errcode = 'RC210',
@@ -32,12 +31,12 @@ begin
   end if;
   update reserve.processed_webhooks x set attempts = x.attempts + 1, last_attempt_at = now(), status = 'processing'
   where x.id = w.id;
-  return query select * from reserve.apply_webhook_event(w.id);
+  return reserve.apply_webhook_event(w.id, 'replay');
 end
 $function$
 ;
 
-comment on function reserve.replay_webhook(p_webhook_id uuid) is 'Re-runs one recorded event (failed, dead or processing) through the same path as its delivery. A completed or ignored event is answered as a duplicate and changes nothing. RC209 unknown id, RC210 when the event failed before its status was known (the provider must be asked again).';
+comment on function reserve.replay_webhook(p_webhook_id uuid) is 'Re-runs one recorded event (failed, dead or processing) through the same path as its delivery, comparing the provider''s money with ours again. A completed or ignored event is answered as a duplicate and changes nothing. RC209 unknown id, RC210 when the event failed before its status was known (the provider must be asked again).';
 
 -- grants
 grant execute on function reserve.replay_webhook(p_webhook_id uuid) to service_role;

@@ -12,6 +12,7 @@ declare
   p reserve.payments;
   rr reserve.refund_requests;
   open_amount bigint;
+  held bigint;
 begin
   if p_payment_id is null or p_reason is null or p_request_key is null then
     raise exception using errcode = 'RC001', message = 'p_payment_id, p_reason and p_request_key are required';
@@ -25,19 +26,22 @@ begin
     raise exception using errcode = 'RC208',
       message = format('payment %s is %s: only money we hold can be refunded', p.id, p.status);
   end if;
+  held := coalesce(p.received_amount, p.amount);
   select coalesce(sum(x.amount), 0) into open_amount from reserve.refund_requests x
   where x.payment_id = p.id and x.status in ('requested', 'sending', 'sent');
-  if p_amount is null or p_amount <= 0 or p_amount > p.amount - p.refunded_amount - open_amount then
+  if p_amount is null or p_amount <= 0 or p_amount > held - p.refunded_amount - open_amount then
     raise exception using errcode = 'RC208',
-      message = format('payment %s: a refund of %s exceeds what is left (%s paid, %s refunded, %s requested)',
-                       p.id, coalesce(p_amount::text, 'null'), p.amount, p.refunded_amount, open_amount);
+      message = format('payment %s: a refund of %s exceeds what is left (%s %s received, %s refunded, %s requested)',
+                       p.id, coalesce(p_amount::text, 'null'), held, coalesce(p.received_currency, p.currency),
+                       p.refunded_amount, open_amount);
   end if;
-  insert into reserve.refund_requests (payment_id, amount, reason, request_key, requested_by, note)
-  values (p.id, p_amount, p_reason, p_request_key, reserve.current_actor(), p_note)
+  insert into reserve.refund_requests (payment_id, amount, currency, reason, request_key, requested_by, note)
+  values (p.id, p_amount, coalesce(p.received_currency, p.currency), p_reason, p_request_key, reserve.current_actor(),
+          left(p_note, 2000))
   returning * into rr;
   return rr;
 end
 $function$
 ;
 
-comment on function reserve.request_refund(p_payment_id uuid, p_amount bigint, p_reason text, p_request_key text, p_note text) is 'Queues a refund to the provider (sent by poll_payment_status). Idempotent by p_request_key; RC208 when the payment holds no money or the amount exceeds what is left after refunds and open requests.';
+comment on function reserve.request_refund(p_payment_id uuid, p_amount bigint, p_reason text, p_request_key text, p_note text) is 'Queues a refund to the provider (sent by poll_payment_status), in the currency of the money received. Idempotent by p_request_key; RC208 when the payment holds no money or the amount exceeds what is left of the money received after refunds and open requests.';

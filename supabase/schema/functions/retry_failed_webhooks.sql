@@ -3,14 +3,13 @@
 -- Migrations (supabase/migrations) are what deploys; change the schema there, then run the dump.
 
 CREATE OR REPLACE FUNCTION reserve.retry_failed_webhooks(p_limit integer DEFAULT 100)
- RETURNS TABLE(webhook_id uuid, provider text, event_id text, webhook_status text, attempts integer, error_message text)
+ RETURNS SETOF reserve.webhook_result
  LANGUAGE plpgsql
  SECURITY DEFINER
  SET search_path TO ''
 AS $function$
 declare
   due record;
-  r record;
   w reserve.processed_webhooks;
 begin
   if p_limit is null or p_limit < 1 or p_limit > 10000 then
@@ -27,13 +26,7 @@ begin
     continue when w.id is null or w.status <> 'failed' or w.next_retry_at > now();
     update reserve.processed_webhooks x set attempts = x.attempts + 1, last_attempt_at = now(), status = 'processing'
     where x.id = due.id;
-    select * into r from reserve.apply_webhook_event(due.id);
-    webhook_id := r.webhook_id;
-    webhook_status := r.webhook_status;
-    attempts := r.attempts;
-    error_message := r.error_message;
-    select x.provider, x.event_id into provider, event_id from reserve.processed_webhooks x where x.id = due.id;
-    return next;
+    return next reserve.apply_webhook_event(due.id, 'webhook');
   end loop;
 end
 $function$

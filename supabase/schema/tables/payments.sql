@@ -28,7 +28,11 @@ create table reserve.payments (
   metadata jsonb default '{}'::jsonb not null,
   created_at timestamp with time zone default now() not null,
   updated_at timestamp with time zone default now() not null,
-  refund_reason text
+  refund_reason text,
+  received_amount bigint,
+  received_currency text,
+  fee_amount bigint,
+  pix_end_to_end_id text
 );
 
 -- constraints
@@ -41,19 +45,24 @@ alter table only reserve.payments add constraint payments_amount_check CHECK ((a
 alter table only reserve.payments add constraint payments_attempt_check CHECK ((attempt >= 1));
 alter table only reserve.payments add constraint payments_currency_check CHECK ((currency ~ '^[A-Z]{3}$'::text));
 alter table only reserve.payments add constraint payments_duplicate_of_check CHECK ((duplicate_of IS DISTINCT FROM id));
+alter table only reserve.payments add constraint payments_fee_amount_check CHECK (((fee_amount >= 0) AND (fee_amount <= '9007199254740991'::bigint)));
 alter table only reserve.payments add constraint payments_gateway_payment_id_check CHECK ((length(gateway_payment_id) > 0));
 alter table only reserve.payments add constraint payments_idempotency_key_check CHECK (((length(idempotency_key) >= 1) AND (length(idempotency_key) <= 255)));
 alter table only reserve.payments add constraint payments_metadata_check CHECK ((jsonb_typeof(metadata) = 'object'::text));
 alter table only reserve.payments add constraint payments_method_check CHECK ((method = ANY (ARRAY['card'::text, 'pix'::text])));
 alter table only reserve.payments add constraint payments_method_provider_check CHECK (((method = 'pix'::text) OR (provider = 'stripe'::text)));
-alter table only reserve.payments add constraint payments_partially_refunded_check CHECK (((status <> 'partially_refunded'::text) OR (refunded_amount < amount)));
+alter table only reserve.payments add constraint payments_partially_refunded_check CHECK (((status <> 'partially_refunded'::text) OR (refunded_amount < COALESCE(received_amount, amount))));
+alter table only reserve.payments add constraint payments_pix_end_to_end_id_check CHECK (((length(pix_end_to_end_id) >= 1) AND (length(pix_end_to_end_id) <= 64)));
 alter table only reserve.payments add constraint payments_pix_expiry_check CHECK (((method <> 'pix'::text) OR (expires_at IS NOT NULL)));
 alter table only reserve.payments add constraint payments_provider_check CHECK ((provider = ANY (ARRAY['stripe'::text, 'mercadopago'::text, 'openpix'::text])));
+alter table only reserve.payments add constraint payments_received_amount_check CHECK (((received_amount >= 0) AND (received_amount <= '9007199254740991'::bigint)));
+alter table only reserve.payments add constraint payments_received_check CHECK (((received_amount IS NULL) = (received_currency IS NULL)));
+alter table only reserve.payments add constraint payments_received_currency_check CHECK ((received_currency ~ '^[A-Z]{3}$'::text));
 alter table only reserve.payments add constraint payments_refund_reason_check CHECK (((refund_reason IS NULL) OR (refund_reason ~ '^[a-z][a-z_]*$'::text)));
 alter table only reserve.payments add constraint payments_refund_status_check CHECK (((refunded_amount = 0) OR (status = ANY (ARRAY['refunded'::text, 'partially_refunded'::text, 'disputed'::text]))));
-alter table only reserve.payments add constraint payments_refunded_amount_check CHECK (((refunded_amount >= 0) AND (refunded_amount <= amount)));
+alter table only reserve.payments add constraint payments_refunded_amount_check CHECK (((refunded_amount >= 0) AND (refunded_amount <= COALESCE(received_amount, amount))));
 alter table only reserve.payments add constraint payments_refunded_check CHECK (((status <> ALL (ARRAY['refunded'::text, 'partially_refunded'::text])) OR ((refunded_at IS NOT NULL) AND (refunded_amount > 0))));
-alter table only reserve.payments add constraint payments_refunded_in_full_check CHECK (((status <> 'refunded'::text) OR (refunded_amount = amount)));
+alter table only reserve.payments add constraint payments_refunded_in_full_check CHECK (((status <> 'refunded'::text) OR (refunded_amount = COALESCE(received_amount, amount))));
 alter table only reserve.payments add constraint payments_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'processing'::text, 'succeeded'::text, 'failed'::text, 'cancelled'::text, 'expired'::text, 'refunded'::text, 'partially_refunded'::text, 'disputed'::text])));
 alter table only reserve.payments add constraint payments_succeeded_at_check CHECK (((status <> 'succeeded'::text) OR (succeeded_at IS NOT NULL)));
 alter table only reserve.payments add constraint payments_booking_intent_id_fkey FOREIGN KEY (booking_intent_id) REFERENCES reserve.booking_intents(id);
@@ -65,6 +74,7 @@ CREATE INDEX payments_duplicate_of_idx ON reserve.payments USING btree (duplicat
 CREATE INDEX payments_failed_at_idx ON reserve.payments USING btree (failed_at) WHERE (status = 'failed'::text);
 CREATE INDEX payments_in_flight_idx ON reserve.payments USING btree (status_changed_at) WHERE (status = ANY (ARRAY['pending'::text, 'processing'::text]));
 CREATE UNIQUE INDEX payments_one_active_per_intent ON reserve.payments USING btree (booking_intent_id) WHERE (status = ANY (ARRAY['pending'::text, 'processing'::text]));
+CREATE INDEX payments_pix_end_to_end_idx ON reserve.payments USING btree (pix_end_to_end_id) WHERE (pix_end_to_end_id IS NOT NULL);
 CREATE INDEX payments_refund_due_idx ON reserve.payments USING btree (created_at) WHERE (refund_reason IS NOT NULL);
 CREATE INDEX payments_status_created_idx ON reserve.payments USING btree (status, created_at);
 CREATE INDEX payments_succeeded_at_idx ON reserve.payments USING btree (succeeded_at) WHERE (status = 'succeeded'::text);
@@ -88,6 +98,10 @@ comment on table reserve.payments is 'One row per payment attempt of a booking i
 comment on column reserve.payments.amount is 'Amount charged in centavos.';
 comment on column reserve.payments.provider_payload is 'Last raw object received from the provider (evidence).';
 comment on column reserve.payments.refund_reason is 'Why we owe the guest money back: duplicate_charge, nights_unavailable, intent_cancelled, amount_mismatch, reservation_cancelled, host_declined. How much is still owed is the payment''s refunds_payable balance in the ledger (a cancellation may refund only part).';
+comment on column reserve.payments.received_amount is 'The money the provider says it received for this payment, in received_currency minor units (Stripe amount_received, MercadoPago transaction_details.total_paid_amount, OpenPIX pix value). Null before the money arrived, and for payments succeeded before this column existed: then it is amount. When it differs from amount or currency, the stay is not sold (refund_reason amount_mismatch) and the money received is owed back.';
+comment on column reserve.payments.received_currency is 'The currency of received_amount (ISO 4217, upper case).';
+comment on column reserve.payments.fee_amount is 'The provider''s fee for this payment when it says it (MercadoPago fee_details, OpenPIX charge.fee), minor units.';
+comment on column reserve.payments.pix_end_to_end_id is 'The PIX endToEndId of the money received: what OpenPIX''s refund events name the payment by.';
 
 -- grants
 grant select on table reserve.payments to service_role;

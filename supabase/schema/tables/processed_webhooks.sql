@@ -18,7 +18,8 @@ create table reserve.processed_webhooks (
   last_attempt_at timestamp with time zone default now() not null,
   processed_at timestamp with time zone,
   apply_args jsonb,
-  next_retry_at timestamp with time zone
+  next_retry_at timestamp with time zone,
+  lookup jsonb
 );
 
 -- constraints
@@ -28,6 +29,7 @@ alter table only reserve.processed_webhooks add constraint processed_webhooks_ap
 alter table only reserve.processed_webhooks add constraint processed_webhooks_attempts_check CHECK ((attempts >= 1));
 alter table only reserve.processed_webhooks add constraint processed_webhooks_event_id_check CHECK (((length(event_id) >= 1) AND (length(event_id) <= 255)));
 alter table only reserve.processed_webhooks add constraint processed_webhooks_event_type_check CHECK (((length(event_type) >= 1) AND (length(event_type) <= 255)));
+alter table only reserve.processed_webhooks add constraint processed_webhooks_lookup_check CHECK (((lookup IS NULL) OR (jsonb_typeof(lookup) = 'object'::text)));
 alter table only reserve.processed_webhooks add constraint processed_webhooks_provider_check CHECK ((provider = ANY (ARRAY['stripe'::text, 'mercadopago'::text, 'openpix'::text])));
 alter table only reserve.processed_webhooks add constraint processed_webhooks_status_check CHECK ((status = ANY (ARRAY['processing'::text, 'completed'::text, 'failed'::text, 'ignored'::text, 'dead'::text])));
 alter table only reserve.processed_webhooks add constraint processed_webhooks_payment_id_fkey FOREIGN KEY (payment_id) REFERENCES reserve.payments(id);
@@ -46,6 +48,7 @@ alter table reserve.processed_webhooks enable row level security;
 comment on table reserve.processed_webhooks is 'One row per provider event (provider, event_id): processing, then completed, failed (with error_message), ignored (a type we do not act on) or dead (gave up). payload is the raw event as evidence.';
 comment on column reserve.processed_webhooks.apply_args is 'What apply_payment_status needs for this event (payment, status, amounts, the provider''s object), stored on receipt so a retry or replay needs neither the provider nor the edge function. Null when the event was ignored, or failed before the provider told us the status.';
 comment on column reserve.processed_webhooks.next_retry_at is 'When a failed event is retried next (backoff 1, 2, 4 ... minutes, at most an hour); null otherwise.';
+comment on column reserve.processed_webhooks.lookup is 'What the provider must be asked (by the provider''s own module) to learn this event''s status, when the event carries none (a MercadoPago notification, an OpenPIX refund event): kept so the poller can ask again after a failed lookup.';
 
 -- grants
 grant select on table reserve.processed_webhooks to service_role;

@@ -19,6 +19,11 @@ create table reserve.refund_requests (
   sent_at timestamp with time zone,
   confirmed_at timestamp with time zone,
   updated_at timestamp with time zone default now() not null,
+  currency text default 'BRL'::text not null,
+  provider_refund_e2e text,
+  provider_refund_status text,
+  lookups integer default 0 not null,
+  last_lookup_at timestamp with time zone,
   closed_at timestamp with time zone,
   closed_by text,
   close_reason text,
@@ -31,6 +36,10 @@ alter table only reserve.refund_requests add constraint refund_requests_request_
 alter table only reserve.refund_requests add constraint refund_requests_amount_check CHECK ((amount > 0));
 alter table only reserve.refund_requests add constraint refund_requests_attempts_check CHECK ((attempts >= 0));
 alter table only reserve.refund_requests add constraint refund_requests_closed_check CHECK (((status = 'closed'::text) = ((closed_at IS NOT NULL) AND (closed_by IS NOT NULL) AND (close_reason IS NOT NULL))));
+alter table only reserve.refund_requests add constraint refund_requests_currency_check CHECK ((currency ~ '^[A-Z]{3}$'::text));
+alter table only reserve.refund_requests add constraint refund_requests_lookups_check CHECK ((lookups >= 0));
+alter table only reserve.refund_requests add constraint refund_requests_provider_refund_e2e_check CHECK (((length(provider_refund_e2e) >= 1) AND (length(provider_refund_e2e) <= 64)));
+alter table only reserve.refund_requests add constraint refund_requests_provider_refund_status_check CHECK ((provider_refund_status = ANY (ARRAY['pending'::text, 'succeeded'::text, 'failed'::text])));
 alter table only reserve.refund_requests add constraint refund_requests_reason_check CHECK ((reason ~ '^[a-z][a-z_]*$'::text));
 alter table only reserve.refund_requests add constraint refund_requests_request_key_check CHECK (((length(request_key) >= 1) AND (length(request_key) <= 200)));
 alter table only reserve.refund_requests add constraint refund_requests_status_check CHECK ((status = ANY (ARRAY['requested'::text, 'sending'::text, 'sent'::text, 'confirmed'::text, 'failed'::text, 'closed'::text])));
@@ -39,8 +48,10 @@ alter table only reserve.refund_requests add constraint refund_requests_retry_of
 
 -- indexes (those of constraints are above)
 CREATE INDEX refund_requests_due_idx ON reserve.refund_requests USING btree (next_attempt_at) WHERE (status = ANY (ARRAY['requested'::text, 'sending'::text]));
+CREATE INDEX refund_requests_e2e_idx ON reserve.refund_requests USING btree (provider_refund_e2e) WHERE (provider_refund_e2e IS NOT NULL);
 CREATE INDEX refund_requests_payment_idx ON reserve.refund_requests USING btree (payment_id);
 CREATE UNIQUE INDEX refund_requests_retry_of_key ON reserve.refund_requests USING btree (retry_of) WHERE (retry_of IS NOT NULL);
+CREATE INDEX refund_requests_sent_idx ON reserve.refund_requests USING btree (next_attempt_at) WHERE (status = 'sent'::text);
 
 -- triggers
 CREATE TRIGGER _100_touch_updated_at BEFORE UPDATE ON reserve.refund_requests FOR EACH ROW EXECUTE FUNCTION reserve.touch_updated_at();
@@ -52,6 +63,9 @@ alter table reserve.refund_requests enable row level security;
 
 -- comments
 comment on table reserve.refund_requests is 'Refunds owed to guests, sent to the provider by poll_payment_status with idempotency key refund:<id>: requested -> sending -> sent -> confirmed (the provider''s refund reached payments.refunded_amount), or failed with the provider''s error; an operator retries a failed one (retry_refund_request: a new request, retry_of the old) or closes one (close_refund_request).';
+comment on column reserve.refund_requests.currency is 'The currency of amount: that of the money the payment received (received_currency, else its currency).';
+comment on column reserve.refund_requests.provider_refund_e2e is 'The PIX endToEndId of the money sent back, when the provider says it: what OpenPIX''s refund events name.';
+comment on column reserve.refund_requests.lookups is 'How many times a sent refund was looked up at the provider (poll_payment_status, with backoff) while no confirmation arrived; last_lookup_at and provider_refund_status say when and what it answered.';
 comment on column reserve.refund_requests.retry_of is 'The failed request this one retries (retry_refund_request).';
 
 -- grants

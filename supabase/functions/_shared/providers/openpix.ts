@@ -1,8 +1,20 @@
-// OpenPIX/Woovi (PIX): charge creation and lookup, the RSA check of webhooks, and the reduction of
-// charges and webhook events to our status. Our payment id is the charge's correlationID, so the
-// correlationID is also the gateway id we store.
-import { importRsaPublicKey, verifyRsaSha256 } from "../crypto.ts";
-import { asUuid, ProviderError, providerJson, type PaymentStatus, type ProviderUpdate } from "./types.ts";
+// OpenPIX/Woovi (PIX): charge creation and lookup, refunds, and the RSA-signed webhooks, all reduced to
+// the normalized ProviderUpdate / ProviderRefund. Our payment id is the charge's correlationID, so the
+// correlationID is also the gateway id we store. Money: charge.value (centavos, BRL), what its pix says
+// was paid (pix.value), charge.fee, and the refunds OpenPIX confirmed.
+//
+// Webhooks as OpenPIX really sends them (woovibr/woovi-developers examples): event names with either
+// prefix (OPENPIX:CHARGE_COMPLETED in older docs, woovi:CHARGE_COMPLETED in current ones), deliveries
+// without an `event` field (a detached PIX, named by what they carry), and refund events that name the
+// money only by endToEndId (PIX_TRANSACTION_REFUND_SENT_CONFIRMED: no charge, no correlationID).
+import { importRsaPublicKey, sha256Hex, verifyRsaSha256 } from "../crypto.ts";
+import type { OpenPixSettings } from "../provider_config.ts";
+import {
+  asUuid, minor, ProviderError, providerJson, timeOf, UnusableAnswer, type LookupKey, type PaymentProvider,
+  type PaymentStatus, type ProviderRefund, type ProviderUpdate, type WebhookParse,
+} from "./types.ts";
+
+type Obj = Record<string, any>;
 
 export interface OpenPixConfig {
   appId: string;
@@ -21,6 +33,9 @@ export interface OpenPixCharge {
   expiresIn?: number;
   globalID?: string;
   identifier?: string;
+  fee?: number;
+  endToEndId?: string;
+  paymentMethods?: { pix?: { value?: number; status?: string; fee?: number } };
   paidAt?: string | null;
   createdAt?: string;
   updatedAt?: string;
@@ -30,7 +45,16 @@ export interface OpenPixRefund {
   status: "IN_PROCESSING" | "CONFIRMED" | string;
   value: number;
   correlationID: string;
+  endToEndId?: string;
   time?: string;
+}
+
+export interface OpenPixEvent {
+  event?: string;
+  charge?: OpenPixCharge | null;
+  pix?: { endToEndId?: string; time?: string; value?: number; charge?: { correlationID?: string } | null } | null;
+  refundTransaction?: { value?: number; time?: string; endToEndId?: string; correlationID?: string } | null;
+  originalTransaction?: { charge?: OpenPixCharge | null; correlationID?: string; endToEndId?: string } | null;
 }
 
 const base = (cfg: OpenPixConfig) => (cfg.apiBase ?? "https://api.openpix.com.br").replace(/\/$/, "");
@@ -43,41 +67,26 @@ function call<T>(cfg: OpenPixConfig, method: string, path: string, what: string,
   }, cfg.timeoutMs ?? 10_000, what);
 }
 
-export interface OpenPixCheckout {
-  paymentId: string;
-  amount: number;
-  comment: string;
-  expiresAt: Date;
-  customer?: { name: string; email?: string };
-}
-
-/** return_existing makes a repeated correlationID give the same charge back: our retry is idempotent. */
-export async function createOpenPixCharge(cfg: OpenPixConfig, c: OpenPixCheckout): Promise<OpenPixCharge> {
-  const out = await call<{ charge: OpenPixCharge }>(cfg, "POST", "/api/v1/charge?return_existing=true", "create charge", {
-    correlationID: c.paymentId,
-    value: c.amount,
-    comment: c.comment.slice(0, 140),
-    expiresIn: Math.max(60, Math.floor((c.expiresAt.getTime() - Date.now()) / 1000)),
-    ...(c.customer && { customer: c.customer }),
-  });
-  return out.charge;
-}
-
 const ID = /^[0-9A-Za-z_:=-]{1,128}$/;
+const E2E = /^[0-9A-Za-z]{1,64}$/;
+
+function assertId(id: string): void {
+  if (!ID.test(id)) throw new ProviderError("openpix", "rejected", `openpix charge id ${JSON.stringify(id.slice(0, 80))} is malformed`);
+}
 
 export async function getOpenPixCharge(cfg: OpenPixConfig, correlationID: string): Promise<OpenPixCharge> {
-  if (!ID.test(correlationID)) throw new ProviderError("openpix", "rejected", `openpix charge id ${JSON.stringify(correlationID)} is malformed`);
+  assertId(correlationID);
   return (await call<{ charge: OpenPixCharge }>(cfg, "GET", `/api/v1/charge/${correlationID}`, "get charge")).charge;
 }
 
 export async function getOpenPixRefunds(cfg: OpenPixConfig, correlationID: string): Promise<OpenPixRefund[]> {
-  if (!ID.test(correlationID)) throw new ProviderError("openpix", "rejected", `openpix charge id ${JSON.stringify(correlationID)} is malformed`);
+  assertId(correlationID);
   return (await call<{ refunds: OpenPixRefund[] }>(cfg, "GET", `/api/v1/charge/${correlationID}/refund`, "list refunds")).refunds ?? [];
 }
 
 /** x-webhook-signature: base64 RSA-SHA256 over the raw body; any of the keys (they rotate) may have signed. */
 export async function verifyOpenPixSignature(body: string, signature: string | null, publicKeys: string[]): Promise<boolean> {
-  if (!signature) return false;
+  if (!signature || signature.length > 4096) return false;
   for (const k of publicKeys) {
     try {
       if (await verifyRsaSha256(await importRsaPublicKey(k), signature, body)) return true;
@@ -95,84 +104,209 @@ export async function fetchOpenPixPublicKeys(cfg: OpenPixConfig): Promise<string
   return (body?.public_keys ?? []).map((k) => k.key).filter((k): k is string => typeof k === "string");
 }
 
-function refundUpdate(charge: OpenPixCharge, refunds: OpenPixRefund[], eventAt?: Date): ProviderUpdate {
-  const refunded = refunds.filter((r) => r.status === "CONFIRMED").reduce((s, r) => s + r.value, 0);
-  const status: PaymentStatus = refunded >= charge.value ? "refunded" : "partially_refunded";
+const e2eOf = (v: unknown): string | undefined => (typeof v === "string" && E2E.test(v) ? v : undefined);
+
+function refundOf(r: OpenPixRefund | Obj): ProviderRefund {
+  return {
+    refundId: String(r.correlationID),
+    status: r.status === "CONFIRMED" ? "succeeded" : r.status === "IN_PROCESSING" || r.status === undefined ? "pending" : "failed",
+    amount: minor(r.value, "refund value"),
+    currency: "BRL",
+    endToEndId: e2eOf(r.endToEndId),
+    object: r,
+  };
+}
+
+/** A charge (with what its pix says, and its refunds, if known) as our status. */
+export function openPixChargeUpdate(charge: OpenPixCharge, refunds: OpenPixRefund[] = [], pix?: OpenPixEvent["pix"]): ProviderUpdate {
+  const amount = minor(charge.value, "charge value");
+  const completed = charge.status === "COMPLETED";
+  const confirmed = refunds.filter((r) => r?.status === "CONFIRMED").reduce((s, r) => s + (minor(r.value, "refund value") ?? 0), 0);
+  let status: PaymentStatus = completed ? "succeeded" : charge.status === "EXPIRED" ? "expired" : "pending";
+  if (completed && confirmed > 0) status = amount !== undefined && confirmed >= amount ? "refunded" : "partially_refunded";
   return {
     status,
     gatewayPaymentId: charge.correlationID,
     paymentId: asUuid(charge.correlationID),
-    eventAt,
-    gatewayStatus: `${charge.status}/refunded`,
-    refundedAmount: refunded,
-    object: { charge, refunds },
+    endToEndId: e2eOf(pix?.endToEndId) ?? e2eOf(charge.endToEndId),
+    amount,
+    currency: "BRL",
+    // what the PIX says was paid; a charge read (no pix at hand) says its value was
+    amountReceived: completed ? minor(pix?.value, "pix value") ?? minor(charge.paymentMethods?.pix?.value, "pix value") ?? amount : undefined,
+    refundedAmount: confirmed || undefined,
+    feeAmount: completed ? minor(charge.fee, "charge fee") ?? minor(charge.paymentMethods?.pix?.fee, "pix fee") : undefined,
+    refunds: refunds.length ? refunds.map(refundOf) : undefined,
+    eventAt: timeOf(charge.updatedAt),
+    gatewayStatus: confirmed > 0 ? `${charge.status}/refunded` : String(charge.status),
+    object: refunds.length ? { charge, refunds } : charge,
   };
 }
 
-/** A charge (and its confirmed refunds, if any) as our status: what the poller applies. */
-export function openPixChargeUpdate(charge: OpenPixCharge, refunds: OpenPixRefund[] = []): ProviderUpdate {
-  const at = charge.updatedAt ? new Date(charge.updatedAt) : undefined;
-  if (charge.status === "COMPLETED" && refunds.some((r) => r.status === "CONFIRMED")) return refundUpdate(charge, refunds, at);
-  const status: PaymentStatus = charge.status === "COMPLETED" ? "succeeded" : charge.status === "EXPIRED" ? "expired" : "pending";
-  return {
-    status,
-    gatewayPaymentId: charge.correlationID,
-    paymentId: asUuid(charge.correlationID),
-    eventAt: at,
-    gatewayStatus: charge.status,
-    object: charge,
-  };
+/** OPENPIX:CHARGE_COMPLETED and woovi:CHARGE_COMPLETED are one event; a delivery without `event` is named by what it carries. */
+export function openPixEventName(e: OpenPixEvent): string {
+  if (typeof e.event === "string" && e.event) return e.event.replace(/^(openpix|woovi):/i, "").toUpperCase();
+  if (e.refundTransaction) return "PIX_TRANSACTION_REFUND_SENT_CONFIRMED";
+  if (e.charge?.status === "COMPLETED") return "CHARGE_COMPLETED";
+  if (e.charge?.status === "EXPIRED") return "CHARGE_EXPIRED";
+  if (e.pix) return "PIX_TRANSACTION_RECEIVED";
+  return "UNKNOWN";
 }
-
-export interface OpenPixEvent {
-  event?: string;
-  charge?: OpenPixCharge | null;
-  pix?: { endToEndId?: string; time?: string; value?: number } | null;
-  refundTransaction?: { value?: number; time?: string; endToEndId?: string } | null;
-  originalTransaction?: { charge?: OpenPixCharge | null; correlationID?: string } | null;
-}
-
-export const OPENPIX_REFUND_EVENTS = new Set([
-  "OPENPIX:TRANSACTION_REFUND_RECEIVED",
-  "PIX_TRANSACTION_REFUND_SENT_CONFIRMED",
-  "OPENPIX:PIX_TRANSACTION_REFUND_SENT_CONFIRMED",
-]);
 
 /** The charge an event is about: its correlationID, wherever the event type keeps it. */
 export function openPixEventCorrelationId(e: OpenPixEvent): string | undefined {
-  return e.charge?.correlationID ?? e.originalTransaction?.charge?.correlationID ?? e.originalTransaction?.correlationID;
+  const id = e.charge?.correlationID ?? e.pix?.charge?.correlationID ?? e.originalTransaction?.charge?.correlationID
+    ?? e.originalTransaction?.correlationID;
+  return typeof id === "string" && id ? id : undefined;
 }
+
+const REFUND_EVENTS = new Set(["TRANSACTION_REFUND_RECEIVED", "PIX_TRANSACTION_REFUND_SENT_CONFIRMED", "PIX_TRANSACTION_REFUND_RECEIVED_CONFIRMED"]);
 
 /**
- * A charge event as our status, or null for one we do not act on here. Refund events carry one refund,
- * not the total: the caller fetches the charge and its refunds and uses openPixChargeUpdate.
+ * What an event means: the update it carries (charge events), what to look up (refund events carry one
+ * refund, not the total, so the charge and its refunds are fetched), or nothing to act on.
  */
-export function openPixEventUpdate(e: OpenPixEvent): ProviderUpdate | null {
-  const charge = e.charge ?? null;
-  switch (e.event) {
-    case "OPENPIX:CHARGE_COMPLETED":
-    case "OPENPIX:CHARGE_COMPLETED_NOT_SAME_CUSTOMER_PAYER":
-    case "OPENPIX:CHARGE_EXPIRED": {
-      if (!charge?.correlationID) return null;
-      const update = openPixChargeUpdate(charge);
-      const paidAt = e.pix?.time ?? charge.paidAt;
-      return { ...update, eventAt: paidAt ? new Date(paidAt) : update.eventAt, object: e };
-    }
-    default:
-      return null;
+export function openPixEventNews(e: OpenPixEvent): { update: ProviderUpdate | null; lookup?: LookupKey; note?: string } {
+  const name = openPixEventName(e);
+  const correlationID = openPixEventCorrelationId(e);
+  if (REFUND_EVENTS.has(name)) {
+    if (correlationID) return { update: null, lookup: { gatewayPaymentId: correlationID } };
+    const endToEndIds = [e.refundTransaction?.endToEndId, e.originalTransaction?.endToEndId, e.pix?.endToEndId]
+      .map(e2eOf).filter((x): x is string => !!x);
+    if (endToEndIds.length) return { update: null, lookup: { endToEndIds } };
+    return { update: null, note: `${name} names neither a charge nor an endToEndId` };
   }
+  if ((name === "CHARGE_COMPLETED" || name === "CHARGE_COMPLETED_NOT_SAME_CUSTOMER_PAYER" || name === "CHARGE_EXPIRED") && e.charge) {
+    if (typeof e.charge.correlationID !== "string" || !e.charge.correlationID) return { update: null, note: `${name} names no charge` };
+    const update = openPixChargeUpdate(e.charge, [], e.pix);
+    const paidAt = timeOf(e.pix?.time) ?? timeOf(e.charge.paidAt);
+    return { update: { ...update, eventAt: name === "CHARGE_EXPIRED" ? update.eventAt : paidAt ?? update.eventAt, object: e } };
+  }
+  if (name === "PIX_TRANSACTION_RECEIVED" && !correlationID) return { update: null, note: "a PIX received without a charge (not ours)" };
+  return { update: null, note: e.charge === undefined && name === "CHARGE_COMPLETED" ? "a test delivery without a charge" : undefined };
 }
 
-/** A charge with its refunds as our status: what a refund event means (it carries one refund, not the total). */
-export async function fetchOpenPixUpdate(cfg: OpenPixConfig, correlationID: string): Promise<ProviderUpdate> {
-  const [charge, refunds] = await Promise.all([getOpenPixCharge(cfg, correlationID), getOpenPixRefunds(cfg, correlationID)]);
-  return openPixChargeUpdate(charge, refunds);
-}
+export function openPixProvider(settings: () => OpenPixSettings): PaymentProvider {
+  const cfg = (): OpenPixConfig => {
+    const s = settings();
+    if (!s.appId) throw new ProviderError("openpix", "not_configured", "openpix is not configured (OPENPIX_APP_ID)");
+    return { appId: s.appId, apiBase: s.apiBase };
+  };
+  let fetched: { keys: string[]; at: number } | undefined;
+  // a forged signature must not make us call OpenPIX on every request
+  const KEY_REFRESH_MIN_MS = 60_000;
 
-/** A refund of `value` centavos; the refund's own correlationID (our request id) makes a resend the same refund. */
-export async function createOpenPixRefund(cfg: OpenPixConfig, chargeCorrelationID: string, value: number, refundId: string, comment: string): Promise<string> {
-  if (!ID.test(chargeCorrelationID)) throw new ProviderError("openpix", "rejected", `openpix charge id ${JSON.stringify(chargeCorrelationID)} is malformed`);
-  const out = await call<{ refund: OpenPixRefund }>(cfg, "POST", `/api/v1/charge/${chargeCorrelationID}/refund`, "refund charge",
-    { correlationID: refundId, value, comment: comment.slice(0, 140) });
-  return out.refund?.correlationID ?? refundId;
+  /**
+   * The configured OPENPIX_WEBHOOK_PUBLIC_KEY, plus the keys OpenPIX publishes (fetched once an hour,
+   * because they rotate, or on `refresh` at most once a minute). A fetch that fails leaves the configured key.
+   */
+  async function publicKeys(refresh = false): Promise<string[]> {
+    const s = settings();
+    const age = fetched ? Date.now() - fetched.at : Infinity;
+    if (s.appId && (age > 3600_000 || (refresh && age > KEY_REFRESH_MIN_MS))) {
+      try {
+        fetched = { keys: await fetchOpenPixPublicKeys(cfg()), at: Date.now() };
+      } catch {
+        fetched ??= { keys: [], at: Date.now() };
+      }
+    }
+    return [...(s.webhookPublicKey ? [s.webhookPublicKey] : []), ...(fetched?.keys ?? [])];
+  }
+
+  async function readPayment(correlationID: string): Promise<ProviderUpdate> {
+    const c = cfg();
+    const charge = await getOpenPixCharge(c, correlationID);
+    const refunds = charge.status === "COMPLETED" ? await getOpenPixRefunds(c, correlationID) : [];
+    return openPixChargeUpdate(charge, refunds);
+  }
+
+  return {
+    name: "openpix",
+    methods: ["pix"],
+    configured: () => !!settings().appId,
+    async webhookConfigured() {
+      return !!settings().appId && (await publicKeys()).length > 0;
+    },
+
+    async createPayment(r) {
+      // return_existing makes a repeated correlationID give the same charge back: our retry is idempotent
+      const out = await call<{ charge: OpenPixCharge }>(cfg(), "POST", "/api/v1/charge?return_existing=true", "create charge", {
+        correlationID: r.paymentId,
+        value: r.amount,
+        comment: r.description.slice(0, 140),
+        expiresIn: Math.max(60, Math.floor((r.expiresAt.getTime() - Date.now()) / 1000)),
+        ...(r.payer.name && { customer: { name: r.payer.name, ...(r.payer.email && { email: r.payer.email }) } }),
+      });
+      const charge = out.charge;
+      return {
+        update: openPixChargeUpdate(charge),
+        pay: { qr_code: charge.brCode, qr_code_image: charge.qrCodeImage, payment_link_url: charge.paymentLinkUrl },
+      };
+    },
+
+    readPayment,
+
+    async findPayment(paymentId) {
+      // the charge of a payment is named by our own id: an attempt the checkout never recorded is found
+      try {
+        return await readPayment(paymentId);
+      } catch (err) {
+        if (err instanceof ProviderError && err.kind === "not_found") return null;
+        throw err;
+      }
+    },
+
+    async parseWebhook(req, _url, body): Promise<WebhookParse> {
+      const type = req.headers.get("content-type") ?? "";
+      if (!/^application\/json\s*(;|$)/i.test(type)) {
+        return { kind: "refused", status: 415, error: "unsupported_media_type", message: "send the body as application/json" };
+      }
+      const signature = req.headers.get("x-webhook-signature");
+      let ok = await verifyOpenPixSignature(body, signature, await publicKeys());
+      if (!ok && signature) ok = await verifyOpenPixSignature(body, signature, await publicKeys(true)); // a rotated key
+      if (!ok) {
+        return { kind: "refused", status: 400, error: signature ? "invalid_signature" : "missing_signature", signature: true,
+                 message: "the x-webhook-signature does not match the body" };
+      }
+      let e: OpenPixEvent;
+      try {
+        const v = JSON.parse(body);
+        if (!v || typeof v !== "object" || Array.isArray(v)) throw new SyntaxError("not an object");
+        e = v;
+      } catch {
+        return { kind: "refused", status: 400, error: "invalid_json", message: "the body is not a JSON object" };
+      }
+      const name = openPixEventName(e);
+      const correlationId = openPixEventCorrelationId(e);
+      const key = correlationId ?? e.refundTransaction?.endToEndId ?? e.pix?.endToEndId ?? "-";
+      // OpenPIX events carry no id of their own: a redelivery has the same body, so its hash is the id
+      const eventId = `${name}:${String(key).slice(0, 128)}:${(await sha256Hex(body)).slice(0, 32)}`;
+      const eventType = typeof e.event === "string" && e.event ? e.event : `${name} (no event field)`;
+      try {
+        const news = openPixEventNews(e);
+        return { kind: "event", event: { eventId, eventType, payload: e, update: news.update, lookup: news.lookup, note: news.note } };
+      } catch (err) {
+        if (err instanceof UnusableAnswer) return { kind: "event", event: { eventId, eventType, payload: e, poison: err.message } };
+        throw err;
+      }
+    },
+
+    async lookUp(key) {
+      if (typeof key.gatewayPaymentId !== "string") throw new ProviderError("openpix", "not_found", "the event names no charge of ours");
+      return readPayment(key.gatewayPaymentId);
+    },
+
+    async createRefund(r) {
+      assertId(r.gatewayPaymentId);
+      // the refund's own correlationID (our request id) makes a resend the same refund
+      const out = await call<{ refund: OpenPixRefund }>(cfg(), "POST", `/api/v1/charge/${r.gatewayPaymentId}/refund`, "refund charge",
+        { correlationID: r.requestId, value: r.amount, comment: `Reserve Connect refund (${r.reason})`.slice(0, 140) });
+      return refundOf(out.refund ?? { correlationID: r.requestId, status: "IN_PROCESSING", value: r.amount });
+    },
+
+    async readRefund(r) {
+      const found = (await getOpenPixRefunds(cfg(), r.gatewayPaymentId)).find((x) => x?.correlationID === r.refundId);
+      if (!found) throw new ProviderError("openpix", "not_found", `openpix charge ${r.gatewayPaymentId} has no refund ${r.refundId}`);
+      return refundOf(found);
+    },
+  };
 }

@@ -1,16 +1,17 @@
-// Stripe: the client (real API, or the sandbox through host/port/protocol), PaymentIntent creation,
-// and the reduction of PaymentIntents and webhook events to our payment status.
+// Stripe (card): PaymentIntents, webhooks signed with Stripe-Signature, refunds, all reduced to the
+// normalized ProviderUpdate / ProviderRefund. The client is the real API or the sandbox (host/port).
+// Money: amount_received and currency of the PaymentIntent (what arrived), amount_refunded of its charge,
+// the dispute's amount. Stripe reports its fee on the balance transaction, which is not read here.
 import Stripe from "stripe";
-import { asUuid, ProviderError, type PaymentStatus, type ProviderUpdate } from "./types.ts";
+import type { StripeSettings } from "../provider_config.ts";
+import {
+  asUuid, minor, ProviderError, upperCurrency, UnusableAnswer, type LookupKey, type PaymentProvider, type PaymentStatus,
+  type ProviderRefund, type ProviderUpdate, type WebhookParse,
+} from "./types.ts";
 
-export interface StripeConfig {
-  secretKey: string;
-  /** e.g. http://127.0.0.1:12111 for the sandbox; absent means api.stripe.com */
-  apiBase?: string;
-  timeoutMs?: number;
-}
+type Obj = Record<string, any>;
 
-export function stripeClient(cfg: StripeConfig): Stripe {
+export function stripeClient(cfg: { secretKey: string; apiBase?: string; timeoutMs?: number }): Stripe {
   const base = cfg.apiBase ? new URL(cfg.apiBase) : undefined;
   return new Stripe(cfg.secretKey, {
     httpClient: Stripe.createFetchHttpClient(),
@@ -27,84 +28,18 @@ export function stripeClient(cfg: StripeConfig): Stripe {
 
 /** A Stripe SDK error as ours: the guest's answer depends on whether a retry can help. */
 export function stripeError(err: unknown): ProviderError {
+  if (err instanceof ProviderError) return err;
   const e = err as { type?: string; statusCode?: number; code?: string; message?: string; detail?: { code?: string } };
   const status = e?.statusCode;
   const kind = e?.type === "StripeConnectionError" && e.detail?.code === "ETIMEDOUT" ? "timeout"
     : e?.type === "StripeRateLimitError" || status === 429 ? "rate_limited"
+    : status === 404 || e?.code === "resource_missing" ? "not_found"
     : e?.type === "StripeConnectionError" || status === undefined || status >= 500 ? "unavailable"
     : "rejected";
   return new ProviderError("stripe", kind, `stripe: ${e?.message ?? String(err)}`, status, e?.code);
 }
 
-export interface CardCheckout {
-  paymentId: string;
-  bookingIntentId: string;
-  amount: number;
-  currency: string;
-  idempotencyKey: string;
-  description: string;
-}
-
-export async function createCardPaymentIntent(stripe: Stripe, c: CardCheckout): Promise<Stripe.PaymentIntent> {
-  try {
-    return await stripe.paymentIntents.create({
-      amount: c.amount,
-      currency: c.currency.toLowerCase(),
-      allowed_payment_method_types: ["card"],
-      description: c.description,
-      metadata: { payment_id: c.paymentId, booking_intent_id: c.bookingIntentId },
-    }, { idempotencyKey: c.idempotencyKey });
-  } catch (err) {
-    throw stripeError(err);
-  }
-}
-
-export async function retrievePaymentIntent(stripe: Stripe, id: string): Promise<Stripe.PaymentIntent> {
-  try {
-    return await stripe.paymentIntents.retrieve(id, { expand: ["latest_charge"] });
-  } catch (err) {
-    throw stripeError(err);
-  }
-}
-
-function refundStatus(amount: number, refunded: number): PaymentStatus {
-  return refunded >= amount ? "refunded" : "partially_refunded";
-}
-
-/** A PaymentIntent (latest_charge expanded) as our status: what the poller applies. */
-export function paymentIntentUpdate(pi: Stripe.PaymentIntent): ProviderUpdate {
-  const charge = typeof pi.latest_charge === "object" ? pi.latest_charge : null;
-  let status: PaymentStatus;
-  switch (pi.status) {
-    case "succeeded":
-      status = charge?.disputed ? "disputed"
-        : charge && charge.amount_refunded > 0 ? refundStatus(charge.amount, charge.amount_refunded)
-        : "succeeded";
-      break;
-    case "processing":
-    case "requires_capture":
-      status = "processing";
-      break;
-    case "canceled":
-      status = "cancelled";
-      break;
-    default:
-      // requires_payment_method after a decline is a failed attempt; before any, nobody has paid yet
-      status = pi.last_payment_error ? "failed" : "pending";
-  }
-  return {
-    status,
-    gatewayPaymentId: pi.id,
-    paymentId: asUuid(pi.metadata?.payment_id),
-    gatewayStatus: pi.status,
-    errorCode: pi.last_payment_error?.decline_code ?? pi.last_payment_error?.code ?? undefined,
-    errorMessage: pi.last_payment_error?.message ?? undefined,
-    refundedAmount: charge?.amount_refunded || undefined,
-    object: withoutClientSecret(pi),
-  };
-}
-
-const piId = (v: string | { id: string } | null | undefined) => (typeof v === "string" ? v : v?.id);
+const piId = (v: unknown): string | undefined => (typeof v === "string" ? v : typeof (v as Obj)?.id === "string" ? (v as Obj).id : undefined);
 
 /**
  * A PaymentIntent's client_secret completes a payment from the browser: Stripe says never to store or
@@ -117,87 +52,246 @@ export function withoutClientSecret<T>(o: T): T {
 }
 
 /** The event as we store it: the same, minus its object's client_secret. */
-export function storableEvent(event: Stripe.Event): Stripe.Event {
-  return { ...event, data: { ...event.data, object: withoutClientSecret(event.data.object) } } as Stripe.Event;
+export function storableEvent(event: Obj): Obj {
+  const object = event?.data?.object;
+  return object ? { ...event, data: { ...event.data, object: withoutClientSecret(object) } } : event;
 }
 
-/** A webhook event as our status, or null for a type we record but do not act on. */
-export function stripeEventUpdate(event: Stripe.Event): ProviderUpdate | null {
-  const eventAt = new Date(event.created * 1000);
+function refundStatus(amount: number | undefined, refunded: number): PaymentStatus {
+  return amount !== undefined && refunded >= amount ? "refunded" : "partially_refunded";
+}
+
+/** What a PaymentIntent says about money: its amount, currency, what arrived, and our reference. */
+function intentMoney(pi: Obj) {
+  return {
+    amount: minor(pi.amount, "amount"),
+    currency: upperCurrency(pi.currency),
+    amountReceived: pi.status === "succeeded" ? minor(pi.amount_received, "amount_received") : undefined,
+    paymentId: asUuid(pi.metadata?.payment_id),
+  };
+}
+
+/** A PaymentIntent (latest_charge expanded) as our status: what a read (poll, lookup) applies. */
+export function paymentIntentUpdate(pi: Stripe.PaymentIntent | Obj): ProviderUpdate {
+  const p = pi as Obj;
+  const charge = p.latest_charge && typeof p.latest_charge === "object" ? p.latest_charge as Obj : null;
+  const refunded = minor(charge?.amount_refunded, "amount_refunded") ?? 0;
+  let status: PaymentStatus;
+  switch (p.status) {
+    case "succeeded":
+      status = charge?.disputed ? "disputed"
+        : refunded > 0 ? refundStatus(minor(charge?.amount, "charge amount") ?? minor(p.amount_received, "amount_received"), refunded)
+        : "succeeded";
+      break;
+    case "processing":
+    case "requires_capture":
+      status = "processing";
+      break;
+    case "canceled":
+      status = "cancelled";
+      break;
+    default:
+      // requires_payment_method after a decline is a failed attempt; before any, nobody has paid yet
+      status = p.last_payment_error ? "failed" : "pending";
+  }
+  const money = intentMoney(p);
+  return {
+    status,
+    gatewayPaymentId: p.id,
+    ...money,
+    gatewayStatus: String(p.status),
+    errorCode: p.last_payment_error?.decline_code ?? p.last_payment_error?.code ?? undefined,
+    errorMessage: p.last_payment_error?.message ?? undefined,
+    refundedAmount: refunded || undefined,
+    object: withoutClientSecret(p),
+  };
+}
+
+/** A webhook event: the update it carries, what to look up, or null for a type we record but do not act on. */
+export function stripeEventNews(event: Obj): { update: ProviderUpdate | null; lookup?: LookupKey } {
+  const eventAt = typeof event.created === "number" ? new Date(event.created * 1000) : undefined;
+  const o = event.data?.object ?? {};
   switch (event.type) {
     case "payment_intent.processing":
     case "payment_intent.succeeded":
     case "payment_intent.payment_failed":
     case "payment_intent.canceled": {
-      const pi = event.data.object;
+      if (typeof o.id !== "string") return { update: null };
       const status: PaymentStatus = event.type === "payment_intent.processing" ? "processing"
         : event.type === "payment_intent.succeeded" ? "succeeded"
         : event.type === "payment_intent.canceled" ? "cancelled" : "failed";
-      const err = status === "failed" ? pi.last_payment_error : null;
+      const err = status === "failed" ? o.last_payment_error : null;
+      const money = intentMoney(o);
       return {
-        status,
-        gatewayPaymentId: pi.id,
-        paymentId: asUuid(pi.metadata?.payment_id),
-        eventAt,
-        gatewayStatus: pi.status,
-        errorCode: err?.decline_code ?? err?.code ?? undefined,
-        errorMessage: err?.message ?? undefined,
-        object: withoutClientSecret(pi),
+        update: {
+          status,
+          gatewayPaymentId: o.id,
+          ...money,
+          // a succeeded event says what arrived; Stripe sets amount_received with the status
+          amountReceived: status === "succeeded" ? minor(o.amount_received, "amount_received") : undefined,
+          eventAt,
+          gatewayStatus: String(o.status),
+          errorCode: err?.decline_code ?? err?.code ?? undefined,
+          errorMessage: err?.message ?? undefined,
+          object: withoutClientSecret(o),
+        },
       };
     }
     case "charge.refunded": {
-      const ch = event.data.object;
-      const pi = piId(ch.payment_intent);
-      if (!pi || ch.amount_refunded <= 0) return null;
+      const pi = piId(o.payment_intent);
+      const refunded = minor(o.amount_refunded, "amount_refunded");
+      if (!pi || !refunded) return { update: null };
       return {
-        status: refundStatus(ch.amount, ch.amount_refunded),
-        gatewayPaymentId: pi,
-        paymentId: asUuid(ch.metadata?.payment_id),
-        eventAt,
-        gatewayStatus: ch.refunded ? "refunded" : "partially_refunded",
-        refundedAmount: ch.amount_refunded,
-        object: ch,
+        update: {
+          status: refundStatus(minor(o.amount, "amount"), refunded),
+          gatewayPaymentId: pi,
+          paymentId: asUuid(o.metadata?.payment_id),
+          currency: upperCurrency(o.currency),
+          refundedAmount: refunded,
+          eventAt,
+          gatewayStatus: o.refunded ? "refunded" : "partially_refunded",
+          object: o,
+        },
       };
     }
     case "charge.dispute.created":
     case "charge.dispute.closed": {
-      const dp = event.data.object;
-      const pi = piId(dp.payment_intent);
-      if (!pi) return null;
+      let update: ProviderUpdate;
+      const disputeAmount = minor(o.amount, "dispute amount");
+      const currency = upperCurrency(o.currency);
       if (event.type === "charge.dispute.created") {
-        return { status: "disputed", gatewayPaymentId: pi, eventAt, gatewayStatus: `dispute_${dp.status}`, object: dp };
+        update = { status: "disputed", gatewayPaymentId: "", disputeAmount, currency, eventAt, gatewayStatus: `dispute_${o.status}`, object: o };
+      } else if (o.status === "lost") {
+        // won (or an inquiry closed without a chargeback) gives the money back to us; lost takes it
+        update = { status: "refunded", gatewayPaymentId: "", disputeAmount, currency, eventAt, gatewayStatus: "dispute_lost", object: o };
+      } else {
+        update = { status: "succeeded", gatewayPaymentId: "", eventAt, gatewayStatus: `dispute_${o.status}`, object: o };
       }
-      // won (or an inquiry closed without a chargeback) gives the money back to us; lost takes it
-      if (dp.status === "lost") {
-        return {
-          status: "refunded",
-          gatewayPaymentId: pi,
-          eventAt,
-          gatewayStatus: "dispute_lost",
-          refundedAmount: dp.amount,
-          object: dp,
-        };
-      }
-      return { status: "succeeded", gatewayPaymentId: pi, eventAt, gatewayStatus: `dispute_${dp.status}`, object: dp };
+      const pi = piId(o.payment_intent);
+      if (pi) return { update: { ...update, gatewayPaymentId: pi } };
+      // older disputes name only the charge: its PaymentIntent is looked up, the rest is this signed event
+      const charge = piId(o.charge);
+      if (!charge) return { update: null };
+      return { update: null, lookup: { charge, news: { ...update, eventAt: eventAt?.toISOString() } } };
     }
     default:
-      return null;
+      return { update: null };
   }
 }
 
-/** A refund of (part of) a PaymentIntent; the key makes a resend the same refund. */
-export async function createStripeRefund(
-  stripe: Stripe, r: { paymentIntent: string; amount: number; duplicate: boolean; idempotencyKey: string; requestId: string },
-): Promise<string> {
-  try {
-    const refund = await stripe.refunds.create({
-      payment_intent: r.paymentIntent,
-      amount: r.amount,
-      reason: r.duplicate ? "duplicate" : "requested_by_customer",
-      metadata: { refund_request_id: r.requestId },
-    }, { idempotencyKey: r.idempotencyKey });
-    return refund.id;
-  } catch (err) {
-    throw stripeError(err);
+const stripeRefundStatus = (s: unknown): ProviderRefund["status"] =>
+  s === "succeeded" ? "succeeded" : s === "failed" || s === "canceled" ? "failed" : "pending";
+
+function refundOf(r: Obj): ProviderRefund {
+  return { refundId: r.id, status: stripeRefundStatus(r.status), amount: minor(r.amount, "refund amount"), currency: upperCurrency(r.currency), object: r };
+}
+
+export function stripeProvider(settings: () => StripeSettings): PaymentProvider {
+  let client: { key: string; base?: string; stripe: Stripe } | undefined;
+  let verifier: Stripe | undefined;
+  const cryptoProvider = Stripe.createSubtleCryptoProvider();
+
+  function api(): Stripe {
+    const s = settings();
+    if (!s.secretKey) throw new ProviderError("stripe", "not_configured", "stripe is not configured (STRIPE_SECRET_KEY)");
+    if (!client || client.key !== s.secretKey || client.base !== s.apiBase) {
+      client = { key: s.secretKey, base: s.apiBase, stripe: stripeClient({ secretKey: s.secretKey, apiBase: s.apiBase }) };
+    }
+    return client.stripe;
   }
+
+  async function call<T>(f: (s: Stripe) => Promise<T>): Promise<T> {
+    try {
+      return await f(api());
+    } catch (err) {
+      throw stripeError(err);
+    }
+  }
+
+  const readPayment = async (id: string) =>
+    paymentIntentUpdate(await call((s) => s.paymentIntents.retrieve(id, { expand: ["latest_charge"] })));
+
+  return {
+    name: "stripe",
+    methods: ["card"],
+    configured: () => !!settings().secretKey,
+    webhookConfigured: () => !!settings().webhookSecret,
+
+    async createPayment(r) {
+      const pi = await call((s) => s.paymentIntents.create({
+        amount: r.amount,
+        currency: r.currency.toLowerCase(),
+        allowed_payment_method_types: ["card"],
+        description: r.description,
+        metadata: { payment_id: r.paymentId, booking_intent_id: r.bookingIntentId },
+      }, { idempotencyKey: r.idempotencyKey }));
+      // the client secret goes to the guest, never to our database or logs
+      return { update: paymentIntentUpdate(pi), pay: { client_secret: pi.client_secret } };
+    },
+
+    readPayment,
+
+    async parseWebhook(req, _url, body): Promise<WebhookParse> {
+      const type = req.headers.get("content-type") ?? "";
+      if (!/^application\/json\s*(;|$)/i.test(type)) {
+        return { kind: "refused", status: 415, error: "unsupported_media_type", message: "send the body as application/json" };
+      }
+      const header = req.headers.get("stripe-signature");
+      if (!header) return { kind: "refused", status: 400, error: "missing_signature", message: "the Stripe-Signature header is missing" };
+      // verification needs no API key; a client without one is enough when only the webhook is configured
+      verifier ??= stripeClient({ secretKey: settings().secretKey ?? "sk_verify_only" });
+      try {
+        await (verifier.webhooks as unknown as { signature: { verifyHeaderAsync(...a: unknown[]): Promise<boolean> } })
+          .signature.verifyHeaderAsync(body, header, settings().webhookSecret, 300, cryptoProvider);
+      } catch {
+        return { kind: "refused", status: 400, error: "invalid_signature", signature: true,
+                 message: "the Stripe-Signature does not match the body, or is older than 300 s" };
+      }
+      let event: Obj;
+      try {
+        event = JSON.parse(body);
+      } catch {
+        return { kind: "refused", status: 400, error: "invalid_json", message: "the body is not valid JSON" };
+      }
+      if (!event || typeof event !== "object" || typeof event.id !== "string" || !event.id
+          || typeof event.type !== "string" || !event.type || !event.data?.object || typeof event.data.object !== "object") {
+        return { kind: "refused", status: 400, error: "invalid_event", message: "the body is not a Stripe event" };
+      }
+      const base = { eventId: event.id, eventType: event.type, eventAt: typeof event.created === "number" ? new Date(event.created * 1000) : undefined,
+                     payload: storableEvent(event) };
+      try {
+        const news = stripeEventNews(event);
+        return { kind: "event", event: { ...base, update: news.update, lookup: news.lookup } };
+      } catch (err) {
+        if (err instanceof UnusableAnswer) return { kind: "event", event: { ...base, poison: err.message } };
+        throw err;
+      }
+    },
+
+    async lookUp(key) {
+      if (typeof key.charge === "string" && key.news && typeof key.news === "object") {
+        const charge = await call((s) => s.charges.retrieve(key.charge as string));
+        const pi = piId(charge.payment_intent);
+        if (!pi) throw new ProviderError("stripe", "not_found", `stripe charge ${key.charge} has no PaymentIntent`);
+        const news = key.news as Obj;
+        return { ...news, gatewayPaymentId: pi, eventAt: news.eventAt ? new Date(news.eventAt) : undefined } as ProviderUpdate;
+      }
+      if (typeof key.gatewayPaymentId === "string") return readPayment(key.gatewayPaymentId);
+      throw new ProviderError("stripe", "not_found", "nothing to look up");
+    },
+
+    async createRefund(r) {
+      const refund = await call((s) => s.refunds.create({
+        payment_intent: r.gatewayPaymentId,
+        amount: r.amount,
+        reason: r.reason === "duplicate_charge" ? "duplicate" : "requested_by_customer",
+        metadata: { refund_request_id: r.requestId },
+      }, { idempotencyKey: r.idempotencyKey }));
+      return refundOf(refund as unknown as Obj);
+    },
+
+    async readRefund(r) {
+      return refundOf(await call((s) => s.refunds.retrieve(r.refundId)) as unknown as Obj);
+    },
+  };
 }

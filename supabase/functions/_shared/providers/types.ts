@@ -1,34 +1,141 @@
-// What every provider adapter reduces a provider's object or event to: our payment status and the
-// facts apply_payment_status needs.
+// The one interface every payment provider implements (PaymentProvider), and the normalized shapes its
+// operations return: a ProviderUpdate (reserve.provider_update in SQL) and a ProviderRefund
+// (reserve.provider_refund). Callers hold a PaymentProvider from the registry and never branch on a
+// provider's name; adding a provider is adding a module that implements this.
 
 export type PaymentStatus =
   | "pending" | "processing" | "succeeded" | "failed" | "cancelled" | "expired"
   | "refunded" | "partially_refunded" | "disputed";
 
-export type Provider = "stripe" | "mercadopago" | "openpix";
+export type PaymentMethod = "card" | "pix";
 
+/** What a provider says about one payment. Amounts are integers in minor units; currency ISO 4217, upper case. */
 export interface ProviderUpdate {
   status: PaymentStatus;
   /** the provider's id of the payment (PaymentIntent, MercadoPago payment, OpenPIX correlationID) */
   gatewayPaymentId: string;
-  /** our payments.id when the provider echoes it (metadata, external_reference, correlationID) */
+  /** our payments.id as the provider echoes it (metadata payment_id, external_reference, correlationID) */
   paymentId?: string;
+  /** the PIX endToEndId of the money received */
+  endToEndId?: string;
+  /** what the provider's payment is for */
+  amount?: number;
+  currency?: string;
+  /** the money the provider says it received (on success) */
+  amountReceived?: number;
+  /** cumulative amount refunded */
+  refundedAmount?: number;
+  /** the amount a dispute (chargeback) is about */
+  disputeAmount?: number;
+  /** the provider's fee, when it says it */
+  feeAmount?: number;
+  refunds?: ProviderRefund[];
   /** the provider's time of the news, which orders late deliveries */
   eventAt?: Date;
   gatewayStatus: string;
   errorCode?: string;
   errorMessage?: string;
-  /** cumulative amount refunded, centavos */
-  refundedAmount?: number;
-  /** the provider's object, kept as evidence */
+  /** the provider's object, kept as evidence (never a client secret) */
   object: unknown;
+}
+
+export interface ProviderRefund {
+  refundId: string;
+  status: "pending" | "succeeded" | "failed";
+  amount?: number;
+  currency?: string;
+  /** the PIX endToEndId of the money sent back */
+  endToEndId?: string;
+  object?: unknown;
+}
+
+export interface CreatePaymentRequest {
+  paymentId: string;
+  bookingIntentId: string;
+  method: PaymentMethod;
+  amount: number;
+  currency: string;
+  /** our idempotency key of the attempt: a resend is the same provider payment */
+  idempotencyKey: string;
+  description: string;
+  expiresAt: Date;
+  payer: { email?: string; name?: string };
+}
+
+export interface CreatedPayment {
+  update: ProviderUpdate;
+  /** what the guest's app needs to pay (client secret, QR code); never stored */
+  pay: Record<string, unknown>;
+}
+
+export interface RefundRequest {
+  requestId: string;
+  gatewayPaymentId: string;
+  amount: number;
+  currency: string;
+  reason: string;
+  /** refund:<request id>: a resend is the same refund */
+  idempotencyKey: string;
+}
+
+/**
+ * What to ask the provider to learn an event's status, when the event carries none. JSON the module
+ * makes and reads itself (kept in processed_webhooks.lookup so the poller can ask again); callers only
+ * fill gatewayPaymentId from the PIX endToEndIds the database knows.
+ */
+export interface LookupKey {
+  gatewayPaymentId?: string;
+  endToEndIds?: string[];
+  [k: string]: unknown;
+}
+
+export interface VerifiedEvent {
+  eventId: string;
+  eventType: string;
+  eventAt?: Date;
+  /** the event as evidence; sanitized before it is stored */
+  payload: unknown;
+  /** the event says it */
+  update?: ProviderUpdate | null;
+  /** or the provider must be asked */
+  lookup?: LookupKey;
+  /** signed, but can never be applied: recorded dead (an alert) */
+  poison?: string;
+  /** why there is nothing to apply (recorded as ignored) */
+  note?: string;
+}
+
+export type WebhookParse =
+  /** a bad signature or a body that is no event: nothing is written */
+  | { kind: "refused"; status: number; error: string; message: string; signature?: boolean }
+  /** nothing to record, and the provider must stop retrying (e.g. an unsigned IPN about a payment not ours) */
+  | { kind: "answered"; status: number; body: Record<string, unknown> }
+  | { kind: "event"; event: VerifiedEvent };
+
+export interface PaymentProvider {
+  readonly name: string;
+  readonly methods: readonly PaymentMethod[];
+  /** whether its API key is set (payments can be created and read) */
+  configured(): boolean;
+  /** whether its webhooks can be verified */
+  webhookConfigured(): boolean | Promise<boolean>;
+  createPayment(r: CreatePaymentRequest): Promise<CreatedPayment>;
+  readPayment(gatewayPaymentId: string): Promise<ProviderUpdate>;
+  /** a provider payment made for ours, found by our reference, when the provider can say (null: none) */
+  findPayment?(paymentId: string): Promise<ProviderUpdate | null>;
+  /** signature check, event id and type, and the update or what to ask (from the raw request and body) */
+  parseWebhook(req: Request, url: URL, body: string): Promise<WebhookParse>;
+  lookUp(key: LookupKey): Promise<ProviderUpdate>;
+  createRefund(r: RefundRequest): Promise<ProviderRefund>;
+  readRefund(r: { gatewayPaymentId: string; refundId: string; requestId: string }): Promise<ProviderRefund>;
 }
 
 /** A provider call that failed; kind decides our HTTP answer and whether a retry can help. */
 export class ProviderError extends Error {
   constructor(
-    readonly provider: Provider,
-    readonly kind: "rejected" | "rate_limited" | "unavailable" | "timeout",
+    readonly provider: string,
+    /** not_found: the provider does not know it (404): not ours, never worth retrying */
+    readonly kind: "rejected" | "not_found" | "rate_limited" | "unavailable" | "timeout" | "not_configured",
     message: string,
     readonly status?: number,
     readonly code?: string,
@@ -41,8 +148,49 @@ export class ProviderError extends Error {
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 export const asUuid = (v: unknown): string | undefined => (typeof v === "string" && UUID.test(v) ? v : undefined);
 
+/** A provider's answer that says something no payment can hold (an amount beyond 2^53, a negative one). */
+export class UnusableAnswer extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "UnusableAnswer";
+  }
+}
+
+const shown = (v: unknown) => (JSON.stringify(v) ?? String(v)).slice(0, 40);
+
+/** A whole number of minor units the database can hold; absent is undefined, anything else UnusableAnswer. */
+export function minor(v: unknown, what: string): number | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (typeof v === "number" && Number.isSafeInteger(v) && v >= 0) return v;
+  throw new UnusableAnswer(`${what} ${shown(v)} is not a whole number of minor units between 0 and 2^53 - 1`);
+}
+
+/** Decimal units (MercadoPago's reais) as minor units, without float drift; absent is undefined. */
+export function fromDecimal(v: unknown, what: string): number | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (typeof v === "number" && Number.isFinite(v) && v >= 0 && v <= 90_071_992_547_409) {
+    const cents = Math.round(v * 100);
+    if (Math.abs(cents - v * 100) < 1e-6 * Math.max(1, v)) return cents;
+  }
+  throw new UnusableAnswer(`${what} ${shown(v)} is not an amount with at most two decimals between 0 and 2^53 - 1 centavos`);
+}
+
+/** An ISO 4217 code in upper case; absent is undefined, anything else UnusableAnswer (money in an unknown currency). */
+export function upperCurrency(v: unknown): string | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (typeof v === "string" && /^[a-z]{3}$/i.test(v)) return v.toUpperCase();
+  throw new UnusableAnswer(`currency ${(JSON.stringify(v) ?? String(v)).slice(0, 40)} is not an ISO 4217 code`);
+}
+
+/** A time the provider gave, or undefined for anything that is not one. */
+export function timeOf(v: unknown): Date | undefined {
+  if (typeof v !== "string" && typeof v !== "number") return undefined;
+  const d = new Date(v);
+  return Number.isNaN(d.getTime()) ? undefined : d;
+}
+
 /** fetch with a deadline; a provider that hangs must not hold the function until the platform kills it. */
-export async function fetchWithTimeout(provider: Provider, url: string, init: RequestInit, timeoutMs: number): Promise<Response> {
+export async function fetchWithTimeout(provider: string, url: string, init: RequestInit, timeoutMs: number): Promise<Response> {
   try {
     return await fetch(url, { ...init, signal: AbortSignal.timeout(timeoutMs) });
   } catch (err) {
@@ -55,11 +203,11 @@ export async function fetchWithTimeout(provider: Provider, url: string, init: Re
 }
 
 /** Non-2xx answers of a provider API as a ProviderError, keeping the provider's own code. */
-export function httpError(provider: Provider, res: Response, body: unknown, what: string): ProviderError {
+export function httpError(provider: string, res: Response, body: unknown, what: string): ProviderError {
   const b = body as { message?: string; error?: unknown; cause?: { code?: unknown }[] } | null;
   const code = typeof b?.error === "string" ? b.error : b?.cause?.[0]?.code != null ? String(b.cause[0].code) : undefined;
   const message = `${provider} ${what}: HTTP ${res.status}${b?.message ? ` ${b.message}` : code ? ` ${code}` : ""}`;
-  const kind = res.status === 429 ? "rate_limited" : res.status >= 500 ? "unavailable" : "rejected";
+  const kind = res.status === 429 ? "rate_limited" : res.status === 404 ? "not_found" : res.status >= 500 ? "unavailable" : "rejected";
   return new ProviderError(provider, kind, message, res.status, code);
 }
 
@@ -68,7 +216,7 @@ export function httpError(provider: Provider, res: Response, body: unknown, what
  * that stalls are no answer), a body that is not JSON is the provider's fault, and non-2xx answers
  * become a ProviderError with the provider's own code.
  */
-export async function providerJson<T>(provider: Provider, url: string, init: RequestInit, timeoutMs: number, what: string): Promise<T> {
+export async function providerJson<T>(provider: string, url: string, init: RequestInit, timeoutMs: number, what: string): Promise<T> {
   const res = await fetchWithTimeout(provider, url, init, timeoutMs);
   let text: string;
   try {
@@ -82,7 +230,8 @@ export async function providerJson<T>(provider: Provider, url: string, init: Req
   try {
     parsed = text ? JSON.parse(text) : null;
   } catch {
-    throw new ProviderError(provider, res.ok ? "unavailable" : "rejected", `${provider} ${what}: HTTP ${res.status} with a body that is not JSON`, res.status);
+    throw new ProviderError(provider, res.ok ? "unavailable" : res.status === 404 ? "not_found" : "rejected",
+      `${provider} ${what}: HTTP ${res.status} with a body that is not JSON`, res.status);
   }
   if (!res.ok) throw httpError(provider, res, parsed, what);
   return parsed as T;

@@ -1,0 +1,72 @@
+// What a provider sent, made storable: PostgreSQL's jsonb refuses a NUL (\u0000) and lone UTF-16
+// surrogates, its parser (and JSON.stringify) overflow on very deep nesting, and an attacker with a
+// captured signature (or a provider bug) can send megabytes of arrays. Signed events are still recorded
+// as evidence, so instead of refusing them their content is bounded: control characters and lone
+// surrogates are written out as visible escapes, depth, array and object sizes and string lengths are
+// capped (what is cut says so), and a whole that is still too big is kept as its hash and a prefix.
+
+export const LIMITS = {
+  depth: 32,
+  items: 200,
+  keys: 200,
+  stringChars: 8192,
+  keyChars: 256,
+  totalChars: 256 * 1024,
+};
+
+// C0 controls and DEL, and UTF-16 surrogates that are not part of a pair
+const UNSAFE = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
+
+const escape = (c: string) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`;
+
+/** A string with NUL, other control characters (not tab, CR, LF) and lone surrogates escaped, at most `max` characters. */
+export function safeText(s: string, max = LIMITS.stringChars): string {
+  let out = s.replace(UNSAFE, escape);
+  if (out.length > max) {
+    // never cut a surrogate pair in half
+    let cut = max;
+    if (/[\ud800-\udbff]/.test(out[cut - 1] ?? "")) cut--;
+    out = `${out.slice(0, cut)}…[${out.length - cut} more characters]`;
+  }
+  return out;
+}
+
+function walk(v: unknown, depth: number): unknown {
+  if (typeof v === "string") return safeText(v);
+  if (typeof v === "number") return Number.isFinite(v) ? v : null;
+  if (v === null || typeof v === "boolean") return v;
+  if (typeof v !== "object") return null;
+  if (depth >= LIMITS.depth) return `[nested deeper than ${LIMITS.depth} levels: left out]`;
+  if (Array.isArray(v)) {
+    const out = v.slice(0, LIMITS.items).map((x) => walk(x, depth + 1));
+    if (v.length > LIMITS.items) out.push(`[${v.length - LIMITS.items} more items left out]`);
+    return out;
+  }
+  const out: Record<string, unknown> = {};
+  let n = 0;
+  const entries = Object.entries(v as Record<string, unknown>);
+  for (const [k, x] of entries) {
+    if (n++ >= LIMITS.keys) {
+      out["[left out]"] = `${entries.length - LIMITS.keys} more keys`;
+      break;
+    }
+    out[safeText(k, LIMITS.keyChars)] = walk(x, depth + 1);
+  }
+  return out;
+}
+
+/**
+ * A JSON value PostgreSQL can store and JSON.stringify can write, of bounded size. A value that is still
+ * over totalChars is replaced by what identifies it.
+ */
+export async function sanitizeJson(v: unknown): Promise<unknown> {
+  const out = walk(v, 0);
+  const text = JSON.stringify(out) ?? "null";
+  if (text.length <= LIMITS.totalChars) return out;
+  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
+  return {
+    "[truncated]": `${text.length} characters, over ${LIMITS.totalChars}`,
+    sha256: [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join(""),
+    prefix: safeText(text.slice(0, 4096), 4096),
+  };
+}

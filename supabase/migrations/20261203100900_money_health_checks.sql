@@ -1,0 +1,191 @@
+-- Health checks of the money the providers report: refunds_stuck fires hours (setting refund_stuck_hours,
+-- 3) after a refund was asked for and is still unconfirmed, no longer two days, since a sent refund is
+-- looked up at the provider within minutes; money_discrepancies is CRITICAL while the provider's money
+-- and ours disagree anywhere (the P1 money_mismatch alert).
+
+create function reserve.money_health_checks()
+returns table (check_name text, status text, observed_value numeric, threshold text, details text)
+language plpgsql
+stable
+security definer
+set search_path = ''
+as $$
+declare
+  n numeric;
+begin
+  select count(*) into n from reserve.money_discrepancies d where d.resolved_at is null;
+  return query select 'money_discrepancies'::text, case when n > 0 then 'CRITICAL' else 'OK' end, n, '0 open'::text,
+    case when n > 0 then 'open_money_discrepancies lists where the provider''s money differs from ours'
+         else 'the providers'' money agrees with ours' end;
+end
+$$;
+comment on function reserve.money_health_checks() is
+  'The health checks of the providers'' money (rows as system_health_check''s, which includes them): '
+  'money_discrepancies is CRITICAL while any is open.';
+revoke all on function reserve.money_health_checks() from public;
+grant execute on function reserve.money_health_checks() to service_role;
+
+create or replace function reserve.system_health_check()
+returns table (check_name text, status text, observed_value numeric, threshold text, details text)
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  n numeric;
+  m numeric;
+  decided numeric;
+  t text;
+  last_at timestamptz;
+begin
+  -- money: trg_ledger_balance refuses an unbalanced commit, so what is looked for is a bypass; alerts
+  -- run every few minutes, so yesterday and today suffice (the runbook's 7-day query is for people)
+  select count(*) into n from reserve.find_ledger_imbalances(current_date - 1);
+  return query select 'ledger_balance', case when n > 0 then 'CRITICAL' else 'OK' end, n, '0 imbalanced transactions (since yesterday)',
+    case when n > 0 then 'find_ledger_imbalances(current_date - 1) returns rows' else 'every transaction balances' end;
+
+  select tg.tgenabled::text into t from pg_catalog.pg_trigger tg
+  where tg.tgname = 'trg_ledger_balance' and tg.tgrelid = 'reserve.ledger_entries'::regclass;
+  return query select 'ledger_trigger_enabled',
+    case when t in ('O', 'A') then 'OK' else 'CRITICAL' end, null::numeric, 'tgenabled O or A',
+    case when t is null then 'trg_ledger_balance is missing'
+         when t in ('O', 'A') then format('trg_ledger_balance tgenabled = %s', t)
+         else format('trg_ledger_balance tgenabled = %s: unbalanced transactions can commit', t) end;
+
+  -- availability
+  select count(*) into n from reserve.overbooking_check;
+  return query select 'overbooking', case when n > 0 then 'CRITICAL' else 'OK' end, n, '0 oversold nights',
+    case when n > 0 then 'reserve.overbooking_check returns rows' else 'no night sold past its allotment' end;
+
+  select count(*) into n from reserve.availability_counter_drift;
+  return query select 'availability_counter_drift', case when n > 0 then 'WARNING' else 'OK' end, n, '0 nights',
+    case when n > 0 then 'counters differ from reservations and holds: rebuild_unit_availability' else 'counters match' end;
+
+  -- payments
+  select count(*) into n from reserve.stuck_payments;
+  return query select 'stuck_payments', case when n >= 10 then 'CRITICAL' when n > 0 then 'WARNING' else 'OK' end, n,
+    '0 (CRITICAL at 10)', 'pending or processing past stuck_minutes_card / stuck_minutes_pix';
+
+  select count(*) into n from reserve.payments p
+  where p.status = 'pending' and p.method = 'pix' and p.created_at < now() - interval '30 minutes';
+  return query select 'pix_pending_over_30m', case when n > 0 then 'WARNING' else 'OK' end, n, '0 PIX pending > 30 min',
+    'PIX charges still pending past their 30-minute hold (paid but not confirmed, or not yet expired)';
+
+  select count(*) filter (where p.status = 'succeeded' or p.succeeded_at is not null),
+         count(*) filter (where p.status = 'failed')
+    into n, m
+  from reserve.payments p
+  where p.created_at > now() - interval '1 hour' and p.status not in ('pending', 'processing');
+  decided := n + m;
+  return query select 'payment_success_rate_1h',
+    case when decided < 10 then 'OK' when n / decided < 0.5 then 'CRITICAL' when n / decided < 0.8 then 'WARNING' else 'OK' end,
+    case when decided > 0 then round(100 * n / decided, 2) end, '>= 80% (of at least 10 decided attempts)',
+    format('%s succeeded, %s failed in the last hour', n, m);
+
+  select count(*) into n from reserve.payments p where p.duplicate_of is not null and p.status = 'succeeded';
+  return query select 'double_charges', case when n > 0 then 'WARNING' else 'OK' end, n, '0 unrefunded',
+    'second charges of a paid intent still holding the money: refund_duplicate_charge';
+
+  select count(*) into n from reserve.payments p
+  where p.status = 'succeeded' and p.succeeded_at between now() - interval '7 days' and now() - interval '5 minutes'
+    and p.duplicate_of is null and p.refund_reason is null
+    and not exists (select 1 from reserve.reservations r where r.booking_intent_id = p.booking_intent_id);
+  return query select 'paid_without_reservation', case when n > 0 then 'CRITICAL' else 'OK' end, n, '0 (7 days)',
+    'succeeded payments with no reservation and no refund flag: finalize_reservation';
+
+  -- webhooks
+  select count(*) filter (where w.status = 'failed' and w.received_at > now() - interval '1 hour'),
+         count(*) filter (where w.status = 'dead')
+    into n, m
+  from reserve.processed_webhooks w where w.status in ('failed', 'dead');
+  return query select 'webhooks_failed_1h', case when n >= 10 then 'CRITICAL' when n > 0 then 'WARNING' else 'OK' end, n,
+    '0 (CRITICAL at 10)', 'failed deliveries in the last hour (retried with backoff): webhook_failure_analysis';
+  return query select 'webhooks_dead', case when m > 0 then 'WARNING' else 'OK' end, m, '0',
+    'events given up after max_webhook_attempts, or a second provider payment: replay_webhook';
+
+  select w.processed_at into last_at from reserve.processed_webhooks w
+  where w.status = 'completed' and w.received_at > now() - interval '1 day'
+  order by w.received_at desc limit 1;
+  select count(*) into n from reserve.stuck_payments;
+  select count(*) into m from reserve.payments p where p.created_at > now() - interval '1 hour';
+  return query select 'webhook_delivery',
+    case when n > 0 and (last_at is null or last_at < now() - interval '1 hour') then 'CRITICAL'
+         when m >= 5 and not exists (select 1 from reserve.processed_webhooks w where w.received_at > now() - interval '30 minutes')
+           then 'WARNING'
+         else 'OK' end,
+    round(extract(epoch from now() - last_at) / 60), 'a completed webhook within the hour while payments are stuck',
+    format('last completed webhook %s; %s stuck payments; %s payments in the last hour',
+           coalesce(to_char(last_at, 'YYYY-MM-DD HH24:MI:SS TZ'), 'none in a day'), n, m);
+
+  select count(*) into n from reserve.processed_webhooks w
+  where w.status = 'ignored' and w.received_at > now() - interval '1 hour';
+  return query select 'webhooks_ignored_1h', case when n > 1000 then 'WARNING' else 'OK' end, n, '<= 1000 per hour',
+    'events we record but do not act on: subscribe the endpoints to fewer types';
+
+  -- refunds we owe: refused by the provider, or not confirmed hours after being asked for (a sent refund
+  -- is looked up at the provider within minutes, so hours mean the provider has not done it)
+  select count(*) into n from reserve.refund_requests rr
+  where rr.status = 'failed'
+     or (rr.status not in ('confirmed', 'closed')
+         and rr.created_at < now() - make_interval(hours => reserve.setting_int('refund_stuck_hours')));
+  -- ('closed': an operator ended it, a status a later migration may add)
+  return query select 'refunds_stuck', case when n > 0 then 'WARNING' else 'OK' end, n,
+    format('0 (unconfirmed after %s h, setting refund_stuck_hours)', reserve.setting_int('refund_stuck_hours')),
+    'refund requests failed at the provider or unconfirmed hours after being asked for: refund_requests';
+
+  -- the provider's money and ours disagree: a success for another amount, a refund beyond what arrived
+  return query select * from reserve.money_health_checks();
+
+  -- jobs
+  select j.finished_at into last_at from reserve.job_last_runs j where j.job = 'poll_payment_status';
+  return query select 'poller_heartbeat',
+    case when last_at is null then
+           case when exists (select 1 from reserve.payment_polls pp where pp.next_poll_at < now() - interval '15 minutes')
+                then 'WARNING' else 'OK' end
+         when last_at < now() - interval '60 minutes' then 'CRITICAL'
+         when last_at < now() - interval '15 minutes' then 'WARNING' else 'OK' end,
+    round(extract(epoch from now() - last_at) / 60), '< 15 min since the last poll_payment_status run',
+    coalesce('last run ' || to_char(last_at, 'YYYY-MM-DD HH24:MI:SS TZ'), 'never ran');
+
+  select j.finished_at into last_at from reserve.job_last_runs j where j.job = 'run_retention_cleanup';
+  return query select 'retention_last_run',
+    case when last_at is null then
+           case when exists (select 1 from reserve.retention_policies rp where rp.is_enabled)
+                 and (select min(a.occurred_at) from reserve.audit_logs a) < now() - interval '2 days'
+                then 'WARNING' else 'OK' end
+         when last_at < now() - interval '36 hours' then 'WARNING' else 'OK' end,
+    round(extract(epoch from now() - last_at) / 3600, 1), '< 36 h since the last run_retention_cleanup',
+    coalesce('last run ' || to_char(last_at, 'YYYY-MM-DD HH24:MI:SS TZ'), 'never ran');
+
+  -- the database
+  select count(*) into n from pg_catalog.pg_stat_activity a where a.state = 'active';
+  return query select 'active_connections', case when n > 80 then 'CRITICAL' when n > 60 then 'WARNING' else 'OK' end, n,
+    '<= 80 active', 'connections running a statement now (the runbook: over 80, the pool is exhausted)';
+
+  select count(*) into n from pg_catalog.pg_stat_activity a
+  where a.state = 'active' and a.backend_type = 'client backend' and a.pid <> pg_catalog.pg_backend_pid()
+    and a.query_start < now() - interval '5 minutes';
+  return query select 'long_running_queries', case when n > 0 then 'WARNING' else 'OK' end, n, '0 active > 5 min',
+    'statements running over 5 minutes: pg_stat_activity';
+
+  n := pg_catalog.pg_total_relation_size('reserve.audit_logs');
+  m := reserve.setting_int('audit_log_max_mb');
+  return query select 'audit_log_size', case when n > m * 1024 * 1024 then 'WARNING' else 'OK' end, n,
+    format('<= %s (setting audit_log_max_mb)', pg_catalog.pg_size_pretty((m * 1024 * 1024)::bigint)),
+    pg_catalog.pg_size_pretty(n::bigint) || ' (space of archived rows returns to the disk only after VACUUM FULL or pg_repack)';
+end
+$$;
+comment on function reserve.system_health_check() is
+  'One row per check (ledger balance, trg_ledger_balance enabled, overbooking, counter drift, stuck '
+  'payments, PIX pending > 30 min, success rate < 80% in the last hour, double charges, paid without '
+  'reservation, failed / dead / silent / noisy webhooks, stuck refunds (refund_stuck_hours), money '
+  'discrepancies, poller heartbeat, retention last run, active connections, long-running queries, audit '
+  'log size): status OK | WARNING | CRITICAL, the observed value, the threshold and details.';
+
+insert into reserve.alert_rules (alert_name, check_name, fire_on, severity, for_duration, runbook_section, summary) values
+  ('money_mismatch', 'money_discrepancies', 'WARNING', 'P1', '0', 'P1: PROVIDER MONEY DIFFERS FROM OURS',
+   'A provider reports money that differs from ours (another amount or currency, a refund or dispute beyond what arrived)');
+update reserve.alert_rules
+set runbook_section = 'P2: REFUND STUCK',
+    summary = 'A refund we owe was refused by the provider or is unconfirmed hours after being asked for'
+where alert_name = 'refunds_stuck';
