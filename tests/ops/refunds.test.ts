@@ -47,7 +47,7 @@ describe("request_refund", () => {
     const b = await request(p.paymentId, left, `k:${p.paymentId}:b`);
     expect(b.status).toBe("requested");
     expect(await sqlState(request(p.paymentId, 1, `k:${p.paymentId}:c`))).toBe("RC208");
-    // a failed request no longer counts (results are reported by the poller that claimed the request)
+    // a failed request does not count (results are reported by the poller that claimed the request)
     await sql`select * from reserve.claim_refund_requests(20)`;
     await report(b.id as string, "failed", null, "card closed");
     expect((await request(p.paymentId, 1, `k:${p.paymentId}:c`)).status).toBe("requested");
@@ -369,7 +369,7 @@ describe("an operator's retry and close of a refund request (the refunds_stuck s
     await sql`select * from reserve.claim_refund_requests(1000)`;
     expect((await close(queued.id)).status).toBe("closed");
     expect(await sqlState(close(sending.id))).toBe("RC212");
-    // closed requests are never claimed, and no longer count against what is left to refund
+    // closed requests are never claimed, and do not count against what is left to refund
     expect((await sql`select * from reserve.claim_refund_requests(1000)`).map((c) => c.refund_request_id)).not.toContain(queued.id);
     await report(sending.id as string, "sent", "re_s");
     expect((await close(sending.id, "INC-5: provider shows the refund failed")).status).toBe("closed");
