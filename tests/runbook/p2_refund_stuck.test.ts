@@ -15,13 +15,13 @@ afterAll(async () => {
   await e?.stop();
 });
 
+// the runbook's check, as written there
 const stuckQuery = `
-  SELECT rr.id, rr.payment_id, p.provider, p.gateway_payment_id, rr.amount, rr.reason, rr.status, rr.attempts,
-         rr.provider_refund_id, rr.error_message, rr.created_at, rr.sent_at
-  FROM reserve.refund_requests rr
-  JOIN reserve.payments p ON p.id = rr.payment_id
-  WHERE rr.status = 'failed'
-     OR (rr.status NOT IN ('confirmed', 'closed') AND rr.created_at < now() - interval '2 days')
+  SELECT rr.id, rr.payment_id, p.provider, p.gateway_payment_id, rr.amount, rr.currency, rr.reason, rr.status,
+         rr.attempts, rr.lookups, rr.last_lookup_at, rr.provider_refund_status, rr.provider_refund_id,
+         rr.error_message, rr.created_at, rr.sent_at, rr.next_attempt_at
+  FROM reserve.refund_requests rr JOIN reserve.payments p ON p.id = rr.payment_id
+  WHERE rr.status NOT IN ('confirmed', 'closed')
   ORDER BY rr.created_at;`;
 
 describe("P2: refund stuck", () => {
