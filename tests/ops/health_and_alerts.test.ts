@@ -67,8 +67,8 @@ async function undoOversell(tx: Q, u: string) {
 
 const CHECKS = ["ledger_balance", "ledger_trigger_enabled", "overbooking", "availability_counter_drift", "stuck_payments",
   "pix_pending_over_30m", "payment_success_rate_1h", "double_charges", "paid_without_reservation", "webhooks_failed_1h",
-  "webhooks_dead", "webhook_delivery", "webhooks_ignored_1h", "refunds_stuck", "money_discrepancies", "poller_heartbeat", "retention_last_run",
-  "active_connections", "long_running_queries", "audit_log_size"];
+  "webhooks_dead", "webhook_delivery", "webhooks_ignored_1h", "refunds_stuck", "poller_heartbeat", "retention_last_run",
+  "active_connections", "long_running_queries", "audit_log_size", "money_discrepancies"];
 
 describe("system_health_check", () => {
   it("names every check, each OK on a clean database, with a threshold", async () => {
@@ -200,15 +200,65 @@ describe("system_health_check", () => {
     });
   });
 
-  it("retention never ran with audit rows older than 2 days: WARNING, OK after run_retention_cleanup", async () => {
+  it("retention never ran: OK while not yet due (saying when it is), WARNING 36 h after it was installed or with audit rows that old", async () => {
     await rolledBack(sql, async (tx) => {
+      const fresh = (await health(tx)).retention_last_run;
+      expect(fresh.status).toBe("OK");
+      expect(fresh.details).toMatch(/^never ran; retention installed .+ \(0(\.\d)? h ago\): the daily run is due within 36 h of that$/);
+      await tx`update reserve.retention_policies set created_at = now() - interval '37 hours'`;
+      expect((await health(tx)).retention_last_run).toMatchObject({ status: "WARNING", observed_value: "37.0" });
+      await tx`update reserve.retention_policies set created_at = now()`;
       await tx`insert into reserve.audit_logs (occurred_at, actor, action, table_name) values (now() - interval '3 days', 't', 'INSERT', 'payments')`;
       expect(await status(tx, "retention_last_run")).toBe("WARNING");
       await tx`select * from reserve.run_retention_cleanup()`;
-      expect(await status(tx, "retention_last_run")).toBe("OK");
+      const ran = (await health(tx)).retention_last_run;
+      expect(ran.status).toBe("OK");
+      expect(ran.details).toMatch(/^last run /);
       await tx`update reserve.job_heartbeats set finished_at = now() - interval '37 hours' where job = 'run_retention_cleanup'`;
       expect(await status(tx, "retention_last_run")).toBe("WARNING");
+      await tx`update reserve.retention_policies set is_enabled = false`;
+      expect((await health(tx)).retention_last_run).toMatchObject({ status: "OK", details: "no retention policy is enabled" });
     });
+  });
+
+  it("audit_log_size reports MB, the unit of its threshold, and compares in bytes", async () => {
+    await rolledBack(sql, async (tx) => {
+      const [{ bytes }] = await tx`select pg_total_relation_size('reserve.audit_logs') as bytes`;
+      const h = (await health(tx)).audit_log_size;
+      expect(h).toMatchObject({ status: "OK", threshold: "<= 5120 MB (setting audit_log_max_mb)" });
+      expect(Number(h.observed_value)).toBeCloseTo(Number(bytes) / 1024 / 1024, 1);
+      // grow it past 1 MB, the smallest limit the setting can say
+      await tx`insert into reserve.audit_logs (occurred_at, actor, action, table_name, new_values)
+               select now(), 't', 'INSERT', 'payments', jsonb_build_object('pad', repeat(md5(g::text), 20)) from generate_series(1, 3000) g`;
+      await tx`update reserve.settings set value = '1' where key = 'audit_log_max_mb'`;
+      const big = (await health(tx)).audit_log_size;
+      expect(big).toMatchObject({ status: "WARNING", threshold: "<= 1 MB (setting audit_log_max_mb)" });
+      expect(Number(big.observed_value)).toBeGreaterThan(1);
+      expect(Number(big.observed_value)).toBeLessThan(100);
+    });
+  });
+
+  it("ledger imbalance 2 to 7 days old: on the dashboard and CRITICAL here, the same window; older than both, in neither", async () => {
+    for (const [age, seen] of [["3 days", true], ["6 days", true], ["9 days", false]] as const) {
+      await rolledBack(sql, async (tx) => {
+        await tx`alter table reserve.ledger_entries disable trigger trg_ledger_balance`;
+        const id = randomUUID();
+        await leg(tx, id, "debit", 1000, true);
+        await leg(tx, id, "credit", 900);
+        await tx`alter table reserve.ledger_entries enable trigger trg_ledger_balance`;
+        await tx`select set_config('reserve.ledger_writer', 'on', true)`;
+        await replica(tx);
+        await tx`update reserve.ledger_entries set created_at = now() - ${age}::interval where transaction_id = ${id}`;
+        await tx`update reserve.ledger_transactions set posted_at = now() - ${age}::interval where id = ${id}`;
+        await replica(tx, false);
+        const [dash] = await tx`select ledger_imbalances_7d from reserve.ops_dashboard_summary`;
+        const h = (await health(tx)).ledger_balance;
+        const [alert] = (await tx`select * from reserve.check_all_alerts()`).filter((a) => a.alert_name === "ledger_imbalance");
+        expect({ age, dashboard: dash.ledger_imbalances_7d, health: h.status, alert: [alert.severity, alert.state] }).toEqual({
+          age, dashboard: seen ? "1" : "0", health: seen ? "CRITICAL" : "OK", alert: ["P1", seen ? "firing" : "resolved"],
+        });
+      });
+    }
   });
 });
 

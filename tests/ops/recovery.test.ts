@@ -108,7 +108,7 @@ describe("recover_payment", () => {
     expect({ ...after, audits: 0, payments: 0 }).toEqual({ ...before, audits: 0, payments: 0 });
   });
 
-  // found in review: a repeat used to rewrite metadata.manual_recovery (and write an audit row) each time
+  // a repeat must not rewrite metadata.manual_recovery, nor write an audit row
   it("a second recover_payment leaves the payment row and audit_logs untouched", async () => {
     const p = await pendingPayment();
     await asOp((tx) => recoverPayment(tx, p.paymentId, { status: "failed" }, "provider says declined"));
@@ -213,14 +213,14 @@ describe("move_reservation", () => {
 });
 
 describe("move_reservation: nights that are not free", () => {
-  // found in review: the exclusion constraint reservations_no_overlap used to answer 23P01 first
+  // our code, not the exclusion constraint reservations_no_overlap's 23P01, answers first
   it("moving onto a unit sold on the same nights answers RC106", async () => {
     const paid = await paidReservation(sql);
     const full = await paidReservation(sql); // another unit, sold on the same nights
     expect(await sqlState(asOp((tx) => tx`select * from reserve.move_reservation(${paid.reservationId}, ${full.unitId}, 'try')`))).toBe("RC106");
   });
 
-  // found in review: blocked nights used to be accepted (the counting trigger checks capacity only)
+  // the counting trigger checks capacity only, so blocked nights are refused by move_reservation itself
   it("refuses to move onto nights an operator blocked (RC106)", async () => {
     const paid = await paidReservation(sql);
     const { unitId: blocked } = await f.unit(sql, { nights: 10 });

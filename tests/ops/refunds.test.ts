@@ -1,6 +1,8 @@
 // The refund queue: request_refund (idempotent by key, RC208 over-refund counting open
 // requests), claim_refund_requests (leased), record_refund_result, and the provider's confirmation
-// (apply_payment_status refunded / partially_refunded) confirming requests and posting the ledger refund.
+// (apply_payment_status refunded / partially_refunded) confirming requests and posting the ledger refund;
+// an operator's retry_refund_request and close_refund_request for what the queue cannot finish.
+import postgres from "postgres";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { createTestDatabase, sqlState, type Sql, type TestDatabase } from "../helpers/db.ts";
 import * as f from "../helpers/fixtures.ts";
@@ -45,7 +47,7 @@ describe("request_refund", () => {
     const b = await request(p.paymentId, left, `k:${p.paymentId}:b`);
     expect(b.status).toBe("requested");
     expect(await sqlState(request(p.paymentId, 1, `k:${p.paymentId}:c`))).toBe("RC208");
-    // a failed request no longer counts (results are reported by the poller that claimed the request)
+    // a failed request does not count (results are reported by the poller that claimed the request)
     await sql`select * from reserve.claim_refund_requests(20)`;
     await report(b.id as string, "failed", null, "card closed");
     expect((await request(p.paymentId, 1, `k:${p.paymentId}:c`)).status).toBe("requested");
@@ -263,5 +265,134 @@ describe("a sent refund whose confirmation never comes", () => {
     expect(await sqlState(lookup(r.id as string, { refund_id: "x", status: "succeeded", extra: 1 }))).toBe("RC001");
     const [row] = await sql`select lookups, status from reserve.refund_requests where id = ${r.id as string}`;
     expect(row).toEqual({ lookups: 0, status: "sent" });
+  });
+});
+
+describe("an operator's retry and close of a refund request (the refunds_stuck step)", () => {
+  const OP = "oncall@reserve.test";
+  const asOp = <T>(fn: (tx: postgres.TransactionSql) => Promise<T>): Promise<T> => asOperator(sql, OP, fn);
+  const stuck = async () =>
+    Number((await sql`select observed_value from reserve.system_health_check() where check_name = 'refunds_stuck'`)[0].observed_value);
+
+  /** A refund request the provider refused: claimed, then reported failed. */
+  async function refused(paymentId: string, amount: number): Promise<Row> {
+    const r = await request(paymentId, amount, `refused:${crypto.randomUUID()}`);
+    await sql`update reserve.refund_requests set next_attempt_at = now() - interval '1 second' where id = ${r.id as string}`;
+    await sql`select * from reserve.claim_refund_requests(1000)`;
+    const failed = await report(r.id as string, "failed", null, "insufficient balance");
+    expect(failed.status).toBe("failed");
+    return failed;
+  }
+
+  it("retry queues a failed request again as a new request with its own key; the old one is closed; a repeat returns the same", async () => {
+    const p = await paidReservation(sql);
+    const old = await refused(p.paymentId, 15000);
+    const before = await stuck();
+    const retried = await asOp(async (tx) => {
+      const [r] = await tx`select * from reserve.retry_refund_request(${old.id as string}, 'INC-1: provider balance topped up')`;
+      const audits = await tx`select actor, reason, table_name from reserve.audit_logs where xact_id = pg_current_xact_id()::text::bigint`;
+      expect(audits.length).toBeGreaterThan(0);
+      for (const a of audits) expect(a).toMatchObject({ actor: OP, reason: expect.stringContaining("retry_refund_request by oncall@reserve.test: INC-1") });
+      return r;
+    });
+    expect(retried).toMatchObject({
+      payment_id: p.paymentId, amount: "15000", reason: "goodwill", status: "requested", attempts: 0,
+      retry_of: old.id, request_key: `retry:${old.id}`, requested_by: OP,
+    });
+    expect(retried.id).not.toBe(old.id);
+    const [closed] = await sql`select * from reserve.refund_requests where id = ${old.id as string}`;
+    expect(closed).toMatchObject({ status: "closed", closed_by: OP, close_reason: "retried: INC-1: provider balance topped up" });
+    expect(await stuck()).toBe(before - 1);
+
+    const again = await asOp(async (tx) => (await tx`select * from reserve.retry_refund_request(${old.id as string}, 'again')`)[0]);
+    expect(again.id).toBe(retried.id);
+    expect(await requests(p.paymentId)).toHaveLength(2);
+
+    // the new request goes the usual way: claimed with its own key, sent, confirmed by the provider's refund
+    const claimed = (await sql`select * from reserve.claim_refund_requests(1000)`).filter((c) => c.payment_id === p.paymentId);
+    expect(claimed).toMatchObject([{ refund_request_id: retried.id, idempotency_key: `refund:${retried.id}` }]);
+    await report(retried.id as string, "sent", "re_retry");
+    await applyStatus(sql, p.paymentId, "partially_refunded", { gateway_status: "refund", refunded_amount: 15000 });
+    const [done] = await sql`select status from reserve.refund_requests where id = ${retried.id as string}`;
+    expect(done.status).toBe("confirmed");
+  });
+
+  it("two operators retrying the same request at once make one new request", async () => {
+    const p = await paidReservation(sql);
+    const old = await refused(p.paymentId, 7000);
+    const other = postgres(db.url, { max: 1, onnotice: () => {} });
+    try {
+      const retry = (conn: postgres.Sql, who: string) =>
+        asOperator(conn, who, async (tx) => (await tx`select * from reserve.retry_refund_request(${old.id as string}, 'INC-2')`)[0]);
+      const [a, b] = await Promise.all([retry(sql, "ana@reserve.test"), retry(other, "bea@reserve.test")]);
+      expect(a.id).toBe(b.id);
+    } finally {
+      await other.end();
+    }
+    const rows = await requests(p.paymentId);
+    expect(rows.map((r) => r.status).sort()).toEqual(["closed", "requested"]);
+  });
+
+  it("refuses what cannot be retried: not failed (RC212), unknown (RC211), no operator (RC501), the money gone since (RC208, nothing written)", async () => {
+    const p = await paidReservation(sql);
+    const open = await request(p.paymentId, 1000, `open:${p.paymentId}`);
+    expect(await sqlState(asOp((tx) => tx`select reserve.retry_refund_request(${open.id as string}, 'why')`))).toBe("RC212");
+    expect(await sqlState(asOp((tx) => tx`select reserve.retry_refund_request(${crypto.randomUUID()}, 'why')`))).toBe("RC211");
+    const old = await refused(p.paymentId, 2000);
+    expect(await sqlState(sql`select reserve.retry_refund_request(${old.id as string}, 'no one')`)).toBe("RC501");
+    expect(await sqlState(asOp((tx) => tx`select reserve.retry_refund_request(${old.id as string}, '  ')`))).toBe("RC501");
+    // the guest was refunded in full by other means meanwhile: nothing left to retry
+    await applyStatus(sql, p.paymentId, "refunded", { refunded_amount: p.amount });
+    expect(await sqlState(asOp((tx) => tx`select reserve.retry_refund_request(${old.id as string}, 'INC-3')`))).toBe("RC208");
+    const [still] = await sql`select status from reserve.refund_requests where id = ${old.id as string}`;
+    expect(still.status).toBe("failed");
+    // and closing is the way out
+    const [closed] = await asOp((tx) => tx`select * from reserve.close_refund_request(${old.id as string}, 'INC-3: refunded by recover_payment')`);
+    expect(closed).toMatchObject({ status: "closed", closed_by: OP, close_reason: "INC-3: refunded by recover_payment" });
+  });
+
+  it("close ends a failed, requested or sent request (idempotent) and refuses a confirmed or sending one (RC212)", async () => {
+    const p = await paidReservation(sql);
+    const failed = await refused(p.paymentId, 1000);
+    const before = await stuck();
+    const close = (id: unknown, why = "INC-4: refunded by bank transfer") =>
+      asOp(async (tx) => (await tx`select * from reserve.close_refund_request(${id as string}, ${why})`)[0]);
+    const c1 = await close(failed.id);
+    expect(c1).toMatchObject({ status: "closed", closed_by: OP, close_reason: "INC-4: refunded by bank transfer" });
+    expect(await stuck()).toBe(before - 1);
+    const again = await close(failed.id, "a second time");
+    expect(again.close_reason).toBe("INC-4: refunded by bank transfer");
+
+    const queued = await request(p.paymentId, 1000, `queued:${p.paymentId}`);
+    const sending = await request(p.paymentId, 1000, `sending:${p.paymentId}`);
+    await sql`update reserve.refund_requests set next_attempt_at = now() + interval '1 hour' where id = ${queued.id as string}`;
+    await sql`select * from reserve.claim_refund_requests(1000)`;
+    expect((await close(queued.id)).status).toBe("closed");
+    expect(await sqlState(close(sending.id))).toBe("RC212");
+    // closed requests are never claimed, and do not count against what is left to refund
+    expect((await sql`select * from reserve.claim_refund_requests(1000)`).map((c) => c.refund_request_id)).not.toContain(queued.id);
+    await report(sending.id as string, "sent", "re_s");
+    expect((await close(sending.id, "INC-5: provider shows the refund failed")).status).toBe("closed");
+
+    const confirmed = await request(p.paymentId, 500, `confirmed:${p.paymentId}`);
+    await sql`update reserve.refund_requests set next_attempt_at = now() - interval '1 second' where id = ${confirmed.id as string}`;
+    await sql`select * from reserve.claim_refund_requests(1000)`;
+    await report(confirmed.id as string, "sent", "re_c");
+    await applyStatus(sql, p.paymentId, "partially_refunded", { gateway_status: "refund", refunded_amount: 500 });
+    expect((await sql`select status from reserve.refund_requests where id = ${confirmed.id as string}`)[0].status).toBe("confirmed");
+    expect(await sqlState(close(confirmed.id))).toBe("RC212");
+  });
+
+  it("a sent request unconfirmed past refund_stuck_hours counts as stuck until closed", async () => {
+    const p = await paidReservation(sql);
+    const r = await request(p.paymentId, 800, `old:${p.paymentId}`);
+    await sql`update reserve.refund_requests set next_attempt_at = now() - interval '1 second' where id = ${r.id as string}`;
+    await sql`select * from reserve.claim_refund_requests(1000)`;
+    await report(r.id as string, "sent", "re_old");
+    const before = await stuck();
+    await sql`update reserve.refund_requests set created_at = now() - interval '3 hours 1 minute' where id = ${r.id as string}`;
+    expect(await stuck()).toBe(before + 1);
+    await asOp((tx) => tx`select reserve.close_refund_request(${r.id as string}, 'INC-6: provider refund re_old failed')`);
+    expect(await stuck()).toBe(before);
   });
 });

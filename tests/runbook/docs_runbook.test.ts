@@ -5,7 +5,8 @@
 //   CONCURRENTLY) runs statement by statement outside one;
 // - a template runs the same way once its placeholders are replaced by ids of rows this file makes: a
 //   stuck payment, a paid payment without reservation, a PIX payment, a duplicate charge, a failed
-//   webhook, an imbalanced ledger transaction with a proposed correction, an overbooked unit.
+//   webhook, an imbalanced ledger transaction with a proposed correction, an overbooked unit, a refund
+//   request the provider refused.
 // A placeholder is a quoted lower-case kebab-case string ('payment-uuid', 'pix-id-from-customer'), an
 // angle-bracket word (<slow_query>, <imbalance_amount>) or one of a few bare identifiers
 // (affected_check_in, affected_check_out, required_occupancy). A placeholder this file cannot fill fails
@@ -111,7 +112,7 @@ const UNSAFE = [
 const OPERATOR_FUNCTIONS = [
   "recover_payment", "mark_payment_failed", "block_unit_dates", "unblock_unit_dates", "move_reservation", "cancel_reservation_with_refund",
   "refund_duplicate_charge", "refund_payment", "rebuild_unit_availability", "replay_webhook", "retry_failed_webhooks",
-  "resolve_webhook", "resolve_money_discrepancy", "look_up_refund",
+  "resolve_webhook", "resolve_money_discrepancy", "look_up_refund", "retry_refund_request", "close_refund_request",
   "propose_ledger_correction", "approve_ledger_correction", "reject_ledger_correction",
 ];
 
@@ -147,7 +148,7 @@ let ids: {
   block: string; stuckPayment: string; paidPayment: string; paidIntent: string; pixPayment: string; pixGatewayId: string;
   duplicatePayment: string; webhook: string; imbalancedTx: string; correction: string; overbookedUnit: string;
   alternativeUnit: string; reservationToMove: string; reservationToCancel: string; cityCode: string;
-  discrepancy: string; mismatchRefund: string;
+  refundPayment: string; refundRequest: string; discrepancy: string; mismatchRefund: string;
 };
 
 async function checkout(q: Q, unitId: string, method: "card" | "pix", provider: string, gatewayId: string) {
@@ -245,6 +246,15 @@ async function buildWorld() {
   });
   expect((await sql`select * from reserve.overbooking_check where unit_id = ${ob.unitId}`).length).toBe(2);
 
+  // P2 refund stuck: a refund request the provider refused (claimed before
+  // the money mismatch below queues its refund, which stays requested for look_up_refund)
+  const refundUnit = await f.unit(sql, { nights: 10 });
+  const refunded = await paidReservation(sql, refundUnit.unitId);
+  const [rr] = await sql`select * from reserve.request_refund(${refunded.paymentId}, 5000, 'operator_refund', ${`runbook:${refunded.paymentId}`})`;
+  await sql`select * from reserve.claim_refund_requests(1000)`;
+  const [failedRefund] = await sql`select * from reserve.record_refund_result(${rr.id}, 'failed', null, 'insufficient balance')`;
+  expect(failedRefund.status).toBe("failed");
+
   // P1 provider money differs: Stripe says 1.00 BRL arrived for a 1000.00 BRL stay (booked as owed back,
   // refund queued, a discrepancy open)
   const mm = await checkout(sql, (await f.unit(sql, { nights: 10 })).unitId, "card", "stripe", `pi_mm_${crypto.randomUUID().slice(0, 8)}`);
@@ -266,6 +276,7 @@ async function buildWorld() {
     pixGatewayId, duplicatePayment: dup.id as string, webhook: webhookId, imbalancedTx, correction: correction.id as string,
     overbookedUnit: ob.unitId, alternativeUnit: alt.unitId, reservationToMove: toMove.id as string,
     reservationToCancel: toCancel.reservationId, cityCode: ob.cityCode,
+    refundPayment: refunded.paymentId, refundRequest: rr.id as string,
     discrepancy: disc.id as string, mismatchRefund: mmRefund.id as string,
   };
   values = {
@@ -287,6 +298,9 @@ async function buildWorld() {
     "'reservation-to-move'": `'${ids.reservationToMove}'`,
     "'reservation-to-cancel'": `'${ids.reservationToCancel}'`,
     "'affected-city'": `'${ids.cityCode}'`,
+    "'refund-payment-uuid'": `'${ids.refundPayment}'`,
+    "'failed-refund-request-uuid'": `'${ids.refundRequest}'`,
+    "<refunded_total>": "5000",
     affected_check_in: `'${f.isoDate(1)}'::date`,
     affected_check_out: `'${f.isoDate(3)}'::date`,
     required_occupancy: "2",
@@ -421,6 +435,38 @@ const AFTER: { match: RegExp; check(tx: postgres.TransactionSql): Promise<void> 
       const [r] = await tx`select status from reserve.reservations where id = ${ids.reservationToCancel}`;
       expect(r.status).toBe("cancelled");
       expect(await tx`select 1 from reserve.refund_requests where request_key = ${`cancel:${ids.reservationToCancel}`}`).toHaveLength(1);
+    },
+  },
+  {
+    match: /retry_refund_request\(/,
+    async check(tx) {
+      const [old] = await tx`select status from reserve.refund_requests where id = ${ids.refundRequest}`;
+      expect(old.status).toBe("closed");
+      const [next] = await tx`select status, amount from reserve.refund_requests where retry_of = ${ids.refundRequest}`;
+      expect(next).toEqual({ status: "requested", amount: "5000" });
+    },
+  },
+  {
+    match: /recover_payment\([\s\S]*'refund-payment-uuid'[\s\S]*close_refund_request\(/,
+    async check(tx) {
+      const [p] = await tx`select status, refunded_amount from reserve.payments where id = ${ids.refundPayment}`;
+      expect(p).toEqual({ status: "partially_refunded", refunded_amount: "5000" });
+      const [r] = await tx`select status from reserve.refund_requests where id = ${ids.refundRequest}`;
+      expect(r.status).toBe("closed");
+      const [h] = await tx`select observed_value from reserve.system_health_check() where check_name = 'refunds_stuck'`;
+      expect(h.observed_value).toBe("0");
+      const [refund] = await tx`select count(*)::int as n from reserve.ledger_transactions where payment_id = ${ids.refundPayment} and kind = 'refund'`;
+      expect(refund.n).toBe(1);
+      expect(await tx`select * from reserve.find_ledger_imbalances() i join reserve.ledger_transactions t on t.id = i.transaction_id
+                      where t.payment_id = ${ids.refundPayment}`).toEqual([]);
+    },
+  },
+  {
+    match: /^(?![\s\S]*recover_payment)[\s\S]*close_refund_request\(/,
+    async check(tx) {
+      const [r] = await tx`select status, close_reason from reserve.refund_requests where id = ${ids.refundRequest}`;
+      expect(r.status).toBe("closed");
+      expect(r.close_reason).toMatch(/^INC-/);
     },
   },
   {

