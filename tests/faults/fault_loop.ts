@@ -266,6 +266,8 @@ export async function runFaultLoop(t: FaultTarget, o: FaultOptions, progress: (l
   return report;
 }
 
+const count = (xs: string[]) => xs.reduce<Record<string, number>>((acc, x) => ((acc[x] = (acc[x] ?? 0) + 1), acc), {});
+
 /** The figures of a report, as the bench prints them and the test shows on failure. */
 export function summarize(r: FaultReport, budgetMs: number) {
   const webhooks = r.answers.filter((a) => a.what.includes("/webhook_"));
@@ -281,7 +283,11 @@ export function summarize(r: FaultReport, budgetMs: number) {
     webhook_answers: webhooks.length,
     slowest_webhook_ms: Math.round(Math.max(0, ...webhooks.map((a) => a.ms))),
     slowest_answer_ms: Math.round(Math.max(0, ...r.answers.map((a) => a.ms))),
+    errors_5xx: count(r.answers.filter((a) => typeof a.status === "number" && a.status >= 500)
+      .map((a) => `${a.what} ${a.status} ${a.error ?? ""}`.trim())),
     poll_runs: r.polls.length,
+    poll_runs_by_status: count(r.polls.map((p) => String(p.status))),
+    longest_completed_poll_ms: Math.round(Math.max(0, ...r.polls.filter((p) => p.status === 200).map((p) => p.ms))),
     poll_budget_ms: budgetMs,
     longest_poll_ms: Math.round(Math.max(0, ...r.polls.map((p) => p.ms))),
     payments: r.payments,

@@ -50,8 +50,15 @@ interface Tally extends WebhookTally, RefundTally {
   by_status: Record<string, number>;
 }
 
-/** Set by the first poll whose statement found the database away: no more payments are asked about. */
-interface Run { databaseLost?: unknown }
+/**
+ * The database as this run's statements found it. One terminated connection is reconnected at once, so
+ * polling goes on; a database that stays away for DATABASE_LOST_MS (no statement succeeding since the
+ * first lost one) ends the polling: asking providers about payments whose answers cannot be recorded
+ * would only spend their rate limits.
+ */
+interface Run { lostSince?: number; lastLoss?: unknown }
+const DATABASE_LOST_MS = 1_000;
+const databaseGone = (run: Run) => run.lostSince !== undefined && Date.now() - run.lostSince >= DATABASE_LOST_MS;
 
 async function pollOne(sql: Sql, p: Due, t: Tally, run: Run): Promise<void> {
   let u: ProviderUpdate | null = null;
@@ -75,9 +82,13 @@ async function pollOne(sql: Sql, p: Due, t: Tally, run: Run): Promise<void> {
     // one payment the database refuses must not stop the others; its lease runs out and it comes due again
     console.error(`poll_payment_status: payment ${p.payment_id}: database error ${(err as { code?: string })?.code ?? "unknown"}`);
     t.errors++;
-    if (isDatabaseUnavailable(err)) run.databaseLost ??= err;
+    if (isDatabaseUnavailable(err)) {
+      run.lostSince ??= Date.now();
+      run.lastLoss = err;
+    }
     return;
   }
+  run.lostSince = undefined;
   if (pollError) t.errors++;
   if (r.outcome === "applied") t.applied++;
   else if (r.outcome === "expired") t.expired++;
@@ -157,8 +168,8 @@ export async function handler(req: Request): Promise<Response> {
       if (due.length === 0) break;
       t.claimed += due.length;
       // asking providers about payments whose answers cannot be recorded would only spend their rate limits
-      await pool(due, concurrency, pollingDeadline, () => run.databaseLost !== undefined, (p) => pollOne(sql, p, t, run));
-      if (run.databaseLost !== undefined) throw run.databaseLost;
+      await pool(due, concurrency, pollingDeadline, () => databaseGone(run), (p) => pollOne(sql, p, t, run));
+      if (databaseGone(run)) throw run.lastLoss;
       if (due.length < batch_size || payment_ids) break;
     }
     [released] = await sql<{ released_locks: number; expired_intents: number }[]>`
