@@ -91,6 +91,13 @@ async function needsSeed(url: string): Promise<boolean> {
   }
 }
 
+// The functions' own settings (supabase/functions/_shared/db.ts), passed on from npm start's environment.
+const FUNCTION_SETTINGS = ["RESERVE_DB_QUERY_TIMEOUT_MS", "RESERVE_DB_POOL_SIZE"];
+
+function functionSettings(env: NodeJS.ProcessEnv = process.env): Record<string, string> {
+  return Object.fromEntries(FUNCTION_SETTINGS.filter((k) => env[k]).map((k) => [k, env[k]!]));
+}
+
 // A PostgreSQL stopped by the same Ctrl-C as we are (one process group) is no failure: the signal's
 // shutdown gets this long to begin before its exit counts as a death.
 const PG_EXIT_GRACE_MS = 300;
@@ -162,6 +169,7 @@ export async function startStack(
           SUPABASE_SERVICE_ROLE_KEY: keys.serviceRole,
           RESERVE_JWT_SECRET: cfg.jwtSecret,
           RESERVE_CRON_SECRET: cfg.cronSecret,
+          ...functionSettings(),
           ...gatewayProviderEnv,
         },
         onLog: (line) => log(`[functions] ${line}`),
