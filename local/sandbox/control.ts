@@ -22,16 +22,30 @@ export interface ControlDeps {
 export function createControl(d: ControlDeps): SandboxControl {
   const clone = <T>(x: T): T => structuredClone(x);
   return {
-    stripeConfirm: (piId, outcome, opts) => clone(d.stripe.confirm(piId, outcome, opts?.declineCode)),
+    stripeConfirm: (piId, outcome, opts) => clone(d.stripe.confirm(piId, outcome, opts ?? {})),
     stripeSettle: (piId, outcome) => clone(d.stripe.settle(piId, outcome)),
     stripeDispute: (piId, opts) => clone(d.stripe.dispute(piId, opts?.reason)),
     stripeCloseDispute: (piId, outcome) => clone(d.stripe.closeDispute(piId, outcome)),
-    mercadopagoPay: (id, opts) => d.mercadopago.pay(Number(id), opts?.afterExpiry ?? false),
-    openpixPay: (correlationID, opts) => d.openpix.pay(correlationID, opts?.afterExpiry ?? false),
+    mercadopagoPay: (id, opts) => d.mercadopago.pay(Number(id), opts ?? {}),
+    openpixPay: (correlationID, opts) => d.openpix.pay(correlationID, opts ?? {}),
     expire: (provider, id) => {
       if (provider === "mercadopago") return d.mercadopago.expireNow(Number(id));
       if (provider === "openpix") return d.openpix.expireNow(String(id));
       throw new SandboxError(400, `expire takes mercadopago or openpix, not ${provider}`);
+    },
+    stripePayout: (opts) => clone(d.stripe.payout(opts ?? {})),
+    stripeCreateUnnotifiedPayment: (opts) => clone(d.stripe.unnotifiedPayment(opts)),
+    mercadopagoCreateUnnotifiedPayment: (opts) => d.mercadopago.unnotifiedPayment(opts),
+    openpixCreateUnnotifiedCharge: (opts) => d.openpix.unnotifiedCharge(opts),
+    setOpenPixEventNaming: (naming) => {
+      if (naming !== "openpix" && naming !== "woovi") throw new SandboxError(400, "naming is openpix or woovi");
+      d.openpix.naming = naming;
+    },
+    setOpenPixDeliveriesWithoutEvent: (on) => {
+      d.openpix.withoutEvent = on === true;
+    },
+    setMercadoPagoIpn: (on) => {
+      d.mercadopago.ipn = on === true;
     },
     setWebhookMode: (provider, mode) => d.dispatcher.setMode(provider, mode),
     setWebhookUrl: (provider, url) => {
@@ -53,8 +67,7 @@ export function createControl(d: ControlDeps): SandboxControl {
 
 function payment(d: ControlDeps, provider: Provider, id: string): Record<string, unknown> | undefined {
   if (provider === "stripe") {
-    const found = id.startsWith("ch_") ? d.stripe.charges.get(id) : id.startsWith("dp_")
-      ? [...d.stripe.disputes.values()].find((x) => x.id === id) : d.stripe.intents.get(id);
+    const found = d.stripe.byId(id);
     return found && structuredClone(found);
   }
   if (provider === "mercadopago") return d.mercadopago.payments.has(Number(id)) ? d.mercadopago.read(Number(id)) : undefined;

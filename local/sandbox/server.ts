@@ -12,7 +12,7 @@ import { StripeState } from "./stripe.ts";
 import { StripeApi, stripeErrorFor } from "./stripe_api.ts";
 import type { Provider, ProviderSandbox, SandboxOptions } from "./types.ts";
 import type { ApiRequest, ApiResponse } from "./util.ts";
-import { hex, sleep } from "./util.ts";
+import { hex, qrPngBase64, sleep } from "./util.ts";
 import { Dispatcher } from "./webhooks.ts";
 
 const EXPIRY_SWEEP_MS = 1_000;
@@ -52,8 +52,9 @@ export async function startProviderSandbox(opts: SandboxOptions = {}): Promise<P
 
   const stripe = new StripeState(emit, () => webhookUrls.stripe);
   const stripeApi = new StripeApi(stripe, secretKey);
-  const mercadopago = new MercadoPago(mpToken, mpSecret, `${url}/mercadopago`, emit);
-  const openpix = new OpenPix(appId, `${url}/openpix`, publicPem, emit, () => webhookUrls.openpix);
+  const mercadopago = new MercadoPago(mpToken, mpSecret, `${url}/mercadopago`, `${url}/mercadopago`, emit, qrPngBase64);
+  mercadopago.ipn = opts.mercadopagoIpn ?? false;
+  const openpix = new OpenPix(appId, `${url}/openpix`, publicPem, emit, () => webhookUrls.openpix, opts.openpixEventNaming ?? "openpix");
   const faults = new Faults();
   const control = createControl({ stripe, mercadopago, openpix, dispatcher, faults, webhookUrls });
   const sandbox: ProviderSandbox = {
