@@ -104,7 +104,11 @@ export interface ProviderSandbox {
   stripe: { host: string; port: number; protocol: "http"; secretKey: string; webhookSecret: string };
   mercadopago: { apiBase: string; accessToken: string; webhookSecret: string };
   openpix: { apiBase: string; appId: string; webhookPublicKey: string };
+  /** where state and secrets are kept (SandboxOptions.stateDir), or null for memory only */
+  stateDir: string | null;
   control: SandboxControl;
+  /** writes the state now (it is written within ~50 ms of any change anyway, and on stop) */
+  flushState(): Promise<void>;
   stop(): Promise<void>;
 }
 

@@ -15,6 +15,8 @@ export interface ApiResponse {
   status: number;
   body: unknown;
   headers?: Record<string, string>;
+  /** a page or an image, sent as is (body is then ignored); content-type from headers, else HTML */
+  raw?: string | Buffer;
 }
 
 const ALNUM = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
