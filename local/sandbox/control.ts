@@ -9,6 +9,7 @@ import type { Provider, SandboxControl } from "./types.ts";
 import { SandboxError } from "./types.ts";
 import type { ApiRequest, ApiResponse } from "./util.ts";
 import { parseJson } from "./util.ts";
+import { stripePayUrl } from "./pages.ts";
 
 export interface ControlDeps {
   stripe: StripeState;
@@ -17,6 +18,7 @@ export interface ControlDeps {
   dispatcher: Dispatcher;
   faults: Faults;
   webhookUrls: { stripe: string | null; openpix: string | null };
+  url: string;
 }
 
 export function createControl(d: ControlDeps): SandboxControl {
@@ -60,6 +62,7 @@ export function createControl(d: ControlDeps): SandboxControl {
     waitForDeliveries: (n, timeoutMs = 5_000) => d.dispatcher.waitFor(n, timeoutMs),
     events: (provider) => d.dispatcher.events(provider),
     payment: (provider, id) => payment(d, provider, String(id)),
+    payUrl: (provider, id) => payUrl(d, provider, String(id)),
     seedStripePaymentIntents: (n, opts) => d.stripe.seed(n, opts),
     seedMercadoPagoPayments: (n, opts) => d.mercadopago.seed(n, opts),
   };
@@ -75,11 +78,27 @@ function payment(d: ControlDeps, provider: Provider, id: string): Record<string,
   return c && d.openpix.read(c);
 }
 
-const READS = new Set(["deliveries", "events", "payment"]);
+/** The page a person pays on: Stripe's pay page for a PaymentIntent, MercadoPago's ticket, OpenPIX's link. */
+function payUrl(d: ControlDeps, provider: Provider, id: string): string {
+  if (provider === "stripe") {
+    const pi = d.stripe.intents.get(id);
+    if (!pi) throw new SandboxError(404, `no PaymentIntent ${id}`);
+    return stripePayUrl(d.url, pi);
+  }
+  if (provider === "mercadopago") {
+    const p = d.mercadopago.payments.get(Number(id));
+    if (!p) throw new SandboxError(404, `no MercadoPago payment ${id}`);
+    return ((p.point_of_interaction as Record<string, any>).transaction_data).ticket_url as string;
+  }
+  return d.openpix.get(id).paymentLinkUrl as string;
+}
+
+const READS = new Set(["deliveries", "events", "payment", "payUrl"]);
 
 /**
  * GET /_sandbox                       what is here: urls, secrets, methods
  * GET /_sandbox/deliveries            GET /_sandbox/events[/<provider>]     GET /_sandbox/payment/<provider>/<id>
+ * GET /_sandbox/payUrl/<provider>/<id>  the page a person pays on
  * POST /_sandbox/<method>             body: JSON array of the method's arguments, e.g.
  *   POST /_sandbox/stripeConfirm ["pi_...", "succeeded"]     POST /_sandbox/setWebhookMode ["all", {"duplicate": 2}]
  */
@@ -90,6 +109,9 @@ export async function handleControl(control: SandboxControl, info: () => unknown
       if (!method) return { status: 200, body: { ...(info() as object), methods: Object.keys(control) } };
       if (method === "deliveries") return { status: 200, body: control.deliveries() };
       if (method === "events") return { status: 200, body: control.events(rest[0] as Provider | undefined) };
+      if (method === "payUrl" && rest.length === 2) {
+        return { status: 200, body: { url: control.payUrl(rest[0] as Provider, decodeURIComponent(rest[1]!)) } };
+      }
       if (method === "payment" && rest.length === 2) {
         const found = control.payment(rest[0] as Provider, decodeURIComponent(rest[1]!));
         return found ? { status: 200, body: found } : { status: 404, body: { error: `no ${rest[0]} payment ${rest[1]}` } };

@@ -8,6 +8,7 @@ import Stripe from "stripe";
 import { createControl, handleControl } from "./control.ts";
 import { Faults } from "./faults.ts";
 import { MercadoPago, mpError, signMercadoPago, type MercadoPagoSnapshot } from "./mercadopago.ts";
+import { handlePage } from "./pages.ts";
 import { OpenPix, openpixError, signOpenPix, type OpenPixSnapshot } from "./openpix.ts";
 import { StateStore, type SandboxSecrets } from "./store.ts";
 import { StripeState, type StripeSnapshot } from "./stripe.ts";
@@ -111,7 +112,7 @@ export async function startProviderSandbox(opts: SandboxOptions = {}): Promise<P
   const changed = () => store?.markDirty();
   dispatcher.onChange = changed;
 
-  const control = noticeChanges(createControl({ stripe, mercadopago, openpix, dispatcher, faults, webhookUrls }), changed);
+  const control = noticeChanges(createControl({ stripe, mercadopago, openpix, dispatcher, faults, webhookUrls, url }), changed);
   const sandbox: ProviderSandbox = {
     url,
     stripe: { host: "127.0.0.1", port, protocol: "http", secretKey, webhookSecret },
@@ -129,7 +130,13 @@ export async function startProviderSandbox(opts: SandboxOptions = {}): Promise<P
     },
   };
   const info = () => ({ url, stripe: sandbox.stripe, mercadopago: sandbox.mercadopago, openpix: sandbox.openpix, webhookUrls,
-    stateDir: opts.stateDir ?? null });
+    stateDir: opts.stateDir ?? null,
+    pages: {
+      stripe: `${url}/pay/stripe/<payment_intent id>?client_secret=<its client_secret>`,
+      mercadopago: "each payment's point_of_interaction.transaction_data.ticket_url",
+      openpix: "each charge's paymentLinkUrl (and qrCodeImage, the PNG of its brCode)",
+      payUrl: "GET /_sandbox/payUrl/<provider>/<id>",
+    } });
 
   const sweep = setInterval(() => {
     if (mercadopago.sweep() || openpix.sweep()) changed();
@@ -159,7 +166,9 @@ export async function startProviderSandbox(opts: SandboxOptions = {}): Promise<P
       let answer: ApiResponse;
       try {
         const p = u.pathname;
-        if (p === "/_sandbox" || p.startsWith("/_sandbox/")) answer = await handleControl(control, info, { ...base, path: p.slice(9) });
+        const pageAnswer = handlePage({ stripe, mercadopago, openpix }, { ...base, path: p }, p);
+        if (pageAnswer) answer = pageAnswer;
+        else if (p === "/_sandbox" || p.startsWith("/_sandbox/")) answer = await handleControl(control, info, { ...base, path: p.slice(9) });
         else if (p.startsWith("/mercadopago/")) answer = await providerApi("mercadopago", { ...base, path: p.slice(12) });
         else if (p.startsWith("/openpix/")) answer = await providerApi("openpix", { ...base, path: p.slice(8) });
         else if (p.startsWith("/v1/")) answer = await providerApi("stripe", { ...base, path: p });

@@ -88,6 +88,8 @@ export interface SandboxControl {
   waitForDeliveries(n: number, timeoutMs?: number): Promise<Delivery[]>;
   events(provider?: Provider): SandboxEvent[];
   payment(provider: Provider, id: number | string): Record<string, unknown> | undefined;
+  /** the page a person pays on (Stripe's pay page, MercadoPago's ticket_url, OpenPIX's paymentLinkUrl) */
+  payUrl(provider: Provider, id: number | string): string;
   // bulk
   seedStripePaymentIntents(
     n: number,
