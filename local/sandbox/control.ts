@@ -2,6 +2,7 @@
 // over HTTP under /_sandbox for `npm start` users (POST /_sandbox/<method> with a JSON array of arguments).
 import type { Dispatcher } from "./webhooks.ts";
 import type { Faults } from "./faults.ts";
+import type { Receivers } from "./receivers.ts";
 import type { MercadoPago } from "./mercadopago.ts";
 import type { OpenPix } from "./openpix.ts";
 import type { StripeState } from "./stripe.ts";
@@ -19,6 +20,7 @@ export interface ControlDeps {
   faults: Faults;
   webhookUrls: { stripe: string | null; openpix: string | null };
   url: string;
+  receivers: Receivers;
 }
 
 export function createControl(d: ControlDeps): SandboxControl {
@@ -63,6 +65,11 @@ export function createControl(d: ControlDeps): SandboxControl {
     events: (provider) => d.dispatcher.events(provider),
     payment: (provider, id) => payment(d, provider, String(id)),
     payUrl: (provider, id) => payUrl(d, provider, String(id)),
+    pagerdutyEvents: () => structuredClone(d.receivers.pagerdutyReceived),
+    pagerdutyAlerts: () => structuredClone(d.receivers.alerts),
+    pagerdutyAlert: (dedupKey) => structuredClone(d.receivers.alert(dedupKey)),
+    slackMessages: () => structuredClone(d.receivers.slackReceived),
+    setReceiverFault: (receiver, fault) => d.receivers.setFault(receiver, fault),
     seedStripePaymentIntents: (n, opts) => d.stripe.seed(n, opts),
     seedMercadoPagoPayments: (n, opts) => d.mercadopago.seed(n, opts),
   };
@@ -93,7 +100,7 @@ function payUrl(d: ControlDeps, provider: Provider, id: string): string {
   return d.openpix.get(id).paymentLinkUrl as string;
 }
 
-const READS = new Set(["deliveries", "events", "payment", "payUrl"]);
+const READS = new Set(["deliveries", "events", "payment", "payUrl", "pagerdutyEvents", "pagerdutyAlerts", "pagerdutyAlert", "slackMessages"]);
 
 /**
  * GET /_sandbox                       what is here: urls, secrets, methods
@@ -115,6 +122,11 @@ export async function handleControl(control: SandboxControl, info: () => unknown
       if (method === "payment" && rest.length === 2) {
         const found = control.payment(rest[0] as Provider, decodeURIComponent(rest[1]!));
         return found ? { status: 200, body: found } : { status: 404, body: { error: `no ${rest[0]} payment ${rest[1]}` } };
+      }
+      if (READS.has(method)) {
+        const fn = control[method as keyof SandboxControl] as (...a: unknown[]) => unknown;
+        const found = fn(...rest.map((r) => decodeURIComponent(r)));
+        return found === undefined ? { status: 404, body: { error: `nothing at GET /_sandbox${req.path}` } } : { status: 200, body: found };
       }
       return { status: 404, body: { error: `unknown control route GET ${req.path}` } };
     }

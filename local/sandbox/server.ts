@@ -10,6 +10,7 @@ import { Faults } from "./faults.ts";
 import { MercadoPago, mpError, signMercadoPago, type MercadoPagoSnapshot } from "./mercadopago.ts";
 import { handlePage } from "./pages.ts";
 import { OpenPix, openpixError, signOpenPix, type OpenPixSnapshot } from "./openpix.ts";
+import { Receivers, type ReceiversSnapshot } from "./receivers.ts";
 import { StateStore, type SandboxSecrets } from "./store.ts";
 import { StripeState, type StripeSnapshot } from "./stripe.ts";
 import { StripeApi, stripeErrorFor } from "./stripe_api.ts";
@@ -26,6 +27,7 @@ interface SandboxState {
   mercadopago: MercadoPagoSnapshot;
   openpix: OpenPixSnapshot;
   dispatcher: DispatcherSnapshot;
+  receivers?: ReceiversSnapshot;
 }
 
 /** Every control action may move state: each call (and each awaited one, when it settles) marks it for writing. */
@@ -51,7 +53,10 @@ function rsaPair() {
 
 function newSecrets(): SandboxSecrets {
   const keys = rsaPair();
+  const alnum = (n: number) => randomBytes(n).toString("base64").replace(/[^A-Za-z0-9]/g, "").padEnd(n, "0").slice(0, n);
   return {
+    pagerdutyRoutingKey: hex(16),
+    slackWebhookPath: `/services/T${alnum(10).toUpperCase()}/B${alnum(10).toUpperCase()}/${alnum(24)}`,
     stripeSecretKey: `sk_test_sandbox_${hex(16)}`,
     stripeWebhookSecret: `whsec_${randomBytes(24).toString("base64")}`,
     mercadopagoAccessToken: `TEST-${hex(8)}-${hex(3)}-${hex(16)}-${hex(4)}`,
@@ -95,10 +100,11 @@ export async function startProviderSandbox(opts: SandboxOptions = {}): Promise<P
   mercadopago.ipn = opts.mercadopagoIpn ?? false;
   const openpix = new OpenPix(appId, `${url}/openpix`, publicPem, emit, () => webhookUrls.openpix, opts.openpixEventNaming ?? "openpix");
   const faults = new Faults();
+  const receivers = new Receivers(new Set([secrets.pagerdutyRoutingKey, ...(opts.pagerdutyRoutingKeys ?? [])]), secrets.slackWebhookPath);
 
   const store = opts.stateDir ? StateStore.open(opts.stateDir, (): SandboxState => ({
     stripe: stripe.snapshot(), stripeIdempotency: stripeApi.snapshot(), mercadopago: mercadopago.snapshot(),
-    openpix: openpix.snapshot(), dispatcher: dispatcher.snapshot(),
+    openpix: openpix.snapshot(), dispatcher: dispatcher.snapshot(), receivers: receivers.snapshot(),
   }), log) : undefined;
   const saved = store?.load<SandboxState>();
   if (saved) {
@@ -107,17 +113,20 @@ export async function startProviderSandbox(opts: SandboxOptions = {}): Promise<P
     mercadopago.restore(saved.mercadopago);
     openpix.restore(saved.openpix);
     dispatcher.restore(saved.dispatcher);
+    if (saved.receivers) receivers.restore(saved.receivers);
     log(`[sandbox] restored ${stripe.intents.size} PaymentIntents, ${mercadopago.payments.size} MercadoPago payments, ${openpix.charges.size} OpenPIX charges from ${opts.stateDir}`);
   }
   const changed = () => store?.markDirty();
   dispatcher.onChange = changed;
 
-  const control = noticeChanges(createControl({ stripe, mercadopago, openpix, dispatcher, faults, webhookUrls, url }), changed);
+  const control = noticeChanges(createControl({ stripe, mercadopago, openpix, dispatcher, faults, webhookUrls, url, receivers }), changed);
   const sandbox: ProviderSandbox = {
     url,
     stripe: { host: "127.0.0.1", port, protocol: "http", secretKey, webhookSecret },
     mercadopago: { apiBase: `${url}/mercadopago`, accessToken: mpToken, webhookSecret: mpSecret },
     openpix: { apiBase: `${url}/openpix`, appId, webhookPublicKey: Buffer.from(publicPem).toString("base64") },
+    pagerduty: { eventsUrl: `${url}/pagerduty/v2/enqueue`, routingKey: secrets.pagerdutyRoutingKey },
+    slack: { webhookUrl: `${url}/slack${secrets.slackWebhookPath}` },
     stateDir: opts.stateDir ?? null,
     control,
     flushState: async () => await store?.flush(),
@@ -129,7 +138,10 @@ export async function startProviderSandbox(opts: SandboxOptions = {}): Promise<P
       await store?.close();
     },
   };
-  const info = () => ({ url, stripe: sandbox.stripe, mercadopago: sandbox.mercadopago, openpix: sandbox.openpix, webhookUrls,
+  const info = () => ({ url, stripe: sandbox.stripe, mercadopago: sandbox.mercadopago, openpix: sandbox.openpix,
+    pagerduty: { ...sandbox.pagerduty, note: "POST Events API v2 JSON; routing_key must be this one (or one given in pagerdutyRoutingKeys)" },
+    slack: { ...sandbox.slack, note: "POST {text, blocks?} JSON (or payload= form); answers ok" },
+    webhookUrls,
     stateDir: opts.stateDir ?? null,
     pages: {
       stripe: `${url}/pay/stripe/<payment_intent id>?client_secret=<its client_secret>`,
@@ -172,6 +184,8 @@ export async function startProviderSandbox(opts: SandboxOptions = {}): Promise<P
         else if (p.startsWith("/mercadopago/")) answer = await providerApi("mercadopago", { ...base, path: p.slice(12) });
         else if (p.startsWith("/openpix/")) answer = await providerApi("openpix", { ...base, path: p.slice(8) });
         else if (p.startsWith("/v1/")) answer = await providerApi("stripe", { ...base, path: p });
+        else if (p.startsWith("/pagerduty/")) answer = await receivers.handle("pagerduty", { ...base, path: p.slice(10) });
+        else if (p.startsWith("/slack/")) answer = await receivers.handle("slack", { ...base, path: p.slice(6) });
         else answer = { status: 404, body: { error: `nothing at ${p}; see GET /_sandbox` } };
       } catch (err) {
         answer = { status: 500, body: { error: (err as Error).message } };

@@ -13,6 +13,8 @@ const STATE_VERSION = 1;
 const DEBOUNCE_MS = 50;
 
 export interface SandboxSecrets {
+  pagerdutyRoutingKey: string;
+  slackWebhookPath: string;
   stripeSecretKey: string;
   stripeWebhookSecret: string;
   mercadopagoAccessToken: string;
@@ -73,7 +75,14 @@ export class StateStore {
     mkdirSync(dir, { recursive: true });
     const file = path.join(dir, SECRETS_FILE);
     try {
-      return { secrets: JSON.parse(readFileSync(file, "utf8")) as SandboxSecrets, created: false };
+      const kept = JSON.parse(readFileSync(file, "utf8")) as Partial<SandboxSecrets>;
+      const fresh = make();
+      const missing = (Object.keys(fresh) as (keyof SandboxSecrets)[]).filter((k) => !kept[k]);
+      if (missing.length === 0) return { secrets: kept as SandboxSecrets, created: false };
+      // a sandbox that learned new secrets since this directory was made keeps the old ones and adds the new
+      const secrets = { ...fresh, ...kept } as SandboxSecrets;
+      writeAtomicSync(file, JSON.stringify(secrets, null, 2), 0o600);
+      return { secrets, created: false };
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw new Error(`unreadable sandbox secrets ${file}: ${(err as Error).message}`);
     }

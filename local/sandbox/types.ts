@@ -48,6 +48,8 @@ export interface SandboxOptions {
   stateDir?: string;
   /** OpenPIX event names: "openpix" (OPENPIX:CHARGE_COMPLETED, the default) or "woovi" (woovi:CHARGE_COMPLETED) */
   openpixEventNaming?: "openpix" | "woovi";
+  /** routing keys PagerDuty accepts besides the sandbox's own (one per service, as PagerDuty has) */
+  pagerdutyRoutingKeys?: string[];
   /** MercadoPago also sends IPN (`?topic=payment&id=`) unless the notification_url says source_news=webhooks */
   mercadopagoIpn?: boolean;
 }
@@ -90,6 +92,16 @@ export interface SandboxControl {
   payment(provider: Provider, id: number | string): Record<string, unknown> | undefined;
   /** the page a person pays on (Stripe's pay page, MercadoPago's ticket_url, OpenPIX's paymentLinkUrl) */
   payUrl(provider: Provider, id: number | string): string;
+  // alert receivers
+  /** every event PagerDuty received, oldest first, with its answer */
+  pagerdutyEvents(): ReceivedCall[];
+  /** PagerDuty's alerts: state per dedup_key (triggered, acknowledged, resolved) with their event log */
+  pagerdutyAlerts(): PagerDutyAlertState[];
+  pagerdutyAlert(dedupKey: string): PagerDutyAlertState | undefined;
+  /** every message the Slack webhook received, oldest first, with its answer */
+  slackMessages(): ReceivedCall[];
+  /** the next `times` calls to a receiver fail with `status` (429 with Retry-After: `retryAfter` s) or hang `timeoutMs`; null clears */
+  setReceiverFault(receiver: "pagerduty" | "slack", fault: { status?: number; retryAfter?: number; timeoutMs?: number; times: number } | null): void;
   // bulk
   seedStripePaymentIntents(
     n: number,
@@ -106,12 +118,36 @@ export interface ProviderSandbox {
   stripe: { host: string; port: number; protocol: "http"; secretKey: string; webhookSecret: string };
   mercadopago: { apiBase: string; accessToken: string; webhookSecret: string };
   openpix: { apiBase: string; appId: string; webhookPublicKey: string };
+  /** PagerDuty Events API v2: POST events to eventsUrl with this routing_key */
+  pagerduty: { eventsUrl: string; routingKey: string };
+  /** a Slack incoming webhook */
+  slack: { webhookUrl: string };
   /** where state and secrets are kept (SandboxOptions.stateDir), or null for memory only */
   stateDir: string | null;
   control: SandboxControl;
   /** writes the state now (it is written within ~50 ms of any change anyway, and on stop) */
   flushState(): Promise<void>;
   stop(): Promise<void>;
+}
+
+export interface ReceivedCall {
+  at: string;
+  status: number;
+  body: unknown;
+  raw: string;
+  answer: unknown;
+}
+
+export interface PagerDutyAlertState {
+  dedup_key: string;
+  routing_key: string;
+  status: "triggered" | "acknowledged" | "resolved";
+  summary: string;
+  severity: string;
+  source: string;
+  created_at: string;
+  updated_at: string;
+  log: { at: string; event_action: string; payload?: Record<string, unknown> }[];
 }
 
 /** Raised by control actions a real guest or provider could not perform (wrong state, unknown id). */

@@ -58,7 +58,10 @@ describe("a restarted sandbox is the same provider", () => {
     first.control.openpixPay("p-opx");
     await first.control.waitForDeliveries(5, 10_000);
     await first.control.flush();
-    const before = { secrets: [first.stripe, first.mercadopago, first.openpix], events: first.control.events().length,
+    const paged = await fetch(first.pagerduty.eventsUrl, { method: "POST", body: JSON.stringify({ routing_key: first.pagerduty.routingKey,
+      event_action: "trigger", dedup_key: "before-restart", payload: { summary: "s", source: "t", severity: "error" } }) });
+    expect(paged.status).toBe(202);
+    const before = { secrets: [first.stripe, first.mercadopago, first.openpix, first.pagerduty, first.slack], events: first.control.events().length,
       deliveries: first.control.deliveries().length };
     await first.stop();
     expect(JSON.parse(readFileSync(path.join(dir, "secrets.json"), "utf8")).stripeSecretKey).toBe(first.stripe.secretKey);
@@ -66,7 +69,11 @@ describe("a restarted sandbox is the same provider", () => {
 
     const second = await startProviderSandbox({ stateDir: dir, port, stripeWebhookUrl: `${rx.url}/stripe`, openpixWebhookUrl: `${rx.url}/openpix` });
     current = second;
-    expect([second.stripe, second.mercadopago, second.openpix]).toEqual(before.secrets);
+    expect([second.stripe, second.mercadopago, second.openpix, second.pagerduty, second.slack]).toEqual(before.secrets);
+    expect(second.control.pagerdutyAlert("before-restart")).toMatchObject({ status: "triggered" });
+    expect((await fetch(second.pagerduty.eventsUrl, { method: "POST", body: JSON.stringify({ routing_key: second.pagerduty.routingKey,
+      event_action: "resolve", dedup_key: "before-restart" }) })).status).toBe(202);
+    expect(second.control.pagerdutyAlert("before-restart")!.status).toBe("resolved");
     expect(second.control.events().length).toBe(before.events);
     expect(second.control.deliveries().length).toBe(before.deliveries);
     const seen = rx.received.length;
