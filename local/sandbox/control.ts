@@ -2,6 +2,7 @@
 // over HTTP under /_sandbox for `npm start` users (POST /_sandbox/<method> with a JSON array of arguments).
 import type { Dispatcher } from "./webhooks.ts";
 import type { Faults } from "./faults.ts";
+import type { Receivers } from "./receivers.ts";
 import type { MercadoPago } from "./mercadopago.ts";
 import type { OpenPix } from "./openpix.ts";
 import type { StripeState } from "./stripe.ts";
@@ -9,6 +10,7 @@ import type { Provider, SandboxControl } from "./types.ts";
 import { SandboxError } from "./types.ts";
 import type { ApiRequest, ApiResponse } from "./util.ts";
 import { parseJson } from "./util.ts";
+import { stripePayUrl } from "./pages.ts";
 
 export interface ControlDeps {
   stripe: StripeState;
@@ -17,21 +19,37 @@ export interface ControlDeps {
   dispatcher: Dispatcher;
   faults: Faults;
   webhookUrls: { stripe: string | null; openpix: string | null };
+  url: string;
+  receivers: Receivers;
 }
 
 export function createControl(d: ControlDeps): SandboxControl {
   const clone = <T>(x: T): T => structuredClone(x);
   return {
-    stripeConfirm: (piId, outcome, opts) => clone(d.stripe.confirm(piId, outcome, opts?.declineCode)),
+    stripeConfirm: (piId, outcome, opts) => clone(d.stripe.confirm(piId, outcome, opts ?? {})),
     stripeSettle: (piId, outcome) => clone(d.stripe.settle(piId, outcome)),
     stripeDispute: (piId, opts) => clone(d.stripe.dispute(piId, opts?.reason)),
     stripeCloseDispute: (piId, outcome) => clone(d.stripe.closeDispute(piId, outcome)),
-    mercadopagoPay: (id, opts) => d.mercadopago.pay(Number(id), opts?.afterExpiry ?? false),
-    openpixPay: (correlationID, opts) => d.openpix.pay(correlationID, opts?.afterExpiry ?? false),
+    mercadopagoPay: (id, opts) => d.mercadopago.pay(Number(id), opts ?? {}),
+    openpixPay: (correlationID, opts) => d.openpix.pay(correlationID, opts ?? {}),
     expire: (provider, id) => {
       if (provider === "mercadopago") return d.mercadopago.expireNow(Number(id));
       if (provider === "openpix") return d.openpix.expireNow(String(id));
       throw new SandboxError(400, `expire takes mercadopago or openpix, not ${provider}`);
+    },
+    stripePayout: (opts) => clone(d.stripe.payout(opts ?? {})),
+    stripeCreateUnnotifiedPayment: (opts) => clone(d.stripe.unnotifiedPayment(opts)),
+    mercadopagoCreateUnnotifiedPayment: (opts) => d.mercadopago.unnotifiedPayment(opts),
+    openpixCreateUnnotifiedCharge: (opts) => d.openpix.unnotifiedCharge(opts),
+    setOpenPixEventNaming: (naming) => {
+      if (naming !== "openpix" && naming !== "woovi") throw new SandboxError(400, "naming is openpix or woovi");
+      d.openpix.naming = naming;
+    },
+    setOpenPixDeliveriesWithoutEvent: (on) => {
+      d.openpix.withoutEvent = on === true;
+    },
+    setMercadoPagoIpn: (on) => {
+      d.mercadopago.ipn = on === true;
     },
     setWebhookMode: (provider, mode) => d.dispatcher.setMode(provider, mode),
     setWebhookUrl: (provider, url) => {
@@ -46,6 +64,12 @@ export function createControl(d: ControlDeps): SandboxControl {
     waitForDeliveries: (n, timeoutMs = 5_000) => d.dispatcher.waitFor(n, timeoutMs),
     events: (provider) => d.dispatcher.events(provider),
     payment: (provider, id) => payment(d, provider, String(id)),
+    payUrl: (provider, id) => payUrl(d, provider, String(id)),
+    pagerdutyEvents: () => structuredClone(d.receivers.pagerdutyReceived),
+    pagerdutyAlerts: () => structuredClone(d.receivers.alerts),
+    pagerdutyAlert: (dedupKey) => structuredClone(d.receivers.alert(dedupKey)),
+    slackMessages: () => structuredClone(d.receivers.slackReceived),
+    setReceiverFault: (receiver, fault) => d.receivers.setFault(receiver, fault),
     seedStripePaymentIntents: (n, opts) => d.stripe.seed(n, opts),
     seedMercadoPagoPayments: (n, opts) => d.mercadopago.seed(n, opts),
   };
@@ -53,8 +77,7 @@ export function createControl(d: ControlDeps): SandboxControl {
 
 function payment(d: ControlDeps, provider: Provider, id: string): Record<string, unknown> | undefined {
   if (provider === "stripe") {
-    const found = id.startsWith("ch_") ? d.stripe.charges.get(id) : id.startsWith("dp_")
-      ? [...d.stripe.disputes.values()].find((x) => x.id === id) : d.stripe.intents.get(id);
+    const found = d.stripe.byId(id);
     return found && structuredClone(found);
   }
   if (provider === "mercadopago") return d.mercadopago.payments.has(Number(id)) ? d.mercadopago.read(Number(id)) : undefined;
@@ -62,11 +85,27 @@ function payment(d: ControlDeps, provider: Provider, id: string): Record<string,
   return c && d.openpix.read(c);
 }
 
-const READS = new Set(["deliveries", "events", "payment"]);
+/** The page a person pays on: Stripe's pay page for a PaymentIntent, MercadoPago's ticket, OpenPIX's link. */
+function payUrl(d: ControlDeps, provider: Provider, id: string): string {
+  if (provider === "stripe") {
+    const pi = d.stripe.intents.get(id);
+    if (!pi) throw new SandboxError(404, `no PaymentIntent ${id}`);
+    return stripePayUrl(d.url, pi);
+  }
+  if (provider === "mercadopago") {
+    const p = d.mercadopago.payments.get(Number(id));
+    if (!p) throw new SandboxError(404, `no MercadoPago payment ${id}`);
+    return ((p.point_of_interaction as Record<string, any>).transaction_data).ticket_url as string;
+  }
+  return d.openpix.get(id).paymentLinkUrl as string;
+}
+
+const READS = new Set(["deliveries", "events", "payment", "payUrl", "pagerdutyEvents", "pagerdutyAlerts", "pagerdutyAlert", "slackMessages"]);
 
 /**
  * GET /_sandbox                       what is here: urls, secrets, methods
  * GET /_sandbox/deliveries            GET /_sandbox/events[/<provider>]     GET /_sandbox/payment/<provider>/<id>
+ * GET /_sandbox/payUrl/<provider>/<id>  the page a person pays on
  * POST /_sandbox/<method>             body: JSON array of the method's arguments, e.g.
  *   POST /_sandbox/stripeConfirm ["pi_...", "succeeded"]     POST /_sandbox/setWebhookMode ["all", {"duplicate": 2}]
  */
@@ -77,9 +116,17 @@ export async function handleControl(control: SandboxControl, info: () => unknown
       if (!method) return { status: 200, body: { ...(info() as object), methods: Object.keys(control) } };
       if (method === "deliveries") return { status: 200, body: control.deliveries() };
       if (method === "events") return { status: 200, body: control.events(rest[0] as Provider | undefined) };
+      if (method === "payUrl" && rest.length === 2) {
+        return { status: 200, body: { url: control.payUrl(rest[0] as Provider, decodeURIComponent(rest[1]!)) } };
+      }
       if (method === "payment" && rest.length === 2) {
         const found = control.payment(rest[0] as Provider, decodeURIComponent(rest[1]!));
         return found ? { status: 200, body: found } : { status: 404, body: { error: `no ${rest[0]} payment ${rest[1]}` } };
+      }
+      if (READS.has(method)) {
+        const fn = control[method as keyof SandboxControl] as (...a: unknown[]) => unknown;
+        const found = fn(...rest.map((r) => decodeURIComponent(r)));
+        return found === undefined ? { status: 404, body: { error: `nothing at GET /_sandbox${req.path}` } } : { status: 200, body: found };
       }
       return { status: 404, body: { error: `unknown control route GET ${req.path}` } };
     }

@@ -20,6 +20,56 @@ const CREATE_PARAMS = new Set(("amount currency allowed_payment_method_types amo
   "statement_descriptor_suffix transfer_data transfer_group use_stripe_sdk payment_method_types").split(" "));
 const REFUND_REASONS = ["duplicate", "fraudulent", "requested_by_customer"];
 
+/** GET /v1/<resource>/<id>: the object type each path serves. */
+const RETRIEVABLE: Record<string, string> = { payment_intents: "payment_intent", charges: "charge", refunds: "refund",
+  disputes: "dispute", balance_transactions: "balance_transaction", payouts: "payout", events: "event" };
+
+/** `<object>.<field>` pairs that hold an id Stripe can expand. */
+const EXPANDABLE = new Set(["payment_intent.latest_charge", "payment_intent.payment_method", "charge.balance_transaction",
+  "charge.payment_intent", "refund.balance_transaction", "refund.charge", "refund.payment_intent", "dispute.charge",
+  "dispute.payment_intent", "payout.balance_transaction", "balance_transaction.source"]);
+
+interface ListSpec {
+  object: string;
+  all(s: StripeState): Obj[];
+  filters: string[];
+  match(o: Obj, filter: string, value: string, s: StripeState): boolean;
+}
+
+const byField = (o: Obj, f: string, v: string) => String(o[f]) === v;
+const LISTS: Record<string, ListSpec> = {
+  payment_intents: { object: "payment_intent", all: (s) => [...s.intents.values()], filters: ["customer"], match: byField },
+  charges: { object: "charge", all: (s) => [...s.charges.values()], filters: ["customer", "payment_intent"], match: byField },
+  refunds: { object: "refund", all: (s) => [...s.refunds.values()], filters: ["charge", "payment_intent"], match: byField },
+  disputes: { object: "dispute", all: (s) => [...s.disputes.values()], filters: ["charge", "payment_intent"], match: byField },
+  payouts: { object: "payout", all: (s) => [...s.payouts.values()], filters: ["status", "destination"], match: byField },
+  balance_transactions: { object: "balance_transaction", all: (s) => [...s.balanceTransactions.values()],
+    filters: ["payout", "type", "source", "currency"],
+    match: (o, f, v, s) => (f === "payout" ? s.paidOutBy.get(o.id as string) === v : byField(o, f, v)) },
+  events: { object: "event", all: (s) => [...s.events.values()], filters: ["type"], match: byField },
+};
+
+/** `created=<t>` or `created[gt|gte|lt|lte]=<t>` (unix seconds). */
+function createdFilter(c: unknown): (t: number) => boolean {
+  if (c === undefined) return () => true;
+  const int = (v: unknown, param: string) => {
+    if (!/^\d+$/.test(String(v))) throw invalid(`Invalid integer: ${v}`, { param });
+    return Number(v);
+  };
+  if (typeof c === "string") {
+    const at = int(c, "created");
+    return (t) => t === at;
+  }
+  const o = c as Record<string, unknown>;
+  const unknown = Object.keys(o).find((k) => !["gt", "gte", "lt", "lte"].includes(k));
+  if (unknown) throw invalid(`Received unknown parameter: created[${unknown}]`, { param: `created[${unknown}]` });
+  const gt = o.gt === undefined ? undefined : int(o.gt, "created[gt]");
+  const gte = o.gte === undefined ? undefined : int(o.gte, "created[gte]");
+  const lt = o.lt === undefined ? undefined : int(o.lt, "created[lt]");
+  const lte = o.lte === undefined ? undefined : int(o.lte, "created[lte]");
+  return (t) => (gt === undefined || t > gt) && (gte === undefined || t >= gte) && (lt === undefined || t < lt) && (lte === undefined || t <= lte);
+}
+
 class StripeApiError extends Error {
   constructor(readonly status: number, readonly error: Obj) {
     super(String(error.message));
@@ -47,6 +97,14 @@ export class StripeApi {
   private idempotent = new Map<string, { fingerprint: string; status: number; body: unknown }>();
 
   constructor(private state: StripeState, private secretKey: string) {}
+
+  snapshot(): [string, { fingerprint: string; status: number; body: unknown }][] {
+    return [...this.idempotent];
+  }
+
+  restore(entries: [string, { fingerprint: string; status: number; body: unknown }][]): void {
+    for (const [k, v] of entries) this.idempotent.set(k, v);
+  }
 
   handle(req: ApiRequest): ApiResponse {
     const requestId = randomId("req_", 14);
@@ -96,28 +154,94 @@ export class StripeApi {
   private route(method: string, path: string, p: Obj, req: RequestInfo): Obj {
     const seg = path.split("/").filter(Boolean); // ["v1", "payment_intents", id?, action?]
     const [v, resource, id, action] = seg;
+    const list = v === "v1" && method === "GET" && seg.length === 2 ? LISTS[resource!] : undefined;
+    if (list) return this.list(resource!, list, p);
     if (v === "v1" && resource === "payment_intents") {
       if (method === "POST" && seg.length === 2) return this.expand(this.create(p, req), p);
       if (method === "GET" && seg.length === 3) return this.expand(this.state.intent(id!), p);
       if (method === "POST" && seg.length === 4 && action === "cancel") return this.expand(this.cancel(id!, p, req), p);
     }
-    if (v === "v1" && resource === "refunds" && method === "POST" && seg.length === 2) return this.refund(p, req);
-    if (v === "v1" && method === "GET" && seg.length === 3) {
-      const found = resource === "charges" ? this.state.charges.get(id!) : resource === "refunds" ? this.state.refunds.get(id!)
-        : resource === "events" ? this.state.events.get(id!) : undefined;
-      if (found) return found;
-      if (["charges", "refunds", "events"].includes(resource!)) throw new SandboxError(404, `No such ${resource!.slice(0, -1)}: '${id}'`);
+    if (v === "v1" && resource === "refunds" && method === "POST" && seg.length === 2) return this.expand(this.refund(p, req), p);
+    if (v === "v1" && method === "GET" && seg.length === 3 && resource! in RETRIEVABLE) {
+      const found = this.state.byId(id!);
+      if (found && found.object === RETRIEVABLE[resource!]) return this.expand(found, p);
+      throw new SandboxError(404, `No such ${RETRIEVABLE[resource!]}: '${id}'`);
     }
     throw new StripeApiError(404, { type: "invalid_request_error", message:
       `Unrecognized request URL (${method}: ${path}). Please see https://stripe.com/docs or we can help at https://support.stripe.com/.` });
   }
 
-  private expand(pi: Obj, p: Obj): Obj {
-    const expand = asList(p.expand);
-    const unknown = expand.find((e) => e !== "latest_charge");
-    if (unknown) throw invalid(`This property cannot be expanded (${unknown}).`, { param: "expand" });
-    if (!expand.includes("latest_charge") || !pi.latest_charge) return pi;
-    return { ...pi, latest_charge: this.state.charges.get(pi.latest_charge as string) };
+  /**
+   * Stripe's list envelope: newest first, `limit` 1..100 (default 10), a cursor with `starting_after` or
+   * `ending_before` (an object id), `created` as an exact value or `created[gt|gte|lt|lte]`, plus the
+   * resource's own filters; `has_more` says whether another page follows in the direction of travel.
+   */
+  private list(resource: string, spec: ListSpec, p: Obj): Obj {
+    for (const k of Object.keys(p)) {
+      if (!["limit", "starting_after", "ending_before", "created", "expand"].includes(k) && !spec.filters.includes(k)) {
+        throw invalid(`Received unknown parameter: ${k}`, { ...withDoc("parameter_unknown"), param: k });
+      }
+    }
+    let limit = 10;
+    if (p.limit !== undefined) {
+      if (!/^\d+$/.test(String(p.limit))) throw invalid(`Invalid integer: ${p.limit}`, { param: "limit" });
+      limit = Number(p.limit);
+      if (limit < 1 || limit > 100) throw invalid("This value must be greater than or equal to 1 and less than or equal to 100.", { param: "limit" });
+    }
+    if (p.starting_after !== undefined && p.ending_before !== undefined) {
+      throw invalid("You may only specify one of these parameters: ending_before, starting_after.");
+    }
+    const created = createdFilter(p.created);
+    let items = spec.all(this.state).filter((o) => created(o.created as number) && spec.filters.every((f) => p[f] === undefined || spec.match(o, f, String(p[f]), this.state)));
+    // newest first; equal timestamps keep the newest-made first, as Stripe's ids sort within a second
+    items = items.map((o, i) => ({ o, i })).sort((a, b) => (b.o.created as number) - (a.o.created as number) || b.i - a.i).map((x) => x.o);
+    let page: Obj[];
+    let hasMore: boolean;
+    const cursor = (p.starting_after ?? p.ending_before) as string | undefined;
+    if (cursor !== undefined) {
+      const at = items.findIndex((o) => o.id === cursor);
+      if (at < 0) throw new SandboxError(404, `No such ${spec.object}: '${cursor}'`);
+      if (p.starting_after !== undefined) {
+        page = items.slice(at + 1, at + 1 + limit);
+        hasMore = at + 1 + limit < items.length;
+      } else {
+        page = items.slice(Math.max(0, at - limit), at);
+        hasMore = at - limit > 0;
+      }
+    } else {
+      page = items.slice(0, limit);
+      hasMore = items.length > limit;
+    }
+    const expandData = asList(p.expand).map((e) => {
+      if (!e.startsWith("data.")) throw invalid(`This property cannot be expanded (${e}). You may want to try expanding 'data.${e}' instead.`, { param: "expand" });
+      return e.slice(5);
+    });
+    return { object: "list", data: page.map((o) => this.expandPaths(o, expandData)), has_more: hasMore, url: `/v1/${resource}` };
+  }
+
+  private expand(obj: Obj, p: Obj): Obj {
+    return this.expandPaths(obj, asList(p.expand));
+  }
+
+  /** `expand[]=latest_charge.balance_transaction`: each segment must name an id field of the object it reaches. */
+  private expandPaths(obj: Obj, paths: string[]): Obj {
+    let out = obj;
+    for (const path of paths) {
+      const parts = path.split(".");
+      if (parts.length > 4) throw invalid(`You cannot expand more than 4 levels of a property (${path}).`, { param: "expand" });
+      out = this.expandOne(out, parts, path);
+    }
+    return out;
+  }
+
+  private expandOne(obj: Obj, parts: string[], full: string): Obj {
+    const [head, ...rest] = parts;
+    const value = obj[head!];
+    if (!EXPANDABLE.has(`${obj.object}.${head}`)) throw invalid(`This property cannot be expanded (${full}).`, { param: "expand" });
+    if (value === null || value === undefined) return obj;
+    const target = typeof value === "string" ? this.state.byId(value) : (value as Obj);
+    if (!target) return obj;
+    return { ...obj, [head!]: rest.length ? this.expandOne(target, rest, full) : target };
   }
 
   private create(p: Obj, req: RequestInfo): Obj {

@@ -1,5 +1,7 @@
 import { randomBytes } from "node:crypto";
 import type { IncomingHttpHeaders } from "node:http";
+import { deflateSync } from "node:zlib";
+import QRCode from "qrcode";
 
 export interface ApiRequest {
   method: string;
@@ -13,6 +15,8 @@ export interface ApiResponse {
   status: number;
   body: unknown;
   headers?: Record<string, string>;
+  /** a page or an image, sent as is (body is then ignored); content-type from headers, else HTML */
+  raw?: string | Buffer;
 }
 
 const ALNUM = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
@@ -115,8 +119,63 @@ export function pixBrCode(centavos: number, pixKey: string, txid: string): strin
   return withCrcTag + crc16(withCrcTag);
 }
 
-/** A 1x1 PNG: real APIs return a QR image; nobody scans one in a sandbox. */
-export const TINY_PNG_BASE64 =
-  "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII=";
+const CRC_TABLE = Array.from({ length: 256 }, (_, n) => {
+  let c = n;
+  for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+  return c >>> 0;
+});
+
+function pngChunk(type: string, data: Buffer): Buffer {
+  const len = Buffer.alloc(4);
+  len.writeUInt32BE(data.length);
+  const body = Buffer.concat([Buffer.from(type, "ascii"), data]);
+  let crc = 0xffffffff;
+  for (const b of body) crc = CRC_TABLE[(crc ^ b) & 0xff]! ^ (crc >>> 8);
+  const tail = Buffer.alloc(4);
+  tail.writeUInt32BE((crc ^ 0xffffffff) >>> 0);
+  return Buffer.concat([len, body, tail]);
+}
+
+/**
+ * The QR code of `text` as a PNG (8-bit grayscale, `scale` pixels a module, a 4-module quiet zone), made
+ * synchronously from the qrcode library's module matrix: what a bank app scans from the guest's screen.
+ */
+export function qrPng(text: string, scale = 6): Buffer {
+  const { modules } = QRCode.create(text, { errorCorrectionLevel: "M" });
+  const margin = 4;
+  const side = (modules.size + 2 * margin) * scale;
+  const rows = Buffer.alloc((side + 1) * side, 0xff);
+  for (let y = 0; y < side; y++) {
+    rows[y * (side + 1)] = 0; // filter: none
+    const my = Math.floor(y / scale) - margin;
+    for (let x = 0; x < side; x++) {
+      const mx = Math.floor(x / scale) - margin;
+      const dark = my >= 0 && mx >= 0 && my < modules.size && mx < modules.size && modules.get(my, mx);
+      if (dark) rows[y * (side + 1) + 1 + x] = 0;
+    }
+  }
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(side, 0);
+  ihdr.writeUInt32BE(side, 4);
+  ihdr.set([8, 0, 0, 0, 0], 8); // 8-bit, grayscale, deflate, no filter, no interlace
+  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), pngChunk("IHDR", ihdr),
+    pngChunk("IDAT", deflateSync(rows)), pngChunk("IEND", Buffer.alloc(0))]);
+}
+
+/** Base64 QR PNGs by text: a payment's code is drawn once however often it is read. */
+const qrCache = new Map<string, string>();
+export function qrPngBase64(text: string): string {
+  let v = qrCache.get(text);
+  if (v === undefined) {
+    v = qrPng(text).toString("base64");
+    if (qrCache.size > 5_000) qrCache.clear();
+    qrCache.set(text, v);
+  }
+  return v;
+}
+
+export function escapeHtml(s: unknown): string {
+  return String(s).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]!);
+}
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));

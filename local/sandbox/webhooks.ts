@@ -10,6 +10,13 @@ export type Signer = (event: SandboxEvent, wrongSecret: boolean) => Promise<Reco
 const PROVIDERS: Provider[] = ["stripe", "mercadopago", "openpix"];
 // real providers give up on a slow endpoint (Stripe ~20 s, MercadoPago 22 s); a sandbox can be stricter
 const SEND_TIMEOUT_MS = 10_000;
+/** how much history a restart keeps (events for redelivery, deliveries for inspection) */
+const KEPT_HISTORY = 10_000;
+
+export interface DispatcherSnapshot {
+  events: SandboxEvent[];
+  deliveries: Delivery[];
+}
 
 export class Dispatcher {
   private modes = new Map<Provider, WebhookMode>(PROVIDERS.map((p) => [p, "deliver"]));
@@ -22,11 +29,26 @@ export class Dispatcher {
   private waiters = new Set<() => void>();
   private abort = new AbortController();
 
+  /** called after every event and delivery, so the state store knows to write */
+  onChange: () => void = () => {};
+
   constructor(
     private signers: Record<Provider, Signer>,
     private retry: { attempts: number; baseMs: number },
     private log: (line: string) => void,
   ) {}
+
+  snapshot(): DispatcherSnapshot {
+    return { events: this.all.slice(-KEPT_HISTORY), deliveries: this.recorded.slice(-KEPT_HISTORY) };
+  }
+
+  restore(s: DispatcherSnapshot): void {
+    for (const e of s.events) {
+      this.all.push(e);
+      this.byId.set(e.id, e);
+    }
+    this.recorded.push(...s.deliveries);
+  }
 
   setMode(provider: ProviderOrAll, mode: WebhookMode): void {
     if (typeof mode === "object" && "duplicate" in mode && !(mode.duplicate >= 1)) {
@@ -38,6 +60,7 @@ export class Dispatcher {
   emit(event: SandboxEvent): void {
     this.all.push(event);
     this.byId.set(event.id, event);
+    this.onChange();
     if (!event.url) {
       this.log(`[sandbox] ${event.provider} ${event.type} ${event.id}: no webhook url, recorded only`);
       return;
@@ -166,6 +189,7 @@ export class Dispatcher {
       ...(a.error ? { error: a.error } : {}),
     };
     this.recorded.push(d);
+    this.onChange();
     this.log(`[sandbox] webhook ${d.provider} ${d.type} ${d.eventId} attempt ${d.attempt} -> ${d.status}`);
     for (const w of [...this.waiters]) w();
     return { ...d };

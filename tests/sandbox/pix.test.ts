@@ -45,7 +45,7 @@ describe("MercadoPago", () => {
     expect(body).toMatchObject({ status: "pending", status_detail: "pending_waiting_transfer", transaction_amount: 320.9,
       transaction_amount_refunded: 0, currency_id: "BRL", date_approved: null, external_reference: "booking-1",
       payment_method_id: "pix", payment_type_id: "bank_transfer", metadata: { booking_id: "booking-1" },
-      point_of_interaction: { type: "PIX", transaction_data: { qr_code: expect.stringMatching(/^000201/), qr_code_base64: expect.any(String) } } });
+      point_of_interaction: { type: "OPENPLATFORM", transaction_data: { qr_code: expect.stringMatching(/^000201/), qr_code_base64: expect.any(String) } } });
     expect(body.id).toBeTypeOf("number");
     expect(body.date_of_expiration).toMatch(/-03:00$/);
     const read = await mp("GET", `/v1/payments/${body.id}`);
