@@ -39,6 +39,8 @@ export interface StackConfig {
   pollEveryMs: number;
   /** how often the local cron runs the retention cleanup (pg_cron: daily); 0 = never */
   retentionEveryMs?: number;
+  /** how often the local cron runs run_integrity_audit (pg_cron: hourly); 0 = never */
+  integrityAuditEveryMs?: number;
 }
 
 export function configFromEnv(env: NodeJS.ProcessEnv = process.env): StackConfig {
@@ -56,6 +58,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): StackConfig
     cronSecretFromEnv: !!env.RESERVE_CRON_SECRET,
     pollEveryMs: Number(env.RESERVE_POLL_INTERVAL_S ?? 300) * 1000,
     retentionEveryMs: Number(env.RESERVE_RETENTION_INTERVAL_S ?? 86_400) * 1000,
+    integrityAuditEveryMs: Number(env.RESERVE_INTEGRITY_AUDIT_INTERVAL_S ?? 3_600) * 1000,
   };
 }
 
@@ -190,7 +193,7 @@ export async function startStack(
     const pollUrl = `${functionsBase}/poll_payment_status`;
     const scheduler = await supervise("scheduler", () => startSchedulerProcess({
       pollUrl, cronSecret: cfg.cronSecret, pollEveryMs: cfg.pollEveryMs,
-      databaseUrl: databaseUrl!, retentionEveryMs: cfg.retentionEveryMs ?? 0,
+      databaseUrl: databaseUrl!, retentionEveryMs: cfg.retentionEveryMs ?? 0, integrityAuditEveryMs: cfg.integrityAuditEveryMs ?? 0,
     }, (line) => log(prefixed("scheduler", line))), log, backoff);
     started.push(scheduler);
     // an on-demand run, as the schedule's would be (the scheduler's own runs are in its process)
