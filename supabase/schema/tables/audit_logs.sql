@@ -31,7 +31,7 @@ alter table reserve.audit_logs enable row level security;
 -- no policies: a role without BYPASSRLS (anon, authenticated) reads and writes no rows
 
 -- comments
-comment on table reserve.audit_logs is 'Append-only trail of changes to payments, reservations, booking intents, availability and the ledger (written by triggers) and of operator actions. Older rows move to audit_logs_archive under retention_policies. Partitioned by month of occurred_at (reserve.audit_logs_pYYYYMM, and audit_logs_default for a row outside them).';
+comment on table reserve.audit_logs is 'Append-only trail of changes to payments, reservations, booking intents, availability and the ledger (written by triggers) and of operator actions. Older rows move to audit_logs_archive under retention_policies. Partitioned by month of occurred_at (one partition a month, named audit_logs_pYYYYMM, and audit_logs_default for a row outside them).';
 comment on column reserve.audit_logs.actor is 'Who acted: the reserve.actor setting of the transaction, else the JWT subject, else the database role (SET ROLE, else the session user).';
 
 -- grants
