@@ -63,7 +63,8 @@ async function main() {
     const auditRows = async () => Number((await sql`select count(*) as n from reserve.audit_logs`)[0].n);
     const auditBefore = await auditRows();
     const tm = performance.now();
-    const applied = await migrate(url);
+    // a copy of the lead's dataset may carry newer migrations of main than this branch's own
+    const applied = await migrate(url, { includeAll: true, timeoutMs: 3_600_000 });
     const migrateS = (performance.now() - tm) / 1000;
     if (applied.applied.length) log(`applied ${applied.applied.join(", ")} in ${migrateS.toFixed(1)} s`);
     const auditAfter = await auditRows();
