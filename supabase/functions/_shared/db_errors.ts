@@ -45,6 +45,10 @@ export const DB_ERRORS: Readonly<Record<string, DbErrorCode>> = {
   RC407: { name: "four_eyes_violation", http: 403 },
   RC408: { name: "correction_not_pending", http: 409 },
   RC501: { name: "operator_required", http: 403 },
+  RC801: { name: "provider_payout_invalid", http: 400 },
+  RC802: { name: "reconciliation_run_not_found", http: 404 },
+  RC803: { name: "reconciliation_run_finished", http: 409 },
+  RC804: { name: "reconciliation_item_not_found", http: 404 },
 };
 
 /** The error name and HTTP status for a database error's SQLSTATE, or undefined if it is not one of ours. */

@@ -40,3 +40,7 @@ insert into reserve.error_codes (sqlstate, name, http_status, description) value
 insert into reserve.error_codes (sqlstate, name, http_status, description) values ('RC407', 'four_eyes_violation', '403', 'A correction must be approved by someone other than its proposer, both named.');
 insert into reserve.error_codes (sqlstate, name, http_status, description) values ('RC408', 'correction_not_pending', '409', 'The correction was already approved or rejected.');
 insert into reserve.error_codes (sqlstate, name, http_status, description) values ('RC501', 'operator_required', '403', 'A recovery needs a named operator (set reserve.actor, or a JWT with a sub) and a reason.');
+insert into reserve.error_codes (sqlstate, name, http_status, description) values ('RC801', 'provider_payout_invalid', '400', 'A provider payout without its id, a positive amount, a currency or a known status.');
+insert into reserve.error_codes (sqlstate, name, http_status, description) values ('RC802', 'reconciliation_run_not_found', '404', 'No such reconciliation run.');
+insert into reserve.error_codes (sqlstate, name, http_status, description) values ('RC803', 'reconciliation_run_finished', '409', 'The reconciliation run is already done or failed: start another for the window.');
+insert into reserve.error_codes (sqlstate, name, http_status, description) values ('RC804', 'reconciliation_item_not_found', '404', 'No such reconciliation item.');

@@ -7,10 +7,12 @@ insert into reserve.settings (key, value, description) values ('checkouts_per_cl
 insert into reserve.settings (key, value, description) values ('commission_bps', '1500', 'Platform commission in basis points of the stay (1500 = 15%); the rest is owed to the host.');
 insert into reserve.settings (key, value, description) values ('hold_minutes_card', '15', 'Minutes a card checkout holds its nights.');
 insert into reserve.settings (key, value, description) values ('hold_minutes_pix', '30', 'Minutes a PIX checkout holds its nights (and the PIX charge''s default expiry).');
+insert into reserve.settings (key, value, description) values ('ledger_checkpoint_lag_minutes', '10', 'The ledger balance checkpoint counts entries created at least this many minutes before it is taken (a posting transaction open longer would be missed).');
 insert into reserve.settings (key, value, description) values ('max_payment_amount', '5000000', 'Largest charge in centavos (R$ 50,000); above it a stay is sold by hand.');
 insert into reserve.settings (key, value, description) values ('max_payment_attempts', '5', 'Payment attempts one booking intent may make.');
 insert into reserve.settings (key, value, description) values ('max_webhook_attempts', '5', 'Deliveries and retries of one event before it is dead (an alert); a provider''s redelivery still processes a dead event.');
 insert into reserve.settings (key, value, description) values ('min_payment_amount', '100', 'Smallest charge in centavos (Stripe''s BRL minimum is 50).');
+insert into reserve.settings (key, value, description) values ('reconciliation_stale_hours', '26', 'A provider with payments older than a day and no reconciliation finished within this many hours raises reconciliation_stale.');
 insert into reserve.settings (key, value, description) values ('refund_stuck_hours', '3', 'A refund request not confirmed by the provider this many hours after it was asked for is stuck (the refunds_stuck alert).');
 insert into reserve.settings (key, value, description) values ('stuck_minutes_card', '60', 'A card payment pending or processing this long is stuck (reserve.stuck_payments; the runbook''s "processing > 1 hour").');
 insert into reserve.settings (key, value, description) values ('stuck_minutes_pix', '45', 'A PIX payment pending or processing this long is stuck: past its 30-minute hold, the poller''s grace and one more poll.');
