@@ -25,7 +25,7 @@ describe("supabase/config.toml", () => {
 
   it("turns verify_jwt off for webhooks and health only", () => {
     for (const { name, verifyJwt } of parseFunctionsConfig(config)) {
-      const open = name.startsWith("webhook_") || name === "health" || name === "poll_payment_status";
+      const open = name.startsWith("webhook_") || name === "health" || name === "poll_payment_status" || name === "reconcile";
       expect(verifyJwt, name).toBe(!open);
     }
   });

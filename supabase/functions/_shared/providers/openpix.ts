@@ -11,7 +11,7 @@ import { importRsaPublicKey, sha256Hex, verifyRsaSha256 } from "../crypto.ts";
 import type { OpenPixSettings } from "../provider_config.ts";
 import {
   asUuid, minor, ProviderError, providerJson, timeOf, UnusableAnswer, type LookupKey, type PaymentProvider,
-  type PaymentStatus, type ProviderRefund, type ProviderUpdate, type WebhookParse,
+  type PaymentStatus, type ProviderRefund, type ProviderUpdate, type WebhookParse, type ListCursor, type ListWindow, type PaymentPage,
 } from "./types.ts";
 
 type Obj = Record<string, any>;
@@ -114,6 +114,24 @@ function refundOf(r: OpenPixRefund | Obj): ProviderRefund {
     currency: "BRL",
     endToEndId: e2eOf(r.endToEndId),
     object: r,
+  };
+}
+
+/**
+ * One page of the charge list over createdAt in [from, to] (newest first, as OpenPIX lists), `skip` as
+ * the cursor. The list carries no refunds: a listed charge says nothing about them (refundedAmount
+ * undefined), so reconciliation does not compare OpenPIX refunds from the list.
+ */
+export async function listOpenPixCharges(cfg: OpenPixConfig, window: ListWindow, cursor: ListCursor | null, pageSize: number): Promise<PaymentPage> {
+  const skip = typeof cursor?.skip === "number" && Number.isSafeInteger(cursor.skip) && cursor.skip >= 0 ? cursor.skip : 0;
+  const q = new URLSearchParams({ start: window.from.toISOString(), end: new Date(window.to.getTime() - 1).toISOString(),
+                                  skip: String(skip), limit: String(Math.min(Math.max(pageSize, 1), 100)) });
+  const page = await call<{ pageInfo?: { hasNextPage?: boolean }; charges?: OpenPixCharge[] }>(cfg, "GET", `/api/v1/charge?${q}`, "list charges");
+  const charges = Array.isArray(page?.charges) ? page.charges : [];
+  return {
+    updates: charges.map((c) => openPixChargeUpdate(c)),
+    next: page?.pageInfo?.hasNextPage && charges.length ? { skip: skip + charges.length } : null,
+    calls: 1,
   };
 }
 
@@ -308,5 +326,7 @@ export function openPixProvider(settings: () => OpenPixSettings): PaymentProvide
       if (!found) throw new ProviderError("openpix", "not_found", `openpix charge ${r.gatewayPaymentId} has no refund ${r.refundId}`);
       return refundOf(found);
     },
+
+    listPayments: (window, cursor, pageSize) => listOpenPixCharges(cfg(), window, cursor, pageSize),
   };
 }

@@ -112,6 +112,40 @@ export type WebhookParse =
   | { kind: "answered"; status: number; body: Record<string, unknown> }
   | { kind: "event"; event: VerifiedEvent };
 
+/** Where a listing stopped: JSON the module makes and reads itself (kept in reconciliation_runs.cursor). */
+export type ListCursor = Record<string, string | number | boolean | null>;
+
+/** A window of provider objects: created at or after `from`, before `to`. */
+export interface ListWindow {
+  from: Date;
+  to: Date;
+}
+
+/** One page of a provider's payments, normalized; `next` is null after the last page. */
+export interface PaymentPage {
+  updates: ProviderUpdate[];
+  next: ListCursor | null;
+  /** HTTP calls to the provider this page took */
+  calls: number;
+}
+
+/** What a provider says about one payout from our balance there to our bank. */
+export interface ProviderPayout {
+  payoutId: string;
+  amount: number;
+  currency: string;
+  status: "pending" | "in_transit" | "paid" | "failed" | "canceled";
+  createdAt?: Date;
+  arrivalAt?: Date;
+  object: unknown;
+}
+
+/** What the provider holds for us in one currency: available plus pending, minor units (may be negative). */
+export interface ProviderBalance {
+  currency: string;
+  amount: number;
+}
+
 export interface PaymentProvider {
   readonly name: string;
   readonly methods: readonly PaymentMethod[];
@@ -128,6 +162,16 @@ export interface PaymentProvider {
   lookUp(key: LookupKey): Promise<ProviderUpdate>;
   createRefund(r: RefundRequest): Promise<ProviderRefund>;
   readRefund(r: { gatewayPaymentId: string; refundId: string; requestId: string }): Promise<ProviderRefund>;
+  /**
+   * Reconciliation: one page of the payments created in the window, oldest or newest first as the
+   * provider pages, with what each says about money (amount, received, refunded when the listing says
+   * it, fee). refundedAmount is 0, not undefined, when the listing says nothing was refunded.
+   */
+  listPayments(window: ListWindow, cursor: ListCursor | null, pageSize: number): Promise<PaymentPage>;
+  /** the payouts made or changed in the window, when the provider reports payouts (else none) */
+  listPayouts?(window: ListWindow): Promise<{ payouts: ProviderPayout[]; calls: number }>;
+  /** the balance the provider holds for us, when it reports one */
+  readBalance?(): Promise<ProviderBalance[]>;
 }
 
 /** A provider call that failed; kind decides our HTTP answer and whether a retry can help. */
