@@ -39,6 +39,8 @@ export interface StackConfig {
   pollEveryMs: number;
   /** how often the local cron runs the retention cleanup (pg_cron: daily); 0 = never */
   retentionEveryMs?: number;
+  /** how often the local cron calls reconcile (pg_cron: every 15 minutes, until yesterday is done) and the ledger's full check (daily); 0 = never */
+  reconcileEveryMs?: number;
 }
 
 export function configFromEnv(env: NodeJS.ProcessEnv = process.env): StackConfig {
@@ -56,6 +58,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): StackConfig
     cronSecretFromEnv: !!env.RESERVE_CRON_SECRET,
     pollEveryMs: Number(env.RESERVE_POLL_INTERVAL_S ?? 300) * 1000,
     retentionEveryMs: Number(env.RESERVE_RETENTION_INTERVAL_S ?? 86_400) * 1000,
+    reconcileEveryMs: Number(env.RESERVE_RECONCILE_INTERVAL_S ?? 900) * 1000,
   };
 }
 
@@ -191,6 +194,7 @@ export async function startStack(
     const scheduler = await supervise("scheduler", () => startSchedulerProcess({
       pollUrl, cronSecret: cfg.cronSecret, pollEveryMs: cfg.pollEveryMs,
       databaseUrl: databaseUrl!, retentionEveryMs: cfg.retentionEveryMs ?? 0,
+      reconcileUrl: `${functionsBase}/reconcile`, reconcileEveryMs: cfg.reconcileEveryMs ?? 0,
     }, (line) => log(prefixed("scheduler", line))), log, backoff);
     started.push(scheduler);
     // an on-demand run, as the schedule's would be (the scheduler's own runs are in its process)

@@ -5,8 +5,9 @@
 --   * reconciliation_unrepaired (P2): a reconciliation found a difference no repair fixed;
 --   * reconciliation_stale (P3): a provider with payments over a day old has no reconciliation finished
 --     within reconciliation_stale_hours, or a run stopped beating for an hour.
--- The reconcile function runs daily at 04:20 UTC (yesterday's window, each provider) on Supabase;
--- `npm start`'s scheduler does the same locally.
+-- The reconcile function is called every 15 minutes on Supabase (yesterday's window, each provider,
+-- resumed from its cursor until done; then the call finds it done and lists nothing); `npm start`'s
+-- scheduler does the same locally.
 
 create or replace function reserve.money_health_checks()
 returns table (check_name text, status text, observed_value numeric, threshold text, details text)
@@ -81,7 +82,7 @@ begin
     raise notice 'pg_cron missing: ledger_balance_full_check is not scheduled in the database';
   end if;
   if to_regnamespace('cron') is not null and to_regnamespace('net') is not null and to_regnamespace('vault') is not null then
-    perform reserve.schedule_edge_function('reserve_reconcile', '20 4 * * *', 'reconcile');
+    perform reserve.schedule_edge_function('reserve_reconcile', '*/15 * * * *', 'reconcile');
   else
     raise notice 'pg_cron, pg_net or vault missing: reconcile is not scheduled in the database';
   end if;

@@ -130,6 +130,16 @@ describe("reconcile", () => {
     expect(last.body.runs[0]).toMatchObject({ run_id: runId, status: "done", objects: 40 });
   });
 
+  it("the schedule's call reconciles yesterday once, then finds it done", async () => {
+    const first = await reconcile({ scheduled_at: new Date().toISOString() });
+    expect(first.body).toMatchObject({ ok: true, done: true });
+    const day = new Date(Math.floor(Date.now() / 86_400_000) * 86_400_000 - 86_400_000).toISOString();
+    expect(first.body.window.from).toBe(day);
+    const second = await reconcile({});
+    expect(second.body.runs.map((r: { already_done?: boolean }) => r.already_done)).toEqual([true, true, true]);
+    expect(second.body.runs.map((r: { run_id: string }) => r.run_id)).toEqual(first.body.runs.map((r: { run_id: string }) => r.run_id));
+  });
+
   it("refuses a wrong secret, unknown options and windows that are not windows", async () => {
     expect((await reconcile({}, "nope")).status).toBe(401);
     const bad = [{ provider: "paypal" }, { from: new Date().toISOString() }, { bogus: 1 },

@@ -1,5 +1,5 @@
-// Called by cron (pg_cron + pg_net on Supabase, `npm start` locally) with the shared secret, or by an
-// operator for a window: for each provider (or the one named), lists its payments created in the window
+// Called by cron (pg_cron + pg_net on Supabase, `npm start` locally; every 15 minutes, for yesterday until
+// it is done, then it has nothing to list) with the shared secret, or by an operator for a window: for each provider (or the one named), lists its payments created in the window
 // page by page (PaymentProvider.listPayments) and hands each page to reserve.reconcile_provider_objects,
 // which records the differences and repairs what the state machine can; then its payouts
 // (listPayouts: paid ones move the receivable to the bank) and, where the provider reports one, its
@@ -55,6 +55,8 @@ interface Outcome {
   repaired?: number;
   unrepaired?: number;
   unusable?: number;
+  /** the schedule found this window already reconciled */
+  already_done?: boolean;
   error?: string;
 }
 
@@ -73,7 +75,21 @@ function yesterday(now = Date.now()): ListWindow {
 const runColumns = "id, provider, status, cursor, objects, provider_calls, items, repaired, unrepaired";
 
 /** One provider's run for the window, from where it stopped to the end or the deadline. */
-async function reconcileProvider(sql: Sql, provider: PaymentProvider, window: ListWindow, pageSize: number, deadline: number): Promise<Outcome> {
+async function reconcileProvider(sql: Sql, provider: PaymentProvider, window: ListWindow, pageSize: number, deadline: number,
+                                 once: boolean): Promise<Outcome> {
+  if (once) {
+    // the schedule's call for yesterday: a window already reconciled is not listed again
+    const [doneRun] = await sql<Run[]>`
+      select ${sql.unsafe(runColumns)} from reserve.reconciliation_runs
+      where provider = ${provider.name} and window_from = ${window.from.toISOString()} and window_to = ${window.to.toISOString()}
+        and status = 'done'
+      order by finished_at desc limit 1`;
+    if (doneRun) {
+      return { provider: provider.name, run_id: doneRun.id, status: doneRun.status, objects: doneRun.objects,
+               provider_calls: doneRun.provider_calls, items: doneRun.items, repaired: doneRun.repaired,
+               unrepaired: doneRun.unrepaired, already_done: true };
+    }
+  }
   const [begun] = await sql<Run[]>`
     select ${sql.unsafe(runColumns)} from reserve.begin_reconciliation_run(${provider.name}, ${window.from.toISOString()}, ${window.to.toISOString()})`;
   let run = begun!;
@@ -159,7 +175,7 @@ export async function handler(req: Request): Promise<Response> {
   let failure: string | undefined;
   let unavailable = false;
   try {
-    for (const p of providers) runs.push(await reconcileProvider(sql, p, window, o.page_size, deadline));
+    for (const p of providers) runs.push(await reconcileProvider(sql, p, window, o.page_size, deadline, !o.from));
   } catch (err) {
     const code = (err as { code?: unknown })?.code;
     unavailable = isDatabaseUnavailable(err);
