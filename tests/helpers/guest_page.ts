@@ -64,7 +64,7 @@ export async function bookInPage(browser: Browser, g: GuestStack, origin: string
   try {
     const hash = new URLSearchParams({ url: g.url, anon: g.anonKey, token: guestToken(), unit: stay.unit_id, in: stay.check_in, out: stay.check_out });
     await tab.goto(`${origin}/#${hash}`);
-    const read = () => tab.$eval("#status", (e) => ({ ...(e as HTMLElement).dataset, text: e.textContent }));
+    const read = (): Promise<Shown> => tab.$eval("#status", (e) => ({ ...(e as HTMLElement).dataset, text: e.textContent }) as Shown);
     await tab.waitForFunction(() => document.querySelector<HTMLElement>("#status")?.dataset.state !== "loading", { timeout: 30_000, polling: 10 });
     const awaiting = await read();
     if (awaiting.state !== "awaiting_payment") return { awaiting, done: awaiting, console: lines };
