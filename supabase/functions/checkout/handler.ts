@@ -1,27 +1,14 @@
 // POST a new checkout {unit_id, check_in, check_out, guests, method, provider?} or a retry
 // {booking_intent_id, method, provider?}: holds the nights, records the attempt, asks the provider for
 // the payment and returns what the guest's app needs to pay (Stripe client_secret, or PIX QR code).
-import { z } from "zod";
 import { db, type Sql } from "../_shared/db.ts";
 import { dbErrorResponse } from "../_shared/db_response.ts";
+import { CheckoutRequest } from "../_shared/guest_api.ts";
 import { errorJson, invalidRequest, json, methodNotAllowed, readBodyText, requireJson } from "../_shared/http.ts";
 import { bearerClaims } from "../_shared/jwt.ts";
 import { defaultProviderFor, providerNamed, providersTaking } from "../_shared/providers/registry.ts";
 import { ProviderError, type CreatedPayment, type PaymentMethod } from "../_shared/providers/types.ts";
 import { updateJson } from "../_shared/webhook.ts";
-
-const isoDate = z.iso.date();
-const method = z.enum(["card", "pix"]);
-const provider = z.enum(["stripe", "mercadopago", "openpix"]).optional();
-const guest = {
-  guest_name: z.string().trim().min(1).max(200).optional(),
-  guest_email: z.email().max(320).optional(),
-};
-const NewCheckout = z.strictObject({
-  unit_id: z.uuid(), check_in: isoDate, check_out: isoDate, guests: z.int().min(1).max(50), method, provider, ...guest,
-});
-const RetryCheckout = z.strictObject({ booking_intent_id: z.uuid(), method, provider, ...guest });
-const Body = z.union([NewCheckout, RetryCheckout]);
 
 interface Attempt {
   booking_intent_id: string;
@@ -45,7 +32,7 @@ interface Attempt {
 }
 
 /** The provider asked for, else the default for the method (a retry keeps its attempts' provider in SQL). */
-function providerFor(body: z.infer<typeof Body>): { asked: string | null; fallback: string } | Response {
+function providerFor(body: CheckoutRequest): { asked: string | null; fallback: string } | Response {
   const takers = providersTaking(body.method).map((p) => p.name);
   if (body.provider && !takers.includes(body.provider)) {
     return errorJson(400, "invalid_provider", `${body.method} is paid through ${takers.join(" or ")}`);
@@ -102,7 +89,7 @@ export async function handler(req: Request): Promise<Response> {
   } catch {
     return errorJson(400, "invalid_json", "the body is not valid JSON");
   }
-  const parsed = Body.safeParse(raw);
+  const parsed = CheckoutRequest.safeParse(raw);
   if (!parsed.success) {
     return invalidRequest("the body does not match a checkout", parsed.error.issues);
   }

@@ -14,6 +14,7 @@ insert into reserve.error_codes (sqlstate, name, http_status, description) value
 insert into reserve.error_codes (sqlstate, name, http_status, description) values ('RC109', 'rate_limited', '429', 'Too many checkouts for this client or payment attempts for this intent; retry after the hint''s seconds.');
 insert into reserve.error_codes (sqlstate, name, http_status, description) values ('RC110', 'amount_too_small', '400', 'The stay costs less than the smallest charge we accept (setting min_payment_amount).');
 insert into reserve.error_codes (sqlstate, name, http_status, description) values ('RC111', 'amount_too_large', '400', 'The stay costs more than the largest charge we accept (setting max_payment_amount).');
+insert into reserve.error_codes (sqlstate, name, http_status, description) values ('RC120', 'booking_not_found', '404', 'No booking with this id was made by this client (unknown, or another client''s).');
 insert into reserve.error_codes (sqlstate, name, http_status, description) values ('RC201', 'payment_not_found', '404', 'No such payment.');
 insert into reserve.error_codes (sqlstate, name, http_status, description) values ('RC202', 'illegal_transition', '409', 'The payment cannot move from its status to the one asked for.');
 insert into reserve.error_codes (sqlstate, name, http_status, description) values ('RC203', 'amount_mismatch', '409', 'The amount differs from the booking intent''s.');

@@ -17,7 +17,7 @@
 import { hmacSha256Hex, sha256Hex, timingSafeEqual } from "../crypto.ts";
 import type { MercadoPagoSettings } from "../provider_config.ts";
 import {
-  asUuid, fromDecimal, ProviderError, providerJson, timeOf, upperCurrency, UnusableAnswer, type ListCursor, type ListWindow,
+  asUuid, fromDecimal, presentStrings, ProviderError, providerJson, timeOf, upperCurrency, UnusableAnswer, type ListCursor, type ListWindow,
   type PaymentPage, type PaymentProvider, type PaymentStatus, type ProviderRefund, type ProviderUpdate, type WebhookParse,
 } from "./types.ts";
 
@@ -198,6 +198,12 @@ export async function searchMercadoPagoPayments(cfg: MercadoPagoConfig, window: 
   };
 }
 
+/** The PIX codes of a payment (its point_of_interaction), those it has. */
+function mercadoPagoPayFields(p: MercadoPagoPayment | null): Record<string, string> {
+  const data = p?.point_of_interaction?.transaction_data;
+  return presentStrings({ qr_code: data?.qr_code, qr_code_base64: data?.qr_code_base64, ticket_url: data?.ticket_url });
+}
+
 export function mercadoPagoProvider(settings: () => MercadoPagoSettings): PaymentProvider {
   const cfg = (): MercadoPagoConfig => {
     const s = settings();
@@ -255,12 +261,10 @@ export function mercadoPagoProvider(settings: () => MercadoPagoSettings): Paymen
         date_of_expiration: saoPauloTimestamp(r.expiresAt),
         metadata: { payment_id: r.paymentId },
       }, r.idempotencyKey);
-      const data = p.point_of_interaction?.transaction_data;
-      return {
-        update: mercadoPagoUpdate(p),
-        pay: { qr_code: data?.qr_code, qr_code_base64: data?.qr_code_base64, ticket_url: data?.ticket_url },
-      };
+      return { update: mercadoPagoUpdate(p), pay: mercadoPagoPayFields(p) };
     },
+
+    payFields: (stored) => mercadoPagoPayFields(stored as MercadoPagoPayment | null),
 
     readPayment,
 

@@ -10,7 +10,7 @@
 import { importRsaPublicKey, sha256Hex, verifyRsaSha256 } from "../crypto.ts";
 import type { OpenPixSettings } from "../provider_config.ts";
 import {
-  asUuid, minor, ProviderError, providerJson, timeOf, UnusableAnswer, type LookupKey, type PaymentProvider,
+  asUuid, minor, presentStrings, ProviderError, providerJson, timeOf, UnusableAnswer, type LookupKey, type PaymentProvider,
   type PaymentStatus, type ProviderRefund, type ProviderUpdate, type WebhookParse, type ListCursor, type ListWindow, type PaymentPage,
 } from "./types.ts";
 
@@ -203,6 +203,11 @@ export function openPixEventNews(e: OpenPixEvent): { update: ProviderUpdate | nu
   return { update: null, note: e.charge === undefined && name === "CHARGE_COMPLETED" ? "a test delivery without a charge" : undefined };
 }
 
+/** The PIX codes of a charge (brCode, its QR image and payment page), those it has. */
+function openPixPayFields(charge: OpenPixCharge | null): Record<string, string> {
+  return presentStrings({ qr_code: charge?.brCode, qr_code_image: charge?.qrCodeImage, payment_link_url: charge?.paymentLinkUrl });
+}
+
 export function openPixProvider(settings: () => OpenPixSettings): PaymentProvider {
   const cfg = (): OpenPixConfig => {
     const s = settings();
@@ -255,10 +260,13 @@ export function openPixProvider(settings: () => OpenPixSettings): PaymentProvide
         ...(r.payer.name && { customer: { name: r.payer.name, ...(r.payer.email && { email: r.payer.email }) } }),
       });
       const charge = out.charge;
-      return {
-        update: openPixChargeUpdate(charge),
-        pay: { qr_code: charge.brCode, qr_code_image: charge.qrCodeImage, payment_link_url: charge.paymentLinkUrl },
-      };
+      return { update: openPixChargeUpdate(charge), pay: openPixPayFields(charge) };
+    },
+
+    payFields: (stored) => {
+      // stored is the charge, the charge with its refunds, or a webhook event carrying the charge
+      const o = stored as { charge?: OpenPixCharge } & OpenPixCharge | null;
+      return openPixPayFields(o && typeof o === "object" && o.charge && typeof o.charge === "object" ? o.charge : o);
     },
 
     readPayment,

@@ -257,6 +257,9 @@ export function stripeProvider(settings: () => StripeSettings): PaymentProvider 
       return { update: paymentIntentUpdate(pi), pay: { client_secret: pi.client_secret } };
     },
 
+    // the client secret is never stored: a checkout retry on the intent hands the same attempt out again
+    payFields: () => ({}),
+
     readPayment,
 
     async parseWebhook(req, _url, body): Promise<WebhookParse> {

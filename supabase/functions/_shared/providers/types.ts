@@ -154,6 +154,12 @@ export interface PaymentProvider {
   /** whether its webhooks can be verified */
   webhookConfigured(): boolean | Promise<boolean>;
   createPayment(r: CreatePaymentRequest): Promise<CreatedPayment>;
+  /**
+   * What the guest pays a pending payment with (CreatedPayment.pay's fields), read again from the
+   * provider's object we stored (payments.provider_payload): PIX codes; never a secret, so nothing for
+   * a card, whose client_secret is never stored.
+   */
+  payFields(stored: unknown): Record<string, string>;
   readPayment(gatewayPaymentId: string): Promise<ProviderUpdate>;
   /** a provider payment made for ours, found by our reference, when the provider can say (null: none) */
   findPayment?(paymentId: string): Promise<ProviderUpdate | null>;
@@ -187,6 +193,13 @@ export class ProviderError extends Error {
     super(message);
     this.name = "ProviderError";
   }
+}
+
+/** The fields whose values are non-empty strings (what a provider's object has of a set of fields). */
+export function presentStrings(fields: Record<string, unknown>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(fields)) if (typeof v === "string" && v.length > 0) out[k] = v;
+  return out;
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
