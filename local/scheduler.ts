@@ -1,7 +1,8 @@
 // The scheduler of `npm start` as a process of its own (so it can be supervised): the local stand-in for
 // pg_cron, posting poll_payment_status every RESERVE_POLL_INTERVAL_S, running the retention cleanup
-// daily, and posting reconcile every RESERVE_RECONCILE_INTERVAL_S (it reconciles yesterday until done,
-// then has nothing to do) with the ledger's full balance check (cron.ts). Started by stack.ts with its settings as JSON in RESERVE_SCHEDULER_OPTIONS.
+// daily, the integrity audit hourly, and posting reconcile every RESERVE_RECONCILE_INTERVAL_S (it reconciles
+// yesterday until done, then has nothing to do) with the ledger's full balance check (cron.ts). Started by
+// stack.ts with its settings as JSON in RESERVE_SCHEDULER_OPTIONS.
 import { pathToFileURL } from "node:url";
 import { scheduleFunction, scheduleSql } from "./cron.ts";
 import { exitWithParent, startNodeChild, type NodeChild } from "./node_child.ts";
@@ -14,6 +15,8 @@ export interface SchedulerOptions {
   retentionEveryMs: number;
   reconcileUrl?: string;
   reconcileEveryMs?: number;
+  /** run_integrity_audit (pg_cron: hourly); 0 = never */
+  integrityAuditEveryMs?: number;
 }
 
 export function startSchedulerProcess(options: SchedulerOptions, onLog?: (line: string) => void): Promise<NodeChild<{ type: "ready" }>> {
@@ -30,6 +33,7 @@ function main() {
   const retention = scheduleSql(o.databaseUrl, "call reserve.retention_cleanup_job()", o.retentionEveryMs, log);
   const reconcile = o.reconcileUrl ? scheduleFunction(o.reconcileUrl, o.cronSecret, o.reconcileEveryMs ?? 0, log) : undefined;
   const ledgerCheck = scheduleSql(o.databaseUrl, "call reserve.ledger_balance_full_check()", o.retentionEveryMs, log);
+  const integrityAudit = scheduleSql(o.databaseUrl, "select reserve.run_integrity_audit()", o.integrityAuditEveryMs ?? 0, log);
   // the timers are unref'd (cron.ts); this keeps the process up until it is told to stop
   const alive = setInterval(() => {}, 1 << 30);
   exitWithParent(async () => {
@@ -38,6 +42,7 @@ function main() {
     retention.stop();
     reconcile?.stop();
     ledgerCheck.stop();
+    integrityAudit.stop();
   });
   process.send?.({ type: "ready" });
 }

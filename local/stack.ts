@@ -41,6 +41,8 @@ export interface StackConfig {
   retentionEveryMs?: number;
   /** how often the local cron calls reconcile (pg_cron: every 15 minutes, until yesterday is done) and the ledger's full check (daily); 0 = never */
   reconcileEveryMs?: number;
+  /** how often the local cron runs run_integrity_audit (pg_cron: hourly); 0 = never */
+  integrityAuditEveryMs?: number;
 }
 
 export function configFromEnv(env: NodeJS.ProcessEnv = process.env): StackConfig {
@@ -59,6 +61,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): StackConfig
     pollEveryMs: Number(env.RESERVE_POLL_INTERVAL_S ?? 300) * 1000,
     retentionEveryMs: Number(env.RESERVE_RETENTION_INTERVAL_S ?? 86_400) * 1000,
     reconcileEveryMs: Number(env.RESERVE_RECONCILE_INTERVAL_S ?? 900) * 1000,
+    integrityAuditEveryMs: Number(env.RESERVE_INTEGRITY_AUDIT_INTERVAL_S ?? 3_600) * 1000,
   };
 }
 
@@ -195,6 +198,7 @@ export async function startStack(
       pollUrl, cronSecret: cfg.cronSecret, pollEveryMs: cfg.pollEveryMs,
       databaseUrl: databaseUrl!, retentionEveryMs: cfg.retentionEveryMs ?? 0,
       reconcileUrl: `${functionsBase}/reconcile`, reconcileEveryMs: cfg.reconcileEveryMs ?? 0,
+      integrityAuditEveryMs: cfg.integrityAuditEveryMs ?? 0,
     }, (line) => log(prefixed("scheduler", line))), log, backoff);
     started.push(scheduler);
     // an on-demand run, as the schedule's would be (the scheduler's own runs are in its process)

@@ -46,7 +46,7 @@ async function grants(sql: Sql, acl: string | null, owner: string, kind: string,
   return rows.map((r) => `grant ${r.privs} on ${kind} ${target} to ${r.grantee}${r.grantable ? " with grant option" : ""};`);
 }
 
-async function tableFile(sql: Sql, t: { oid: number; name: string; qname: string; owner: string; acl: string | null; rls: boolean; force: boolean; persistence: string; partkey: string | null; reloptions: string | null; comment: string | null }): Promise<string> {
+async function tableFile(sql: Sql, t: { oid: number; name: string; qname: string; owner: string; acl: string | null; rls: boolean; force: boolean; persistence: string; partkey: string | null; partof: string | null; reloptions: string | null; comment: string | null }): Promise<string> {
   const cols = await sql<{ name: string; type: string; collation: string | null; def: string | null; identity: string; generated: string; notnull: boolean; comment: string | null; acl: string | null }[]>`
     select quote_ident(a.attname) as name, format_type(a.atttypid, a.atttypmod) as type,
            case when a.attcollation <> ty.typcollation then (select quote_ident(collname) from pg_collation where oid = a.attcollation) end as collation,
@@ -70,6 +70,8 @@ async function tableFile(sql: Sql, t: { oid: number; name: string; qname: string
   if (t.partkey) create += ` partition by ${t.partkey}`;
   if (t.reloptions) create += ` with (${t.reloptions})`;
   create += ";\n";
+  if (t.partkey) create += "-- its partitions by range are not listed: they follow the date (created ahead by the migrations' functions)\n";
+  if (t.partof) create += `-- a partition of ${t.partof}\n`;
 
   const constraints = await sql<{ name: string; def: string; comment: string | null }[]>`
     select quote_ident(conname) as name, pg_get_constraintdef(oid) as def, obj_description(oid, 'pg_constraint') as comment
@@ -247,14 +249,18 @@ export async function dumpSchema(url: string): Promise<Map<string, string>> {
     await pool.begin("isolation level repeatable read read only", async (sql) => {
       await sql`set local search_path = ''`;
       files.set("schema.sql", await schemaFile(sql));
-      const rels = await sql<{ oid: number; name: string; qname: string; kind: string; owner: string; acl: string | null; rls: boolean; force: boolean; persistence: string; partkey: string | null; reloptions: string | null; comment: string | null }[]>`
+      const rels = await sql<{ oid: number; name: string; qname: string; kind: string; owner: string; acl: string | null; rls: boolean; force: boolean; persistence: string; partkey: string | null; partof: string | null; reloptions: string | null; comment: string | null }[]>`
         select c.oid, c.relname as name, format('%I.%I', n.nspname, c.relname) as qname, c.relkind as kind,
                c.relowner::regrole::text as owner, c.relacl::text as acl, c.relrowsecurity as rls, c.relforcerowsecurity as force,
                c.relpersistence as persistence,
                case when c.relkind = 'p' then pg_get_partkeydef(c.oid) end as partkey,
+               case when c.relispartition then (select format('%s %s', i.inhparent::regclass, pg_get_expr(c.relpartbound, c.oid))
+                                                from pg_inherits i where i.inhrelid = c.oid) end as partof,
                array_to_string(c.reloptions, ', ') as reloptions, obj_description(c.oid, 'pg_class') as comment
         from pg_class c join pg_namespace n on n.oid = c.relnamespace
         where n.nspname = ${SCHEMA} and c.relkind in ('r', 'p', 'v', 'm', 'S')
+          -- partitions by range follow the date (a month each, created ahead): the default one alone is listed
+          and not (c.relispartition and pg_get_expr(c.relpartbound, c.oid) <> 'DEFAULT')
           -- a sequence behind an identity or serial column belongs to its table
           and not (c.relkind = 'S' and exists (select 1 from pg_depend d where d.classid = 'pg_class'::regclass
                      and d.objid = c.oid and d.refclassid = 'pg_class'::regclass and d.deptype in ('a', 'i')))

@@ -159,7 +159,7 @@ describe("retention_statistics", () => {
       await webhook(tx, "stripe", "completed", { received_at: new Date(Date.now() - 200 * 86400_000) });
       const rows = await tx.unsafe(`SELECT * FROM reserve.retention_statistics;`);
       const by = Object.fromEntries(rows.map((r) => [r.table_name, r]));
-      expect(Object.keys(by).sort()).toEqual(["alert_events", "audit_logs", "booking_locks", "job_heartbeats",
+      expect(Object.keys(by).sort()).toEqual(["alert_events", "audit_logs", "booking_locks", "integrity_audits", "job_heartbeats",
         "processed_webhooks", "rate_limit_counters", "refund_requests"]);
       expect(by.audit_logs).toMatchObject({ due_rows: "3", retention_days: 365, retention_type: "archive" });
       expect(by.processed_webhooks.due_rows).toBe("1");

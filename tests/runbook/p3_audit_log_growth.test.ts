@@ -1,7 +1,8 @@
 // P3: AUDIT LOG GROWTH. A year and more of audit rows and a retention job that never ran: the P3 alerts
-// fire (size over audit_log_max_mb, lowered here to a size a test can reach; retention stale). The
-// runbook's run_retention_cleanup() moves what is due to audit_logs_archive in batches; its checks
-// read as the runbook expects; the space comes back after VACUUM FULL.
+// fire (size over audit_log_max_mb, lowered here to a size a test can reach; retention stale). audit_logs
+// is partitioned by month: the runbook's run_retention_cleanup() archives the months wholly past the
+// cutoff and drops them, so the size (every partition summed) is back under the limit at once, with no
+// VACUUM FULL; a row older than every partition (in the default one) is archived in a batch.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
 import { expectFires, expectResolved } from "../helpers/runbook.ts";
@@ -12,43 +13,67 @@ beforeAll(async () => {
 });
 afterAll(async () => await db?.drop());
 
+const partitions = async () =>
+  (await db.sql<{ name: string }[]>`select c.relname as name from pg_inherits i join pg_class c on c.oid = i.inhrelid
+                                    where i.inhparent = 'reserve.audit_logs'::regclass order by 1`).map((r) => r.name);
+
 describe("P3: audit log growth", () => {
-  it("fires at P3, and the retention cleanup archives what is due", async () => {
-    // 13 months of trail, the way the triggers write it (no reason, an actor, old and new values)
+  it("fires at P3, and the retention cleanup archives the months past the cutoff and drops them", async () => {
+    // a load of back-dated history creates its months first; a row older than those lands in the default partition
+    await db.sql`select reserve.create_audit_log_partitions(current_date - 431, 3)`;
+    const before = await partitions();
+    // 14 months of trail and older, the way the triggers write it (no reason, an actor, old and new values):
+    // 400 to 430 days back, all in months that ended more than 365 days ago
     await db.sql`
       insert into reserve.audit_logs (occurred_at, actor, action, table_name, row_id, new_values)
-      select now() - make_interval(days => 400 - g / 1000), 'webhook_stripe', 'UPDATE', 'payments', gen_random_uuid()::text,
-             jsonb_build_object('status', 'succeeded', 'padding', repeat('x', 300))
+      select now() - make_interval(days => 430) + make_interval(secs => g * 125.0), 'webhook_stripe', 'UPDATE', 'payments',
+             gen_random_uuid()::text, jsonb_build_object('status', 'succeeded', 'padding', repeat('x', 300))
       from generate_series(1, 20000) g`;
+    await db.sql`insert into reserve.audit_logs (occurred_at, actor, action, table_name, row_id)
+                 select now() - interval '800 days', 'import', 'INSERT', 'payments', g::text from generate_series(1, 10) g`;
+    const [{ n: inDefault }] = await db.sql`select count(*)::int as n from reserve.audit_logs_default`;
+    expect(inDefault).toBe(10);
     await db.sql`update reserve.settings set value = '4' where key = 'audit_log_max_mb'`;
 
-    await expectFires(db.sql, "audit_log_size", "P3", "P3: AUDIT LOG GROWTH");
+    const size = await expectFires(db.sql, "audit_log_size", "P3", "P3: AUDIT LOG GROWTH");
+    expect(size.summary).toMatch(/setting audit_log_max_mb/);
+    expect(size.summary).not.toMatch(/GB/);
+    const [{ threshold }] = await db.sql`select threshold from reserve.check_all_alerts() where alert_name = 'audit_log_size'`;
+    expect(threshold).toBe("<= 4 MB (setting audit_log_max_mb)");
     await expectFires(db.sql, "retention_stale", "P3", "P3: AUDIT LOG GROWTH");
 
     // Checks, as written
-    await db.sql.unsafe(`SELECT pg_size_pretty(pg_total_relation_size('reserve.audit_logs'));`);
-    const [{ count }] = await db.sql.unsafe(`SELECT COUNT(*) FROM reserve.audit_logs;`);
+    const [{ pg_size_pretty: pretty }] = await db.sql.unsafe(
+      `SELECT pg_size_pretty(sum(pg_total_relation_size(relid))) FROM pg_partition_tree('reserve.audit_logs');`);
+    expect(pretty).toMatch(/MB/);
     const [stats] = (await db.sql.unsafe(`SELECT * FROM reserve.retention_statistics;`)).filter((s) => s.table_name === "audit_logs");
-    expect(Number(stats.due_rows)).toBeGreaterThan(0);
-    const due = Number(stats.due_rows);
+    expect(Number(stats.due_rows)).toBe(20010);
+    expect(Number(stats.total_bytes)).toBeGreaterThan(4 * 1024 * 1024);
 
     // Resolution, as written
     const done = await db.sql.unsafe(`SELECT * FROM reserve.run_retention_cleanup();`);
     const audit = done.find((d) => d.table_name === "audit_logs")!;
-    expect(Number(audit.rows_moved)).toBe(due);
-    expect(audit.batches).toBe(Math.ceil(due / 5000) + (due % 5000 === 0 ? 1 : 0));
+    expect(Number(audit.rows_moved)).toBe(20010);
     const archived = await db.sql.unsafe(`SELECT * FROM reserve.audit_logs_archive LIMIT 5;`);
     expect(archived).toHaveLength(5);
+    const [{ n: inArchive }] = await db.sql`select count(*)::int as n from reserve.audit_logs_archive`;
+    expect(inArchive).toBe(20010);
     const [policy] = await db.sql.unsafe(`SELECT * FROM reserve.retention_policies WHERE table_name = 'audit_logs';`);
     expect(policy).toMatchObject({ retention_days: 365, retention_type: "archive" });
     const [{ left }] = await db.sql`select count(*)::int as left from reserve.audit_logs where occurred_at < now() - interval '365 days'`;
     expect(left).toBe(0);
-    const [{ total }] = await db.sql`select (select count(*) from reserve.audit_logs) + (select count(*) from reserve.audit_logs_archive) as total`;
-    expect(Number(total)).toBeGreaterThanOrEqual(Number(count));
+
+    // the months past the cutoff are gone as tables, the rest stay, and three months ahead exist
+    const after = await partitions();
+    const gone = before.filter((p) => !after.includes(p));
+    expect(gone.length).toBeGreaterThanOrEqual(2);
+    const [{ last_ok: lastOk }] = await db.sql`select reserve.audit_log_partition_name((date_trunc('month', current_date) + interval '3 months')::date) = any(${after}) as last_ok`;
+    expect(lastOk).toBe(true);
+    const [{ summary }] = await db.sql`select summary from reserve.job_last_runs where job = 'run_retention_cleanup'`;
+    expect(summary.partitions_dropped).toBe(gone.length);
 
     await expectResolved(db.sql, "retention_stale");
-    // deleted rows leave their pages behind until the table is rewritten
-    await db.sql.unsafe(`VACUUM FULL reserve.audit_logs`);
+    // the space came back with the dropped months: no VACUUM FULL
     await expectResolved(db.sql, "audit_log_size");
   });
 });

@@ -16,47 +16,91 @@ declare
   total bigint;
   done integer;
   summary jsonb := '{}'::jsonb;
+  cols text;
+  part record;
+  rel text;
+  rels text[];
+  to_drop text[] := '{}';
+  dropped integer := 0;
+  lock_wait text;
 begin
   if p_max_batches is null or p_max_batches < 1 then
     raise exception using errcode = 'RC001', message = 'p_max_batches must be at least 1';
   end if;
   perform set_config('reserve.reason', 'run_retention_cleanup', true);
+  perform reserve.create_audit_log_partitions(null, 3);
+  select string_agg(quote_ident(a.attname), ', ' order by a.attnum) into cols
+  from pg_catalog.pg_attribute a
+  where a.attrelid = 'reserve.audit_logs'::regclass and a.attnum > 0 and not a.attisdropped
+    and exists (select 1 from pg_catalog.pg_attribute b
+                where b.attrelid = 'reserve.audit_logs_archive'::regclass and b.attname = a.attname and not b.attisdropped);
+
   for rp in select * from reserve.retention_policies x where x.is_enabled order by x.table_name loop
     started := clock_timestamp();
     cutoff := now() - make_interval(days => rp.retention_days);
     total := 0;
     done := 0;
-    loop
-      exit when done >= p_max_batches;
-      if rp.retention_type = 'archive' and rp.table_name = 'audit_logs' then
-        with batch as (
-          select a.id from reserve.audit_logs a where a.occurred_at < cutoff
-          order by a.occurred_at limit rp.batch_size for update skip locked
-        ), moved as (
-          delete from reserve.audit_logs a using batch where a.id = batch.id returning a.*
-        )
-        insert into reserve.audit_logs_archive (id, occurred_at, actor, action, table_name, row_id, old_values,
-                                                new_values, reason, xact_id)
-        select m.id, m.occurred_at, m.actor, m.action, m.table_name, m.row_id, m.old_values, m.new_values, m.reason, m.xact_id
-        from moved m
-        on conflict (id) do nothing;
+    n := 0;
+    if rp.retention_type = 'archive' and rp.table_name <> 'audit_logs' then
+      raise exception using errcode = 'RC001',
+        message = format('retention policy %s: only audit_logs can be archived (to audit_logs_archive)', rp.table_name);
+    end if;
+    if exists (select 1 from pg_catalog.pg_partitioned_table pt where pt.partrelid = to_regclass('reserve.' || rp.table_name)) then
+      -- whole partitions past the cutoff: copied (archive) now, dropped after every policy has run
+      rels := '{}';
+      for part in
+        select c.relname,
+               (regexp_match(pg_catalog.pg_get_expr(c.relpartbound, c.oid), 'FROM \(''([^'']+)''\)'))[1]::timestamptz as lower_bound,
+               (regexp_match(pg_catalog.pg_get_expr(c.relpartbound, c.oid), 'TO \(''([^'']+)''\)'))[1]::timestamptz as upper_bound
+        from pg_catalog.pg_inherits i join pg_catalog.pg_class c on c.oid = i.inhrelid
+        where i.inhparent = ('reserve.' || rp.table_name)::regclass
+        order by 3 nulls last
+      loop
+        if part.upper_bound is not null and part.upper_bound <= cutoff then
+          if rp.retention_type = 'archive' then
+            execute format('insert into reserve.audit_logs_archive (%1$s) select %1$s from reserve.%2$I on conflict (id) do nothing',
+                           cols, part.relname);
+            get diagnostics n = row_count;
+          else
+            execute format('select count(*) from reserve.%I', part.relname) into n;
+          end if;
+          total := total + n;
+          to_drop := to_drop || part.relname::text;
+        elsif part.upper_bound is null or part.lower_bound < cutoff then
+          -- the default partition, and the month the cutoff falls in
+          rels := rels || part.relname::text;
+        end if;
+      end loop;
+    else
+      rels := array[rp.table_name];
+    end if;
+
+    foreach rel in array rels loop
+      loop
+        exit when done >= p_max_batches;
+        if rp.retention_type = 'archive' then
+          execute format(
+            'with moved as (
+               delete from reserve.%1$I t where t.ctid = any (array(select x.ctid from reserve.%1$I x where x.%2$I < $1
+                                                                   order by x.%2$I limit $2 for update skip locked))
+               returning t.*)
+             insert into reserve.audit_logs_archive (%3$s) select %3$s from moved on conflict (id) do nothing',
+            rel, rp.date_column, cols)
+          using cutoff, rp.batch_size;
+        else
+          -- a night still held is live state, whatever its date
+          execute format(
+            'delete from reserve.%1$I t where t.ctid = any (array(select x.ctid from reserve.%1$I x where x.%2$I < $1 %3$s
+                                                                limit $2 for update skip locked))',
+            rel, rp.date_column,
+            case when rp.table_name = 'booking_locks' then 'and x.status <> ''held''' else '' end)
+          using cutoff, rp.batch_size;
+        end if;
         get diagnostics n = row_count;
-      elsif rp.retention_type = 'delete' then
-        -- a night still held is live state, whatever its date
-        execute format(
-          'delete from reserve.%1$I t where t.ctid = any (array(select x.ctid from reserve.%1$I x where x.%2$I < $1 %3$s
-                                                              limit $2 for update skip locked))',
-          rp.table_name, rp.date_column,
-          case when rp.table_name = 'booking_locks' then 'and x.status <> ''held''' else '' end)
-        using cutoff, rp.batch_size;
-        get diagnostics n = row_count;
-      else
-        raise exception using errcode = 'RC001',
-          message = format('retention policy %s: only audit_logs can be archived (to audit_logs_archive)', rp.table_name);
-      end if;
-      total := total + n;
-      done := done + 1;
-      exit when n < rp.batch_size;
+        total := total + n;
+        done := done + 1;
+        exit when n < rp.batch_size;
+      end loop;
     end loop;
     update reserve.retention_policies x set last_run_at = now(), last_run_rows = total where x.table_name = rp.table_name;
     table_name := rp.table_name;
@@ -68,12 +112,30 @@ begin
     summary := summary || jsonb_build_object(rp.table_name, total);
     return next;
   end loop;
+
+  -- last: the drops, each a moment's ACCESS EXCLUSIVE lock on the parent held until this commits
+  if cardinality(to_drop) > 0 then
+    lock_wait := current_setting('lock_timeout');
+    perform set_config('lock_timeout', '500ms', true);
+    begin
+      foreach rel in array to_drop loop
+        execute format('drop table reserve.%I', rel);
+        dropped := dropped + 1;
+      end loop;
+    exception when lock_not_available then
+      -- left for the next run: its rows are in the archive already, and copying them again skips them
+      raise notice 'run_retention_cleanup: partitions % not dropped (lock wait over 500 ms); the next run drops them', to_drop;
+      dropped := 0;
+    end;
+    perform set_config('lock_timeout', lock_wait, true);
+    summary := summary || jsonb_build_object('partitions_dropped', dropped);
+  end if;
   perform reserve.record_job_heartbeat('run_retention_cleanup', job_started, true, summary);
 end
 $function$
 ;
 
-comment on function reserve.run_retention_cleanup(p_max_batches integer) is 'Archives (audit_logs -> audit_logs_archive) or deletes rows past each enabled retention policy, batch_size rows per batch and at most p_max_batches batches per table, locking only the rows it takes (SKIP LOCKED). One row per table: cutoff, rows moved, batches, time, and more_due when the batch cap stopped it. Leaves a run_retention_cleanup heartbeat.';
+comment on function reserve.run_retention_cleanup(p_max_batches integer) is 'Archives (audit_logs -> audit_logs_archive) or deletes rows past each enabled retention policy. A partitioned table (audit_logs, by month) loses whole partitions past the cutoff (copied to the archive in one statement, then dropped, last, with a 500 ms lock_timeout); the month the cutoff falls in, the default partition and every other table go batch_size rows per batch, at most p_max_batches batches per table, locking only the rows taken (SKIP LOCKED). Keeps audit_logs'' partitions three months ahead. One row per table: cutoff, rows moved, batches, time, and more_due when the batch cap stopped it. Leaves a run_retention_cleanup heartbeat.';
 
 -- grants
 grant execute on function reserve.run_retention_cleanup(p_max_batches integer) to service_role;

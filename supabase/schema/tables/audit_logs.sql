@@ -13,24 +13,25 @@ create table reserve.audit_logs (
   new_values jsonb,
   reason text,
   xact_id bigint default ((pg_current_xact_id())::text)::bigint not null
-);
+) partition by RANGE (occurred_at);
+-- its partitions by range are not listed: they follow the date (created ahead by the migrations' functions)
 
 -- constraints
-alter table only reserve.audit_logs add constraint audit_logs_pkey PRIMARY KEY (id);
+alter table only reserve.audit_logs add constraint audit_logs_pkey PRIMARY KEY (id, occurred_at);
 alter table only reserve.audit_logs add constraint audit_logs_action_check CHECK ((action ~ '^[A-Za-z][A-Za-z0-9_.]*$'::text));
 alter table only reserve.audit_logs add constraint audit_logs_actor_check CHECK (((length(actor) >= 1) AND (length(actor) <= 200)));
 alter table only reserve.audit_logs add constraint audit_logs_table_name_check CHECK (((length(table_name) >= 1) AND (length(table_name) <= 63)));
 
 -- indexes (those of constraints are above)
-CREATE INDEX audit_logs_occurred_at_idx ON reserve.audit_logs USING btree (occurred_at);
-CREATE INDEX audit_logs_row_idx ON reserve.audit_logs USING btree (table_name, row_id, occurred_at);
+CREATE INDEX audit_logs_occurred_at_idx ON ONLY reserve.audit_logs USING btree (occurred_at);
+CREATE INDEX audit_logs_row_idx ON ONLY reserve.audit_logs USING btree (table_name, row_id, occurred_at);
 
 -- row level security
 alter table reserve.audit_logs enable row level security;
 -- no policies: a role without BYPASSRLS (anon, authenticated) reads and writes no rows
 
 -- comments
-comment on table reserve.audit_logs is 'Append-only trail of changes to payments, reservations, booking intents, availability and the ledger (written by triggers) and of operator actions. Older rows move to audit_logs_archive under retention_policies.';
+comment on table reserve.audit_logs is 'Append-only trail of changes to payments, reservations, booking intents, availability and the ledger (written by triggers) and of operator actions. Older rows move to audit_logs_archive under retention_policies. Partitioned by month of occurred_at (reserve.audit_logs_pYYYYMM, and audit_logs_default for a row outside them).';
 comment on column reserve.audit_logs.actor is 'Who acted: the reserve.actor setting of the transaction, else the JWT subject, else the database role (SET ROLE, else the session user).';
 
 -- grants

@@ -29,6 +29,7 @@ alter table only reserve.availability_calendar add constraint availability_calen
 -- indexes (those of constraints are above)
 CREATE INDEX availability_calendar_counted_idx ON reserve.availability_calendar USING btree (date) WHERE ((bookings_count > 0) OR (temp_holds > 0));
 CREATE INDEX availability_calendar_date_idx ON reserve.availability_calendar USING btree (date);
+CREATE INDEX availability_calendar_updated_at_idx ON reserve.availability_calendar USING btree (updated_at);
 
 -- triggers
 CREATE TRIGGER _100_touch_updated_at BEFORE UPDATE ON reserve.availability_calendar FOR EACH ROW EXECUTE FUNCTION reserve.touch_updated_at();

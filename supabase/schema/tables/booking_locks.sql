@@ -21,9 +21,11 @@ alter table only reserve.booking_locks add constraint booking_locks_intent_unit_
 alter table only reserve.booking_locks add constraint booking_locks_night_fkey FOREIGN KEY (unit_id, lock_date) REFERENCES reserve.availability_calendar(unit_id, date);
 
 -- indexes (those of constraints are above)
+CREATE INDEX booking_locks_created_at_idx ON reserve.booking_locks USING btree (created_at);
 CREATE INDEX booking_locks_held_expiry_idx ON reserve.booking_locks USING btree (expires_at) WHERE (status = 'held'::text);
 CREATE INDEX booking_locks_intent_idx ON reserve.booking_locks USING btree (booking_intent_id, unit_id);
 CREATE UNIQUE INDEX booking_locks_one_live_per_night ON reserve.booking_locks USING btree (booking_intent_id, lock_date) WHERE (status = ANY (ARRAY['held'::text, 'converted'::text]));
+CREATE INDEX booking_locks_released_at_idx ON reserve.booking_locks USING btree (released_at) WHERE (released_at IS NOT NULL);
 CREATE INDEX booking_locks_unit_date_idx ON reserve.booking_locks USING btree (unit_id, lock_date);
 
 -- triggers

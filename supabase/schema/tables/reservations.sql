@@ -55,6 +55,7 @@ CREATE INDEX reservations_live_check_out_idx ON reserve.reservations USING btree
 CREATE UNIQUE INDEX reservations_one_live_per_intent ON reserve.reservations USING btree (booking_intent_id) WHERE (status <> 'cancelled'::text);
 CREATE INDEX reservations_payment_idx ON reserve.reservations USING btree (payment_id, booking_intent_id);
 CREATE INDEX reservations_unit_stay_idx ON reserve.reservations USING gist (unit_id, stay);
+CREATE INDEX reservations_updated_at_idx ON reserve.reservations USING btree (updated_at);
 
 -- triggers
 CREATE TRIGGER _100_touch_updated_at BEFORE UPDATE ON reserve.reservations FOR EACH ROW EXECUTE FUNCTION reserve.touch_updated_at();

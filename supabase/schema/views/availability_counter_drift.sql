@@ -5,7 +5,7 @@
 create view reserve.availability_counter_drift with (security_invoker=true) as
  WITH suspect AS MATERIALIZED (
          SELECT array_agg(d.unit_id) AS units
-           FROM reserve.units_with_counter_drift() d(unit_id)
+           FROM reserve.drifting_units() d(unit_id)
         ), actual AS MATERIALIZED (
          SELECT n.unit_id,
             n.date,
@@ -26,7 +26,7 @@ create view reserve.availability_counter_drift with (security_invoker=true) as
   WHERE c.date >= CURRENT_DATE AND (c.bookings_count <> COALESCE(a.live_reservations, 0) OR c.temp_holds <> COALESCE(a.held_locks, 0));
 
 -- comments
-comment on view reserve.availability_counter_drift is 'Calendar nights from today on whose bookings_count or temp_holds differ from live reservations and held locks.';
+comment on view reserve.availability_counter_drift is 'Calendar nights from today on whose bookings_count or temp_holds differ from live reservations and held locks, of the units drifting_units() names (the last integrity audit''s and those written since).';
 
 -- grants
 grant select on table reserve.availability_counter_drift to service_role;

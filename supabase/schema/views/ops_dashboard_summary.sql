@@ -9,6 +9,10 @@ create view reserve.ops_dashboard_summary with (security_invoker=true) as
             count(*) FILTER (WHERE p.status = 'failed'::text) AS failed_1h
            FROM reserve.payments p
           WHERE p.created_at > (now() - '01:00:00'::interval)
+        ), ledger AS MATERIALIZED (
+         SELECT count(*) AS imbalances,
+            count(*) FILTER (WHERE k.last_entry_at >= (CURRENT_DATE - 7)) AS imbalances_7d
+           FROM reserve.known_ledger_imbalances() k(transaction_id, kind, posted_at, currency, debits, credits, imbalance, entry_count, last_entry_at)
         )
  SELECT now() AS as_of,
     payments_1h,
@@ -37,19 +41,24 @@ create view reserve.ops_dashboard_summary with (security_invoker=true) as
           WHERE l.status = 'held'::text) AS held_nights,
     ( SELECT count(*) AS count
            FROM reserve.overbooking_check) AS overbooked_nights,
-    ( SELECT count(*) AS count
-           FROM reserve.find_ledger_imbalances() find_ledger_imbalances(transaction_id, kind, posted_at, currency, debits, credits, imbalance, entry_count)) AS ledger_imbalances_7d,
+    ( SELECT ledger.imbalances_7d
+           FROM ledger) AS ledger_imbalances_7d,
     ( SELECT sum(ws.failed_1h) AS sum
            FROM reserve.webhook_status ws) AS webhooks_failed_1h,
     ( SELECT sum(ws.dead) AS sum
            FROM reserve.webhook_status ws) AS webhooks_dead,
     ( SELECT j.age
            FROM reserve.job_last_runs j
-          WHERE j.job = 'poll_payment_status'::text) AS poller_last_run_age
+          WHERE j.job = 'poll_payment_status'::text) AS poller_last_run_age,
+    ( SELECT ledger.imbalances
+           FROM ledger) AS ledger_imbalances,
+    ( SELECT j.age
+           FROM reserve.job_last_runs j
+          WHERE j.job = 'run_integrity_audit'::text) AS integrity_audit_age
    FROM hour;
 
 -- comments
-comment on view reserve.ops_dashboard_summary is 'One row: payments and success rate in the last hour, in flight, stuck, PIX pending over 30 minutes, unrefunded double charges, money in over 24 hours, reservations, held nights, overbooked nights, ledger imbalances (find_ledger_imbalances() with its default window, 7 days, as the ledger_balance health check), failed and dead webhooks, and the poller''s last run.';
+comment on view reserve.ops_dashboard_summary is 'One row: payments and success rate in the last hour, in flight, stuck, PIX pending over 30 minutes, unrefunded double charges, money in over 24 hours, reservations, held nights, overbooked nights, ledger imbalances (known_ledger_imbalances(), as the ledger_balance health check: ledger_imbalances of all time, ledger_imbalances_7d those with a leg in the last 7 days), failed and dead webhooks, the poller''s last run and how old the last integrity audit is.';
 
 -- grants
 grant select on table reserve.ops_dashboard_summary to service_role;

@@ -5,7 +5,7 @@
 create view reserve.overbooking_check with (security_invoker=true) as
  WITH suspect AS MATERIALIZED (
          SELECT array_agg(d.unit_id) AS units
-           FROM reserve.units_with_counter_drift() d(unit_id)
+           FROM reserve.drifting_units() d(unit_id)
         ), actual AS MATERIALIZED (
          SELECT n.unit_id,
             n.date,
@@ -53,7 +53,7 @@ UNION ALL
   ORDER BY 1, 5;
 
 -- comments
-comment on view reserve.overbooking_check is 'Nights from today on sold or held beyond their allotment (runbook P1 Overbooking), counted from the live reservations and held locks of every unit whose counters disagree with its rows (a bypassed guard always leaves that), and from the counters if the capacity check was dropped. Empty unless a guard was bypassed.';
+comment on view reserve.overbooking_check is 'Nights from today on sold or held beyond their allotment (runbook P1 Overbooking), counted from the live reservations and held locks of every unit whose counters disagree with its rows (a bypassed guard always leaves that) among those drifting_units() names, and from the counters if the capacity check was dropped. Empty unless a guard was bypassed.';
 
 -- grants
 grant select on table reserve.overbooking_check to service_role;

@@ -8,14 +8,11 @@ create view reserve.retention_statistics with (security_invoker=true) as
     rp.retention_type,
     rp.is_enabled,
     rp.batch_size,
-        CASE
-            WHEN c.reltuples >= 0::double precision THEN c.reltuples::bigint
-            ELSE NULL::bigint
-        END AS estimated_rows,
+    sz.estimated_rows,
     f.due_rows,
     f.oldest AS oldest_row_at,
-    pg_size_pretty(pg_total_relation_size(c.oid::regclass)) AS total_size,
-    pg_total_relation_size(c.oid::regclass) AS total_bytes,
+    pg_size_pretty(sz.total_bytes) AS total_size,
+    sz.total_bytes,
         CASE
             WHEN rp.retention_type = 'archive'::text THEN ( SELECT
                     CASE
@@ -30,10 +27,20 @@ create view reserve.retention_statistics with (security_invoker=true) as
     rp.last_run_rows
    FROM reserve.retention_policies rp
      JOIN pg_class c ON c.oid = to_regclass('reserve.'::text || rp.table_name)::oid
+     CROSS JOIN LATERAL ( SELECT
+                CASE
+                    WHEN bool_and(l.reltuples >= 0::double precision) THEN sum(l.reltuples)::bigint
+                    ELSE NULL::bigint
+                END AS estimated_rows,
+            sum(pg_total_relation_size(l.oid::regclass))::bigint AS total_bytes
+           FROM pg_class l
+          WHERE l.oid = c.oid AND c.relkind <> 'p'::"char" OR (l.oid IN ( SELECT pt.relid
+                   FROM pg_partition_tree(c.oid::regclass) pt(relid, parentrelid, isleaf, level)
+                  WHERE pt.isleaf))) sz
      CROSS JOIN LATERAL reserve.retention_table_facts(rp.table_name, rp.date_column, now() - make_interval(days => rp.retention_days)) f(due_rows, oldest);
 
 -- comments
-comment on view reserve.retention_statistics is 'Per retention policy: rows (estimated), rows past retention (due_rows), the oldest row, size, archived rows, and the last run of run_retention_cleanup.';
+comment on view reserve.retention_statistics is 'Per retention policy: rows (estimated; a partitioned table''s summed over its partitions), rows past retention (due_rows), the oldest row, size (all partitions), archived rows, and the last run of run_retention_cleanup.';
 
 -- grants
 grant select on table reserve.retention_statistics to service_role;

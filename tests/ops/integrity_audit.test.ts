@@ -1,0 +1,212 @@
+// The health checks read what changed: run_integrity_audit() scans everything (every ledger transaction
+// ever written, every unit's counters from today on) and records its findings with verified_through;
+// system_health_check, check_all_alerts, overbooking_check, availability_counter_drift and
+// ops_dashboard_summary then read those findings, re-checked, and the rows written since. What goes through
+// the normal paths (defaults and triggers set created_at / updated_at / released_at) is caught at once; a
+// write that bypassed the triggers and back-dated its row (session_replication_role = replica) only by
+// the next audit, whose heartbeat has an alert of its own when it stops.
+import { randomUUID } from "node:crypto";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createTestDatabase, rolledBack, type Sql, type TestDatabase } from "../helpers/db.ts";
+import * as f from "../helpers/fixtures.ts";
+import { paidReservation, replica, type Q, type Row } from "./ops_helpers.ts";
+
+let db: TestDatabase;
+let sql: Sql;
+beforeAll(async () => {
+  db = await createTestDatabase();
+  sql = db.sql;
+});
+afterAll(async () => await db?.drop());
+
+async function health(q: Q): Promise<Record<string, Row>> {
+  const rows = await q`select * from reserve.system_health_check()`;
+  return Object.fromEntries(rows.map((r) => [r.check_name as string, r]));
+}
+async function audit(q: Q): Promise<Row> {
+  const [a] = await q`select * from reserve.run_integrity_audit()`;
+  return a;
+}
+
+/** One leg of a transaction, written with the writer flag as the runbook's manual SQL would. */
+async function leg(tx: Q, txId: string, direction: "debit" | "credit", amount: number, header = false) {
+  await tx`select set_config('reserve.ledger_writer', 'on', true)`;
+  if (header) await tx`insert into reserve.ledger_transactions (id, kind, description) values (${txId}, 'payment', 'by hand')`;
+  await tx`insert into reserve.ledger_entries (transaction_id, entry_type, account, direction, amount)
+           values (${txId}, 'guest_payment', ${direction === "debit" ? "receivable_stripe" : "host_payable"}, ${direction}, ${amount})`;
+  await tx`select set_config('reserve.ledger_writer', '', true)`;
+}
+
+/** An unbalanced pair written with the balance trigger off: the normal path, a guard missing. */
+async function unbalancedPair(tx: Q): Promise<string> {
+  const id = randomUUID();
+  await tx`alter table reserve.ledger_entries disable trigger trg_ledger_balance`;
+  await leg(tx, id, "debit", 1000, true);
+  await leg(tx, id, "credit", 900);
+  await tx`alter table reserve.ledger_entries enable trigger trg_ledger_balance`;
+  return id;
+}
+
+/** Everything so far written an hour ago: before what the next audit verifies, so only a write after it
+ *  (or the audit's findings) can bring these rows into the checks. */
+async function writtenAnHourAgo(tx: Q) {
+  await replica(tx);
+  await tx`update reserve.reservations set updated_at = updated_at - interval '1 hour', created_at = created_at - interval '1 hour'`;
+  await tx`update reserve.availability_calendar set updated_at = updated_at - interval '1 hour'`;
+  await tx`update reserve.booking_locks set created_at = created_at - interval '1 hour', released_at = released_at - interval '1 hour'`;
+  await tx`update reserve.ledger_entries set created_at = created_at - interval '1 hour'`;
+  await replica(tx, false);
+}
+
+describe("run_integrity_audit", () => {
+  it("records what it scanned, a verified_through before its start, and a heartbeat", async () => {
+    await rolledBack(sql, async (tx) => {
+      await paidReservation(tx);
+      const a = await audit(tx);
+      expect(Number(a.ledger_transactions)).toBeGreaterThan(0);
+      expect(a.imbalanced_transactions).toEqual([]);
+      expect(a.drifted_units).toEqual([]);
+      expect((a.verified_through as Date).getTime()).toBeLessThanOrEqual((a.started_at as Date).getTime() - 5 * 60_000);
+      const [hb] = await tx`select ok, summary from reserve.job_last_runs where job = 'run_integrity_audit'`;
+      expect(hb).toMatchObject({ ok: true, summary: { imbalanced_transactions: 0, drifted_units: 0 } });
+      expect((await health(tx)).integrity_audit).toMatchObject({ status: "OK" });
+    });
+  });
+
+  it("finds imbalances of any age and drifted units, whatever wrote them", async () => {
+    await rolledBack(sql, async (tx) => {
+      const old = randomUUID();
+      await leg(tx, old, "debit", 700, true);
+      await leg(tx, old, "credit", 700);
+      // a leg back-dated two years with the triggers bypassed: no check reads that far back by time
+      await replica(tx);
+      await tx`select set_config('reserve.ledger_writer', 'on', true)`;
+      await tx`insert into reserve.ledger_entries (transaction_id, entry_type, account, direction, amount, created_at)
+               values (${old}, 'guest_payment', 'host_payable', 'credit', 50, now() - interval '2 years')`;
+      await replica(tx, false);
+      const { unitId } = await f.unit(tx, { nights: 5 });
+      await replica(tx);
+      await tx`update reserve.availability_calendar set temp_holds = 1 where unit_id = ${unitId} and date = ${f.isoDate(2)}`;
+      await replica(tx, false);
+      const a = await audit(tx);
+      expect(a.imbalanced_transactions).toEqual([old]);
+      expect(a.drifted_units).toEqual([unitId]);
+      expect((await tx`select summary from reserve.job_last_runs where job = 'run_integrity_audit'`)[0].summary)
+        .toMatchObject({ imbalanced_transactions: 1, drifted_units: 1 });
+    });
+  });
+});
+
+describe("after an audit, the checks read what changed since", () => {
+  it("catch at once what the normal paths write: an unbalanced pair with the trigger off, a counter set by hand", async () => {
+    await rolledBack(sql, async (tx) => {
+      const { unitId } = await f.unit(tx, { nights: 5 });
+      await writtenAnHourAgo(tx);
+      await audit(tx);
+      expect(await tx`select * from reserve.units_written_since((select verified_through from reserve.last_integrity_audit()))`).toEqual([]);
+      const clean = await health(tx);
+      expect([clean.ledger_balance.status, clean.overbooking.status, clean.availability_counter_drift.status]).toEqual(["OK", "OK", "OK"]);
+
+      const txId = await unbalancedPair(tx);
+      const h = await health(tx);
+      expect(h.ledger_balance).toMatchObject({ status: "CRITICAL", observed_value: "1" });
+      expect((await tx`select transaction_id, imbalance from reserve.known_ledger_imbalances()`)).toEqual([{ transaction_id: txId, imbalance: "100" }]);
+      const [dash] = await tx`select ledger_imbalances, ledger_imbalances_7d from reserve.ops_dashboard_summary`;
+      expect(dash).toEqual({ ledger_imbalances: "1", ledger_imbalances_7d: "1" });
+
+      // the calendar row is written through its trigger (updated_at), the counter by hand
+      await tx`update reserve.availability_calendar set bookings_count = 1 where unit_id = ${unitId} and date = ${f.isoDate(3)}`;
+      const d = await health(tx);
+      expect(d.availability_counter_drift).toMatchObject({ status: "WARNING", observed_value: "1" });
+      expect((await tx`select unit_id, date::text from reserve.availability_counter_drift`))
+        .toEqual([{ unit_id: unitId, date: f.isoDate(3) }]);
+
+      // fixed: the missing leg, the counter recounted; both OK again without another audit
+      await leg(tx, txId, "credit", 100);
+      await tx`update reserve.availability_calendar set bookings_count = 0 where unit_id = ${unitId} and date = ${f.isoDate(3)}`;
+      const fixed = await health(tx);
+      expect([fixed.ledger_balance.status, fixed.availability_counter_drift.status]).toEqual(["OK", "OK"]);
+    });
+  });
+
+  it("catch a stay moved with the counting trigger disabled, on the unit it moved to", async () => {
+    await rolledBack(sql, async (tx) => {
+      const paid = await paidReservation(tx);
+      const other = (await f.unit(tx, { nights: 20 })).unitId;
+      await writtenAnHourAgo(tx);
+      await audit(tx);
+      await tx`alter table reserve.reservations disable trigger _300_count_booked_nights`;
+      await tx`update reserve.reservations set unit_id = ${other} where id = ${paid.reservationId}`;
+      await tx`alter table reserve.reservations enable trigger _300_count_booked_nights`;
+      const h = await health(tx);
+      // the unit it moved to has a stay its counters do not show (the unit it left is the audit's to find)
+      expect(h.availability_counter_drift.status).toBe("WARNING");
+      expect(new Set((await tx`select unit_id from reserve.availability_counter_drift`).map((r) => r.unit_id))).toContain(other);
+    });
+  });
+
+  it("miss a back-dated write that bypassed the triggers until the next audit, which finds it; its findings stay until fixed", async () => {
+    await rolledBack(sql, async (tx) => {
+      // a unit selling two a night with both sold, and a third stay on a twin unit
+      const a = await f.unit(tx, { allotment: 2, nights: 20 });
+      const b = await f.unit(tx, { allotment: 2, nights: 20 });
+      await paidReservation(tx, { unitId: a.unitId, from: 5, to: 8 });
+      await paidReservation(tx, { unitId: a.unitId, from: 5, to: 8 });
+      const second = await paidReservation(tx, { unitId: b.unitId, from: 5, to: 8 });
+      const txId = randomUUID();
+      await leg(tx, txId, "debit", 500, true);
+      await leg(tx, txId, "credit", 500);
+      await writtenAnHourAgo(tx);
+      await audit(tx);
+
+      // the runbook's old manual move with the guards off, and a ledger leg back-dated a day
+      await replica(tx);
+      await tx`update reserve.reservations set unit_id = ${a.unitId} where id = ${second.reservationId}`;
+      await tx`select set_config('reserve.ledger_writer', 'on', true)`;
+      await tx`insert into reserve.ledger_entries (transaction_id, entry_type, account, direction, amount, created_at)
+               values (${txId}, 'guest_payment', 'host_payable', 'credit', 25, now() - interval '1 day')`;
+      await replica(tx, false);
+      const unseen = await health(tx);
+      expect([unseen.overbooking.status, unseen.ledger_balance.status]).toEqual(["OK", "OK"]);
+
+      const found = await audit(tx);
+      expect(found.imbalanced_transactions).toEqual([txId]);
+      expect(new Set(found.drifted_units as string[])).toEqual(new Set([a.unitId, b.unitId]));
+      const h = await health(tx);
+      expect(h.overbooking).toMatchObject({ status: "CRITICAL", observed_value: "3" });
+      expect(h.availability_counter_drift.status).toBe("WARNING");
+      expect(h.ledger_balance).toMatchObject({ status: "CRITICAL", observed_value: "1" });
+      const oversold = await tx`select unit_id from reserve.overbooking_check`;
+      expect(new Set(oversold.map((o) => o.unit_id))).toEqual(new Set([a.unitId]));
+      const alerts = Object.fromEntries((await tx`select * from reserve.check_all_alerts()`).map((r) => [r.alert_name, r.state]));
+      expect([alerts.overbooking, alerts.ledger_imbalance]).toEqual(["firing", "firing"]);
+
+      // undone with the guards off again (no timestamp moves): the audit's findings, re-checked, clear
+      await replica(tx);
+      await tx`update reserve.reservations set unit_id = ${b.unitId} where id = ${second.reservationId}`;
+      await tx`select set_config('reserve.ledger_writer', 'on', true)`;
+      await tx`insert into reserve.ledger_entries (transaction_id, entry_type, account, direction, amount, created_at)
+               values (${txId}, 'guest_payment', 'receivable_stripe', 'debit', 25, now() - interval '1 day')`;
+      await replica(tx, false);
+      const after = await health(tx);
+      expect([after.overbooking.status, after.availability_counter_drift.status, after.ledger_balance.status]).toEqual(["OK", "OK", "OK"]);
+    });
+  });
+});
+
+describe("integrity_audit heartbeat", () => {
+  it("OK before the first run (everything is scanned), WARNING 3 h after the last one, with its P2 alert", async () => {
+    await rolledBack(sql, async (tx) => {
+      expect((await health(tx)).integrity_audit).toMatchObject({ status: "OK", details: expect.stringMatching(/^never ran/) });
+      await audit(tx);
+      expect((await health(tx)).integrity_audit).toMatchObject({ status: "OK", details: expect.stringMatching(/^last run /) });
+      await tx`update reserve.job_heartbeats set finished_at = now() - interval '4 hours' where job = 'run_integrity_audit'`;
+      const stale = (await health(tx)).integrity_audit;
+      expect(stale).toMatchObject({ status: "WARNING", observed_value: "4.0" });
+      const [alert] = (await tx`select * from reserve.check_all_alerts()`).filter((r) => r.alert_name === "integrity_audit_stale");
+      expect(alert).toMatchObject({ state: "firing", severity: "P2", runbook_section: "P2: INTEGRITY AUDIT STALE" });
+      const [dash] = await tx`select extract(epoch from integrity_audit_age) / 3600 as hours from reserve.ops_dashboard_summary`;
+      expect(Math.round(Number(dash.hours))).toBe(4);
+    });
+  });
+});
