@@ -36,8 +36,9 @@ begin
           delete from reserve.audit_logs a using batch where a.id = batch.id returning a.*
         )
         insert into reserve.audit_logs_archive (id, occurred_at, actor, action, table_name, row_id, old_values,
-                                                new_values, reason, xact_id)
-        select m.id, m.occurred_at, m.actor, m.action, m.table_name, m.row_id, m.old_values, m.new_values, m.reason, m.xact_id
+                                                new_values, reason, xact_id, changes)
+        select m.id, m.occurred_at, m.actor, m.action, m.table_name, m.row_id, m.old_values, m.new_values, m.reason, m.xact_id,
+               m.changes
         from moved m
         on conflict (id) do nothing;
         get diagnostics n = row_count;
