@@ -37,7 +37,6 @@ CREATE INDEX ledger_transactions_reservation_idx ON reserve.ledger_transactions 
 -- triggers
 CREATE TRIGGER _010_append_only BEFORE DELETE OR UPDATE OR TRUNCATE ON reserve.ledger_transactions FOR EACH STATEMENT EXECUTE FUNCTION reserve.ledger_append_only();
 CREATE TRIGGER _020_written_by_functions BEFORE INSERT ON reserve.ledger_transactions FOR EACH STATEMENT EXECUTE FUNCTION reserve.ledger_written_by_functions();
-CREATE TRIGGER _900_audit AFTER INSERT OR DELETE OR UPDATE ON reserve.ledger_transactions FOR EACH ROW EXECUTE FUNCTION reserve.audit_row_change();
 
 -- row level security
 alter table reserve.ledger_transactions enable row level security;
