@@ -11,7 +11,8 @@
 //    the kept days (host_statement, host_statement_days) against the same figures summed from the
 //    ledger (the ceiling), and the ledger drift checks (incremental, full).
 //
-//   npm run bench:reconcile            env: OBJECTS (10000), BUDGET_MS (25000), RUNS (5), RESERVE_LARGE_DIR
+//   npm run bench:reconcile            env: OBJECTS (10000), BUDGET_MS (25000), RUNS (5), RESERVE_LARGE_DIR,
+//                                      SKIP_DAY=1 (only the year), RESERVE_MIGRATE_TIMEOUT_MS (the backfill on a year)
 import { randomUUID } from "node:crypto";
 import { existsSync } from "node:fs";
 import { rm } from "node:fs/promises";

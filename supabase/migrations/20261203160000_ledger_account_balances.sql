@@ -118,7 +118,7 @@ begin
     returning account, currency, direction, amount
   ), balances as (
     insert into reserve.ledger_account_balances as b (account, currency, bucket, debits, credits, entries)
-    select l.account, l.currency, (abs(hashtext(p_transaction.id::text)) % a.balance_buckets)::smallint,
+    select l.account, l.currency, ((hashtext(p_transaction.id::text) & 2147483647) % a.balance_buckets)::smallint,
            coalesce(sum(l.amount) filter (where l.direction = 'debit'), 0),
            coalesce(sum(l.amount) filter (where l.direction = 'credit'), 0), count(*)
     from legs l join reserve.ledger_accounts a on a.code = l.account
@@ -280,7 +280,7 @@ begin
   delete from reserve.ledger_host_days;
   delete from reserve.ledger_balance_checkpoints;
   insert into reserve.ledger_account_balances (account, currency, bucket, debits, credits, entries)
-  select e.account, e.currency, (abs(hashtext(e.transaction_id::text)) % a.balance_buckets)::smallint,
+  select e.account, e.currency, ((hashtext(e.transaction_id::text) & 2147483647) % a.balance_buckets)::smallint,
          coalesce(sum(e.amount) filter (where e.direction = 'debit'), 0),
          coalesce(sum(e.amount) filter (where e.direction = 'credit'), 0), count(*)
   from reserve.ledger_entries e join reserve.ledger_accounts a on a.code = e.account
@@ -431,40 +431,46 @@ grant execute on function reserve.host_statement(uuid, date, date) to service_ro
 create function reserve.ledger_balance_drift(p_full boolean default false)
 returns table (account text, currency text, kept_debits bigint, kept_credits bigint,
                summed_debits bigint, summed_credits bigint, drift bigint)
-language sql
+language plpgsql
 stable
 security definer
 set search_path = ''
 as $$
-  with kept as (
-    select b.account, b.currency, sum(b.debits)::bigint as debits, sum(b.credits)::bigint as credits
-    from reserve.ledger_account_balances b group by b.account, b.currency
-  ), since as (
-    -- no checkpoint yet (or a full check): every entry
-    select coalesce(min(c.through), '-infinity'::timestamptz) as at
-    from reserve.ledger_balance_checkpoints c where not p_full
-  ), summed as (
-    -- an entry after its account's own checkpoint counts once, on top of that checkpoint
-    select coalesce(c.account, m.account) as account, coalesce(c.currency, m.currency) as currency,
-           (coalesce(c.debits, 0) + coalesce(m.debits, 0))::bigint as debits,
-           (coalesce(c.credits, 0) + coalesce(m.credits, 0))::bigint as credits
-    from (select * from reserve.ledger_balance_checkpoints where not p_full) c
-    full join (
+declare
+  since timestamptz;
+begin
+  if not p_full then
+    select min(c.through) into since from reserve.ledger_balance_checkpoints c;
+  end if;
+  -- the time as a literal, so that the incremental check reads the entries since it by the created_at
+  -- index (a generic plan would scan every entry); no checkpoint yet (or a full check): every entry
+  return query execute format($q$
+    with kept as (
+      select b.account, b.currency, sum(b.debits)::bigint as debits, sum(b.credits)::bigint as credits
+      from reserve.ledger_account_balances b group by b.account, b.currency
+    ), moved as (
+      -- an entry after its account's own checkpoint counts once, on top of that checkpoint
       select e.account, e.currency,
              coalesce(sum(e.amount) filter (where e.direction = 'debit'), 0)::bigint as debits,
              coalesce(sum(e.amount) filter (where e.direction = 'credit'), 0)::bigint as credits
       from reserve.ledger_entries e
-      left join reserve.ledger_balance_checkpoints cp on not p_full and cp.account = e.account and cp.currency = e.currency
-      where (p_full or e.created_at > (select at from since)) and (cp.through is null or e.created_at > cp.through)
+      left join reserve.ledger_balance_checkpoints cp on %1$s and cp.account = e.account and cp.currency = e.currency
+      where e.created_at > %2$L::timestamptz and (cp.through is null or e.created_at > cp.through)
       group by e.account, e.currency
-    ) m on m.account = c.account and m.currency = c.currency
-  )
-  select coalesce(k.account, s.account), coalesce(k.currency, s.currency),
-         coalesce(k.debits, 0), coalesce(k.credits, 0), coalesce(s.debits, 0), coalesce(s.credits, 0),
-         ((coalesce(k.debits, 0) - coalesce(k.credits, 0)) - (coalesce(s.debits, 0) - coalesce(s.credits, 0)))::bigint
-  from kept k full join summed s on s.account = k.account and s.currency = k.currency
-  where (coalesce(k.debits, 0), coalesce(k.credits, 0)) is distinct from (coalesce(s.debits, 0), coalesce(s.credits, 0))
-  order by 1, 2
+    ), summed as (
+      select coalesce(c.account, m.account) as account, coalesce(c.currency, m.currency) as currency,
+             (coalesce(c.debits, 0) + coalesce(m.debits, 0))::bigint as debits,
+             (coalesce(c.credits, 0) + coalesce(m.credits, 0))::bigint as credits
+      from (select * from reserve.ledger_balance_checkpoints where %1$s) c
+      full join moved m on m.account = c.account and m.currency = c.currency
+    )
+    select coalesce(k.account, s.account), coalesce(k.currency, s.currency),
+           coalesce(k.debits, 0), coalesce(k.credits, 0), coalesce(s.debits, 0), coalesce(s.credits, 0),
+           ((coalesce(k.debits, 0) - coalesce(k.credits, 0)) - (coalesce(s.debits, 0) - coalesce(s.credits, 0)))::bigint
+    from kept k full join summed s on s.account = k.account and s.currency = k.currency
+    where (coalesce(k.debits, 0), coalesce(k.credits, 0)) is distinct from (coalesce(s.debits, 0), coalesce(s.credits, 0))
+    order by 1, 2$q$, (not p_full)::text, coalesce(since, '-infinity'::timestamptz));
+end
 $$;
 comment on function reserve.ledger_balance_drift(boolean) is
   'Ledger accounts whose kept balance (ledger_account_balances) differs from their entries: by default the '

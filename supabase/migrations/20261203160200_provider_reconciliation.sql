@@ -57,6 +57,7 @@ create table reserve.reconciliation_run_objects (
 );
 alter table reserve.reconciliation_run_objects enable row level security;
 revoke all on reserve.reconciliation_run_objects from public, anon, authenticated;
+grant select on reserve.reconciliation_run_objects to service_role;
 comment on table reserve.reconciliation_run_objects is
   'The provider payments a running reconciliation has seen, so that its finish can tell which of ours the provider did not list. Emptied when the run finishes.';
 
@@ -179,6 +180,7 @@ create function reserve.provider_says_paid(p_status text) returns boolean
 language sql immutable set search_path = '' as
 $$ select p_status in ('succeeded', 'refunded', 'partially_refunded', 'disputed') $$;
 comment on function reserve.provider_says_paid(text) is 'Whether a payment status means the money arrived (and may since have gone back in part).';
+revoke all on function reserve.provider_says_paid(text) from public;
 
 -- One provider payment against ours. Returns how many items it recorded and how many it repaired.
 create function reserve.reconcile_provider_payment(p_run reserve.reconciliation_runs, p_update reserve.provider_update,

@@ -11,6 +11,3 @@ AS $function$ select p_status in ('succeeded', 'refunded', 'partially_refunded',
 ;
 
 comment on function reserve.provider_says_paid(p_status text) is 'Whether a payment status means the money arrived (and may since have gone back in part).';
-
--- grants
-grant execute on function reserve.provider_says_paid(p_status text) to public;

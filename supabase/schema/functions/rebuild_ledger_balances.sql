@@ -17,7 +17,7 @@ begin
   delete from reserve.ledger_host_days;
   delete from reserve.ledger_balance_checkpoints;
   insert into reserve.ledger_account_balances (account, currency, bucket, debits, credits, entries)
-  select e.account, e.currency, (abs(hashtext(e.transaction_id::text)) % a.balance_buckets)::smallint,
+  select e.account, e.currency, ((hashtext(e.transaction_id::text) & 2147483647) % a.balance_buckets)::smallint,
          coalesce(sum(e.amount) filter (where e.direction = 'debit'), 0),
          coalesce(sum(e.amount) filter (where e.direction = 'credit'), 0), count(*)
   from reserve.ledger_entries e join reserve.ledger_accounts a on a.code = e.account

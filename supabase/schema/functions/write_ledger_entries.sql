@@ -24,7 +24,7 @@ begin
     returning account, currency, direction, amount
   ), balances as (
     insert into reserve.ledger_account_balances as b (account, currency, bucket, debits, credits, entries)
-    select l.account, l.currency, (abs(hashtext(p_transaction.id::text)) % a.balance_buckets)::smallint,
+    select l.account, l.currency, ((hashtext(p_transaction.id::text) & 2147483647) % a.balance_buckets)::smallint,
            coalesce(sum(l.amount) filter (where l.direction = 'debit'), 0),
            coalesce(sum(l.amount) filter (where l.direction = 'credit'), 0), count(*)
     from legs l join reserve.ledger_accounts a on a.code = l.account

@@ -17,3 +17,6 @@ alter table reserve.reconciliation_run_objects enable row level security;
 
 -- comments
 comment on table reserve.reconciliation_run_objects is 'The provider payments a running reconciliation has seen, so that its finish can tell which of ours the provider did not list. Emptied when the run finishes.';
+
+-- grants
+grant select on table reserve.reconciliation_run_objects to service_role;
