@@ -109,6 +109,20 @@ describe("guest_booking: the states a guest sees", () => {
     expect((await booking(who, c.intentId)).state).toBe("cancelled");
   });
 
+  it("stays confirmed when a second charge for it is owed back, with the amount pending refund", async () => {
+    const who = randomUUID();
+    const c = await checkout(who);
+    await applyStatus(sql, c.paymentId, "succeeded");
+    // the guest paid twice (a second provider payment for the same intent): the second is a duplicate charge
+    const second = await f.payment(sql, c.intentId, { provider: "mercadopago", method: "pix", attempt: 2,
+      amount: (await sql`select amount from reserve.booking_intents where id = ${c.intentId}`)[0]!.amount,
+      expires_at: new Date(Date.now() + 600_000) });
+    await applyStatus(sql, second.id as string, "succeeded");
+    const b = await booking(who, c.intentId);
+    const [bi] = await sql`select amount from reserve.booking_intents where id = ${c.intentId}`;
+    expect(b).toMatchObject({ state: "confirmed", payment_id: c.paymentId, refund_pending_amount: String(bi!.amount), refunded_amount: "0" });
+  });
+
   it("RC120 for another client's booking, the same as for an unknown id; RC001 without a client", async () => {
     const who = randomUUID();
     const c = await checkout(who);
@@ -126,18 +140,44 @@ describe("guest_bookings: the client's bookings, newest first, by keyset pages",
     for (let i = 0; i < 5; i++) mine.push((await checkout(who, { unitId, from: 1 + i * 3 })).intentId);
     await checkout(randomUUID(), { unitId, from: 20 }); // someone else's, same unit
     const seen: string[] = [];
-    let before: { created_at: Date; id: string } | null = null;
+    let before: { created_at: string; id: string } | null = null;
     for (;;) {
       const page: any[] = before
-        ? await sql`select * from reserve.guest_bookings(${who}, 2, row(${before.created_at}::timestamptz, ${before.id}::uuid)::reserve.guest_booking_cursor)`
-        : await sql`select * from reserve.guest_bookings(${who}, 2)`;
+        ? await sql`select *, created_at::text as at from reserve.guest_bookings(${who}, 2, row(${before.created_at}::text::timestamptz, ${before.id}::uuid)::reserve.guest_booking_cursor)`
+        : await sql`select *, created_at::text as at from reserve.guest_bookings(${who}, 2)`;
       if (page.length === 0) break;
       expect(page.length).toBeLessThanOrEqual(2);
       seen.push(...page.map((r) => r.booking_intent_id));
       const last = page[page.length - 1];
-      before = { created_at: last.created_at, id: last.booking_intent_id };
+      before = { created_at: last.at, id: last.booking_intent_id };
     }
     expect(seen).toEqual([...mine].reverse());
+  });
+
+  it("orders bookings made in one transaction (one created_at) by id, so pages of one still see each once", async () => {
+    const who = randomUUID();
+    const { unitId } = await f.unit(sql, { nights: 30 });
+    const ids = await sql.begin(async (tx) => {
+      const out: string[] = [];
+      for (let i = 0; i < 3; i++) {
+        const [c] = await tx`select booking_intent_id from reserve.begin_checkout(p_client_id => ${who}, p_method => 'card',
+          p_provider => 'stripe', p_unit_id => ${unitId}, p_check_in => ${f.isoDate(1 + i * 3)}, p_check_out => ${f.isoDate(3 + i * 3)}, p_guests => 2)`;
+        out.push(c!.booking_intent_id);
+      }
+      return out;
+    });
+    const [{ n }] = await sql`select count(distinct created_at)::int as n from reserve.booking_intents where client_id = ${who}`;
+    expect(n).toBe(1);
+    const seen: string[] = [];
+    // created_at as text both ways: a Date (postgres.js reads and sends timestamptz as one) drops the
+    // microseconds the cursor needs
+    let page = await sql`select booking_intent_id, created_at::text as at from reserve.guest_bookings(${who}, 1)`;
+    while (page.length) {
+      seen.push(page[0]!.booking_intent_id);
+      page = await sql`select booking_intent_id, created_at::text as at from reserve.guest_bookings(${who}, 1,
+        row(${page[0]!.at}::text::timestamptz, ${page[0]!.booking_intent_id}::uuid)::reserve.guest_booking_cursor)`;
+    }
+    expect(seen).toEqual([...ids].sort().reverse());
   });
 
   it("refuses a limit outside 1..50 and half a cursor with RC001", async () => {

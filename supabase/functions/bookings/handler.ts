@@ -94,6 +94,7 @@ function guestBooking(r: GuestBookingRow): GuestBooking {
 }
 
 // a page ends at (created_at, id) of its last row; the cursor carries both, created_at to the microsecond
+// (sent back as text: postgres.js would make a timestamptz parameter a Date, dropping the microseconds)
 const encodeCursor = (createdAt: string, id: string) => btoa(`${createdAt}|${id}`).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
 
 function decodeCursor(cursor: string): { createdAt: string; id: string } | undefined {
@@ -125,7 +126,7 @@ async function listBookings(sub: string, url: URL): Promise<Response> {
     rows = before
       ? await sql<{ b: GuestBookingRow }[]>`
           select to_jsonb(b) as b from reserve.guest_bookings(${sub}, ${limit},
-            row(${before.createdAt}::timestamptz, ${before.id}::uuid)::reserve.guest_booking_cursor) b`
+            row(${before.createdAt}::text::timestamptz, ${before.id}::uuid)::reserve.guest_booking_cursor) b`
       : await sql<{ b: GuestBookingRow }[]>`select to_jsonb(b) as b from reserve.guest_bookings(${sub}, ${limit}) b`;
   } catch (err) {
     return dbErrorResponse(err, "bookings");
