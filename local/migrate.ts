@@ -33,14 +33,21 @@ export async function bootstrapSupabaseLike(url: string): Promise<boolean> {
 }
 
 /** `supabase migration up --db-url`; on failure one line naming the migration and the error. */
-export async function applyMigrations(url: string, workdir = projectRoot): Promise<string[]> {
+export interface MigrateOptions {
+  /** also apply files older than the newest applied one (a copied database migrated by another branch first) */
+  includeAll?: boolean;
+  /** how long `migration up` may take (default 2 minutes; a year of data takes longer) */
+  timeoutMs?: number;
+}
+
+export async function applyMigrations(url: string, workdir = projectRoot, options: MigrateOptions = {}): Promise<string[]> {
   const dbUrl = url.includes("sslmode=") ? url : `${url}${url.includes("?") ? "&" : "?"}sslmode=disable`;
   const out = await new Promise<string>((resolve, reject) => {
     execFile(
       supabaseCli(),
-      ["migration", "up", "--db-url", dbUrl, "--workdir", workdir],
+      ["migration", "up", "--db-url", dbUrl, "--workdir", workdir, ...(options.includeAll ? ["--include-all"] : [])],
       // a year of data migrated forward (a backfill) can take longer than a fresh database: RESERVE_MIGRATE_TIMEOUT_MS
-      { env: { ...process.env, SUPABASE_TELEMETRY_DISABLED: "1", DO_NOT_TRACK: "1" }, timeout: Number(process.env.RESERVE_MIGRATE_TIMEOUT_MS) || 120_000 },
+      { env: { ...process.env, SUPABASE_TELEMETRY_DISABLED: "1", DO_NOT_TRACK: "1" }, timeout: options.timeoutMs ?? (Number(process.env.RESERVE_MIGRATE_TIMEOUT_MS) || 120_000) },
       (err, stdout, stderr) => {
         const text = `${stdout}\n${stderr}`;
         if (!err) return resolve(text);
@@ -53,9 +60,9 @@ export async function applyMigrations(url: string, workdir = projectRoot): Promi
   return [...out.matchAll(/Applying migration (\S+?)\.{3}/g)].map((m) => m[1]);
 }
 
-export async function migrate(url: string): Promise<{ bootstrapped: boolean; applied: string[] }> {
+export async function migrate(url: string, options: MigrateOptions = {}): Promise<{ bootstrapped: boolean; applied: string[] }> {
   const bootstrapped = await bootstrapSupabaseLike(url);
-  const applied = await applyMigrations(url);
+  const applied = await applyMigrations(url, projectRoot, options);
   return { bootstrapped, applied };
 }
 

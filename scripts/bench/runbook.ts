@@ -1,7 +1,10 @@
 // npm run bench:runbook — every query the runbook runs first, on a year of a busy platform (the
 // database `npm run seed:large` built in .data-large): median and best of RUNS runs each, and the plan
 // of one run (EXPLAIN ANALYZE, BUFFERS) written to .data-large/explain/<name>.txt. Pending migrations
-// (new indexes) are applied first, so running it before and after a migration gives before / after.
+// (new indexes) are applied first, so running it before and after a migration gives before / after;
+// their time is reported, with the audit rows counted before and after them (the monthly partitioning
+// of audit_logs copies every row). Then one run_integrity_audit(), as the hourly schedule would have
+// run it, is timed: the health checks read what changed since it.
 //
 //   npm run seed:large && npm run bench:runbook       env: RUNS (default 5), RESERVE_LARGE_DIR
 import { existsSync } from "node:fs";
@@ -33,6 +36,12 @@ const QUERIES: [string, string][] = [
   ["ledger_balance_check", "select * from reserve.ledger_balance_check limit 5"],
   ["find_ledger_imbalances_7d", "select * from reserve.find_ledger_imbalances(now()::date - 7)"],
   ["retention_statistics", "select * from reserve.retention_statistics"],
+  ["known_ledger_imbalances", "select * from reserve.known_ledger_imbalances()"],
+  ["audit_logs_size_all_partitions", "select pg_size_pretty(sum(pg_total_relation_size(relid))) from pg_partition_tree('reserve.audit_logs')"],
+  ["audit_logs_months", `select c.relname, c.reltuples::bigint as rows_estimate, pg_size_pretty(pg_total_relation_size(c.oid)) as size
+                         from pg_inherits i join pg_class c on c.oid = i.inhrelid where i.inhparent = 'reserve.audit_logs'::regclass order by c.relname`],
+  ["integrity_audits_last_5", `select id, started_at, verified_through, finished_at, ledger_transactions, cardinality(imbalanced_transactions),
+                               cardinality(drifted_units), duration_ms from reserve.integrity_audits order by finished_at desc limit 5`],
   ["webhooks_last_hour", "select provider, status, count(*) from reserve.processed_webhooks where received_at > now() - interval '1 hour' group by provider, status"],
   ["paid_no_reservation", `select p.id from reserve.payments p left join reserve.reservations r on p.booking_intent_id = r.booking_intent_id
                            where p.status = 'succeeded' and r.id is null and p.succeeded_at > now() - interval '24 hours'`],
@@ -50,10 +59,28 @@ async function main() {
   });
   try {
     const url = pg.url("reserve_large");
-    const applied = await migrate(url);
-    if (applied.applied.length) log(`applied ${applied.applied.join(", ")}`);
     const sql = postgres(url, { max: 1, onnotice: () => {} });
+    const auditRows = async () => Number((await sql`select count(*) as n from reserve.audit_logs`)[0].n);
+    const auditBefore = await auditRows();
+    const tm = performance.now();
+    // a copy of the lead's dataset may carry newer migrations of main than this branch's own
+    const applied = await migrate(url, { includeAll: true, timeoutMs: 3_600_000 });
+    const migrateS = (performance.now() - tm) / 1000;
+    if (applied.applied.length) log(`applied ${applied.applied.join(", ")} in ${migrateS.toFixed(1)} s`);
+    const auditAfter = await auditRows();
+    if (auditAfter < auditBefore) throw new Error(`the migrations lost audit rows: ${auditBefore} before, ${auditAfter} after`);
     await sql`analyze`;
+    const ta = performance.now();
+    const [audit] = await sql`select id, ledger_transactions, cardinality(imbalanced_transactions) as imbalanced,
+                                     cardinality(drifted_units) as drifted from reserve.run_integrity_audit()`;
+    const auditS = (performance.now() - ta) / 1000;
+    log(`run_integrity_audit: ${auditS.toFixed(1)} s`);
+    // the checks' worst case on the hourly schedule: an hour of the dataset's newest writes since the audit
+    const [win] = await sql`
+      update reserve.integrity_audits set verified_through = least(verified_through, (select max(created_at) from reserve.payments) - interval '1 hour')
+      where id = ${audit.id} returning verified_through,
+        (select count(*) from reserve.ledger_entries e where e.created_at >= verified_through) as legs,
+        (select count(*) from reserve.units_written_since(verified_through)) as units`;
     const [sizes] = await sql`select (select count(*) from reserve.payments) as payments, (select count(*) from reserve.ledger_entries) as ledger_entries,
       (select count(*) from reserve.availability_calendar) as nights, (select count(*) from reserve.audit_logs) as audit,
       (select count(*) from reserve.processed_webhooks) as webhooks, pg_size_pretty(pg_database_size(current_database())) as size`;
@@ -78,6 +105,9 @@ async function main() {
 ${cpus().length} vCPU ${cpus()[0]?.model ?? ""}, ${(totalmem() / 2 ** 30).toFixed(1)} GiB, load ${loadavg()[0].toFixed(2)}; ${runs} runs each after one warm-up
 data: ${sizes.payments} payments, ${sizes.ledger_entries} ledger entries, ${sizes.nights} calendar nights, ${sizes.audit} audit rows, ${sizes.webhooks} webhooks; ${sizes.size}
 plans: ${path.join(dir, "explain")}
+migrations applied: ${applied.applied.length ? `${applied.applied.join(", ")} in ${migrateS.toFixed(1)} s` : "none"}; audit rows ${auditBefore} before, ${auditAfter} after
+run_integrity_audit (the hourly full audit, once before the runs): ${auditS.toFixed(1)} s over ${audit.ledger_transactions} ledger transactions; found ${audit.imbalanced} imbalanced, ${audit.drifted} drifted units
+checks read since ${win.verified_through.toISOString()} (an hour before the newest payment): ${win.legs} ledger legs, ${win.units} units written
 
 | query | median ms | best ms |
 | --- | --- | --- |

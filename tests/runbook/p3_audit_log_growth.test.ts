@@ -4,6 +4,7 @@
 // cutoff and drops them, so the size (every partition summed) is back under the limit at once, with no
 // VACUUM FULL; a row older than every partition (in the default one) is archived in a batch.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import postgres from "postgres";
 import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
 import { expectFires, expectResolved } from "../helpers/runbook.ts";
 
@@ -18,7 +19,7 @@ const partitions = async () =>
                                     where i.inhparent = 'reserve.audit_logs'::regclass order by 1`).map((r) => r.name);
 
 describe("P3: audit log growth", () => {
-  it("fires at P3, and the retention cleanup archives the months past the cutoff and drops them", async () => {
+  it("fires at P3, and the retention cleanup hands the months past the cutoff to the archive whole", async () => {
     // a load of back-dated history creates its months first; a row older than those lands in the default partition
     await db.sql`select reserve.create_audit_log_partitions(current_date - 431, 3)`;
     const before = await partitions();
@@ -70,10 +71,42 @@ describe("P3: audit log growth", () => {
     const [{ last_ok: lastOk }] = await db.sql`select reserve.audit_log_partition_name((date_trunc('month', current_date) + interval '3 months')::date) = any(${after}) as last_ok`;
     expect(lastOk).toBe(true);
     const [{ summary }] = await db.sql`select summary from reserve.job_last_runs where job = 'run_retention_cleanup'`;
-    expect(summary.partitions_dropped).toBe(gone.length);
+    expect(summary.partitions_moved).toBe(gone.length);
+    // each month went whole to the archive: a partition of audit_logs_archive now
+    const [{ n: archiveMonths }] = await db.sql`select count(*)::int as n from pg_inherits where inhparent = 'reserve.audit_logs_archive'::regclass`;
+    expect(archiveMonths).toBe(gone.length + 1);
 
     await expectResolved(db.sql, "retention_stale");
     // the space came back with the dropped months: no VACUUM FULL
     await expectResolved(db.sql, "audit_log_size");
+  });
+
+  it("leaves a month whole for the next run when a reader holds audit_logs past the 500 ms lock wait", async () => {
+    await db.sql`select reserve.create_audit_log_partitions(current_date - 500, 3)`;
+    await db.sql`insert into reserve.audit_logs (occurred_at, actor, action, table_name, row_id)
+                 select now() - interval '470 days' + make_interval(secs => g), 'import', 'INSERT', 'payments', g::text
+                 from generate_series(1, 100) g`;
+    const month = (await db.sql`select reserve.audit_log_partition_name((now() - interval '470 days')::date) as p`)[0].p as string;
+    const reader = postgres(db.url, { max: 1, onnotice: () => {} });
+    try {
+      await reader.begin(async (tx) => {
+        // a long report on audit_logs: its ACCESS SHARE lock is held until it ends
+        await tx`select count(*) from reserve.audit_logs`;
+        const started = Date.now();
+        await db.sql`select * from reserve.run_retention_cleanup()`;
+        expect(Date.now() - started).toBeLessThan(5000);
+        const [{ summary }] = await db.sql`select summary from reserve.job_last_runs where job = 'run_retention_cleanup'`;
+        expect(summary.partitions_moved).toBe(0);
+        expect((await partitions()).includes(month)).toBe(true);
+      });
+    } finally {
+      await reader.end();
+    }
+    const [{ n: still }] = await db.sql`select count(*)::int as n from reserve.audit_logs where occurred_at < now() - interval '465 days'`;
+    expect(still).toBe(100);
+    await db.sql`select * from reserve.run_retention_cleanup()`;
+    expect((await partitions()).includes(month)).toBe(false);
+    const [{ n: archived }] = await db.sql`select count(*)::int as n from reserve.audit_logs_archive where actor = 'import' and occurred_at between now() - interval '471 days' and now() - interval '469 days'`;
+    expect(archived).toBe(100);
   });
 });

@@ -13,22 +13,22 @@ create table reserve.audit_logs_archive (
   new_values jsonb,
   reason text,
   xact_id bigint not null,
-  archived_at timestamp with time zone default now() not null,
-  changes jsonb
-);
+  archived_at timestamp with time zone default now() not null
+) partition by RANGE (occurred_at);
+-- its partitions by range are not listed: they follow the date (created ahead by the migrations' functions)
 
 -- constraints
-alter table only reserve.audit_logs_archive add constraint audit_logs_archive_pkey PRIMARY KEY (id);
+alter table only reserve.audit_logs_archive add constraint audit_logs_archive_pkey PRIMARY KEY (id, occurred_at);
 
 -- indexes (those of constraints are above)
-CREATE INDEX audit_logs_archive_occurred_at_idx ON reserve.audit_logs_archive USING btree (occurred_at);
+CREATE INDEX audit_logs_archive_occurred_at_idx ON ONLY reserve.audit_logs_archive USING btree (occurred_at);
 
 -- row level security
 alter table reserve.audit_logs_archive enable row level security;
 -- no policies: a role without BYPASSRLS (anon, authenticated) reads and writes no rows
 
 -- comments
-comment on table reserve.audit_logs_archive is 'audit_logs rows past their retention period, moved here by the retention job; same columns plus archived_at.';
+comment on table reserve.audit_logs_archive is 'audit_logs rows past their retention period, moved here by the retention job; same columns plus archived_at. Partitioned by month of occurred_at: retention attaches each month of audit_logs it archives as a partition; rows archived one by one are in audit_logs_archive_default.';
 
 -- grants
 grant select on table reserve.audit_logs_archive to service_role;

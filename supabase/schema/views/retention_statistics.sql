@@ -14,13 +14,11 @@ create view reserve.retention_statistics with (security_invoker=true) as
     pg_size_pretty(sz.total_bytes) AS total_size,
     sz.total_bytes,
         CASE
-            WHEN rp.retention_type = 'archive'::text THEN ( SELECT
-                    CASE
-                        WHEN a.reltuples >= 0::double precision THEN a.reltuples::bigint
-                        ELSE NULL::bigint
-                    END AS "case"
+            WHEN rp.retention_type = 'archive'::text THEN ( SELECT sum(GREATEST(a.reltuples, 0::real))::bigint AS sum
                FROM pg_class a
-              WHERE a.oid = to_regclass(('reserve.'::text || rp.table_name) || '_archive'::text)::oid)
+              WHERE a.oid = to_regclass(('reserve.'::text || rp.table_name) || '_archive'::text)::oid AND a.relkind <> 'p'::"char" OR (a.oid IN ( SELECT pt.relid
+                       FROM pg_partition_tree(to_regclass(('reserve.'::text || rp.table_name) || '_archive'::text)) pt(relid, parentrelid, isleaf, level)
+                      WHERE pt.isleaf)))
             ELSE NULL::bigint
         END AS archived_rows_estimate,
     rp.last_run_at,

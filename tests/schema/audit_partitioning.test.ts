@@ -1,0 +1,97 @@
+// The monthly partitioning of audit_logs and audit_logs_archive converts the landed tables without
+// losing a row: a database migrated up to the migration before it gets audit and archive rows across
+// twenty months (and one far in the future, for the default partition) and a view reading audit_logs;
+// then the rest of the migrations run. Every row is there with the same contents and ids, the identity
+// goes on after the last id, the view is back with its grant, and the months are partitions.
+import { mkdir, mkdtemp, readdir, rm, symlink, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import postgres from "postgres";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { applyMigrations, bootstrapSupabaseLike, projectRoot } from "../../local/migrate.ts";
+import { dbUrl } from "../helpers/db.ts";
+
+const FIRST_PARTITIONED = "20261203145200";
+const name = `partition_${Date.now()}`;
+let workdir: string;
+let admin: postgres.Sql;
+let sql: postgres.Sql;
+
+beforeAll(async () => {
+  admin = postgres(dbUrl("postgres"), { max: 1, onnotice: () => {} });
+  await admin.unsafe(`create database ${name}`);
+  // a project whose migrations stop before the partitioning
+  workdir = await mkdtemp(path.join(tmpdir(), "reserve-partition-"));
+  await mkdir(path.join(workdir, "supabase/migrations"), { recursive: true });
+  await writeFile(path.join(workdir, "supabase/config.toml"), 'project_id = "partition"\n');
+  for (const f of await readdir(path.join(projectRoot, "supabase/migrations"))) {
+    if (f < FIRST_PARTITIONED) await symlink(path.join(projectRoot, "supabase/migrations", f), path.join(workdir, "supabase/migrations", f));
+  }
+  await bootstrapSupabaseLike(dbUrl(name));
+  await applyMigrations(dbUrl(name), workdir);
+  sql = postgres(dbUrl(name), { max: 1, onnotice: () => {} });
+}, 300_000);
+
+afterAll(async () => {
+  await sql?.end();
+  await admin?.unsafe(`drop database if exists ${name} with (force)`);
+  await admin?.end();
+  if (workdir) await rm(workdir, { recursive: true, force: true });
+});
+
+const fingerprint = async (table: string) => {
+  const [r] = await sql.unsafe(`select count(*)::int as n, max(id)::text as max_id,
+                                       md5(string_agg(t::text, '|' order by id)) as digest from reserve.${table} t`);
+  return r;
+};
+
+describe("audit_logs partitioning", () => {
+  it("keeps every row, id and view of the landed tables", async () => {
+    await sql`insert into reserve.audit_logs (occurred_at, actor, action, table_name, row_id, new_values)
+              select now() - make_interval(hours => g * 7), 'loader', 'UPDATE', 'payments', g::text, jsonb_build_object('n', g)
+              from generate_series(1, 2000) g`;
+    await sql`insert into reserve.audit_logs (occurred_at, actor, action, table_name, row_id)
+              values (now() + interval '2 years', 'loader', 'INSERT', 'payments', 'far-future')`;
+    await sql`insert into reserve.audit_logs_archive (id, occurred_at, actor, action, table_name, row_id, xact_id)
+              select 1000000 + g, now() - interval '400 days' - make_interval(days => g), 'old', 'INSERT', 'payments', g::text, 1
+              from generate_series(1, 90) g`;
+    await sql`create view reserve.audit_probe with (security_invoker = true) as select id, actor, occurred_at from reserve.audit_logs`;
+    await sql`comment on view reserve.audit_probe is 'a view over audit_logs, to be carried over'`;
+    await sql`grant select on reserve.audit_probe to service_role`;
+    const before = { audit: await fingerprint("audit_logs"), archive: await fingerprint("audit_logs_archive") };
+    expect(before.audit.n).toBeGreaterThan(2001); // and the rows the migrations' own writes left
+
+    const applied = await applyMigrations(dbUrl(name));
+    expect(applied[0]).toMatch(new RegExp(`^${FIRST_PARTITIONED}_`));
+
+    expect(await fingerprint("audit_logs")).toEqual(before.audit);
+    expect(await fingerprint("audit_logs_archive")).toEqual(before.archive);
+    const [kinds] = await sql`select (select relkind from pg_class where oid = 'reserve.audit_logs'::regclass) as audit,
+                                     (select relkind from pg_class where oid = 'reserve.audit_logs_archive'::regclass) as archive`;
+    expect(kinds).toEqual({ audit: "p", archive: "p" });
+    // a month per partition from the oldest row to three months ahead; the far-future row in the default one
+    const parts = await sql`select c.relname, (select count(*) from reserve.audit_logs a where a.tableoid = c.oid)::int as n
+                            from pg_inherits i join pg_class c on c.oid = i.inhrelid
+                            where i.inhparent = 'reserve.audit_logs'::regclass order by 1`;
+    const [{ months }] = await sql`select (extract(year from age(date_trunc('month', current_date), date_trunc('month', min(occurred_at)))) * 12
+                                          + extract(month from age(date_trunc('month', current_date), date_trunc('month', min(occurred_at)))))::int + 4 as months
+                                   from reserve.audit_logs where row_id <> 'far-future'`;
+    expect(parts.filter((p) => p.relname !== "audit_logs_default")).toHaveLength(months);
+    expect(parts.find((p) => p.relname === "audit_logs_default")?.n).toBe(1);
+    // the identity goes on after the last id; the trail's writers still write
+    const [fresh] = await sql`insert into reserve.audit_logs (actor, action, table_name) values ('after', 'INSERT', 'payments') returning id`;
+    expect(BigInt(fresh.id)).toBeGreaterThan(BigInt(before.audit.max_id));
+    // the view is back, with its comment and grant
+    const [view] = await sql`select obj_description('reserve.audit_probe'::regclass, 'pg_class') as note,
+                                    has_table_privilege('service_role', 'reserve.audit_probe', 'select') as granted,
+                                    (select count(*)::int from reserve.audit_probe) as n`;
+    expect(view).toEqual({ note: "a view over audit_logs, to be carried over", granted: true, n: before.audit.n + 1 });
+    // the keys hold occurred_at; every partition is private like its table
+    const [{ pk }] = await sql`select pg_get_constraintdef(oid) as pk from pg_constraint where conname = 'audit_logs_pkey'`;
+    expect(pk).toBe("PRIMARY KEY (id, occurred_at)");
+    const open = await sql`select c.relname from pg_inherits i join pg_class c on c.oid = i.inhrelid
+                           where i.inhparent in ('reserve.audit_logs'::regclass, 'reserve.audit_logs_archive'::regclass)
+                             and (not c.relrowsecurity or has_table_privilege('anon', c.oid, 'select'))`;
+    expect(open).toEqual([]);
+  });
+});
