@@ -186,3 +186,69 @@ describe("the audit trail: one row per business transaction", () => {
     expect(t).toEqual({ n: 250, distinct_rows: 250, all_new: true, all_old: true });
   });
 });
+
+describe("finalize converts the holds itself; manual SQL still goes through the counting triggers", () => {
+  const nightsOf = (q: Q, unitId: string) => q`
+    select date::text as d, temp_holds, bookings_count, is_available from reserve.availability_calendar
+    where unit_id = ${unitId} order by date`;
+
+  it("the fast path leaves exact counters, converted holds, a balanced receipt, and the stand-aside cleared", async () => {
+    const { unitId } = await f.unit(sql, { nights: 5, allotment: 2 });
+    const c = await f.checkoutAttempt(sql, { gatewayId: "pi_fast_counts", unitId });
+    const other = await f.checkoutAttempt(sql, { gatewayId: "pi_fast_other", unitId });
+    expect((await nightsOf(sql, unitId)).slice(0, 2).map((n) => n.temp_holds)).toEqual([2, 2]);
+    const after = await sql.begin(async (tx) => {
+      const r = await succeeded(tx, `evt_${crypto.randomUUID()}`, "pi_fast_counts");
+      expect(r).toMatchObject({ webhook_status: "completed", finalize_outcome: "created" });
+      const [{ flag }] = await tx`select coalesce(current_setting('reserve.counted_by', true), '') as flag`;
+      expect(flag).toBe("");
+      // with the stand-aside cleared, a manual change later in the same transaction is counted by the triggers
+      await tx`update reserve.booking_locks set status = 'released', released_at = now()
+               where booking_intent_id = ${other.intentId} and status = 'held'`;
+      return r;
+    });
+    const nights = await nightsOf(sql, unitId);
+    expect(nights.slice(0, 2)).toEqual([
+      { d: f.isoDate(1), temp_holds: 0, bookings_count: 1, is_available: true },
+      { d: f.isoDate(2), temp_holds: 0, bookings_count: 1, is_available: true },
+    ]);
+    const locks = await sql`select status, count(*)::int as n from reserve.booking_locks where booking_intent_id = ${c.intentId} group by status`;
+    expect(locks).toEqual([{ status: "converted", n: 2 }]);
+    const [res] = await sql`select status, check_in::text, check_out::text from reserve.reservations where id = ${after.reservation_id as string}`;
+    expect(res).toEqual({ status: "host_commit_pending", check_in: f.isoDate(1), check_out: f.isoDate(3) });
+    expect(await sql`select * from reserve.units_with_counter_drift()`).toEqual([]);
+    expect(await sql`select * from reserve.find_ledger_imbalances(current_date - 1)`).toEqual([]);
+    const [bi] = await sql`select status from reserve.booking_intents where id = ${c.intentId}`;
+    expect(bi.status).toBe("converted");
+  });
+
+  it("a manual INSERT of a reservation and a manual release of a hold still move the counters (and refuse a full night)", async () => {
+    const { unitId } = await f.unit(sql, { nights: 5 });
+    const held = await f.checkoutAttempt(sql, { gatewayId: "pi_manual_hold", unitId });
+    // a stand-aside set by hand for another intent does not switch the counting off for this one
+    await sql.begin(async (tx) => {
+      await tx`select set_config('reserve.counted_by', ${crypto.randomUUID()}, true)`;
+      await tx`update reserve.booking_locks set status = 'released', released_at = now()
+               where booking_intent_id = ${held.intentId} and status = 'held'`;
+    });
+    expect((await nightsOf(sql, unitId)).slice(0, 2).map((n) => n.temp_holds)).toEqual([0, 0]);
+    const i = await f.intent(sql, unitId, { check_in: f.isoDate(1), check_out: f.isoDate(3) });
+    await f.reservation(sql, i, { check_in: f.isoDate(1), check_out: f.isoDate(3), status: "confirmed" });
+    expect((await nightsOf(sql, unitId)).slice(0, 2).map((n) => n.bookings_count)).toEqual([1, 1]);
+    const j = await f.intent(sql, unitId, { check_in: f.isoDate(2), check_out: f.isoDate(4) });
+    await expect(f.reservation(sql, j, { check_in: f.isoDate(2), check_out: f.isoDate(4), status: "confirmed" }))
+      .rejects.toMatchObject({ code: expect.stringMatching(/^(RC106|23P01)$/) });
+    expect(await sql`select * from reserve.units_with_counter_drift()`).toEqual([]);
+  });
+
+  it("a hold that lapsed and is free again takes the old way: held anew, then converted by the triggers", async () => {
+    const { unitId } = await f.unit(sql, { nights: 5 });
+    const c = await f.checkoutAttempt(sql, { gatewayId: "pi_lapsed", unitId });
+    await sql`update reserve.booking_locks set status = 'expired', released_at = now()
+              where booking_intent_id = ${c.intentId} and lock_date = ${f.isoDate(2)}`;
+    const r = await succeeded(sql, `evt_${crypto.randomUUID()}`, "pi_lapsed");
+    expect(r).toMatchObject({ webhook_status: "completed", finalize_outcome: "created" });
+    expect((await nightsOf(sql, unitId)).slice(0, 2).map((n) => [n.temp_holds, n.bookings_count])).toEqual([[0, 1], [0, 1]]);
+    expect(await sql`select * from reserve.units_with_counter_drift()`).toEqual([]);
+  });
+});
