@@ -12,6 +12,7 @@ import postgres from "postgres";
 import { scheduleFunction } from "./cron.ts";
 import { startFunctions, type FunctionsServer } from "./functions.ts";
 import { prefixed } from "./child_output.ts";
+import { jwksOf, loadOrCreateSigningKey, localIssuer } from "./auth_keys.ts";
 import { DEFAULT_LOCAL_JWT_SECRET, localKeys } from "./keys.ts";
 import { loadSeed, migrate, projectRoot } from "./migrate.ts";
 import { assertPortFree } from "./ports.ts";
@@ -98,7 +99,7 @@ async function needsSeed(url: string): Promise<boolean> {
 }
 
 // The functions' own settings (supabase/functions/_shared/db.ts), passed on from npm start's environment.
-const FUNCTION_SETTINGS = ["RESERVE_DB_QUERY_TIMEOUT_MS", "RESERVE_DB_POOL_SIZE"];
+const FUNCTION_SETTINGS = ["RESERVE_DB_QUERY_TIMEOUT_MS", "RESERVE_DB_POOL_SIZE", "RESERVE_CORS_ORIGINS"];
 
 function functionSettings(env: NodeJS.ProcessEnv = process.env): Record<string, string> {
   return Object.fromEntries(FUNCTION_SETTINGS.filter((k) => env[k]).map((k) => [k, env[k]!]));
@@ -141,6 +142,8 @@ export async function startStack(
     }
     signal?.throwIfAborted();
     const keys = localKeys(cfg.jwtSecret);
+    // user tokens (npm run token) are signed with this key; the gateway publishes its public half
+    const signingKey = loadOrCreateSigningKey(cfg.dataDir);
     const functionsBase = `http://127.0.0.1:${cfg.functionsPort}/functions/v1`;
 
     let sandbox: Supervised<SandboxProcess> | undefined;
@@ -174,6 +177,8 @@ export async function startStack(
           SUPABASE_ANON_KEY: keys.anon,
           SUPABASE_SERVICE_ROLE_KEY: keys.serviceRole,
           RESERVE_JWT_SECRET: cfg.jwtSecret,
+          RESERVE_AUTH_JWKS: JSON.stringify(jwksOf(signingKey)),
+          RESERVE_JWT_ISSUER: localIssuer(cfg.functionsPort),
           RESERVE_CRON_SECRET: cfg.cronSecret,
           ...functionSettings(),
           ...gatewayProviderEnv,

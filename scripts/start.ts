@@ -80,6 +80,8 @@ function banner(s: Stack, names: string[]): string {
     ...names.map((n) => sub(n, s.functions.functionUrl(n))),
     row("anon key", s.keys.anon),
     row("service_role key", s.keys.serviceRole),
+    row("Auth JWKS", `${s.functions.url}/auth/v1/.well-known/jwks.json (ES256 key in ${path.relative(projectRoot, cfg.dataDir) || "."}/auth)`),
+    sub("user token", "npm run -s token -- --email guest@example.com [--sub <uuid>] [--operator]"),
   ];
   const sb = s.sandbox;
   if (sb) {

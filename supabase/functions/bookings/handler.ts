@@ -5,7 +5,7 @@ import { db } from "../_shared/db.ts";
 import { dbErrorResponse } from "../_shared/db_response.ts";
 import { BookingsQuery, type GuestBooking, type NextStep } from "../_shared/guest_api.ts";
 import { errorJson, invalidRequest, json, methodNotAllowed } from "../_shared/http.ts";
-import { bearerClaims, hmacKey, verifyJwt } from "../_shared/jwt.ts";
+import { AuthRefusal, verifyCaller } from "../_shared/auth.ts";
 import { providerNamed } from "../_shared/providers/registry.ts";
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -38,22 +38,6 @@ interface GuestBookingRow {
   pending_payment_object: unknown;
   created_at: string;
   updated_at: string;
-}
-
-let keyPromise: Promise<CryptoKey> | undefined;
-
-/**
- * The sub of a signed-in user's token, its signature and expiry checked here (not only by a relay);
- * undefined for no token, a bad one, or one that is no user's (an API key).
- */
-async function signedInSub(req: Request): Promise<string | undefined> {
-  const secret = Deno.env.get("SUPABASE_JWT_SECRET") ?? Deno.env.get("RESERVE_JWT_SECRET");
-  if (!secret) return undefined;
-  keyPromise ??= hmacKey(secret);
-  const authorization = req.headers.get("authorization");
-  if (!(await verifyJwt(authorization, await keyPromise))) return undefined;
-  const sub = bearerClaims(authorization)?.sub;
-  return typeof sub === "string" && sub.length > 0 && sub.length <= 255 ? sub : undefined;
 }
 
 /** What to pay with while the attempt waits for the guest (PIX codes from the stored object; never a card secret). */
@@ -156,8 +140,11 @@ export async function handler(req: Request): Promise<Response> {
   const url = new URL(req.url);
   const path = url.pathname.match(/^(?:\/functions\/v1)?\/bookings(?:\/([^/]*))?\/?$/);
   if (!path) return errorJson(404, "not_found", `no such path: ${url.pathname.slice(0, 100)}`);
-  const sub = await signedInSub(req);
-  if (!sub) return errorJson(401, "sign_in_required", "reading bookings needs a signed-in user's token");
+  // the caller's own token, verified here (signature against the project's keys, exp, nbf, aud, iss)
+  const caller = await verifyCaller(req);
+  if (caller instanceof AuthRefusal) return caller.response();
+  if (caller.kind !== "user") return errorJson(401, "sign_in_required", "reading bookings needs a signed-in user's token");
+  const sub = caller.sub;
   if (!path[1]) return listBookings(sub, url);
   let id: string;
   try {

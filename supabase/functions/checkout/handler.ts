@@ -3,12 +3,29 @@
 // the payment and returns what the guest's app needs to pay (Stripe client_secret, or PIX QR code).
 import { db, type Sql } from "../_shared/db.ts";
 import { dbErrorResponse } from "../_shared/db_response.ts";
-import { CheckoutRequest } from "../_shared/guest_api.ts";
+import { CheckoutRequest, NewCheckoutRequest, RetryCheckoutRequest } from "../_shared/guest_api.ts";
 import { errorJson, invalidRequest, json, methodNotAllowed, readBodyText, requireJson } from "../_shared/http.ts";
-import { bearerClaims } from "../_shared/jwt.ts";
+import { AuthRefusal, verifyCaller } from "../_shared/auth.ts";
 import { defaultProviderFor, providerNamed, providersTaking } from "../_shared/providers/registry.ts";
 import { ProviderError, type CreatedPayment, type PaymentMethod } from "../_shared/providers/types.ts";
 import { updateJson } from "../_shared/webhook.ts";
+
+/**
+ * The body checked against the one shape it means (a retry names its booking_intent_id), so every
+ * missing or wrong field is named; the union would answer a lone "Invalid input" for the whole body.
+ */
+function parseBody(raw: unknown): CheckoutRequest | Response {
+  if (!raw || typeof raw !== "object" || Array.isArray(raw)) {
+    return invalidRequest("the body must be a JSON object", [{ path: [], message: "expected an object" }]);
+  }
+  const isRetry = "booking_intent_id" in raw;
+  const parsed = (isRetry ? RetryCheckoutRequest : NewCheckoutRequest).safeParse(raw);
+  if (!parsed.success) {
+    return invalidRequest(isRetry ? "the body does not match a checkout retry" : "the body does not match a checkout",
+      parsed.error.issues);
+  }
+  return parsed.data;
+}
 
 interface Attempt {
   booking_intent_id: string;
@@ -79,6 +96,11 @@ function providerErrorResponse(err: ProviderError): Response {
 
 export async function handler(req: Request): Promise<Response> {
   if (req.method !== "POST") return methodNotAllowed(["POST"]);
+  // a guest pays as a signed-in user (the limits are per user); only the service role may act for none
+  const caller = await verifyCaller(req);
+  if (caller instanceof AuthRefusal) return caller.response();
+  if (caller.kind === "anon") return errorJson(401, "sign_in_required", "checkout needs a signed-in user's token");
+  const clientId = caller.kind === "user" ? caller.sub : null;
   const notJson = requireJson(req);
   if (notJson) return notJson;
   const text = await readBodyText(req, 16 * 1024);
@@ -89,25 +111,17 @@ export async function handler(req: Request): Promise<Response> {
   } catch {
     return errorJson(400, "invalid_json", "the body is not valid JSON");
   }
-  const parsed = CheckoutRequest.safeParse(raw);
-  if (!parsed.success) {
-    return invalidRequest("the body does not match a checkout", parsed.error.issues);
-  }
-  const body = parsed.data;
-  const claims = bearerClaims(req.headers.get("authorization"));
-  const clientId = typeof claims?.sub === "string" ? claims.sub : null;
-  // a guest pays as a signed-in user (the limits are per user); only the service role may act for none
-  if (!clientId && claims?.role !== "service_role") {
-    return errorJson(401, "sign_in_required", "checkout needs a signed-in user's token");
-  }
-  const email = body.guest_email ?? (typeof claims?.email === "string" ? claims.email : undefined);
+  const body = parseBody(raw);
+  if (body instanceof Response) return body;
+  const email = body.guest_email ?? (caller.kind === "user" ? caller.email : undefined);
   const chosen = providerFor(body);
   if (chosen instanceof Response) return chosen;
   const isRetry = "booking_intent_id" in body;
   const asked = isRetry ? chosen.asked : chosen.asked ?? chosen.fallback;
   if (asked && !configured(asked)) return errorJson(503, "provider_not_configured", `${asked} is not configured`);
   if (body.method === "pix" && !email && !("booking_intent_id" in body)) {
-    return errorJson(400, "invalid_request", "a PIX checkout needs guest_email (the payer's e-mail)");
+    return invalidRequest("a PIX checkout needs guest_email (the payer's e-mail)",
+      [{ path: ["guest_email"], message: "required for a PIX checkout when the token carries no email" }]);
   }
 
   const sql = db();
