@@ -53,7 +53,7 @@ function succeededEvent(p: Pending, eventId = `evt_${randomUUID().replace(/-/g, 
   };
 }
 
-async function processEvent(c: Sql, ev: ReturnType<typeof succeededEvent>) {
+async function processEvent(c: Sql | postgres.TransactionSql, ev: ReturnType<typeof succeededEvent>) {
   const [r] = await c`select webhook_status, duplicate, finalize_outcome from reserve.process_webhook_event(
     reserve.as_webhook_event(${c.json(ev.event as never)}), reserve.as_provider_update(${c.json(ev.update as never)}))`;
   return r as { webhook_status: string; duplicate: boolean; finalize_outcome: string | null };
