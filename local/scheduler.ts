@@ -1,6 +1,6 @@
 // The scheduler of `npm start` as a process of its own (so it can be supervised): the local stand-in for
-// pg_cron, posting poll_payment_status every RESERVE_POLL_INTERVAL_S and running the retention cleanup
-// daily (cron.ts). Started by stack.ts with its settings as JSON in RESERVE_SCHEDULER_OPTIONS.
+// pg_cron, posting poll_payment_status every RESERVE_POLL_INTERVAL_S, notify (alert evaluation and
+// delivery) every RESERVE_NOTIFY_INTERVAL_S, and running the retention cleanup daily (cron.ts). Started by stack.ts with its settings as JSON in RESERVE_SCHEDULER_OPTIONS.
 import { pathToFileURL } from "node:url";
 import { scheduleFunction, scheduleSql } from "./cron.ts";
 import { exitWithParent, startNodeChild, type NodeChild } from "./node_child.ts";
@@ -9,6 +9,9 @@ export interface SchedulerOptions {
   pollUrl: string;
   cronSecret: string;
   pollEveryMs: number;
+  /** notify: evaluate_alerts() and the outbox's delivery (pg_cron: every minute) */
+  notifyUrl?: string;
+  notifyEveryMs?: number;
   databaseUrl: string;
   retentionEveryMs: number;
 }
@@ -24,12 +27,14 @@ function main() {
   const log = (line: string) => console.log(line);
   process.on("unhandledRejection", (reason) => log(`unhandled rejection (kept running): ${(reason as Error)?.message ?? reason}`));
   const poll = scheduleFunction(o.pollUrl, o.cronSecret, o.pollEveryMs, log);
+  const notify = o.notifyUrl ? scheduleFunction(o.notifyUrl, o.cronSecret, o.notifyEveryMs ?? 0, log) : undefined;
   const retention = scheduleSql(o.databaseUrl, "call reserve.retention_cleanup_job()", o.retentionEveryMs, log);
   // the timers are unref'd (cron.ts); this keeps the process up until it is told to stop
   const alive = setInterval(() => {}, 1 << 30);
   exitWithParent(async () => {
     clearInterval(alive);
     poll.stop();
+    notify?.stop();
     retention.stop();
   });
   process.send?.({ type: "ready" });

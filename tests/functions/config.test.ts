@@ -23,9 +23,9 @@ describe("supabase/config.toml", () => {
     }
   });
 
-  it("turns verify_jwt off for webhooks and health only", () => {
+  it("turns verify_jwt off for webhooks, health and the functions that verify their own secret or token", () => {
     for (const { name, verifyJwt } of parseFunctionsConfig(config)) {
-      const open = name.startsWith("webhook_") || name === "health" || name === "poll_payment_status";
+      const open = name.startsWith("webhook_") || ["health", "poll_payment_status", "notify", "metrics", "ops"].includes(name);
       expect(verifyJwt, name).toBe(!open);
     }
   });

@@ -45,6 +45,11 @@ export const DB_ERRORS: Readonly<Record<string, DbErrorCode>> = {
   RC407: { name: "four_eyes_violation", http: 403 },
   RC408: { name: "correction_not_pending", http: 409 },
   RC501: { name: "operator_required", http: 403 },
+  RC601: { name: "incident_not_found", http: 404 },
+  RC602: { name: "illegal_incident_transition", http: 409 },
+  RC603: { name: "silence_not_found", http: 404 },
+  RC604: { name: "operator_not_proven", http: 403 },
+  RC605: { name: "notification_not_found", http: 404 },
 };
 
 /** The error name and HTTP status for a database error's SQLSTATE, or undefined if it is not one of ours. */
