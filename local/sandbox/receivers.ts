@@ -1,4 +1,4 @@
-// Where alerts go (issue 14): PagerDuty's Events API v2 (`POST /pagerduty/v2/enqueue`) and a Slack
+// Where alerts go: PagerDuty's Events API v2 (`POST /pagerduty/v2/enqueue`) and a Slack
 // incoming webhook (`POST /slack/services/T…/B…/<token>`), with their real request validation and
 // answers, an alert's state per dedup_key, switchable failures (5xx, 429 with Retry-After, timeouts, for
 // the next N calls), and the record of everything each received, so tests see exactly what was sent.

@@ -7,6 +7,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { createTestDatabase, sqlState, type Sql, type TestDatabase } from "../helpers/db.ts";
 import * as f from "../helpers/fixtures.ts";
 import { applyStatus } from "../helpers/money.ts";
+import { until } from "../helpers/e2e.ts";
 import { asOperator } from "../helpers/runbook.ts";
 import { paidReservation, type Row } from "./ops_helpers.ts";
 
@@ -144,6 +145,31 @@ describe("a confirmation that overtakes the poller's record of sending", () => {
     const after = await report(r.id as string, "sent", "re_race");
     expect(after).toMatchObject({ status: "confirmed", provider_refund_id: "re_race" });
     expect(after.sent_at).not.toBeNull();
+  });
+});
+
+describe("a confirmation committed while the poller records the send", () => {
+  it("is seen: the report waits for the payment the webhook holds, then confirms", async () => {
+    const p = await paidReservation(sql);
+    const r = await request(p.paymentId, p.amount, `k:${p.paymentId}:side-by-side`);
+    await sql`select * from reserve.claim_refund_requests(10)`;
+    const webhook = await sql.reserve();
+    try {
+      await webhook`begin`;
+      // charge.refunded applied but not yet committed: it sees the request still 'sending'
+      await applyStatus(webhook, p.paymentId, "refunded", { refunded_amount: p.amount });
+      const reported = report(r.id as string, "sent", "re_side");
+      const [{ waiting }] = await until(async () => {
+        const rows = await sql`select count(*)::int as waiting from pg_stat_activity
+                               where wait_event_type = 'Lock' and query like '%record_refund_result%'`;
+        return rows[0].waiting > 0 ? rows : undefined;
+      }, "the report waiting on the payment's lock");
+      expect(waiting).toBe(1);
+      await webhook`commit`;
+      expect(await reported).toMatchObject({ status: "confirmed", provider_refund_id: "re_side" });
+    } finally {
+      webhook.release();
+    }
   });
 });
 

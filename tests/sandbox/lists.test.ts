@@ -1,4 +1,4 @@
-// What reconciliation needs from the sandbox (issue 15): Stripe's list endpoints with cursor pagination and
+// What reconciliation needs from the sandbox: Stripe's list endpoints with cursor pagination and
 // created filters, walked by stripe-node's own auto-pagination; balance transactions with fees and payouts
 // (gross − fees − refunds − disputes = net); MercadoPago's payment search and OpenPIX's charge list with
 // their real parameters; and the levers that make the provider know what we were never told (a payment

@@ -1,4 +1,4 @@
-// The pages a person uses (issue 12): MercadoPago's ticket_url, OpenPIX's paymentLinkUrl and qrCodeImage,
+// The pages a person uses: MercadoPago's ticket_url, OpenPIX's paymentLinkUrl and qrCodeImage,
 // and a pay page for a Stripe PaymentIntent. They answer without an API key (the link is the capability),
 // show the real QR of the copy-and-paste code (decoded here with jsQR), and their buttons move the payment
 // as the provider would, with its signed webhook. A real headless Chromium renders the ticket page and

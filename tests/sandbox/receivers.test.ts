@@ -1,4 +1,4 @@
-// The alert receivers (issue 14): PagerDuty's Events API v2 and a Slack incoming webhook, with their real
+// The alert receivers: PagerDuty's Events API v2 and a Slack incoming webhook, with their real
 // validation and answers, alert state per dedup_key, switchable failures, and control calls that list
 // what each received, in-process and over /_sandbox.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";

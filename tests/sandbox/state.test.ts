@@ -1,4 +1,4 @@
-// The sandbox keeps its state across restarts (issue 11 item 4): a restarted sandbox with the same
+// The sandbox keeps its state across restarts: a restarted sandbox with the same
 // stateDir is the same provider: the same secrets (signatures the functions verify still verify), the same
 // payments (refunds of payments made before the restart work through stripe-node and the PIX HTTP APIs),
 // the same idempotency keys, events and deliveries. A crash mid-write loses at most the last moments.

@@ -10,12 +10,19 @@ CREATE OR REPLACE FUNCTION reserve.record_refund_result(p_refund_request_id uuid
 AS $function$
 declare
   rr reserve.refund_requests;
+  p reserve.payments;
 begin
   if p_refund_request_id is null or p_outcome is null or p_outcome not in ('sent', 'retry', 'failed') then
     raise exception using errcode = 'RC001', message = 'p_refund_request_id and p_outcome sent | retry | failed are required';
   end if;
   if p_outcome = 'sent' and (p_refund.refund_id is null or length(p_refund.refund_id) > 255) then
     raise exception using errcode = 'RC001', message = format('refund request %s: a sent refund needs the provider''s refund id', p_refund_request_id);
+  end if;
+  -- payment before its refund requests, as the webhook's refund path takes them: a charge.refunded
+  -- applied at the same moment then either sees this request sent or is seen by confirm_sent_refunds
+  select * into p from reserve.payments x where x.id = (select y.payment_id from reserve.refund_requests y where y.id = p_refund_request_id);
+  if p.id is not null then
+    p := reserve.lock_payment(p.id);
   end if;
   select * into rr from reserve.refund_requests x where x.id = p_refund_request_id for update;
   if not found then
