@@ -141,10 +141,14 @@ async function evaluationCost(dir: string): Promise<string[]> {
 }
 
 const dir = process.env.RESERVE_LARGE_DIR ? path.resolve(projectRoot, process.env.RESERVE_LARGE_DIR) : undefined;
-const out = [`## bench:oncall (${new Date().toISOString()})`, `${cpus().length} vCPU, load ${load()} at start; notify every ${notifyEveryS} s`, "",
-  "Fault (Stripe webhooks dropped, card payments stuck; stuck_minutes_card = 1) to the PagerDuty trigger, and recovery (poller run) to the resolve, seconds:", "",
-  "| round | fault → trigger | condition held → trigger | ÷ notify interval | recovery → resolve | ÷ notify interval | load (1/5/15 min) |",
-  "|---|---|---|---|---|---|---|", ...(await latency())];
-if (dir && existsSync(path.join(dir, "postgres"))) out.push("", `One evaluation on the year dataset (${runs} runs, median):`, "", ...(await evaluationCost(dir)));
+// PARTS=evaluation skips the stack part (PARTS=latency the year dataset's)
+const parts = (process.env.PARTS ?? "latency,evaluation").split(",");
+const out = [`## bench:oncall (${new Date().toISOString()})`, `${cpus().length} vCPU, load ${load()} at start; notify every ${notifyEveryS} s`];
+if (parts.includes("latency")) {
+  out.push("", "Fault (Stripe webhooks dropped, card payments stuck; stuck_minutes_card = 1) to the PagerDuty trigger, and recovery (poller run) to the resolve, seconds:", "",
+    "| round | fault → trigger | condition held → trigger | ÷ notify interval | recovery → resolve | ÷ notify interval | load (1/5/15 min) |",
+    "|---|---|---|---|---|---|---|", ...(await latency()));
+}
+if (!parts.includes("evaluation")) { /* skipped */ } else if (dir && existsSync(path.join(dir, "postgres"))) out.push("", `One evaluation on the year dataset (${runs} runs, median):`, "", ...(await evaluationCost(dir)));
 else out.push("", "(no RESERVE_LARGE_DIR with a seeded database: the year-dataset part was skipped)");
 console.log(out.join("\n"));

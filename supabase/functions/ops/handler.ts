@@ -5,7 +5,7 @@
 import { errorJson, methodNotAllowed } from "../_shared/http.ts";
 import { action, overview, review } from "./api.ts";
 import { APP_CSS, APP_JS, INDEX_HTML } from "./assets.ts";
-import { operatorName, OperatorRefusal, verifyOperator } from "./operator.ts";
+import { operatorName, verifyOperator } from "./operator.ts";
 
 const SECURITY_HEADERS = {
   "content-security-policy": "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
@@ -35,7 +35,8 @@ export async function handler(req: Request): Promise<Response> {
     return secured(errorJson(404, "not_found", `no page at ${path}`));
   }
   const operator = await verifyOperator(req);
-  if (operator instanceof OperatorRefusal) return secured(operator.response());
+  // a refusal answers for itself (401 or 403 with its reason)
+  if (!("sub" in operator)) return secured(operator.response());
   const route = path.slice("/api/".length);
   if (route === "me") {
     if (req.method !== "GET") return secured(methodNotAllowed(["GET"]));
