@@ -107,7 +107,9 @@ export async function handler(req: Request): Promise<Response> {
     if (o.evaluate) evaluation = (await sql<Record<string, unknown>[]>`select * from reserve.evaluate_alerts()`)[0] ?? null;
     // a receiver's attempt may take timeoutMs: a batch is claimed only while one fits in the budget
     while (o.deliver && deadline - Date.now() > ctx.timeoutMs) {
-      const lease = Math.ceil((ctx.timeoutMs * 2 + 5_000) / 1000);
+      // the lease covers the whole batch (each worker sends its share one after another, each up to the
+      // timeout) with room to record the answers: a row is never claimed again while its first send runs
+      const lease = Math.min(3600, Math.ceil((Math.ceil(o.batch_size / o.concurrency) * ctx.timeoutMs + 10_000) / 1000));
       const rows = await sql<OutboxRow[]>`select * from reserve.claim_notifications(${o.batch_size}, ${lease})`;
       if (rows.length === 0) break;
       t.claimed += rows.length;
