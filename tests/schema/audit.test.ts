@@ -60,8 +60,8 @@ describe("audit_logs", () => {
       join pg_proc p on p.oid = t.tgfoid
       where p.proname = 'audit_row_change' order by 1`;
     expect(rows.map((r) => r.relname)).toEqual([
-      "alert_rules", "availability_calendar", "booking_intents", "ledger_corrections",
-      "money_discrepancies", "ops_blocks", "payments", "poll_policies", "refund_requests", "reservations", "settings",
+      "alert_routes", "alert_rules", "alert_silences", "availability_calendar", "booking_intents", "incident_action_items", "incidents",
+      "ledger_corrections", "money_discrepancies", "ops_blocks", "payments", "poll_policies", "refund_requests", "reservations", "settings",
     ]);
   });
 
