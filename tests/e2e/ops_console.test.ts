@@ -8,10 +8,12 @@ import { mkdir } from "node:fs/promises";
 import path from "node:path";
 import puppeteer, { type Browser, type Page } from "puppeteer-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { DEFAULT_LOCAL_JWT_SECRET, signJwt } from "../../local/keys.ts";
+import { localIssuer, signWithKey, userClaims } from "../../local/auth_keys.ts";
+import { signJwt } from "../../local/keys.ts";
 import { projectRoot } from "../../local/migrate.ts";
 import * as f from "../helpers/fixtures.ts";
 import { applyStatus } from "../helpers/money.ts";
+import { testSigningKey } from "../helpers/auth.ts";
 import { startE2E, until, type E2E } from "../helpers/e2e.ts";
 
 const SHOTS = path.join(projectRoot, "test-output", "ops");
@@ -24,17 +26,19 @@ let unitId: string;
 let stuckPaymentId: string;
 let imbalancedTx: string;
 
-const operatorToken = (email: string, extra: Record<string, unknown> = {}) => signJwt({
-  sub: crypto.randomUUID(), email, aud: "authenticated", role: "authenticated",
-  app_metadata: { reserve_role: "operator" }, exp: Math.floor(Date.now() / 1000) + 3600, ...extra,
-}, DEFAULT_LOCAL_JWT_SECRET);
-const ALICE = operatorToken("alice@reserve.test");
-const BOB = operatorToken("bob@reserve.test");
+/** An operator's access token as Supabase Auth issues it, signed with the key the functions trust. */
+const operatorToken = (email: string, extra: Record<string, unknown> = {}) => signWithKey({
+  ...userClaims({ email, operator: true, issuer: localIssuer(Number(new URL(e.url("ops")).port)) }), ...extra,
+}, testSigningKey);
+let ALICE: string;
+let BOB: string;
 const consoleUrl = () => `${e.url("ops")}/`;
 
 beforeAll(async () => {
   await mkdir(SHOTS, { recursive: true });
   e = await startE2E();
+  ALICE = operatorToken("alice@reserve.test");
+  BOB = operatorToken("bob@reserve.test");
   const sql = e.db.sql;
   ({ unitId } = await f.unit(sql, { nights: 20 }));
   // a card payment stuck in processing for an hour

@@ -7,18 +7,22 @@ import { createClient } from "@supabase/supabase-js";
 import postgres from "postgres";
 import WebSocket from "ws";
 import { reserveClient, type ReserveClient } from "../../client/reserve_client.ts";
+import { localIssuer } from "../../local/auth_keys.ts";
 import { DEFAULT_LOCAL_JWT_SECRET, signJwt } from "../../local/keys.ts";
 import { freePort } from "../../local/ports.ts";
 import { tempClusterDir } from "../../local/postgres.ts";
 import { startStack, type Stack } from "../../local/stack.ts";
 
+/** The issuer of the stack this process started last: the functions check a token's `iss` against it. */
+let stackIssuer: string | undefined;
+
 /**
  * A signed-in guest's access token as Supabase Auth issues one (role authenticated, aud authenticated,
- * sub = the user's id), signed with the local stack's HS256 secret.
+ * sub = the user's id, iss = the stack's auth), signed with the local stack's legacy HS256 secret.
  */
 export function guestToken(sub: string = randomUUID(), opts: { email?: string; secret?: string; expiresInS?: number } = {}): string {
   return signJwt({
-    sub, email: opts.email ?? "guest@example.com", role: "authenticated", aud: "authenticated",
+    iss: stackIssuer, sub, email: opts.email ?? "guest@example.com", role: "authenticated", aud: "authenticated",
     iat: Math.floor(Date.now() / 1000), exp: Math.floor(Date.now() / 1000) + (opts.expiresInS ?? 3600),
   }, opts.secret ?? DEFAULT_LOCAL_JWT_SECRET);
 }
@@ -41,10 +45,12 @@ export interface GuestStack {
 
 export async function startGuestStack(opts: { log?: (line: string) => void } = {}): Promise<GuestStack> {
   const dataDir = await tempClusterDir("reserve-guest-");
+  const functionsPort = await freePort();
+  stackIssuer = localIssuer(functionsPort);
   let stack: Stack;
   try {
     stack = await startStack({
-      dataDir, dbPort: await freePort(), functionsPort: await freePort(), jwtSecret: DEFAULT_LOCAL_JWT_SECRET,
+      dataDir, dbPort: await freePort(), functionsPort, jwtSecret: DEFAULT_LOCAL_JWT_SECRET,
       seed: true, sandbox: true, sandboxPort: await freePort(), cronSecret: `guest-${randomUUID()}`, pollEveryMs: 0,
     }, opts.log ?? (() => {}));
   } catch (err) {
