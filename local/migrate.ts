@@ -46,7 +46,8 @@ export async function applyMigrations(url: string, workdir = projectRoot, option
     execFile(
       supabaseCli(),
       ["migration", "up", "--db-url", dbUrl, "--workdir", workdir, ...(options.includeAll ? ["--include-all"] : [])],
-      { env: { ...process.env, SUPABASE_TELEMETRY_DISABLED: "1", DO_NOT_TRACK: "1" }, timeout: options.timeoutMs ?? 120_000 },
+      // a year of data migrated forward (a backfill) can take longer than a fresh database: RESERVE_MIGRATE_TIMEOUT_MS
+      { env: { ...process.env, SUPABASE_TELEMETRY_DISABLED: "1", DO_NOT_TRACK: "1" }, timeout: options.timeoutMs ?? (Number(process.env.RESERVE_MIGRATE_TIMEOUT_MS) || 120_000) },
       (err, stdout, stderr) => {
         const text = `${stdout}\n${stderr}`;
         if (!err) return resolve(text);

@@ -21,6 +21,11 @@ export function remoteControl(url: string): RemoteControl {
     deliveries: () => "deliveries",
     events: (a) => `events${a[0] ? `/${a[0]}` : ""}`,
     payment: (a) => `payment/${a[0]}/${encodeURIComponent(String(a[1]))}`,
+    // what the alert receivers got
+    pagerdutyEvents: () => "pagerdutyEvents",
+    pagerdutyAlerts: () => "pagerdutyAlerts",
+    pagerdutyAlert: (a) => `pagerdutyAlert/${encodeURIComponent(String(a[0]))}`,
+    slackMessages: () => "slackMessages",
   };
   return new Proxy({} as RemoteControl, {
     get: (_t, method: string) => async (...args: unknown[]) => {
@@ -31,7 +36,7 @@ export function remoteControl(url: string): RemoteControl {
           method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(args),
         });
       const body = await res.json().catch(() => ({}));
-      if (method === "payment" && res.status === 404) return undefined;
+      if ((method === "payment" || method === "pagerdutyAlert") && res.status === 404) return undefined;
       if (!res.ok) throw new Error(`sandbox ${method}: ${res.status} ${(body as { error?: string }).error ?? ""}`.trim());
       return body;
     },

@@ -8,10 +8,12 @@
 // that dies is started again with backoff and the death is one line in the log. Only PostgreSQL dying
 // ends the stack (onFailure).
 import path from "node:path";
+import { pathToFileURL } from "node:url";
 import postgres from "postgres";
 import { scheduleFunction } from "./cron.ts";
 import { startFunctions, type FunctionsServer } from "./functions.ts";
 import { prefixed } from "./child_output.ts";
+import { jwksOf, loadOrCreateSigningKey, localIssuer } from "./auth_keys.ts";
 import { DEFAULT_LOCAL_JWT_SECRET, localKeys } from "./keys.ts";
 import { loadSeed, migrate, projectRoot } from "./migrate.ts";
 import { assertPortFree } from "./ports.ts";
@@ -39,8 +41,12 @@ export interface StackConfig {
   pollEveryMs: number;
   /** how often the local cron runs the retention cleanup (pg_cron: daily); 0 = never */
   retentionEveryMs?: number;
+  /** how often the local cron calls reconcile (pg_cron: every 15 minutes, until yesterday is done) and the ledger's full check (daily); 0 = never */
+  reconcileEveryMs?: number;
   /** how often the local cron runs run_integrity_audit (pg_cron: hourly); 0 = never */
   integrityAuditEveryMs?: number;
+  /** how often the local cron calls notify (alert evaluation and delivery; pg_cron: every minute); 0 = never */
+  notifyEveryMs?: number;
 }
 
 export function configFromEnv(env: NodeJS.ProcessEnv = process.env): StackConfig {
@@ -58,7 +64,9 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): StackConfig
     cronSecretFromEnv: !!env.RESERVE_CRON_SECRET,
     pollEveryMs: Number(env.RESERVE_POLL_INTERVAL_S ?? 300) * 1000,
     retentionEveryMs: Number(env.RESERVE_RETENTION_INTERVAL_S ?? 86_400) * 1000,
+    reconcileEveryMs: Number(env.RESERVE_RECONCILE_INTERVAL_S ?? 900) * 1000,
     integrityAuditEveryMs: Number(env.RESERVE_INTEGRITY_AUDIT_INTERVAL_S ?? 3_600) * 1000,
+    notifyEveryMs: Number(env.RESERVE_NOTIFY_INTERVAL_S ?? 60) * 1000,
   };
 }
 
@@ -74,6 +82,8 @@ export interface Stack {
   cronSecretFromEnv: boolean;
   /** runs poll_payment_status now, as the schedule would */
   poll(): Promise<unknown>;
+  /** runs notify now (evaluate the alerts, deliver the outbox), as the schedule would */
+  notify(): Promise<unknown>;
   seeded: boolean;
   applied: string[];
   /** the supervised children, by name (gateway, sandbox, scheduler) */
@@ -95,7 +105,7 @@ async function needsSeed(url: string): Promise<boolean> {
 }
 
 // The functions' own settings (supabase/functions/_shared/db.ts), passed on from npm start's environment.
-const FUNCTION_SETTINGS = ["RESERVE_DB_QUERY_TIMEOUT_MS", "RESERVE_DB_POOL_SIZE"];
+const FUNCTION_SETTINGS = ["RESERVE_DB_QUERY_TIMEOUT_MS", "RESERVE_DB_POOL_SIZE", "RESERVE_CORS_ORIGINS", "RESERVE_NOTIFY_TIMEOUT_MS", "RESERVE_METRICS_TOKEN"];
 
 function functionSettings(env: NodeJS.ProcessEnv = process.env): Record<string, string> {
   return Object.fromEntries(FUNCTION_SETTINGS.filter((k) => env[k]).map((k) => [k, env[k]!]));
@@ -138,6 +148,8 @@ export async function startStack(
     }
     signal?.throwIfAborted();
     const keys = localKeys(cfg.jwtSecret);
+    // user tokens (npm run token) are signed with this key; the gateway publishes its public half
+    const signingKey = loadOrCreateSigningKey(cfg.dataDir);
     const functionsBase = `http://127.0.0.1:${cfg.functionsPort}/functions/v1`;
 
     let sandbox: Supervised<SandboxProcess> | undefined;
@@ -171,7 +183,11 @@ export async function startStack(
           SUPABASE_ANON_KEY: keys.anon,
           SUPABASE_SERVICE_ROLE_KEY: keys.serviceRole,
           RESERVE_JWT_SECRET: cfg.jwtSecret,
+          RESERVE_AUTH_JWKS: JSON.stringify(jwksOf(signingKey)),
+          RESERVE_JWT_ISSUER: localIssuer(cfg.functionsPort),
           RESERVE_CRON_SECRET: cfg.cronSecret,
+          // alert links open the runbook of this checkout
+          RESERVE_RUNBOOK_URL: process.env.RESERVE_RUNBOOK_URL || pathToFileURL(path.join(projectRoot, "docs/RUNBOOK.md")).href,
           ...functionSettings(),
           ...gatewayProviderEnv,
         },
@@ -193,11 +209,15 @@ export async function startStack(
     const pollUrl = `${functionsBase}/poll_payment_status`;
     const scheduler = await supervise("scheduler", () => startSchedulerProcess({
       pollUrl, cronSecret: cfg.cronSecret, pollEveryMs: cfg.pollEveryMs,
-      databaseUrl: databaseUrl!, retentionEveryMs: cfg.retentionEveryMs ?? 0, integrityAuditEveryMs: cfg.integrityAuditEveryMs ?? 0,
+      notifyUrl: `${functionsBase}/notify`, notifyEveryMs: cfg.notifyEveryMs ?? 0,
+      databaseUrl: databaseUrl!, retentionEveryMs: cfg.retentionEveryMs ?? 0,
+      reconcileUrl: `${functionsBase}/reconcile`, reconcileEveryMs: cfg.reconcileEveryMs ?? 0,
+      integrityAuditEveryMs: cfg.integrityAuditEveryMs ?? 0,
     }, (line) => log(prefixed("scheduler", line))), log, backoff);
     started.push(scheduler);
     // an on-demand run, as the schedule's would be (the scheduler's own runs are in its process)
     const onDemand = scheduleFunction(pollUrl, cfg.cronSecret, 0, log);
+    const notifyNow = scheduleFunction(`${functionsBase}/notify`, cfg.cronSecret, 0, log);
 
     let stopped: Promise<void> | undefined;
     return {
@@ -208,6 +228,7 @@ export async function startStack(
       cronSecret: cfg.cronSecret,
       cronSecretFromEnv: cfg.cronSecretFromEnv ?? false,
       poll: () => onDemand.runNow(),
+      notify: () => notifyNow.runNow(),
       seeded,
       applied,
       supervised: Object.fromEntries(started.map((s) => [s.name, s])),
@@ -225,6 +246,7 @@ export async function startStack(
         // the scheduler first (no new runs), then the gateway (no new requests), the sandbox, PostgreSQL
         stopped ??= (async () => {
           onDemand.stop();
+          notifyNow.stop();
           for (const s of [scheduler, gateway, sandbox]) await s?.stop().catch(() => {});
           await pg?.stop();
         })();

@@ -5,7 +5,8 @@
 // its own on free ports, says so, and stops it at the end.
 import { rm } from "node:fs/promises";
 import postgres from "postgres";
-import { DEFAULT_LOCAL_JWT_SECRET, localKeys, signJwt } from "../local/keys.ts";
+import { loadOrCreateSigningKey, localIssuer, signUserToken } from "../local/auth_keys.ts";
+import { DEFAULT_LOCAL_JWT_SECRET, localKeys } from "../local/keys.ts";
 import { freePort } from "../local/ports.ts";
 import { LOCAL_DB_PASSWORD, LOCAL_DB_USER, tempClusterDir } from "../local/postgres.ts";
 import { configFromEnv, maskUrl, startStack, type Stack } from "../local/stack.ts";
@@ -40,6 +41,8 @@ interface Target {
   databaseUrl: string;
   jwtSecret: string;
   anonKey: string;
+  /** a guest's access token, as `npm run token` signs it for this stack */
+  guestToken(email: string): string;
   stop(): Promise<void>;
 }
 
@@ -51,18 +54,25 @@ async function runningStack(): Promise<Target | undefined> {
   const [health, sandbox] = await Promise.all([getJson(`${functionsUrl}/functions/v1/health`), getJson(`${sandboxUrl}/_sandbox`)]);
   if (!health || !("database" in health.body) || !sandbox || sandbox.status !== 200 || !sandbox.body.stripe) return undefined;
   const databaseUrl = cfg.databaseUrl ?? `postgres://${LOCAL_DB_USER}:${LOCAL_DB_PASSWORD}@127.0.0.1:${cfg.dbPort}/postgres`;
-  return { functionsUrl, sandboxUrl, databaseUrl, jwtSecret: cfg.jwtSecret, anonKey: localKeys(cfg.jwtSecret).anon, stop: async () => {} };
+  const key = loadOrCreateSigningKey(cfg.dataDir);
+  return {
+    functionsUrl, sandboxUrl, databaseUrl, jwtSecret: cfg.jwtSecret, anonKey: localKeys(cfg.jwtSecret).anon,
+    guestToken: (email) => signUserToken(key, { email, issuer: localIssuer(cfg.functionsPort) }),
+    stop: async () => {},
+  };
 }
 
 async function ownStack(): Promise<Target> {
   const dataDir = await tempClusterDir("reserve-demo-");
+  const functionsPort = await freePort();
   const stack: Stack = await startStack({
-    dataDir, dbPort: await freePort(), functionsPort: await freePort(), jwtSecret: DEFAULT_LOCAL_JWT_SECRET, seed: true,
+    dataDir, dbPort: await freePort(), functionsPort, jwtSecret: DEFAULT_LOCAL_JWT_SECRET, seed: true,
     sandbox: true, sandboxPort: await freePort(), cronSecret: "demo", pollEveryMs: 0,
   }, () => {});
   return {
     functionsUrl: stack.functions.url, sandboxUrl: stack.sandbox!.url, databaseUrl: stack.databaseUrl,
     jwtSecret: DEFAULT_LOCAL_JWT_SECRET, anonKey: stack.keys.anon,
+    guestToken: (email) => signUserToken(loadOrCreateSigningKey(dataDir), { email, issuer: localIssuer(functionsPort) }),
     stop: async () => {
       await stack.stop();
       await rm(dataDir, { recursive: true, force: true });
@@ -93,8 +103,7 @@ if (target) {
 const t = target;
 const sql = postgres(t.databaseUrl, { max: 2, onnotice: () => {} });
 try {
-  const guest = signJwt({ sub: crypto.randomUUID(), email: "ana@example.com", role: "authenticated", aud: "authenticated",
-    exp: Math.floor(Date.now() / 1000) + 3600 }, t.jwtSecret);
+  const guest = t.guestToken("ana@example.com");
   const checkout = async (body: Json) => {
     const res = await fetch(`${t.functionsUrl}/functions/v1/checkout`, { method: "POST",
       headers: { "content-type": "application/json", authorization: `Bearer ${guest}`, apikey: t.anonKey }, body: JSON.stringify(body) });

@@ -953,6 +953,12 @@ export async function seedLarge(url: string, opts: SeedLargeOptions = {}): Promi
     await step("ledger_entries", entryCount, async (add) => {
       await chunked(txCount, Math.floor(CHUNK / 2), concurrency, (lo, hi) => inTx(sql, entriesSql(lo, hi)), add);
     });
+    // the entries went in around the posting function: their kept balances and host days from the entries
+    await step("ledger balances", 1, async (add) => {
+      const [{ there }] = await sql`select to_regprocedure('reserve.rebuild_ledger_balances()') is not null as there`;
+      if (there) await sql`select reserve.rebuild_ledger_balances()`;
+      add(1);
+    });
 
     await step("processed_webhooks", plan.webhooks, async (add) => {
       await chunked(plan.webhooks, CHUNK, concurrency, (lo, hi) => inTx(sql, webhooksSql(plan, NP, lo, hi)), add);
@@ -1031,6 +1037,8 @@ export async function verifyLarge(url: string, since?: string): Promise<LargeRep
       where a.sole_occupancy and b.sole_occupancy
         and reserve.is_live_reservation(a.status) and reserve.is_live_reservation(b.status)`, zero);
     await check("find_ledger_imbalances over the year", `select count(*) from reserve.find_ledger_imbalances(${sinceSql})`, zero);
+    const [{ kept }] = await sql`select to_regprocedure('reserve.ledger_balance_drift(boolean)') is not null as kept`;
+    if (kept) await check("ledger_balance_drift(full) accounts", "select count(*) from reserve.ledger_balance_drift(true)", zero);
     await check("ledger_balance_check days not OK", "select count(*) from reserve.ledger_balance_check where status <> 'OK'", zero);
     await check("ledger total debits - credits", `
       select coalesce(sum(case direction when 'debit' then amount else -amount end), 0) from reserve.ledger_entries`, zero);

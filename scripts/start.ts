@@ -80,6 +80,8 @@ function banner(s: Stack, names: string[]): string {
     ...names.map((n) => sub(n, s.functions.functionUrl(n))),
     row("anon key", s.keys.anon),
     row("service_role key", s.keys.serviceRole),
+    row("Auth JWKS", `${s.functions.url}/auth/v1/.well-known/jwks.json (ES256 key in ${path.relative(projectRoot, cfg.dataDir) || "."}/auth)`),
+    sub("user token", "npm run -s token -- --email guest@example.com [--sub <uuid>] [--operator]"),
   ];
   const sb = s.sandbox;
   if (sb) {
@@ -91,12 +93,15 @@ function banner(s: Stack, names: string[]): string {
       sub("MercadoPago", `access token ${sb.mercadopago.accessToken}`),
       sub("", `webhook secret ${sb.mercadopago.webhookSecret}`),
       sub("OpenPIX", `app id ${sb.openpix.appId}`),
+      sub("PagerDuty", `${sb.pagerduty.eventsUrl} (routing key ${sb.pagerduty.routingKey}; what it received: GET ${sb.url}/_sandbox/pagerdutyEvents)`),
+      sub("Slack", `${sb.slack.webhookUrl} (what it received: GET ${sb.url}/_sandbox/slackMessages)`),
     );
   } else {
     lines.push(row("Providers", "real (keys from the environment)"));
   }
   lines.push(
     row("Poller", `poll_payment_status ${cfg.pollEveryMs > 0 ? `every ${cfg.pollEveryMs / 1000} s` : "not scheduled (RESERVE_POLL_INTERVAL_S=0)"}`),
+    row("Alerts", `notify ${(cfg.notifyEveryMs ?? 0) > 0 ? `every ${(cfg.notifyEveryMs ?? 0) / 1000} s` : "not scheduled (RESERVE_NOTIFY_INTERVAL_S=0)"} (evaluates the alerts, delivers to PagerDuty and Slack)`),
     sub("cron secret", s.cronSecretFromEnv
       ? "the value of RESERVE_CRON_SECRET (send it as Authorization: Bearer <secret>)"
       : `${s.cronSecret} (made for this start; set RESERVE_CRON_SECRET to choose it)`),

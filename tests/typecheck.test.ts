@@ -22,7 +22,7 @@ describe("type checks", () => {
   it("deno check passes on every edge function, the local gateway and the bench's bare Deno server", async () => {
     const { code, out } = await run(
       denoBinary(),
-      ["check", "--quiet", "--config", "deno.json", ...entrypoints, "local/gateway/local_gateway.ts", "scripts/bench/bare_insert.ts"],
+      ["check", "--quiet", "--config", "deno.json", ...entrypoints, "local/gateway/local_gateway.ts", "scripts/bench/bare_insert.ts", "scripts/bench/bare_echo.ts"],
       { DENO_DIR: path.join(projectRoot, "node_modules", ".deno-cache"), DENO_NO_UPDATE_CHECK: "1" },
     );
     expect(out).toBe("");

@@ -2,17 +2,24 @@
 // /functions/v1/<name>, like `supabase start` does, without Docker. Local runner and tests only.
 //
 // Each function folder has index.ts (Deno.serve(handler), what Supabase deploys) and handler.ts;
-// this gateway imports the handlers into one process and, like Supabase's relay, checks the JWT of
-// functions whose verify_jwt is true and passes the path on without the /functions/v1 prefix.
+// this gateway imports the handlers into one process, serves each as serveFunction does (CORS, JSON on a
+// throw), checks the JWT of functions whose verify_jwt is true (none today: each verifies its caller
+// itself) and passes the path on without the /functions/v1 prefix.
+//
+// It also stands in for Supabase Auth's key publication: the public JWKS of npm start's signing key
+// (RESERVE_AUTH_JWKS) at /auth/v1/.well-known/jwks.json, where the functions fetch it from SUPABASE_URL
+// as they do on a project.
 import { parseFunctionsConfig } from "./functions_config.ts";
-import { errorJson } from "../../supabase/functions/_shared/http.ts";
-import { hmacKey, verifyJwt } from "../../supabase/functions/_shared/jwt.ts";
-import { guardProcess, thrownAnswer } from "../../supabase/functions/_shared/serve.ts";
+import { AuthRefusal, JWKS_PATH, verifyAuthorization } from "../../supabase/functions/_shared/auth.ts";
+import { withCors } from "../../supabase/functions/_shared/cors.ts";
+import { errorJson, json } from "../../supabase/functions/_shared/http.ts";
+import { guardHandler, guardProcess } from "../../supabase/functions/_shared/serve.ts";
 
 interface FunctionEntry {
   name: string;
   verifyJwt: boolean;
-  handler: (req: Request) => Response | Promise<Response>;
+  /** the handler as serveFunction serves it */
+  served: (req: Request) => Promise<Response>;
 }
 
 const root = new URL("../../", import.meta.url);
@@ -22,16 +29,16 @@ async function loadFunctions(): Promise<Map<string, FunctionEntry>> {
   const entries = new Map<string, FunctionEntry>();
   for (const { name, verifyJwt } of parseFunctionsConfig(config)) {
     const mod = await import(new URL(`supabase/functions/${name}/handler.ts`, root).href);
-    entries.set(name, { name, verifyJwt, handler: mod.handler });
+    entries.set(name, { name, verifyJwt, served: guardHandler(name, mod.handler) });
   }
   return entries;
 }
 
 async function main() {
   const port = Number(Deno.env.get("RESERVE_FUNCTIONS_PORT") ?? 54321);
-  const secret = Deno.env.get("RESERVE_JWT_SECRET");
-  if (!secret) throw new Error("RESERVE_JWT_SECRET is not set");
-  const key = await hmacKey(secret);
+  if (!Deno.env.get("RESERVE_JWT_SECRET")) throw new Error("RESERVE_JWT_SECRET is not set");
+  const publishedJwks = Deno.env.get("RESERVE_AUTH_JWKS");
+  const jwks = publishedJwks ? JSON.parse(publishedJwks) : undefined;
   const functions = await loadFunctions();
 
   Deno.serve({
@@ -44,16 +51,18 @@ async function main() {
     const match = url.pathname.match(/^\/functions\/v1\/([A-Za-z0-9_-]+)(\/.*)?$/);
     const fn = match && functions.get(match[1]);
     let res: Response;
-    if (!fn) {
-      res = errorJson(404, "function_not_found", `no function at ${url.pathname}`);
-    } else if (fn.verifyJwt && !(await verifyJwt(req.headers.get("authorization"), key))) {
-      res = errorJson(401, "invalid_jwt", "missing or invalid Authorization bearer token");
+    if (url.pathname === JWKS_PATH && jwks && (req.method === "GET" || req.method === "HEAD")) {
+      res = json(jwks, 200, { "cache-control": "public, max-age=600" });
+    } else if (!fn) {
+      res = withCors(req, errorJson(404, "function_not_found", `no function at ${url.pathname}`));
     } else {
-      const inner = new URL(`/${fn.name}${match![2] ?? ""}${url.search}`, url.origin);
-      try {
-        res = await fn.handler(new Request(inner, { method: req.method, headers: req.headers, body: req.body }));
-      } catch (err) {
-        res = thrownAnswer(fn.name, err); // as serveFunction answers for a deployed function
+      // like the relay: a preflight carries no token and goes through
+      const caller = fn.verifyJwt && req.method !== "OPTIONS" ? await verifyAuthorization(req.headers.get("authorization")) : undefined;
+      if (caller instanceof AuthRefusal) {
+        res = withCors(req, caller.response()); // readable by a browser too
+      } else {
+        const inner = new URL(`/${fn.name}${match![2] ?? ""}${url.search}`, url.origin);
+        res = await fn.served(new Request(inner, { method: req.method, headers: req.headers, body: req.body }));
       }
     }
     console.log(`${req.method} ${url.pathname} ${res.status} ${Math.round(performance.now() - started)}ms`);

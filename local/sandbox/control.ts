@@ -38,6 +38,7 @@ export function createControl(d: ControlDeps): SandboxControl {
       throw new SandboxError(400, `expire takes mercadopago or openpix, not ${provider}`);
     },
     stripePayout: (opts) => clone(d.stripe.payout(opts ?? {})),
+    stripePayoutOutcome: (id, outcome) => clone(d.stripe.payoutOutcome(String(id), outcome === "failed" ? "failed" : "paid")),
     stripeCreateUnnotifiedPayment: (opts) => clone(d.stripe.unnotifiedPayment(opts)),
     mercadopagoCreateUnnotifiedPayment: (opts) => d.mercadopago.unnotifiedPayment(opts),
     openpixCreateUnnotifiedCharge: (opts) => d.openpix.unnotifiedCharge(opts),

@@ -13,6 +13,9 @@ export interface SandboxReady {
   stripe: { host: string; port: number; protocol: "http"; secretKey: string; webhookSecret: string };
   mercadopago: { apiBase: string; accessToken: string; webhookSecret: string };
   openpix: { apiBase: string; appId: string; webhookPublicKey: string };
+  /** the alert receivers: PagerDuty's Events API v2 and a Slack incoming webhook */
+  pagerduty: { eventsUrl: string; routingKey: string };
+  slack: { webhookUrl: string };
 }
 
 /** SandboxOptions that travel as JSON, plus where the sandbox keeps its state across restarts. */
@@ -32,5 +35,6 @@ exitWithParent(() => sandbox.stop());
 
 const ready: SandboxReady = {
   type: "ready", url: sandbox.url, stripe: sandbox.stripe, mercadopago: sandbox.mercadopago, openpix: sandbox.openpix,
+  pagerduty: sandbox.pagerduty, slack: sandbox.slack,
 };
 process.send?.(ready);

@@ -244,13 +244,47 @@ export class StripeState {
     }
     this.paidOutBy.set(txn.id as string, id);
     this.emit("payout.created", payout, NO_REQUEST);
-    if (status === "paid") {
+    if (status === "paid" || status === "failed") this.payoutOutcome(id, status);
+    return payout;
+  }
+
+  /**
+   * A payout in transit arrives (paid) or bounces (failed, also after paid, as a bank can return it):
+   * a failure puts the amount back in the balance with a payout_failure balance transaction, as Stripe does.
+   */
+  payoutOutcome(id: string, outcome: "paid" | "failed"): Obj {
+    const payout = this.payouts.get(id);
+    if (!payout) throw new SandboxError(404, `No such payout: '${id}'`);
+    if (payout.status === "failed" || payout.status === "canceled") throw new SandboxError(409, `payout ${id} is already ${payout.status}`);
+    if (outcome === "paid") {
+      if (payout.status === "paid") return payout;
       Object.assign(payout, { status: "paid", trace_id: { status: "supported", value: `TRACE${id.slice(-10).toUpperCase()}` } });
       this.emit("payout.paid", payout, NO_REQUEST);
-    } else if (status === "failed") {
-      this.emit("payout.failed", payout, NO_REQUEST);
+      return payout;
     }
+    const back = this.balanceTransaction({ amount: payout.amount as number, currency: payout.currency as string, created: unixSeconds(),
+      source: id, type: "payout_failure", reporting_category: "payout_reversal", description: "STRIPE PAYOUT FAILURE", fee: 0,
+      status: "available" });
+    Object.assign(payout, { status: "failed", failure_balance_transaction: back.id, failure_code: "account_closed",
+      failure_message: "The bank account has been closed." });
+    this.emit("payout.failed", payout, NO_REQUEST);
     return payout;
+  }
+
+  /**
+   * GET /v1/balance: the net of every balance transaction, available or pending by its status, per
+   * currency (payouts and disputes take from it, payout failures and won disputes give back).
+   */
+  balance(): Obj {
+    const sums = new Map<string, { available: number; pending: number }>();
+    for (const t of this.balanceTransactions.values()) {
+      const s = sums.get(t.currency as string) ?? { available: 0, pending: 0 };
+      if (t.status === "available") s.available += t.net as number;
+      else s.pending += t.net as number;
+      sums.set(t.currency as string, s);
+    }
+    const part = (k: "available" | "pending") => [...sums].map(([currency, s]) => ({ amount: s[k], currency, source_types: { card: s[k] } }));
+    return { object: "balance", available: part("available"), connect_reserved: [], instant_available: [], livemode: false, pending: part("pending") };
   }
 
   /**

@@ -162,6 +162,7 @@ export class StripeApi {
       if (method === "POST" && seg.length === 4 && action === "cancel") return this.expand(this.cancel(id!, p, req), p);
     }
     if (v === "v1" && resource === "refunds" && method === "POST" && seg.length === 2) return this.expand(this.refund(p, req), p);
+    if (v === "v1" && resource === "balance" && method === "GET" && seg.length === 2) return this.state.balance();
     if (v === "v1" && method === "GET" && seg.length === 3 && resource! in RETRIEVABLE) {
       const found = this.state.byId(id!);
       if (found && found.object === RETRIEVABLE[resource!]) return this.expand(found, p);

@@ -70,6 +70,8 @@ export interface SandboxControl {
   expire(provider: "mercadopago" | "openpix", id: number | string): Record<string, unknown>;
   /** Stripe's automatic payout of the balance not yet paid out (gross − fees − refunds − disputes) */
   stripePayout(opts?: { currency?: string; status?: "paid" | "in_transit" | "failed" }): Record<string, unknown>;
+  /** a payout in transit arrives (paid) or bounces (failed: its amount back in the balance, payout_failure) */
+  stripePayoutOutcome(payoutId: string, outcome: "paid" | "failed"): Record<string, unknown>;
   // payments the provider knows and we were never told of (no webhook): ours (our metadata) or a stranger's
   stripeCreateUnnotifiedPayment(opts: { amount: number; currency?: string; metadata?: Record<string, string>; description?: string }): Record<string, unknown>;
   mercadopagoCreateUnnotifiedPayment(opts: { transaction_amount: number; external_reference?: string; metadata?: Record<string, unknown>; currency?: string }): Record<string, unknown>;

@@ -262,10 +262,10 @@ describe("abort_checkout", () => {
     expect(locks.map((l) => l.status)).toEqual(["released", "released"]);
     expect((await footprint(unitId)).temp_holds).toBe(0);
 
-    const [{ n: auditsBefore }] = await sql`select count(*)::int as n from reserve.audit_logs where row_id = ${c.payment_id as string}`;
+    const [{ n: auditsBefore }] = await sql`select count(*)::int as n from reserve.audit_trail where row_id = ${c.payment_id as string}`;
     const [again] = await sql`select * from reserve.abort_checkout(${c.payment_id as string}, 'other_error', null)`;
     expect(again).toMatchObject({ status: "failed", error_code: "provider_unavailable" });
-    const [{ n: auditsAfter }] = await sql`select count(*)::int as n from reserve.audit_logs where row_id = ${c.payment_id as string}`;
+    const [{ n: auditsAfter }] = await sql`select count(*)::int as n from reserve.audit_trail where row_id = ${c.payment_id as string}`;
     expect(auditsAfter).toBe(auditsBefore);
   });
 

@@ -139,9 +139,9 @@ async function assertInvariants(q: Q, paymentIds: string[]): Promise<void> {
   const audit = await q`
     select row_id, action, old_values ->> 'status' as old_status, new_values ->> 'status' as new_status,
            (old_values ->> 'refunded_amount')::bigint as old_refunded, (new_values ->> 'refunded_amount')::bigint as new_refunded
-    from reserve.audit_logs
+    from reserve.audit_trail
     where table_name = 'payments' and row_id in ${q(paymentIds)}
-    order by id`;
+    order by audit_id, change_no`;
   for (const id of paymentIds) {
     const rows = audit.filter((r) => r.row_id === id);
     const history = [rows[0]?.new_status as string, ...rows.filter((r) => r.action === "UPDATE").map((r) => r.new_status as string)];

@@ -302,8 +302,8 @@ describe("4-eyes corrections", () => {
   it("records propose and approve in audit_logs under the two people", async () => {
     const c = await asActor(db.sql, "alice@ops", (tx) => propose(tx, "audited fix", legs));
     await asActor(db.sql, "bob@finance", (tx) => approve(tx, c.id));
-    const trail = await db.sql`select action, actor, new_values ->> 'status' as status from reserve.audit_logs
-                               where table_name = 'ledger_corrections' and row_id = ${c.id} order by id`;
+    const trail = await db.sql`select action, actor, new_values ->> 'status' as status from reserve.audit_trail
+                               where table_name = 'ledger_corrections' and row_id = ${c.id} order by audit_id, change_no`;
     expect(trail).toEqual([
       { action: "INSERT", actor: "alice@ops", status: "proposed" },
       { action: "UPDATE", actor: "bob@finance", status: "approved" },

@@ -104,10 +104,10 @@ function eventTo(to: Status, onIllegal: "raise" | "ignore" = "raise"): Event {
 async function statusChanges(q: Q, paymentId: string): Promise<Array<[string, string]>> {
   const rows = await q`
     select old_values ->> 'status' as old, new_values ->> 'status' as new
-    from reserve.audit_logs
+    from reserve.audit_trail
     where table_name = 'payments' and action = 'UPDATE' and row_id = ${paymentId}
       and old_values ->> 'status' is distinct from new_values ->> 'status'
-    order by id`;
+    order by audit_id, change_no`;
   return rows.map((r) => [r.old as string, r.new as string]);
 }
 
@@ -475,7 +475,7 @@ describe("audit", () => {
       ["partially_refunded", "disputed"], ["disputed", "refunded"]]);
     const [last] = await db.sql`
       select reason, old_values ->> 'refunded_amount' as old_refunded, new_values ->> 'refunded_amount' as new_refunded
-      from reserve.audit_logs
+      from reserve.audit_trail
       where table_name = 'payments' and action = 'UPDATE' and row_id = ${id} and new_values ->> 'status' = 'refunded'`;
     expect(last).toMatchObject({ old_refunded: "40000", new_refunded: String(AMOUNT) });
     expect(last.reason).toContain("disputed -> refunded");

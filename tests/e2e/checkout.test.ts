@@ -1,7 +1,9 @@
 // The checkout function's answers: validation, limits, provider failures (nights given back), retries
 // that never charge twice, and the three providers' payment details.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { DEFAULT_LOCAL_JWT_SECRET, localKeys, signJwt } from "../../local/keys.ts";
+import { localIssuer, signWithKey, userClaims } from "../../local/auth_keys.ts";
+import { DEFAULT_LOCAL_JWT_SECRET, localKeys } from "../../local/keys.ts";
+import { testSigningKey } from "../helpers/auth.ts";
 import { startE2E, type E2E } from "../helpers/e2e.ts";
 import { isoDate, unit } from "../helpers/fixtures.ts";
 
@@ -43,19 +45,36 @@ describe("checkout: requests it refuses", () => {
   });
 
   it("PIX needs the payer's e-mail, from the body or the user's token", async () => {
-    const noEmail = signJwt({ sub: "guest-without-email", role: "authenticated", exp: Math.floor(Date.now() / 1000) + 600 }, DEFAULT_LOCAL_JWT_SECRET);
+    const { email: _email, ...claims } = userClaims({ email: "-", sub: "guest-without-email", issuer: localIssuer(Number(new URL(e.functions.url).port)) });
+    const noEmail = signWithKey(claims, testSigningKey);
     const res = await e.checkout(await stay({ method: "pix" }), noEmail);
     expect(res.status).toBe(400);
-    expect(res.body.error).toBe("invalid_request");
+    expect(res.body).toMatchObject({ error: "invalid_request", issues: [{ path: "guest_email" }] });
     expect((await e.checkout(await stay({ method: "pix" }))).status).toBe(201); // the token's email claim
   });
 
-  it("a token without a user is 401; no token at all is refused by the JWT check", async () => {
+  it("a token without a user is 401; no token at all is refused by the function's own JWT check", async () => {
     const anon = localKeys(DEFAULT_LOCAL_JWT_SECRET).anon;
     expect((await e.checkout(await stay(), anon)).status).toBe(401);
     const res = await e.post("checkout", await stay());
     expect(res.status).toBe(401);
     expect(res.body.error).toBe("invalid_jwt");
+  });
+
+  it.each([
+    ["an empty body", {}, ["check_in", "check_out", "guests", "method", "unit_id"]],
+    ["wrong types", { unit_id: "x", check_in: "tomorrow", check_out: 3, guests: "two", method: "cash" }, ["check_in", "check_out", "guests", "method", "unit_id"]],
+    ["an unknown field", { unit_id: crypto.randomUUID(), check_in: "2030-01-01", check_out: "2030-01-03", guests: 1, method: "card", price: 1 }, ["price"]],
+    ["a retry missing its method", { booking_intent_id: crypto.randomUUID() }, ["method"]],
+    ["a retry with a bad id", { booking_intent_id: "nope", method: "card" }, ["booking_intent_id"]],
+    ["an array", [], [""]],
+    ["null", null, [""]],
+  ])("a 400 names every missing or wrong field: %s", async (_what, body, paths) => {
+    const res = await e.checkout(body as Record<string, unknown>);
+    expect(res.status, JSON.stringify(res.body)).toBe(400);
+    expect(res.body.error).toBe("invalid_request");
+    expect([...new Set(res.body.issues.map((i: { path: string }) => i.path))].sort()).toEqual(paths);
+    for (const issue of res.body.issues) expect(issue.message).not.toBe("Invalid input");
   });
 
   it("malformed JSON is 400, another content type 415, GET 405", async () => {

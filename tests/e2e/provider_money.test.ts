@@ -87,16 +87,28 @@ async function ledgerLegs(paymentId: string) {
     where t.payment_id = ${paymentId} order by e.direction, e.account`;
 }
 
+/** The provider fee's legs a payment should have: none when the provider said no fee. */
+async function feeLegs(a: Attempt, currency: string) {
+  const [p] = await e.db.sql`select fee_amount::int from reserve.payments where id = ${a.paymentId}`;
+  return p?.fee_amount ? [
+    { kind: "provider_fee", account: `receivable_${a.provider}`, direction: "credit", amount: p.fee_amount, currency },
+    { kind: "provider_fee", account: "provider_fees", direction: "debit", amount: p.fee_amount, currency },
+  ] : [];
+}
+
 /** The money that arrived is booked as it is, owed back and refunded; no stay; the P1 alert fires. */
 async function expectOwedBack(a: Attempt, received: number, currency: string, refundStatus = "requested") {
   expect(await e.db.sql`select id from reserve.reservations where booking_intent_id = ${a.intentId}`).toEqual([]);
   const [p] = await e.db.sql`select status, refund_reason, received_amount::int, received_currency, refunded_amount::int
                              from reserve.payments where id = ${a.paymentId}`;
   expect(p).toEqual({ status: "succeeded", refund_reason: "amount_mismatch", received_amount: received, received_currency: currency, refunded_amount: 0 });
-  expect(await ledgerLegs(a.paymentId)).toEqual([
+  const legs = await ledgerLegs(a.paymentId);
+  expect(legs.filter((l) => l.kind === "payment")).toEqual([
     { kind: "payment", account: "refunds_payable", direction: "credit", amount: received, currency },
     { kind: "payment", account: `receivable_${a.provider}`, direction: "debit", amount: received, currency },
   ]);
+  // the provider's fee on the money that arrived is its own, booked once against the receivable
+  expect(legs.filter((l) => l.kind !== "payment")).toEqual(await feeLegs(a, currency));
   expect(await e.db.sql`select * from reserve.find_ledger_imbalances(current_date - 1)`).toEqual([]);
   const refunds = await e.db.sql`select amount::int, currency, reason, status, request_key from reserve.refund_requests where payment_id = ${a.paymentId}`;
   expect(refunds).toEqual([{ amount: received, currency, reason: "amount_mismatch", status: refundStatus, request_key: `mismatch:${a.paymentId}` }]);
@@ -246,7 +258,9 @@ describe("refunds and disputes beyond the money received are refused", () => {
     const [p] = await e.db.sql`select status, refunded_amount::int from reserve.payments where id = ${a.paymentId}`;
     expect(p).toEqual({ status: "succeeded", refunded_amount: 0 });
     const legs = await ledgerLegs(a.paymentId);
-    expect(new Set(legs.map((l) => l.kind))).toEqual(new Set(["payment"]));
+    // the receipt (and the provider's fee, when it said one), never a refund
+    expect(legs.filter((l) => l.kind !== "provider_fee").every((l) => l.kind === "payment")).toBe(true);
+    expect(legs.filter((l) => l.kind === "provider_fee")).toEqual(await feeLegs(a, legs[0]!.currency as string));
     const d = await e.db.sql`select kind from reserve.money_discrepancies where payment_id = ${a.paymentId}`;
     expect(d.map((x) => x.kind)).toEqual([kind]);
   }

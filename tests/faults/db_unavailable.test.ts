@@ -7,8 +7,9 @@ import net from "node:net";
 import Stripe from "stripe";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { FunctionsServer } from "../../local/functions.ts";
-import { DEFAULT_LOCAL_JWT_SECRET, signJwt } from "../../local/keys.ts";
+import { signUserToken } from "../../local/auth_keys.ts";
 import { migrate } from "../../local/migrate.ts";
+import { testSigningKey } from "../helpers/auth.ts";
 import { privateCluster, type PrivateCluster } from "../helpers/cluster.ts";
 import { startTestFunctions } from "../helpers/functions.ts";
 
@@ -24,8 +25,10 @@ let held: net.Socket[] = [];
 let fnsInHole: FunctionsServer;
 
 // checkout asks the database before the provider, so the provider is configured but never reached
+// (its caller's token first: both gateways trust one key and one issuer)
+const ISSUER = "http://db-unavailable.test/auth/v1";
 const env = { RESERVE_CRON_SECRET: CRON_SECRET, STRIPE_WEBHOOK_SECRET: WEBHOOK_SECRET,
-              STRIPE_SECRET_KEY: "sk_test_never_called", STRIPE_API_BASE: "http://127.0.0.1:9" };
+              STRIPE_SECRET_KEY: "sk_test_never_called", STRIPE_API_BASE: "http://127.0.0.1:9", RESERVE_JWT_ISSUER: ISSUER };
 
 beforeAll(async () => {
   cluster = await privateCluster();
@@ -54,8 +57,7 @@ async function call(server: FunctionsServer, fn: string, init: RequestInit = {})
   return { status: res.status, body, headers: res.headers, ms: performance.now() - started };
 }
 
-const token = () => signJwt({ sub: crypto.randomUUID(), email: "g@example.com", role: "authenticated", aud: "authenticated",
-                              exp: Math.floor(Date.now() / 1000) + 600 }, DEFAULT_LOCAL_JWT_SECRET);
+const token = () => signUserToken(testSigningKey, { email: "g@example.com", issuer: ISSUER });
 
 const requests: Record<string, () => Promise<RequestInit>> = {
   health: async () => ({}),

@@ -1,4 +1,4 @@
-// supabase/config.toml declares every function folder, and webhooks skip JWT verification.
+// supabase/config.toml declares every function folder, and no function leaves its caller to the relay.
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
@@ -23,11 +23,8 @@ describe("supabase/config.toml", () => {
     }
   });
 
-  it("turns verify_jwt off for webhooks and health only", () => {
-    for (const { name, verifyJwt } of parseFunctionsConfig(config)) {
-      const open = name.startsWith("webhook_") || name === "health" || name === "poll_payment_status";
-      expect(verifyJwt, name).toBe(!open);
-    }
+  it("turns verify_jwt off everywhere: each function verifies its caller itself (JWKS, legacy secret, webhook signature or cron secret)", () => {
+    for (const { name, verifyJwt } of parseFunctionsConfig(config)) expect(verifyJwt, name).toBe(false);
   });
 
   it("reads verify_jwt per block and defaults it to true", () => {

@@ -10,11 +10,13 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { denoBinary } from "../../local/functions.ts";
-import { DEFAULT_LOCAL_JWT_SECRET, signJwt } from "../../local/keys.ts";
+import { jwksOf, signUserToken } from "../../local/auth_keys.ts";
+import { DEFAULT_LOCAL_JWT_SECRET } from "../../local/keys.ts";
 import { projectRoot } from "../../local/migrate.ts";
 import { freePort } from "../../local/ports.ts";
 import { newCronSecret, sandboxEnv } from "../../local/provider_env.ts";
 import { startProviderSandbox, type ProviderSandbox } from "../../local/sandbox/index.ts";
+import { testSigningKey } from "../helpers/auth.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
 import { until } from "../helpers/e2e.ts";
 import { isoDate, unit } from "../helpers/fixtures.ts";
@@ -123,6 +125,9 @@ beforeAll(async () => {
     // each function has its own address here; MercadoPago notifications go to webhook_pix's
     RESERVE_FUNCTIONS_URL: `http://127.0.0.1:${ports.webhook_pix}`,
     RESERVE_CRON_SECRET: cronSecret,
+    // the project's JWKS inline (a deployed function may also fetch it from SUPABASE_URL) and the legacy secret
+    SUPABASE_JWKS: JSON.stringify(jwksOf(testSigningKey)),
+    SUPABASE_JWT_SECRET: DEFAULT_LOCAL_JWT_SECRET,
   };
   const started = await Promise.all([
     serve("health", ports.health, { SUPABASE_DB_URL: db.url }),
@@ -147,9 +152,7 @@ afterAll(async () => {
   if (work) await rm(work, { recursive: true, force: true });
 });
 
-const guestToken = () =>
-  signJwt({ sub: randomUUID(), email: "guest@example.com", role: "authenticated", aud: "authenticated",
-    exp: Math.floor(Date.now() / 1000) + 3600 }, DEFAULT_LOCAL_JWT_SECRET);
+const guestToken = () => signUserToken(testSigningKey, { email: "guest@example.com", issuer: "http://127.0.0.1/auth/v1" });
 
 const postJson = (body: unknown, headers: Record<string, string> = {}): RequestInit => ({
   method: "POST", headers: { "content-type": "application/json", ...headers }, body: JSON.stringify(body),
@@ -181,13 +184,18 @@ describe("functions served as a deploy resolves them (import_map.json alone, npm
     expect(forged.body).toMatchObject({ error: "invalid_signature" });
   });
 
-  it("checkout names the refused fields (zod) and asks for a signed-in user", async () => {
+  it("checkout verifies its caller itself, names the refused fields (zod), and answers CORS", async () => {
     const anonymous = await call(fns.checkout, postJson({ unit_id: randomUUID(), check_in: isoDate(2), check_out: isoDate(4), guests: 1, method: "card" }));
     expect(anonymous.status).toBe(401);
-    expect(anonymous.body).toMatchObject({ error: "sign_in_required" });
+    expect(anonymous.body).toMatchObject({ error: "invalid_jwt", reason: "missing" });
     const bad = await call(fns.checkout, postJson({ unit_id: "x", check_in: "tomorrow", guests: 0, method: "card" }, { authorization: `Bearer ${guestToken()}` }));
     expect(bad.status).toBe(400);
     expect(bad.body.error).toBe("invalid_request");
+    expect(bad.body.issues.map((i: { path: string }) => i.path).sort()).toEqual(["check_in", "check_out", "guests", "unit_id"]);
+    const preflight = await fetch(fns.checkout.url, { method: "OPTIONS", headers: { origin: "https://app.example", "access-control-request-method": "POST" } });
+    expect(preflight.status).toBe(200);
+    expect(preflight.headers.get("access-control-allow-origin")).toBe("*");
+    expect(preflight.headers.get("access-control-allow-headers")).toContain("authorization");
   });
 
   it("poll_payment_status refuses a wrong cron secret and runs with the right one", async () => {

@@ -22,7 +22,8 @@ describe("import maps", () => {
   it("pins every npm import to the exact version package.json installs", () => {
     const deps = { ...pkg.dependencies, ...pkg.devDependencies };
     for (const [name, spec] of Object.entries<string>(deno.imports)) {
-      const m = spec.match(/^npm:(@?[^@]+)@(.+)$/);
+      // a subpath export (`npm:pkg@1.2.3/sub`) is pinned to its package's version
+      const m = spec.match(/^npm:(@?[^@]+)@([^/]+)(\/.+)?$/);
       expect(m, `${name}: ${spec}`).not.toBeNull();
       expect(deps[m![1]], `${name} in package.json`).toBe(m![2]);
     }

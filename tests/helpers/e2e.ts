@@ -2,10 +2,11 @@
 // functions under real Deno, wired as `npm start` wires them.
 import { randomUUID } from "node:crypto";
 import { startFunctions, type FunctionsServer } from "../../local/functions.ts";
-import { DEFAULT_LOCAL_JWT_SECRET, signJwt } from "../../local/keys.ts";
+import { DEFAULT_LOCAL_JWT_SECRET } from "../../local/keys.ts";
 import { freePort } from "../../local/ports.ts";
 import { newCronSecret, sandboxEnv } from "../../local/provider_env.ts";
 import { startProviderSandbox, type ProviderSandbox } from "../../local/sandbox/index.ts";
+import { authEnv, userTokenFor } from "./auth.ts";
 import { createTestDatabase, type TestDatabase } from "./db.ts";
 
 export interface E2E {
@@ -15,7 +16,7 @@ export interface E2E {
   cronSecret: string;
   logs: string[];
   url(fn: string): string;
-  /** a signed-in guest's token (sub = the client the rate limits count) */
+  /** a signed-in guest's token (sub = the client the rate limits count): ES256, from the published JWKS */
   userToken(sub?: string, email?: string): string;
   post(fn: string, body: unknown, headers?: Record<string, string>): Promise<{ status: number; body: any; headers: Headers }>;
   checkout(body: Record<string, unknown>, token?: string): Promise<{ status: number; body: any; headers: Headers }>;
@@ -41,7 +42,7 @@ export async function startE2E(opts: { pixProvider?: "mercadopago" | "openpix"; 
       port,
       env: {
         SUPABASE_DB_URL: db.url,
-        SUPABASE_URL: `http://127.0.0.1:${port}`,
+        ...authEnv(port),
         RESERVE_JWT_SECRET: DEFAULT_LOCAL_JWT_SECRET,
         RESERVE_CRON_SECRET: cronSecret,
         PIX_PROVIDER: opts.pixProvider ?? "mercadopago",
@@ -69,8 +70,7 @@ export async function startE2E(opts: { pixProvider?: "mercadopago" | "openpix"; 
     } catch { /* not JSON: keep the text */ }
     return { status: res.status, body: parsed as any, headers: res.headers };
   };
-  const userToken = (sub = randomUUID(), email = "guest@example.com") =>
-    signJwt({ sub, email, role: "authenticated", aud: "authenticated", exp: Math.floor(Date.now() / 1000) + 3600 }, DEFAULT_LOCAL_JWT_SECRET);
+  const userToken = (sub = randomUUID(), email = "guest@example.com") => userTokenFor(port, sub, email);
   return {
     db, sandbox, functions: functions!, cronSecret, logs, url, userToken, post,
     checkout: (body, token = userToken()) => post("checkout", body, { authorization: `Bearer ${token}` }),

@@ -2,13 +2,15 @@
 import { startFunctions, type FunctionsServer } from "../../local/functions.ts";
 import { DEFAULT_LOCAL_JWT_SECRET } from "../../local/keys.ts";
 import { freePort } from "../../local/ports.ts";
+import { authEnv } from "./auth.ts";
 
 export async function startTestFunctions(databaseUrl: string, env: Record<string, string> = {}): Promise<FunctionsServer> {
   const lines: string[] = [];
+  const port = await freePort();
   try {
     return await startFunctions({
-      port: await freePort(),
-      env: { SUPABASE_DB_URL: databaseUrl, RESERVE_JWT_SECRET: DEFAULT_LOCAL_JWT_SECRET, ...env },
+      port,
+      env: { SUPABASE_DB_URL: databaseUrl, ...authEnv(port), RESERVE_JWT_SECRET: DEFAULT_LOCAL_JWT_SECRET, ...env },
       onLog: (l) => lines.push(l),
     });
   } catch (err) {

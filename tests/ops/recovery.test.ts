@@ -28,7 +28,7 @@ async function asOp<T>(fn: (tx: Q) => Promise<T>): Promise<{ result: T; audits: 
   return sql.begin(async (tx) => {
     await asOperator(tx, OP);
     const result = await fn(tx);
-    const audits = await tx`select * from reserve.audit_logs where xact_id = pg_current_xact_id()::text::bigint order by id`;
+    const audits = await tx`select * from reserve.audit_trail where xact_id = pg_current_xact_id()::text::bigint order by audit_id, change_no`;
     return { result, audits: [...audits] };
   }) as Promise<{ result: T; audits: Row[] }>;
 }

@@ -316,7 +316,7 @@ describe("an operator's retry and close of a refund request (the refunds_stuck s
     const before = await stuck();
     const retried = await asOp(async (tx) => {
       const [r] = await tx`select * from reserve.retry_refund_request(${old.id as string}, 'INC-1: provider balance topped up')`;
-      const audits = await tx`select actor, reason, table_name from reserve.audit_logs where xact_id = pg_current_xact_id()::text::bigint`;
+      const audits = await tx`select actor, reason, table_name from reserve.audit_trail where xact_id = pg_current_xact_id()::text::bigint`;
       expect(audits.length).toBeGreaterThan(0);
       for (const a of audits) expect(a).toMatchObject({ actor: OP, reason: expect.stringContaining("retry_refund_request by oncall@reserve.test: INC-1") });
       return r;

@@ -148,7 +148,7 @@ let ids: {
   block: string; stuckPayment: string; paidPayment: string; paidIntent: string; pixPayment: string; pixGatewayId: string;
   duplicatePayment: string; webhook: string; imbalancedTx: string; correction: string; overbookedUnit: string;
   alternativeUnit: string; reservationToMove: string; reservationToCancel: string; cityCode: string;
-  refundPayment: string; refundRequest: string; discrepancy: string; mismatchRefund: string;
+  refundPayment: string; refundRequest: string; discrepancy: string; mismatchRefund: string; reconciliationItem: string;
 };
 
 async function checkout(q: Q, unitId: string, method: "card" | "pix", provider: string, gatewayId: string) {
@@ -270,7 +270,15 @@ async function buildWorld() {
     return tx`select * from reserve.block_unit_dates(${blocked.unitId}, current_date, current_date + 5, 'test world')`;
   });
 
+  // P2 reconciliation differences: a paid Stripe payment that names none of ours, left open
+  const [recon] = await sql`select * from reserve.begin_reconciliation_run('stripe', now() - interval '1 hour', now() + interval '1 hour')`;
+  await sql`select * from reserve.reconcile_provider_objects(${recon.id}, ${sql.json([{ status: "succeeded",
+    gateway_payment_id: `pi_unknown_${crypto.randomUUID().slice(0, 8)}`, amount: 5000, currency: "BRL", amount_received: 5000 }] as never)})`;
+  await sql`select * from reserve.finish_reconciliation_run(${recon.id})`;
+  const [reconItem] = await sql`select id from reserve.open_reconciliation_items where kind = 'paid_unknown'`;
+
   ids = {
+    reconciliationItem: reconItem.id as string,
     block: blk.block_id as string,
     stuckPayment: stuck.paymentId, paidPayment: pp.id as string, paidIntent: bi.id as string, pixPayment: pix.paymentId,
     pixGatewayId, duplicatePayment: dup.id as string, webhook: webhookId, imbalancedTx, correction: correction.id as string,
@@ -290,6 +298,7 @@ async function buildWorld() {
     "'block-uuid'": `'${ids.block}'`,
     "'discrepancy-uuid'": `'${ids.discrepancy}'`,
     "'refund-request-uuid'": `'${ids.mismatchRefund}'`,
+    "'reconciliation-item-uuid'": `'${ids.reconciliationItem}'`,
     "<amount_received>": "100000",
     "'imbalanced-tx-id'": `'${ids.imbalancedTx}'`,
     "'correction-uuid'": `'${ids.correction}'`,

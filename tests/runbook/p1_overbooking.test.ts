@@ -60,8 +60,8 @@ describe("P1: overbooking", () => {
 
     expect(await db.sql.unsafe(`SELECT * FROM reserve.overbooking_check;`)).toHaveLength(0);
     expect(await db.sql`select * from reserve.availability_counter_drift`).toHaveLength(0);
-    const [audit] = await db.sql`select actor, reason from reserve.audit_logs where table_name = 'reservations' and row_id = ${third.reservationId}
-                                 order by id desc limit 1`;
+    const [audit] = await db.sql`select actor, reason from reserve.audit_trail where table_name = 'reservations' and row_id = ${third.reservationId}
+                                 order by audit_id desc, change_no desc limit 1`;
     expect(audit.actor).toBe("oncall@reserve");
     expect(audit.reason).toContain("move_reservation");
     await expectResolved(db.sql, "overbooking");

@@ -43,8 +43,8 @@ describe("P2: payment stuck in processing", () => {
     expect(again).toMatchObject({ outcome: "unchanged", finalize_outcome: "already_finalized" });
 
     expect(await e.db.sql.unsafe(`SELECT * FROM reserve.stuck_payments;`)).toHaveLength(0);
-    const [audit] = await e.db.sql`select actor, reason from reserve.audit_logs where table_name = 'payments' and row_id = ${res.body.payment_id}
-                                   and new_values ->> 'status' = 'succeeded' order by id limit 1`;
+    const [audit] = await e.db.sql`select actor, reason from reserve.audit_trail where table_name = 'payments' and row_id = ${res.body.payment_id}
+                                   and new_values ->> 'status' = 'succeeded' order by audit_id, change_no limit 1`;
     expect(audit).toMatchObject({ actor: "oncall@reserve" });
     expect(audit.reason).toContain("recover_payment");
     // the lost webhook arrives later: a no-op

@@ -100,6 +100,37 @@ describe("Stripe lists", () => {
     }
   });
 
+  it("answers /v1/balance as the net of its balance transactions; a payout in transit arrives or bounces back into it", async () => {
+    const fresh = await startProviderSandbox();
+    const s = new Stripe(fresh.stripe.secretKey, { host: fresh.stripe.host, port: fresh.stripe.port, protocol: "http", maxNetworkRetries: 0 });
+    const total = async () => {
+      const b = await s.balance.retrieve();
+      expect(b.object).toBe("balance");
+      return [...b.available, ...b.pending].filter((x) => x.currency === "brl").reduce((sum, x) => sum + x.amount, 0);
+    };
+    try {
+      expect(await total()).toBe(0);
+      const pi = await s.paymentIntents.create({ amount: 50_000, currency: "brl", allowed_payment_method_types: ["card"] });
+      fresh.control.stripeConfirm(pi.id, "succeeded");
+      expect(await total()).toBe(50_000 - stripeFee(50_000));
+      const b = await s.balance.retrieve();
+      expect(b.pending.find((x) => x.currency === "brl")!.amount).toBe(50_000 - stripeFee(50_000));
+      const payout = fresh.control.stripePayout({ status: "in_transit" }) as Json;
+      expect(payout).toMatchObject({ status: "in_transit", amount: 50_000 - stripeFee(50_000) });
+      expect(await total()).toBe(0);
+      expect(fresh.control.stripePayoutOutcome(payout.id, "paid")).toMatchObject({ status: "paid" });
+      const failed = fresh.control.stripePayoutOutcome(payout.id, "failed") as Json;
+      expect(failed).toMatchObject({ status: "failed", failure_code: "account_closed" });
+      const back = await s.balanceTransactions.retrieve(failed.failure_balance_transaction);
+      expect(back).toMatchObject({ type: "payout_failure", amount: payout.amount, source: payout.id });
+      expect(await total()).toBe(payout.amount);
+      expect(() => fresh.control.stripePayoutOutcome(payout.id, "paid")).toThrow(/already failed/);
+      expect(fresh.control.events("stripe").map((e) => e.type)).toEqual(expect.arrayContaining(["payout.created", "payout.paid", "payout.failed"]));
+    } finally {
+      await fresh.stop();
+    }
+  });
+
   it("knows payments we were never told of, and settles other figures than asked", async () => {
     const seen = rx.received.length;
     const unnotified = (await control("stripeCreateUnnotifiedPayment", { amount: 77_000, metadata: { payment_id: "ours-lost" } })).body;

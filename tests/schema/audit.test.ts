@@ -19,7 +19,7 @@ describe("audit_logs", () => {
     });
     const logs = await db.sql`
       select actor, action, reason, old_values ->> 'status' as old_status, new_values ->> 'status' as new_status
-      from reserve.audit_logs where table_name = 'payments' and row_id = ${p.id as string} order by id`;
+      from reserve.audit_trail where table_name = 'payments' and row_id = ${p.id as string} order by audit_id, change_no`;
     expect(logs).toEqual([
       { actor: "ops:ana", action: "INSERT", reason: "INC-42", old_status: null, new_status: "pending" },
       { actor: "ops:ana", action: "UPDATE", reason: "INC-42", old_status: "pending", new_status: "processing" },
@@ -31,7 +31,7 @@ describe("audit_logs", () => {
     const [night] = await db.sql`select date::text from reserve.availability_calendar where unit_id = ${unitId}`;
     await db.sql`update reserve.availability_calendar set is_blocked = true where unit_id = ${unitId}`;
     const [log] = await db.sql`
-      select actor, row_id from reserve.audit_logs
+      select actor, row_id from reserve.audit_trail
       where table_name = 'availability_calendar' and action = 'UPDATE' and row_id like ${unitId + "%"}`;
     expect(log).toEqual({ actor: "postgres", row_id: `${unitId}:${night.date}` });
   });
@@ -46,7 +46,7 @@ describe("audit_logs", () => {
       await tx`update reserve.availability_calendar set is_blocked = true where unit_id = ${unitId}`;
       await tx`reset role`;
       const [log] = await tx`
-        select actor from reserve.audit_logs
+        select actor from reserve.audit_trail
         where table_name = 'availability_calendar' and action = 'UPDATE' and row_id like ${unitId + "%"}`;
       expect(log.actor).toBe("ops_ana");
       await tx`drop owned by ops_ana`;
@@ -60,8 +60,8 @@ describe("audit_logs", () => {
       join pg_proc p on p.oid = t.tgfoid
       where p.proname = 'audit_row_change' order by 1`;
     expect(rows.map((r) => r.relname)).toEqual([
-      "alert_rules", "availability_calendar", "booking_intents", "ledger_corrections", "ledger_entries",
-      "ledger_transactions", "money_discrepancies", "ops_blocks", "payments", "poll_policies", "refund_requests", "reservations", "settings",
+      "alert_routes", "alert_rules", "alert_silences", "availability_calendar", "booking_intents", "incident_action_items", "incidents",
+      "ledger_corrections", "money_discrepancies", "ops_blocks", "payments", "poll_policies", "refund_requests", "reservations", "settings",
     ]);
   });
 
@@ -73,7 +73,7 @@ describe("audit_logs", () => {
       return [a.id as string, b.id as string];
     });
     const [{ n }] = await db.sql`
-      select count(distinct xact_id)::int as n from reserve.audit_logs
+      select count(distinct xact_id)::int as n from reserve.audit_trail
       where table_name = 'booking_intents' and row_id in ${db.sql(ids)}`;
     expect(n).toBe(1);
   });

@@ -28,7 +28,7 @@ describe("seed.sql", () => {
       a_year_from_today: true,
     });
     // the settings and alert rules a later migration added are audited as the migrating user; the seed's as seed
-    const [{ actor }] = await db.sql`select distinct actor from reserve.audit_logs where table_name not in ('settings', 'alert_rules')`;
+    const [{ actor }] = await db.sql`select distinct actor from reserve.audit_trail where table_name not in ('settings', 'alert_rules')`;
     expect(actor).toBe("seed");
   });
 

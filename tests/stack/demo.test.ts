@@ -34,7 +34,7 @@ describe("npm run demo", () => {
     const ports = { db: await freePort(), functions: await freePort(), sandbox: await freePort() };
     stack = await startStack({ dataDir, dbPort: ports.db, functionsPort: ports.functions, jwtSecret: DEFAULT_LOCAL_JWT_SECRET,
       seed: true, sandbox: true, sandboxPort: ports.sandbox, cronSecret: "demo-test", pollEveryMs: 0 }, () => {});
-    const run = await demo({ RESERVE_DB_PORT: String(ports.db), RESERVE_FUNCTIONS_PORT: String(ports.functions),
+    const run = await demo({ RESERVE_DATA_DIR: dataDir, RESERVE_DB_PORT: String(ports.db), RESERVE_FUNCTIONS_PORT: String(ports.functions),
       RESERVE_SANDBOX_PORT: String(ports.sandbox) });
     expect(run.code, run.out).toBe(0);
     expect(run.out).toContain(`using the stack that is running (functions http://127.0.0.1:${ports.functions}, sandbox http://127.0.0.1:${ports.sandbox}`);

@@ -8,7 +8,7 @@ import path from "node:path";
 import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { applyMigrations, bootstrapSupabaseLike, MigrationError, projectRoot } from "../../local/migrate.ts";
-import { DEFAULT_LOCAL_JWT_SECRET, signJwt } from "../../local/keys.ts";
+import { loadOrCreateSigningKey, localIssuer, signUserToken } from "../../local/auth_keys.ts";
 import { freePort } from "../../local/ports.ts";
 import { tempClusterDir } from "../../local/postgres.ts";
 import { createTestDatabase, dbUrl } from "../helpers/db.ts";
@@ -142,7 +142,11 @@ describe("npm start", () => {
       await eventually(async () => (await sql`select 1 from reserve.job_last_runs where job = 'poll_payment_status' and ok`).length > 0,
         "a heartbeat of the scheduled poller");
       const [u] = await sql`select id from reserve.unit_map order by name limit 1`;
-      const token = signJwt({ sub: "start-test", role: "authenticated", exp: Math.floor(Date.now() / 1000) + 600 }, DEFAULT_LOCAL_JWT_SECRET);
+      // a user token as `npm run token` signs it (the data dir's key), verified against the published JWKS
+      const jwks = await fetch(`http://127.0.0.1:${fnPort}/auth/v1/.well-known/jwks.json`).then((r) => r.json());
+      const key = loadOrCreateSigningKey(dataDir);
+      expect(jwks).toEqual({ keys: [key.publicJwk] });
+      const token = signUserToken(key, { email: "start-test@example.com", issuer: localIssuer(fnPort) });
       const res = await fetch(`http://127.0.0.1:${fnPort}/functions/v1/checkout`, {
         method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
         body: JSON.stringify({ unit_id: u.id, check_in: isoDate(20), check_out: isoDate(23), guests: 1, method: "card" }),

@@ -19,6 +19,7 @@ export const DB_ERRORS: Readonly<Record<string, DbErrorCode>> = {
   RC109: { name: "rate_limited", http: 429 },
   RC110: { name: "amount_too_small", http: 400 },
   RC111: { name: "amount_too_large", http: 400 },
+  RC120: { name: "booking_not_found", http: 404 },
   RC201: { name: "payment_not_found", http: 404 },
   RC202: { name: "illegal_transition", http: 409 },
   RC203: { name: "amount_mismatch", http: 409 },
@@ -45,6 +46,15 @@ export const DB_ERRORS: Readonly<Record<string, DbErrorCode>> = {
   RC407: { name: "four_eyes_violation", http: 403 },
   RC408: { name: "correction_not_pending", http: 409 },
   RC501: { name: "operator_required", http: 403 },
+  RC601: { name: "incident_not_found", http: 404 },
+  RC602: { name: "illegal_incident_transition", http: 409 },
+  RC603: { name: "silence_not_found", http: 404 },
+  RC604: { name: "operator_not_proven", http: 403 },
+  RC605: { name: "notification_not_found", http: 404 },
+  RC801: { name: "provider_payout_invalid", http: 400 },
+  RC802: { name: "reconciliation_run_not_found", http: 404 },
+  RC803: { name: "reconciliation_run_finished", http: 409 },
+  RC804: { name: "reconciliation_item_not_found", http: 404 },
 };
 
 /** The error name and HTTP status for a database error's SQLSTATE, or undefined if it is not one of ours. */

@@ -56,9 +56,18 @@ export function requireJson(req: Request): Response | undefined {
   return undefined;
 }
 
-/** 400 invalid_request listing what a schema refused, field by field (zod's issues, or any alike). */
-export function invalidRequest(message: string, issues: { path: PropertyKey[]; message: string }[]): Response {
+/**
+ * 400 invalid_request listing what a schema refused, field by field (zod's issues, or any alike); a
+ * field the schema does not know is named on its own line too.
+ */
+export function invalidRequest(message: string, issues: { path: PropertyKey[]; message: string; code?: string; keys?: string[] }[]): Response {
   return errorJson(400, "invalid_request", message, {
-    issues: issues.map((i) => ({ path: i.path.map(String).join("."), message: i.message })),
+    issues: issues.flatMap((i) => {
+      const at = i.path.map(String);
+      if (i.code === "unrecognized_keys" && i.keys?.length) {
+        return i.keys.map((k) => ({ path: [...at, k].join("."), message: "unknown field" }));
+      }
+      return [{ path: at.join("."), message: i.message }];
+    }),
   });
 }

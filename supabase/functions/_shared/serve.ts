@@ -4,6 +4,7 @@
 // A library that drops a promise (postgres.js did, on connection start-up) would otherwise end the whole
 // isolate with every request in flight; the event is logged, without its stack or values, and the
 // process keeps serving.
+import { preflightResponse, withCors } from "./cors.ts";
 import { databaseUnavailableResponse } from "./db_response.ts";
 import { errorJson } from "./http.ts";
 
@@ -53,14 +54,21 @@ export function thrownAnswer(name: string, err: unknown): Response {
   return errorJson(500, "internal_error", "the function failed; see the function logs");
 }
 
-/** The handler, answering JSON when it throws instead of letting the runtime answer (or crash). */
+/**
+ * The handler as it is served: a CORS preflight answered before anything else (no token is sent with
+ * one), JSON when the handler throws instead of the runtime's answer (or a crash), and the CORS headers
+ * on every response (cors.ts).
+ */
 export function guardHandler(name: string, handler: Handler): (req: Request) => Promise<Response> {
   return async (req) => {
+    if (req.method === "OPTIONS") return preflightResponse(req);
+    let res: Response;
     try {
-      return await handler(req);
+      res = await handler(req);
     } catch (err) {
-      return thrownAnswer(name, err);
+      res = thrownAnswer(name, err);
     }
+    return withCors(req, res);
   };
 }
 

@@ -1,27 +1,31 @@
 // POST a new checkout {unit_id, check_in, check_out, guests, method, provider?} or a retry
 // {booking_intent_id, method, provider?}: holds the nights, records the attempt, asks the provider for
 // the payment and returns what the guest's app needs to pay (Stripe client_secret, or PIX QR code).
-import { z } from "zod";
 import { db, type Sql } from "../_shared/db.ts";
 import { dbErrorResponse } from "../_shared/db_response.ts";
+import { CheckoutRequest, NewCheckoutRequest, RetryCheckoutRequest } from "../_shared/guest_api.ts";
 import { errorJson, invalidRequest, json, methodNotAllowed, readBodyText, requireJson } from "../_shared/http.ts";
-import { bearerClaims } from "../_shared/jwt.ts";
+import { AuthRefusal, verifyCaller } from "../_shared/auth.ts";
 import { defaultProviderFor, providerNamed, providersTaking } from "../_shared/providers/registry.ts";
 import { ProviderError, type CreatedPayment, type PaymentMethod } from "../_shared/providers/types.ts";
 import { updateJson } from "../_shared/webhook.ts";
 
-const isoDate = z.iso.date();
-const method = z.enum(["card", "pix"]);
-const provider = z.enum(["stripe", "mercadopago", "openpix"]).optional();
-const guest = {
-  guest_name: z.string().trim().min(1).max(200).optional(),
-  guest_email: z.email().max(320).optional(),
-};
-const NewCheckout = z.strictObject({
-  unit_id: z.uuid(), check_in: isoDate, check_out: isoDate, guests: z.int().min(1).max(50), method, provider, ...guest,
-});
-const RetryCheckout = z.strictObject({ booking_intent_id: z.uuid(), method, provider, ...guest });
-const Body = z.union([NewCheckout, RetryCheckout]);
+/**
+ * The body checked against the one shape it means (a retry names its booking_intent_id), so every
+ * missing or wrong field is named; the union would answer a lone "Invalid input" for the whole body.
+ */
+function parseBody(raw: unknown): CheckoutRequest | Response {
+  if (!raw || typeof raw !== "object" || Array.isArray(raw)) {
+    return invalidRequest("the body must be a JSON object", [{ path: [], message: "expected an object" }]);
+  }
+  const isRetry = "booking_intent_id" in raw;
+  const parsed = (isRetry ? RetryCheckoutRequest : NewCheckoutRequest).safeParse(raw);
+  if (!parsed.success) {
+    return invalidRequest(isRetry ? "the body does not match a checkout retry" : "the body does not match a checkout",
+      parsed.error.issues);
+  }
+  return parsed.data;
+}
 
 interface Attempt {
   booking_intent_id: string;
@@ -45,7 +49,7 @@ interface Attempt {
 }
 
 /** The provider asked for, else the default for the method (a retry keeps its attempts' provider in SQL). */
-function providerFor(body: z.infer<typeof Body>): { asked: string | null; fallback: string } | Response {
+function providerFor(body: CheckoutRequest): { asked: string | null; fallback: string } | Response {
   const takers = providersTaking(body.method).map((p) => p.name);
   if (body.provider && !takers.includes(body.provider)) {
     return errorJson(400, "invalid_provider", `${body.method} is paid through ${takers.join(" or ")}`);
@@ -92,6 +96,11 @@ function providerErrorResponse(err: ProviderError): Response {
 
 export async function handler(req: Request): Promise<Response> {
   if (req.method !== "POST") return methodNotAllowed(["POST"]);
+  // a guest pays as a signed-in user (the limits are per user); only the service role may act for none
+  const caller = await verifyCaller(req);
+  if (caller instanceof AuthRefusal) return caller.response();
+  if (caller.kind === "anon") return errorJson(401, "sign_in_required", "checkout needs a signed-in user's token");
+  const clientId = caller.kind === "user" ? caller.sub : null;
   const notJson = requireJson(req);
   if (notJson) return notJson;
   const text = await readBodyText(req, 16 * 1024);
@@ -102,25 +111,17 @@ export async function handler(req: Request): Promise<Response> {
   } catch {
     return errorJson(400, "invalid_json", "the body is not valid JSON");
   }
-  const parsed = Body.safeParse(raw);
-  if (!parsed.success) {
-    return invalidRequest("the body does not match a checkout", parsed.error.issues);
-  }
-  const body = parsed.data;
-  const claims = bearerClaims(req.headers.get("authorization"));
-  const clientId = typeof claims?.sub === "string" ? claims.sub : null;
-  // a guest pays as a signed-in user (the limits are per user); only the service role may act for none
-  if (!clientId && claims?.role !== "service_role") {
-    return errorJson(401, "sign_in_required", "checkout needs a signed-in user's token");
-  }
-  const email = body.guest_email ?? (typeof claims?.email === "string" ? claims.email : undefined);
+  const body = parseBody(raw);
+  if (body instanceof Response) return body;
+  const email = body.guest_email ?? (caller.kind === "user" ? caller.email : undefined);
   const chosen = providerFor(body);
   if (chosen instanceof Response) return chosen;
   const isRetry = "booking_intent_id" in body;
   const asked = isRetry ? chosen.asked : chosen.asked ?? chosen.fallback;
   if (asked && !configured(asked)) return errorJson(503, "provider_not_configured", `${asked} is not configured`);
   if (body.method === "pix" && !email && !("booking_intent_id" in body)) {
-    return errorJson(400, "invalid_request", "a PIX checkout needs guest_email (the payer's e-mail)");
+    return invalidRequest("a PIX checkout needs guest_email (the payer's e-mail)",
+      [{ path: ["guest_email"], message: "required for a PIX checkout when the token carries no email" }]);
   }
 
   const sql = db();

@@ -34,12 +34,7 @@ begin
     -- serialise with any other correction of the same transaction, then re-check on current legs
     select * into target from reserve.ledger_transactions where id = c.target_transaction_id for no key update;
     perform reserve.assert_correction_balances(c.entries, c.target_transaction_id);
-    perform set_config('reserve.ledger_writer', 'on', true);
-    insert into reserve.ledger_entries (transaction_id, entry_type, account, direction, amount, currency, description, city_code)
-    select target.id, e.entry_type, e.account, e.direction, e.amount, e.currency,
-           coalesce(e.description, 'Correction ' || c.id || ': ' || c.reason), target.city_code
-    from reserve.parse_ledger_entries(c.entries, 'correction') e;
-    perform set_config('reserve.ledger_writer', '', true);
+    perform reserve.write_ledger_entries(target, c.entries, 'correction', 'Correction ' || c.id || ': ' || c.reason);
     tx := target;
   end if;
 

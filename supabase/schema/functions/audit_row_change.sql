@@ -9,25 +9,67 @@ CREATE OR REPLACE FUNCTION reserve.audit_row_change()
  SET search_path TO ''
 AS $function$
 declare
-  rec jsonb := case when tg_op = 'DELETE' then to_jsonb(old) else to_jsonb(new) end;
+  -- a bulk change (a manual UPDATE of a year of nights) is written in rows of this many changes, so the
+  -- buffer stays small and the cost linear; a business transaction changes far fewer rows
+  chunk constant integer := 100;
   key_cols text[] := case when tg_nargs = 0 then array['id'] else tg_argv end;
+  after_row jsonb := case when tg_op = 'DELETE' then null else to_jsonb(new) end;
+  before_row jsonb := case when tg_op = 'INSERT' then null else to_jsonb(old) end;
+  keyed jsonb := coalesce(after_row, before_row);
   key text;
+  change jsonb;
+  who text := reserve.current_actor();
+  why text := nullif(current_setting('reserve.reason', true), '');
+  head jsonb := nullif(current_setting('reserve.audit_head', true), '')::jsonb;
+  xact bigint := pg_current_xact_id()::text::bigint;
+  audit_id bigint;
 begin
-  select string_agg(rec ->> c, ':' order by ord) into key
+  select string_agg(keyed ->> c, ':' order by ord) into key
   from unnest(key_cols) with ordinality as k(c, ord);
+  if tg_op = 'UPDATE' then
+    select coalesce(jsonb_object_agg(o.key, o.value), '{}'::jsonb) into before_row
+    from jsonb_each(before_row) o where after_row -> o.key is distinct from o.value;
+  end if;
+  change := jsonb_build_object('op', tg_op, 'table', tg_table_name, 'row_id', key, 'old', before_row, 'new', after_row);
 
-  insert into reserve.audit_logs (actor, action, table_name, row_id, old_values, new_values, reason)
-  values (
-    reserve.current_actor(),
-    tg_op,
-    tg_table_name,
-    key,
-    case when tg_op in ('UPDATE', 'DELETE') then to_jsonb(old) end,
-    case when tg_op in ('INSERT', 'UPDATE') then to_jsonb(new) end,
-    nullif(current_setting('reserve.reason', true), ''));
+  -- the head names this transaction's audit row (one from another transaction, or forged, is not ours)
+  if head is not null and ((head ->> 'xact')::bigint is distinct from xact
+                           or not exists (select 1 from reserve.audit_logs a
+                                          where a.id = (head ->> 'id')::bigint and a.xact_id = xact)) then
+    head := null;
+  end if;
+  if head is not null and (head ->> 'n')::integer >= chunk then
+    -- a full chunk is written now, and the next change starts the transaction's next row
+    update reserve.audit_logs a set changes = ('[' || current_setting('reserve.audit_changes', true) || ']')::jsonb
+    where a.id = (head ->> 'id')::bigint;
+    head := null;
+  end if;
+  if head is null then
+    insert into reserve.audit_logs (actor, action, table_name, row_id, reason, changes)
+    values (who, tg_op, tg_table_name, key, why, '[]'::jsonb)
+    returning id into audit_id;
+    perform set_config('reserve.audit_head', jsonb_build_object('id', audit_id, 'xact', xact, 'n', 1,
+                                                                'actor', who, 'reason', why)::text, true);
+    perform set_config('reserve.audit_changes', change::text, true);
+    return null;
+  end if;
+  if who is distinct from head ->> 'actor' then
+    change := change || jsonb_build_object('actor', who);
+  end if;
+  if why is distinct from head ->> 'reason' then
+    change := change || jsonb_build_object('reason', why);
+  end if;
+  if head ? 'flushed' then
+    -- written already (SET CONSTRAINTS ... IMMEDIATE ran the flush): later changes join the row directly
+    update reserve.audit_logs a set changes = a.changes || jsonb_build_array(change) where a.id = (head ->> 'id')::bigint;
+  else
+    -- appended as text: the buffer is parsed once, when it is written
+    perform set_config('reserve.audit_changes', current_setting('reserve.audit_changes', true) || ',' || change::text, true);
+    perform set_config('reserve.audit_head', jsonb_set(head, '{n}', to_jsonb((head ->> 'n')::integer + 1))::text, true);
+  end if;
   return null;
 end
 $function$
 ;
 
-comment on function reserve.audit_row_change() is 'AFTER ROW trigger writing one audit_logs row per change; arguments name the key columns.';
+comment on function reserve.audit_row_change() is 'AFTER ROW trigger: adds the change ({op, table, row_id, old, new}) to this transaction''s one audit_logs row (inserted on its first change, written at commit by flush_audit_changes; a bulk change of more than 100 rows is written 100 changes to a row); arguments name the key columns.';

@@ -13,6 +13,9 @@ declare
   is_live boolean := tg_op <> 'DELETE' and reserve.is_live_reservation(new.status);
   n integer;
 begin
+  if tg_op = 'INSERT' and new.booking_intent_id::text = current_setting('reserve.counted_by', true) then
+    return null;  -- finalize_reservation has converted this intent's holds and counted its nights
+  end if;
   if was_live and is_live and old.unit_id = new.unit_id
      and old.check_in = new.check_in and old.check_out = new.check_out then
     return null;

@@ -12,6 +12,9 @@ declare
   was_held boolean := tg_op <> 'INSERT' and old.status = 'held';
   is_held boolean := tg_op <> 'DELETE' and new.status = 'held';
 begin
+  if tg_op = 'UPDATE' and new.booking_intent_id::text = current_setting('reserve.counted_by', true) then
+    return null;  -- finalize_reservation moves this intent's counters itself
+  end if;
   if was_held and is_held and old.unit_id = new.unit_id and old.lock_date = new.lock_date then
     return null;
   end if;

@@ -14,6 +14,8 @@ declare
   r reserve.reservations;
   nights_locked integer;
   free_nights integer;
+  held_nights integer := 0;
+  moved integer;
   refuse text;
   why text;
 begin
@@ -88,12 +90,13 @@ begin
     order by c.date for no key update;
     get diagnostics nights_locked = row_count;
     -- a night is still ours if we hold it, or free again if the hold lapsed and nobody took it
-    select count(*) into free_nights
+    select count(*) filter (where h.held or (not c.is_blocked and c.bookings_count + c.temp_holds < c.allotment)),
+           count(*) filter (where h.held)
+      into free_nights, held_nights
     from reserve.availability_calendar c
-    where c.unit_id = bi.unit_id and c.date >= bi.check_in and c.date < bi.check_out
-      and (exists (select 1 from reserve.booking_locks l
-                   where l.booking_intent_id = bi.id and l.lock_date = c.date and l.status = 'held')
-           or (not c.is_blocked and c.bookings_count + c.temp_holds < c.allotment));
+    cross join lateral (select exists (select 1 from reserve.booking_locks l
+                                       where l.booking_intent_id = bi.id and l.lock_date = c.date and l.status = 'held') as held) h
+    where c.unit_id = bi.unit_id and c.date >= bi.check_in and c.date < bi.check_out;
     if nights_locked <> bi.nights or free_nights <> bi.nights then
       refuse := 'nights_unavailable';
       select string_agg(c.date::text, ', ' order by c.date) into why
@@ -124,9 +127,29 @@ begin
     return;
   end if;
 
-  -- lapsed nights that are free again are held anew; inserting the reservation converts the holds
-  -- into bookings, the intent into converted and posts the receipt (settle_reservation_intent)
-  perform reserve.acquire_booking_lock(bi.id, now() + interval '5 minutes');
+  if held_nights = bi.nights then
+    -- the usual case, every night still held: this function turns the holds into bookings itself, in
+    -- two set-based statements, and the counting triggers of booking_locks and reservations stand
+    -- aside for this intent only (reserve.counted_by names it; cleared below). The calendar rows are
+    -- locked above, so what is counted here is what the triggers would have counted.
+    perform set_config('reserve.counted_by', bi.id::text, true);
+    update reserve.booking_locks l set status = 'converted'
+    where l.booking_intent_id = bi.id and l.status = 'held'
+      and l.unit_id = bi.unit_id and l.lock_date >= bi.check_in and l.lock_date < bi.check_out;
+    get diagnostics moved = row_count;
+    update reserve.availability_calendar c
+    set temp_holds = c.temp_holds - 1, bookings_count = c.bookings_count + 1
+    where c.unit_id = bi.unit_id and c.date >= bi.check_in and c.date < bi.check_out;
+    if moved <> bi.nights or not found then
+      raise exception using errcode = 'RC106',
+        message = format('booking intent %s held %s of its %s nights of unit %s when finalized', bi.id, moved, bi.nights, bi.unit_id);
+    end if;
+  else
+    -- lapsed nights that are free again are held anew; inserting the reservation converts the holds
+    -- into bookings (count_booked_nights)
+    perform reserve.acquire_booking_lock(bi.id, now() + interval '5 minutes');
+  end if;
+  -- inserting the reservation turns the intent into converted and posts the receipt (settle_reservation_intent)
 
   loop
     begin
@@ -147,6 +170,7 @@ begin
   end loop;
 
 
+  perform set_config('reserve.counted_by', '', true);
   success := true; reservation_id := r.id; confirmation_code := r.confirmation_code; outcome := 'created';
   return next;
 end

@@ -13,7 +13,8 @@ declare
   hash text;
   default_type text;
 begin
-  if p_kind is null or p_kind not in ('payment', 'duplicate_charge', 'refund', 'reversal', 'correction', 'payout', 'chargeback') then
+  if p_kind is null or p_kind not in ('payment', 'duplicate_charge', 'refund', 'reversal', 'correction', 'payout', 'chargeback',
+                                      'provider_fee', 'provider_payout') then
     raise exception using errcode = 'RC001', message = format('ledger transaction kind %s is unknown', coalesce(p_kind, 'null'));
   end if;
   if p_kind = 'correction' and coalesce(current_setting('reserve.ledger_correction', true), '') <> 'approved' then
@@ -27,7 +28,8 @@ begin
     raise exception using errcode = 'RC001', message = 'a ledger transaction needs at least two entries';
   end if;
   default_type := case p_kind when 'payment' then 'guest_payment' when 'duplicate_charge' then 'guest_payment'
-                              when 'chargeback' then 'chargeback' else p_kind end;
+                              when 'chargeback' then 'chargeback' when 'provider_fee' then 'provider_fee'
+                              when 'provider_payout' then 'payout' else p_kind end;
   perform reserve.assert_balanced(p_entries, 'ledger transaction ' || coalesce(p_idempotency_key, '(no key)'));
 
   hash := md5(jsonb_build_array(p_kind, p_description, p_entries, p_payment_id, p_reservation_id, p_city_code, p_reverses)::text);
@@ -39,7 +41,7 @@ begin
   on conflict (idempotency_key) do nothing
   returning * into tx;
 
-  if not found then
+  if tx.id is null then
     perform set_config('reserve.ledger_writer', '', true);
     select * into tx from reserve.ledger_transactions where idempotency_key = p_idempotency_key;
     if tx.request_hash is distinct from hash then
@@ -50,13 +52,10 @@ begin
     return tx;
   end if;
 
-  insert into reserve.ledger_entries (transaction_id, entry_type, account, direction, amount, currency, description, city_code)
-  select tx.id, e.entry_type, e.account, e.direction, e.amount, e.currency, e.description, p_city_code
-  from reserve.parse_ledger_entries(p_entries, default_type) e;
-  perform set_config('reserve.ledger_writer', '', true);
+  perform reserve.write_ledger_entries(tx, p_entries, default_type);
   return tx;
 end
 $function$
 ;
 
-comment on function reserve.post_ledger_transaction(p_kind text, p_description text, p_entries jsonb, p_idempotency_key text, p_payment_id uuid, p_reservation_id uuid, p_city_code text, p_reverses uuid) is 'The only way money enters the ledger: a header and its legs ([{account, direction, amount, entry_type?}] in centavos), balanced per currency (RC401), idempotent by key (same request returns the same transaction, a different one raises RC405). Corrections only through approve_ledger_correction.';
+comment on function reserve.post_ledger_transaction(p_kind text, p_description text, p_entries jsonb, p_idempotency_key text, p_payment_id uuid, p_reservation_id uuid, p_city_code text, p_reverses uuid) is 'The only way money enters the ledger: a header and its legs ([{account, direction, amount, entry_type?}] in centavos), balanced per currency (RC401), idempotent by key (same request returns the same transaction, a different one raises RC405), its balances kept by write_ledger_entries. Corrections only through approve_ledger_correction.';

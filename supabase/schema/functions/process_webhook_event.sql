@@ -30,6 +30,16 @@ begin
   if e.lookup is not null and jsonb_typeof(e.lookup) <> 'object' then
     e.lookup := null;
   end if;
+
+  -- a delivery of an event already completed or ignored: answered from a read, before anything is
+  -- locked or written (no transaction id, no WAL, no commit flush)
+  select * into w from reserve.processed_webhooks x
+  where x.provider = e.provider and x.event_id = e.event_id and x.status in ('completed', 'ignored');
+  if found then
+    return row(w.id, w.provider, w.event_id, w.status, true, w.attempts, w.payment_id, 'duplicate',
+               (select x.status from reserve.payments x where x.id = w.payment_id), null, null, null,
+               w.error_message)::reserve.webhook_result;
+  end if;
   -- a signed event is recorded even when what it says cannot be applied: then it is dead (an alert)
   begin
     u := reserve.check_provider_update(p_update);
@@ -127,7 +137,7 @@ end
 $function$
 ;
 
-comment on function reserve.process_webhook_event(p_event reserve.webhook_event, p_update reserve.provider_update) is 'Records a verified provider event in processed_webhooks and applies its update (apply_payment_status, finalize on success) in one transaction. webhook_status: completed, ignored (a type we do not act on, a note such as "the provider does not know this payment", or not our payment), failed (error_message; answer 500 so the provider redelivers; dead after max_webhook_attempts) or dead (poison: what it says cannot be applied; a second provider payment naming ours; the provider''s money refused). A delivery of an event already completed or ignored is duplicate = true and changes nothing; a failed or dead one is processed again. An event id over 255 characters is hashed.';
+comment on function reserve.process_webhook_event(p_event reserve.webhook_event, p_update reserve.provider_update) is 'Records a verified provider event in processed_webhooks and applies its update (apply_payment_status, finalize on success) in one transaction. webhook_status: completed, ignored (a type we do not act on, a note such as "the provider does not know this payment", or not our payment), failed (error_message; answer 500 so the provider redelivers; dead after max_webhook_attempts) or dead (poison: what it says cannot be applied; a second provider payment naming ours; the provider''s money refused). A delivery of an event already completed or ignored is duplicate = true, answered from a read (no lock, no write); a failed or dead one is processed again. An event id over 255 characters is hashed.';
 
 -- grants
 grant execute on function reserve.process_webhook_event(p_event reserve.webhook_event, p_update reserve.provider_update) to service_role;

@@ -12,7 +12,8 @@ create table reserve.audit_logs (
   old_values jsonb,
   new_values jsonb,
   reason text,
-  xact_id bigint default ((pg_current_xact_id())::text)::bigint not null
+  xact_id bigint default ((pg_current_xact_id())::text)::bigint not null,
+  changes jsonb
 ) partition by RANGE (occurred_at);
 -- its partitions by range are not listed: they follow the date (created ahead by the migrations' functions)
 
@@ -26,13 +27,17 @@ alter table only reserve.audit_logs add constraint audit_logs_table_name_check C
 CREATE INDEX audit_logs_occurred_at_idx ON ONLY reserve.audit_logs USING btree (occurred_at);
 CREATE INDEX audit_logs_row_idx ON ONLY reserve.audit_logs USING btree (table_name, row_id, occurred_at);
 
+-- triggers
+CREATE CONSTRAINT TRIGGER _900_flush_changes AFTER INSERT ON reserve.audit_logs DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN ((new.changes = '[]'::jsonb)) EXECUTE FUNCTION reserve.flush_audit_changes();
+
 -- row level security
 alter table reserve.audit_logs enable row level security;
 -- no policies: a role without BYPASSRLS (anon, authenticated) reads and writes no rows
 
 -- comments
-comment on table reserve.audit_logs is 'Append-only trail of changes to payments, reservations, booking intents, availability and the ledger (written by triggers) and of operator actions. Older rows move to audit_logs_archive under retention_policies. Partitioned by month of occurred_at (one partition a month, named audit_logs_pYYYYMM, and audit_logs_default for a row outside them).';
+comment on table reserve.audit_logs is 'Append-only trail: one row per business transaction that changed payments, reservations, booking intents, availability, refunds, discrepancies or settings (who, why, when, and in changes every row changed with its before and after). Read it row by row through reserve.audit_trail. Older rows move to audit_logs_archive under retention_policies. Partitioned by month of occurred_at (one partition a month, named audit_logs_pYYYYMM, and audit_logs_default for a row outside them).';
 comment on column reserve.audit_logs.actor is 'Who acted: the reserve.actor setting of the transaction, else the JWT subject, else the database role (SET ROLE, else the session user).';
+comment on column reserve.audit_logs.changes is 'The rows this transaction changed, in order: [{op, table, row_id, old, new}] (old of an UPDATE: the changed columns only; actor and reason when they differ from the row''s). Null on rows written one per change before the trail kept one row per transaction; action, table_name and row_id name the first change.';
 
 -- grants
 grant select on table reserve.audit_logs to service_role;

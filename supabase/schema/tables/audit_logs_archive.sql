@@ -13,7 +13,8 @@ create table reserve.audit_logs_archive (
   new_values jsonb,
   reason text,
   xact_id bigint not null,
-  archived_at timestamp with time zone default now() not null
+  archived_at timestamp with time zone default now() not null,
+  changes jsonb
 ) partition by RANGE (occurred_at);
 -- its partitions by range are not listed: they follow the date (created ahead by the migrations' functions)
 

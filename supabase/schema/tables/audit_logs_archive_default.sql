@@ -13,7 +13,8 @@ create table reserve.audit_logs_archive_default (
   new_values jsonb,
   reason text,
   xact_id bigint not null,
-  archived_at timestamp with time zone default now() not null
+  archived_at timestamp with time zone default now() not null,
+  changes jsonb
 );
 -- a partition of reserve.audit_logs_archive DEFAULT
 

@@ -12,7 +12,8 @@ create table reserve.audit_logs_default (
   old_values jsonb,
   new_values jsonb,
   reason text,
-  xact_id bigint default ((pg_current_xact_id())::text)::bigint not null
+  xact_id bigint default ((pg_current_xact_id())::text)::bigint not null,
+  changes jsonb
 );
 -- a partition of reserve.audit_logs DEFAULT
 
@@ -25,6 +26,9 @@ alter table only reserve.audit_logs_default add constraint audit_logs_table_name
 -- indexes (those of constraints are above)
 CREATE INDEX audit_logs_default_occurred_at_idx ON reserve.audit_logs_default USING btree (occurred_at);
 CREATE INDEX audit_logs_default_table_name_row_id_occurred_at_idx ON reserve.audit_logs_default USING btree (table_name, row_id, occurred_at);
+
+-- triggers
+CREATE CONSTRAINT TRIGGER _900_flush_changes AFTER INSERT ON reserve.audit_logs_default DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN ((new.changes = '[]'::jsonb)) EXECUTE FUNCTION reserve.flush_audit_changes();
 
 -- row level security
 alter table reserve.audit_logs_default enable row level security;

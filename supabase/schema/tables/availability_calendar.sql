@@ -35,7 +35,7 @@ CREATE INDEX availability_calendar_updated_at_idx ON reserve.availability_calend
 CREATE TRIGGER _100_touch_updated_at BEFORE UPDATE ON reserve.availability_calendar FOR EACH ROW EXECUTE FUNCTION reserve.touch_updated_at();
 CREATE TRIGGER _110_derive_is_available BEFORE INSERT OR UPDATE ON reserve.availability_calendar FOR EACH ROW EXECUTE FUNCTION reserve.derive_is_available();
 CREATE TRIGGER _900_audit AFTER INSERT OR DELETE ON reserve.availability_calendar FOR EACH ROW EXECUTE FUNCTION reserve.audit_row_change('unit_id', 'date');
-CREATE TRIGGER _900_audit_update AFTER UPDATE ON reserve.availability_calendar FOR EACH ROW WHEN (((pg_trigger_depth() = 0) OR (old.allotment IS DISTINCT FROM new.allotment) OR (old.is_blocked IS DISTINCT FROM new.is_blocked) OR (old.price IS DISTINCT FROM new.price))) EXECUTE FUNCTION reserve.audit_row_change('unit_id', 'date');
+CREATE TRIGGER _900_audit_update AFTER UPDATE ON reserve.availability_calendar FOR EACH ROW WHEN ((((pg_trigger_depth() = 0) AND (COALESCE(current_setting('reserve.counted_by'::text, true), ''::text) = ''::text)) OR (old.allotment IS DISTINCT FROM new.allotment) OR (old.is_blocked IS DISTINCT FROM new.is_blocked) OR (old.price IS DISTINCT FROM new.price))) EXECUTE FUNCTION reserve.audit_row_change('unit_id', 'date');
 
 -- row level security
 alter table reserve.availability_calendar enable row level security;

@@ -8,11 +8,13 @@ create table reserve.ledger_accounts (
   kind text not null,
   normal_balance text not null,
   description text,
-  created_at timestamp with time zone default now() not null
+  created_at timestamp with time zone default now() not null,
+  balance_buckets smallint default 1 not null
 );
 
 -- constraints
 alter table only reserve.ledger_accounts add constraint ledger_accounts_pkey PRIMARY KEY (code);
+alter table only reserve.ledger_accounts add constraint ledger_accounts_balance_buckets_check CHECK (((balance_buckets >= 1) AND (balance_buckets <= 64)));
 alter table only reserve.ledger_accounts add constraint ledger_accounts_code_check CHECK ((code ~ '^[a-z][a-z0-9_]*$'::text));
 alter table only reserve.ledger_accounts add constraint ledger_accounts_kind_check CHECK ((kind = ANY (ARRAY['asset'::text, 'liability'::text, 'revenue'::text, 'expense'::text, 'equity'::text])));
 alter table only reserve.ledger_accounts add constraint ledger_accounts_normal_balance_check CHECK ((normal_balance = ANY (ARRAY['debit'::text, 'credit'::text])));
@@ -23,6 +25,7 @@ alter table reserve.ledger_accounts enable row level security;
 
 -- comments
 comment on table reserve.ledger_accounts is 'Chart of accounts of the marketplace ledger.';
+comment on column reserve.ledger_accounts.balance_buckets is 'How many rows of ledger_account_balances hold this account''s balance (per currency): concurrent postings land on different rows (hash of the transaction id), so a busy platform account has no hot row.';
 
 -- grants
 grant select on table reserve.ledger_accounts to service_role;

@@ -33,7 +33,6 @@ CREATE INDEX ledger_entries_transaction_idx ON reserve.ledger_entries USING btre
 -- triggers
 CREATE TRIGGER _010_append_only BEFORE DELETE OR UPDATE OR TRUNCATE ON reserve.ledger_entries FOR EACH STATEMENT EXECUTE FUNCTION reserve.ledger_append_only();
 CREATE TRIGGER _020_written_by_functions BEFORE INSERT ON reserve.ledger_entries FOR EACH STATEMENT EXECUTE FUNCTION reserve.ledger_written_by_functions();
-CREATE TRIGGER _900_audit AFTER INSERT OR DELETE OR UPDATE ON reserve.ledger_entries FOR EACH ROW EXECUTE FUNCTION reserve.audit_row_change();
 CREATE CONSTRAINT TRIGGER trg_ledger_balance AFTER INSERT ON reserve.ledger_entries DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION reserve.check_ledger_balance();
 
 -- row level security

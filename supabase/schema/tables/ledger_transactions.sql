@@ -22,7 +22,7 @@ alter table only reserve.ledger_transactions add constraint ledger_transactions_
 alter table only reserve.ledger_transactions add constraint ledger_transactions_reverses_key UNIQUE (reverses);
 alter table only reserve.ledger_transactions add constraint ledger_transactions_description_check CHECK ((length(btrim(description)) > 0));
 alter table only reserve.ledger_transactions add constraint ledger_transactions_idempotency_key_check CHECK (((length(idempotency_key) >= 1) AND (length(idempotency_key) <= 255)));
-alter table only reserve.ledger_transactions add constraint ledger_transactions_kind_check CHECK ((kind = ANY (ARRAY['payment'::text, 'duplicate_charge'::text, 'refund'::text, 'reversal'::text, 'correction'::text, 'payout'::text, 'chargeback'::text])));
+alter table only reserve.ledger_transactions add constraint ledger_transactions_kind_check CHECK ((kind = ANY (ARRAY['payment'::text, 'duplicate_charge'::text, 'refund'::text, 'reversal'::text, 'correction'::text, 'payout'::text, 'chargeback'::text, 'provider_fee'::text, 'provider_payout'::text])));
 alter table only reserve.ledger_transactions add constraint ledger_transactions_reverses_check CHECK ((reverses IS DISTINCT FROM id));
 alter table only reserve.ledger_transactions add constraint ledger_transactions_city_code_fkey FOREIGN KEY (city_code) REFERENCES reserve.cities(code);
 alter table only reserve.ledger_transactions add constraint ledger_transactions_payment_id_fkey FOREIGN KEY (payment_id) REFERENCES reserve.payments(id);
@@ -37,7 +37,6 @@ CREATE INDEX ledger_transactions_reservation_idx ON reserve.ledger_transactions 
 -- triggers
 CREATE TRIGGER _010_append_only BEFORE DELETE OR UPDATE OR TRUNCATE ON reserve.ledger_transactions FOR EACH STATEMENT EXECUTE FUNCTION reserve.ledger_append_only();
 CREATE TRIGGER _020_written_by_functions BEFORE INSERT ON reserve.ledger_transactions FOR EACH STATEMENT EXECUTE FUNCTION reserve.ledger_written_by_functions();
-CREATE TRIGGER _900_audit AFTER INSERT OR DELETE OR UPDATE ON reserve.ledger_transactions FOR EACH ROW EXECUTE FUNCTION reserve.audit_row_change();
 
 -- row level security
 alter table reserve.ledger_transactions enable row level security;

@@ -83,6 +83,7 @@ CREATE INDEX payments_succeeded_at_idx ON reserve.payments USING btree (succeede
 CREATE TRIGGER _100_touch_updated_at BEFORE UPDATE ON reserve.payments FOR EACH ROW EXECUTE FUNCTION reserve.touch_updated_at();
 CREATE TRIGGER _105_check_status_transition BEFORE UPDATE OF status ON reserve.payments FOR EACH ROW EXECUTE FUNCTION reserve.check_payment_transition();
 CREATE TRIGGER _110_touch_status_changed_at BEFORE UPDATE OF status ON reserve.payments FOR EACH ROW EXECUTE FUNCTION reserve.touch_status_changed_at();
+CREATE TRIGGER _300_post_fee AFTER UPDATE OF fee_amount, received_amount ON reserve.payments FOR EACH ROW WHEN (((new.fee_amount > 0) AND (new.received_amount IS NOT NULL) AND ((old.fee_amount IS DISTINCT FROM new.fee_amount) OR (old.received_amount IS NULL)))) EXECUTE FUNCTION reserve.post_payment_fee();
 CREATE TRIGGER _400_post_refund AFTER UPDATE ON reserve.payments FOR EACH ROW WHEN ((new.refunded_amount > old.refunded_amount)) EXECUTE FUNCTION reserve.post_payment_refund();
 CREATE TRIGGER _410_confirm_refund_requests AFTER UPDATE OF refunded_amount ON reserve.payments FOR EACH ROW WHEN ((new.refunded_amount > old.refunded_amount)) EXECUTE FUNCTION reserve.confirm_refund_requests();
 CREATE TRIGGER _500_schedule_poll AFTER INSERT ON reserve.payments FOR EACH ROW EXECUTE FUNCTION reserve.schedule_payment_poll();

@@ -17,8 +17,8 @@
 import { hmacSha256Hex, sha256Hex, timingSafeEqual } from "../crypto.ts";
 import type { MercadoPagoSettings } from "../provider_config.ts";
 import {
-  asUuid, fromDecimal, ProviderError, providerJson, timeOf, upperCurrency, UnusableAnswer, type PaymentProvider,
-  type PaymentStatus, type ProviderRefund, type ProviderUpdate, type WebhookParse,
+  asUuid, fromDecimal, presentStrings, ProviderError, providerJson, timeOf, upperCurrency, UnusableAnswer, type ListCursor, type ListWindow,
+  type PaymentPage, type PaymentProvider, type PaymentStatus, type ProviderRefund, type ProviderUpdate, type WebhookParse,
 } from "./types.ts";
 
 type Obj = Record<string, any>;
@@ -175,6 +175,35 @@ export function mercadoPagoUpdate(p: MercadoPagoPayment): ProviderUpdate {
   };
 }
 
+/**
+ * One page of /v1/payments/search over date_created in [from, to], oldest first (payments made while
+ * paging land after the cursor, not before it), with `offset` as the cursor. A listed payment says its
+ * refunded amount even when it is nothing.
+ */
+export async function searchMercadoPagoPayments(cfg: MercadoPagoConfig, window: ListWindow, cursor: ListCursor | null, pageSize: number): Promise<PaymentPage> {
+  const offset = typeof cursor?.offset === "number" && Number.isSafeInteger(cursor.offset) && cursor.offset >= 0 ? cursor.offset : 0;
+  const limit = Math.min(Math.max(pageSize, 1), 1000);
+  const q = new URLSearchParams({
+    sort: "date_created", criteria: "asc", range: "date_created",
+    begin_date: saoPauloTimestamp(window.from), end_date: saoPauloTimestamp(new Date(window.to.getTime() - 1)),
+    limit: String(limit), offset: String(offset),
+  });
+  const page = await call<{ paging?: { total?: number }; results?: MercadoPagoPayment[] }>(cfg, "GET", `/v1/payments/search?${q}`, "search payments");
+  const results = Array.isArray(page?.results) ? page.results : [];
+  const total = typeof page?.paging?.total === "number" ? page.paging.total : 0;
+  return {
+    updates: results.map((p) => ({ ...mercadoPagoUpdate(p), refundedAmount: fromDecimal(p.transaction_amount_refunded, "transaction_amount_refunded") ?? 0 })),
+    next: results.length && offset + results.length < total ? { offset: offset + results.length } : null,
+    calls: 1,
+  };
+}
+
+/** The PIX codes of a payment (its point_of_interaction), those it has. */
+function mercadoPagoPayFields(p: MercadoPagoPayment | null): Record<string, string> {
+  const data = p?.point_of_interaction?.transaction_data;
+  return presentStrings({ qr_code: data?.qr_code, qr_code_base64: data?.qr_code_base64, ticket_url: data?.ticket_url });
+}
+
 export function mercadoPagoProvider(settings: () => MercadoPagoSettings): PaymentProvider {
   const cfg = (): MercadoPagoConfig => {
     const s = settings();
@@ -232,12 +261,10 @@ export function mercadoPagoProvider(settings: () => MercadoPagoSettings): Paymen
         date_of_expiration: saoPauloTimestamp(r.expiresAt),
         metadata: { payment_id: r.paymentId },
       }, r.idempotencyKey);
-      const data = p.point_of_interaction?.transaction_data;
-      return {
-        update: mercadoPagoUpdate(p),
-        pay: { qr_code: data?.qr_code, qr_code_base64: data?.qr_code_base64, ticket_url: data?.ticket_url },
-      };
+      return { update: mercadoPagoUpdate(p), pay: mercadoPagoPayFields(p) };
     },
+
+    payFields: (stored) => mercadoPagoPayFields(stored as MercadoPagoPayment | null),
 
     readPayment,
 
@@ -300,5 +327,7 @@ export function mercadoPagoProvider(settings: () => MercadoPagoSettings): Paymen
       if (!found) throw new ProviderError("mercadopago", "not_found", `mercadopago payment ${r.gatewayPaymentId} has no refund ${r.refundId}`);
       return refundOf(found);
     },
+
+    listPayments: (window, cursor, pageSize) => searchMercadoPagoPayments(cfg(), window, cursor, pageSize),
   };
 }

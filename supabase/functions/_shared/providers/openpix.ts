@@ -10,8 +10,8 @@
 import { importRsaPublicKey, sha256Hex, verifyRsaSha256 } from "../crypto.ts";
 import type { OpenPixSettings } from "../provider_config.ts";
 import {
-  asUuid, minor, ProviderError, providerJson, timeOf, UnusableAnswer, type LookupKey, type PaymentProvider,
-  type PaymentStatus, type ProviderRefund, type ProviderUpdate, type WebhookParse,
+  asUuid, minor, presentStrings, ProviderError, providerJson, timeOf, UnusableAnswer, type LookupKey, type PaymentProvider,
+  type PaymentStatus, type ProviderRefund, type ProviderUpdate, type WebhookParse, type ListCursor, type ListWindow, type PaymentPage,
 } from "./types.ts";
 
 type Obj = Record<string, any>;
@@ -117,6 +117,24 @@ function refundOf(r: OpenPixRefund | Obj): ProviderRefund {
   };
 }
 
+/**
+ * One page of the charge list over createdAt in [from, to] (newest first, as OpenPIX lists), `skip` as
+ * the cursor. The list carries no refunds: a listed charge says nothing about them (refundedAmount
+ * undefined), so reconciliation does not compare OpenPIX refunds from the list.
+ */
+export async function listOpenPixCharges(cfg: OpenPixConfig, window: ListWindow, cursor: ListCursor | null, pageSize: number): Promise<PaymentPage> {
+  const skip = typeof cursor?.skip === "number" && Number.isSafeInteger(cursor.skip) && cursor.skip >= 0 ? cursor.skip : 0;
+  const q = new URLSearchParams({ start: window.from.toISOString(), end: new Date(window.to.getTime() - 1).toISOString(),
+                                  skip: String(skip), limit: String(Math.min(Math.max(pageSize, 1), 100)) });
+  const page = await call<{ pageInfo?: { hasNextPage?: boolean }; charges?: OpenPixCharge[] }>(cfg, "GET", `/api/v1/charge?${q}`, "list charges");
+  const charges = Array.isArray(page?.charges) ? page.charges : [];
+  return {
+    updates: charges.map((c) => openPixChargeUpdate(c)),
+    next: page?.pageInfo?.hasNextPage && charges.length ? { skip: skip + charges.length } : null,
+    calls: 1,
+  };
+}
+
 /** A charge (with what its pix says, and its refunds, if known) as our status. */
 export function openPixChargeUpdate(charge: OpenPixCharge, refunds: OpenPixRefund[] = [], pix?: OpenPixEvent["pix"]): ProviderUpdate {
   const amount = minor(charge.value, "charge value");
@@ -185,6 +203,11 @@ export function openPixEventNews(e: OpenPixEvent): { update: ProviderUpdate | nu
   return { update: null, note: e.charge === undefined && name === "CHARGE_COMPLETED" ? "a test delivery without a charge" : undefined };
 }
 
+/** The PIX codes of a charge (brCode, its QR image and payment page), those it has. */
+function openPixPayFields(charge: OpenPixCharge | null): Record<string, string> {
+  return presentStrings({ qr_code: charge?.brCode, qr_code_image: charge?.qrCodeImage, payment_link_url: charge?.paymentLinkUrl });
+}
+
 export function openPixProvider(settings: () => OpenPixSettings): PaymentProvider {
   const cfg = (): OpenPixConfig => {
     const s = settings();
@@ -237,10 +260,13 @@ export function openPixProvider(settings: () => OpenPixSettings): PaymentProvide
         ...(r.payer.name && { customer: { name: r.payer.name, ...(r.payer.email && { email: r.payer.email }) } }),
       });
       const charge = out.charge;
-      return {
-        update: openPixChargeUpdate(charge),
-        pay: { qr_code: charge.brCode, qr_code_image: charge.qrCodeImage, payment_link_url: charge.paymentLinkUrl },
-      };
+      return { update: openPixChargeUpdate(charge), pay: openPixPayFields(charge) };
+    },
+
+    payFields: (stored) => {
+      // stored is the charge, the charge with its refunds, or a webhook event carrying the charge
+      const o = stored as { charge?: OpenPixCharge } & OpenPixCharge | null;
+      return openPixPayFields(o && typeof o === "object" && o.charge && typeof o.charge === "object" ? o.charge : o);
     },
 
     readPayment,
@@ -308,5 +334,7 @@ export function openPixProvider(settings: () => OpenPixSettings): PaymentProvide
       if (!found) throw new ProviderError("openpix", "not_found", `openpix charge ${r.gatewayPaymentId} has no refund ${r.refundId}`);
       return refundOf(found);
     },
+
+    listPayments: (window, cursor, pageSize) => listOpenPixCharges(cfg(), window, cursor, pageSize),
   };
 }

@@ -1,12 +1,15 @@
 // Stripe (card): PaymentIntents, webhooks signed with Stripe-Signature, refunds, all reduced to the
 // normalized ProviderUpdate / ProviderRefund. The client is the real API or the sandbox (host/port).
 // Money: amount_received and currency of the PaymentIntent (what arrived), amount_refunded of its charge,
-// the dispute's amount. Stripe reports its fee on the balance transaction, which is not read here.
+// the dispute's amount, and Stripe's fee from the charge's balance transaction (a read expands
+// latest_charge.balance_transaction; a webhook's PaymentIntent carries no fee, reconciliation books it).
+// Reconciliation lists PaymentIntents by `created` with the same expansion, payouts, and /v1/balance.
 import Stripe from "stripe";
 import type { StripeSettings } from "../provider_config.ts";
 import {
-  asUuid, minor, ProviderError, upperCurrency, UnusableAnswer, type LookupKey, type PaymentProvider, type PaymentStatus,
-  type ProviderRefund, type ProviderUpdate, type WebhookParse,
+  asUuid, minor, ProviderError, upperCurrency, UnusableAnswer, type ListCursor, type ListWindow, type LookupKey,
+  type PaymentPage, type PaymentProvider, type PaymentStatus, type ProviderBalance, type ProviderPayout, type ProviderRefund,
+  type ProviderUpdate, type WebhookParse,
 } from "./types.ts";
 
 type Obj = Record<string, any>;
@@ -95,10 +98,14 @@ export function paymentIntentUpdate(pi: Stripe.PaymentIntent | Obj): ProviderUpd
       status = p.last_payment_error ? "failed" : "pending";
   }
   const money = intentMoney(p);
+  // the fee Stripe took, when the charge's balance transaction was expanded
+  const txn = charge?.balance_transaction && typeof charge.balance_transaction === "object" ? charge.balance_transaction as Obj : null;
+  const fee = p.status === "succeeded" ? minor(txn?.fee, "balance transaction fee") : undefined;
   return {
     status,
     gatewayPaymentId: p.id,
     ...money,
+    feeAmount: fee || undefined,
     gatewayStatus: String(p.status),
     errorCode: p.last_payment_error?.decline_code ?? p.last_payment_error?.code ?? undefined,
     errorMessage: p.last_payment_error?.message ?? undefined,
@@ -179,6 +186,20 @@ export function stripeEventNews(event: Obj): { update: ProviderUpdate | null; lo
   }
 }
 
+const unixSeconds = (d: Date) => Math.floor(d.getTime() / 1000);
+const fromUnix = (t: unknown) => (typeof t === "number" ? new Date(t * 1000) : undefined);
+const PAYOUT_STATUSES = new Set(["pending", "in_transit", "paid", "failed", "canceled"]);
+
+/** A Stripe payout as ours. */
+export function stripePayout(o: Obj): ProviderPayout {
+  const amount = minor(o.amount, "payout amount");
+  const currency = upperCurrency(o.currency);
+  if (!amount || !currency || typeof o.id !== "string" || !PAYOUT_STATUSES.has(o.status)) {
+    throw new UnusableAnswer(`stripe payout ${String(o.id).slice(0, 40)} has no id, amount, currency or known status`);
+  }
+  return { payoutId: o.id, amount, currency, status: o.status, createdAt: fromUnix(o.created), arrivalAt: fromUnix(o.arrival_date), object: o };
+}
+
 const stripeRefundStatus = (s: unknown): ProviderRefund["status"] =>
   s === "succeeded" ? "succeeded" : s === "failed" || s === "canceled" ? "failed" : "pending";
 
@@ -209,7 +230,14 @@ export function stripeProvider(settings: () => StripeSettings): PaymentProvider 
   }
 
   const readPayment = async (id: string) =>
-    paymentIntentUpdate(await call((s) => s.paymentIntents.retrieve(id, { expand: ["latest_charge"] })));
+    paymentIntentUpdate(await call((s) => s.paymentIntents.retrieve(id, { expand: ["latest_charge.balance_transaction"] })));
+
+  /** A listed PaymentIntent: what its charge says was refunded is said even when it is nothing. */
+  const listed = (pi: Obj): ProviderUpdate => {
+    const u = paymentIntentUpdate(pi);
+    const charge = pi.latest_charge && typeof pi.latest_charge === "object" ? pi.latest_charge as Obj : null;
+    return charge ? { ...u, refundedAmount: minor(charge.amount_refunded, "amount_refunded") ?? 0 } : u;
+  };
 
   return {
     name: "stripe",
@@ -228,6 +256,9 @@ export function stripeProvider(settings: () => StripeSettings): PaymentProvider 
       // the client secret goes to the guest, never to our database or logs
       return { update: paymentIntentUpdate(pi), pay: { client_secret: pi.client_secret } };
     },
+
+    // the client secret is never stored: a checkout retry on the intent hands the same attempt out again
+    payFields: () => ({}),
 
     readPayment,
 
@@ -292,6 +323,51 @@ export function stripeProvider(settings: () => StripeSettings): PaymentProvider 
 
     async readRefund(r) {
       return refundOf(await call((s) => s.refunds.retrieve(r.refundId)) as unknown as Obj);
+    },
+
+    async listPayments(window: ListWindow, cursor: ListCursor | null, pageSize: number): Promise<PaymentPage> {
+      const after = typeof cursor?.starting_after === "string" ? cursor.starting_after : undefined;
+      const page = await call((s) => s.paymentIntents.list({
+        created: { gte: unixSeconds(window.from), lt: unixSeconds(window.to) },
+        limit: Math.min(Math.max(pageSize, 1), 100),
+        expand: ["data.latest_charge.balance_transaction"],
+        ...(after && { starting_after: after }),
+      }));
+      const data = page.data as unknown as Obj[];
+      return {
+        updates: data.map(listed),
+        next: page.has_more && data.length ? { starting_after: data.at(-1)!.id as string } : null,
+        calls: 1,
+      };
+    },
+
+    async listPayouts(window: ListWindow) {
+      const payouts: ProviderPayout[] = [];
+      let calls = 0;
+      let after: string | undefined;
+      // a payout made before the window can still change in it (in_transit to paid or failed)
+      const since = unixSeconds(window.from) - 14 * 86_400;
+      for (;;) {
+        const page = await call((s) => s.payouts.list({ created: { gte: since, lt: unixSeconds(window.to) }, limit: 100, ...(after && { starting_after: after }) }));
+        calls++;
+        for (const o of page.data as unknown as Obj[]) payouts.push(stripePayout(o));
+        if (!page.has_more || !page.data.length) break;
+        after = page.data.at(-1)!.id;
+      }
+      return { payouts, calls };
+    },
+
+    async readBalance(): Promise<ProviderBalance[]> {
+      const b = await call((s) => s.balance.retrieve()) as unknown as Obj;
+      const sums = new Map<string, number>();
+      for (const part of [...(b.available ?? []), ...(b.pending ?? [])] as Obj[]) {
+        const currency = upperCurrency(part.currency);
+        if (!currency || typeof part.amount !== "number" || !Number.isSafeInteger(part.amount)) {
+          throw new UnusableAnswer("stripe balance has a part without a currency or a whole amount");
+        }
+        sums.set(currency, (sums.get(currency) ?? 0) + part.amount);
+      }
+      return [...sums].map(([currency, amount]) => ({ currency, amount }));
     },
   };
 }

@@ -112,6 +112,40 @@ export type WebhookParse =
   | { kind: "answered"; status: number; body: Record<string, unknown> }
   | { kind: "event"; event: VerifiedEvent };
 
+/** Where a listing stopped: JSON the module makes and reads itself (kept in reconciliation_runs.cursor). */
+export type ListCursor = Record<string, string | number | boolean | null>;
+
+/** A window of provider objects: created at or after `from`, before `to`. */
+export interface ListWindow {
+  from: Date;
+  to: Date;
+}
+
+/** One page of a provider's payments, normalized; `next` is null after the last page. */
+export interface PaymentPage {
+  updates: ProviderUpdate[];
+  next: ListCursor | null;
+  /** HTTP calls to the provider this page took */
+  calls: number;
+}
+
+/** What a provider says about one payout from our balance there to our bank. */
+export interface ProviderPayout {
+  payoutId: string;
+  amount: number;
+  currency: string;
+  status: "pending" | "in_transit" | "paid" | "failed" | "canceled";
+  createdAt?: Date;
+  arrivalAt?: Date;
+  object: unknown;
+}
+
+/** What the provider holds for us in one currency: available plus pending, minor units (may be negative). */
+export interface ProviderBalance {
+  currency: string;
+  amount: number;
+}
+
 export interface PaymentProvider {
   readonly name: string;
   readonly methods: readonly PaymentMethod[];
@@ -120,6 +154,12 @@ export interface PaymentProvider {
   /** whether its webhooks can be verified */
   webhookConfigured(): boolean | Promise<boolean>;
   createPayment(r: CreatePaymentRequest): Promise<CreatedPayment>;
+  /**
+   * What the guest pays a pending payment with (CreatedPayment.pay's fields), read again from the
+   * provider's object we stored (payments.provider_payload): PIX codes; never a secret, so nothing for
+   * a card, whose client_secret is never stored.
+   */
+  payFields(stored: unknown): Record<string, string>;
   readPayment(gatewayPaymentId: string): Promise<ProviderUpdate>;
   /** a provider payment made for ours, found by our reference, when the provider can say (null: none) */
   findPayment?(paymentId: string): Promise<ProviderUpdate | null>;
@@ -128,6 +168,16 @@ export interface PaymentProvider {
   lookUp(key: LookupKey): Promise<ProviderUpdate>;
   createRefund(r: RefundRequest): Promise<ProviderRefund>;
   readRefund(r: { gatewayPaymentId: string; refundId: string; requestId: string }): Promise<ProviderRefund>;
+  /**
+   * Reconciliation: one page of the payments created in the window, oldest or newest first as the
+   * provider pages, with what each says about money (amount, received, refunded when the listing says
+   * it, fee). refundedAmount is 0, not undefined, when the listing says nothing was refunded.
+   */
+  listPayments(window: ListWindow, cursor: ListCursor | null, pageSize: number): Promise<PaymentPage>;
+  /** the payouts made or changed in the window, when the provider reports payouts (else none) */
+  listPayouts?(window: ListWindow): Promise<{ payouts: ProviderPayout[]; calls: number }>;
+  /** the balance the provider holds for us, when it reports one */
+  readBalance?(): Promise<ProviderBalance[]>;
 }
 
 /** A provider call that failed; kind decides our HTTP answer and whether a retry can help. */
@@ -143,6 +193,13 @@ export class ProviderError extends Error {
     super(message);
     this.name = "ProviderError";
   }
+}
+
+/** The fields whose values are non-empty strings (what a provider's object has of a set of fields). */
+export function presentStrings(fields: Record<string, unknown>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(fields)) if (typeof v === "string" && v.length > 0) out[k] = v;
+  return out;
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;

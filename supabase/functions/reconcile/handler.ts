@@ -1,0 +1,199 @@
+// Called by cron (pg_cron + pg_net on Supabase, `npm start` locally; every 15 minutes, for yesterday until
+// it is done, then it has nothing to list) with the shared secret, or by an operator for a window: for each provider (or the one named), lists its payments created in the window
+// page by page (PaymentProvider.listPayments) and hands each page to reserve.reconcile_provider_objects,
+// which records the differences and repairs what the state machine can; then its payouts
+// (listPayouts: paid ones move the receivable to the bank) and, where the provider reports one, its
+// balance against the receivable (finish_reconciliation_run). Bounded by a time budget: the run keeps its
+// cursor, and the next call for the same window resumes it. A provider that fails leaves its run
+// running, to be resumed; reconciliation_stale says when one never finishes.
+import { z } from "zod";
+import { timingSafeEqual } from "../_shared/crypto.ts";
+import { dbUntil, isDatabaseUnavailable, type Sql } from "../_shared/db.ts";
+import { DATABASE_RETRY_AFTER_S } from "../_shared/db_response.ts";
+import { errorJson, invalidRequest, json, methodNotAllowed, readBodyText } from "../_shared/http.ts";
+import { PROVIDER_NAMES, providerNamed } from "../_shared/providers/registry.ts";
+import { ProviderError, UnusableAnswer, type ListCursor, type ListWindow, type PaymentProvider } from "../_shared/providers/types.ts";
+import { sanitizeJson } from "../_shared/sanitize.ts";
+import { unusableUpdate, updateJson } from "../_shared/webhook.ts";
+
+const DAY_MS = 86_400_000;
+// a payment we made at 23:59:59 may be created at the provider a moment later: listed, never missed
+const LIST_SLACK_MS = 10 * 60_000;
+const BUDGET_GRACE_MS = 2_000;
+const HEARTBEAT_TIMEOUT_MS = 2_000;
+
+const Options = z.strictObject({
+  provider: z.enum(PROVIDER_NAMES as [string, ...string[]]).optional(),
+  from: z.iso.datetime({ offset: true }).optional(),
+  to: z.iso.datetime({ offset: true }).optional(),
+  budget_ms: z.int().min(100).max(120_000).default(25_000),
+  page_size: z.int().min(1).max(100).default(100),
+  scheduled_at: z.string().optional(),
+}).refine((o) => (o.from === undefined) === (o.to === undefined), { message: "give both from and to, or neither (yesterday, UTC)", path: ["from"] })
+  .refine((o) => o.from === undefined || Date.parse(o.to!) > Date.parse(o.from), { message: "to must be after from", path: ["to"] })
+  .refine((o) => o.from === undefined || Date.parse(o.to!) - Date.parse(o.from) <= 31 * DAY_MS, { message: "a window is at most 31 days", path: ["to"] });
+
+interface Run {
+  id: string;
+  provider: string;
+  status: string;
+  cursor: { next?: ListCursor | null; listed?: boolean } | null;
+  objects: number;
+  provider_calls: number;
+  items: number;
+  repaired: number;
+  unrepaired: number;
+}
+
+interface Outcome {
+  provider: string;
+  run_id?: string;
+  status: string;
+  objects?: number;
+  provider_calls?: number;
+  items?: number;
+  repaired?: number;
+  unrepaired?: number;
+  unusable?: number;
+  /** the schedule found this window already reconciled */
+  already_done?: boolean;
+  error?: string;
+}
+
+function authorized(req: Request): boolean | undefined {
+  const secret = Deno.env.get("RESERVE_CRON_SECRET");
+  if (!secret) return undefined;
+  const given = req.headers.get("authorization")?.match(/^Bearer\s+(.+)$/i)?.[1] ?? req.headers.get("x-cron-secret") ?? "";
+  return timingSafeEqual(given, secret);
+}
+
+function yesterday(now = Date.now()): ListWindow {
+  const to = new Date(Math.floor(now / DAY_MS) * DAY_MS);
+  return { from: new Date(to.getTime() - DAY_MS), to };
+}
+
+const runColumns = "id, provider, status, cursor, objects, provider_calls, items, repaired, unrepaired";
+
+/** One provider's run for the window, from where it stopped to the end or the deadline. */
+async function reconcileProvider(sql: Sql, provider: PaymentProvider, window: ListWindow, pageSize: number, deadline: number,
+                                 once: boolean): Promise<Outcome> {
+  if (once) {
+    // the schedule's call for yesterday: a window already reconciled is not listed again
+    const [doneRun] = await sql<Run[]>`
+      select ${sql.unsafe(runColumns)} from reserve.reconciliation_runs
+      where provider = ${provider.name} and window_from = ${window.from.toISOString()} and window_to = ${window.to.toISOString()}
+        and status = 'done'
+      order by finished_at desc limit 1`;
+    if (doneRun) {
+      return { provider: provider.name, run_id: doneRun.id, status: doneRun.status, objects: doneRun.objects,
+               provider_calls: doneRun.provider_calls, items: doneRun.items, repaired: doneRun.repaired,
+               unrepaired: doneRun.unrepaired, already_done: true };
+    }
+  }
+  const [begun] = await sql<Run[]>`
+    select ${sql.unsafe(runColumns)} from reserve.begin_reconciliation_run(${provider.name}, ${window.from.toISOString()}, ${window.to.toISOString()})`;
+  let run = begun!;
+  let unusable = 0;
+  const listWindow = { from: window.from, to: new Date(Math.min(window.to.getTime() + LIST_SLACK_MS, Math.max(Date.now(), window.to.getTime()))) };
+  const outcome = (r: Run, extra: Partial<Outcome> = {}): Outcome => ({
+    provider: provider.name, run_id: r.id, status: r.status, objects: r.objects, provider_calls: r.provider_calls, items: r.items,
+    repaired: r.repaired, unrepaired: r.unrepaired, ...(unusable && { unusable }), ...extra,
+  });
+  try {
+    while (!run.cursor?.listed) {
+      if (Date.now() >= deadline) return outcome(run);
+      const page = await provider.listPayments(listWindow, run.cursor?.next ?? null, pageSize);
+      const updates: Record<string, unknown>[] = [];
+      for (const u of page.updates) {
+        // an object no payment can hold is the provider's fault: counted, never half-applied
+        if (unusableUpdate(u)) unusable++;
+        else updates.push(await updateJson(u));
+      }
+      const cursor = page.next ? { next: page.next } : { listed: true };
+      [run] = await sql<Run[]>`
+        select ${sql.unsafe(runColumns)} from reserve.reconcile_provider_objects(
+          ${run.id}::uuid, ${sql.json(updates as never)}, ${sql.json(cursor as never)}, ${page.calls})`;
+    }
+    if (Date.now() >= deadline) return outcome(run);
+    let calls = 0;
+    if (provider.listPayouts) {
+      const listed = await provider.listPayouts(window);
+      calls += listed.calls;
+      const payouts = await Promise.all(listed.payouts.map(async (p) => ({
+        payout_id: p.payoutId, amount: p.amount, currency: p.currency, status: p.status,
+        created_at: p.createdAt?.toISOString(), arrival_at: p.arrivalAt?.toISOString(),
+        provider_object: await sanitizeJson(p.object),
+      })));
+      await sql`select reserve.reconcile_provider_payouts(${run.id}::uuid, ${sql.json(payouts as never)})`;
+    }
+    let balances: { currency: string; amount: number }[] | null = null;
+    if (provider.readBalance) {
+      balances = await provider.readBalance();
+      calls++;
+    }
+    [run] = await sql<Run[]>`
+      select ${sql.unsafe(runColumns)} from reserve.finish_reconciliation_run(
+        ${run.id}::uuid, ${balances ? sql.json(balances as never) : null}, null, ${calls})`;
+    return outcome(run);
+  } catch (err) {
+    if (err instanceof ProviderError || err instanceof UnusableAnswer) {
+      // the run keeps its cursor and is resumed by the next call for this window
+      return outcome(run, { error: err.message });
+    }
+    throw err;
+  }
+}
+
+export async function handler(req: Request): Promise<Response> {
+  if (req.method !== "POST") return methodNotAllowed(["POST"]);
+  const auth = authorized(req);
+  if (auth === undefined) {
+    console.error("reconcile: RESERVE_CRON_SECRET is not configured");
+    return errorJson(500, "not_configured", "RESERVE_CRON_SECRET is not configured");
+  }
+  if (!auth) return errorJson(401, "unauthorized", "a valid cron secret is required");
+  const text = await readBodyText(req, 4096);
+  if (text instanceof Response) return text;
+  let raw: unknown = {};
+  try {
+    raw = text.trim() ? JSON.parse(text) : {};
+  } catch {
+    return errorJson(400, "invalid_json", "the body is not valid JSON");
+  }
+  const opts = Options.safeParse(raw);
+  if (!opts.success) return invalidRequest("unknown or out-of-range options", opts.error.issues);
+  const o = opts.data;
+  const window = o.from ? { from: new Date(o.from), to: new Date(o.to!) } : yesterday();
+  const named = o.provider ? providerNamed(o.provider) : undefined;
+  if (named && !named.configured()) return errorJson(409, "provider_not_configured", `${named.name} is not configured: nothing to reconcile with`);
+  const providers = named ? [named] : PROVIDER_NAMES.map((n) => providerNamed(n)!).filter((p) => p.configured());
+
+  const startedAt = new Date();
+  const deadline = Date.now() + o.budget_ms;
+  const sql = dbUntil(deadline + BUDGET_GRACE_MS);
+  const runs: Outcome[] = [];
+  let failure: string | undefined;
+  let unavailable = false;
+  try {
+    for (const p of providers) runs.push(await reconcileProvider(sql, p, window, o.page_size, deadline, !o.from));
+  } catch (err) {
+    const code = (err as { code?: unknown })?.code;
+    unavailable = isDatabaseUnavailable(err);
+    failure = unavailable ? `database unavailable (${typeof code === "string" ? code : "timeout"})`
+      : typeof code === "string" && /^[0-9A-Z]{5}$/.test(code) ? `database error ${code}` : `failed: ${(err as Error)?.message ?? err}`;
+    console.error(`reconcile: ${failure}`);
+  }
+  const done = !failure && runs.every((r) => r.status === "done");
+  const summary = { window: { from: window.from.toISOString(), to: window.to.toISOString() }, runs,
+                    duration_ms: Date.now() - startedAt.getTime(), ...(failure && { error: failure }) };
+  try {
+    await dbUntil(Date.now() + HEARTBEAT_TIMEOUT_MS)`
+      select reserve.record_job_heartbeat('reconcile', ${startedAt.toISOString()}, ${!failure && runs.every((r) => !r.error)}, ${sql.json(summary as never)})`;
+  } catch {
+    // a heartbeat we cannot write is what reconciliation_stale is for
+  }
+  if (unavailable) {
+    return json({ ok: false, done: false, ...summary, error: "database_unavailable", message: failure }, 503, { "retry-after": String(DATABASE_RETRY_AFTER_S) });
+  }
+  return json({ ok: !failure && runs.every((r) => !r.error), done, ...summary }, failure ? 500 : 200);
+}

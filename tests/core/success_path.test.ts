@@ -1,0 +1,254 @@
+// The success path's shape, as the bench measures it and the guarantees demand: a duplicate delivery is
+// answered from a read (no transaction id, no WAL, no lock, and it never waits for a lock someone else
+// holds), and a delivery that is not yet visible as completed still queues on the event row.
+import postgres from "postgres";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createTestDatabase, type Sql, type TestDatabase } from "../helpers/db.ts";
+import * as f from "../helpers/fixtures.ts";
+import { processEvent } from "../helpers/money.ts";
+
+type Q = postgres.Sql | postgres.TransactionSql;
+
+let db: TestDatabase;
+let sql: Sql;
+beforeAll(async () => {
+  db = await createTestDatabase();
+  sql = db.sql;
+});
+afterAll(async () => await db?.drop());
+
+const succeeded = (q: Q, eventId: string, gatewayId: string, payload: unknown = { id: eventId }) =>
+  processEvent(q, { event_id: eventId, payload }, { status: "succeeded", gateway_payment_id: gatewayId });
+
+describe("a duplicate delivery is answered from a read", () => {
+  it("takes no transaction id, writes no WAL and holds no lock", async () => {
+    const c = await f.checkoutAttempt(sql, { gatewayId: "pi_dup_read" });
+    const eventId = `evt_${crypto.randomUUID()}`;
+    const first = await succeeded(sql, eventId, "pi_dup_read");
+    expect(first).toMatchObject({ webhook_status: "completed", duplicate: false, finalize_outcome: "created" });
+
+    const facts = await sql.begin(async (tx) => {
+      const again = await succeeded(tx, eventId, "pi_dup_read", { changed: true });
+      // the same delivery again under EXPLAIN: its WAL counts every statement inside the function (the
+      // cluster's LSN moves with the other test files, this backend's WAL usage does not)
+      const event = { provider: "stripe", event_id: eventId, event_type: "payment_intent.succeeded", payload: { id: eventId } };
+      const [plan] = await tx`
+        explain (analyze, wal, format json)
+        select * from reserve.process_webhook_event(reserve.as_webhook_event(${tx.json(event)}),
+          reserve.as_provider_update(${tx.json({ status: "succeeded", gateway_payment_id: "pi_dup_read", amount_received: 1, currency: "BRL" })}))`;
+      const top = (plan["QUERY PLAN"] as { Plan: Record<string, number> }[])[0].Plan;
+      const [x] = await tx`
+        select txid_current_if_assigned()::text as xid,
+               (select count(*)::int from pg_locks
+                where pid = pg_backend_pid() and (locktype in ('transactionid', 'tuple')
+                                                  or (locktype = 'relation' and mode <> 'AccessShareLock'))) as write_locks`;
+      return { again, xid: x.xid, writeLocks: x.write_locks, walRecords: top["WAL Records"], walBytes: top["WAL Bytes"] };
+    });
+    expect(facts.again).toMatchObject({
+      webhook_id: first.webhook_id, webhook_status: "completed", duplicate: true, attempts: 1, outcome: "duplicate",
+      payment_id: c.paymentId, payment_status: "succeeded",
+    });
+    expect(facts.xid).toBeNull();
+    expect(facts.writeLocks).toBe(0);
+    expect(facts.walRecords).toBe(0);
+    expect(facts.walBytes).toBe(0);
+    // ...and EXPLAIN does count what a function writes inside: a new event, recorded as ignored
+    const [written] = await sql`
+      explain (analyze, wal, format json)
+      select * from reserve.process_webhook_event(reserve.as_webhook_event(${sql.json({
+        provider: "stripe", event_id: `${eventId}_other`, event_type: "charge.updated", payload: { id: eventId } })}))`;
+    expect((written["QUERY PLAN"] as { Plan: Record<string, number> }[])[0].Plan["WAL Records"]).toBeGreaterThan(0);
+    // what the first delivery recorded is kept: the duplicate's different payload is not written
+    const [w] = await sql`select payload, attempts from reserve.processed_webhooks where id = ${first.webhook_id as string}`;
+    expect(w).toEqual({ payload: { id: eventId }, attempts: 1 });
+  });
+
+  it("answers while another transaction holds the payment and the event row", async () => {
+    await f.checkoutAttempt(sql, { gatewayId: "pi_dup_busy" });
+    const eventId = `evt_${crypto.randomUUID()}`;
+    const first = await succeeded(sql, eventId, "pi_dup_busy");
+    const other = postgres(db.url, { max: 1, onnotice: () => {} });
+    try {
+      await other.begin(async (tx) => {
+        await tx`select 1 from reserve.payments where id = ${first.payment_id as string} for update`;
+        await tx`select 1 from reserve.processed_webhooks where id = ${first.webhook_id as string} for update`;
+        // a lock wait would fail the statement instead of hanging the test
+        const again = await sql.begin(async (q) => {
+          await q`set local lock_timeout = '500ms'`;
+          return succeeded(q, eventId, "pi_dup_busy");
+        });
+        expect(again).toMatchObject({ duplicate: true, webhook_status: "completed", outcome: "duplicate" });
+      });
+    } finally {
+      await other.end();
+    }
+  });
+
+  it("a failed event is not a duplicate: its redelivery is processed again", async () => {
+    await f.checkoutAttempt(sql, { gatewayId: "pi_dup_failed" });
+    const eventId = `evt_${crypto.randomUUID()}`;
+    const failed = await processEvent(sql, { event_id: eventId, processing_error: "provider timed out" },
+                                      { status: "succeeded", gateway_payment_id: "pi_dup_failed" });
+    expect(failed).toMatchObject({ webhook_status: "failed", duplicate: false });
+    const again = await succeeded(sql, eventId, "pi_dup_failed");
+    expect(again).toMatchObject({ webhook_status: "completed", duplicate: false, attempts: 2, finalize_outcome: "created" });
+  });
+});
+
+describe("the audit trail: one row per business transaction", () => {
+  it("a finalize writes one audit row naming who, why and every row it changed with before and after", async () => {
+    const c = await f.checkoutAttempt(sql, { gatewayId: "pi_audit_one" });
+    const eventId = `evt_${crypto.randomUUID()}`;
+    const r = await succeeded(sql, eventId, "pi_audit_one");
+    expect(r).toMatchObject({ webhook_status: "completed", finalize_outcome: "created" });
+    const [{ xact }] = await sql`select xact_id::text as xact from reserve.audit_trail
+                                 where table_name = 'reservations' and row_id = ${r.reservation_id as string}`;
+    const rows = await sql`select * from reserve.audit_logs where xact_id = ${xact}::bigint`;
+    expect(rows).toHaveLength(1);
+    const [a] = rows;
+    expect(a).toMatchObject({ actor: "postgres", action: "UPDATE", table_name: "payments", row_id: c.paymentId });
+    expect(a.reason).toContain(`webhook ${r.webhook_id}`);
+    const changes = a.changes as { op: string; table: string; row_id: string; old: Record<string, unknown> | null; new: Record<string, unknown> | null }[];
+    const touched = changes.map((x) => `${x.op} ${x.table}`);
+    expect(touched).toEqual(expect.arrayContaining(["UPDATE payments", "INSERT reservations", "UPDATE booking_intents"]));
+    // the ledger keeps its own record: not copied into the audit
+    expect(touched.filter((t) => t.includes("ledger"))).toEqual([]);
+    const pay = changes.find((x) => x.table === "payments" && x.op === "UPDATE")!;
+    expect(pay.old).toMatchObject({ status: "pending" });
+    expect(pay.new).toMatchObject({ id: c.paymentId, status: "succeeded" });
+    // old holds only what changed; the row-level view gives the whole row before
+    expect(pay.old).not.toHaveProperty("amount");
+    const [before] = await sql`select old_values, new_values from reserve.audit_trail
+                               where audit_id = ${a.id as string} and table_name = 'payments' and action = 'UPDATE'`;
+    expect(before.old_values).toMatchObject({ id: c.paymentId, status: "pending", amount: Number(c.payment.amount) });
+    expect(before.new_values).toMatchObject({ status: "succeeded" });
+  });
+
+  it("manual SQL over several statements is one row too; what a rolled-back savepoint changed is not in it", async () => {
+    const { unitId } = await f.unit(sql, { nights: 3 });
+    const nights = await sql`select date::text as d from reserve.availability_calendar where unit_id = ${unitId} order by date`;
+    const auditId = await sql.begin(async (tx) => {
+      await tx`set local reserve.actor = 'ops:ana'`;
+      await tx`set local reserve.reason = 'INC-7: close the unit'`;
+      await tx`update reserve.availability_calendar set is_blocked = true where unit_id = ${unitId} and date = ${nights[0].d}`;
+      await tx.savepoint(async (sp) => {
+        await sp`update reserve.availability_calendar set price = 1 where unit_id = ${unitId} and date = ${nights[1].d}`;
+        throw new Error("changed my mind");
+      }).catch(() => {});
+      await tx`set local reserve.reason = 'INC-7: and the last night'`;
+      await tx`update reserve.availability_calendar set is_blocked = true where unit_id = ${unitId} and date = ${nights[2].d}`;
+      // before commit the trail already reads this transaction's changes
+      const mine = await tx`select row_id, reason from reserve.audit_trail where xact_id = pg_current_xact_id()::text::bigint order by change_no`;
+      expect(mine.map((m) => m.row_id)).toEqual([`${unitId}:${nights[0].d}`, `${unitId}:${nights[2].d}`]);
+      const [{ id }] = await tx`select id::text from reserve.audit_logs where xact_id = pg_current_xact_id()::text::bigint`;
+      return id as string;
+    });
+    const rows = await sql`select * from reserve.audit_logs where id = ${auditId}`;
+    expect(rows).toHaveLength(1);
+    expect(rows[0]).toMatchObject({ actor: "ops:ana", reason: "INC-7: close the unit" });
+    const trail = await sql`select actor, action, row_id, reason, old_values ->> 'is_blocked' as was, new_values ->> 'is_blocked' as now
+                            from reserve.audit_trail where audit_id = ${auditId} order by change_no`;
+    expect(trail).toEqual([
+      { actor: "ops:ana", action: "UPDATE", row_id: `${unitId}:${nights[0].d}`, reason: "INC-7: close the unit", was: "false", now: "true" },
+      { actor: "ops:ana", action: "UPDATE", row_id: `${unitId}:${nights[2].d}`, reason: "INC-7: and the last night", was: "false", now: "true" },
+    ]);
+  });
+
+  it("a transaction that changes nothing audited writes no audit row, and a buffer forged before the first change is not kept", async () => {
+    const { unitId } = await f.unit(sql, { nights: 1 });
+    const [{ n: before }] = await sql`select count(*)::int as n from reserve.audit_logs`;
+    await sql`select count(*) from reserve.availability_calendar where unit_id = ${unitId}`;
+    expect((await sql`select count(*)::int as n from reserve.audit_logs`)[0].n).toBe(before);
+    const id = await sql.begin(async (tx) => {
+      await tx`select set_config('reserve.audit_changes', '[{"op":"DELETE","table":"payments","row_id":"forged"}]', true)`;
+      await tx`update reserve.availability_calendar set price = 7 where unit_id = ${unitId}`;
+      const [{ id }] = await tx`select id::text from reserve.audit_logs where xact_id = pg_current_xact_id()::text::bigint`;
+      return id as string;
+    });
+    const trail = await sql`select table_name, row_id from reserve.audit_trail where audit_id = ${id}`;
+    expect(trail).toEqual([{ table_name: "availability_calendar", row_id: expect.stringContaining(unitId) }]);
+  });
+
+  it("a bulk change is written 100 changes to a row, every row in the trail once", async () => {
+    const { unitId } = await f.unit(sql, { nights: 250 });
+    const xact = await sql.begin(async (tx) => {
+      await tx`set local reserve.reason = 'INC-9: reprice the year'`;
+      await tx`update reserve.availability_calendar set price = 12345 where unit_id = ${unitId}`;
+      const [{ x }] = await tx`select pg_current_xact_id()::text as x`;
+      return x as string;
+    });
+    const rows = await sql`select jsonb_array_length(changes) as n, reason from reserve.audit_logs where xact_id = ${xact}::bigint order by id`;
+    expect(rows.map((r) => r.n)).toEqual([100, 100, 50]);
+    expect(rows.every((r) => r.reason === "INC-9: reprice the year")).toBe(true);
+    const [t] = await sql`select count(*)::int as n, count(distinct row_id)::int as distinct_rows,
+                                 bool_and(new_values ->> 'price' = '12345') as all_new, bool_and(old_values ->> 'price' is distinct from '12345') as all_old
+                          from reserve.audit_trail where xact_id = ${xact}::bigint`;
+    expect(t).toEqual({ n: 250, distinct_rows: 250, all_new: true, all_old: true });
+  });
+});
+
+describe("finalize converts the holds itself; manual SQL still goes through the counting triggers", () => {
+  const nightsOf = (q: Q, unitId: string) => q`
+    select date::text as d, temp_holds, bookings_count, is_available from reserve.availability_calendar
+    where unit_id = ${unitId} order by date`;
+
+  it("the fast path leaves exact counters, converted holds, a balanced receipt, and the stand-aside cleared", async () => {
+    const { unitId } = await f.unit(sql, { nights: 5, allotment: 2 });
+    const c = await f.checkoutAttempt(sql, { gatewayId: "pi_fast_counts", unitId });
+    const other = await f.checkoutAttempt(sql, { gatewayId: "pi_fast_other", unitId });
+    expect((await nightsOf(sql, unitId)).slice(0, 2).map((n) => n.temp_holds)).toEqual([2, 2]);
+    const after = await sql.begin(async (tx) => {
+      const r = await succeeded(tx, `evt_${crypto.randomUUID()}`, "pi_fast_counts");
+      expect(r).toMatchObject({ webhook_status: "completed", finalize_outcome: "created" });
+      const [{ flag }] = await tx`select coalesce(current_setting('reserve.counted_by', true), '') as flag`;
+      expect(flag).toBe("");
+      // with the stand-aside cleared, a manual change later in the same transaction is counted by the triggers
+      await tx`update reserve.booking_locks set status = 'released', released_at = now()
+               where booking_intent_id = ${other.intentId} and status = 'held'`;
+      return r;
+    });
+    const nights = await nightsOf(sql, unitId);
+    expect(nights.slice(0, 2)).toEqual([
+      { d: f.isoDate(1), temp_holds: 0, bookings_count: 1, is_available: true },
+      { d: f.isoDate(2), temp_holds: 0, bookings_count: 1, is_available: true },
+    ]);
+    const locks = await sql`select status, count(*)::int as n from reserve.booking_locks where booking_intent_id = ${c.intentId} group by status`;
+    expect(locks).toEqual([{ status: "converted", n: 2 }]);
+    const [res] = await sql`select status, check_in::text, check_out::text from reserve.reservations where id = ${after.reservation_id as string}`;
+    expect(res).toEqual({ status: "host_commit_pending", check_in: f.isoDate(1), check_out: f.isoDate(3) });
+    expect(await sql`select * from reserve.units_with_counter_drift()`).toEqual([]);
+    expect(await sql`select * from reserve.find_ledger_imbalances(current_date - 1)`).toEqual([]);
+    const [bi] = await sql`select status from reserve.booking_intents where id = ${c.intentId}`;
+    expect(bi.status).toBe("converted");
+  });
+
+  it("a manual INSERT of a reservation and a manual release of a hold still move the counters (and refuse a full night)", async () => {
+    const { unitId } = await f.unit(sql, { nights: 5 });
+    const held = await f.checkoutAttempt(sql, { gatewayId: "pi_manual_hold", unitId });
+    // a stand-aside set by hand for another intent does not switch the counting off for this one
+    await sql.begin(async (tx) => {
+      await tx`select set_config('reserve.counted_by', ${crypto.randomUUID()}, true)`;
+      await tx`update reserve.booking_locks set status = 'released', released_at = now()
+               where booking_intent_id = ${held.intentId} and status = 'held'`;
+    });
+    expect((await nightsOf(sql, unitId)).slice(0, 2).map((n) => n.temp_holds)).toEqual([0, 0]);
+    const i = await f.intent(sql, unitId, { check_in: f.isoDate(1), check_out: f.isoDate(3) });
+    await f.reservation(sql, i, { check_in: f.isoDate(1), check_out: f.isoDate(3), status: "confirmed" });
+    expect((await nightsOf(sql, unitId)).slice(0, 2).map((n) => n.bookings_count)).toEqual([1, 1]);
+    const j = await f.intent(sql, unitId, { check_in: f.isoDate(2), check_out: f.isoDate(4) });
+    await expect(f.reservation(sql, j, { check_in: f.isoDate(2), check_out: f.isoDate(4), status: "confirmed" }))
+      .rejects.toMatchObject({ code: expect.stringMatching(/^(RC106|23P01)$/) });
+    expect(await sql`select * from reserve.units_with_counter_drift()`).toEqual([]);
+  });
+
+  it("a hold that lapsed and is free again takes the old way: held anew, then converted by the triggers", async () => {
+    const { unitId } = await f.unit(sql, { nights: 5 });
+    const c = await f.checkoutAttempt(sql, { gatewayId: "pi_lapsed", unitId });
+    await sql`update reserve.booking_locks set status = 'expired', released_at = now()
+              where booking_intent_id = ${c.intentId} and lock_date = ${f.isoDate(2)}`;
+    const r = await succeeded(sql, `evt_${crypto.randomUUID()}`, "pi_lapsed");
+    expect(r).toMatchObject({ webhook_status: "completed", finalize_outcome: "created" });
+    expect((await nightsOf(sql, unitId)).slice(0, 2).map((n) => [n.temp_holds, n.bookings_count])).toEqual([[0, 1], [0, 1]]);
+    expect(await sql`select * from reserve.units_with_counter_drift()`).toEqual([]);
+  });
+});

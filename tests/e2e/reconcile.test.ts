@@ -1,0 +1,154 @@
+// The reconcile function under real Deno against the provider sandbox: payments the providers hold and
+// we were never told of are repaired (a reservation, the fee from Stripe's balance transaction), one the
+// provider knows and we do not is an item and an alert, payouts move the receivable to the bank (and
+// back when one bounces) so that it equals Stripe's balance, a run out of budget resumes from its cursor,
+// and bad calls get a clear 4xx.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startE2E, type E2E } from "../helpers/e2e.ts";
+import { isoDate, unit } from "../helpers/fixtures.ts";
+import { alerts } from "../helpers/runbook.ts";
+
+let e: E2E;
+beforeAll(async () => {
+  e = await startE2E();
+});
+afterAll(async () => {
+  await e?.stop();
+});
+
+async function checkout(method: "card" | "pix", provider?: string) {
+  const { unitId } = await unit(e.db.sql);
+  const res = await e.checkout({
+    unit_id: unitId, check_in: isoDate(2), check_out: isoDate(4), guests: 2, method, provider, guest_email: "g@example.com",
+  });
+  expect(res.status, JSON.stringify(res.body)).toBe(201);
+  return res.body as { payment_id: string; booking_intent_id: string; gateway_payment_id: string };
+}
+
+const window = () => ({ from: new Date(Date.now() - 3_600_000).toISOString(), to: new Date(Date.now() + 3_600_000).toISOString() });
+const reconcile = (body: Record<string, unknown>, secret = e.cronSecret) =>
+  e.post("reconcile", body, { authorization: `Bearer ${secret}` });
+const balance = async (account: string) => Number((await e.db.sql`select reserve.ledger_account_balance(${account}) as b`)[0]!.b);
+const stripeBalance = () =>
+  fetch(`http://${e.sandbox.stripe.host}:${e.sandbox.stripe.port}/v1/balance`, { headers: { authorization: `Bearer ${e.sandbox.stripe.secretKey}` } })
+    .then((r) => r.json() as Promise<{ available: { amount: number; currency: string }[]; pending: { amount: number; currency: string }[] }>)
+    .then((x) => [...x.available, ...x.pending].filter((p) => p.currency === "brl").reduce((s, p) => s + p.amount, 0));
+const itemsOf = (where: { payment?: string; object?: string }) => e.db.sql`
+  select kind::text, repaired_at is not null as repaired from reserve.reconciliation_items
+  where ${where.payment ? e.db.sql`payment_id = ${where.payment}` : e.db.sql`object_id = ${where.object!}`} order by kind`;
+
+describe("reconcile", () => {
+  it("repairs card and PIX payments paid while the webhooks were down, books Stripe's fee, and agrees with Stripe's balance", async () => {
+    const card = await checkout("card");
+    const mp = await checkout("pix", "mercadopago");
+    const op = await checkout("pix", "openpix");
+    await e.sandbox.control.flush();
+    e.sandbox.control.setWebhookMode("all", "drop");
+    try {
+      e.sandbox.control.stripeConfirm(card.gateway_payment_id, "succeeded");
+      e.sandbox.control.mercadopagoPay(mp.gateway_payment_id);
+      e.sandbox.control.openpixPay(op.gateway_payment_id);
+    } finally {
+      e.sandbox.control.setWebhookMode("all", "deliver");
+    }
+    const res = await reconcile(window());
+    expect(res.status, JSON.stringify(res.body)).toBe(200);
+    expect(res.body).toMatchObject({ ok: true, done: true });
+    expect(res.body.runs.map((r: { provider: string; status: string }) => [r.provider, r.status]).sort()).toEqual(
+      [["mercadopago", "done"], ["openpix", "done"], ["stripe", "done"]]);
+    for (const p of [card, mp, op]) {
+      const [row] = await e.db.sql`select p.status, r.confirmation_code from reserve.payments p
+                                   left join reserve.reservations r on r.payment_id = p.id where p.id = ${p.payment_id}`;
+      expect(row, p.payment_id).toMatchObject({ status: "succeeded", confirmation_code: expect.stringMatching(/^RES-/) });
+      expect((await itemsOf({ payment: p.payment_id })).map((i) => i.kind)).toContain("paid_not_recorded");
+    }
+    const pi = e.sandbox.control.payment("stripe", card.gateway_payment_id) as { latest_charge: string };
+    const charge = e.sandbox.control.payment("stripe", pi.latest_charge) as { balance_transaction: string };
+    const txn = e.sandbox.control.payment("stripe", charge.balance_transaction) as { fee: number };
+    const [fee] = await e.db.sql`select e.amount::int from reserve.ledger_entries e join reserve.ledger_transactions t on t.id = e.transaction_id
+                                 where t.idempotency_key = ${"fee:" + card.payment_id} and e.account = 'provider_fees'`;
+    expect(fee!.amount).toBe(txn.fee);
+    // what Stripe holds for us is what our books say it holds
+    expect(await balance("receivable_stripe")).toBe(await stripeBalance());
+    const stripeRun = res.body.runs.find((r: { provider: string }) => r.provider === "stripe");
+    expect(stripeRun.unrepaired).toBe(0);
+
+    // again: nothing new, the same items
+    const again = await reconcile({ ...window(), provider: "stripe" });
+    expect(again.body.runs[0]).toMatchObject({ status: "done", repaired: 0 });
+  });
+
+  it("payouts move the receivable to the bank when paid, back when one bounces; the balance agrees throughout", async () => {
+    const card = await checkout("card");
+    e.sandbox.control.stripeConfirm(card.gateway_payment_id, "succeeded");
+    await e.sandbox.control.flush();
+    await reconcile({ ...window(), provider: "stripe" });
+    const payout = e.sandbox.control.stripePayout({ status: "in_transit" }) as { id: string; amount: number };
+    const bank0 = await balance("bank_brl");
+
+    const transit = await reconcile({ ...window(), provider: "stripe" });
+    expect(transit.body.runs[0]).toMatchObject({ status: "done", unrepaired: 0 });
+    const [row] = await e.db.sql`select status, amount::int from reserve.provider_payouts where provider_payout_id = ${payout.id}`;
+    expect(row).toEqual({ status: "in_transit", amount: payout.amount });
+    expect(await balance("bank_brl")).toBe(bank0);
+
+    e.sandbox.control.stripePayoutOutcome(payout.id, "paid");
+    const paid = await reconcile({ ...window(), provider: "stripe" });
+    expect(paid.body.runs[0]).toMatchObject({ status: "done", unrepaired: 0 });
+    expect(await balance("bank_brl") - bank0).toBe(payout.amount);
+    expect(await balance("receivable_stripe")).toBe(await stripeBalance());
+
+    e.sandbox.control.stripePayoutOutcome(payout.id, "failed");
+    const bounced = await reconcile({ ...window(), provider: "stripe" });
+    expect(bounced.body.runs[0]).toMatchObject({ status: "done", unrepaired: 0 });
+    expect(await balance("bank_brl")).toBe(bank0);
+    expect(await balance("receivable_stripe")).toBe(await stripeBalance());
+  });
+
+  it("a payment Stripe holds that is none of ours is an item the alert pages for", async () => {
+    const stranger = e.sandbox.control.stripeCreateUnnotifiedPayment({ amount: 12_345 }) as { id: string };
+    const res = await reconcile({ ...window(), provider: "stripe" });
+    expect(res.body.runs[0].unrepaired).toBeGreaterThanOrEqual(1);
+    expect((await itemsOf({ object: stranger.id })).map((i) => [i.kind, i.repaired])).toEqual([["paid_unknown", false]]);
+    expect((await alerts(e.db.sql)).get("reconciliation_unrepaired")).toMatchObject({ state: "firing", severity: "P2" });
+    const [hb] = await e.db.sql`select ok, summary from reserve.job_heartbeats where job = 'reconcile' order by id desc limit 1`;
+    expect(hb!.summary.runs[0].provider).toBe("stripe");
+  });
+
+  it("a run out of budget keeps its cursor and the next call resumes it", async () => {
+    const from = new Date(Date.now() - 3 * 86_400_000);
+    const created = Math.floor(from.getTime() / 1000) + 60;
+    e.sandbox.control.seedStripePaymentIntents(40, { status: "canceled", amount: 5000, created });
+    const body = { provider: "stripe", from: from.toISOString(), to: new Date(from.getTime() + 3_600_000).toISOString(), page_size: 1, budget_ms: 100 };
+    const first = await reconcile(body);
+    expect(first.status).toBe(200);
+    expect(first.body).toMatchObject({ ok: true, done: false });
+    const runId = first.body.runs[0].run_id;
+    expect(first.body.runs[0].objects).toBeLessThan(40);
+    let last = first;
+    for (let i = 0; i < 100 && !last.body.done; i++) last = await reconcile({ ...body, page_size: 10, budget_ms: 5_000 });
+    expect(last.body.runs[0]).toMatchObject({ run_id: runId, status: "done", objects: 40 });
+  });
+
+  it("the schedule's call reconciles yesterday once, then finds it done", async () => {
+    const first = await reconcile({ scheduled_at: new Date().toISOString() });
+    expect(first.body).toMatchObject({ ok: true, done: true });
+    const day = new Date(Math.floor(Date.now() / 86_400_000) * 86_400_000 - 86_400_000).toISOString();
+    expect(first.body.window.from).toBe(day);
+    const second = await reconcile({});
+    expect(second.body.runs.map((r: { already_done?: boolean }) => r.already_done)).toEqual([true, true, true]);
+    expect(second.body.runs.map((r: { run_id: string }) => r.run_id)).toEqual(first.body.runs.map((r: { run_id: string }) => r.run_id));
+  });
+
+  it("refuses a wrong secret, unknown options and windows that are not windows", async () => {
+    expect((await reconcile({}, "nope")).status).toBe(401);
+    const bad = [{ provider: "paypal" }, { from: new Date().toISOString() }, { bogus: 1 },
+                 { from: "2026-12-02T00:00:00Z", to: "2026-12-01T00:00:00Z" }, { from: "2026-10-01T00:00:00Z", to: "2026-12-01T00:00:00Z" }];
+    for (const b of bad) {
+      const r = await reconcile(b);
+      expect(r.status, JSON.stringify(b)).toBe(400);
+      expect(r.body.error).toBe("invalid_request");
+    }
+    expect((await e.post("reconcile", "{not json", { authorization: `Bearer ${e.cronSecret}` })).status).toBe(400);
+  });
+});

@@ -1,0 +1,433 @@
+// On call in SQL: evaluate_alerts() turns every alert transition into outbox rows routed by severity
+// (idempotent per transition and channel, a resolve only after a trigger that fired), silences hold
+// notifications back and release them, the outbox is claimed with SKIP LOCKED in order per dedup_key and
+// retried with backoff, an outbox that cannot deliver fires its own alert; firing P1/P2 alerts open or
+// join incidents whose clocks escalate, remind and close; actions need a proven identity; the review is
+// generated from the data.
+import postgres from "postgres";
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { createTestDatabase, sqlState, type Sql, type TestDatabase } from "../helpers/db.ts";
+import * as f from "../helpers/fixtures.ts";
+import { applyStatus } from "../helpers/money.ts";
+import { asOperator } from "./ops_helpers.ts";
+
+let db: TestDatabase;
+let sql: Sql;
+beforeAll(async () => {
+  db = await createTestDatabase();
+  sql = db.sql;
+});
+afterAll(async () => await db?.drop());
+
+type Row = Record<string, any>;
+
+/** A P1 fault that is one statement to cause and one to fix: the ledger's balance trigger disabled. */
+const breakLedgerTrigger = () => sql`alter table reserve.ledger_entries disable trigger trg_ledger_balance`;
+const fixLedgerTrigger = () => sql`alter table reserve.ledger_entries enable trigger trg_ledger_balance`;
+
+async function evaluate(): Promise<Row> {
+  const [r] = await sql`select * from reserve.evaluate_alerts()`;
+  return r;
+}
+const outbox = async (alert = "ledger_trigger_disabled"): Promise<Row[]> =>
+  [...await sql<Row[]>`select * from reserve.notification_outbox where alert_name = ${alert} order by id`];
+
+/** Marks everything claimable as delivered, as a deliverer whose receivers all answer would. */
+async function deliverAll(): Promise<Row[]> {
+  const done: Row[] = [];
+  for (;;) {
+    const rows = await sql<Row[]>`select * from reserve.claim_notifications(100, 60)`;
+    if (!rows.length) return done;
+    for (const r of rows) await sql`select reserve.record_notification_result(${r.id}, true, 202)`;
+    done.push(...rows);
+  }
+}
+
+async function reset() {
+  await fixLedgerTrigger();
+  await evaluate();
+  await sql`update reserve.notification_outbox set delivered_at = coalesce(delivered_at, now()), claimed_until = null`;
+  await sql`delete from reserve.incidents`;
+  await sql`delete from reserve.alert_silences`;
+  await sql`update reserve.alert_rules set severity = 'P1' where alert_name = 'ledger_trigger_disabled'`;
+}
+beforeEach(reset);
+
+describe("evaluate_alerts: transitions into the outbox", () => {
+  it("enqueues one trigger per routed channel on firing, nothing again while it fires, and a resolve per channel once fixed", async () => {
+    await breakLedgerTrigger();
+    const first = await evaluate();
+    expect(first).toMatchObject({ triggered: 1, notifications: 2, incidents_opened: 1 });
+    let rows = await outbox();
+    expect(rows.filter((r) => !r.delivered_at).map((r) => [r.channel, r.event_action, r.kind, r.dedup_key]).sort()).toEqual([
+      ["pagerduty", "trigger", "alert", "reserve/ledger_trigger_disabled"],
+      ["slack", "post", "alert", "reserve/ledger_trigger_disabled"],
+    ]);
+    const trigger = rows.find((r) => !r.delivered_at && r.channel === "pagerduty")!;
+    expect(trigger.payload).toMatchObject({
+      alert_name: "ledger_trigger_disabled", severity: "P1", state: "firing", runbook_section: "P1: LEDGER IMBALANCE DETECTED",
+      threshold: "tgenabled O or A", incident_reference: expect.stringMatching(/^INC-\d{4}-\d{2}-\d{2}-\d{3}$/),
+    });
+    expect(trigger.payload.details).toMatch(/tgenabled = D/);
+
+    expect(await evaluate()).toMatchObject({ triggered: 0, notifications: 0, firing: expect.any(Number) });
+    expect((await outbox()).length).toBe(rows.length);
+
+    await deliverAll();
+    await fixLedgerTrigger();
+    expect(await evaluate()).toMatchObject({ resolved: 1, notifications: 2 });
+    rows = (await outbox()).filter((r) => !r.delivered_at);
+    expect(rows.map((r) => [r.channel, r.event_action]).sort()).toEqual([["pagerduty", "resolve"], ["slack", "post"]]);
+    expect(rows[0].payload.state).toBe("resolved");
+  });
+
+  it("routes by the severity's channels: P3 posts only, P4 waits for the digest hour", async () => {
+    await sql`update reserve.alert_rules set severity = 'P3' where alert_name = 'ledger_trigger_disabled'`;
+    await breakLedgerTrigger();
+    expect(await evaluate()).toMatchObject({ triggered: 1, notifications: 1, incidents_opened: 0 });
+    expect((await outbox()).filter((r) => !r.delivered_at).map((r) => r.channel)).toEqual(["slack"]);
+    await fixLedgerTrigger();
+    await evaluate();
+    await deliverAll();
+
+    await sql`update reserve.alert_rules set severity = 'P4' where alert_name = 'ledger_trigger_disabled'`;
+    await breakLedgerTrigger();
+    await evaluate();
+    const [digest] = (await outbox()).filter((r) => !r.delivered_at);
+    expect(digest.channel).toBe("digest");
+    const [{ next }] = await sql`select reserve.next_digest_at() as next`;
+    expect(new Date(digest.next_attempt_at).getTime()).toBe(new Date(next).getTime());
+    expect(new Date(next).getUTCHours()).toBe(8);
+    // not due before its hour
+    expect((await sql`select * from reserve.claim_notifications(100, 60)`).map((r) => r.channel)).not.toContain("digest");
+  });
+
+  it("notifies nobody for an alert that was only pending", async () => {
+    await sql`update reserve.alert_rules set for_duration = '1 hour' where alert_name = 'ledger_trigger_disabled'`;
+    try {
+      await breakLedgerTrigger();
+      expect(await evaluate()).toMatchObject({ triggered: 0, notifications: 0 });
+      await fixLedgerTrigger();
+      expect(await evaluate()).toMatchObject({ resolved: 0, notifications: 0 });
+      expect((await outbox()).filter((r) => !r.delivered_at)).toEqual([]);
+    } finally {
+      await sql`update reserve.alert_rules set for_duration = '0' where alert_name = 'ledger_trigger_disabled'`;
+    }
+  });
+
+  it("leaves a heartbeat with the evaluation's summary", async () => {
+    const r = await evaluate();
+    const [h] = await sql`select * from reserve.job_heartbeats where job = 'evaluate_alerts' order by id desc limit 1`;
+    expect(h.ok).toBe(true);
+    expect(h.summary).toMatchObject({ evaluated: r.evaluated, firing: r.firing });
+  });
+});
+
+describe("silences", () => {
+  const silence = (q: postgres.Sql | postgres.TransactionSql, req: Row, operator: string | null = "alice@reserve.test") =>
+    q`select * from reserve.create_alert_silence(row(${req.alert_name ?? null}, ${req.severity ?? null}, ${req.starts_at ?? null},
+        ${req.ends_at ?? null}, ${req.reason ?? null})::reserve.alert_silence_request, ${operator})`;
+
+  it("holds a matching alert's notifications back with author and reason, and sends them when it ends while the alert fires", async () => {
+    const [s] = await silence(sql, { alert_name: "ledger_trigger_disabled", ends_at: new Date(Date.now() + 3600_000), reason: "migration window" });
+    expect(s).toMatchObject({ author: "alice@reserve.test", reason: "migration window" });
+    await breakLedgerTrigger();
+    expect(await evaluate()).toMatchObject({ triggered: 1, notifications: 0, silenced: 2 });
+    expect(await sql`select * from reserve.claim_notifications(100, 60)`).toEqual([]);
+    // the state still moved, and the P1 still opened its incident
+    const [st] = await sql`select state from reserve.alert_states where alert_name = 'ledger_trigger_disabled'`;
+    expect(st.state).toBe("firing");
+
+    await sql`select reserve.end_alert_silence(${s.id}, 'window over', 'alice@reserve.test')`;
+    expect(await evaluate()).toMatchObject({ released: 2 });
+    expect((await deliverAll()).map((r) => r.channel).sort()).toEqual(["pagerduty", "slack"]);
+    const [audit] = await sql`select actor, reason from reserve.audit_logs where table_name = 'alert_silences' and action = 'UPDATE'`;
+    expect(audit).toMatchObject({ actor: "alice@reserve.test", reason: "end_alert_silence by alice@reserve.test: window over" });
+  });
+
+  it("never sends a held-back trigger, nor its resolve, when the alert resolves under the silence", async () => {
+    await silence(sql, { severity: "P1", ends_at: new Date(Date.now() + 3600_000), reason: "load test" });
+    await breakLedgerTrigger();
+    await evaluate();
+    await fixLedgerTrigger();
+    expect(await evaluate()).toMatchObject({ resolved: 1, notifications: 0 });
+    const rows = (await outbox()).filter((r) => !r.delivered_at);
+    expect(rows.map((r) => [r.event_action, !!r.cancelled_at]).sort()).toEqual([["post", true], ["trigger", true]]);
+  });
+
+  it("refuses a silence without a proven author, a reason, a matcher or a future end", async () => {
+    const later = new Date(Date.now() + 3600_000);
+    expect(await sqlState(silence(sql, { alert_name: "overbooking", ends_at: later, reason: "x" }, null))).toBe("RC604");
+    expect(await sqlState(silence(sql, { alert_name: "overbooking", ends_at: later, reason: " " }))).toBe("RC604");
+    expect(await sqlState(silence(sql, { ends_at: later, reason: "everything" }))).toBe("RC001");
+    expect(await sqlState(silence(sql, { alert_name: "no_such_alert", ends_at: later, reason: "x" }))).toBe("RC001");
+    expect(await sqlState(silence(sql, { alert_name: "overbooking", ends_at: new Date(Date.now() - 1000), reason: "x" }))).toBe("RC001");
+    expect(await sqlState(silence(sql, { alert_name: "overbooking", ends_at: new Date(Date.now() + 40 * 86400_000), reason: "x" }))).toBe("RC001");
+    expect(await sqlState(sql`select reserve.end_alert_silence(gen_random_uuid(), 'x', 'alice')`)).toBe("RC603");
+  });
+});
+
+describe("the outbox", () => {
+  it("claims with SKIP LOCKED: two deliverers never get the same row", async () => {
+    await breakLedgerTrigger();
+    await evaluate();
+    const other = postgres(db.url, { max: 1, onnotice: () => {} });
+    try {
+      const [a, b] = await Promise.all([
+        sql.begin((tx) => tx`select id from reserve.claim_notifications(1, 60)`),
+        other.begin((tx) => tx`select id from reserve.claim_notifications(1, 60)`),
+      ]);
+      const ids = [...a, ...b].map((r) => r.id);
+      expect(new Set(ids).size).toBe(ids.length);
+      expect(ids.length).toBe(2);
+    } finally {
+      await other.end();
+    }
+  });
+
+  it("keeps one dedup_key's rows in order: a resolve waits while its trigger is undelivered", async () => {
+    await breakLedgerTrigger();
+    await evaluate();
+    await fixLedgerTrigger();
+    await evaluate();
+    const first = await sql<Row[]>`select * from reserve.claim_notifications(100, 60)`;
+    expect(first.map((r) => r.payload.state)).toEqual(["firing", "firing"]);
+    // PagerDuty down: the trigger fails, and the resolve is still not claimable
+    const pd = first.find((r) => r.channel === "pagerduty")!;
+    const [failed] = await sql`select * from reserve.record_notification_result(${pd.id}, false, 503, '503 upstream', null)`;
+    expect(failed.attempts).toBe(1);
+    expect(failed.last_error).toBe("503 upstream");
+    const slack = first.find((r) => r.channel === "slack")!;
+    await sql`select reserve.record_notification_result(${slack.id}, true, 200)`;
+    const next = await sql<Row[]>`select * from reserve.claim_notifications(100, 60)`;
+    expect(next.map((r) => [r.channel, r.payload.state])).toEqual([["slack", "resolved"]]);
+  });
+
+  it("backs off exponentially with jitter, honours Retry-After, and is idempotent once delivered", async () => {
+    await breakLedgerTrigger();
+    await evaluate();
+    const [row] = (await outbox()).filter((r) => r.channel === "pagerduty" && !r.delivered_at);
+    const delays: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      await sql`update reserve.notification_outbox set next_attempt_at = now() where id = ${row.id}`;
+      const [c] = await sql`select * from reserve.claim_notifications(100, 60) where id = ${row.id}`;
+      expect(c.attempts).toBe(i + 1);
+      const [r] = await sql`select extract(epoch from next_attempt_at - now())::float as s
+                            from reserve.record_notification_result(${row.id}, false, 500, 'boom', null)`;
+      delays.push(r.s);
+    }
+    // base 5 s: attempt n waits 5 * 2^(n-1) s, jittered in its upper half
+    delays.forEach((d, i) => {
+      expect(d).toBeGreaterThanOrEqual(5 * 2 ** i * 0.5 - 0.5);
+      expect(d).toBeLessThanOrEqual(5 * 2 ** i + 0.5);
+    });
+    await sql`update reserve.notification_outbox set next_attempt_at = now() where id = ${row.id}`;
+    await sql`select * from reserve.claim_notifications(100, 60)`;
+    const [ra] = await sql`select extract(epoch from next_attempt_at - now())::float as s
+                           from reserve.record_notification_result(${row.id}, false, 429, 'throttled', 120)`;
+    expect(ra.s).toBeGreaterThan(119);
+    await sql`update reserve.notification_outbox set next_attempt_at = now() where id = ${row.id}`;
+    await sql`select * from reserve.claim_notifications(100, 60)`;
+    const [ok] = await sql`select * from reserve.record_notification_result(${row.id}, true, 202)`;
+    const [again] = await sql`select * from reserve.record_notification_result(${row.id}, false, 500, 'late', null)`;
+    expect(again.delivered_at).toEqual(ok.delivered_at);
+    expect(again.last_error).toBeNull();
+    expect(await sqlState(sql`select reserve.record_notification_result(-1, true, 202)`)).toBe("RC605");
+  });
+
+  it("fires notifications_undeliverable (P2) when the oldest undelivered waits past the limit, and resolves once delivered", async () => {
+    await breakLedgerTrigger();
+    await evaluate();
+    await sql`update reserve.notification_outbox set due_at = now() - interval '11 minutes'
+              where delivered_at is null and alert_name = 'ledger_trigger_disabled' and channel = 'pagerduty'`;
+    const e = await evaluate();
+    expect(e.triggered).toBe(1);
+    const [st] = await sql`select state, observed_value from reserve.alert_states where alert_name = 'notifications_undeliverable'`;
+    expect(st.state).toBe("firing");
+    expect(Number(st.observed_value)).toBeGreaterThan(10);
+    const own = await outbox("notifications_undeliverable");
+    expect(own.map((r) => r.channel).sort()).toEqual(["pagerduty", "slack"]);
+    await deliverAll();
+    await evaluate();
+    const [after] = await sql`select state from reserve.alert_states where alert_name = 'notifications_undeliverable'`;
+    expect(after.state).toBe("resolved");
+  });
+});
+
+describe("incidents", () => {
+  const incident = async () => (await sql`select * from reserve.incidents order by opened_at desc limit 1`)[0] as Row;
+  const events = async (id: string) => (await sql`select kind, actor from reserve.incident_events where incident_id = ${id} order by id`)
+    .map((e) => `${e.kind}:${e.actor}`);
+
+  it("opens one for a firing P1 and joins it when the alert fires again", async () => {
+    await breakLedgerTrigger();
+    await evaluate();
+    const i = await incident();
+    expect(i).toMatchObject({ severity: "P1", status: "open", alert_name: "ledger_trigger_disabled" });
+    expect(new Date(i.ack_due_at).getTime() - new Date(i.opened_at).getTime()).toBe(15 * 60_000);
+    await fixLedgerTrigger();
+    await evaluate();
+    await breakLedgerTrigger();
+    expect(await evaluate()).toMatchObject({ triggered: 1, incidents_opened: 0 });
+    expect(await sql`select count(*)::int as n from reserve.incidents`).toEqual([{ n: 1 }]);
+    expect(await events(i.id)).toEqual(["opened:system", "alert_resolved:system", "alert_fired:system"]);
+  });
+
+  it("escalates once when not acknowledged within the response time; acknowledging resolves the escalation page", async () => {
+    await breakLedgerTrigger();
+    await evaluate();
+    let i = await incident();
+    await sql`update reserve.incidents set ack_due_at = now() - interval '1 second' where id = ${i.id}`;
+    expect(await evaluate()).toMatchObject({ escalated: 1 });
+    expect(await evaluate()).toMatchObject({ escalated: 0 });
+    const esc = await sql<Row[]>`select channel, event_action, dedup_key from reserve.notification_outbox
+                                 where incident_id = ${i.id} and kind = 'escalation' order by id`;
+    expect(esc.map((r) => `${r.channel}:${r.event_action}`).sort()).toEqual(["pagerduty:trigger", "slack:post"]);
+    expect(esc[0].dedup_key).toBe(`reserve/${i.reference}/escalation`);
+
+    [i] = await sql`select * from reserve.acknowledge_incident(${i.reference}, 'on it', 'bob@reserve.test')`;
+    expect(i).toMatchObject({ status: "acknowledged", acknowledged_by: "bob@reserve.test" });
+    const resolves = await sql`select channel from reserve.notification_outbox
+                               where incident_id = ${i.id} and kind = 'escalation' and event_action = 'resolve'`;
+    expect(resolves.map((r) => r.channel)).toEqual(["pagerduty"]);
+    // a second acknowledgement keeps the first name
+    const [again] = await sql`select * from reserve.acknowledge_incident(${i.id}, 'me too', 'carol@reserve.test')`;
+    expect(again.acknowledged_by).toBe("bob@reserve.test");
+  });
+
+  it("reminds when no update was posted for 30 minutes, and an update restarts the clock", async () => {
+    await breakLedgerTrigger();
+    await evaluate();
+    const i = await incident();
+    await sql`select reserve.acknowledge_incident(${i.id}, 'looking', 'bob@reserve.test')`;
+    await sql`update reserve.incidents set opened_at = now() - interval '31 minutes', ack_due_at = now() + interval '1 hour' where id = ${i.id}`;
+    expect(await evaluate()).toMatchObject({ reminded: 1 });
+    expect(await evaluate()).toMatchObject({ reminded: 0 });
+    const [rem] = await sql`select channel, payload from reserve.notification_outbox where incident_id = ${i.id} and kind = 'reminder'`;
+    expect(rem.channel).toBe("slack");
+    expect(rem.payload.summary).toMatch(/no status update for 31 minutes/);
+
+    await sql`update reserve.incidents set reminded_at = now() - interval '31 minutes' where id = ${i.id}`;
+    await sql`select reserve.post_incident_update(${i.reference}, 'trigger re-enabled in staging, rolling out', 'bob@reserve.test')`;
+    expect(await evaluate()).toMatchObject({ reminded: 0 });
+    const [clock] = await sql`select * from reserve.incident_clocks where id = ${i.id}`;
+    expect(new Date(clock.next_update_due_at).getTime() - Date.now()).toBeGreaterThan(29 * 60_000);
+  });
+
+  it("resolves into monitoring (1 h for a P1), reopens if the alert fires during it, closes once it ends quiet", async () => {
+    await breakLedgerTrigger();
+    await evaluate();
+    let i = await incident();
+    [i] = await sql`select * from reserve.resolve_incident(${i.id}, 'trigger enabled again', 'bob@reserve.test')`;
+    expect(i.status).toBe("monitoring");
+    expect(new Date(i.monitoring_until).getTime() - new Date(i.resolved_at).getTime()).toBe(60 * 60_000);
+    expect(new Date(i.review_due_at).getTime() - new Date(i.resolved_at).getTime()).toBe(48 * 3600_000);
+    expect(await sqlState(sql`select reserve.resolve_incident(${i.id}, 'again', 'bob@reserve.test')`)).toBe("RC602");
+
+    // the alert still fires: monitoring ends but the incident stays until the alert is quiet
+    await sql`update reserve.incidents set monitoring_until = now() - interval '1 second' where id = ${i.id}`;
+    expect(await evaluate()).toMatchObject({ incidents_closed: 0 });
+    await fixLedgerTrigger();
+    expect(await evaluate()).toMatchObject({ incidents_closed: 1 });
+    const closed = await incident();
+    expect(closed.status).toBe("closed");
+    expect(await sqlState(sql`select reserve.acknowledge_incident(${i.id}, 'late', 'bob@reserve.test')`)).toBe("RC602");
+    expect(await events(i.id)).toEqual(["opened:system", "fix_deployed:bob@reserve.test", "alert_resolved:system", "closed:system"]);
+  });
+
+  it("reopens a monitoring incident when its alert fires again", async () => {
+    await breakLedgerTrigger();
+    await evaluate();
+    const i = await incident();
+    await sql`select reserve.resolve_incident(${i.id}, 'fixed?', 'bob@reserve.test')`;
+    await fixLedgerTrigger();
+    await evaluate();
+    await breakLedgerTrigger();
+    await evaluate();
+    const again = await incident();
+    expect(again).toMatchObject({ id: i.id, status: "acknowledged", monitoring_until: null });
+    expect((await events(i.id)).slice(-2)).toEqual(["alert_fired:system", "reopened:system"]);
+  });
+
+  it("needs a proven operator and a reason for every action, and records both in the audit trail", async () => {
+    await breakLedgerTrigger();
+    await evaluate();
+    const i = await incident();
+    expect(await sqlState(sql`select reserve.acknowledge_incident(${i.id}, 'on it')`)).toBe("RC604");
+    expect(await sqlState(sql`select reserve.acknowledge_incident(${i.id}, '', 'bob@reserve.test')`)).toBe("RC604");
+    // reserve.actor is what someone types: it proves nothing
+    expect(await sqlState(sql.begin(async (tx) => {
+      await asOperator(tx, "mallory@reserve.test");
+      await tx`select reserve.acknowledge_incident(${i.id}, 'on it')`;
+    }))).toBe("RC604");
+    expect(await sqlState(sql`select reserve.acknowledge_incident('INC-2000-01-01-001', 'x', 'bob@reserve.test')`)).toBe("RC601");
+
+    // a personal login role is proof by itself, and cannot act as someone else
+    const role = `oncall_${Math.random().toString(36).slice(2, 8)}`;
+    await sql.unsafe(`create role ${role} login password 'pw'`);
+    await sql.unsafe(`grant service_role to ${role}`);
+    try {
+      const url = new URL(db.url);
+      url.username = role;
+      url.password = "pw";
+      const personal = postgres(url.toString(), { max: 1, onnotice: () => {} });
+      try {
+        expect(await sqlState(personal`select reserve.acknowledge_incident(${i.id}, 'on it', 'bob@reserve.test')`)).toBe("RC604");
+        const [acked] = await personal`select * from reserve.acknowledge_incident(${i.id}, 'on it')`;
+        expect(acked.acknowledged_by).toBe(role);
+      } finally {
+        await personal.end();
+      }
+      const [audit] = await sql`select actor, reason from reserve.audit_logs
+                                where table_name = 'incidents' and row_id = ${i.id} and action = 'UPDATE' order by id desc limit 1`;
+      expect(audit).toMatchObject({ actor: role, reason: `acknowledge_incident by ${role}: on it` });
+    } finally {
+      await sql.unsafe(`drop owned by ${role}`);
+      await sql.unsafe(`drop role ${role}`);
+    }
+  });
+});
+
+describe("incident_review", () => {
+  it("writes the runbook's template from the data: timeline, computed impact, action items with owner and due date", async () => {
+    const { unitId } = await f.unit(sql, { nights: 10 });
+    await breakLedgerTrigger();
+    await evaluate();
+    const [i] = await sql`select * from reserve.incidents order by opened_at desc limit 1`;
+    // two guests' payments during the incident: one failed, one still processing
+    for (const [n, status] of [[1, "failed"], [4, "processing"]] as const) {
+      const [bi] = await sql`select * from reserve.create_booking_intent(${unitId}, ${f.isoDate(n)}::date, ${f.isoDate(n + 2)}::date, 2)`;
+      await sql`update reserve.booking_intents set guest_email = ${`guest${n}@example.com`} where id = ${bi.id}`;
+      const [p] = await sql`select * from reserve.create_payment(${bi.id}, 'stripe', 'card', ${bi.amount})`;
+      await applyStatus(sql, p.id as string, status);
+    }
+    const [{ total }] = await sql`select sum(amount)::bigint as total from reserve.payments where created_at >= ${i.detected_at}`;
+    await sql`select reserve.acknowledge_incident(${i.reference}, 'paged, looking', 'bob@reserve.test')`;
+    await sql.begin(async (tx) => {
+      await asOperator(tx, "bob@reserve.test");
+      await tx`select reserve.block_unit_dates(${unitId}, ${f.isoDate(8)}::date, ${f.isoDate(9)}::date, ${`${i.reference}: hold while the ledger is checked`})`;
+    });
+    await fixLedgerTrigger();
+    await evaluate();
+    await sql`select reserve.resolve_incident(${i.reference}, 'trigger enabled again', 'bob@reserve.test')`;
+    await sql`select reserve.add_incident_action_item(${i.reference}, 'Alert on ALTER TABLE of ledger tables', 'carol@reserve.test', '2026-12-20', 'bob@reserve.test')`;
+    expect(await sqlState(sql`select reserve.add_incident_action_item(${i.reference}, 'No owner', '', '2026-12-20', 'bob@reserve.test')`)).toBe("RC001");
+
+    const [{ md }] = await sql`select reserve.incident_review(${i.reference}) as md`;
+    expect(md).toContain(`# Post-incident review: ${i.reference}`);
+    expect(md).toContain("**Severity:** P1");
+    expect(md).toMatch(/\*\*Duration:\*\* \d\d:\d\d/);
+    expect(md).toContain("(acknowledged by bob@reserve.test)");
+    expect(md).toMatch(/\[alert\] system: alert ledger_trigger_disabled firing/);
+    expect(md).toMatch(/\[alert\] system: alert ledger_trigger_disabled resolved/);
+    expect(md).toMatch(/\[incident\] bob@reserve.test: acknowledged: paged, looking/);
+    expect(md).toMatch(/\[incident\] bob@reserve.test: fix_deployed: trigger enabled again/);
+    expect(md).toMatch(new RegExp(`\\[operator\\] bob@reserve.test: block_unit_dates by bob@reserve.test: ${i.reference}: hold while the ledger is checked`));
+    expect(md).toContain("**Customers Affected:** 2 guests (2 of the 2 payments");
+    const money = (Number(total) / 100).toLocaleString("en-US", { minimumFractionDigits: 2 });
+    expect(md).toContain(`**Financial Impact:** BRL ${money} in affected payments`);
+    expect(md).toContain("| Alert on ALTER TABLE of ledger tables | carol@reserve.test | 2026-12-20 | open |");
+    for (const h of ["### Root Cause", "### What Went Well", "### What Went Wrong", "### Lessons Learned"]) expect(md).toContain(h);
+    expect(await sqlState(sql`select reserve.incident_review('INC-1999-01-01-001')`)).toBe("RC601");
+  });
+});
