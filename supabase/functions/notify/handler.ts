@@ -4,10 +4,10 @@
 // never send one row twice), sent to PagerDuty or Slack, each answer recorded (delivered, or retried
 // with backoff). Digest rows due together go out as one Slack message. Bounded by a time budget.
 import { z } from "zod";
-import { cronAuthorized } from "../_shared/cron_secret.ts";
+import { cronRequest } from "../_shared/cron_secret.ts";
 import { dbUntil, isDatabaseUnavailable, type Sql } from "../_shared/db.ts";
 import { DATABASE_RETRY_AFTER_S } from "../_shared/db_response.ts";
-import { errorJson, invalidRequest, json, methodNotAllowed, readBodyText } from "../_shared/http.ts";
+import { json } from "../_shared/http.ts";
 import { pagerDutyConfig, sendPagerDuty } from "../_shared/receivers/pagerduty.ts";
 import { sendSlack, slackDigest, slackMessage, slackWebhookUrl } from "../_shared/receivers/slack.ts";
 import { headingAnchor, type Delivery, type OutboxRow, type ReceiverContext } from "../_shared/receivers/types.ts";
@@ -78,24 +78,8 @@ async function deliverBatch(sql: Sql, rows: OutboxRow[], ctx: ReceiverContext, c
 }
 
 export async function handler(req: Request): Promise<Response> {
-  if (req.method !== "POST") return methodNotAllowed(["POST"]);
-  const auth = cronAuthorized(req);
-  if (auth === undefined) {
-    console.error("notify: RESERVE_CRON_SECRET is not configured");
-    return errorJson(500, "not_configured", "RESERVE_CRON_SECRET is not configured");
-  }
-  if (!auth) return errorJson(401, "unauthorized", "a valid cron secret is required");
-  const text = await readBodyText(req, 4096);
-  if (text instanceof Response) return text;
-  let raw: unknown = {};
-  try {
-    raw = text.trim() ? JSON.parse(text) : {};
-  } catch {
-    return errorJson(400, "invalid_json", "the body is not valid JSON");
-  }
-  const opts = Options.safeParse(raw);
-  if (!opts.success) return invalidRequest("unknown or out-of-range options", opts.error.issues);
-  const o = opts.data;
+  const o = await cronRequest(req, "notify", Options);
+  if (o instanceof Response) return o;
 
   const started = Date.now();
   const deadline = started + o.budget_ms;

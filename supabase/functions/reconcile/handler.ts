@@ -7,10 +7,10 @@
 // cursor, and the next call for the same window resumes it. A provider that fails leaves its run
 // running, to be resumed; reconciliation_stale says when one never finishes.
 import { z } from "zod";
-import { timingSafeEqual } from "../_shared/crypto.ts";
+import { cronRequest } from "../_shared/cron_secret.ts";
 import { dbUntil, isDatabaseUnavailable, type Sql } from "../_shared/db.ts";
 import { DATABASE_RETRY_AFTER_S } from "../_shared/db_response.ts";
-import { errorJson, invalidRequest, json, methodNotAllowed, readBodyText } from "../_shared/http.ts";
+import { errorJson, json } from "../_shared/http.ts";
 import { PROVIDER_NAMES, providerNamed } from "../_shared/providers/registry.ts";
 import { ProviderError, UnusableAnswer, type ListCursor, type ListWindow, type PaymentProvider } from "../_shared/providers/types.ts";
 import { sanitizeJson } from "../_shared/sanitize.ts";
@@ -58,13 +58,6 @@ interface Outcome {
   /** the schedule found this window already reconciled */
   already_done?: boolean;
   error?: string;
-}
-
-function authorized(req: Request): boolean | undefined {
-  const secret = Deno.env.get("RESERVE_CRON_SECRET");
-  if (!secret) return undefined;
-  const given = req.headers.get("authorization")?.match(/^Bearer\s+(.+)$/i)?.[1] ?? req.headers.get("x-cron-secret") ?? "";
-  return timingSafeEqual(given, secret);
 }
 
 function yesterday(now = Date.now()): ListWindow {
@@ -145,24 +138,8 @@ async function reconcileProvider(sql: Sql, provider: PaymentProvider, window: Li
 }
 
 export async function handler(req: Request): Promise<Response> {
-  if (req.method !== "POST") return methodNotAllowed(["POST"]);
-  const auth = authorized(req);
-  if (auth === undefined) {
-    console.error("reconcile: RESERVE_CRON_SECRET is not configured");
-    return errorJson(500, "not_configured", "RESERVE_CRON_SECRET is not configured");
-  }
-  if (!auth) return errorJson(401, "unauthorized", "a valid cron secret is required");
-  const text = await readBodyText(req, 4096);
-  if (text instanceof Response) return text;
-  let raw: unknown = {};
-  try {
-    raw = text.trim() ? JSON.parse(text) : {};
-  } catch {
-    return errorJson(400, "invalid_json", "the body is not valid JSON");
-  }
-  const opts = Options.safeParse(raw);
-  if (!opts.success) return invalidRequest("unknown or out-of-range options", opts.error.issues);
-  const o = opts.data;
+  const o = await cronRequest(req, "reconcile", Options);
+  if (o instanceof Response) return o;
   const window = o.from ? { from: new Date(o.from), to: new Date(o.to!) } : yesterday();
   const named = o.provider ? providerNamed(o.provider) : undefined;
   if (named && !named.configured()) return errorJson(409, "provider_not_configured", `${named.name} is not configured: nothing to reconcile with`);
