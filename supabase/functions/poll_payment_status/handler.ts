@@ -4,10 +4,10 @@
 // failed webhook events (webhooks.ts), sends the refunds we owe (refunds.ts), and leaves a heartbeat.
 // Bounded by a batch size and a time budget; what is left is due next run.
 import { z } from "zod";
-import { timingSafeEqual } from "../_shared/crypto.ts";
+import { cronRequest } from "../_shared/cron_secret.ts";
 import { dbUntil, isDatabaseUnavailable, type Sql } from "../_shared/db.ts";
 import { DATABASE_RETRY_AFTER_S } from "../_shared/db_response.ts";
-import { errorJson, invalidRequest, json, methodNotAllowed, readBodyText } from "../_shared/http.ts";
+import { json } from "../_shared/http.ts";
 import { providerNamed } from "../_shared/providers/registry.ts";
 import { ProviderError, UnusableAnswer, type ProviderUpdate } from "../_shared/providers/types.ts";
 import { unusableUpdate, updateJson } from "../_shared/webhook.ts";
@@ -116,34 +116,10 @@ const BUDGET_GRACE_MS = 2_000;
 // The heartbeat is written even after a run that used its whole budget, within this much more.
 const HEARTBEAT_TIMEOUT_MS = 2_000;
 
-function authorized(req: Request): boolean | undefined {
-  const secret = Deno.env.get("RESERVE_CRON_SECRET");
-  if (!secret) return undefined;
-  const given = req.headers.get("authorization")?.match(/^Bearer\s+(.+)$/i)?.[1] ?? req.headers.get("x-cron-secret") ?? "";
-  return timingSafeEqual(given, secret);
-}
-
 export async function handler(req: Request): Promise<Response> {
-  if (req.method !== "POST") return methodNotAllowed(["POST"]);
-  const auth = authorized(req);
-  if (auth === undefined) {
-    console.error("poll_payment_status: RESERVE_CRON_SECRET is not configured");
-    return errorJson(500, "not_configured", "RESERVE_CRON_SECRET is not configured");
-  }
-  if (!auth) return errorJson(401, "unauthorized", "a valid cron secret is required");
-  const text = await readBodyText(req, 4096);
-  if (text instanceof Response) return text;
-  let raw: unknown = {};
-  try {
-    raw = text.trim() ? JSON.parse(text) : {};
-  } catch {
-    return errorJson(400, "invalid_json", "the body is not valid JSON");
-  }
-  const opts = Options.safeParse(raw);
-  if (!opts.success) {
-    return invalidRequest("unknown or out-of-range options", opts.error.issues);
-  }
-  const { batch_size, concurrency, budget_ms, payment_ids } = opts.data;
+  const opts = await cronRequest(req, "poll_payment_status", Options);
+  if (opts instanceof Response) return opts;
+  const { batch_size, concurrency, budget_ms, payment_ids } = opts;
 
   const startedAt = new Date();
   const deadline = Date.now() + budget_ms;
