@@ -101,6 +101,9 @@ async function runAction(button: string, fields: Record<string, string>, reason:
     const form = document.querySelector("#action-form") as HTMLFormElement;
     for (const [k, v] of Object.entries(values)) (form.elements.namedItem(k) as HTMLInputElement).value = v;
     (form.elements.namedItem("reason") as HTMLTextAreaElement).value = why;
+    // the previous action's "done by" must not be read as this one's
+    const flash = document.querySelector("#flash");
+    if (flash) flash.textContent = "";
   }, fields, reason);
   await page.click("#action-submit");
   await page.waitForFunction(() => !document.querySelector("#action-dialog")?.hasAttribute("open")

@@ -634,7 +634,12 @@ describe("docs/RUNBOOK.md: names, sections, error codes, logs", () => {
         return readFileSync(file, "utf8");
       }),
       readFileSync(path.join(ROOT, "supabase/functions/_shared/webhook.ts"), "utf8"),
+      readFileSync(path.join(ROOT, "supabase/functions/_shared/cron_secret.ts"), "utf8"),
     ].join("\n");
+    // the scheduled functions log "<fn>: RESERVE_CRON_SECRET is not configured" through cronRequest
+    for (const fn of ["poll_payment_status", "notify", "reconcile"]) {
+      expect(readFileSync(path.join(ROOT, "supabase/functions", fn, "handler.ts"), "utf8"), fn).toContain(`cronRequest(req, "${fn}",`);
+    }
     for (const line of ["Webhook secret not configured", "Invalid signature", "Processing failed", "RESERVE_CRON_SECRET is not configured"]) {
       expect(DOC, line).toContain(line);
       expect(sources, line).toContain(line);
