@@ -56,6 +56,19 @@ export function requireJson(req: Request): Response | undefined {
   return undefined;
 }
 
+/** A JSON body of at most `limit` bytes, parsed: 415 unless sent as JSON, 413 when larger, 400 when not JSON. */
+export async function readJsonBody(req: Request, limit: number): Promise<{ value: unknown } | Response> {
+  const notJson = requireJson(req);
+  if (notJson) return notJson;
+  const text = await readBodyText(req, limit);
+  if (text instanceof Response) return text;
+  try {
+    return { value: JSON.parse(text) };
+  } catch {
+    return errorJson(400, "invalid_json", "the body is not valid JSON");
+  }
+}
+
 /**
  * 400 invalid_request listing what a schema refused, field by field (zod's issues, or any alike); a
  * field the schema does not know is named on its own line too.

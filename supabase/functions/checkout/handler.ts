@@ -4,7 +4,7 @@
 import { db, type Sql } from "../_shared/db.ts";
 import { dbErrorResponse } from "../_shared/db_response.ts";
 import { CheckoutRequest, NewCheckoutRequest, RetryCheckoutRequest } from "../_shared/guest_api.ts";
-import { errorJson, invalidRequest, json, methodNotAllowed, readBodyText, requireJson } from "../_shared/http.ts";
+import { errorJson, invalidRequest, json, methodNotAllowed, readJsonBody } from "../_shared/http.ts";
 import { AuthRefusal, verifyCaller } from "../_shared/auth.ts";
 import { defaultProviderFor, providerNamed, providersTaking } from "../_shared/providers/registry.ts";
 import { ProviderError, type CreatedPayment, type PaymentMethod } from "../_shared/providers/types.ts";
@@ -101,16 +101,9 @@ export async function handler(req: Request): Promise<Response> {
   if (caller instanceof AuthRefusal) return caller.response();
   if (caller.kind === "anon") return errorJson(401, "sign_in_required", "checkout needs a signed-in user's token");
   const clientId = caller.kind === "user" ? caller.sub : null;
-  const notJson = requireJson(req);
-  if (notJson) return notJson;
-  const text = await readBodyText(req, 16 * 1024);
-  if (text instanceof Response) return text;
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch {
-    return errorJson(400, "invalid_json", "the body is not valid JSON");
-  }
+  const read = await readJsonBody(req, 16 * 1024);
+  if (read instanceof Response) return read;
+  const raw = read.value;
   const body = parseBody(raw);
   if (body instanceof Response) return body;
   const email = body.guest_email ?? (caller.kind === "user" ? caller.email : undefined);

@@ -6,7 +6,7 @@
 import { z } from "zod";
 import { db, type Sql } from "../_shared/db.ts";
 import { dbErrorResponse } from "../_shared/db_response.ts";
-import { errorJson, invalidRequest, json, readBodyText, requireJson } from "../_shared/http.ts";
+import { invalidRequest, json, readJsonBody } from "../_shared/http.ts";
 import { operatorName, type Operator } from "./operator.ts";
 
 const reason = z.string().trim().min(3, "say why (at least 3 characters)").max(1000);
@@ -89,16 +89,9 @@ async function run(sql: Sql, who: string, a: ActionRequest): Promise<unknown> {
 }
 
 export async function action(req: Request, operator: Operator): Promise<Response> {
-  const notJson = requireJson(req);
-  if (notJson) return notJson;
-  const text = await readBodyText(req, 16_384);
-  if (text instanceof Response) return text;
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch {
-    return errorJson(400, "invalid_json", "the body is not valid JSON");
-  }
+  const read = await readJsonBody(req, 16_384);
+  if (read instanceof Response) return read;
+  const raw = read.value;
   const parsed = Action.safeParse(raw);
   if (!parsed.success) return invalidRequest("the action or one of its fields is not valid", parsed.error.issues);
   if (parsed.data.action === "block_unit_dates" && parsed.data.to <= parsed.data.from) {
