@@ -95,7 +95,10 @@ async function tab(view: string) {
 
 /** Opens an action from a button, fills its fields and reason, runs it, and waits for the answer. */
 async function runAction(button: string, fields: Record<string, string>, reason: string): Promise<string> {
-  await page.click(button);
+  // found and clicked in one step in the page: the console re-renders its lists while it refreshes, so
+  // a handle found first can be detached by the time it is clicked
+  await page.waitForSelector(button);
+  await page.$eval(button, (b) => (b as HTMLButtonElement).click());
   await page.waitForSelector("#action-dialog[open]");
   await page.evaluate((values, why) => {
     const form = document.querySelector("#action-form") as HTMLFormElement;
