@@ -1,23 +1,30 @@
 // The double-entry ledger's rules: post_ledger_transaction is the only way in (legs validated,
 // balanced, idempotent by key), rows are append-only, an unbalanced transaction cannot commit while
 // trg_ledger_balance is on, and what slips past a disabled trigger is found by find_ledger_imbalances
-// and fixed by a 4-eyes correction (two named people), never by editing rows.
+// and fixed by a 4-eyes correction (two proven people: their own login roles, or the operators of
+// verified tokens), never by editing rows.
 import { randomUUID } from "node:crypto";
 import type postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestDatabase, rolledBack, sqlState, type Sql, type TestDatabase } from "../helpers/db.ts";
 import * as f from "../helpers/fixtures.ts";
+import { operatorRoles, type OperatorRoles } from "../helpers/operator_roles.ts";
 
 type Q = Sql | postgres.TransactionSql;
 type Leg = Record<string, postgres.JSONValue>;
 
 let db: TestDatabase;
+let ops: OperatorRoles;
 let cityCode: string;
 beforeAll(async () => {
   db = await createTestDatabase();
+  ops = await operatorRoles(db.sql, db.url, ["alice", "bob", "carol", "dave", "alice@ops", "bob@finance"]);
   cityCode = await f.city(db.sql);
 });
-afterAll(async () => await db?.drop());
+afterAll(async () => {
+  await ops?.drop();
+  await db?.drop();
+});
 
 /** A balanced pair of legs: `amount` from `debit` to `credit`. */
 function pair(amount: number, debit = "receivable_stripe", credit = "host_payable"): Leg[] {
@@ -48,13 +55,11 @@ async function countLedgerRows(q: Q) {
   return n;
 }
 
-/** Runs fn in a committed transaction acting as the named person (reserve.actor). */
-function asActor<T>(sql: Sql, who: string, fn: (tx: postgres.TransactionSql) => Promise<T>): Promise<T> {
-  return sql.begin(async (tx) => {
-    await tx`select set_config('reserve.actor', ${who}, true)`;
-    return fn(tx);
-  }) as Promise<T>;
+/** Runs fn in a committed transaction as the person's own login role (in reserve_operator), on `url`. */
+function asActor<T>(who: string, fn: (tx: postgres.TransactionSql) => Promise<T>, url = db.url): Promise<T> {
+  return ops.as(who, fn, url);
 }
+const name = (who: string) => ops.name(who);
 
 async function propose(tx: Q, reason: string, entries: Leg[], target: string | null = null) {
   const [c] = await tx`select * from reserve.propose_ledger_correction(${reason}, ${tx.json(entries)}, ${target})`;
@@ -67,10 +72,10 @@ const reject = async (tx: Q, id: string, note = "not ours to fix") =>
   (await tx`select * from reserve.reject_ledger_correction(${id}, ${note})`)[0];
 
 /** A database of its own for a test that disables trg_ledger_balance, so no other test sees it off. */
-async function withScratchDatabase(fn: (sql: Sql) => Promise<void>) {
+async function withScratchDatabase(fn: (sql: Sql, url: string) => Promise<void>) {
   const scratch = await createTestDatabase();
   try {
-    await fn(scratch.sql);
+    await fn(scratch.sql, scratch.url);
   } finally {
     await scratch.drop();
   }
@@ -270,72 +275,117 @@ describe("trg_ledger_balance", () => {
 describe("4-eyes corrections", () => {
   const legs = pair(700, "corrections", "host_payable");
 
-  it("needs a named proposer (RC407 without reserve.actor)", async () => {
-    expect(await sqlState(db.sql`select reserve.propose_ledger_correction('fix', ${db.sql.json(legs)})`)).toBe("RC407");
+  it("needs a proven proposer: a shared login naming nobody, or naming someone in reserve.actor, is refused (RC604)", async () => {
+    expect(await sqlState(db.sql`select reserve.propose_ledger_correction('fix', ${db.sql.json(legs)})`)).toBe("RC604");
+    expect(await sqlState(db.sql.begin(async (tx) => {
+      await tx`set local reserve.actor = 'alice'`;
+      await tx`select reserve.propose_ledger_correction('fix', ${tx.json(legs)})`;
+    }))).toBe("RC604");
+    expect(await db.sql`select count(*)::int as n from reserve.ledger_corrections where reason = 'fix'`).toEqual([{ n: 0 }]);
+  });
+
+  it("cannot be proposed under one name and approved under another by one session, whatever it sets", async () => {
+    const c = await asActor("alice", (tx) => propose(tx, "one session, two names", legs));
+    // alice's own session: reserve.actor, request.jwt.claims, SET ROLE and p_operator change nothing
+    const tries = [
+      (tx: postgres.TransactionSql) => tx`select set_config('reserve.actor', ${name("bob")}, true)`,
+      (tx: postgres.TransactionSql) => tx`select set_config('request.jwt.claims', ${JSON.stringify({ sub: name("bob") })}, true)`,
+      (tx: postgres.TransactionSql) => tx`set local role reserve_operator`,
+    ];
+    for (const before of tries) {
+      expect(await sqlState(asActor("alice", async (tx) => { await before(tx); return approve(tx, c.id); }))).toBe("RC407");
+    }
+    expect(await sqlState(asActor("alice", (tx) => tx`select reserve.approve_ledger_correction(${c.id}, 'ok', ${name("bob")})`))).toBe("RC604");
+    expect(await sqlState(asActor("alice", (tx) => tx`select reserve.propose_ledger_correction('as bob', ${tx.json(legs)}, null, ${name("bob")})`))).toBe("RC604");
+    // a decision needs a note
+    expect(await sqlState(asActor("bob", (tx) => tx`select reserve.approve_ledger_correction(${c.id}, '')`))).toBe("RC604");
+    const [row] = await db.sql`select status from reserve.ledger_corrections where id = ${c.id}`;
+    expect(row.status).toBe("proposed");
+    expect(await asActor("bob", (tx) => approve(tx, c.id))).toMatchObject({ status: "approved", proposed_by: name("alice"), decided_by: name("bob") });
+  });
+
+  it("refuses a login role that is not in reserve_operator (RC604)", async () => {
+    const outsider = await operatorRoles(db.sql, db.url, ["eve"], { member: false });
+    try {
+      await db.sql.unsafe(`grant usage on schema reserve to "${outsider.name("eve")}"`);
+      await db.sql.unsafe(`grant execute on function reserve.propose_ledger_correction(text, jsonb, uuid, text) to "${outsider.name("eve")}"`);
+      expect(await sqlState(outsider.as("eve", (tx) => propose(tx, "not an operator", legs)))).toBe("RC604");
+    } finally {
+      await db.sql.unsafe(`revoke all on schema reserve from "${outsider.name("eve")}"`);
+      await db.sql.unsafe(`revoke all on function reserve.propose_ledger_correction(text, jsonb, uuid, text) from "${outsider.name("eve")}"`);
+      await outsider.drop();
+    }
+  });
+
+  it("takes the operator a verified token named when the caller is the server's shared login (the ops console)", async () => {
+    const [c] = await db.sql`select * from reserve.propose_ledger_correction('from the console', ${db.sql.json(legs)}, null, 'ana@reserve.test')`;
+    expect(await sqlState(db.sql`select reserve.approve_ledger_correction(${c.id}, 'mine', 'ana@reserve.test')`)).toBe("RC407");
+    const [done] = await db.sql`select * from reserve.approve_ledger_correction(${c.id}, 'checked', 'bruno@reserve.test')`;
+    expect(done).toMatchObject({ status: "approved", proposed_by: "ana@reserve.test", decided_by: "bruno@reserve.test" });
   });
 
   it("refuses an unbalanced stand-alone correction at propose time (RC401)", async () => {
-    const state = await sqlState(asActor(db.sql, "alice", (tx) => propose(tx, "half a fix", [legs[0]])));
+    const state = await sqlState(asActor("alice", (tx) => propose(tx, "half a fix", [legs[0]])));
     expect(state).toBe("RC401");
   });
 
   it("refuses approval by the proposer (RC407) and posts a balanced correction when someone else approves", async () => {
-    const c = await asActor(db.sql, "alice", (tx) => propose(tx, "host share booked short", legs));
-    expect(c).toMatchObject({ status: "proposed", proposed_by: "alice", transaction_id: null });
-    expect(await sqlState(asActor(db.sql, "alice", (tx) => approve(tx, c.id)))).toBe("RC407");
+    const c = await asActor("alice", (tx) => propose(tx, "host share booked short", legs));
+    expect(c).toMatchObject({ status: "proposed", proposed_by: name("alice"), transaction_id: null });
+    expect(await sqlState(asActor("alice", (tx) => approve(tx, c.id)))).toBe("RC407");
 
-    const done = await asActor(db.sql, "bob", (tx) => approve(tx, c.id));
-    expect(done).toMatchObject({ status: "approved", proposed_by: "alice", decided_by: "bob" });
+    const done = await asActor("bob", (tx) => approve(tx, c.id));
+    expect(done).toMatchObject({ status: "approved", proposed_by: name("alice"), decided_by: name("bob") });
     const [t] = await db.sql`select * from reserve.ledger_transactions where id = ${done.transaction_id}`;
-    expect(t).toMatchObject({ kind: "correction", idempotency_key: `correction:${c.id}`, created_by: "bob" });
+    expect(t).toMatchObject({ kind: "correction", idempotency_key: `correction:${c.id}`, created_by: name("bob") });
     expect(await legsOf(db.sql, t.id)).toEqual([
       { account: "host_payable", direction: "credit", amount: 700, entry_type: "correction" },
       { account: "corrections", direction: "debit", amount: 700, entry_type: "correction" },
     ]);
 
-    const twice = await asActor(db.sql, "bob", (tx) => approve(tx, c.id));
+    const twice = await asActor("bob", (tx) => approve(tx, c.id));
     expect(twice).toMatchObject({ status: "approved", transaction_id: done.transaction_id, decided_at: done.decided_at });
     const [n] = await db.sql`select count(*)::int as n from reserve.ledger_transactions where idempotency_key = ${`correction:${c.id}`}`;
     expect(n.n).toBe(1);
   });
 
   it("records propose and approve in audit_logs under the two people", async () => {
-    const c = await asActor(db.sql, "alice@ops", (tx) => propose(tx, "audited fix", legs));
-    await asActor(db.sql, "bob@finance", (tx) => approve(tx, c.id));
+    const c = await asActor("alice@ops", (tx) => propose(tx, "audited fix", legs));
+    await asActor("bob@finance", (tx) => approve(tx, c.id));
     const trail = await db.sql`select action, actor, new_values ->> 'status' as status from reserve.audit_trail
                                where table_name = 'ledger_corrections' and row_id = ${c.id} order by audit_id, change_no`;
     expect(trail).toEqual([
-      { action: "INSERT", actor: "alice@ops", status: "proposed" },
-      { action: "UPDATE", actor: "bob@finance", status: "approved" },
+      { action: "INSERT", actor: name("alice@ops"), status: "proposed" },
+      { action: "UPDATE", actor: name("bob@finance"), status: "approved" },
     ]);
   });
 
   it("cannot approve a rejected correction (RC408), and the rejecter must be someone else too", async () => {
-    const c = await asActor(db.sql, "alice", (tx) => propose(tx, "maybe a fix", legs));
-    expect(await sqlState(asActor(db.sql, "alice", (tx) => reject(tx, c.id)))).toBe("RC407");
-    expect(await asActor(db.sql, "carol", (tx) => reject(tx, c.id))).toMatchObject({ status: "rejected", decided_by: "carol" });
-    expect(await sqlState(asActor(db.sql, "bob", (tx) => approve(tx, c.id)))).toBe("RC408");
-    expect(await sqlState(asActor(db.sql, "bob", (tx) => reject(tx, c.id)))).toBe("RC408");
+    const c = await asActor("alice", (tx) => propose(tx, "maybe a fix", legs));
+    expect(await sqlState(asActor("alice", (tx) => reject(tx, c.id)))).toBe("RC407");
+    expect(await asActor("carol", (tx) => reject(tx, c.id))).toMatchObject({ status: "rejected", decided_by: name("carol") });
+    expect(await sqlState(asActor("bob", (tx) => approve(tx, c.id)))).toBe("RC408");
+    expect(await sqlState(asActor("bob", (tx) => reject(tx, c.id)))).toBe("RC408");
     const [row] = await db.sql`select status, transaction_id from reserve.ledger_corrections where id = ${c.id}`;
     expect(row).toEqual({ status: "rejected", transaction_id: null });
   });
 
   it("answers RC406 for an unknown correction or target transaction", async () => {
-    expect(await sqlState(asActor(db.sql, "bob", (tx) => approve(tx, randomUUID())))).toBe("RC406");
-    expect(await sqlState(asActor(db.sql, "bob", (tx) => reject(tx, randomUUID())))).toBe("RC406");
-    expect(await sqlState(asActor(db.sql, "alice", (tx) => propose(tx, "fix", [legs[1]], randomUUID())))).toBe("RC406");
+    expect(await sqlState(asActor("bob", (tx) => approve(tx, randomUUID())))).toBe("RC406");
+    expect(await sqlState(asActor("bob", (tx) => reject(tx, randomUUID())))).toBe("RC406");
+    expect(await sqlState(asActor("alice", (tx) => propose(tx, "fix", [legs[1]], randomUUID())))).toBe("RC406");
   });
 
   it("refuses a correction that would not balance its target at propose time (RC401)", async () => {
     const balanced = await post(db.sql, pair(900), { key: "t:target" });
     const one = { account: "corrections", direction: "credit", amount: 900 };
-    expect(await sqlState(asActor(db.sql, "alice", (tx) => propose(tx, "unneeded", [one], balanced.id)))).toBe("RC401");
+    expect(await sqlState(asActor("alice", (tx) => propose(tx, "unneeded", [one], balanced.id)))).toBe("RC401");
   });
 });
 
 describe("runbook P1 ledger imbalance, fixed the safe way", () => {
   it("balances the transaction with an approved correction leg, and the verification query is empty", async () => {
-    await withScratchDatabase(async (sql) => {
+    await withScratchDatabase(async (sql, url) => {
       const id = await postImbalanced(sql, 12345);
       // the runbook's query for the amount and direction of the balancing entry
       const [need] = await sql.unsafe(`
@@ -358,19 +408,19 @@ describe("runbook P1 ledger imbalance, fixed the safe way", () => {
       const leg = (amount: number) => ({ account: "corrections", direction: need.needed_direction as string, amount,
                                          entry_type: "correction", description: "Manual correction for imbalance" });
 
-      expect(await sqlState(asActor(sql, "alice", (tx) => propose(tx, "wrong amount", [leg(12344)], id)))).toBe("RC401");
-      const fix = await asActor(sql, "alice", (tx) => propose(tx, "one-sided manual insert", [leg(12345)], id));
-      const rival = await asActor(sql, "dave", (tx) => propose(tx, "same fix, proposed twice", [leg(12345)], id));
+      expect(await sqlState(asActor("alice", (tx) => propose(tx, "wrong amount", [leg(12344)], id), url))).toBe("RC401");
+      const fix = await asActor("alice", (tx) => propose(tx, "one-sided manual insert", [leg(12345)], id), url);
+      const rival = await asActor("dave", (tx) => propose(tx, "same fix, proposed twice", [leg(12345)], id), url);
       expect((await sql`select * from reserve.find_ledger_imbalances(now()::date - 7)`).length).toBe(1);
 
-      const done = await asActor(sql, "bob", (tx) => approve(tx, fix.id));
-      expect(done).toMatchObject({ status: "approved", transaction_id: id, decided_by: "bob" });
+      const done = await asActor("bob", (tx) => approve(tx, fix.id), url);
+      expect(done).toMatchObject({ status: "approved", transaction_id: id, decided_by: name("bob") });
       expect(await legsOf(sql, id)).toEqual([
         { account: "corrections", direction: "credit", amount: 12345, entry_type: "correction" },
         { account: "receivable_stripe", direction: "debit", amount: 12345, entry_type: "guest_payment" },
       ]);
       // the second proposal was right when made, but approving it now would unbalance the target again
-      expect(await sqlState(asActor(sql, "bob", (tx) => approve(tx, rival.id)))).toBe("RC401");
+      expect(await sqlState(asActor("bob", (tx) => approve(tx, rival.id), url))).toBe("RC401");
 
       expect(await sql`select * from reserve.find_ledger_imbalances(now()::date - 7) where transaction_id = ${id}`).toEqual([]);
       expect(await sql.unsafe(`SELECT * FROM reserve.find_ledger_imbalances(NOW()::date);`)).toEqual([]);
@@ -385,10 +435,7 @@ describe("legs with an unknown entry type or a malformed currency", () => {
     for (const bad of [{ entry_type: "gift" }, { currency: "brl" }]) {
       const legs = pair(100).map((l) => ({ ...l, ...bad }));
       expect(await sqlState(post(db.sql, legs)), JSON.stringify(bad)).toBe("RC001");
-      const code = await rolledBack(db.sql, async (tx) => {
-        await tx`set local reserve.actor = 'alice'`;
-        return sqlState(tx`select reserve.propose_ledger_correction('typo', ${tx.json(legs)})`);
-      });
+      const code = await sqlState(asActor("alice", (tx) => tx`select reserve.propose_ledger_correction('typo', ${tx.json(legs)})`));
       expect(code, JSON.stringify(bad)).toBe("RC001");
     }
   });

@@ -257,7 +257,7 @@ describe("the ops console", () => {
     const md = await text("#review-md");
     expect(md).toContain(`# Post-incident review: ${inc.reference}`);
     expect(md).toMatch(/\[incident\] alice@reserve.test: acknowledged: paged, looking at the ledger/);
-    expect(md).toMatch(/\[operator\] bob@reserve.test: (INSERT|UPDATE) .*ledger_corrections/);
+    expect(md).toMatch(/\[operator\] bob@reserve.test: approve_ledger_correction by bob@reserve.test: .*ledger_corrections/);
     expect(md).not.toMatch(/\[operator\] postgres/);
     expect(md).not.toContain("-  - ");
     expect(md).toContain("| Alert when a ledger trigger is disabled | carol@reserve.test | 2026-12-31 | open |");

@@ -372,6 +372,9 @@ describe("incidents", () => {
       url.password = "pw";
       const personal = postgres(url.toString(), { max: 1, onnotice: () => {} });
       try {
+        // a login of its own is not enough: it must be an operator's (a member of reserve_operator)
+        expect(await sqlState(personal`select reserve.acknowledge_incident(${i.id}, 'on it')`)).toBe("RC604");
+        await sql.unsafe(`grant reserve_operator to ${role}`);
         expect(await sqlState(personal`select reserve.acknowledge_incident(${i.id}, 'on it', 'bob@reserve.test')`)).toBe("RC604");
         const [acked] = await personal`select * from reserve.acknowledge_incident(${i.id}, 'on it')`;
         expect(acked.acknowledged_by).toBe(role);

@@ -1,6 +1,7 @@
 // docs/RUNBOOK.md, checked against the database it documents. Every ```sql block runs:
 // - a block without a placeholder runs as written, inside a transaction that is rolled back (its own
-//   `begin;` / `commit;` lines are left out, `set local reserve.actor = 'runbook-test'` comes first);
+//   `begin;` / `commit;` lines are left out, `set local reserve.actor = 'runbook-test'` comes first; a
+//   ledger correction step runs as an operator's own login role, as the runbook tells them to sign in);
 //   maintenance that cannot run in a transaction (VACUUM, CALL of a committing procedure, CREATE INDEX
 //   CONCURRENTLY) runs statement by statement outside one;
 // - a template runs the same way once its placeholders are replaced by ids of rows this file makes: a
@@ -20,6 +21,7 @@ import type postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestDatabase, type Sql, type TestDatabase } from "../helpers/db.ts";
 import * as f from "../helpers/fixtures.ts";
+import { operatorRoles, type OperatorRoles } from "../helpers/operator_roles.ts";
 import { applyStatus, attachGateway, processEvent } from "../helpers/money.ts";
 
 const ROOT = path.resolve(import.meta.dirname, "../..");
@@ -113,12 +115,15 @@ const OPERATOR_FUNCTIONS = [
   "recover_payment", "mark_payment_failed", "block_unit_dates", "unblock_unit_dates", "move_reservation", "cancel_reservation_with_refund",
   "refund_duplicate_charge", "refund_payment", "rebuild_unit_availability", "replay_webhook", "retry_failed_webhooks",
   "resolve_webhook", "resolve_money_discrepancy", "look_up_refund", "retry_refund_request", "close_refund_request",
-  "propose_ledger_correction", "approve_ledger_correction", "reject_ledger_correction",
 ];
+
+/** The 4-eyes steps: each person signs in as their own role, so a block names nobody in reserve.actor. */
+const CORRECTION_FUNCTIONS = ["propose_ledger_correction", "approve_ledger_correction", "reject_ledger_correction"];
+const callsCorrection = (text: string) => CORRECTION_FUNCTIONS.some((fn) => new RegExp(`reserve\\.${fn}\\(`).test(stripComments(text)));
 
 /** What the runbook must name (and what must exist). */
 const REQUIRED_NAMES = [
-  ...OPERATOR_FUNCTIONS, "check_all_alerts", "system_health_check", "ops_dashboard_summary", "stuck_payments",
+  ...OPERATOR_FUNCTIONS, ...CORRECTION_FUNCTIONS, "check_all_alerts", "system_health_check", "ops_dashboard_summary", "stuck_payments",
   "webhook_status", "webhook_failure_analysis", "failed_payments_analysis", "retention_statistics",
   "run_retention_cleanup", "retention_cleanup_job", "alert_events", "error_codes", "refund_requests",
   "open_money_discrepancies", "money_discrepancies", "as_provider_update",
@@ -143,6 +148,8 @@ type Q = postgres.Sql | postgres.TransactionSql;
 
 let db: TestDatabase;
 let sql: Sql;
+/** the proposer of the world's correction, and the operator who runs the runbook's correction steps */
+let ops: OperatorRoles;
 let values: Record<string, string>;
 let ids: {
   block: string; stuckPayment: string; paidPayment: string; paidIntent: string; pixPayment: string; pixGatewayId: string;
@@ -226,8 +233,7 @@ async function buildWorld() {
   } finally {
     await sql`alter table reserve.ledger_entries enable trigger trg_ledger_balance`;
   }
-  const correction = await sql.begin(async (tx) => {
-    await tx`set local reserve.actor = 'runbook-test-proposer'`;
+  const correction = await ops.as("proposer", async (tx) => {
     const [c] = await tx`select * from reserve.propose_ledger_correction('balancing leg',
       ${tx.json([{ account: "corrections", direction: "credit", amount: 12345 }])}, ${imbalancedTx})`;
     return c;
@@ -328,9 +334,13 @@ async function buildWorld() {
 beforeAll(async () => {
   db = await createTestDatabase();
   sql = db.sql;
+  ops = await operatorRoles(sql, db.url, ["proposer", "approver"]);
   await buildWorld();
 });
-afterAll(async () => await db?.drop());
+afterAll(async () => {
+  await ops?.drop();
+  await db?.drop();
+});
 
 function fill(text: string): string {
   const missing = placeholders(text).filter((p) => !(p in values));
@@ -500,8 +510,9 @@ async function runBlock(b: Block): Promise<void> {
       return;
     }
     const rollback = new Error("rollback");
-    await sql.begin(async (tx) => {
-      await tx`set local reserve.actor = 'runbook-test'`;
+    const correction = callsCorrection(b.text);
+    await (correction ? ops.sql("approver") : sql).begin(async (tx) => {
+      if (!correction) await tx`set local reserve.actor = 'runbook-test'`;
       for (const p of PRELUDES.filter((x) => x.match.test(b.text))) await p.run(tx);
       await tx.unsafe(text.replace(TX_CONTROL, ""));
       for (const a of AFTER.filter((x) => x.match.test(b.text))) await a.check(tx);
@@ -557,6 +568,17 @@ describe("docs/RUNBOOK.md: the SQL blocks", () => {
       expect(code, `${label(b)} calls ${called.join(", ")}`).toMatch(/^\s*begin\s*;/im);
       expect(code, `${label(b)} calls ${called.join(", ")}`).toMatch(/set local reserve\.actor = '[^']+'/i);
       expect(code, `${label(b)} calls ${called.join(", ")}`).toMatch(/^\s*commit\s*;/im);
+    }
+  });
+
+  it("runs every 4-eyes step inside begin; commit; as the operator's own role, naming nobody in reserve.actor", () => {
+    const steps = SQL_BLOCKS.filter((b) => callsCorrection(b.text));
+    expect(steps.length).toBeGreaterThanOrEqual(3);
+    for (const b of steps) {
+      const code = stripComments(b.text);
+      expect(code, label(b)).toMatch(/^\s*begin\s*;/im);
+      expect(code, label(b)).toMatch(/^\s*commit\s*;/im);
+      expect(code, label(b)).not.toMatch(/reserve\.actor/i);
     }
   });
 });

@@ -3,13 +3,19 @@
 // and the missing leg is added by a 4-eyes correction (the runbook's direct INSERT is refused now).
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestDatabase, sqlState, type TestDatabase } from "../helpers/db.ts";
+import { operatorRoles, type OperatorRoles } from "../helpers/operator_roles.ts";
 import { expectFires, expectResolved } from "../helpers/runbook.ts";
 
 let db: TestDatabase;
+let ops: OperatorRoles;
 beforeAll(async () => {
   db = await createTestDatabase();
+  ops = await operatorRoles(db.sql, db.url, ["oncall", "cfo"]);
 });
-afterAll(async () => await db?.drop());
+afterAll(async () => {
+  await ops?.drop();
+  await db?.drop();
+});
 
 describe("P1: ledger imbalance", () => {
   it("fires at P1 with no delay, and a correction approved by a second person balances it", async () => {
@@ -47,21 +53,14 @@ describe("P1: ledger imbalance", () => {
         CASE WHEN debits > credits THEN 'credit' ELSE 'debit' END as needed_direction
       FROM tx_entries WHERE debits != credits;`);
     expect(missing).toMatchObject({ imbalance_amount: "12345", needed_direction: "credit" });
-    // 4 eyes: one person proposes the missing leg, another approves it
-    const correction = await db.sql.begin(async (tx) => {
-      await tx`set local reserve.actor = 'oncall@reserve'`;
+    // 4 eyes: one person proposes the missing leg, another approves it, each signed in as their own role
+    const correction = await ops.as("oncall", async (tx) => {
       const [c] = await tx`select * from reserve.propose_ledger_correction('half a transaction written by hand',
         ${tx.json([{ account: "corrections", direction: "credit", amount: 12345, entry_type: "correction" }])}, ${txId}::uuid)`;
       return c.id as string;
     });
-    expect(await sqlState(db.sql.begin(async (tx) => {
-      await tx`set local reserve.actor = 'oncall@reserve'`;
-      await tx`select reserve.approve_ledger_correction(${correction}::uuid, 'my own')`;
-    }))).toBe("RC407");
-    await db.sql.begin(async (tx) => {
-      await tx`set local reserve.actor = 'cfo@reserve'`;
-      await tx`select reserve.approve_ledger_correction(${correction}::uuid, 'checked against the bank statement')`;
-    });
+    expect(await sqlState(ops.as("oncall", (tx) => tx`select reserve.approve_ledger_correction(${correction}::uuid, 'my own')`))).toBe("RC407");
+    await ops.as("cfo", (tx) => tx`select reserve.approve_ledger_correction(${correction}::uuid, 'checked against the bank statement')`);
 
     // Verification, as written
     expect(await db.sql.unsafe(`SELECT * FROM reserve.find_ledger_imbalances(NOW()::date);`)).toHaveLength(0);

@@ -79,11 +79,11 @@ async function run(sql: Sql, who: string, a: ActionRequest): Promise<unknown> {
       case "cancel_reservation_with_refund":
         return (await tx`select * from reserve.cancel_reservation_with_refund(${a.reservation_id}::uuid, ${a.reason}, ${a.refund_amount ?? null})`)[0];
       case "propose_ledger_correction":
-        return (await tx`select * from reserve.propose_ledger_correction(${a.reason}, ${tx.json(a.entries)}, ${a.target_transaction_id ?? null})`)[0];
+        return (await tx`select * from reserve.propose_ledger_correction(${a.reason}, ${tx.json(a.entries)}, ${a.target_transaction_id ?? null}, ${who})`)[0];
       case "approve_ledger_correction":
-        return (await tx`select * from reserve.approve_ledger_correction(${a.correction_id}::uuid, ${a.reason})`)[0];
+        return (await tx`select * from reserve.approve_ledger_correction(${a.correction_id}::uuid, ${a.reason}, ${who})`)[0];
       case "reject_ledger_correction":
-        return (await tx`select * from reserve.reject_ledger_correction(${a.correction_id}::uuid, ${a.reason})`)[0];
+        return (await tx`select * from reserve.reject_ledger_correction(${a.correction_id}::uuid, ${a.reason}, ${who})`)[0];
     }
   });
 }

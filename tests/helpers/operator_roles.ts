@@ -1,0 +1,53 @@
+// Personal login roles for tests of what needs a proven operator (4-eyes corrections, on-call actions):
+// each person gets a real LOGIN role in reserve_operator and a connection as it, so the database takes the
+// name from the login (session_user), as it does for an operator in psql. Roles are cluster-wide, so each
+// call tags its names; name(who) is the role a person really is.
+import { randomBytes } from "node:crypto";
+import postgres from "postgres";
+import type { Sql } from "./db.ts";
+
+export interface OperatorRoles {
+  /** the role (and so the proven name) of a person, e.g. "alice" → "alice.3f9a" */
+  name(who: string): string;
+  /** a connection to `url` (default: the database the roles were made from) as that person */
+  sql(who: string, url?: string): Sql;
+  /** a transaction as that person, committed */
+  as<T>(who: string, fn: (tx: postgres.TransactionSql) => Promise<T>, url?: string): Promise<T>;
+  /** closes the connections and drops the roles */
+  drop(): Promise<void>;
+}
+
+export async function operatorRoles(admin: Sql, url: string, people: string[], opts: { member?: boolean } = {}): Promise<OperatorRoles> {
+  const tag = randomBytes(3).toString("hex");
+  const password = randomBytes(12).toString("hex");
+  const name = (who: string) => `${who}.${tag}`;
+  for (const who of people) {
+    await admin.unsafe(`create role "${name(who)}" login password '${password}'${opts.member === false ? "" : " in role reserve_operator"}`);
+  }
+  const clients = new Map<string, Sql>();
+  const sql = (who: string, at = url) => {
+    if (!people.includes(who)) throw new Error(`no role for ${who}: made for ${people.join(", ")}`);
+    const key = `${who} ${at}`;
+    let c = clients.get(key);
+    if (!c) {
+      const u = new URL(at);
+      u.username = encodeURIComponent(name(who));
+      u.password = password;
+      c = postgres(u.toString(), { max: 2, onnotice: () => {} });
+      clients.set(key, c);
+    }
+    return c;
+  };
+  return {
+    name,
+    sql,
+    as: (who, fn, at) => sql(who, at).begin(fn) as never,
+    async drop() {
+      await Promise.all([...clients.values()].map((c) => c.end({ timeout: 5 })));
+      for (const who of people) {
+        // grants on objects of the databases they touched go with the databases; the role itself is the cluster's
+        await admin.unsafe(`drop role if exists "${name(who)}"`);
+      }
+    },
+  };
+}
