@@ -51,7 +51,8 @@ async function latency(): Promise<string[]> {
   const sql = postgres(stack.databaseUrl, { max: 2, onnotice: () => {} });
   const sb = stack.sandbox!;
   const fn = (name: string) => `${stack.functions.url}/functions/v1/${name}`;
-  const guest = signJwt({ sub: crypto.randomUUID(), email: "bench@example.com", role: "authenticated", aud: "authenticated",
+  // a guest per payment: the stuck ones stay held, and one guest may hold only max_unpaid_holds_per_client
+  const guestToken = () => signJwt({ sub: crypto.randomUUID(), email: "bench@example.com", role: "authenticated", aud: "authenticated",
     exp: Math.floor(Date.now() / 1000) + 3600 }, DEFAULT_LOCAL_JWT_SECRET);
   const pdEvents = async () => (await (await fetch(`${sb.url}/_sandbox/pagerdutyEvents`)).json()) as PdEvent[];
   const lines: string[] = [];
@@ -67,7 +68,7 @@ async function latency(): Promise<string[]> {
       for (let i = 0; i < 3; i++) {
         const d0 = new Date(Date.now() + (30 + round * 10) * 86400_000).toISOString().slice(0, 10);
         const d1 = new Date(Date.now() + (35 + round * 10) * 86400_000).toISOString().slice(0, 10);
-        const res = await fetch(fn("checkout"), { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${guest}` },
+        const res = await fetch(fn("checkout"), { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${guestToken()}` },
           body: JSON.stringify({ unit_id: units[round * 3 + i]!.id, check_in: d0, check_out: d1, guests: 2, method: "card" }) });
         const c = (await res.json()) as { gateway_payment_id: string; payment_id: string };
         if (res.status !== 201) throw new Error(`checkout answered ${res.status}: ${JSON.stringify(c)}`);

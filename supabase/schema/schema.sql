@@ -8,6 +8,7 @@ create schema reserve;
 comment on schema reserve is 'Reserve Connect bookings, payments and ledger. Tables are private (RLS on, nothing granted to anon or authenticated); the API is the functions and views granted explicitly in each migration.';
 
 -- grants
+grant usage on schema reserve to reserve_operator;
 grant usage on schema reserve to service_role;
 
 -- extensions (the local bootstrap's and the migrations')

@@ -2,7 +2,7 @@
 // attempt before any provider is asked; take_rate_limit counts checkouts per client; abort_checkout
 // gives an attempt the provider refused back, with its holds; release_intent_if_idle keeps the nights
 // while another attempt is in flight. A refused call writes nothing.
-import type postgres from "postgres";
+import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestDatabase, sqlState, type Sql, type TestDatabase } from "../helpers/db.ts";
 import * as f from "../helpers/fixtures.ts";
@@ -64,11 +64,11 @@ async function footprint(unitId: string) {
   return r;
 }
 
-async function rejection(p: Promise<unknown>): Promise<{ code: string; hint?: string }> {
+async function rejection(p: Promise<unknown>): Promise<{ code: string; message: string; hint?: string }> {
   try {
     await p;
   } catch (err) {
-    return err as { code: string; hint?: string };
+    return err as { code: string; message: string; hint?: string };
   }
   throw new Error("expected the statement to fail, but it succeeded");
 }
@@ -183,7 +183,13 @@ describe("begin_checkout: rate limits", () => {
     expect(limit).toBe(20);
     const { unitId } = await f.unit(sql, { nights: 10, allotment: 30 });
     const who = client();
-    for (let i = 0; i < limit; i++) await begin(sql, { client: who, unitId });
+    // the hourly budget, not the cap on stays held at once (tested below), is what this one reaches
+    await sql`update reserve.settings set value = '1000' where key = 'max_unpaid_holds_per_client'`;
+    try {
+      for (let i = 0; i < limit; i++) await begin(sql, { client: who, unitId });
+    } finally {
+      await sql`update reserve.settings set value = '3' where key = 'max_unpaid_holds_per_client'`;
+    }
     expect(await hitsOf(who)).toBe(limit);
 
     const refused = await rejection(begin(sql, { client: who, unitId }));
@@ -333,5 +339,67 @@ describe("release_intent_if_idle", () => {
     expect(r).toBe(false);
     const [bi] = await sql`select status from reserve.booking_intents where id = ${c.booking_intent_id as string}`;
     expect(bi.status).toBe("converted");
+  });
+});
+
+describe("begin_checkout: stays one client holds unpaid at once", () => {
+  it("refuses a new checkout past max_unpaid_holds_per_client (RC112, hint: when the oldest hold expires), writing nothing", async () => {
+    const [{ cap }] = await sql`select reserve.setting_int('max_unpaid_holds_per_client') as cap`;
+    expect(cap).toBe(3);
+    const { unitId } = await f.unit(sql, { nights: 20, allotment: 10 });
+    const who = client();
+    const held = [];
+    for (let i = 0; i < cap; i++) held.push(await begin(sql, { client: who, unitId, from: 1 + i * 2, to: 3 + i * 2 }));
+    const before = await footprint(unitId);
+    const refused = await rejection(begin(sql, { client: who, unitId, from: 10, to: 12 }));
+    expect(refused.code).toBe("RC112");
+    expect(refused.message).toContain(`client ${who} already holds 3 unpaid stays; the limit is 3`);
+    const m = /retry after (\d+) seconds/.exec(refused.hint ?? "");
+    expect(Number(m![1])).toBeGreaterThan(0);
+    expect(await footprint(unitId)).toEqual(before);
+
+    // a retry of a held intent is no new hold
+    const retry = await begin(sql, { client: who, intentId: held[0].booking_intent_id as string });
+    expect(retry.booking_intent_id).toBe(held[0].booking_intent_id);
+
+    // an expired and a cancelled hold free their places
+    await sql`update reserve.booking_intents set expires_at = now() - interval '1 second' where id = ${held[1].booking_intent_id as string}`;
+    await sql`update reserve.booking_intents set status = 'cancelled', cancelled_at = now() where id = ${held[2].booking_intent_id as string}`;
+    await begin(sql, { client: who, unitId, from: 10, to: 12 });
+    await begin(sql, { client: who, unitId, from: 13, to: 15 });
+    expect(await sqlState(begin(sql, { client: who, unitId, from: 16, to: 18 }))).toBe("RC112");
+
+    // other clients are not held back by this one
+    expect((await begin(sql, { client: client(), unitId, from: 16, to: 18 })).payment_status).toBe("pending");
+  });
+
+  it("lets exactly the cap through when ten checkouts of one client start at once", async () => {
+    const { unitId } = await f.unit(sql, { nights: 30, allotment: 20 });
+    const who = client();
+    const conns = await Promise.all(Array.from({ length: 10 }, async () => {
+      const c = postgres(db.url, { max: 1, onnotice: () => {} });
+      await c`select 1`;
+      return c;
+    }));
+    try {
+      const results = await Promise.allSettled(conns.map((c, i) => begin(c, { client: who, unitId, from: 1 + i * 2, to: 3 + i * 2 })));
+      const codes = results.map((r) => (r.status === "fulfilled" ? "ok" : (r.reason as { code?: string }).code));
+      expect(codes.filter((c) => c === "ok")).toHaveLength(3);
+      expect(codes.filter((c) => c !== "ok")).toEqual(Array(7).fill("RC112"));
+      const [{ n }] = await sql`select count(*)::int as n from reserve.booking_intents where client_id = ${who} and status = 'pending'`;
+      expect(n).toBe(3);
+    } finally {
+      await Promise.all(conns.map((c) => c.end()));
+    }
+  });
+
+  it("count_refused_checkout takes one from the client's hourly budget, past the limit too", async () => {
+    const who = client();
+    await sql`select reserve.count_refused_checkout(${who})`;
+    await sql`select reserve.count_refused_checkout(${who})`;
+    expect(await hitsOf(who)).toBe(2);
+    expect(await sqlState(sql`select reserve.count_refused_checkout(${null})`)).toBe("RC001");
+    expect(await sqlState(sql`update reserve.settings set value = '0' where key = 'max_unpaid_holds_per_client'`)).toBe("23514");
+    expect(await sqlState(sql`update reserve.settings set value = '"3"' where key = 'max_unpaid_holds_per_client'`)).toBe("23514");
   });
 });

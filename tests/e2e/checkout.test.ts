@@ -119,6 +119,52 @@ describe("checkout: requests it refuses", () => {
       await e.db.sql`update reserve.settings set value = '20' where key = 'checkouts_per_client_per_hour'`;
     }
   });
+
+  it("counts refused checkouts too: probing nights that are taken ends in 429 rate_limited", async () => {
+    await e.db.sql`update reserve.settings set value = '3' where key = 'checkouts_per_client_per_hour'`;
+    try {
+      const token = e.userToken();
+      const full = await stay();
+      // a night nobody sells: each probe is refused (409 unavailable) and still counted
+      await e.db.sql`update reserve.availability_calendar set is_blocked = true where unit_id = ${full.unit_id as string}`;
+      for (let i = 0; i < 3; i++) {
+        const probe = await e.checkout(full, token);
+        expect(probe.status, JSON.stringify(probe.body)).toBe(409);
+        expect(probe.body.error).toBe("unavailable");
+      }
+      const fourth = await e.checkout(await stay(), token);
+      expect(fourth.status).toBe(429);
+      expect(fourth.body).toMatchObject({ error: "rate_limited", code: "RC109" });
+      expect(Number(fourth.headers.get("retry-after"))).toBeGreaterThan(0);
+      const [{ n }] = await e.db.sql`select count(*)::int as n from reserve.booking_intents where unit_id = ${full.unit_id as string}`;
+      expect(n).toBe(0);
+    } finally {
+      await e.db.sql`update reserve.settings set value = '20' where key = 'checkouts_per_client_per_hour'`;
+    }
+  });
+
+  it("holds at most max_unpaid_holds_per_client unpaid stays per guest: the next checkouts at once get 429 too_many_holds", async () => {
+    const token = e.userToken();
+    const bodies = await Promise.all(Array.from({ length: 6 }, () => stay()));
+    const answers = await Promise.all(bodies.map((b) => e.checkout(b, token)));
+    const statuses = answers.map((a) => a.status).sort();
+    expect(statuses).toEqual([201, 201, 201, 429, 429, 429]);
+    for (const a of answers.filter((x) => x.status === 429)) {
+      expect(a.body).toMatchObject({ error: "too_many_holds", code: "RC112" });
+      expect(a.body.message).toMatch(/already holds 3 unpaid stays; the limit is 3/);
+      expect(Number(a.headers.get("retry-after"))).toBeGreaterThan(0);
+    }
+    // the refused ones held nothing
+    for (const [i, a] of answers.entries()) {
+      if (a.status !== 429) continue;
+      const [{ n }] = await e.db.sql`select count(*)::int as n from reserve.booking_intents where unit_id = ${bodies[i].unit_id as string}`;
+      expect(n).toBe(0);
+    }
+    // a retry of a held stay is not a new hold
+    const held = answers.find((a) => a.status === 201)!;
+    const retry = await e.checkout({ booking_intent_id: held.body.booking_intent_id, method: "card" }, token);
+    expect(retry.status, JSON.stringify(retry.body)).toBeLessThan(300);
+  });
 });
 
 describe("checkout: provider failures give the nights back", () => {

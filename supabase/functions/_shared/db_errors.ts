@@ -19,6 +19,7 @@ export const DB_ERRORS: Readonly<Record<string, DbErrorCode>> = {
   RC109: { name: "rate_limited", http: 429 },
   RC110: { name: "amount_too_small", http: 400 },
   RC111: { name: "amount_too_large", http: 400 },
+  RC112: { name: "too_many_holds", http: 429 },
   RC120: { name: "booking_not_found", http: 404 },
   RC201: { name: "payment_not_found", http: 404 },
   RC202: { name: "illegal_transition", http: 409 },

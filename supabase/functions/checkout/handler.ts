@@ -130,6 +130,16 @@ export async function handler(req: Request): Promise<Response> {
         p_guest_name => ${body.guest_name ?? null}, p_guest_email => ${email ?? null})`;
     attempt = row;
   } catch (err) {
+    // a refused new checkout still costs the client one from the hour's budget (probing nights is not free);
+    // the refusal rolled back begin_checkout's own count, so it is taken again on its own
+    const code = (err as { code?: unknown })?.code;
+    if (!isRetry && clientId && typeof code === "string" && /^RC/.test(code) && code !== "RC109") {
+      try {
+        await sql`select reserve.count_refused_checkout(${clientId})`;
+      } catch (countErr) {
+        console.error(`checkout: refused checkout not counted (${(countErr as { code?: unknown })?.code ?? "unknown"})`);
+      }
+    }
     return dbErrorResponse(err, "checkout");
   }
 

@@ -14,6 +14,7 @@ insert into reserve.error_codes (sqlstate, name, http_status, description) value
 insert into reserve.error_codes (sqlstate, name, http_status, description) values ('RC109', 'rate_limited', '429', 'Too many checkouts for this client or payment attempts for this intent; retry after the hint''s seconds.');
 insert into reserve.error_codes (sqlstate, name, http_status, description) values ('RC110', 'amount_too_small', '400', 'The stay costs less than the smallest charge we accept (setting min_payment_amount).');
 insert into reserve.error_codes (sqlstate, name, http_status, description) values ('RC111', 'amount_too_large', '400', 'The stay costs more than the largest charge we accept (setting max_payment_amount).');
+insert into reserve.error_codes (sqlstate, name, http_status, description) values ('RC112', 'too_many_holds', '429', 'The client already holds the most unpaid stays at once (setting max_unpaid_holds_per_client); pay or cancel one, or retry when the oldest hold expires (the hint''s seconds).');
 insert into reserve.error_codes (sqlstate, name, http_status, description) values ('RC120', 'booking_not_found', '404', 'No booking with this id was made by this client (unknown, or another client''s).');
 insert into reserve.error_codes (sqlstate, name, http_status, description) values ('RC201', 'payment_not_found', '404', 'No such payment.');
 insert into reserve.error_codes (sqlstate, name, http_status, description) values ('RC202', 'illegal_transition', '409', 'The payment cannot move from its status to the one asked for.');
@@ -38,13 +39,13 @@ insert into reserve.error_codes (sqlstate, name, http_status, description) value
 insert into reserve.error_codes (sqlstate, name, http_status, description) values ('RC404', 'unknown_account', '400', 'No such ledger account.');
 insert into reserve.error_codes (sqlstate, name, http_status, description) values ('RC405', 'idempotency_conflict', '409', 'The idempotency key was already used with different arguments.');
 insert into reserve.error_codes (sqlstate, name, http_status, description) values ('RC406', 'correction_not_found', '404', 'No such ledger correction or ledger transaction.');
-insert into reserve.error_codes (sqlstate, name, http_status, description) values ('RC407', 'four_eyes_violation', '403', 'A correction must be approved by someone other than its proposer, both named.');
+insert into reserve.error_codes (sqlstate, name, http_status, description) values ('RC407', 'four_eyes_violation', '403', 'A correction must be approved by someone other than its proposer, both proven.');
 insert into reserve.error_codes (sqlstate, name, http_status, description) values ('RC408', 'correction_not_pending', '409', 'The correction was already approved or rejected.');
 insert into reserve.error_codes (sqlstate, name, http_status, description) values ('RC501', 'operator_required', '403', 'A recovery needs a named operator (set reserve.actor, or a JWT with a sub) and a reason.');
 insert into reserve.error_codes (sqlstate, name, http_status, description) values ('RC601', 'incident_not_found', '404', 'No such incident (by id or INC- reference).');
 insert into reserve.error_codes (sqlstate, name, http_status, description) values ('RC602', 'illegal_incident_transition', '409', 'The incident cannot do that in its status (acknowledge a closed one, resolve twice, ...).');
 insert into reserve.error_codes (sqlstate, name, http_status, description) values ('RC603', 'silence_not_found', '404', 'No such alert silence, or it has ended already.');
-insert into reserve.error_codes (sqlstate, name, http_status, description) values ('RC604', 'operator_not_proven', '403', 'An on-call action needs an identity proven by a personal login role or a verified operator token, and a reason.');
+insert into reserve.error_codes (sqlstate, name, http_status, description) values ('RC604', 'operator_not_proven', '403', 'An on-call action or a ledger correction decision needs an identity proven by a personal login role in reserve_operator or a verified operator token, and a reason.');
 insert into reserve.error_codes (sqlstate, name, http_status, description) values ('RC605', 'notification_not_found', '404', 'No such notification_outbox row, or it is not claimed.');
 insert into reserve.error_codes (sqlstate, name, http_status, description) values ('RC801', 'provider_payout_invalid', '400', 'A provider payout without its id, a positive amount, a currency or a known status.');
 insert into reserve.error_codes (sqlstate, name, http_status, description) values ('RC802', 'reconciliation_run_not_found', '404', 'No such reconciliation run.');

@@ -16,6 +16,7 @@ insert into reserve.settings (key, value, description) values ('incident_update_
 insert into reserve.settings (key, value, description) values ('ledger_checkpoint_lag_minutes', '10', 'The ledger balance checkpoint counts entries created at least this many minutes before it is taken (a posting transaction open longer would be missed).');
 insert into reserve.settings (key, value, description) values ('max_payment_amount', '5000000', 'Largest charge in centavos (R$ 50,000); above it a stay is sold by hand.');
 insert into reserve.settings (key, value, description) values ('max_payment_attempts', '5', 'Payment attempts one booking intent may make.');
+insert into reserve.settings (key, value, description) values ('max_unpaid_holds_per_client', '3', 'Pending, unexpired booking intents (stays held, not yet paid) one client (JWT sub) may have at once.');
 insert into reserve.settings (key, value, description) values ('max_webhook_attempts', '5', 'Deliveries and retries of one event before it is dead (an alert); a provider''s redelivery still processes a dead event.');
 insert into reserve.settings (key, value, description) values ('min_payment_amount', '100', 'Smallest charge in centavos (Stripe''s BRL minimum is 50).');
 insert into reserve.settings (key, value, description) values ('notification_backoff_seconds', '{"max": 600, "base": 5}', 'Retry backoff of a failed notification: base * 2^(attempts-1) seconds, jittered, at most max.');

@@ -34,4 +34,5 @@ $function$
 comment on function reserve.acknowledge_incident(p_incident text, p_note text, p_operator text) is 'Acknowledges an open incident (id or INC- reference) as the proven operator (oncall_actor), with a note. Idempotent when acknowledged; RC602 once monitoring or closed, RC601 unknown, RC604 unproven.';
 
 -- grants
+grant execute on function reserve.acknowledge_incident(p_incident text, p_note text, p_operator text) to reserve_operator;
 grant execute on function reserve.acknowledge_incident(p_incident text, p_note text, p_operator text) to service_role;

@@ -12,6 +12,8 @@ declare
   bi reserve.booking_intents;
   p reserve.payments;
   tried integer;
+  held integer;
+  oldest timestamptz;
 begin
   if p_method is null or p_method not in ('card', 'pix') then
     raise exception using errcode = 'RC001', message = format('method must be card or pix, not %s', coalesce(p_method, 'null'));
@@ -19,8 +21,20 @@ begin
 
   if p_booking_intent_id is null then
     if p_client_id is not null then
+      -- one client's new checkouts one after another, so N at once cannot all see room under the cap
+      perform pg_advisory_xact_lock(hashtextextended('reserve.checkout_client:' || p_client_id, 0));
       perform reserve.take_rate_limit('checkout:client:' || p_client_id,
                                       reserve.setting_int('checkouts_per_client_per_hour'));
+      select count(*), min(x.expires_at) into held, oldest
+      from reserve.booking_intents x
+      where x.client_id = p_client_id and x.status = 'pending' and x.expires_at > now();
+      if held >= reserve.setting_int('max_unpaid_holds_per_client') then
+        raise exception using errcode = 'RC112',
+          message = format('client %s already holds %s unpaid stays; the limit is %s (setting max_unpaid_holds_per_client)',
+                           p_client_id, held, reserve.setting_int('max_unpaid_holds_per_client')),
+          hint = format('pay or cancel one, or retry after %s seconds, when the oldest hold expires',
+                        greatest(1, ceil(extract(epoch from (oldest - now()))))::integer);
+      end if;
     end if;
     bi := reserve.create_booking_intent(p_unit_id, p_check_in, p_check_out, p_guests, p_method, p_client_id,
                                         p_guest_name, p_guest_email, coalesce(p_metadata, '{}'::jsonb));
@@ -65,7 +79,7 @@ end
 $function$
 ;
 
-comment on function reserve.begin_checkout(p_client_id text, p_method text, p_provider text, p_unit_id uuid, p_check_in date, p_check_out date, p_guests integer, p_booking_intent_id uuid, p_guest_name text, p_guest_email text, p_metadata jsonb, p_default_provider text) is 'Opens a checkout (unit, dates, guests: a new intent holding its nights) or retries one (p_booking_intent_id), and records the payment attempt whose idempotency_key the provider call must carry. A retry while an attempt is in flight returns that attempt; a retry without p_provider uses the provider of the intent''s last attempt of that method, else p_default_provider. RC109 past the per-client or per-intent limits, RC110/RC111 outside the amount bounds; nothing is written when it raises.';
+comment on function reserve.begin_checkout(p_client_id text, p_method text, p_provider text, p_unit_id uuid, p_check_in date, p_check_out date, p_guests integer, p_booking_intent_id uuid, p_guest_name text, p_guest_email text, p_metadata jsonb, p_default_provider text) is 'Opens a checkout (unit, dates, guests: a new intent holding its nights) or retries one (p_booking_intent_id), and records the payment attempt whose idempotency_key the provider call must carry. A retry while an attempt is in flight returns that attempt; a retry without p_provider uses the provider of the intent''s last attempt of that method, else p_default_provider. RC109 past the per-client or per-intent limits, RC112 while the client already holds max_unpaid_holds_per_client unpaid stays, RC110/RC111 outside the amount bounds; nothing is written when it raises.';
 
 -- grants
 grant execute on function reserve.begin_checkout(p_client_id text, p_method text, p_provider text, p_unit_id uuid, p_check_in date, p_check_out date, p_guests integer, p_booking_intent_id uuid, p_guest_name text, p_guest_email text, p_metadata jsonb, p_default_provider text) to service_role;

@@ -37,4 +37,5 @@ $function$
 comment on function reserve.find_ledger_imbalances(p_since date) is 'Ledger transactions posted (or given entries) since p_since whose debits differ from credits: imbalance = debits - credits. Empty unless trg_ledger_balance was disabled or bypassed.';
 
 -- grants
+grant execute on function reserve.find_ledger_imbalances(p_since date) to reserve_operator;
 grant execute on function reserve.find_ledger_imbalances(p_since date) to service_role;

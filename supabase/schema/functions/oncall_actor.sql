@@ -18,6 +18,11 @@ begin
     raise exception using errcode = 'RC604', message = format('%s needs a reason', p_action);
   end if;
   if session_user <> all (shared) then
+    -- any other login (a reporting user, a replication user) is not an operator by being personal
+    if not pg_has_role(session_user, 'reserve_operator', 'member') then
+      raise exception using errcode = 'RC604',
+        message = format('%s: %s is not a member of reserve_operator', p_action, session_user);
+    end if;
     if operator is not null and operator <> session_user then
       raise exception using errcode = 'RC604',
         message = format('%s: signed in as %s, cannot act as %s', p_action, session_user, operator);
@@ -39,4 +44,4 @@ end
 $function$
 ;
 
-comment on function reserve.oncall_actor(p_action text, p_operator text, p_reason text) is 'The proven operator of an on-call action: session_user when it is a personal login role, else p_operator (the subject of an operator token verified by the calling edge function). RC604 without a proven identity or a reason. Sets reserve.actor and reserve.reason for the audit trail.';
+comment on function reserve.oncall_actor(p_action text, p_operator text, p_reason text) is 'The proven operator of an on-call action or a ledger correction decision: session_user when it is a personal login role in reserve_operator, else p_operator (the subject of an operator token verified by the calling edge function). RC604 without a proven identity or a reason. Sets reserve.actor and reserve.reason for the audit trail.';

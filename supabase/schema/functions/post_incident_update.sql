@@ -29,4 +29,5 @@ $function$
 comment on function reserve.post_incident_update(p_incident text, p_note text, p_operator text) is 'Posts a status update (the runbook''s every 30 minutes) as the proven operator; it goes to Slack and restarts the reminder clock. RC602 closed.';
 
 -- grants
+grant execute on function reserve.post_incident_update(p_incident text, p_note text, p_operator text) to reserve_operator;
 grant execute on function reserve.post_incident_update(p_incident text, p_note text, p_operator text) to service_role;

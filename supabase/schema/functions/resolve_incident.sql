@@ -33,4 +33,5 @@ $function$
 comment on function reserve.resolve_incident(p_incident text, p_note text, p_operator text) is 'Records the fix (note) as the proven operator and starts monitoring (incident_monitoring_minutes: P1 1 h, P2 4 h); the incident closes when monitoring ends with its alert quiet. RC602 unless open or acknowledged.';
 
 -- grants
+grant execute on function reserve.resolve_incident(p_incident text, p_note text, p_operator text) to reserve_operator;
 grant execute on function reserve.resolve_incident(p_incident text, p_note text, p_operator text) to service_role;

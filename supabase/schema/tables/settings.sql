@@ -12,6 +12,7 @@ create table reserve.settings (
 -- constraints
 alter table only reserve.settings add constraint settings_pkey PRIMARY KEY (key);
 alter table only reserve.settings add constraint settings_key_check CHECK ((key ~ '^[a-z][a-z0-9_]*$'::text));
+alter table only reserve.settings add constraint settings_max_unpaid_holds_check CHECK (((key <> 'max_unpaid_holds_per_client'::text) OR ((jsonb_typeof(value) = 'number'::text) AND (((value #>> '{}'::text[]))::numeric = trunc(((value #>> '{}'::text[]))::numeric)) AND ((((value #>> '{}'::text[]))::numeric >= (1)::numeric) AND (((value #>> '{}'::text[]))::numeric <= (1000)::numeric)))));
 alter table only reserve.settings add constraint settings_value_check CHECK (
 CASE
     WHEN (key <> ALL (ARRAY['hold_minutes_card'::text, 'hold_minutes_pix'::text, 'commission_bps'::text, 'min_payment_amount'::text, 'max_payment_amount'::text, 'checkouts_per_client_per_hour'::text, 'max_payment_attempts'::text, 'max_webhook_attempts'::text, 'stuck_minutes_card'::text, 'stuck_minutes_pix'::text, 'audit_log_max_mb'::text])) THEN true
