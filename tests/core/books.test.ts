@@ -215,6 +215,54 @@ describe("reconciliation", () => {
     expect(again.id).toBe(r.id);
   });
 
+  it("records a dispute as a dispute: the payment disputed, its fee booked once, given back when won, the item repaired", async () => {
+    const { unitId } = await f.unit(db.sql, { nights: 20 });
+    const s = await paidStay(db.sql, unitId, f.isoDate(6), f.isoDate(8));
+    const dispute = (status: string, withheld: number, fee: number) => ({
+      dispute_id: `du_${s.gatewayId}`, gateway_payment_id: s.gatewayId, amount: 100000, currency: "BRL", status, withheld, fee,
+      due_by: status === "open" ? new Date(Date.now() + 7 * 86_400_000).toISOString() : undefined,
+      provider_object: { id: `du_${s.gatewayId}`, status: status === "open" ? "needs_response" : status, reason: "fraudulent" } });
+    const disputes = (r: { id?: unknown }, list: unknown[]) =>
+      db.sql`select * from reserve.reconcile_provider_disputes(${r.id as string}::uuid, ${db.sql.json(list as never)})`;
+    const fees = async () => Number((await db.sql`select coalesce(sum(case e.direction when 'debit' then e.amount else -e.amount end), 0) as n
+      from reserve.ledger_entries e join reserve.ledger_transactions t on t.id = e.transaction_id
+      where t.idempotency_key like ${`dispute_fee%:du_${s.gatewayId}`} and e.account = 'provider_fees'`)[0]!.n);
+    const receivable0 = await balance(db.sql, "receivable_stripe");
+
+    const r = await run(db.sql, "stripe");
+    const [afterOpen] = await disputes(r, [dispute("open", 100000, 1500)]);
+    expect(afterOpen).toMatchObject({ items: 1, repaired: 0 });
+    await disputes(r, [dispute("open", 100000, 1500)]); // seen twice: one item, one fee
+    expect((await db.sql`select status from reserve.payments where id = ${s.paymentId}`)[0]!.status).toBe("disputed");
+    expect(await fees()).toBe(1500);
+    expect(await balance(db.sql, "receivable_stripe")).toBe(receivable0 - 1500);
+    expect((await items(db.sql, { object: `du_${s.gatewayId}` })).map((i) => [i.kind, i.repaired])).toEqual([["dispute_open", false]]);
+    // the balance Stripe reports (our receivable less the money it holds back) is no payout_mismatch
+    const [{ inFlight }] = await db.sql`select coalesce(sum(amount), 0)::bigint as "inFlight" from reserve.provider_payouts
+                                          where provider = 'stripe' and currency = 'BRL' and status in ('pending', 'in_transit')`;
+    await finish(db.sql, r.id, [{ currency: "BRL", amount: (await balance(db.sql, "receivable_stripe")) - Number(inFlight) - 100000 }]);
+    expect(await db.sql`select 1 from reserve.reconciliation_items where kind = 'payout_mismatch' and last_run_id = ${r.id}`).toEqual([]);
+
+    const r2 = await run(db.sql, "stripe", new Date(Date.now() - 2 * hour), new Date(Date.now() + 2 * hour));
+    await disputes(r2, [dispute("won", 0, 0)]);
+    expect((await db.sql`select status from reserve.payments where id = ${s.paymentId}`)[0]!.status).toBe("succeeded");
+    expect(await fees()).toBe(0);
+    expect(await balance(db.sql, "receivable_stripe")).toBe(receivable0);
+    expect((await items(db.sql, { object: `du_${s.gatewayId}` })).map((i) => [i.kind, i.repaired])).toEqual([["dispute_open", true]]);
+    expect(await db.sql`select * from reserve.find_ledger_imbalances(now()::date - 1)`).toEqual([]);
+  });
+
+  it("refuses a malformed dispute (RC001) and writes nothing", async () => {
+    const r = await run(db.sql, "stripe", new Date(Date.now() - 3 * hour), new Date(Date.now() + 3 * hour));
+    for (const bad of [{ dispute_id: "du_x" }, { dispute_id: "du_x", gateway_payment_id: "pi_x", amount: 1, currency: "BRL", status: "pending", withheld: 0, fee: 0 },
+                       { dispute_id: "du_x", gateway_payment_id: "pi_x", amount: 1, currency: "brl", status: "open", withheld: 0, fee: 0 },
+                       { dispute_id: "du_x", gateway_payment_id: "pi_x", amount: 1, currency: "BRL", status: "open", withheld: -1, fee: 0 }]) {
+      expect(await sqlState(db.sql`select reserve.reconcile_provider_disputes(${r.id}::uuid, ${db.sql.json([bad] as never)})`), JSON.stringify(bad)).toBe("RC001");
+    }
+    expect(await sqlState(db.sql`select reserve.reconcile_provider_disputes(${r.id}::uuid, ${db.sql.json({ not: "an array" } as never)})`)).toBe("RC001");
+    expect(await items(db.sql, { object: "du_x" })).toEqual([]);
+  });
+
   it("a paid stay of a known payment seen again is no item", async () => {
     const { unitId } = await f.unit(db.sql, { nights: 20 });
     const s = await paidStay(db.sql, unitId, f.isoDate(2), f.isoDate(4));

@@ -105,6 +105,73 @@ describe("reconcile", () => {
     expect(await balance("receivable_stripe")).toBe(await stripeBalance());
   });
 
+  it("sees refunds and disputes made today on older payments, and counts an open dispute's money as the dispute's", async () => {
+    // two card payments made and confirmed before the window
+    const refunded = await checkout("card");
+    const disputed = await checkout("card");
+    for (const p of [refunded, disputed]) e.sandbox.control.stripeConfirm(p.gateway_payment_id, "succeeded");
+    await e.sandbox.control.flush();
+    await new Promise((r) => setTimeout(r, 1_100)); // Stripe's `created` is in seconds
+    const since = () => ({ from: new Date(Date.now() - 500).toISOString(), to: new Date(Date.now() + 3_600_000).toISOString() });
+    const win = since();
+    await new Promise((r) => setTimeout(r, 1_000));
+
+    // at Stripe, with no webhook reaching us: a partial refund from the dashboard, and a dispute
+    e.sandbox.control.setWebhookMode("stripe", "drop");
+    try {
+      const res = await fetch(`http://${e.sandbox.stripe.host}:${e.sandbox.stripe.port}/v1/refunds`, {
+        method: "POST", body: new URLSearchParams({ payment_intent: refunded.gateway_payment_id, amount: "5000" }),
+        headers: { authorization: `Bearer ${e.sandbox.stripe.secretKey}`, "content-type": "application/x-www-form-urlencoded" } });
+      expect(res.status).toBe(200);
+      e.sandbox.control.stripeDispute(disputed.gateway_payment_id);
+    } finally {
+      e.sandbox.control.setWebhookMode("stripe", "deliver");
+    }
+    const run = await reconcile({ ...win, provider: "stripe" });
+    expect(run.status, JSON.stringify(run.body)).toBe(200);
+    expect(run.body.runs[0]).toMatchObject({ status: "done" });
+
+    // the refund was news: applied as the webhook would have, the item kept as evidence
+    const [r] = await e.db.sql`select status, refunded_amount::int from reserve.payments where id = ${refunded.payment_id}`;
+    expect(r).toEqual({ status: "partially_refunded", refunded_amount: 5000 });
+    // (its fee, never booked while the webhooks carried none, is booked on the way: fee_missing, repaired)
+    expect((await itemsOf({ payment: refunded.payment_id })).map((i) => [i.kind, i.repaired])).toContainEqual(["refund_mismatch", true]);
+
+    // the dispute is a dispute: our payment disputed, an open item someone must answer, its fee booked
+    const [d] = await e.db.sql`select status from reserve.payments where id = ${disputed.payment_id}`;
+    expect(d!.status).toBe("disputed");
+    const [item] = await e.db.sql`select kind::text, repaired_at, theirs from reserve.reconciliation_items
+                                  where payment_id = ${disputed.payment_id} and kind = 'dispute_open'`;
+    expect(item).toMatchObject({ repaired_at: null, theirs: { status: "open", withheld: expect.any(Number), fee: 1500, currency: "BRL" } });
+    const fee = async () => Number((await e.db.sql`select coalesce(sum(e.amount) filter (where e.account = 'provider_fees' and e.direction = 'debit'), 0)
+                                                    - coalesce(sum(e.amount) filter (where e.account = 'provider_fees' and e.direction = 'credit'), 0) as n
+                                                  from reserve.ledger_entries e join reserve.ledger_transactions t on t.id = e.transaction_id
+                                                  where t.idempotency_key like 'dispute_fee%'`)[0]!.n);
+    expect(await fee()).toBe(1500);
+    // Stripe's balance is our receivable less the money the open dispute holds back: no payout_mismatch
+    expect(await stripeBalance()).toBe(await balance("receivable_stripe") - item!.theirs.withheld);
+    const mismatches = () => e.db.sql`select details from reserve.reconciliation_items where kind = 'payout_mismatch' and resolved_at is null and repaired_at is null`;
+    expect(await mismatches()).toEqual([]);
+    expect((await alerts(e.db.sql)).get("reconciliation_unrepaired")).toMatchObject({ state: "firing" });
+
+    // lost, still unseen by webhooks: the next run books the chargeback and closes the item
+    e.sandbox.control.setWebhookMode("stripe", "drop");
+    try {
+      e.sandbox.control.stripeCloseDispute(disputed.gateway_payment_id, "lost");
+    } finally {
+      e.sandbox.control.setWebhookMode("stripe", "deliver");
+    }
+    const later = await reconcile({ ...since(), provider: "stripe" });
+    expect(later.body.runs[0]).toMatchObject({ status: "done" });
+    const [lost] = await e.db.sql`select status from reserve.payments where id = ${disputed.payment_id}`;
+    expect(lost!.status).toBe("refunded");
+    expect((await itemsOf({ payment: disputed.payment_id })).map((i) => [i.kind, i.repaired])).toContainEqual(["dispute_open", true]);
+    expect(await fee()).toBe(1500);
+    expect(await balance("receivable_stripe")).toBe(await stripeBalance());
+    expect(await mismatches()).toEqual([]);
+    await e.db.sql`update reserve.reconciliation_items set resolved_at = now() where kind = 'refund_mismatch' and repaired_at is null`;
+  });
+
   it("a payment Stripe holds that is none of ours is an item the alert pages for", async () => {
     const stranger = e.sandbox.control.stripeCreateUnnotifiedPayment({ amount: 12_345 }) as { id: string };
     const res = await reconcile({ ...window(), provider: "stripe" });
@@ -118,16 +185,17 @@ describe("reconcile", () => {
   it("a run out of budget keeps its cursor and the next call resumes it", async () => {
     const from = new Date(Date.now() - 3 * 86_400_000);
     const created = Math.floor(from.getTime() / 1000) + 60;
-    e.sandbox.control.seedStripePaymentIntents(40, { status: "canceled", amount: 5000, created });
+    // more pages than a 100 ms budget can walk one object at a time, even on an idle machine
+    e.sandbox.control.seedStripePaymentIntents(300, { status: "canceled", amount: 5000, created });
     const body = { provider: "stripe", from: from.toISOString(), to: new Date(from.getTime() + 3_600_000).toISOString(), page_size: 1, budget_ms: 100 };
     const first = await reconcile(body);
     expect(first.status).toBe(200);
-    expect(first.body).toMatchObject({ ok: true, done: false });
+    expect(first.body, JSON.stringify(first.body)).toMatchObject({ ok: true, done: false });
     const runId = first.body.runs[0].run_id;
-    expect(first.body.runs[0].objects).toBeLessThan(40);
+    expect(first.body.runs[0].objects).toBeLessThan(300);
     let last = first;
     for (let i = 0; i < 100 && !last.body.done; i++) last = await reconcile({ ...body, page_size: 10, budget_ms: 5_000 });
-    expect(last.body.runs[0]).toMatchObject({ run_id: runId, status: "done", objects: 40 });
+    expect(last.body.runs[0]).toMatchObject({ run_id: runId, status: "done", objects: 300 });
   });
 
   it("the schedule's call reconciles yesterday once, then finds it done", async () => {

@@ -2,8 +2,9 @@
 // it is done, then it has nothing to list) with the shared secret, or by an operator for a window: for each provider (or the one named), lists its payments created in the window
 // page by page (PaymentProvider.listPayments) and hands each page to reserve.reconcile_provider_objects,
 // which records the differences and repairs what the state machine can; then its payouts
-// (listPayouts: paid ones move the receivable to the bank) and, where the provider reports one, its
-// balance against the receivable (finish_reconciliation_run). Bounded by a time budget: the run keeps its
+// (listPayouts: paid ones move the receivable to the bank), the refunds and disputes created in the window
+// (listMoneyMoves: payments made before it are read again, disputes recorded with what they hold back) and,
+// where the provider reports one, its balance against the receivable (finish_reconciliation_run). Bounded by a time budget: the run keeps its
 // cursor, and the next call for the same window resumes it. A provider that fails leaves its run
 // running, to be resumed; reconciliation_stale says when one never finishes.
 import { z } from "zod";
@@ -109,6 +110,34 @@ async function reconcileProvider(sql: Sql, provider: PaymentProvider, window: Li
     }
     if (Date.now() >= deadline) return outcome(run);
     let calls = 0;
+    if (provider.listMoneyMoves) {
+      const moves = await provider.listMoneyMoves(window);
+      calls += moves.calls;
+      // payments of ours made before the window whose money moved in it: read again and compared like
+      // the listed ones (what was listed in the window already carried its refunds)
+      const earlier = moves.gatewayPaymentIds.length === 0 ? [] : await sql<{ gateway_payment_id: string }[]>`
+        select gateway_payment_id from reserve.payments
+        where provider = ${provider.name} and gateway_payment_id = any(${moves.gatewayPaymentIds}::text[])
+          and created_at < ${window.from.toISOString()}`;
+      for (let i = 0; i < earlier.length; i += pageSize) {
+        if (Date.now() >= deadline) return outcome(run);
+        const updates: Record<string, unknown>[] = [];
+        for (const { gateway_payment_id } of earlier.slice(i, i + pageSize)) {
+          const u = await provider.readPayment(gateway_payment_id);
+          if (unusableUpdate(u)) unusable++;
+          else updates.push(await updateJson(u));
+        }
+        [run] = await sql<Run[]>`
+          select ${sql.unsafe(runColumns)} from reserve.reconcile_provider_objects(
+            ${run.id}::uuid, ${sql.json(updates as never)}, ${sql.json({ listed: true } as never)}, ${updates.length})`;
+      }
+      const disputes = await Promise.all(moves.disputes.map(async (d) => ({
+        dispute_id: d.disputeId, gateway_payment_id: d.gatewayPaymentId, amount: d.amount, currency: d.currency, status: d.status,
+        withheld: d.withheld, fee: d.fee, due_by: d.dueBy?.toISOString(), provider_object: await sanitizeJson(d.object),
+      })));
+      [run] = await sql<Run[]>`
+        select ${sql.unsafe(runColumns)} from reserve.reconcile_provider_disputes(${run.id}::uuid, ${sql.json(disputes as never)})`;
+    }
     if (provider.listPayouts) {
       const listed = await provider.listPayouts(window);
       calls += listed.calls;

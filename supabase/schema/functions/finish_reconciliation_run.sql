@@ -15,6 +15,7 @@ declare
   found_items integer := 0;
   receivable bigint;
   in_flight bigint;
+  withheld bigint;
 begin
   if p_error is null then
     for p in
@@ -40,13 +41,17 @@ begin
         -- a payout on its way has left the provider's balance and is not yet ours at the bank
         select coalesce(sum(o.amount), 0) into in_flight from reserve.provider_payouts o
         where o.provider = r.provider and o.currency = b.currency and o.status in ('pending', 'in_transit');
-        if receivable - in_flight <> b.amount then
+        -- an open dispute's money has left the provider's balance and is not yet gone from our books
+        select coalesce(sum((i.theirs ->> 'withheld')::bigint), 0) into withheld from reserve.reconciliation_items i
+        where i.provider = r.provider and i.kind = 'dispute_open' and i.theirs ->> 'status' = 'open'
+          and i.theirs ->> 'currency' = b.currency;
+        if receivable - in_flight - withheld <> b.amount then
           perform reserve.record_reconciliation_item(r, 'payout_mismatch',
             format('balance:%s:%s', b.currency, to_char(r.window_to at time zone 'UTC', 'YYYY-MM-DD')), null,
-            jsonb_build_object('receivable', receivable, 'payouts_in_flight', in_flight, 'currency', b.currency),
+            jsonb_build_object('receivable', receivable, 'payouts_in_flight', in_flight, 'disputes_withheld', withheld, 'currency', b.currency),
             jsonb_build_object('balance', b.amount, 'currency', b.currency),
-            format('%s holds %s %s for us; receivable_%s is %s with %s in payouts on their way (difference %s)',
-                   r.provider, b.amount, b.currency, r.provider, receivable, in_flight, receivable - in_flight - b.amount));
+            format('%s holds %s %s for us; receivable_%s is %s with %s in payouts on their way and %s held in open disputes (difference %s)',
+                   r.provider, b.amount, b.currency, r.provider, receivable, in_flight, withheld, receivable - in_flight - withheld - b.amount));
           found_items := found_items + 1;
         end if;
       end loop;

@@ -8,7 +8,8 @@ import Stripe from "stripe";
 import type { StripeSettings } from "../provider_config.ts";
 import {
   asUuid, minor, ProviderError, upperCurrency, UnusableAnswer, type ListCursor, type ListWindow, type LookupKey,
-  type PaymentPage, type PaymentProvider, type PaymentStatus, type ProviderBalance, type ProviderPayout, type ProviderRefund,
+  type MoneyMoves, type PaymentPage, type PaymentProvider, type PaymentStatus, type ProviderBalance, type ProviderDispute,
+  type ProviderPayout, type ProviderRefund,
   type ProviderUpdate, type WebhookParse,
 } from "./types.ts";
 
@@ -200,6 +201,31 @@ export function stripePayout(o: Obj): ProviderPayout {
   return { payoutId: o.id, amount, currency, status: o.status, createdAt: fromUnix(o.created), arrivalAt: fromUnix(o.arrival_date), object: o };
 }
 
+// a cardholder may dispute a charge up to 120 days after it; a dispute open since is still holding money
+const DISPUTE_HORIZON_S = 180 * 86_400;
+const OPEN_DISPUTE = new Set(["needs_response", "under_review", "warning_needs_response", "warning_under_review"]);
+const WON_DISPUTE = new Set(["won", "warning_closed", "prevented"]);
+
+/** A Stripe dispute as ours: what its balance transactions took from our balance and charged as a fee. */
+export function stripeDispute(o: Obj): ProviderDispute {
+  const amount = minor(o.amount, "dispute amount");
+  const currency = upperCurrency(o.currency);
+  const pi = typeof o.payment_intent === "string" ? o.payment_intent : o.payment_intent?.id;
+  const status = OPEN_DISPUTE.has(o.status) ? "open" : WON_DISPUTE.has(o.status) ? "won" : o.status === "lost" ? "lost" : undefined;
+  if (typeof o.id !== "string" || typeof pi !== "string" || !amount || !currency || !status) {
+    throw new UnusableAnswer(`stripe dispute ${String(o.id).slice(0, 40)} has no id, payment_intent, amount, currency or known status`);
+  }
+  let moved = 0;
+  let fee = 0;
+  for (const t of (Array.isArray(o.balance_transactions) ? o.balance_transactions : []) as Obj[]) {
+    moved += minor(Math.abs(t.amount), "dispute balance transaction amount")! * Math.sign(t.amount);
+    fee += minor(Math.abs(t.fee ?? 0), "dispute balance transaction fee")! * Math.sign(t.fee ?? 0);
+  }
+  // a balance transaction's amount is gross (the fee is taken on top): what left our balance is -amount
+  return { disputeId: o.id, gatewayPaymentId: pi, amount, currency, status, withheld: Math.max(0, -moved), fee: Math.max(0, fee),
+           dueBy: status === "open" ? fromUnix(o.evidence_details?.due_by) : undefined, object: o };
+}
+
 const stripeRefundStatus = (s: unknown): ProviderRefund["status"] =>
   s === "succeeded" ? "succeeded" : s === "failed" || s === "canceled" ? "failed" : "pending";
 
@@ -355,6 +381,33 @@ export function stripeProvider(settings: () => StripeSettings): PaymentProvider 
         after = page.data.at(-1)!.id;
       }
       return { payouts, calls };
+    },
+
+    async listMoneyMoves(window: ListWindow): Promise<MoneyMoves> {
+      let calls = 0;
+      const walk = async (list: (after?: string) => Promise<{ data: unknown[]; has_more: boolean }>, each: (o: Obj) => void) => {
+        let after: string | undefined;
+        for (;;) {
+          const page = await list(after);
+          calls++;
+          for (const o of page.data as Obj[]) each(o);
+          if (!page.has_more || !page.data.length) return;
+          after = (page.data.at(-1) as Obj).id;
+        }
+      };
+      const ids = new Set<string>();
+      const within = { gte: unixSeconds(window.from), lt: unixSeconds(window.to) };
+      await walk((after) => call((s) => s.refunds.list({ created: within, limit: 100, ...(after && { starting_after: after }) })),
+        (r) => { if (typeof r.payment_intent === "string") ids.add(r.payment_intent); });
+      const disputes: ProviderDispute[] = [];
+      await walk((after) => call((s) => s.disputes.list({ created: { gte: within.lt - DISPUTE_HORIZON_S, lt: within.lt }, limit: 100,
+                                                          ...(after && { starting_after: after }) })),
+        (d) => {
+          const dispute = stripeDispute(d);
+          disputes.push(dispute);
+          if (typeof d.created === "number" && d.created >= within.gte) ids.add(dispute.gatewayPaymentId);
+        });
+      return { gatewayPaymentIds: [...ids], disputes, calls };
     },
 
     async readBalance(): Promise<ProviderBalance[]> {

@@ -140,6 +140,32 @@ export interface ProviderPayout {
   object: unknown;
 }
 
+/** A dispute (chargeback) as the provider reports it, with what it took from our balance for it. */
+export interface ProviderDispute {
+  disputeId: string;
+  gatewayPaymentId: string;
+  amount: number;
+  currency: string;
+  /** open (the provider holds the money back), won (given back) or lost (gone to the cardholder) */
+  status: "open" | "won" | "lost";
+  /** what the provider took from our balance for it, net of what it gave back (minor units, ≥ 0) */
+  withheld: number;
+  /** the dispute fee it charged, net of any fee given back */
+  fee: number;
+  /** the time the answer (evidence) is due, while open */
+  dueBy?: Date;
+  object: unknown;
+}
+
+/** Money that moved in a window on payments made before it: their refunds and disputes. */
+export interface MoneyMoves {
+  /** provider payments with a refund or a dispute created in the window */
+  gatewayPaymentIds: string[];
+  /** disputes that may still hold money: created in the window or up to the provider's dispute horizon before it */
+  disputes: ProviderDispute[];
+  calls: number;
+}
+
 /** What the provider holds for us in one currency: available plus pending, minor units (may be negative). */
 export interface ProviderBalance {
   currency: string;
@@ -178,6 +204,11 @@ export interface PaymentProvider {
   listPayouts?(window: ListWindow): Promise<{ payouts: ProviderPayout[]; calls: number }>;
   /** the balance the provider holds for us, when it reports one */
   readBalance?(): Promise<ProviderBalance[]>;
+  /**
+   * Reconciliation: refunds and disputes created in the window, so a payment made before it whose money
+   * moved in it is compared again, and the disputes whose money the provider holds back (when it lists them).
+   */
+  listMoneyMoves?(window: ListWindow): Promise<MoneyMoves>;
 }
 
 /** A provider call that failed; kind decides our HTTP answer and whether a retry can help. */
