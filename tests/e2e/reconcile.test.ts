@@ -172,6 +172,31 @@ describe("reconcile", () => {
     await e.db.sql`update reserve.reconciliation_items set resolved_at = now() where kind = 'refund_mismatch' and repaired_at is null`;
   });
 
+  it("sees a MercadoPago refund made today on an older PIX payment (searched by date_last_updated)", async () => {
+    const mp = await checkout("pix", "mercadopago");
+    e.sandbox.control.mercadopagoPay(mp.gateway_payment_id);
+    await e.sandbox.control.flush();
+    const [paid] = await e.db.sql`select status from reserve.payments where id = ${mp.payment_id}`;
+    expect(paid!.status).toBe("succeeded");
+    await new Promise((r) => setTimeout(r, 1_100));
+    const win = { from: new Date().toISOString(), to: new Date(Date.now() + 3_600_000).toISOString() };
+    await new Promise((r) => setTimeout(r, 1_100));
+    e.sandbox.control.setWebhookMode("all", "drop");
+    try {
+      const res = await fetch(`${e.sandbox.mercadopago.apiBase}/v1/payments/${mp.gateway_payment_id}/refunds`, { method: "POST",
+        headers: { authorization: `Bearer ${e.sandbox.mercadopago.accessToken}`, "content-type": "application/json", "x-idempotency-key": `dash-${mp.payment_id}` },
+        body: JSON.stringify({ amount: 100 }) });
+      expect(res.status).toBe(201);
+    } finally {
+      e.sandbox.control.setWebhookMode("all", "deliver");
+    }
+    const run = await reconcile({ ...win, provider: "mercadopago" });
+    expect(run.body.runs[0], JSON.stringify(run.body)).toMatchObject({ status: "done" });
+    const [r] = await e.db.sql`select status, refunded_amount::int from reserve.payments where id = ${mp.payment_id}`;
+    expect(r).toEqual({ status: "partially_refunded", refunded_amount: 10000 });
+    expect((await itemsOf({ payment: mp.payment_id })).map((i) => [i.kind, i.repaired])).toContainEqual(["refund_mismatch", true]);
+  });
+
   it("a payment Stripe holds that is none of ours is an item the alert pages for", async () => {
     const stranger = e.sandbox.control.stripeCreateUnnotifiedPayment({ amount: 12_345 }) as { id: string };
     const res = await reconcile({ ...window(), provider: "stripe" });

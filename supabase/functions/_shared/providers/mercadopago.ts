@@ -18,7 +18,7 @@ import { hmacSha256Hex, sha256Hex, timingSafeEqual } from "../crypto.ts";
 import type { MercadoPagoSettings } from "../provider_config.ts";
 import {
   asUuid, fromDecimal, presentStrings, ProviderError, providerJson, timeOf, upperCurrency, UnusableAnswer, type ListCursor, type ListWindow,
-  type PaymentPage, type PaymentProvider, type PaymentStatus, type ProviderRefund, type ProviderUpdate, type WebhookParse,
+  type MoneyMoves, type PaymentPage, type PaymentProvider, type PaymentStatus, type ProviderRefund, type ProviderUpdate, type WebhookParse,
 } from "./types.ts";
 
 type Obj = Record<string, any>;
@@ -198,6 +198,33 @@ export async function searchMercadoPagoPayments(cfg: MercadoPagoConfig, window: 
   };
 }
 
+/**
+ * Payments whose money moved in the window after they were made: /v1/payments/search over
+ * date_last_updated (a refund or a chargeback updates the payment), those with anything refunded or
+ * charged back. MercadoPago's disputes ride on the payment (charged_back, in_mediation): none listed apart.
+ */
+export async function mercadoPagoMoneyMoves(cfg: MercadoPagoConfig, window: ListWindow): Promise<MoneyMoves> {
+  const ids: string[] = [];
+  let calls = 0;
+  for (let offset = 0; ;) {
+    const q = new URLSearchParams({
+      sort: "date_last_updated", criteria: "asc", range: "date_last_updated",
+      begin_date: saoPauloTimestamp(window.from), end_date: saoPauloTimestamp(new Date(window.to.getTime() - 1)),
+      limit: "1000", offset: String(offset),
+    });
+    const page = await call<{ paging?: { total?: number }; results?: MercadoPagoPayment[] }>(cfg, "GET", `/v1/payments/search?${q}`, "search updated payments");
+    calls++;
+    const results = Array.isArray(page?.results) ? page.results : [];
+    for (const p of results) {
+      const refunded = fromDecimal(p.transaction_amount_refunded, "transaction_amount_refunded") ?? 0;
+      if ((refunded > 0 || p.status === "refunded" || p.status === "charged_back" || p.status === "in_mediation") && p.id !== undefined) ids.push(String(p.id));
+    }
+    offset += results.length;
+    if (!results.length || offset >= (typeof page?.paging?.total === "number" ? page.paging.total : 0)) break;
+  }
+  return { gatewayPaymentIds: ids, disputes: [], calls };
+}
+
 /** The PIX codes of a payment (its point_of_interaction), those it has. */
 function mercadoPagoPayFields(p: MercadoPagoPayment | null): Record<string, string> {
   const data = p?.point_of_interaction?.transaction_data;
@@ -329,5 +356,6 @@ export function mercadoPagoProvider(settings: () => MercadoPagoSettings): Paymen
     },
 
     listPayments: (window, cursor, pageSize) => searchMercadoPagoPayments(cfg(), window, cursor, pageSize),
+    listMoneyMoves: (window) => mercadoPagoMoneyMoves(cfg(), window),
   };
 }
