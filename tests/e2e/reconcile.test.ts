@@ -197,6 +197,39 @@ describe("reconcile", () => {
     expect((await itemsOf({ payment: mp.payment_id })).map((i) => [i.kind, i.repaired])).toContainEqual(["refund_mismatch", true]);
   });
 
+  it("reads the refunds of each completed OpenPIX charge it lists: one made at OpenPIX is applied, one we booked is no mismatch", async () => {
+    const pay = async () => {
+      const op = await checkout("pix", "openpix");
+      e.sandbox.control.openpixPay(op.gateway_payment_id);
+      await e.sandbox.control.flush();
+      return op;
+    };
+    const refund = (id: string, value: number, correlationID: string) =>
+      fetch(`${e.sandbox.openpix.apiBase}/api/v1/charge/${id}/refund`, { method: "POST",
+        headers: { authorization: e.sandbox.openpix.appId, "content-type": "application/json" },
+        body: JSON.stringify({ correlationID, value }) });
+    const theirs = await pay();
+    const ours = await pay();
+    // ours: refunded at OpenPIX with its webhook delivered, so our books already say so
+    expect((await refund(ours.gateway_payment_id, 5_000, `ours-${ours.payment_id}`)).status).toBeLessThan(300);
+    await e.sandbox.control.flush();
+    await expect.poll(async () => (await e.db.sql`select refunded_amount::int as r from reserve.payments where id = ${ours.payment_id}`)[0]!.r,
+      { timeout: 10_000 }).toBe(5_000);
+    // theirs: refunded from OpenPIX's dashboard while its webhooks were lost
+    e.sandbox.control.setWebhookMode("all", "drop");
+    try {
+      expect((await refund(theirs.gateway_payment_id, 7_000, `dash-${theirs.payment_id}`)).status).toBeLessThan(300);
+    } finally {
+      e.sandbox.control.setWebhookMode("all", "deliver");
+    }
+    const run = await reconcile({ ...window(), provider: "openpix" });
+    expect(run.body.runs[0], JSON.stringify(run.body)).toMatchObject({ status: "done" });
+    const [t] = await e.db.sql`select status, refunded_amount::int from reserve.payments where id = ${theirs.payment_id}`;
+    expect(t).toEqual({ status: "partially_refunded", refunded_amount: 7_000 });
+    expect((await itemsOf({ payment: theirs.payment_id })).map((i) => [i.kind, i.repaired])).toContainEqual(["refund_mismatch", true]);
+    expect((await itemsOf({ payment: ours.payment_id })).map((i) => i.kind)).not.toContain("refund_mismatch");
+  });
+
   it("a payment Stripe holds that is none of ours is an item the alert pages for", async () => {
     const stranger = e.sandbox.control.stripeCreateUnnotifiedPayment({ amount: 12_345 }) as { id: string };
     const res = await reconcile({ ...window(), provider: "stripe" });

@@ -119,8 +119,8 @@ function refundOf(r: OpenPixRefund | Obj): ProviderRefund {
 
 /**
  * One page of the charge list over createdAt in [from, to] (newest first, as OpenPIX lists), `skip` as
- * the cursor. The list carries no refunds: a listed charge says nothing about them (refundedAmount
- * undefined), so reconciliation does not compare OpenPIX refunds from the list.
+ * the cursor. A listed charge says nothing of its refunds, so each completed one's are read (four at a
+ * time): without them a refund we booked would look like money OpenPIX never sent back.
  */
 export async function listOpenPixCharges(cfg: OpenPixConfig, window: ListWindow, cursor: ListCursor | null, pageSize: number): Promise<PaymentPage> {
   const skip = typeof cursor?.skip === "number" && Number.isSafeInteger(cursor.skip) && cursor.skip >= 0 ? cursor.skip : 0;
@@ -128,10 +128,15 @@ export async function listOpenPixCharges(cfg: OpenPixConfig, window: ListWindow,
                                   skip: String(skip), limit: String(Math.min(Math.max(pageSize, 1), 100)) });
   const page = await call<{ pageInfo?: { hasNextPage?: boolean }; charges?: OpenPixCharge[] }>(cfg, "GET", `/api/v1/charge?${q}`, "list charges");
   const charges = Array.isArray(page?.charges) ? page.charges : [];
+  const refunds = new Map<OpenPixCharge, OpenPixRefund[]>();
+  const completed = charges.filter((c) => c?.status === "COMPLETED" && typeof c.correlationID === "string" && ID.test(c.correlationID));
+  for (let i = 0; i < completed.length; i += 4) {
+    await Promise.all(completed.slice(i, i + 4).map(async (c) => refunds.set(c, await getOpenPixRefunds(cfg, c.correlationID))));
+  }
   return {
-    updates: charges.map((c) => openPixChargeUpdate(c)),
+    updates: charges.map((c) => openPixChargeUpdate(c, refunds.get(c))),
     next: page?.pageInfo?.hasNextPage && charges.length ? { skip: skip + charges.length } : null,
-    calls: 1,
+    calls: 1 + completed.length,
   };
 }
 
