@@ -52,7 +52,9 @@ export async function applyMigrations(url: string, workdir = projectRoot, option
         const text = `${stdout}\n${stderr}`;
         if (!err) return resolve(text);
         const applying = [...text.matchAll(/Applying migration (\S+?)\.{3}/g)].pop()?.[1];
-        const error = text.split("\n").find((l) => /ERROR|error|failed/i.test(l))?.trim() ?? err.message;
+        // the server's ERROR line first: a migration's name (error_codes) also matches "error"
+        const lines = text.split("\n");
+        const error = (lines.find((l) => /ERROR/.test(l)) ?? lines.find((l) => /error|failed/i.test(l) && !/^Applying migration/.test(l)))?.trim() ?? err.message;
         reject(new MigrationError(`migration ${applying ?? "(none)"} failed: ${error}`));
       },
     );

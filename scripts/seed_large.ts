@@ -865,7 +865,7 @@ async function chunked(last: number, size: number, concurrency: number, fn: (lo:
 
 export const LOADED_TABLES = [
   "cities", "properties_map", "unit_map", "availability_calendar", "booking_intents", "booking_locks", "payments",
-  "reservations", "payment_polls", "job_heartbeats", "ledger_transactions", "ledger_entries", "processed_webhooks",
+  "reservations", "payment_polls", "job_heartbeats", "ledger_transactions", "ledger_entries", "processed_webhooks", "processed_webhook_keys",
   "audit_logs", "refund_requests",
 ] as const;
 
@@ -960,8 +960,25 @@ export async function seedLarge(url: string, opts: SeedLargeOptions = {}): Promi
       add(1);
     });
 
+    // a month per partition over the history, as a database that lived the year would have (else every
+    // row lands in the default partition, which retention can only empty row by row)
+    await sql.unsafe(`do $$ begin
+      if to_regprocedure('reserve.create_audit_log_partitions(date, integer)') is not null then
+        perform reserve.create_audit_log_partitions((${A(plan)} - interval '546 days')::date, 3);
+      end if;
+      if to_regprocedure('reserve.create_processed_webhook_partitions(date, integer)') is not null then
+        perform reserve.create_processed_webhook_partitions((${A(plan)} - interval '366 days')::date, 3);
+      end if;
+    end $$`);
     await step("processed_webhooks", plan.webhooks, async (add) => {
       await chunked(plan.webhooks, CHUNK, concurrency, (lo, hi) => inTx(sql, webhooksSql(plan, NP, lo, hi)), add);
+      // the dedupe keys the trigger (skipped by the load) writes for each row
+      await sql.unsafe(`do $$ begin
+        if to_regclass('reserve.processed_webhook_keys') is not null then
+          insert into reserve.processed_webhook_keys (provider, event_id, webhook_id, received_at)
+          select provider, event_id, id, received_at from reserve.processed_webhooks;
+        end if;
+      end $$`);
     });
     // the migrations' own audit rows (settings, policies) come first
     const auditBase = await scalar(sql, "select coalesce(max(id), 0) from reserve.audit_logs");

@@ -37,6 +37,11 @@ describe("seed:large", () => {
     expect(counts.unit_map).toBe(plan.units);
     expect(counts.availability_calendar).toBe(plan.units * 365);
     expect(counts.processed_webhooks).toBe(plan.webhooks);
+    // each delivery has its dedupe key, and every row is in its month's partition, none in the default ones
+    expect(counts.processed_webhook_keys).toBe(plan.webhooks);
+    const [defaults] = await db.sql`select (select count(*)::int from reserve.audit_logs_default) as audit,
+                                           (select count(*)::int from reserve.processed_webhooks_default) as webhooks`;
+    expect(defaults).toEqual({ audit: 0, webhooks: 0 });
     expect(counts.audit_logs).toBeGreaterThanOrEqual(plan.auditRows);
     expect(counts.payments).toBeGreaterThanOrEqual(plan.payments);
     expect(counts.payments).toBeLessThan(plan.payments * 1.05);

@@ -160,7 +160,7 @@ describe("retention_statistics", () => {
       const rows = await tx.unsafe(`SELECT * FROM reserve.retention_statistics;`);
       const by = Object.fromEntries(rows.map((r) => [r.table_name, r]));
       expect(Object.keys(by).sort()).toEqual(["alert_events", "audit_logs", "booking_locks", "integrity_audits", "job_heartbeats",
-        "notification_outbox", "processed_webhooks", "rate_limit_counters", "refund_requests"]);
+        "notification_outbox", "processed_webhook_keys", "processed_webhooks", "rate_limit_counters", "refund_requests"]);
       expect(by.audit_logs).toMatchObject({ due_rows: "3", retention_days: 365, retention_type: "archive" });
       expect(by.processed_webhooks.due_rows).toBe("1");
       expect(by.job_heartbeats.due_rows).toBe("0");

@@ -232,7 +232,7 @@ describe("reservations", () => {
 
 describe("processed_webhooks", () => {
   const hook = (over: Record<string, unknown>) => ({ provider: "stripe", event_id: "evt_1", event_type: "payment_intent.succeeded", ...over });
-  violates("one provider event twice", UNIQUE, "processed_webhooks_provider_event_id_key", async (tx) => {
+  violates("one provider event twice (the key table holds the unique key the partitioned table cannot)", UNIQUE, "processed_webhook_keys_pkey", async (tx) => {
     await f.insert(tx, "processed_webhooks", hook({}));
     await f.insert(tx, "processed_webhooks", hook({}));
   });

@@ -12,6 +12,7 @@ declare
   e reserve.webhook_event := p_event;
   u reserve.provider_update;
   w reserve.processed_webhooks;
+  k reserve.processed_webhook_keys;
   p reserve.payments;
   state text;
   msg text;
@@ -33,9 +34,18 @@ begin
 
   -- a delivery of an event already completed or ignored: answered from a read, before anything is
   -- locked or written (no transaction id, no WAL, no commit flush)
-  select * into w from reserve.processed_webhooks x
-  where x.provider = e.provider and x.event_id = e.event_id and x.status in ('completed', 'ignored');
+  -- (the key names the row's month: one partition read; a key whose row retention dropped is a very late
+  -- redelivery of an event long since handled)
+  select * into k from reserve.processed_webhook_keys x where x.provider = e.provider and x.event_id = e.event_id;
   if found then
+    select * into w from reserve.processed_webhooks x
+    where x.id = k.webhook_id and x.received_at = k.received_at and x.status in ('completed', 'ignored');
+    if not found and not exists (select 1 from reserve.processed_webhooks x where x.id = k.webhook_id and x.received_at = k.received_at) then
+      return row(k.webhook_id, k.provider, k.event_id, 'completed', true, 1, null, 'duplicate', null, null, null, null,
+                 'the record of this event is past retention')::reserve.webhook_result;
+    end if;
+  end if;
+  if w.id is not null then
     return row(w.id, w.provider, w.event_id, w.status, true, w.attempts, w.payment_id, 'duplicate',
                (select x.status from reserve.payments x where x.id = w.payment_id), null, null, null,
                w.error_message)::reserve.webhook_result;
@@ -74,21 +84,34 @@ begin
     end if;
   end if;
 
-  -- concurrent deliveries of one event queue on its row; the first to commit decides, later ones see
+  -- concurrent deliveries of one event queue on its key: the first to commit decides, later ones see
   -- completed or ignored and do nothing, and a failed (or dead) one is taken up again
-  insert into reserve.processed_webhooks as pw
-    (provider, event_id, event_type, payment_id, gateway_payment_id, event_created_at, payload, lookup)
-  values (e.provider, e.event_id, e.event_type, p.id, left(coalesce(u.gateway_payment_id, p.gateway_payment_id), 255),
-          coalesce(u.event_at, e.event_at), e.payload, e.lookup)
-  on conflict (provider, event_id) do update
+  insert into reserve.processed_webhook_keys as pk (provider, event_id)
+  values (e.provider, e.event_id)
+  on conflict (provider, event_id) do nothing
+  returning * into k;
+  if found then
+    insert into reserve.processed_webhooks as pw
+      (id, received_at, provider, event_id, event_type, payment_id, gateway_payment_id, event_created_at, payload, lookup)
+    values (k.webhook_id, k.received_at, e.provider, e.event_id, e.event_type, p.id,
+            left(coalesce(u.gateway_payment_id, p.gateway_payment_id), 255), coalesce(u.event_at, e.event_at), e.payload, e.lookup)
+    returning * into w;
+  else
+    select * into k from reserve.processed_webhook_keys x where x.provider = e.provider and x.event_id = e.event_id;
+    update reserve.processed_webhooks pw
     set attempts = pw.attempts + 1, last_attempt_at = now(), status = 'processing', error_message = null,
-        payment_id = coalesce(excluded.payment_id, pw.payment_id), payload = coalesce(excluded.payload, pw.payload),
-        lookup = coalesce(excluded.lookup, pw.lookup)
-    where pw.status in ('processing', 'failed', 'dead')
-  returning * into w;
+        payment_id = coalesce(p.id, pw.payment_id), payload = coalesce(e.payload, pw.payload),
+        lookup = coalesce(e.lookup, pw.lookup)
+    where pw.id = k.webhook_id and pw.received_at = k.received_at and pw.status in ('processing', 'failed', 'dead')
+    returning * into w;
+  end if;
 
   if w.id is null then
-    select * into w from reserve.processed_webhooks x where x.provider = e.provider and x.event_id = e.event_id;
+    select * into w from reserve.processed_webhooks x where x.id = k.webhook_id and x.received_at = k.received_at;
+    if not found then
+      return row(k.webhook_id, k.provider, k.event_id, 'completed', true, 1, null, 'duplicate', null, null, null, null,
+                 'the record of this event is past retention')::reserve.webhook_result;
+    end if;
     return row(w.id, w.provider, w.event_id, w.status, true, w.attempts, w.payment_id, 'duplicate',
                (select x.status from reserve.payments x where x.id = w.payment_id), null, null, null,
                w.error_message)::reserve.webhook_result;
@@ -120,14 +143,14 @@ begin
   else
     update reserve.processed_webhooks x
     set apply_args = jsonb_strip_nulls(to_jsonb(u)) || jsonb_build_object('payment_id', p.id)
-    where x.id = w.id;
+    where x.id = w.id and x.received_at = w.received_at;
     return reserve.apply_webhook_event(w.id, 'webhook');
   end if;
 
   update reserve.processed_webhooks x
   set status = state, error_message = msg, processed_at = now(),
       next_retry_at = case when state = 'failed' then reserve.webhook_retry_at(w.attempts) end
-  where x.id = w.id
+  where x.id = w.id and x.received_at = w.received_at
   returning * into w;
 
   return row(w.id, w.provider, w.event_id, w.status, false, w.attempts, w.payment_id,

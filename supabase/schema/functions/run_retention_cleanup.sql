@@ -44,6 +44,13 @@ begin
   exception when lock_not_available then
     raise notice 'run_retention_cleanup: audit_logs partitions ahead not created (lock wait over 500 ms); the next run creates them';
   end;
+  begin
+    perform set_config('lock_timeout', '500ms', true);
+    perform reserve.create_processed_webhook_partitions(null, 3);
+    perform set_config('lock_timeout', lock_wait, true);
+  exception when lock_not_available then
+    raise notice 'run_retention_cleanup: processed_webhooks partitions ahead not created (lock wait over 500 ms); the next run creates them';
+  end;
   select string_agg(quote_ident(a.attname), ', ' order by a.attnum) into cols
   from pg_catalog.pg_attribute a
   where a.attrelid = 'reserve.audit_logs'::regclass and a.attnum > 0 and not a.attisdropped
@@ -205,7 +212,7 @@ end
 $function$
 ;
 
-comment on function reserve.run_retention_cleanup(p_max_batches integer) is 'Archives (audit_logs -> audit_logs_archive) or deletes rows past each enabled retention policy. A partitioned table (audit_logs, by month) hands over each month wholly past the cutoff whole (detached and attached to audit_logs_archive, or dropped for a delete policy; last in the transaction, with a 500 ms lock_timeout; the month the cutoff falls in waits until it is wholly past); its default partition and every other table go batch_size rows per batch, at most p_max_batches batches per table, locking only the rows taken (SKIP LOCKED). Keeps audit_logs'' partitions three months ahead. One row per table: cutoff, rows moved, batches, time, and more_due when the batch cap stopped it. Leaves a run_retention_cleanup heartbeat.';
+comment on function reserve.run_retention_cleanup(p_max_batches integer) is 'Archives (audit_logs -> audit_logs_archive) or deletes rows past each enabled retention policy. A partitioned table (audit_logs, by month) hands over each month wholly past the cutoff whole (detached and attached to audit_logs_archive, or dropped for a delete policy; last in the transaction, with a 500 ms lock_timeout; the month the cutoff falls in waits until it is wholly past); its default partition and every other table go batch_size rows per batch, at most p_max_batches batches per table, locking only the rows taken (SKIP LOCKED). Keeps the partitions of audit_logs and processed_webhooks three months ahead. One row per table: cutoff, rows moved, batches, time, and more_due when the batch cap stopped it. Leaves a run_retention_cleanup heartbeat.';
 
 -- grants
 grant execute on function reserve.run_retention_cleanup(p_max_batches integer) to service_role;

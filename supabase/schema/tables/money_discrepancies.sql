@@ -30,7 +30,7 @@ alter table only reserve.money_discrepancies add constraint money_discrepancies_
 alter table only reserve.money_discrepancies add constraint money_discrepancies_resolved_check CHECK (((resolved_at IS NULL) = (resolved_by IS NULL)));
 alter table only reserve.money_discrepancies add constraint money_discrepancies_source_check CHECK ((source = ANY (ARRAY['webhook'::text, 'poll'::text, 'replay'::text, 'recovery'::text, 'checkout'::text, 'refund_lookup'::text, 'api'::text])));
 alter table only reserve.money_discrepancies add constraint money_discrepancies_payment_id_fkey FOREIGN KEY (payment_id) REFERENCES reserve.payments(id);
-alter table only reserve.money_discrepancies add constraint money_discrepancies_webhook_id_fkey FOREIGN KEY (webhook_id) REFERENCES reserve.processed_webhooks(id) ON DELETE SET NULL;
+alter table only reserve.money_discrepancies add constraint money_discrepancies_webhook_id_fkey FOREIGN KEY (webhook_id) REFERENCES reserve.processed_webhook_keys(webhook_id) ON DELETE SET NULL;
 
 -- indexes (those of constraints are above)
 CREATE INDEX money_discrepancies_open_idx ON reserve.money_discrepancies USING btree (detected_at) WHERE (resolved_at IS NULL);

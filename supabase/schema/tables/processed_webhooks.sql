@@ -20,11 +20,11 @@ create table reserve.processed_webhooks (
   apply_args jsonb,
   next_retry_at timestamp with time zone,
   lookup jsonb
-);
+) partition by RANGE (received_at);
+-- its partitions by range are not listed: they follow the date (created ahead by the migrations' functions)
 
 -- constraints
-alter table only reserve.processed_webhooks add constraint processed_webhooks_pkey PRIMARY KEY (id);
-alter table only reserve.processed_webhooks add constraint processed_webhooks_provider_event_id_key UNIQUE (provider, event_id);
+alter table only reserve.processed_webhooks add constraint processed_webhooks_pkey PRIMARY KEY (id, received_at);
 alter table only reserve.processed_webhooks add constraint processed_webhooks_apply_args_check CHECK (((apply_args IS NULL) OR (jsonb_typeof(apply_args) = 'object'::text)));
 alter table only reserve.processed_webhooks add constraint processed_webhooks_attempts_check CHECK ((attempts >= 1));
 alter table only reserve.processed_webhooks add constraint processed_webhooks_event_id_check CHECK (((length(event_id) >= 1) AND (length(event_id) <= 255)));
@@ -35,17 +35,20 @@ alter table only reserve.processed_webhooks add constraint processed_webhooks_st
 alter table only reserve.processed_webhooks add constraint processed_webhooks_payment_id_fkey FOREIGN KEY (payment_id) REFERENCES reserve.payments(id);
 
 -- indexes (those of constraints are above)
-CREATE INDEX processed_webhooks_payment_idx ON reserve.processed_webhooks USING btree (payment_id);
-CREATE INDEX processed_webhooks_received_idx ON reserve.processed_webhooks USING btree (received_at);
-CREATE INDEX processed_webhooks_retry_idx ON reserve.processed_webhooks USING btree (next_retry_at) WHERE (status = 'failed'::text);
-CREATE INDEX processed_webhooks_status_idx ON reserve.processed_webhooks USING btree (status, received_at) WHERE (status = ANY (ARRAY['processing'::text, 'failed'::text, 'dead'::text]));
+CREATE INDEX processed_webhooks_payment_idx ON ONLY reserve.processed_webhooks USING btree (payment_id);
+CREATE INDEX processed_webhooks_received_idx ON ONLY reserve.processed_webhooks USING btree (received_at);
+CREATE INDEX processed_webhooks_retry_idx ON ONLY reserve.processed_webhooks USING btree (next_retry_at) WHERE (status = 'failed'::text);
+CREATE INDEX processed_webhooks_status_idx ON ONLY reserve.processed_webhooks USING btree (status, received_at) WHERE (status = ANY (ARRAY['processing'::text, 'failed'::text, 'dead'::text]));
+
+-- triggers
+CREATE TRIGGER processed_webhooks_key_guard BEFORE INSERT ON reserve.processed_webhooks FOR EACH ROW EXECUTE FUNCTION reserve.processed_webhook_key_guard();
 
 -- row level security
 alter table reserve.processed_webhooks enable row level security;
 -- no policies: a role without BYPASSRLS (anon, authenticated) reads and writes no rows
 
 -- comments
-comment on table reserve.processed_webhooks is 'One row per provider event (provider, event_id): processing, then completed, failed (with error_message), ignored (a type we do not act on) or dead (gave up). payload is the raw event as evidence.';
+comment on table reserve.processed_webhooks is 'One row per provider event (provider, event_id): processing, then completed, failed (with error_message), ignored (a type we do not act on) or dead (gave up). payload is the raw event as evidence. Partitioned by month of received_at (processed_webhooks_pYYYYMM, and processed_webhooks_default for a row outside them); the (provider, event_id) unique key is held by processed_webhook_keys.';
 comment on column reserve.processed_webhooks.apply_args is 'What apply_payment_status needs for this event (payment, status, amounts, the provider''s object), stored on receipt so a retry or replay needs neither the provider nor the edge function. Null when the event was ignored, or failed before the provider told us the status.';
 comment on column reserve.processed_webhooks.next_retry_at is 'When a failed event is retried next (backoff 1, 2, 4 ... minutes, at most an hour); null otherwise.';
 comment on column reserve.processed_webhooks.lookup is 'What the provider must be asked (by the provider''s own module) to learn this event''s status, when the event carries none (a MercadoPago notification, an OpenPIX refund event): kept so the poller can ask again after a failed lookup.';
