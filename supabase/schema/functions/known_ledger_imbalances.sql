@@ -32,7 +32,7 @@ begin
       union
       select e.transaction_id from reserve.ledger_entries e where e.created_at >= a.verified_through
     )
-    select t.id, t.kind, t.posted_at, w.currency, w.debits, w.credits, w.debits - w.credits, w.n, w.last_at
+    select c.id, t.kind, t.posted_at, w.currency, w.debits, w.credits, w.debits - w.credits, w.n, w.last_at
     from candidates c
     cross join lateral (
       select e.currency,
@@ -41,7 +41,9 @@ begin
              count(*) as n, max(e.created_at) as last_at
       from reserve.ledger_entries e where e.transaction_id = c.id group by 1
     ) w
-    join reserve.ledger_transactions t on t.id = c.id
+    -- each candidate's transaction through its key: joined to all of ledger_transactions, the planner
+    -- read it whole (a million rows) for the hour's few thousand candidates
+    join lateral (select x.kind, x.posted_at from reserve.ledger_transactions x where x.id = c.id) t on true
     where w.debits <> w.credits
     order by 3, 1;
   end if;
