@@ -3,40 +3,21 @@
 // twenty months (and one far in the future, for the default partition) and a view reading audit_logs;
 // then the rest of the migrations run. Every row is there with the same contents and ids, the identity
 // goes on after the last id, the view is back with its grant, and the months are partitions.
-import { mkdir, mkdtemp, readdir, rm, symlink, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import path from "node:path";
 import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { applyMigrations, bootstrapSupabaseLike, projectRoot } from "../../local/migrate.ts";
-import { dbUrl } from "../helpers/db.ts";
+import { type MigratedBefore, migratedBefore } from "../helpers/migrated_before.ts";
 
 const FIRST_PARTITIONED = "20261203145200";
-const name = `partition_${Date.now()}`;
-let workdir: string;
-let admin: postgres.Sql;
+let db: MigratedBefore;
 let sql: postgres.Sql;
 
 beforeAll(async () => {
-  admin = postgres(dbUrl("postgres"), { max: 1, onnotice: () => {} });
-  await admin.unsafe(`create database ${name}`);
-  // a project whose migrations stop before the partitioning
-  workdir = await mkdtemp(path.join(tmpdir(), "reserve-partition-"));
-  await mkdir(path.join(workdir, "supabase/migrations"), { recursive: true });
-  await writeFile(path.join(workdir, "supabase/config.toml"), 'project_id = "partition"\n');
-  for (const f of await readdir(path.join(projectRoot, "supabase/migrations"))) {
-    if (f < FIRST_PARTITIONED) await symlink(path.join(projectRoot, "supabase/migrations", f), path.join(workdir, "supabase/migrations", f));
-  }
-  await bootstrapSupabaseLike(dbUrl(name));
-  await applyMigrations(dbUrl(name), workdir);
-  sql = postgres(dbUrl(name), { max: 1, onnotice: () => {} });
+  db = await migratedBefore(FIRST_PARTITIONED, "partition");
+  sql = db.sql;
 }, 300_000);
 
 afterAll(async () => {
-  await sql?.end();
-  await admin?.unsafe(`drop database if exists ${name} with (force)`);
-  await admin?.end();
-  if (workdir) await rm(workdir, { recursive: true, force: true });
+  await db?.drop();
 });
 
 /** The rows up to an id (the later migrations' own writes, settings and rules they add, come after). */
@@ -63,7 +44,7 @@ describe("audit_logs partitioning", () => {
     const before = { audit: await fingerprint("audit_logs"), archive: await fingerprint("audit_logs_archive") };
     expect(before.audit.n).toBeGreaterThan(2001); // and the rows the migrations' own writes left
 
-    const applied = await applyMigrations(dbUrl(name));
+    const applied = await db.applyRest();
     expect(applied[0]).toMatch(new RegExp(`^${FIRST_PARTITIONED}_`));
 
     expect(await fingerprint("audit_logs", before.audit.max_id)).toEqual(before.audit);

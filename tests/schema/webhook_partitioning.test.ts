@@ -5,39 +5,21 @@
 // are partitions, and the discrepancy still names its delivery. On that database: a redelivery is still a
 // duplicate answered from reads, a second row for one event is still refused (23505), and retention drops
 // whole months past 180 days while the keys outlive them, so a very late redelivery is still a duplicate.
-import { mkdir, mkdtemp, readdir, rm, symlink, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import path from "node:path";
 import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { applyMigrations, bootstrapSupabaseLike, projectRoot } from "../../local/migrate.ts";
-import { dbUrl } from "../helpers/db.ts";
+import { type MigratedBefore, migratedBefore } from "../helpers/migrated_before.ts";
 
 const FIRST_PARTITIONED = "20261203195000";
-const name = `webhook_partition_${Date.now()}`;
-let workdir: string;
-let admin: postgres.Sql;
+let db: MigratedBefore;
 let sql: postgres.Sql;
 
 beforeAll(async () => {
-  admin = postgres(dbUrl("postgres"), { max: 1, onnotice: () => {} });
-  await admin.unsafe(`create database ${name}`);
-  workdir = await mkdtemp(path.join(tmpdir(), "reserve-webhook-partition-"));
-  await mkdir(path.join(workdir, "supabase/migrations"), { recursive: true });
-  await writeFile(path.join(workdir, "supabase/config.toml"), 'project_id = "webhook_partition"\n');
-  for (const f of await readdir(path.join(projectRoot, "supabase/migrations"))) {
-    if (f < FIRST_PARTITIONED) await symlink(path.join(projectRoot, "supabase/migrations", f), path.join(workdir, "supabase/migrations", f));
-  }
-  await bootstrapSupabaseLike(dbUrl(name));
-  await applyMigrations(dbUrl(name), workdir);
-  sql = postgres(dbUrl(name), { max: 1, onnotice: () => {} });
+  db = await migratedBefore(FIRST_PARTITIONED, "webhook_partition");
+  sql = db.sql;
 }, 300_000);
 
 afterAll(async () => {
-  await sql?.end();
-  await admin?.unsafe(`drop database if exists ${name} with (force)`);
-  await admin?.end();
-  if (workdir) await rm(workdir, { recursive: true, force: true });
+  await db?.drop();
 });
 
 const fingerprint = async () => {
@@ -58,7 +40,7 @@ describe("processed_webhooks partitioning", () => {
     const before = await fingerprint();
     expect(before.n).toBe(141);
 
-    const applied = await applyMigrations(dbUrl(name));
+    const applied = await db.applyRest();
     expect(applied[0]).toMatch(new RegExp(`^${FIRST_PARTITIONED}_`));
 
     expect(await fingerprint()).toEqual(before);
