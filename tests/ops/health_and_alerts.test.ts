@@ -113,6 +113,27 @@ describe("system_health_check", () => {
     });
   });
 
+  it("overbooking with the capacity check dropped: CRITICAL though the counters add up to their rows", async () => {
+    await rolledBack(sql, async (tx) => {
+      const u = (await f.unit(tx, { nights: 5 })).unitId;
+      await tx`alter table reserve.availability_calendar drop constraint availability_calendar_capacity_check`;
+      // the counter and the two holds agree, so nothing drifts and drifting_units() names no unit
+      await tx`update reserve.availability_calendar set temp_holds = 2 where unit_id = ${u} and date = ${f.isoDate(2)}`;
+      const intents = [await f.intent(tx, u), await f.intent(tx, u)];
+      await replica(tx);
+      for (const i of intents) {
+        await tx`insert into reserve.booking_locks (booking_intent_id, unit_id, lock_date, expires_at)
+                 values (${i.id as string}, ${u}, ${f.isoDate(2)}, now() + interval '1 hour')`;
+      }
+      await replica(tx, false);
+      await tx`select reserve.run_integrity_audit()`;
+      expect(await tx`select * from reserve.drifting_units()`).toEqual([]);
+      const h = await health(tx);
+      expect(h.overbooking).toMatchObject({ status: "CRITICAL", observed_value: "1" });
+      expect(h.availability_counter_drift.status).toBe("OK");
+    });
+  });
+
   it("stuck payments: WARNING (and webhook_delivery CRITICAL with no completed webhook), OK once failed", async () => {
     await rolledBack(sql, async (tx) => {
       const p = await payment(tx, {});
