@@ -13,7 +13,8 @@
 // each record's bytes split over the relations its blocks belong to), full-page images included and not.
 // For a duplicate: whether it took a transaction id, wrote WAL or took a lock.
 //
-//   npm run bench:finalize      env: DURATION_S (default 6) per cell, CONNS (default 8), PAYMENTS (default 20000)
+//   npm run bench:finalize      env: DURATION_S (default 6) per cell, CONNS (default 8), PAYMENTS (default 20000),
+//                               PROFILE=N (N finalizes on one connection: self time per function, time per statement)
 import { randomUUID } from "node:crypto";
 import { rm } from "node:fs/promises";
 import { cpus, loadavg, totalmem } from "node:os";
@@ -28,6 +29,7 @@ type Sql = postgres.Sql;
 const durationMs = Number(process.env.DURATION_S ?? 6) * 1000;
 const conns = Number(process.env.CONNS ?? 8);
 const paymentCount = Number(process.env.PAYMENTS ?? 20_000);
+const profileRuns = Number(process.env.PROFILE ?? 0);
 const NIGHTS_PER_UNIT = 300;
 const WAL_SAMPLE = 200;
 const log = (m: string) => process.stderr.write(`${m}\n`);
@@ -140,9 +142,10 @@ async function main() {
       await tx`select extensions.pg_stat_statements_reset()`;
       const r = await processEvent(tx, succeededEvent(take()));
       const [t] = await tx`
+        with audit as (select relid from pg_partition_tree('reserve.audit_logs'))
         select coalesce(sum(n_tup_ins), 0)::int as ins, coalesce(sum(n_tup_upd), 0)::int as upd,
-               coalesce(sum(n_tup_ins) filter (where relname = 'audit_logs'), 0)::int as audit_ins,
-               coalesce(sum(n_tup_upd) filter (where relname = 'audit_logs'), 0)::int as audit_upd
+               coalesce(sum(n_tup_ins) filter (where relid in (select relid from audit)), 0)::int as audit_ins,
+               coalesce(sum(n_tup_upd) filter (where relid in (select relid from audit)), 0)::int as audit_upd
         from pg_stat_xact_user_tables where schemaname = 'reserve'`;
       const [f] = await tx`
         select coalesce(sum(calls) filter (where p.prorettype = 'trigger'::regtype), 0)::int as trigger_calls,
@@ -155,6 +158,31 @@ async function main() {
                              and query not like 'set local %' and toplevel is false`;
     if (counted.r.finalize_outcome !== "created") throw new Error(`finalize said ${counted.r.finalize_outcome}`);
 
+    // ---------------------------------------------------------------- PROFILE=N: where N finalizes spend their time
+    let profile = "";
+    if (profileRuns > 0) {
+      const one = await sql.reserve();
+      try {
+        await one`set track_functions = 'all'`;
+        await one`set pg_stat_statements.track = 'all'`;
+        await one`select extensions.pg_stat_statements_reset(), pg_stat_reset()`;
+        for (let i = 0; i < profileRuns; i++) await processEvent(one, succeededEvent(take()));
+        await one`select pg_stat_force_next_flush()`;
+        await one`select 1`;
+      } finally { one.release(); }
+      const fns = await sql`select s.funcname, s.calls::int, round(s.self_time::numeric / ${profileRuns}, 3)::text as self_ms,
+                                   round(s.total_time::numeric / ${profileRuns}, 3)::text as total_ms
+                            from pg_stat_user_functions s where s.schemaname = 'reserve' order by s.self_time desc limit 25`;
+      const stmts = await sql`select calls::int, round((total_exec_time / ${profileRuns})::numeric, 3)::text as ms,
+                                     regexp_replace(left(query, 110), '[[:space:]]+', ' ', 'g') as query
+                              from extensions.pg_stat_statements where toplevel is false
+                              order by total_exec_time desc limit 30`;
+      profile = `\n### PROFILE: ${profileRuns} finalizes on one connection, per finalize\n\n| function | calls | self ms | total ms |\n| --- | --- | --- | --- |\n` +
+        fns.map((r) => `| ${r.funcname} | ${r.calls} | ${r.self_ms} | ${r.total_ms} |`).join("\n") +
+        `\n\n| statement (inclusive of what it calls) | calls | ms |\n| --- | --- | --- |\n` +
+        stmts.map((r) => `| ${String(r.query).replaceAll("|", "\\|")} | ${r.calls} | ${r.ms} |`).join("\n");
+    }
+
     // ---------------------------------------------------------------- WAL of finalizes after a checkpoint
     await sql`checkpoint`;
     const walOf = async (fn: () => Promise<void>, n: number) => {
@@ -166,12 +194,14 @@ async function main() {
           select b.start_lsn, b.record_length, b.block_fpi_length, b.relfilenode,
                  count(*) over (partition by b.start_lsn) as refs
           from extensions.pg_get_wal_block_info(${from}::pg_lsn, ${to}::pg_lsn) b
+        ), audit_rel as (
+          select relid as oid from pg_partition_tree('reserve.audit_logs')
         ), audit as (
           select pg_relation_filenode(c.oid) as filenode from pg_class c
-          where c.oid in (select 'reserve.audit_logs'::regclass union all
-                          select indexrelid from pg_index where indrelid = 'reserve.audit_logs'::regclass union all
-                          select reltoastrelid from pg_class where oid = 'reserve.audit_logs'::regclass and reltoastrelid <> 0 union all
-                          select indexrelid from pg_index where indrelid = (select reltoastrelid from pg_class where oid = 'reserve.audit_logs'::regclass))
+          where c.oid in (select oid from audit_rel union all
+                          select indexrelid from pg_index where indrelid in (select oid from audit_rel) union all
+                          select reltoastrelid from pg_class where oid in (select oid from audit_rel) and reltoastrelid <> 0 union all
+                          select indexrelid from pg_index where indrelid in (select reltoastrelid from pg_class where oid in (select oid from audit_rel)))
         )
         select (${to}::pg_lsn - ${from}::pg_lsn)::bigint as bytes,
                (select coalesce(sum(block_fpi_length), 0) from blocks)::bigint as fpi,
@@ -243,7 +273,7 @@ ${cells.map((c) => `| ${c.name} | ${c.rps.toFixed(0)} | ${((100 * c.rps) / ceili
 one process_webhook_event(succeeded), counted in one execution: ${st.statements} statements inside it, ${counted.f.trigger_calls} trigger calls (${counted.f.function_calls} function calls in all), ${counted.t.ins} rows inserted, ${counted.t.upd} updated; audit_logs ${counted.t.audit_ins} inserted, ${counted.t.audit_upd} updated
 WAL over ${WAL_SAMPLE} finalizes after a checkpoint: ${perF(walFinalize.bytes)} KB per finalize (${perF(walFinalize.bytes - walFinalize.fpi)} KB without full-page images); audit_logs ${perF(walFinalize.audit)} KB = ${((100 * walFinalize.audit) / walFinalize.bytes).toFixed(1)}% (${((100 * walFinalize.auditNoFpi) / (walFinalize.bytes - walFinalize.fpi)).toFixed(1)}% without full-page images)
 a duplicate delivery: duplicate = ${dupFacts.r.duplicate}, transaction id assigned: ${dupFacts.xid ?? "none"}, WAL written: ${dupFacts.walSame ? "none" : "yes"}, row locks held: ${dupFacts.rowLocks}, write locks on tables: ${dupFacts.writeLocks}
-invariants: overbooking_check rows ${checks.overbooked}, ledger imbalances ${checks.imbalanced}, units with counter drift ${checks.drift ?? "n/a"}`);
+invariants: overbooking_check rows ${checks.overbooked}, ledger imbalances ${checks.imbalanced}, units with counter drift ${checks.drift ?? "n/a"}${profile}`);
   } finally {
     for (const stop of stops) await stop().catch(() => {});
   }

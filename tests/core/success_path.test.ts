@@ -252,3 +252,36 @@ describe("finalize converts the holds itself; manual SQL still goes through the 
     expect(await sql`select * from reserve.units_with_counter_drift()`).toEqual([]);
   });
 });
+
+describe("a confirmation code that clashes is drawn again", () => {
+  it("the reservation gets a fresh code, in one transaction id with no subtransaction", async () => {
+    const c = await f.checkoutAttempt(sql, { gatewayId: "pi_code_clash" });
+    const taken = await f.checkoutAttempt(sql, { gatewayId: "pi_code_taken" });
+    const first = await succeeded(sql, `evt_${crypto.randomUUID()}`, "pi_code_taken");
+    expect(first).toMatchObject({ finalize_outcome: "created" });
+    expect(taken.paymentId).toBeTruthy();
+    const out = await sql.begin(async (tx) => {
+      // the generator answers the code already taken once, then draws at random again
+      await tx`alter function reserve.new_confirmation_code() rename to new_confirmation_code_random`;
+      await tx.unsafe(`
+        create function reserve.new_confirmation_code() returns text language plpgsql set search_path = '' as $$
+        begin
+          if current_setting('test.clashed', true) is distinct from 'yes' then
+            perform set_config('test.clashed', 'yes', true);
+            return '${first.confirmation_code}';
+          end if;
+          return reserve.new_confirmation_code_random();
+        end $$`);
+      const r = await succeeded(tx, `evt_${crypto.randomUUID()}`, "pi_code_clash");
+      const [x] = await tx`select current_setting('test.clashed', true) as clashed,
+                                  (select count(*)::int from pg_locks where pid = pg_backend_pid() and locktype = 'transactionid') as xids`;
+      throw Object.assign(new Error("rollback"), { result: { r, x } });
+    }).catch((e: { result?: unknown }) => e.result as { r: Record<string, unknown>; x: Record<string, unknown> });
+    expect(out.r).toMatchObject({ webhook_status: "completed", finalize_outcome: "created" });
+    expect(out.r.confirmation_code).toMatch(/^RES-\d{4}-[A-Z0-9]{6}$/);
+    expect(out.r.confirmation_code).not.toBe(first.confirmation_code);
+    expect(out.x.clashed).toBe("yes");
+    // apply_webhook_event's guard is the one subtransaction left: its own id and the top one
+    expect(out.x.xids).toBeLessThanOrEqual(2);
+  });
+});

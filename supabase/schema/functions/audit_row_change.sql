@@ -23,9 +23,14 @@ declare
   head jsonb := nullif(current_setting('reserve.audit_head', true), '')::jsonb;
   xact bigint := pg_current_xact_id()::text::bigint;
   audit_id bigint;
+  audit_at timestamptz;
 begin
-  select string_agg(keyed ->> c, ':' order by ord) into key
-  from unnest(key_cols) with ordinality as k(c, ord);
+  if tg_nargs = 0 then
+    key := keyed ->> 'id';
+  else
+    select string_agg(keyed ->> c, ':' order by ord) into key
+    from unnest(key_cols) with ordinality as k(c, ord);
+  end if;
   if tg_op = 'UPDATE' then
     select coalesce(jsonb_object_agg(o.key, o.value), '{}'::jsonb) into before_row
     from jsonb_each(before_row) o where after_row -> o.key is distinct from o.value;
@@ -35,20 +40,21 @@ begin
   -- the head names this transaction's audit row (one from another transaction, or forged, is not ours)
   if head is not null and ((head ->> 'xact')::bigint is distinct from xact
                            or not exists (select 1 from reserve.audit_logs a
-                                          where a.id = (head ->> 'id')::bigint and a.xact_id = xact)) then
+                                          where a.id = (head ->> 'id')::bigint and a.occurred_at = (head ->> 'at')::timestamptz
+                                            and a.xact_id = xact)) then
     head := null;
   end if;
   if head is not null and (head ->> 'n')::integer >= chunk then
     -- a full chunk is written now, and the next change starts the transaction's next row
     update reserve.audit_logs a set changes = ('[' || current_setting('reserve.audit_changes', true) || ']')::jsonb
-    where a.id = (head ->> 'id')::bigint;
+    where a.id = (head ->> 'id')::bigint and a.occurred_at = (head ->> 'at')::timestamptz;
     head := null;
   end if;
   if head is null then
     insert into reserve.audit_logs (actor, action, table_name, row_id, reason, changes)
     values (who, tg_op, tg_table_name, key, why, '[]'::jsonb)
-    returning id into audit_id;
-    perform set_config('reserve.audit_head', jsonb_build_object('id', audit_id, 'xact', xact, 'n', 1,
+    returning id, occurred_at into audit_id, audit_at;
+    perform set_config('reserve.audit_head', jsonb_build_object('id', audit_id, 'at', audit_at, 'xact', xact, 'n', 1,
                                                                 'actor', who, 'reason', why)::text, true);
     perform set_config('reserve.audit_changes', change::text, true);
     return null;
@@ -61,7 +67,8 @@ begin
   end if;
   if head ? 'flushed' then
     -- written already (SET CONSTRAINTS ... IMMEDIATE ran the flush): later changes join the row directly
-    update reserve.audit_logs a set changes = a.changes || jsonb_build_array(change) where a.id = (head ->> 'id')::bigint;
+    update reserve.audit_logs a set changes = a.changes || jsonb_build_array(change)
+    where a.id = (head ->> 'id')::bigint and a.occurred_at = (head ->> 'at')::timestamptz;
   else
     -- appended as text: the buffer is parsed once, when it is written
     perform set_config('reserve.audit_changes', current_setting('reserve.audit_changes', true) || ',' || change::text, true);

@@ -4,12 +4,14 @@
 
 CREATE OR REPLACE FUNCTION reserve.bounded_webhook_key(p_key text, p_max integer DEFAULT 255)
  RETURNS text
- LANGUAGE sql
+ LANGUAGE plpgsql
  IMMUTABLE
  SET search_path TO ''
 AS $function$
-  select case when length(p_key) <= p_max then p_key
-              else left(p_key, p_max - 72) || '~sha256:' || encode(sha256(convert_to(p_key, 'UTF8')), 'hex') end
+begin
+  return case when length(p_key) <= p_max then p_key
+              else left(p_key, p_max - 72) || '~sha256:' || encode(sha256(convert_to(p_key, 'UTF8')), 'hex') end;
+end
 $function$
 ;
 

@@ -4,16 +4,18 @@
 
 CREATE OR REPLACE FUNCTION reserve.current_actor()
  RETURNS text
- LANGUAGE sql
+ LANGUAGE plpgsql
  STABLE
  SET search_path TO ''
 AS $function$
-  select coalesce(
+begin
+  return coalesce(
     nullif(current_setting('reserve.actor', true), ''),
     nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub',
     -- not current_user: inside the SECURITY DEFINER audit trigger that is the owner, not who acted
     nullif(current_setting('role'), 'none'),
-    session_user::text)
+    session_user::text);
+end
 $function$
 ;
 

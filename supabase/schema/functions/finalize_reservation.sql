@@ -151,22 +151,17 @@ begin
   end if;
   -- inserting the reservation turns the intent into converted and posts the receipt (settle_reservation_intent)
 
+  -- a clash of the random code is retried without a subtransaction; any other unique key still raises
   loop
-    begin
-      insert into reserve.reservations (booking_intent_id, payment_id, confirmation_code, unit_id, check_in, check_out,
-                                        guests, total_amount, currency, status, payment_status, metadata)
-      values (bi.id, p.id, reserve.new_confirmation_code(), bi.unit_id, bi.check_in, bi.check_out,
-              bi.guests, bi.amount, bi.currency, 'host_commit_pending', 'paid',
-              jsonb_strip_nulls(jsonb_build_object('finalized_by_webhook', p_webhook_id,
-                                                   'guest_name', bi.guest_name, 'guest_email', bi.guest_email)))
-      returning * into r;
-      exit;
-    exception when unique_violation then
-      get stacked diagnostics why = constraint_name;
-      if why <> 'reservations_confirmation_code_key' then
-        raise;
-      end if;
-    end;
+    insert into reserve.reservations (booking_intent_id, payment_id, confirmation_code, unit_id, check_in, check_out,
+                                      guests, total_amount, currency, status, payment_status, metadata)
+    values (bi.id, p.id, reserve.new_confirmation_code(), bi.unit_id, bi.check_in, bi.check_out,
+            bi.guests, bi.amount, bi.currency, 'host_commit_pending', 'paid',
+            jsonb_strip_nulls(jsonb_build_object('finalized_by_webhook', p_webhook_id,
+                                                 'guest_name', bi.guest_name, 'guest_email', bi.guest_email)))
+    on conflict on constraint reservations_confirmation_code_key do nothing
+    returning * into r;
+    exit when found;
   end loop;
 
 

@@ -15,7 +15,7 @@ begin
     return null;  -- a row inserted by hand, a full chunk written already, or a row written already
   end if;
   update reserve.audit_logs a set changes = ('[' || current_setting('reserve.audit_changes', true) || ']')::jsonb
-  where a.id = new.id;
+  where a.id = new.id and a.occurred_at = new.occurred_at;
   perform set_config('reserve.audit_head', (head || '{"flushed": true}'::jsonb)::text, true);
   perform set_config('reserve.audit_changes', '', true);
   return null;

@@ -4,12 +4,14 @@
 
 CREATE OR REPLACE FUNCTION reserve.ledger_leg(p_account text, p_direction text, p_amount bigint, p_entry_type text, p_currency text)
  RETURNS jsonb
- LANGUAGE sql
+ LANGUAGE plpgsql
  IMMUTABLE
  SET search_path TO ''
 AS $function$
-  select jsonb_build_object('account', p_account, 'direction', p_direction, 'amount', p_amount,
-                            'entry_type', p_entry_type, 'currency', p_currency)
+begin
+  return jsonb_build_object('account', p_account, 'direction', p_direction, 'amount', p_amount,
+                            'entry_type', p_entry_type, 'currency', p_currency);
+end
 $function$
 ;
 

@@ -4,17 +4,26 @@
 
 CREATE OR REPLACE FUNCTION reserve.ledger_transaction_host(p_payment_id uuid, p_reservation_id uuid)
  RETURNS uuid
- LANGUAGE sql
+ LANGUAGE plpgsql
  STABLE SECURITY DEFINER
  SET search_path TO ''
 AS $function$
-  select coalesce(
-    (select pm.host_id from reserve.reservations r join reserve.properties_map pm on pm.id = r.property_id
-     where r.id = p_reservation_id),
-    (select pm.host_id from reserve.payments p
-       join reserve.booking_intents bi on bi.id = p.booking_intent_id
-       join reserve.properties_map pm on pm.id = bi.property_id
-     where p.id = p_payment_id))
+declare
+  host uuid;
+begin
+  if p_reservation_id is not null then
+    select pm.host_id into host from reserve.reservations r join reserve.properties_map pm on pm.id = r.property_id
+    where r.id = p_reservation_id;
+    if host is not null then
+      return host;
+    end if;
+  end if;
+  select pm.host_id into host from reserve.payments p
+    join reserve.booking_intents bi on bi.id = p.booking_intent_id
+    join reserve.properties_map pm on pm.id = bi.property_id
+  where p.id = p_payment_id;
+  return host;
+end
 $function$
 ;
 

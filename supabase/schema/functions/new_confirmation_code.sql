@@ -4,13 +4,19 @@
 
 CREATE OR REPLACE FUNCTION reserve.new_confirmation_code()
  RETURNS text
- LANGUAGE sql
+ LANGUAGE plpgsql
  SET search_path TO ''
 AS $function$
+declare
+  b bytea := extensions.gen_random_bytes(6);
+  code text := '';
+begin
   -- 32 letters and digits without 0, O, 1 and I, which guests misread; 256 % 32 = 0 keeps it uniform
-  select 'RES-' || to_char(now() at time zone 'UTC', 'YYYY') || '-'
-         || string_agg(substr('ABCDEFGHJKLMNPQRSTUVWXYZ23456789', get_byte(b, i) % 32 + 1, 1), '' order by i)
-  from (select extensions.gen_random_bytes(6) as b) r, generate_series(0, 5) i
+  for i in 0..5 loop
+    code := code || substr('ABCDEFGHJKLMNPQRSTUVWXYZ23456789', get_byte(b, i) % 32 + 1, 1);
+  end loop;
+  return 'RES-' || to_char(now() at time zone 'UTC', 'YYYY') || '-' || code;
+end
 $function$
 ;
 
