@@ -194,6 +194,65 @@ describe("after an audit, the checks read what changed since", () => {
   });
 });
 
+describe("paid_without_reservation after an audit", () => {
+  /** A payment made succeeded by hand (the runbook's old Option 2), never finalized. */
+  async function succeededByHand(tx: Q, succeededAgo: string) {
+    const { unitId } = await f.unit(tx, { nights: 5 });
+    const [bi] = await tx`select * from reserve.create_booking_intent(${unitId}, ${f.isoDate(1)}::date, ${f.isoDate(2)}::date, 2)`;
+    const [p] = await tx`select * from reserve.create_payment(${bi.id}, 'stripe', 'card', ${bi.amount})`;
+    await tx`update reserve.payments set status = 'succeeded', succeeded_at = now() - ${succeededAgo}::interval where id = ${p.id}`;
+    return p.id as string;
+  }
+  const unreserved = async (tx: Q) => (await tx`select payment_id from reserve.paid_without_reservation()`).map((r) => r.payment_id);
+
+  it("a success written by hand since the audit began is caught at once; one back-dated, or a stay deleted with the guards off, by the next audit", async () => {
+    await rolledBack(sql, async (tx) => {
+      const kept = await paidReservation(tx);
+      const lost = await paidReservation(tx);
+      await writtenAnHourAgo(tx);
+      await tx`update reserve.payments set succeeded_at = succeeded_at - interval '1 hour'`;
+      await audit(tx);
+      // the audit began ten minutes ago
+      await tx`update reserve.integrity_audits set started_at = started_at - interval '10 minutes',
+                 verified_through = verified_through - interval '10 minutes'`;
+      expect((await health(tx)).paid_without_reservation.status).toBe("OK");
+
+      const recent = await succeededByHand(tx, "6 minutes");
+      const old = await succeededByHand(tx, "2 hours");
+      const [saved] = await tx`select to_jsonb(r) as row from reserve.reservations r where id = ${lost.reservationId}`;
+      await replica(tx);
+      await tx`delete from reserve.reservations where id = ${lost.reservationId}`;
+      await replica(tx, false);
+      expect(await unreserved(tx)).toEqual([recent]);
+      expect((await health(tx)).paid_without_reservation).toMatchObject({ status: "CRITICAL", observed_value: "1" });
+
+      const found = await audit(tx);
+      expect(new Set(found.unreserved_payments as string[])).toEqual(new Set([recent, old, lost.paymentId]));
+      expect(new Set(await unreserved(tx))).toEqual(new Set([recent, old, lost.paymentId]));
+      expect((await health(tx)).paid_without_reservation).toMatchObject({ status: "CRITICAL", observed_value: "3" });
+      expect(await unreserved(tx)).not.toContain(kept.paymentId);
+      // the whole scan, as before the first audit, agrees
+      expect(new Set((await tx`select payment_id from reserve.paid_without_reservation(true)`).map((r) => r.payment_id)))
+        .toEqual(new Set([recent, old, lost.paymentId]));
+
+      // fixed (the two finalized, the deleted stay put back as it was): OK without another audit
+      for (const id of [recent, old]) {
+        const [fin] = await tx`select * from reserve.finalize_reservation(${id})`;
+        expect(fin.success).toBe(true);
+      }
+      await replica(tx);
+      const cols = (await tx`select column_name from information_schema.columns
+                             where table_schema = 'reserve' and table_name = 'reservations' and is_generated = 'NEVER'`)
+        .map((c) => `"${c.column_name as string}"`).join(", ");
+      await tx.unsafe(`insert into reserve.reservations (${cols})
+                       select ${cols} from jsonb_populate_record(null::reserve.reservations, $1::jsonb)`, [typeof saved.row === "string" ? JSON.parse(saved.row) : saved.row]);
+      await replica(tx, false);
+      expect(await unreserved(tx)).toEqual([]);
+      expect((await health(tx)).paid_without_reservation.status).toBe("OK");
+    });
+  });
+});
+
 describe("integrity_audit heartbeat", () => {
   it("OK before the first run (everything is scanned), WARNING 3 h after the last one, with its P2 alert", async () => {
     await rolledBack(sql, async (tx) => {

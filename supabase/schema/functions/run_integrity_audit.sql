@@ -35,15 +35,19 @@ begin
   select coalesce(array_agg(d.unit_id order by d.unit_id), '{}') into a.drifted_units
   from reserve.units_with_counter_drift() d;
 
+  select coalesce(array_agg(u.payment_id order by u.payment_id), '{}') into a.unreserved_payments
+  from reserve.paid_without_reservation(true) u;
+
   insert into reserve.integrity_audits (started_at, verified_through, ledger_transactions, imbalanced_transactions,
-                                        drifted_units, duration_ms)
+                                        drifted_units, unreserved_payments, duration_ms)
   values (a.started_at, a.verified_through, a.ledger_transactions, a.imbalanced_transactions, a.drifted_units,
-          (extract(epoch from clock_timestamp() - started) * 1000)::integer)
+          a.unreserved_payments, (extract(epoch from clock_timestamp() - started) * 1000)::integer)
   returning * into a;
   perform reserve.record_job_heartbeat('run_integrity_audit', started, true, jsonb_build_object(
     'ledger_transactions', a.ledger_transactions,
     'imbalanced_transactions', cardinality(a.imbalanced_transactions),
     'drifted_units', cardinality(a.drifted_units),
+    'unreserved_payments', cardinality(a.unreserved_payments),
     'verified_through', a.verified_through));
   return a;
 end

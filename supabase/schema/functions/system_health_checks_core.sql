@@ -80,10 +80,7 @@ begin
   return query select 'double_charges', case when n > 0 then 'WARNING' else 'OK' end, n, '0 unrefunded',
     'second charges of a paid intent still holding the money: refund_duplicate_charge';
 
-  select count(*) into n from reserve.payments p
-  where p.status = 'succeeded' and p.succeeded_at between now() - interval '7 days' and now() - interval '5 minutes'
-    and p.duplicate_of is null and p.refund_reason is null
-    and not exists (select 1 from reserve.reservations r where r.booking_intent_id = p.booking_intent_id);
+  select count(*) into n from reserve.paid_without_reservation();
   return query select 'paid_without_reservation', case when n > 0 then 'CRITICAL' else 'OK' end, n, '0 (7 days)',
     'succeeded payments with no reservation and no refund flag: finalize_reservation';
 

@@ -10,7 +10,8 @@ create table reserve.integrity_audits (
   ledger_transactions bigint not null,
   imbalanced_transactions uuid[] default '{}'::uuid[] not null,
   drifted_units uuid[] default '{}'::uuid[] not null,
-  duration_ms integer not null
+  duration_ms integer not null,
+  unreserved_payments uuid[] default '{}'::uuid[] not null
 );
 
 -- constraints
@@ -29,6 +30,7 @@ alter table reserve.integrity_audits enable row level security;
 -- comments
 comment on table reserve.integrity_audits is 'One row per run of run_integrity_audit(): what the full scan found (imbalanced ledger transactions of all time, units whose counters drift from their rows) and verified_through, before which every committed row was seen by it. The health checks read rows written at or after verified_through, plus these findings re-checked.';
 comment on column reserve.integrity_audits.verified_through is 'Every row written before this (by its created_at / updated_at) was committed when the audit read the tables: the start of the oldest transaction open when the audit began, at least five minutes before it.';
+comment on column reserve.integrity_audits.unreserved_payments is 'Succeeded payments of the 7 days before the audit with no reservation and no refund flag (paid_without_reservation(true)).';
 
 -- grants
 grant select on table reserve.integrity_audits to service_role;
