@@ -145,6 +145,24 @@ describe("after an audit, the checks read what changed since", () => {
     });
   });
 
+  it("compare only the nights written: a stay shortened with the counting trigger off leaves its old nights to the next audit", async () => {
+    await rolledBack(sql, async (tx) => {
+      const paid = await paidReservation(tx, { from: 2, to: 6 });
+      await writtenAnHourAgo(tx);
+      await audit(tx);
+      await tx`alter table reserve.reservations disable trigger _300_count_booked_nights`;
+      await tx`update reserve.reservations set check_out = ${f.isoDate(4)}::date where id = ${paid.reservationId}`;
+      await tx`alter table reserve.reservations enable trigger _300_count_booked_nights`;
+      // nights 2 and 3 are still covered and counted; 4 and 5 are counted too high, and nothing wrote them
+      expect(await tx`select * from reserve.drifting_units()`).toEqual([]);
+      expect((await health(tx)).availability_counter_drift.status).toBe("OK");
+      const found = await audit(tx);
+      expect(found.drifted_units).toEqual([paid.unitId]);
+      const drift = await tx`select date::text from reserve.availability_counter_drift where unit_id = ${paid.unitId} order by date`;
+      expect(drift.map((d) => d.date)).toEqual([f.isoDate(4), f.isoDate(5)]);
+    });
+  });
+
   it("miss a back-dated write that bypassed the triggers until the next audit, which finds it; its findings stay until fixed", async () => {
     await rolledBack(sql, async (tx) => {
       // a unit selling two a night with both sold, and a third stay on a twin unit

@@ -14,14 +14,17 @@ begin
   if a.id is null then
     return query select d.unit_id from reserve.units_with_counter_drift() d;
   else
-    return query select d.unit_id from reserve.units_with_counter_drift(array(
-      select unnest(a.drifted_units) union select w.unit_id from reserve.units_written_since(a.verified_through) w)) d;
+    -- the audit's units recounted whole (few, and each may drift anywhere), the window's nights one by one
+    return query
+    select d.unit_id from reserve.units_with_counter_drift(a.drifted_units) d
+    union
+    select w.unit_id from reserve.units_with_night_drift_since(a.verified_through) w;
   end if;
 end
 $function$
 ;
 
-comment on function reserve.drifting_units() is 'Units whose counters from today on do not add up to their rows: of those the last integrity audit found and those written since it began (every unit, before the first audit).';
+comment on function reserve.drifting_units() is 'Units whose counters from today on do not add up to their rows: of those the last integrity audit found (recounted whole) and the nights written since it began (each compared with the rows covering it); every unit before the first audit.';
 
 -- grants
 grant execute on function reserve.drifting_units() to service_role;
