@@ -24,7 +24,11 @@ AS $function$
   )
   select distinct n.unit_id
   from nights n
-  left join reserve.availability_calendar c on c.unit_id = n.unit_id and c.date = n.date
+  left join lateral (
+    select c.bookings_count, c.temp_holds from reserve.availability_calendar c
+    where c.unit_id = n.unit_id and c.date = n.date
+    limit 1
+  ) c on true
   cross join lateral (
     select count(*) as n from reserve.reservations r
     where r.unit_id = n.unit_id and r.stay @> n.date and r.status in ('host_commit_pending', 'confirmed', 'checked_in')
