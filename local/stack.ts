@@ -45,6 +45,8 @@ export interface StackConfig {
   reconcileEveryMs?: number;
   /** how often the local cron runs run_integrity_audit (pg_cron: hourly); 0 = never */
   integrityAuditEveryMs?: number;
+  /** how often the local cron runs verify_recent_writes (the checks' watermark; pg_cron: every minute); 0 = never */
+  integrityVerifyEveryMs?: number;
   /** how often the local cron calls notify (alert evaluation and delivery; pg_cron: every minute); 0 = never */
   notifyEveryMs?: number;
 }
@@ -66,6 +68,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): StackConfig
     retentionEveryMs: Number(env.RESERVE_RETENTION_INTERVAL_S ?? 86_400) * 1000,
     reconcileEveryMs: Number(env.RESERVE_RECONCILE_INTERVAL_S ?? 900) * 1000,
     integrityAuditEveryMs: Number(env.RESERVE_INTEGRITY_AUDIT_INTERVAL_S ?? 3_600) * 1000,
+    integrityVerifyEveryMs: Number(env.RESERVE_INTEGRITY_VERIFY_INTERVAL_S ?? 60) * 1000,
     notifyEveryMs: Number(env.RESERVE_NOTIFY_INTERVAL_S ?? 60) * 1000,
   };
 }
@@ -213,6 +216,7 @@ export async function startStack(
       databaseUrl: databaseUrl!, retentionEveryMs: cfg.retentionEveryMs ?? 0,
       reconcileUrl: `${functionsBase}/reconcile`, reconcileEveryMs: cfg.reconcileEveryMs ?? 0,
       integrityAuditEveryMs: cfg.integrityAuditEveryMs ?? 0,
+      integrityVerifyEveryMs: cfg.integrityVerifyEveryMs ?? 0,
     }, (line) => log(prefixed("scheduler", line))), log, backoff);
     started.push(scheduler);
     // an on-demand run, as the schedule's would be (the scheduler's own runs are in its process)

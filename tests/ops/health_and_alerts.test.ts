@@ -68,7 +68,7 @@ async function undoOversell(tx: Q, u: string) {
 const CHECKS = ["ledger_balance", "ledger_trigger_enabled", "overbooking", "availability_counter_drift", "stuck_payments",
   "pix_pending_over_30m", "payment_success_rate_1h", "double_charges", "paid_without_reservation", "webhooks_failed_1h",
   "webhooks_dead", "webhook_delivery", "webhooks_ignored_1h", "refunds_stuck", "poller_heartbeat", "retention_last_run",
-  "integrity_audit", "active_connections", "long_running_queries", "audit_log_size", "money_discrepancies", "ledger_balance_drift",
+  "integrity_audit", "integrity_watermark", "active_connections", "long_running_queries", "audit_log_size", "money_discrepancies", "ledger_balance_drift",
   "reconciliation_unrepaired", "reconciliation_stale", "notification_outbox"];
 
 describe("system_health_check", () => {

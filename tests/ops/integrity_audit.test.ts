@@ -62,8 +62,11 @@ describe("run_integrity_audit", () => {
   it("records what it scanned, a verified_through before its start, and a heartbeat", async () => {
     await rolledBack(sql, async (tx) => {
       await paidReservation(tx);
+      await writtenAnHourAgo(tx);
       const a = await audit(tx);
+      // the transactions it summed: those with legs before its watermark (the later ones are the checks')
       expect(Number(a.ledger_transactions)).toBeGreaterThan(0);
+      expect(a.ledger_summed_before).toEqual(a.verified_through);
       expect(a.imbalanced_transactions).toEqual([]);
       expect(a.drifted_units).toEqual([]);
       expect((a.verified_through as Date).getTime()).toBeLessThanOrEqual((a.started_at as Date).getTime() - 5 * 60_000);
@@ -285,5 +288,147 @@ describe("integrity_audit heartbeat", () => {
       const [dash] = await tx`select extract(epoch from integrity_audit_age) / 3600 as hours from reserve.ops_dashboard_summary`;
       expect(Math.round(Number(dash.hours))).toBe(4);
     });
+  });
+});
+
+describe("verify_recent_writes: the checks' watermark moves every minute", () => {
+  const verify = async (q: Q): Promise<Row> => (await q`select * from reserve.verify_recent_writes()`)[0];
+  /** The last audit began two hours ago: what was written since is the checks' to read. */
+  const auditTwoHoursAgo = async (tx: Q) => {
+    await audit(tx);
+    await tx`update reserve.integrity_audits set started_at = started_at - interval '2 hours',
+               verified_through = verified_through - interval '2 hours', ledger_summed_before = ledger_summed_before - interval '2 hours'`;
+  };
+  /** Rows written in the last minute, stamped half an hour ago (the triggers round them). */
+  const halfAnHourAgo = async (tx: Q) => {
+    await replica(tx);
+    await tx`update reserve.ledger_entries set created_at = now() - interval '30 minutes' where created_at = now()`;
+    await tx`update reserve.availability_calendar set updated_at = now() - interval '30 minutes' where updated_at = now()`;
+    await tx`update reserve.payments set succeeded_at = now() - interval '30 minutes' where succeeded_at = now()`;
+    await replica(tx, false);
+  };
+
+  it("with no audit yet, runs the full one", async () => {
+    await rolledBack(sql, async (tx) => {
+      const v = await verify(tx);
+      expect(v.scope).toBe("everything");
+      const [beat] = await tx`select job from reserve.job_last_runs where job = 'run_integrity_audit'`;
+      expect(beat).toBeDefined();
+    });
+  });
+
+  it("records what the checks find with a newer watermark; the checks then read from it, and a finding stays until fixed", async () => {
+    await rolledBack(sql, async (tx) => {
+      const { unitId } = await f.unit(tx, { nights: 5 });
+      const [bi] = await tx`select * from reserve.create_booking_intent(${unitId}, ${f.isoDate(1)}::date, ${f.isoDate(2)}::date, 2)`;
+      const [p] = await tx`select * from reserve.create_payment(${bi.id}, 'stripe', 'card', ${bi.amount})`;
+      await writtenAnHourAgo(tx);
+      await tx`update reserve.payments set created_at = created_at - interval '1 hour'`;
+      await auditTwoHoursAgo(tx);
+      const [prev] = await tx`select verified_through from reserve.last_integrity_audit()`;
+
+      // a guard missing on each, half an hour ago: seen by the checks through the window
+      const txId = await unbalancedPair(tx);
+      await tx`update reserve.availability_calendar set bookings_count = 1 where unit_id = ${unitId} and date = ${f.isoDate(3)}`;
+      await tx`update reserve.payments set status = 'succeeded', succeeded_at = now() where id = ${p.id}`;
+      await halfAnHourAgo(tx);
+      const seen = await health(tx);
+      expect([seen.ledger_balance.status, seen.availability_counter_drift.status, seen.paid_without_reservation.status])
+        .toEqual(["CRITICAL", "WARNING", "CRITICAL"]);
+
+      const v = await verify(tx);
+      expect(v).toMatchObject({ scope: "since_previous", imbalanced_transactions: [txId], drifted_units: [unitId], unreserved_payments: [p.id] });
+      expect((v.verified_through as Date).getTime()).toBeGreaterThan((prev.verified_through as Date).getTime());
+      expect((v.verified_through as Date).getTime()).toBeLessThanOrEqual(Date.now() - 5 * 60_000 + 1000);
+      expect(await tx`select * from reserve.job_last_runs where job = 'verify_recent_writes' and ok`).toHaveLength(1);
+      // the rows are now older than the watermark: the findings carry them
+      expect(await tx`select * from reserve.units_written_since(${v.verified_through as Date})`).toEqual([]);
+      const carried = await health(tx);
+      expect([carried.ledger_balance.status, carried.availability_counter_drift.status, carried.paid_without_reservation.status])
+        .toEqual(["CRITICAL", "WARNING", "CRITICAL"]);
+      expect((await tx`select transaction_id from reserve.known_ledger_imbalances()`).map((r) => r.transaction_id)).toEqual([txId]);
+      // and the next run carries them again
+      expect(await verify(tx)).toMatchObject({ imbalanced_transactions: [txId], drifted_units: [unitId], unreserved_payments: [p.id] });
+
+      // fixed by hand, also stamped half an hour ago: OK at once (findings are re-checked), then dropped
+      await leg(tx, txId, "credit", 100);
+      await tx`update reserve.availability_calendar set bookings_count = 0 where unit_id = ${unitId} and date = ${f.isoDate(3)}`;
+      await tx`update reserve.payments set refund_reason = 'no_stay' where id = ${p.id}`;
+      await halfAnHourAgo(tx);
+      const fixed = await health(tx);
+      expect([fixed.ledger_balance.status, fixed.availability_counter_drift.status, fixed.paid_without_reservation.status])
+        .toEqual(["OK", "OK", "OK"]);
+      expect(await verify(tx)).toMatchObject({ imbalanced_transactions: [], drifted_units: [], unreserved_payments: [] });
+    });
+  });
+
+  it("keeps watching a transaction whose legs straddle the watermark: a leg that balances the window's legs is still caught", async () => {
+    await rolledBack(sql, async (tx) => {
+      await auditTwoHoursAgo(tx);
+      // the balance trigger off from the start (it cannot be turned off with its checks pending); what it
+      // would refuse is the check's to see
+      await tx`alter table reserve.ledger_entries disable trigger trg_ledger_balance`;
+      const txId = randomUUID();
+      await leg(tx, txId, "debit", 1000, true);
+      await halfAnHourAgo(tx);
+      await leg(tx, txId, "credit", 1000);
+      expect((await health(tx)).ledger_balance.status).toBe("OK");
+      // its legs before the new watermark are off by themselves: a finding, not an imbalance
+      const v = await verify(tx);
+      expect(v.imbalanced_transactions).toEqual([txId]);
+      expect((await health(tx)).ledger_balance.status).toBe("OK");
+      // a debit: the legs since the watermark balance (1000 / 1000), the whole does not
+      await leg(tx, txId, "debit", 1000);
+      expect((await health(tx)).ledger_balance).toMatchObject({ status: "CRITICAL", observed_value: "1" });
+      expect((await tx`select imbalance from reserve.known_ledger_imbalances()`)).toEqual([{ imbalance: "1000" }]);
+    });
+  });
+
+  it("never moves the watermark back: a row ahead of the clock stands, and the run says so", async () => {
+    await rolledBack(sql, async (tx) => {
+      await audit(tx);
+      await tx`update reserve.integrity_audits set started_at = now() + interval '1 minute', verified_through = now() + interval '1 minute',
+                 ledger_summed_before = now() + interval '1 minute'`;
+      const [before] = await tx`select id, verified_through from reserve.last_integrity_audit()`;
+      const v = await verify(tx);
+      expect([v.id, v.verified_through]).toEqual([before.id, before.verified_through]);
+      const [beat] = await tx`select summary from reserve.job_last_runs where job = 'verify_recent_writes'`;
+      expect(beat.summary).toHaveProperty("would_move_back_to");
+    });
+  });
+
+  it("the integrity_watermark check: OK while it moves, WARNING 20 minutes behind, with its P3 alert", async () => {
+    await rolledBack(sql, async (tx) => {
+      expect((await health(tx)).integrity_watermark).toMatchObject({ status: "OK", details: expect.stringMatching(/^no integrity audit yet/) });
+      await audit(tx);
+      expect((await health(tx)).integrity_watermark).toMatchObject({ status: "OK", observed_value: "5" });
+      await tx`update reserve.integrity_audits set verified_through = now() - interval '30 minutes'`;
+      expect((await health(tx)).integrity_watermark).toMatchObject({ status: "WARNING", observed_value: "30" });
+      const [alert] = (await tx`select * from reserve.check_all_alerts()`).filter((r) => r.alert_name === "integrity_watermark_behind");
+      expect(alert).toMatchObject({ state: "firing", severity: "P3", runbook_section: "P3: INTEGRITY WATERMARK BEHIND" });
+    });
+  });
+
+  it("runs after a full audit, never beside it: each starts from the row the other left", async () => {
+    const a = await sql.reserve();
+    const b = await sql.reserve();
+    try {
+      await a`begin`;
+      await a`select reserve.run_integrity_audit()`;
+      const verifying = b`select * from reserve.verify_recent_writes()`.then((r) => r[0]);
+      await new Promise((r) => setTimeout(r, 300));
+      const [waiting] = await sql`select count(*)::int as n from pg_stat_activity where wait_event_type = 'Lock' and wait_event = 'advisory'`;
+      expect(waiting.n).toBe(1);
+      await a`commit`;
+      const v = await verifying;
+      const [full] = await sql`select id from reserve.integrity_audits where scope = 'everything' order by id desc limit 1`;
+      // the full audit's watermark is now()-5 min of a transaction begun earlier: the verifier's is not older
+      expect(Number(v.id)).toBeGreaterThanOrEqual(Number(full.id));
+    } finally {
+      a.release();
+      b.release();
+      await sql`delete from reserve.integrity_audits`;
+      await sql`delete from reserve.job_heartbeats where job in ('run_integrity_audit', 'verify_recent_writes')`;
+    }
   });
 });

@@ -12,7 +12,7 @@ AS $function$
 $function$
 ;
 
-comment on function reserve.last_integrity_audit() is 'The latest run_integrity_audit() row (all columns null when it never ran: the checks then scan everything).';
+comment on function reserve.last_integrity_audit() is 'The latest integrity_audits row, of run_integrity_audit() or verify_recent_writes() (all columns null when neither ran: the checks then scan everything).';
 
 -- grants
 grant execute on function reserve.last_integrity_audit() to service_role;

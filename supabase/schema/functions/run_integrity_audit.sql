@@ -21,11 +21,13 @@ begin
   where s.datname = pg_catalog.current_database() and s.xact_start is not null;
   a.started_at := started;
 
+  -- the legs before the watermark only: those after it are the checks' window, summed there
   with per_tx as (
     select e.transaction_id,
            coalesce(sum(e.amount) filter (where e.direction = 'debit'), 0)
              <> coalesce(sum(e.amount) filter (where e.direction = 'credit'), 0) as off
     from reserve.ledger_entries e
+    where e.created_at < a.verified_through
     group by e.transaction_id, e.currency
   )
   select count(distinct p.transaction_id), coalesce(array_agg(distinct p.transaction_id) filter (where p.off), '{}')
@@ -38,10 +40,10 @@ begin
   select coalesce(array_agg(u.payment_id order by u.payment_id), '{}') into a.unreserved_payments
   from reserve.paid_without_reservation(true) u;
 
-  insert into reserve.integrity_audits (started_at, verified_through, ledger_transactions, imbalanced_transactions,
-                                        drifted_units, unreserved_payments, duration_ms)
-  values (a.started_at, a.verified_through, a.ledger_transactions, a.imbalanced_transactions, a.drifted_units,
-          a.unreserved_payments, (extract(epoch from clock_timestamp() - started) * 1000)::integer)
+  insert into reserve.integrity_audits (started_at, verified_through, ledger_summed_before, ledger_transactions,
+                                        imbalanced_transactions, drifted_units, unreserved_payments, duration_ms)
+  values (a.started_at, a.verified_through, a.verified_through, a.ledger_transactions, a.imbalanced_transactions,
+          a.drifted_units, a.unreserved_payments, (extract(epoch from clock_timestamp() - started) * 1000)::integer)
   returning * into a;
   perform reserve.record_job_heartbeat('run_integrity_audit', started, true, jsonb_build_object(
     'ledger_transactions', a.ledger_transactions,

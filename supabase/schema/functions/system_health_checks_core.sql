@@ -15,6 +15,7 @@ declare
   t text;
   last_at timestamptz;
   since timestamptz;
+  watermark timestamptz;
   suspects uuid[];
 begin
   -- money: trg_ledger_balance refuses an unbalanced commit, so what is looked for is a bypass, of any
@@ -165,6 +166,18 @@ begin
          else 'last run ' || to_char(last_at, 'YYYY-MM-DD HH24:MI:SS TZ')
               || case when last_at < now() - interval '3 hours'
                       then ': writes that bypassed the triggers since then are not found' else '' end end;
+
+  -- the watermark the checks read from, moved each minute by verify_recent_writes (and hourly by the full
+  -- audit): behind, every check reads more of what was written (slower, never blind)
+  select a.verified_through into watermark from reserve.last_integrity_audit() a;
+  return query select 'integrity_watermark',
+    case when watermark < now() - interval '20 minutes' then 'WARNING' else 'OK' end,
+    round(extract(epoch from now() - watermark) / 60), '< 20 min behind now (verify_recent_writes, every minute)',
+    case when watermark is null then 'no integrity audit yet: the checks read everything'
+         else 'the checks read what was written since ' || to_char(watermark, 'YYYY-MM-DD HH24:MI:SS TZ')
+              || case when watermark < now() - interval '20 minutes'
+                      then ': verify_recent_writes is not running, or a transaction open since then holds it (pg_stat_activity)'
+                      else '' end end;
 
   -- the database
   select count(*) into n from pg_catalog.pg_stat_activity a where a.state = 'active';

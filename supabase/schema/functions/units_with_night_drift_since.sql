@@ -4,44 +4,49 @@
 
 CREATE OR REPLACE FUNCTION reserve.units_with_night_drift_since(p_since timestamp with time zone)
  RETURNS TABLE(unit_id uuid)
- LANGUAGE sql
+ LANGUAGE plpgsql
  STABLE
  SET search_path TO ''
 AS $function$
-  with nights as (
+begin
+  return query
+  with written as (
     select c.unit_id, c.date from reserve.availability_calendar c
     where c.updated_at >= p_since and c.date >= current_date
-    union
-    select r.unit_id, d::date from reserve.reservations r
-    cross join generate_series(greatest(r.check_in, current_date), r.check_out - 1, interval '1 day') d
+    union all
+    select r.unit_id, greatest(r.check_in, current_date) from reserve.reservations r
     where r.updated_at >= p_since and r.check_out > current_date
-    union
+    union all
+    select r.unit_id, r.check_out - 1 from reserve.reservations r
+    where r.updated_at >= p_since and r.check_out > current_date
+    union all
     select l.unit_id, l.lock_date from reserve.booking_locks l
     where l.created_at >= p_since and l.lock_date >= current_date
-    union
+    union all
     select l.unit_id, l.lock_date from reserve.booking_locks l
     where l.released_at >= p_since and l.lock_date >= current_date
+  ), spans as materialized (
+    select w.unit_id, min(w.date) as lo, max(w.date) as hi from written w group by w.unit_id
+  ), signed as (
+    -- a night adds up when its counters minus the stays and holds covering it are zero
+    select c.unit_id, c.date, c.bookings_count as booked, c.temp_holds as held
+    from spans s join reserve.availability_calendar c on c.unit_id = s.unit_id and c.date between s.lo and s.hi
+    union all
+    select r.unit_id, d::date, -1, 0
+    from spans s
+    join reserve.reservations r on r.unit_id = s.unit_id and r.stay && daterange(s.lo, s.hi, '[]')
+      and r.status in ('host_commit_pending', 'confirmed', 'checked_in')
+    cross join generate_series(greatest(r.check_in, s.lo), least(r.check_out - 1, s.hi), interval '1 day') d
+    union all
+    select l.unit_id, l.lock_date, 0, -1
+    from spans s join reserve.booking_locks l on l.unit_id = s.unit_id and l.lock_date between s.lo and s.hi and l.status = 'held'
   )
-  select distinct n.unit_id
-  from nights n
-  left join lateral (
-    select c.bookings_count, c.temp_holds from reserve.availability_calendar c
-    where c.unit_id = n.unit_id and c.date = n.date
-    limit 1
-  ) c on true
-  cross join lateral (
-    select count(*) as n from reserve.reservations r
-    where r.unit_id = n.unit_id and r.stay @> n.date and r.status in ('host_commit_pending', 'confirmed', 'checked_in')
-  ) b
-  cross join lateral (
-    select count(*) as n from reserve.booking_locks l
-    where l.unit_id = n.unit_id and l.lock_date = n.date and l.status = 'held'
-  ) h
-  where coalesce(c.bookings_count, 0) <> b.n or coalesce(c.temp_holds, 0) <> h.n
+  select distinct x.unit_id from signed x group by x.unit_id, x.date having sum(x.booked) <> 0 or sum(x.held) <> 0;
+end
 $function$
 ;
 
-comment on function reserve.units_with_night_drift_since(p_since timestamp with time zone) is 'Units with a night from today on, written since p_since (its calendar row, a reservation covering it or a lock on it), whose counters differ from the live reservations and held locks covering it.';
+comment on function reserve.units_with_night_drift_since(p_since timestamp with time zone) is 'Units with a night from today on written since p_since (its calendar row, a reservation covering it or a lock on it) whose nights, from the first to the last written, have counters that differ from the live reservations and held locks covering them.';
 
 -- grants
 grant execute on function reserve.units_with_night_drift_since(p_since timestamp with time zone) to service_role;

@@ -11,13 +11,16 @@ create table reserve.integrity_audits (
   imbalanced_transactions uuid[] default '{}'::uuid[] not null,
   drifted_units uuid[] default '{}'::uuid[] not null,
   duration_ms integer not null,
-  unreserved_payments uuid[] default '{}'::uuid[] not null
+  unreserved_payments uuid[] default '{}'::uuid[] not null,
+  ledger_summed_before timestamp with time zone,
+  scope text default 'everything'::text not null
 );
 
 -- constraints
 alter table only reserve.integrity_audits add constraint integrity_audits_pkey PRIMARY KEY (id);
 alter table only reserve.integrity_audits add constraint integrity_audits_duration_ms_check CHECK ((duration_ms >= 0));
 alter table only reserve.integrity_audits add constraint integrity_audits_ledger_transactions_check CHECK ((ledger_transactions >= 0));
+alter table only reserve.integrity_audits add constraint integrity_audits_scope_check CHECK ((scope = ANY (ARRAY['everything'::text, 'since_previous'::text])));
 alter table only reserve.integrity_audits add constraint integrity_audits_window_check CHECK ((verified_through <= started_at));
 
 -- indexes (those of constraints are above)
@@ -28,9 +31,11 @@ alter table reserve.integrity_audits enable row level security;
 -- no policies: a role without BYPASSRLS (anon, authenticated) reads and writes no rows
 
 -- comments
-comment on table reserve.integrity_audits is 'One row per run of run_integrity_audit(): what the full scan found (imbalanced ledger transactions of all time, units whose counters drift from their rows) and verified_through, before which every committed row was seen by it. The health checks read rows written at or after verified_through, plus these findings re-checked.';
+comment on table reserve.integrity_audits is 'One row per run of run_integrity_audit() (hourly, scope everything) or verify_recent_writes() (every minute, scope since_previous): the imbalanced ledger transactions, the units whose counters drift from their rows and the payments paid without a reservation known then, and verified_through, before which every committed row was seen. The health checks read the latest row''s findings, re-checked, and the rows written at or after its verified_through.';
 comment on column reserve.integrity_audits.verified_through is 'Every row written before this (by its created_at / updated_at) was committed when the audit read the tables: the start of the oldest transaction open when the audit began, at least five minutes before it.';
 comment on column reserve.integrity_audits.unreserved_payments is 'Succeeded payments of the 7 days before the audit with no reservation and no refund flag (paid_without_reservation(true)).';
+comment on column reserve.integrity_audits.ledger_summed_before is 'imbalanced_transactions are the transactions whose legs created before this (verified_through) do not balance by themselves; null on audits that summed every leg they saw (before migration 20261204121000).';
+comment on column reserve.integrity_audits.scope is 'everything: run_integrity_audit() scanned every leg and night; since_previous: verify_recent_writes() re-checked the previous row''s findings and checked what was written between its verified_through and this one''s.';
 
 -- grants
 grant select on table reserve.integrity_audits to service_role;
