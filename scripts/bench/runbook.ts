@@ -72,6 +72,16 @@ async function main() {
     if (applied.applied.length) log(`applied ${applied.applied.join(", ")} in ${migrateS.toFixed(1)} s`);
     const auditAfter = await auditRows();
     if (auditAfter < auditBefore) throw new Error(`the migrations lost audit rows: ${auditBefore} before, ${auditAfter} after`);
+    // the seed wrote its stays before reservations.nights_changed_at existed (the migration stamped those
+    // written since the last watermark with their updated_at): stamp them as its trigger would have, once.
+    // A stay's nights change when it is created and when it is cancelled; the seed's other updates
+    // (confirmations, a day's check-ins) change none
+    await sql`set session_replication_role = replica`;
+    const [stamps] = await sql`with u as (update reserve.reservations set nights_changed_at = coalesce(cancelled_at, created_at)
+                                          where nights_changed_at is distinct from coalesce(cancelled_at, created_at) returning 1)
+                               select count(*)::int as n from u`;
+    await sql`set session_replication_role = origin`;
+    if (stamps.n) log(`stamped nights_changed_at on ${stamps.n} seeded stays`);
     await sql`analyze`;
     const ta = performance.now();
     const [audit] = await sql`select id, ledger_transactions, cardinality(imbalanced_transactions) as imbalanced,
@@ -93,7 +103,8 @@ async function main() {
         ledger_summed_before = (select max(created_at) from reserve.payments) - interval '6 minutes'
       where id = ${verified.id} returning verified_through,
         (select count(*) from reserve.ledger_entries e where e.created_at >= verified_through) as legs,
-        (select count(*) from reserve.units_written_since(verified_through)) as units`;
+        (select count(*) from reserve.units_written_since(verified_through)) as units,
+        (select count(*) from reserve.reservations r where r.nights_changed_at >= verified_through) as stays`;
     const [sizes] = await sql`select (select count(*) from reserve.payments) as payments, (select count(*) from reserve.ledger_entries) as ledger_entries,
       (select count(*) from reserve.availability_calendar) as nights, (select count(*) from reserve.audit_logs) as audit,
       (select count(*) from reserve.processed_webhooks) as webhooks, pg_size_pretty(pg_database_size(current_database())) as size`;
@@ -120,7 +131,7 @@ data: ${sizes.payments} payments, ${sizes.ledger_entries} ledger entries, ${size
 plans: ${path.join(dir, "explain")}
 migrations applied: ${applied.applied.length ? `${applied.applied.join(", ")} in ${migrateS.toFixed(1)} s` : "none"}; audit rows ${auditBefore} before, ${auditAfter} after
 run_integrity_audit (the hourly full audit, once before the runs): ${auditS.toFixed(1)} s over ${audit.ledger_transactions} ledger transactions; found ${audit.imbalanced} imbalanced, ${audit.drifted} drifted units
-verify_recent_writes (every minute), its first run after that audit with the audit's watermark an hour before the newest payment: ${verifyMs.toFixed(0)} ms\nchecks read since ${win.verified_through.toISOString()} (six minutes before the newest payment): ${win.legs} ledger legs, ${win.units} units written
+verify_recent_writes (every minute), its first run after that audit with the audit's watermark an hour before the newest payment: ${verifyMs.toFixed(0)} ms\nchecks read since ${win.verified_through.toISOString()} (six minutes before the newest payment): ${win.legs} ledger legs, ${win.units} units written, ${win.stays} stays whose nights changed
 
 | query | median ms | best ms |
 | --- | --- | --- |

@@ -51,7 +51,8 @@ async function unbalancedPair(tx: Q): Promise<string> {
  *  (or the audit's findings) can bring these rows into the checks. */
 async function writtenAnHourAgo(tx: Q) {
   await replica(tx);
-  await tx`update reserve.reservations set updated_at = updated_at - interval '1 hour', created_at = created_at - interval '1 hour'`;
+  await tx`update reserve.reservations set updated_at = updated_at - interval '1 hour', created_at = created_at - interval '1 hour',
+             nights_changed_at = nights_changed_at - interval '1 hour'`;
   await tx`update reserve.availability_calendar set updated_at = updated_at - interval '1 hour'`;
   await tx`update reserve.booking_locks set created_at = created_at - interval '1 hour', released_at = released_at - interval '1 hour'`;
   await tx`update reserve.ledger_entries set created_at = created_at - interval '1 hour'`;
@@ -129,6 +130,31 @@ describe("after an audit, the checks read what changed since", () => {
       await tx`update reserve.availability_calendar set bookings_count = 0 where unit_id = ${unitId} and date = ${f.isoDate(3)}`;
       const fixed = await health(tx);
       expect([fixed.ledger_balance.status, fixed.availability_counter_drift.status]).toEqual(["OK", "OK"]);
+    });
+  });
+
+  it("compare the nights of a stay only when they change: a check-in leaves the stamp, a move, a cancellation or a hand-set stamp renews it", async () => {
+    await rolledBack(sql, async (tx) => {
+      const paid = await paidReservation(tx, { from: 2, to: 5 });
+      await replica(tx);
+      await tx`update reserve.reservations set nights_changed_at = now() - interval '1 hour', updated_at = now() - interval '1 hour'`;
+      await replica(tx, false);
+      const stamp = async () => ((await tx`select nights_changed_at from reserve.reservations where id = ${paid.reservationId}`)[0]
+        .nights_changed_at as Date).getTime();
+      const hourAgo = await stamp();
+      await tx`update reserve.reservations set status = 'confirmed' where id = ${paid.reservationId}`;
+      await tx`update reserve.reservations set status = 'checked_in', checked_in_at = now(), metadata = '{"note": "early"}' where id = ${paid.reservationId}`;
+      expect(await stamp()).toBe(hourAgo);
+      await tx`update reserve.reservations set nights_changed_at = '2020-01-01' where id = ${paid.reservationId}`;
+      const [{ now }] = await tx`select now()`;
+      expect(await stamp()).toBe((now as Date).getTime());
+      for (const change of ["check_out = check_out + 1", "status = 'cancelled', cancelled_at = now(), cancellation_reason = 'guest'"]) {
+        await replica(tx);
+        await tx`update reserve.reservations set nights_changed_at = now() - interval '1 hour' where id = ${paid.reservationId}`;
+        await replica(tx, false);
+        await tx.unsafe(`update reserve.reservations set ${change} where id = $1`, [paid.reservationId]);
+        expect(await stamp(), change).toBe((now as Date).getTime());
+      }
     });
   });
 

@@ -15,10 +15,10 @@ begin
     where c.updated_at >= p_since and c.date >= current_date
     union all
     select r.unit_id, greatest(r.check_in, current_date) from reserve.reservations r
-    where r.updated_at >= p_since and r.check_out > current_date
+    where r.nights_changed_at >= p_since and r.check_out > current_date
     union all
     select r.unit_id, r.check_out - 1 from reserve.reservations r
-    where r.updated_at >= p_since and r.check_out > current_date
+    where r.nights_changed_at >= p_since and r.check_out > current_date
     union all
     select l.unit_id, l.lock_date from reserve.booking_locks l
     where l.created_at >= p_since and l.lock_date >= current_date
@@ -46,7 +46,7 @@ end
 $function$
 ;
 
-comment on function reserve.units_with_night_drift_since(p_since timestamp with time zone) is 'Units with a night from today on written since p_since (its calendar row, a reservation covering it or a lock on it) whose nights, from the first to the last written, have counters that differ from the live reservations and held locks covering them.';
+comment on function reserve.units_with_night_drift_since(p_since timestamp with time zone) is 'Units with a night from today on written since p_since (its calendar row, a stay whose nights changed, a lock on it) whose nights, from the first to the last written, have counters that differ from the live reservations and held locks covering them.';
 
 -- grants
 grant execute on function reserve.units_with_night_drift_since(p_since timestamp with time zone) to service_role;

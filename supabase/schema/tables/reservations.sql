@@ -26,7 +26,8 @@ create table reserve.reservations (
   metadata jsonb default '{}'::jsonb not null,
   created_at timestamp with time zone default now() not null,
   updated_at timestamp with time zone default now() not null,
-  sole_occupancy boolean default true not null
+  sole_occupancy boolean default true not null,
+  nights_changed_at timestamp with time zone default now() not null
 );
 
 -- constraints
@@ -52,6 +53,7 @@ alter table only reserve.reservations add constraint reservations_unit_id_fkey F
 CREATE INDEX reservations_booking_intent_idx ON reserve.reservations USING btree (booking_intent_id);
 CREATE INDEX reservations_created_at_idx ON reserve.reservations USING btree (created_at);
 CREATE INDEX reservations_live_check_out_idx ON reserve.reservations USING btree (check_out) WHERE (status = ANY (ARRAY['host_commit_pending'::text, 'confirmed'::text, 'checked_in'::text]));
+CREATE INDEX reservations_nights_changed_at_idx ON reserve.reservations USING btree (nights_changed_at);
 CREATE UNIQUE INDEX reservations_one_live_per_intent ON reserve.reservations USING btree (booking_intent_id) WHERE (status <> 'cancelled'::text);
 CREATE INDEX reservations_payment_idx ON reserve.reservations USING btree (payment_id, booking_intent_id);
 CREATE INDEX reservations_unit_stay_idx ON reserve.reservations USING gist (unit_id, stay);
@@ -59,6 +61,7 @@ CREATE INDEX reservations_updated_at_idx ON reserve.reservations USING btree (up
 
 -- triggers
 CREATE TRIGGER _100_touch_updated_at BEFORE UPDATE ON reserve.reservations FOR EACH ROW EXECUTE FUNCTION reserve.touch_updated_at();
+CREATE TRIGGER _110_stamp_nights_changed BEFORE UPDATE OF status, unit_id, check_in, check_out, nights_changed_at ON reserve.reservations FOR EACH ROW WHEN (((old.unit_id IS DISTINCT FROM new.unit_id) OR (old.check_in IS DISTINCT FROM new.check_in) OR (old.check_out IS DISTINCT FROM new.check_out) OR ((old.status = ANY (ARRAY['host_commit_pending'::text, 'confirmed'::text, 'checked_in'::text])) IS DISTINCT FROM (new.status = ANY (ARRAY['host_commit_pending'::text, 'confirmed'::text, 'checked_in'::text]))) OR (old.nights_changed_at IS DISTINCT FROM new.nights_changed_at))) EXECUTE FUNCTION reserve.stamp_nights_changed();
 CREATE TRIGGER _150_fill_from_intent BEFORE INSERT ON reserve.reservations FOR EACH ROW EXECUTE FUNCTION reserve.fill_reservation_from_intent();
 CREATE TRIGGER _160_fill_sole_occupancy BEFORE INSERT OR UPDATE OF unit_id, check_in, check_out ON reserve.reservations FOR EACH ROW EXECUTE FUNCTION reserve.fill_sole_occupancy();
 CREATE TRIGGER _200_fill_unit_location BEFORE INSERT OR UPDATE OF unit_id ON reserve.reservations FOR EACH ROW EXECUTE FUNCTION reserve.fill_unit_location();
@@ -74,6 +77,7 @@ alter table reserve.reservations enable row level security;
 comment on table reserve.reservations is 'A booked stay, created from a paid booking intent: awaits the host''s commit (host_commit_pending), then confirmed, checked_in, checked_out; or cancelled with a reason. confirmation_code is what the guest sees.';
 comment on column reserve.reservations.stay is 'The nights as a daterange [check_in, check_out).';
 comment on column reserve.reservations.sole_occupancy is 'True when the unit sells at most one stay per night over these dates (allotment <= 1); such live reservations may not overlap (constraint reservations_no_overlap).';
+comment on column reserve.reservations.nights_changed_at is 'When the nights this stay takes last changed: inserted, unit or dates changed, made live or cancelled (trigger _110_stamp_nights_changed); -infinity for stays last changed before the column existed and already verified. The checks compare the nights of stays stamped since their watermark.';
 
 -- grants
 grant select on table reserve.reservations to service_role;
