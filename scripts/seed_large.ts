@@ -536,11 +536,12 @@ const codeExpr = (n: string, ts: string) =>
 const reservationsSql = (p: SeedPlan, lo: number, hi: number) => `
 insert into reserve.reservations (id, booking_intent_id, payment_id, confirmation_code, city_code, property_id, unit_id,
   check_in, check_out, guests, total_amount, currency, status, payment_status, cancellation_reason, cancelled_at,
-  confirmed_at, checked_in_at, metadata, created_at, updated_at, sole_occupancy)
+  confirmed_at, checked_in_at, metadata, created_at, updated_at, nights_changed_at, sole_occupancy)
 select x.id, x.intent_id, x.pay_id, x.code, x.city_code, x.property_id, x.unit_id, x.check_in, x.check_out, x.guests, x.amount,
        'BRL', x.res_status, x.payment_status, x.cancellation_reason, x.cancelled_at, x.confirmed_at, x.checked_in_at, '{}'::jsonb,
        x.succeeded_at, greatest(x.succeeded_at, coalesce(x.cancelled_at, x.checked_in_at, x.confirmed_at, x.succeeded_at)),
-       x.allotment <= 1
+       -- the nights a stay takes change when it is sold and when it is cancelled, not when it is confirmed or checked into
+       coalesce(x.cancelled_at, x.succeeded_at), x.allotment <= 1
 from (
   select seed_large.uid('res', p.n) as id, p.intent_id, p.id as pay_id, ${codeExpr("p.n", "p.succeeded_at")} as code,
          u.city_code, u.property_id, u.id as unit_id, u.allotment, p.check_in, p.check_out, p.guests, p.amount, p.res_status,
