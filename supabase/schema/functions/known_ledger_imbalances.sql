@@ -7,6 +7,7 @@ CREATE OR REPLACE FUNCTION reserve.known_ledger_imbalances()
  LANGUAGE plpgsql
  STABLE SECURITY DEFINER
  SET search_path TO ''
+ SET max_parallel_workers_per_gather TO '0'
 AS $function$
 declare
   a reserve.integrity_audits := reserve.last_integrity_audit();

@@ -7,6 +7,7 @@ CREATE OR REPLACE FUNCTION reserve.system_health_checks_core()
  LANGUAGE plpgsql
  SECURITY DEFINER
  SET search_path TO ''
+ SET max_parallel_workers_per_gather TO '0'
 AS $function$
 declare
   n numeric;
