@@ -104,27 +104,33 @@ async function main() {
     log(`verify_recent_writes over the hour: ${verifyMs.toFixed(0)} ms`);
     // the checks' worst case on the minute schedule: the dataset's newest six minutes not yet verified
     // (the watermark stays five minutes back; a minute since the last run)
-    const [win] = await sql`
-      update reserve.integrity_audits set verified_through = (select max(created_at) from reserve.payments) - interval '6 minutes',
-        ledger_summed_before = (select max(created_at) from reserve.payments) - interval '6 minutes'
+    // the checks' watermark `minutes` before the newest payment, and what that window holds
+    const windowBack = async (minutes: number) => (await sql`
+      update reserve.integrity_audits set verified_through = (select max(created_at) from reserve.payments) - make_interval(mins => ${minutes}),
+        ledger_summed_before = (select max(created_at) from reserve.payments) - make_interval(mins => ${minutes})
       where id = ${verified.id} returning verified_through,
         (select count(*) from reserve.ledger_entries e where e.created_at >= verified_through) as legs,
         (select count(*) from reserve.units_written_since(verified_through)) as units,
-        (select count(*) from reserve.reservations r where r.nights_changed_at >= verified_through) as stays`;
-    const [sizes] = await sql`select (select count(*) from reserve.payments) as payments, (select count(*) from reserve.ledger_entries) as ledger_entries,
-      (select count(*) from reserve.availability_calendar) as nights, (select count(*) from reserve.audit_logs) as audit,
-      (select count(*) from reserve.processed_webhooks) as webhooks, pg_size_pretty(pg_database_size(current_database())) as size`;
-    await mkdir(path.join(dir, "explain"), { recursive: true });
-    const rows: string[] = [];
-    for (const [name, q] of QUERIES) {
-      await sql.unsafe(q); // warm
+        (select count(*) from reserve.reservations r where r.nights_changed_at >= verified_through) as stays`)[0]!;
+    // sorted run times of q after one warm-up
+    const timed = async (q: string) => {
+      await sql.unsafe(q);
       const times: number[] = [];
       for (let i = 0; i < runs; i++) {
         const t = performance.now();
         await sql.unsafe(q);
         times.push(performance.now() - t);
       }
-      times.sort((a, b) => a - b);
+      return times.sort((a, b) => a - b);
+    };
+    const win = await windowBack(6);
+    const [sizes] = await sql`select (select count(*) from reserve.payments) as payments, (select count(*) from reserve.ledger_entries) as ledger_entries,
+      (select count(*) from reserve.availability_calendar) as nights, (select count(*) from reserve.audit_logs) as audit,
+      (select count(*) from reserve.processed_webhooks) as webhooks, pg_size_pretty(pg_database_size(current_database())) as size`;
+    await mkdir(path.join(dir, "explain"), { recursive: true });
+    const rows: string[] = [];
+    for (const [name, q] of QUERIES) {
+      const times = await timed(q);
       const plan = await sql.unsafe(`explain (analyze, buffers) ${q}`);
       await writeFile(path.join(dir, "explain", `${name}.txt`), plan.map((p) => p["QUERY PLAN"]).join("\n"));
       rows.push(`| ${name} | ${times[Math.floor(times.length / 2)].toFixed(1)} | ${times[0].toFixed(1)} |`);
@@ -134,23 +140,10 @@ async function main() {
     // hundred times the six minutes' writes (the counts say how many more it really holds)
     const scaled: string[] = [];
     for (const minutes of [60, 600]) {
-      const [w] = await sql`
-        update reserve.integrity_audits set verified_through = (select max(created_at) from reserve.payments) - make_interval(mins => ${minutes}),
-          ledger_summed_before = (select max(created_at) from reserve.payments) - make_interval(mins => ${minutes})
-        where id = ${verified.id} returning
-          (select count(*) from reserve.ledger_entries e where e.created_at >= verified_through) as legs,
-          (select count(*) from reserve.units_written_since(verified_through)) as units,
-          (select count(*) from reserve.reservations r where r.nights_changed_at >= verified_through) as stays`;
+      const w = await windowBack(minutes);
       const cells: string[] = [];
       for (const [name, q] of QUERIES.slice(0, 3)) {
-        await sql.unsafe(q);
-        const times: number[] = [];
-        for (let i = 0; i < runs; i++) {
-          const t = performance.now();
-          await sql.unsafe(q);
-          times.push(performance.now() - t);
-        }
-        times.sort((a, b) => a - b);
+        const times = await timed(q);
         cells.push(times[Math.floor(times.length / 2)].toFixed(1));
         log(`${name} over ${minutes} minutes: ${cells.at(-1)} ms`);
       }
