@@ -16,6 +16,7 @@ declare
   p reserve.payments;
   state text;
   msg text;
+  args jsonb;
 begin
   if e is null or e.provider is null or e.provider not in ('stripe', 'mercadopago', 'openpix') then
     raise exception using errcode = 'RC206', message = format('unknown webhook provider %s', coalesce(e.provider, 'null'));
@@ -84,6 +85,16 @@ begin
     end if;
   end if;
 
+  -- what is applied is decided before the row is written, from what the event says and the payment it
+  -- names (the same tests as the branches below, save the attempts count, which only failed events
+  -- read): the row is written once with its apply_args, not written and then updated
+  if e.poison is null and e.processing_error is null and u.status is not null and p.id is not null
+     and p.provider = e.provider
+     and not (p.gateway_payment_id is not null and u.gateway_payment_id is not null
+              and p.gateway_payment_id <> u.gateway_payment_id) then
+    args := jsonb_strip_nulls(to_jsonb(u)) || jsonb_build_object('payment_id', p.id);
+  end if;
+
   -- concurrent deliveries of one event queue on its key: the first to commit decides, later ones see
   -- completed or ignored and do nothing, and a failed (or dead) one is taken up again
   insert into reserve.processed_webhook_keys as pk (provider, event_id)
@@ -92,16 +103,18 @@ begin
   returning * into k;
   if found then
     insert into reserve.processed_webhooks as pw
-      (id, received_at, provider, event_id, event_type, payment_id, gateway_payment_id, event_created_at, payload, lookup)
+      (id, received_at, provider, event_id, event_type, payment_id, gateway_payment_id, event_created_at, payload, lookup,
+       apply_args)
     values (k.webhook_id, k.received_at, e.provider, e.event_id, e.event_type, p.id,
-            left(coalesce(u.gateway_payment_id, p.gateway_payment_id), 255), coalesce(u.event_at, e.event_at), e.payload, e.lookup)
+            left(coalesce(u.gateway_payment_id, p.gateway_payment_id), 255), coalesce(u.event_at, e.event_at), e.payload, e.lookup,
+            args)
     returning * into w;
   else
     select * into k from reserve.processed_webhook_keys x where x.provider = e.provider and x.event_id = e.event_id;
     update reserve.processed_webhooks pw
     set attempts = pw.attempts + 1, last_attempt_at = now(), status = 'processing', error_message = null,
         payment_id = coalesce(p.id, pw.payment_id), payload = coalesce(e.payload, pw.payload),
-        lookup = coalesce(e.lookup, pw.lookup)
+        lookup = coalesce(e.lookup, pw.lookup), apply_args = coalesce(args, pw.apply_args)
     where pw.id = k.webhook_id and pw.received_at = k.received_at and pw.status in ('processing', 'failed', 'dead')
     returning * into w;
   end if;
@@ -141,9 +154,7 @@ begin
     msg := format('%s %s names payment %s, which is %s: a second provider payment for one attempt; investigate',
                   e.provider, u.gateway_payment_id, p.id, p.gateway_payment_id);
   else
-    update reserve.processed_webhooks x
-    set apply_args = jsonb_strip_nulls(to_jsonb(u)) || jsonb_build_object('payment_id', p.id)
-    where x.id = w.id and x.received_at = w.received_at;
+    -- apply_args were written with the row (args, above)
     return reserve.apply_webhook_event(w.id, 'webhook');
   end if;
 
