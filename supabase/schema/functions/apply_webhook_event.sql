@@ -66,7 +66,7 @@ begin
   update reserve.processed_webhooks x
   set status = state, error_message = msg, processed_at = now(),
       next_retry_at = case when state = 'failed' then reserve.webhook_retry_at(w.attempts) end
-  where x.id = w.id
+  where x.id = w.id and x.received_at = w.received_at
   returning * into w;
 
   res := row(w.id, w.provider, w.event_id, w.status, false, w.attempts, w.payment_id, coalesce(a.outcome, 'failed'),
