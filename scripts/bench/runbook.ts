@@ -10,14 +10,12 @@
 // the write rate.
 //
 //   npm run seed:large && npm run bench:runbook       env: RUNS (default 5), RESERVE_LARGE_DIR
-import { existsSync } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
 import { cpus, loadavg, totalmem } from "node:os";
 import path from "node:path";
 import postgres from "postgres";
 import { migrate, projectRoot } from "../../local/migrate.ts";
-import { freePort } from "../../local/ports.ts";
-import { startLocalPostgres } from "../../local/postgres.ts";
+import { datasetSizes, setChecksWindow, stampSeededStays, startYearDataset } from "./year_dataset.ts";
 
 const runs = Number(process.env.RUNS ?? 5);
 const dir = path.resolve(projectRoot, process.env.RESERVE_LARGE_DIR ?? ".data-large");
@@ -55,15 +53,8 @@ const QUERIES: [string, string][] = [
 ];
 
 async function main() {
-  if (!existsSync(path.join(dir, "postgres"))) throw new Error(`no large database in ${dir}: run npm run seed:large first`);
-  const pg = await startLocalPostgres({
-    dataDir: path.join(dir, "postgres"), port: await freePort(), logFile: path.join(dir, "postgres.log"),
-    // wal_level minimal: a migration that rewrites a table into one it created (the partitioning of
-    // audit_logs) writes no WAL for it, so a 5M-row conversion fits the disk beside the copy
-    settings: { shared_buffers: "2GB", work_mem: "64MB", maintenance_work_mem: "1GB", wal_level: "minimal", max_wal_senders: "0" },
-  });
+  const { pg, url } = await startYearDataset(dir);
   try {
-    const url = pg.url("reserve_large");
     const sql = postgres(url, { max: 1, onnotice: () => {} });
     const auditRows = async () => Number((await sql`select count(*) as n from reserve.audit_logs`)[0].n);
     const auditBefore = await auditRows();
@@ -74,20 +65,8 @@ async function main() {
     if (applied.applied.length) log(`applied ${applied.applied.join(", ")} in ${migrateS.toFixed(1)} s`);
     const auditAfter = await auditRows();
     if (auditAfter < auditBefore) throw new Error(`the migrations lost audit rows: ${auditBefore} before, ${auditAfter} after`);
-    // a dataset seeded before reservations.nights_changed_at existed (the migration stamped those
-    // written since the last watermark with their updated_at): stamp them as its trigger would have, once.
-    // A stay's nights change when it is created and when it is cancelled; the seed's other updates
-    // (confirmations, a day's check-ins) change none
-    await sql`set session_replication_role = replica`;
-    const [stamps] = await sql`with u as (update reserve.reservations set nights_changed_at = coalesce(cancelled_at, created_at)
-                                          where nights_changed_at is distinct from coalesce(cancelled_at, created_at) returning 1)
-                               select count(*)::int as n from u`;
-    await sql`set session_replication_role = origin`;
-    if (stamps.n) {
-      log(`stamped nights_changed_at on ${stamps.n} seeded stays`);
-      // that rewrote every stay: left unvacuumed, each probe of its indexes walks the dead versions
-      await sql`vacuum reserve.reservations`;
-    }
+    const stamped = await stampSeededStays(sql);
+    if (stamped) log(`stamped nights_changed_at on ${stamped} seeded stays`);
     await sql`analyze`;
     const ta = performance.now();
     const [audit] = await sql`select id, ledger_transactions, cardinality(imbalanced_transactions) as imbalanced,
@@ -102,16 +81,6 @@ async function main() {
     const [verified] = await sql`select id from reserve.verify_recent_writes()`;
     const verifyMs = performance.now() - tv;
     log(`verify_recent_writes over the hour: ${verifyMs.toFixed(0)} ms`);
-    // the checks' worst case on the minute schedule: the dataset's newest six minutes not yet verified
-    // (the watermark stays five minutes back; a minute since the last run)
-    // the checks' watermark `minutes` before the newest payment, and what that window holds
-    const windowBack = async (minutes: number) => (await sql`
-      update reserve.integrity_audits set verified_through = (select max(created_at) from reserve.payments) - make_interval(mins => ${minutes}),
-        ledger_summed_before = (select max(created_at) from reserve.payments) - make_interval(mins => ${minutes})
-      where id = ${verified.id} returning verified_through,
-        (select count(*) from reserve.ledger_entries e where e.created_at >= verified_through) as legs,
-        (select count(*) from reserve.units_written_since(verified_through)) as units,
-        (select count(*) from reserve.reservations r where r.nights_changed_at >= verified_through) as stays`)[0]!;
     // sorted run times of q after one warm-up
     const timed = async (q: string) => {
       await sql.unsafe(q);
@@ -123,10 +92,10 @@ async function main() {
       }
       return times.sort((a, b) => a - b);
     };
-    const win = await windowBack(6);
-    const [sizes] = await sql`select (select count(*) from reserve.payments) as payments, (select count(*) from reserve.ledger_entries) as ledger_entries,
-      (select count(*) from reserve.availability_calendar) as nights, (select count(*) from reserve.audit_logs) as audit,
-      (select count(*) from reserve.processed_webhooks) as webhooks, pg_size_pretty(pg_database_size(current_database())) as size`;
+    // the checks' worst case on the minute schedule: the dataset's newest six minutes not yet verified
+    // (the watermark stays five minutes back; a minute since the last run)
+    const win = await setChecksWindow(sql, verified.id, 6);
+    const sizes = await datasetSizes(sql);
     await mkdir(path.join(dir, "explain"), { recursive: true });
     const rows: string[] = [];
     for (const [name, q] of QUERIES) {
@@ -140,7 +109,7 @@ async function main() {
     // hundred times the six minutes' writes (the counts say how many more it really holds)
     const scaled: string[] = [];
     for (const minutes of [60, 600]) {
-      const w = await windowBack(minutes);
+      const w = await setChecksWindow(sql, verified.id, minutes);
       const cells: string[] = [];
       for (const [name, q] of QUERIES.slice(0, 3)) {
         const times = await timed(q);

@@ -15,14 +15,13 @@
 //
 //   RESERVE_LARGE_DIR=/path/to/copy npm run bench:runbook-doc
 //   env: RUNS (default 3), RESERVE_LARGE_DIR (.data-large), STATEMENT_TIMEOUT_MS (120000)
-import { existsSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
 import { cpus, loadavg, totalmem } from "node:os";
 import path from "node:path";
 import postgres from "postgres";
 import { migrate, projectRoot } from "../../local/migrate.ts";
-import { freePort } from "../../local/ports.ts";
-import { startLocalPostgres } from "../../local/postgres.ts";
+import { datasetSizes, setChecksWindow, stampSeededStays, startYearDataset } from "./year_dataset.ts";
 import { operatorRoles } from "../../tests/helpers/operator_roles.ts";
 import {
   type Block, buildWorld, callsCorrection, codeBlocks, fill, missingRelations, OUTSIDE_TRANSACTION, RUNBOOK_PATH, runBlock, type World,
@@ -59,16 +58,11 @@ const createdIndexes = (text: string) =>
   [...text.matchAll(/create\s+index\s+concurrently\s+(?:if\s+not\s+exists\s+)?(\w+)\s+on\s+(\w+)\./gi)].map((m) => `${m[2]}.${m[1]}`);
 
 async function main() {
-  if (!existsSync(path.join(dir, "postgres"))) throw new Error(`no large database in ${dir}: run npm run seed:large first`);
   const startedOn = machine();
   log(`start: ${startedOn}`);
-  const pg = await startLocalPostgres({
-    dataDir: path.join(dir, "postgres"), port: await freePort(), logFile: path.join(dir, "postgres.log"),
-    settings: { shared_buffers: "2GB", work_mem: "64MB", maintenance_work_mem: "1GB", wal_level: "minimal", max_wal_senders: "0" },
-  });
+  const { pg, url } = await startYearDataset(dir);
   const closers: (() => Promise<unknown>)[] = [];
   try {
-    const url = pg.url("reserve_large");
     // the owner, for the preparation and the world: no statement timeout (the world reads whole views)
     const admin = postgres(url, { max: 1, onnotice: () => {} });
     closers.push(() => admin.end());
@@ -79,25 +73,16 @@ async function main() {
 
     // as bench:runbook: the seed's stays stamped as the nights_changed_at trigger would have, the hourly
     // audit run once, the minute check once, and the checks' watermark six minutes before the newest payment
-    await admin`set session_replication_role = replica`;
-    const [stamps] = await admin`with u as (update reserve.reservations set nights_changed_at = coalesce(cancelled_at, created_at)
-                                            where nights_changed_at is distinct from coalesce(cancelled_at, created_at) returning 1)
-                                 select count(*)::int as n from u`;
-    await admin`set session_replication_role = origin`;
-    if (stamps.n) log(`stamped nights_changed_at on ${stamps.n} seeded stays`);
+    const stamped = await stampSeededStays(admin);
+    if (stamped) log(`stamped nights_changed_at on ${stamped} seeded stays`);
     await admin`analyze`;
     const ta = performance.now();
     await admin`select id from reserve.run_integrity_audit()`;
     const auditS = (performance.now() - ta) / 1000;
     log(`run_integrity_audit: ${auditS.toFixed(1)} s`);
     const [verified] = await admin`select id from reserve.verify_recent_writes()`;
-    const [win] = await admin`
-      update reserve.integrity_audits set verified_through = (select max(created_at) from reserve.payments) - interval '6 minutes',
-        ledger_summed_before = (select max(created_at) from reserve.payments) - interval '6 minutes'
-      where id = ${verified.id} returning verified_through`;
-    const [sizes] = await admin`select (select count(*) from reserve.payments) as payments, (select count(*) from reserve.ledger_entries) as ledger_entries,
-      (select count(*) from reserve.availability_calendar) as nights, (select count(*) from reserve.audit_logs) as audit,
-      (select count(*) from reserve.processed_webhooks) as webhooks, pg_size_pretty(pg_database_size(current_database())) as size`;
+    const win = await setChecksWindow(admin, verified.id, 6);
+    const sizes = await datasetSizes(admin);
 
     // the operators of the 4-eyes steps, as the test makes them; the approver runs blocks, so it has the timeout
     const ops = await operatorRoles(admin, url, ["proposer", "approver"]);
