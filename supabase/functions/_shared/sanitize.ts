@@ -5,6 +5,8 @@
 // surrogates are written out as visible escapes, depth, array and object sizes and string lengths are
 // capped (what is cut says so), and a whole that is still too big is kept as its hash and a prefix.
 
+import { sha256Hex } from "./crypto.ts";
+
 export const LIMITS = {
   depth: 32,
   items: 200,
@@ -63,10 +65,9 @@ export async function sanitizeJson(v: unknown): Promise<unknown> {
   const out = walk(v, 0);
   const text = JSON.stringify(out) ?? "null";
   if (text.length <= LIMITS.totalChars) return out;
-  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
   return {
     "[truncated]": `${text.length} characters, over ${LIMITS.totalChars}`,
-    sha256: [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join(""),
+    sha256: sha256Hex(text),
     prefix: safeText(text.slice(0, 4096), 4096),
   };
 }

@@ -109,7 +109,7 @@ export async function verifyMercadoPagoSignature(
   const manifest = `${dataId ? `id:${dataId};` : ""}${xRequestId ? `request-id:${xRequestId};` : ""}ts:${ts};`;
   const candidates = new Set([manifest, manifest.replace(`id:${dataId};`, `id:${dataId?.toLowerCase()};`)]);
   for (const m of candidates) {
-    if (timingSafeEqual(await hmacSha256Hex(secret, m), v1.toLowerCase())) return true;
+    if (timingSafeEqual(hmacSha256Hex(secret, m), v1.toLowerCase())) return true;
   }
   return false;
 }
@@ -323,7 +323,7 @@ export function mercadoPagoProvider(settings: () => MercadoPagoSettings): Paymen
       const eventType = action || type || "notification";
       const payload = { id: n.id, action, type, data: { id: dataId }, date_created: n.date_created, live_mode: n.live_mode };
       if (!dataId || !MERCADOPAGO_ID.test(dataId)) {
-        return { kind: "event", event: { eventId: `${(await sha256Hex(eventId)).slice(0, 40)}:malformed`, eventType, payload,
+        return { kind: "event", event: { eventId: `${sha256Hex(eventId).slice(0, 40)}:malformed`, eventType, payload,
                                          poison: `the notification names no payment MercadoPago could have (data.id ${JSON.stringify((dataId ?? "").slice(0, 80))})` } };
       }
       if (type !== "payment") return { kind: "event", event: { eventId, eventType, payload, update: null, note: `notification type ${type.slice(0, 60) || "(none)"} is not acted on` } };

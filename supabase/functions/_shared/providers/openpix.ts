@@ -310,7 +310,7 @@ export function openPixProvider(settings: () => OpenPixSettings): PaymentProvide
       const correlationId = openPixEventCorrelationId(e);
       const key = correlationId ?? e.refundTransaction?.endToEndId ?? e.pix?.endToEndId ?? "-";
       // OpenPIX events carry no id of their own: a redelivery has the same body, so its hash is the id
-      const eventId = `${name}:${String(key).slice(0, 128)}:${(await sha256Hex(body)).slice(0, 32)}`;
+      const eventId = `${name}:${String(key).slice(0, 128)}:${sha256Hex(body).slice(0, 32)}`;
       const eventType = typeof e.event === "string" && e.event ? e.event : `${name} (no event field)`;
       try {
         const news = openPixEventNews(e);

@@ -5,6 +5,8 @@
 // latest_charge.balance_transaction; a webhook's PaymentIntent carries no fee, reconciliation books it).
 // Reconciliation lists PaymentIntents by `created` with the same expansion, payouts, and /v1/balance.
 import Stripe from "stripe";
+import { createHash } from "node:crypto";
+import { hmacSha256Hex } from "../crypto.ts";
 import type { StripeSettings } from "../provider_config.ts";
 import {
   asUuid, minor, ProviderError, upperCurrency, UnusableAnswer, type ListCursor, type ListWindow, type LookupKey,
@@ -233,10 +235,27 @@ function refundOf(r: Obj): ProviderRefund {
   return { refundId: r.id, status: stripeRefundStatus(r.status), amount: minor(r.amount, "refund amount"), currency: upperCurrency(r.currency), object: r };
 }
 
+/**
+ * The HMAC of Stripe-Signature through node:crypto (crypto.ts); the SDK still parses the header, checks
+ * the 300 s tolerance and compares. Its Deno build would use WebCrypto, an async op on another thread
+ * per call, which under load cost more than the rest of a duplicate delivery's checks.
+ */
+class NodeHmacCryptoProvider extends Stripe.CryptoProvider {
+  override computeHMACSignature(payload: string, secret: string): string {
+    return hmacSha256Hex(secret, payload);
+  }
+  override computeHMACSignatureAsync(payload: string, secret: string): Promise<string> {
+    return Promise.resolve(hmacSha256Hex(secret, payload));
+  }
+  override computeSHA256Async(data: Uint8Array): Promise<Uint8Array> {
+    return Promise.resolve(new Uint8Array(createHash("sha256").update(data).digest()));
+  }
+}
+
 export function stripeProvider(settings: () => StripeSettings): PaymentProvider {
   let client: { key: string; base?: string; stripe: Stripe } | undefined;
   let verifier: Stripe | undefined;
-  const cryptoProvider = Stripe.createSubtleCryptoProvider();
+  const cryptoProvider = new NodeHmacCryptoProvider();
 
   function api(): Stripe {
     const s = settings();
