@@ -50,14 +50,28 @@ export function preflightResponse(req: Request, origins = configuredOrigins()): 
   return new Response("ok", { status: 200, headers });
 }
 
-/** The response with the CORS headers for the request (a fresh Response: fetched ones are immutable). */
+/**
+ * The response with the CORS headers for the request. Set on the response itself: a copy would carry its
+ * body as a stream, which the server then sends chunked, in more writes than the text it was. A fetched
+ * response's headers are immutable; it alone is copied.
+ */
 export function withCors(req: Request, res: Response, origins = configuredOrigins()): Response {
-  const headers = new Headers(res.headers);
   const cors = corsHeadersFor(req, origins);
+  try {
+    setCors(res.headers, cors);
+    return res;
+  } catch (err) {
+    if (!(err instanceof TypeError)) throw err;
+  }
+  const headers = new Headers(res.headers);
+  setCors(headers, cors);
+  return new Response(res.body, { status: res.status, statusText: res.statusText, headers });
+}
+
+function setCors(headers: Headers, cors: Record<string, string> | null): void {
   if (cors) {
     for (const [k, v] of Object.entries(cors)) headers.set(k, v);
   } else {
     headers.set("vary", "Origin"); // the answer differs by Origin: no cache may hand it to another
   }
-  return new Response(res.body, { status: res.status, statusText: res.statusText, headers });
 }
