@@ -164,6 +164,69 @@ describe("process_webhook_event: first delivery and duplicates", () => {
   });
 });
 
+describe("handled_webhook_event: a redelivery answered from its key", () => {
+  const handled = async (provider: string, eventId: string) =>
+    sql`select * from reserve.handled_webhook_event(${provider}, ${eventId})`;
+
+  it("answers a completed or ignored event as process_webhook_event answers its duplicate, with no xid or lock", async () => {
+    const c = await checkout(sql, { gatewayId: `pi_${crypto.randomUUID()}` });
+    const eventId = `evt_${crypto.randomUUID()}`;
+    expect(await handled("stripe", eventId)).toEqual([]);
+    await deliver(sql, { eventId, gatewayId: c.payment.gateway_payment_id as string });
+    const viaRecord = await deliver(sql, { eventId, gatewayId: c.payment.gateway_payment_id as string });
+    const facts = await sql.begin(async (tx) => {
+      const rows = await tx`select * from reserve.handled_webhook_event('stripe', ${eventId})`;
+      const [x] = await tx`select pg_current_xact_id_if_assigned()::text as xid,
+                                  (select count(*)::int from pg_locks where pid = pg_backend_pid() and locktype in ('tuple', 'transactionid')) as locks`;
+      return { rows, ...x };
+    });
+    expect(facts.rows).toEqual([viaRecord]);
+    expect(facts.rows[0]).toMatchObject({ webhook_status: "completed", duplicate: true, outcome: "duplicate", payment_status: "succeeded" });
+    expect(facts).toMatchObject({ xid: null, locks: 0 });
+
+    const ignoredId = `evt_${crypto.randomUUID()}`;
+    await deliver(sql, { eventId: ignoredId, eventType: "charge.updated", status: null });
+    expect(await handled("stripe", ignoredId)).toMatchObject([{ webhook_status: "ignored", duplicate: true, outcome: "duplicate" }]);
+    // the same id at another provider is another event
+    expect(await handled("mercadopago", eventId)).toEqual([]);
+  });
+
+  it("has no answer for a failed or dead event, which is processed again", async () => {
+    const c = await checkout(sql, { provider: "openpix", method: "pix", gatewayId: `op_${crypto.randomUUID()}` });
+    const eventId = `evt_${crypto.randomUUID()}`;
+    await deliver(sql, { provider: "openpix", eventId, eventType: "OPENPIX:CHARGE_COMPLETED", paymentId: c.paymentId, status: null,
+                         processingError: "OpenPIX API answered 502" });
+    expect(await handled("openpix", eventId)).toEqual([]);
+    await deliver(sql, { provider: "openpix", eventId, eventType: "OPENPIX:CHARGE_COMPLETED", paymentId: c.paymentId, status: "succeeded" });
+    expect(await handled("openpix", eventId)).toMatchObject([{ webhook_status: "completed", duplicate: true, attempts: 2 }]);
+
+    const card = await checkout(sql);
+    const deadId = `evt_${crypto.randomUUID()}`;
+    const dead = await deliver(sql, { eventId: deadId, paymentId: card.paymentId, gatewayId: "pi_someone_else" });
+    expect(dead.webhook_status).toBe("dead");
+    expect(await handled("stripe", deadId)).toEqual([]);
+  });
+
+  it("finds an event by an id over 255 characters, bounded as it was stored", async () => {
+    const eventId = `evt_${"x".repeat(600)}_${crypto.randomUUID()}`;
+    const first = await deliver(sql, { eventId, eventType: "charge.updated", status: null });
+    expect(await handled("stripe", eventId)).toMatchObject([{ webhook_id: first.webhook_id, duplicate: true }]);
+  });
+
+  it("answers a key whose row is past retention as completed, and nothing for a missing provider or id", async () => {
+    const eventId = `evt_${crypto.randomUUID()}`;
+    const first = await deliver(sql, { eventId, eventType: "charge.updated", status: null });
+    await sql.begin(async (tx) => {
+      await tx`set local session_replication_role = replica`;
+      await tx`delete from reserve.processed_webhooks where id = ${first.webhook_id as string}`;
+    });
+    expect(await handled("stripe", eventId)).toMatchObject([{ webhook_id: first.webhook_id, webhook_status: "completed", duplicate: true,
+                                                              error_message: "the record of this event is past retention" }]);
+    expect(await sql`select * from reserve.handled_webhook_event(null, 'x')`).toEqual([]);
+    expect(await sql`select * from reserve.handled_webhook_event('stripe', '')`).toEqual([]);
+  });
+});
+
 describe("process_webhook_event: the payment found by our id", () => {
   it("attaches the provider's id when the webhook overtakes the checkout", async () => {
     const c = await checkout(sql, { gatewayId: null });

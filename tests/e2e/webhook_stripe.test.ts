@@ -145,6 +145,33 @@ describe("webhook_stripe: deliveries", () => {
     expect(row).toMatchObject({ status: "completed", attempts: 2 });
   });
 
+  it("a redelivery of an event already handled is answered from its key, without asking Stripe again", async () => {
+    const c = await cardCheckout();
+    e.sandbox.control.stripeConfirm(c.gateway_payment_id, "succeeded");
+    await until(async () => (await e.db.sql`select 1 from reserve.reservations where booking_intent_id = ${c.booking_intent_id}`)[0], "reservation");
+    const pi = e.sandbox.control.payment("stripe", c.gateway_payment_id) as { latest_charge: string | { id: string } };
+    const charge = typeof pi.latest_charge === "string" ? pi.latest_charge : pi.latest_charge.id;
+    // an older dispute names only its charge: the function asks Stripe which PaymentIntent it belongs to
+    const { payload, header } = await signedEvent("charge.dispute.closed",
+      { id: `dp_${Math.random().toString(36).slice(2)}`, object: "dispute", amount: 100000, currency: "brl", status: "won", charge });
+    const first = await send(payload, header);
+    expect(first.status, JSON.stringify(first.body)).toBe(200);
+    expect(first.body).toMatchObject({ status: "completed", duplicate: false, payment_id: c.payment_id });
+    const before = await counts();
+    // the next call to Stripe's API fails: a redelivery that asked Stripe would be kept as failed (500)
+    e.sandbox.control.failApi("stripe", { status: 503, times: 1 });
+    const again = await send(payload, header);
+    expect(again.status, JSON.stringify(again.body)).toBe(200);
+    expect(again.body).toMatchObject({ webhook_id: first.body.webhook_id, status: "completed", duplicate: true, outcome: "duplicate",
+                                       payment_id: c.payment_id, payment_status: "succeeded" });
+    expect(await counts()).toEqual(before);
+    // the injected failure is still there for the next caller: the redelivery made no API call
+    const direct = await fetch(`http://${e.sandbox.stripe.host}:${e.sandbox.stripe.port}/v1/charges/${charge}`,
+                               { headers: { authorization: `Bearer ${e.sandbox.stripe.secretKey}` } });
+    expect(direct.status).toBe(503);
+    await direct.arrayBuffer();
+  });
+
   it("refunds and a lost dispute reach the payment and the reservation through Stripe's events", async () => {
     const c = await cardCheckout();
     e.sandbox.control.stripeConfirm(c.gateway_payment_id, "succeeded");

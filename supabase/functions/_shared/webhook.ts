@@ -1,7 +1,8 @@
 // Every webhook function, whatever the provider: read the raw body, let the provider's module verify and
-// parse it (PaymentProvider.parseWebhook), ask the provider when the event carries no status (lookUp),
-// and record it with one database call (reserve.process_webhook_event), whose outcome becomes the answer
-// the provider acts on. A bad signature writes nothing (400). A verified event is always recorded:
+// parse it (PaymentProvider.parseWebhook), answer a redelivery of an event already handled from its key
+// (reserve.handled_webhook_event), ask the provider when the event carries no status (lookUp), and record
+// it with one database call (reserve.process_webhook_event), whose outcome becomes the answer the
+// provider acts on. A bad signature writes nothing (400). A verified event is always recorded:
 // sanitized, its id bounded, and dead (an alert, answered 200 so the provider stops) when what it says
 // cannot be applied; a payment the provider does not know (404 at the lookup) is not ours: ignored, 200.
 import { db, type Sql } from "./db.ts";
@@ -92,6 +93,21 @@ export interface EventToRecord extends VerifiedEvent {
   processingError?: string;
 }
 
+/** The event id as it is sent: an id too long to send whole goes as its hash (the database bounds the rest). */
+function sentEventId(id: unknown): string {
+  const rawId = String(id);
+  return rawId.length > 1024 ? `sha256:${sha256Hex(rawId)}` : safeText(rawId, 1024);
+}
+
+/**
+ * The stored answer when this event was already completed or ignored (a redelivery), else undefined: one
+ * small read by its key (reserve.handled_webhook_event), before the event is built, sent or looked up.
+ */
+export async function handledEvent(e: Pick<EventToRecord, "provider" | "eventId">, sql: Sql = db()): Promise<Processed | undefined> {
+  const [row] = await sql<Processed[]>`select * from reserve.handled_webhook_event(${e.provider}, ${sentEventId(e.eventId)})`;
+  return row;
+}
+
 /** One round trip: record the event and apply it (reserve.process_webhook_event). */
 export async function recordEvent(e: EventToRecord, sql: Sql = db()): Promise<Processed> {
   let update = e.update ?? null;
@@ -100,12 +116,9 @@ export async function recordEvent(e: EventToRecord, sql: Sql = db()): Promise<Pr
     poison = unusableUpdate(update);
     if (poison) update = null;
   }
-  // an id too long to send whole is sent as its hash (the database bounds the rest the same way)
-  const rawId = String(e.eventId);
-  const eventId = rawId.length > 1024 ? `sha256:${await sha256Hex(rawId)}` : safeText(rawId, 1024);
   const event = compact({
     provider: e.provider,
-    event_id: eventId,
+    event_id: sentEventId(e.eventId),
     event_type: safeText(String(e.eventType), 1024),
     event_at: e.eventAt && !Number.isNaN(e.eventAt.getTime()) ? e.eventAt.toISOString() : undefined,
     payload: e.payload === undefined ? undefined : await sanitizeJson(e.payload),
@@ -197,6 +210,8 @@ export async function handleWebhook(fn: string, provider: PaymentProvider, req: 
   const e: EventToRecord = { ...parsed.event, provider: provider.name };
   let row: Processed;
   try {
+    const handled = await handledEvent(e);
+    if (handled) return answer(fn, e, handled);
     if (!e.update && e.lookup && !e.poison) Object.assign(e, await lookUpEvent(provider, e.lookup));
     row = await recordEvent(e);
   } catch (err) {
