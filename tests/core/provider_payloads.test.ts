@@ -37,6 +37,7 @@ describe("reserve.as_provider_update refuses what no provider update can hold (R
     ["a status that is not one", { status: "paid" }],
     ["a payment reference that is not a uuid", { status: "pending", payment_reference: "' or 1=1 --" }],
     ["an event time that is not a time", { status: "pending", event_at: "yesterday-ish" }],
+    ["an event time out of range", { status: "pending", event_at: "294277-01-02T00:00:00Z" }],
     ["a gateway id over 255 characters", { status: "pending", gateway_payment_id: "p".repeat(256) }],
     ["an error message over 2000 characters", { status: "failed", error_message: "e".repeat(2001) }],
     ["a provider object that is a number", { status: "pending", provider_object: 42 }],
@@ -56,6 +57,7 @@ describe("reserve.as_provider_update refuses what no provider update can hold (R
   it.each([
     ["an unknown key", { provider: "stripe", event_id: "e", event_type: "t", id: "smuggled" }],
     ["an event time that is not a time", { provider: "stripe", event_id: "e", event_type: "t", event_at: "soon" }],
+    ["an event time out of range", { provider: "stripe", event_id: "e", event_type: "t", event_at: "2026-13-40T99:00:00Z" }],
     ["a lookup that is not an object", { provider: "stripe", event_id: "e", event_type: "t", lookup: "x" }],
   ])("as_webhook_event refuses %s (RC001)", async (_what, value) => {
     const before = await counts();

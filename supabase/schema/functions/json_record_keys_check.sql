@@ -36,12 +36,8 @@ begin
       if p_types[i] = 'uuid' and (p ->> k) !~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then
         raise exception using errcode = 'RC001', message = format('%s: %s must be a uuid, got %s', p_what, k, left(p ->> k, 64));
       end if;
-      if p_types[i] = 'timestamptz' then
-        begin
-          perform (p ->> k)::timestamptz;
-        exception when others then
-          raise exception using errcode = 'RC001', message = format('%s: %s must be a timestamp, got %s', p_what, k, left(p ->> k, 64));
-        end;
+      if p_types[i] = 'timestamptz' and not pg_input_is_valid(p ->> k, 'timestamptz') then
+        raise exception using errcode = 'RC001', message = format('%s: %s must be a timestamp, got %s', p_what, k, left(p ->> k, 64));
       end if;
     elsif p_types[i] = 'array' then
       if t <> 'array' then
