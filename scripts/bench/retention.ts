@@ -1,11 +1,12 @@
 // npm run bench:retention — the audit retention job on 5M due rows, with a writer running. audit_logs is
 // partitioned by month: the rows are loaded into the twelve whole months before the one the cutoff (365
-// days) falls in, and CALL reserve.retention_cleanup_job() is repeated until more_due is false: each month
-// is copied to audit_logs_archive in one INSERT ... SELECT and its partition dropped (a moment's ACCESS
-// EXCLUSIVE lock, last in the transaction). Meanwhile one connection inserts an audit row every 2 ms (the
-// triggers' workload); reported: rows/s of the job, and the writer's p50 / p99 / worst insert latency
-// during it and in a quiet baseline. The batched way it replaced (5,000-row DELETE ... RETURNING into the
-// archive) measured 105 s for the same 5M rows on this machine. Production durability (fsync,
+// days) falls in, and CALL reserve.retention_cleanup_job() is repeated until more_due is false: each call
+// proves and counts one month (a CHECK of its bounds), detaches it from audit_logs and attaches it to
+// audit_logs_archive (no row copied; the ACCESS EXCLUSIVE lock on audit_logs is held for that month's
+// catalog changes, last in the call's transaction). Meanwhile one connection inserts an audit row every
+// 2 ms (the triggers' workload); reported: rows/s of the job, and the writer's p50 / p99 / worst insert
+// latency during it and in a quiet baseline. The batched way it replaced (5,000-row DELETE ... RETURNING
+// into the archive) measured 105 s for the same 5M rows on this machine. Production durability (fsync,
 // synchronous_commit on).
 //
 //   npm run bench:retention        env: ROWS (default 5000000)

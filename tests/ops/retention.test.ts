@@ -70,8 +70,42 @@ describe("run_retention_cleanup: audit_logs archive", () => {
     expect(runs[0].n).toBe(2);
   });
 
-  it("refuses p_max_batches < 1 with RC001", async () => {
+  it("refuses p_max_batches < 1 and p_max_partitions < 1 with RC001", async () => {
     expect(await sqlState(sql`select * from reserve.run_retention_cleanup(0)`)).toBe("RC001");
+    expect(await sqlState(sql`select * from reserve.run_retention_cleanup(20, 0)`)).toBe("RC001");
+  });
+
+  it("moves at most p_max_partitions whole months per call, and the job one month per committed call", async () => {
+    // months whose rows are still in audit_logs past the cutoff
+    const months = async () => (await sql<{ n: number }[]>`
+      select count(distinct date_trunc('month', occurred_at))::int as n from reserve.audit_logs where occurred_at < now() - interval '365 days'`)[0].n;
+    const archived = async () => (await sql<{ n: number }[]>`select count(*)::int as n from reserve.audit_logs_archive`)[0].n;
+    await sql`select reserve.create_audit_log_partitions(current_date - 470, 3)`;
+    // three whole months past the cutoff, 20 rows in each
+    for (const days of [400, 430, 460]) {
+      await sql`insert into reserve.audit_logs (occurred_at, actor, action, table_name, row_id)
+                select date_trunc('month', now() - make_interval(days => ${days})) + g * interval '1 hour', 'old@actor', 'UPDATE', 'payments', 'r' || g
+                from generate_series(1, 20) g`;
+    }
+    const dueMonths = await months();
+    expect(dueMonths).toBeGreaterThanOrEqual(3);
+    const before = await archived();
+
+    const one = await sql`select * from reserve.run_retention_cleanup(20, 1)`;
+    expect(one.find((r) => r.table_name === "audit_logs")).toMatchObject({ more_due: true });
+    expect(await months()).toBe(dueMonths - 1);
+    const [{ summary }] = await sql`select summary from reserve.job_last_runs where job = 'run_retention_cleanup'`;
+    expect(summary.partitions_moved).toBe(1);
+
+    const [job] = await sql.unsafe(`CALL reserve.retention_cleanup_job()`);
+    expect(job.more_due).toBe(true);
+    expect(await months()).toBe(dueMonths - 2);
+    for (let i = 0; i < dueMonths && (await months()) > 0; i++) await sql.unsafe(`CALL reserve.retention_cleanup_job()`);
+    expect(await months()).toBe(0);
+    const [last] = await sql.unsafe(`CALL reserve.retention_cleanup_job()`);
+    expect(last.more_due).toBe(false);
+    expect(await archived() - before).toBeGreaterThanOrEqual(60);
+    expect(await due()).toBe(0);
   });
 
   it("the runbook's resolution runs as written", async () => {

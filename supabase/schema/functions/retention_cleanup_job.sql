@@ -7,9 +7,9 @@ CREATE OR REPLACE PROCEDURE reserve.retention_cleanup_job(IN p_max_batches integ
  SET search_path TO ''
 AS $procedure$
 begin
-  select coalesce(bool_or(r.more_due), false) into more_due from reserve.run_retention_cleanup(p_max_batches) r;
+  select coalesce(bool_or(r.more_due), false) into more_due from reserve.run_retention_cleanup(p_max_batches, 1) r;
 end
 $procedure$
 ;
 
-comment on procedure reserve.retention_cleanup_job(IN p_max_batches integer, INOUT more_due boolean) is 'CALL it (the schedule does, every ten minutes): one pass of run_retention_cleanup, at most p_max_batches batches per table in one transaction; more_due says a backlog is left for the next call. Calls are committed one by one, so millions of rows never become one long transaction.';
+comment on procedure reserve.retention_cleanup_job(IN p_max_batches integer, INOUT more_due boolean) is 'CALL it (the schedule does, every ten minutes): one pass of run_retention_cleanup, at most p_max_batches batches per table and one whole month of audit_logs in one transaction; more_due says a backlog is left for the next call. Calls are committed one by one, so millions of rows never become one long transaction, and a month''s lock on audit_logs lasts only its own move.';
