@@ -205,6 +205,8 @@ describe("handled_webhook_event: a redelivery answered from its key", () => {
     const dead = await deliver(sql, { eventId: deadId, paymentId: card.paymentId, gatewayId: "pi_someone_else" });
     expect(dead.webhook_status).toBe("dead");
     expect(await handled("stripe", deadId)).toEqual([]);
+    const redelivered = await deliver(sql, { eventId: deadId, paymentId: card.paymentId, gatewayId: "pi_someone_else" });
+    expect(redelivered).toMatchObject({ webhook_id: dead.webhook_id, webhook_status: "dead", duplicate: false, attempts: 2 });
   });
 
   it("finds an event by an id over 255 characters, bounded as it was stored", async () => {

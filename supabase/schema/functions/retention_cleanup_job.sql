@@ -12,4 +12,4 @@ end
 $procedure$
 ;
 
-comment on procedure reserve.retention_cleanup_job(IN p_max_batches integer, INOUT more_due boolean) is 'CALL it (the schedule does, every ten minutes): one pass of run_retention_cleanup, at most p_max_batches batches per table and one whole month of audit_logs in one transaction; more_due says a backlog is left for the next call. Calls are committed one by one, so millions of rows never become one long transaction, and a month''s lock on audit_logs lasts only its own move.';
+comment on procedure reserve.retention_cleanup_job(IN p_max_batches integer, INOUT more_due boolean) is 'CALL it (the schedule does, every ten minutes): one pass of run_retention_cleanup, at most p_max_batches batches per table and one whole month of a partitioned table (audit_logs or processed_webhooks) in one transaction; more_due says a backlog is left for the next call. Calls are committed one by one, so millions of rows never become one long transaction, and a month''s lock lasts only its own move.';
