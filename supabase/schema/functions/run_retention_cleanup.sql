@@ -104,6 +104,7 @@ begin
               perform set_config('lock_timeout', lock_wait, true);
             exception when lock_not_available then
               raise notice 'run_retention_cleanup: % is in use (lock wait over 500 ms); the next run moves it', part.relname;
+              partitions_left := true;
               continue;
             end;
           end if;
