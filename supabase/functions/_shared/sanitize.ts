@@ -61,7 +61,7 @@ function walk(v: unknown, depth: number): unknown {
  * A JSON value PostgreSQL can store and JSON.stringify can write, of bounded size. A value that is still
  * over totalChars is replaced by what identifies it.
  */
-export async function sanitizeJson(v: unknown): Promise<unknown> {
+export function sanitizeJson(v: unknown): unknown {
   const out = walk(v, 0);
   const text = JSON.stringify(out) ?? "null";
   if (text.length <= LIMITS.totalChars) return out;

@@ -44,7 +44,7 @@ const refundJson = (r: ProviderRefund) => ({
 });
 
 /** The update as reserve.as_provider_update takes it (snake_case keys, texts bounded and escaped). */
-export async function updateJson(u: ProviderUpdate): Promise<Record<string, unknown>> {
+export function updateJson(u: ProviderUpdate): Record<string, unknown> {
   return {
     status: u.status,
     gateway_payment_id: u.gatewayPaymentId,
@@ -61,12 +61,12 @@ export async function updateJson(u: ProviderUpdate): Promise<Record<string, unkn
     gateway_status: u.gatewayStatus === undefined ? undefined : safeText(String(u.gatewayStatus), 255),
     error_code: u.errorCode === undefined ? undefined : safeText(String(u.errorCode), 255),
     error_message: u.errorMessage === undefined ? undefined : safeText(String(u.errorMessage), 2000),
-    provider_object: u.object === undefined || u.object === null ? undefined : await sanitizeJson(u.object),
+    provider_object: u.object === undefined || u.object === null ? undefined : sanitizeJson(u.object),
   };
 }
 
-export async function refundJsonOf(r: ProviderRefund): Promise<Record<string, unknown>> {
-  return { ...refundJson(r), provider_object: r.object === undefined ? undefined : await sanitizeJson(r.object) };
+export function refundJsonOf(r: ProviderRefund): Record<string, unknown> {
+  return { ...refundJson(r), provider_object: r.object === undefined ? undefined : sanitizeJson(r.object) };
 }
 
 /** Drops undefined (JSON.stringify would anyway) so the SQL side sees absent keys, not nulls it must check. */
@@ -121,8 +121,8 @@ export async function recordEvent(e: EventToRecord, sql: Sql = db()): Promise<Pr
     event_id: sentEventId(e.eventId),
     event_type: safeText(String(e.eventType), 1024),
     event_at: e.eventAt && !Number.isNaN(e.eventAt.getTime()) ? e.eventAt.toISOString() : undefined,
-    payload: e.payload === undefined ? undefined : await sanitizeJson(e.payload),
-    lookup: e.lookup ? await sanitizeJson(e.lookup) : undefined,
+    payload: e.payload === undefined ? undefined : sanitizeJson(e.payload),
+    lookup: e.lookup ? sanitizeJson(e.lookup) : undefined,
     processing_error: e.processingError === undefined ? undefined : safeText(e.processingError, 2000),
     poison: poison === undefined ? undefined : safeText(poison, 2000),
     note: e.note === undefined ? undefined : safeText(e.note, 2000),
@@ -131,7 +131,7 @@ export async function recordEvent(e: EventToRecord, sql: Sql = db()): Promise<Pr
   if (event.payload !== undefined && (typeof event.payload !== "object" || event.payload === null || Array.isArray(event.payload))) {
     event.payload = { payload: event.payload };
   }
-  const u = update ? compact(await updateJson(update)) : null;
+  const u = update ? compact(updateJson(update)) : null;
   const [row] = await sql<Processed[]>`
     select * from reserve.process_webhook_event(reserve.as_webhook_event(${sql.json(event as never)}),
                                                 reserve.as_provider_update(${u ? sql.json(u as never) : null}))`;

@@ -171,7 +171,7 @@ export async function handler(req: Request): Promise<Response> {
   try {
     [attached] = await sql<{ status: string; error_code: string | null }[]>`
       select status, error_code from reserve.attach_gateway_payment(${attempt.payment_id}::uuid,
-        reserve.as_provider_update(${sql.json((await updateJson(answer.update)) as never)}))`;
+        reserve.as_provider_update(${sql.json(updateJson(answer.update) as never)}))`;
   } catch (err) {
     return dbErrorResponse(err, "checkout attach");
   }

@@ -74,7 +74,7 @@ async function pollOne(sql: Sql, p: Due, t: Tally, run: Run): Promise<void> {
   }
   let r: { outcome: string; status: string; finalize_outcome: string | null };
   try {
-    const update = u ? await updateJson(u) : null;
+    const update = u ? updateJson(u) : null;
     [r] = await sql<{ outcome: string; status: string; finalize_outcome: string | null }[]>`
       select outcome, status, finalize_outcome from reserve.record_poll_result(
         ${p.payment_id}::uuid, reserve.as_provider_update(${update ? sql.json(update as never) : null}), ${pollError})`;

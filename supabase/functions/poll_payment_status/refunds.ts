@@ -65,7 +65,7 @@ async function sendDue(sql: Sql, t: RefundTally): Promise<void> {
       console.error(`poll_payment_status: refund ${r.refund_request_id} at ${r.provider}: ${outcome}: ${error}`);
     }
     await sql`select reserve.record_refund_result(${r.refund_request_id}::uuid, ${outcome},
-                reserve.as_provider_refund(${refund ? sql.json((await refundJsonOf(refund)) as never) : null}), ${error})`;
+                reserve.as_provider_refund(${refund ? sql.json(refundJsonOf(refund) as never) : null}), ${error})`;
     if (outcome === "sent") t.refunds_sent++;
     else if (outcome === "failed") t.refunds_failed++;
     else t.refunds_retrying++;
@@ -105,8 +105,8 @@ async function confirmSent(sql: Sql, t: RefundTally): Promise<void> {
     if (error) console.error(`poll_payment_status: refund ${s.refund_request_id} lookup at ${s.provider}: ${error}`);
     const [rr] = await sql<{ status: string }[]>`
       select status from reserve.record_refund_lookup(${s.refund_request_id}::uuid,
-        reserve.as_provider_refund(${refund ? sql.json((await refundJsonOf(refund)) as never) : null}),
-        reserve.as_provider_update(${update ? sql.json((await updateJson(update)) as never) : null}), ${error})`;
+        reserve.as_provider_refund(${refund ? sql.json(refundJsonOf(refund) as never) : null}),
+        reserve.as_provider_update(${update ? sql.json(updateJson(update) as never) : null}), ${error})`;
     t.refunds_looked_up++;
     if (rr?.status === "confirmed") t.refunds_confirmed++;
     else if (rr?.status === "failed") t.refunds_failed++;

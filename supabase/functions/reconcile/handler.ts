@@ -101,7 +101,7 @@ async function reconcileProvider(sql: Sql, provider: PaymentProvider, window: Li
       for (const u of page.updates) {
         // an object no payment can hold is the provider's fault: counted, never half-applied
         if (unusableUpdate(u)) unusable++;
-        else updates.push(await updateJson(u));
+        else updates.push(updateJson(u));
       }
       const cursor = page.next ? { next: page.next } : { listed: true };
       [run] = await sql<Run[]>`
@@ -125,27 +125,27 @@ async function reconcileProvider(sql: Sql, provider: PaymentProvider, window: Li
         for (const { gateway_payment_id } of earlier.slice(i, i + pageSize)) {
           const u = await provider.readPayment(gateway_payment_id);
           if (unusableUpdate(u)) unusable++;
-          else updates.push(await updateJson(u));
+          else updates.push(updateJson(u));
         }
         [run] = await sql<Run[]>`
           select ${sql.unsafe(runColumns)} from reserve.reconcile_provider_objects(
             ${run.id}::uuid, ${sql.json(updates as never)}, ${sql.json({ listed: true } as never)}, ${updates.length})`;
       }
-      const disputes = await Promise.all(moves.disputes.map(async (d) => ({
+      const disputes = moves.disputes.map((d) => ({
         dispute_id: d.disputeId, gateway_payment_id: d.gatewayPaymentId, amount: d.amount, currency: d.currency, status: d.status,
-        withheld: d.withheld, fee: d.fee, due_by: d.dueBy?.toISOString(), provider_object: await sanitizeJson(d.object),
-      })));
+        withheld: d.withheld, fee: d.fee, due_by: d.dueBy?.toISOString(), provider_object: sanitizeJson(d.object),
+      }));
       [run] = await sql<Run[]>`
         select ${sql.unsafe(runColumns)} from reserve.reconcile_provider_disputes(${run.id}::uuid, ${sql.json(disputes as never)})`;
     }
     if (provider.listPayouts) {
       const listed = await provider.listPayouts(window);
       calls += listed.calls;
-      const payouts = await Promise.all(listed.payouts.map(async (p) => ({
+      const payouts = listed.payouts.map((p) => ({
         payout_id: p.payoutId, amount: p.amount, currency: p.currency, status: p.status,
         created_at: p.createdAt?.toISOString(), arrival_at: p.arrivalAt?.toISOString(),
-        provider_object: await sanitizeJson(p.object),
-      })));
+        provider_object: sanitizeJson(p.object),
+      }));
       await sql`select reserve.reconcile_provider_payouts(${run.id}::uuid, ${sql.json(payouts as never)})`;
     }
     let balances: { currency: string; amount: number }[] | null = null;
