@@ -17,6 +17,7 @@ declare
   state text;
   msg text;
   args jsonb;
+  handled reserve.webhook_result;
 begin
   if e is null or e.provider is null or e.provider not in ('stripe', 'mercadopago', 'openpix') then
     raise exception using errcode = 'RC206', message = format('unknown webhook provider %s', coalesce(e.provider, 'null'));
@@ -34,23 +35,10 @@ begin
   end if;
 
   -- a delivery of an event already completed or ignored: answered from a read, before anything is
-  -- locked or written (no transaction id, no WAL, no commit flush)
-  -- (the key names the row's month: one partition read; a key whose row retention dropped is a very late
-  -- redelivery of an event long since handled)
-  select * into k from reserve.processed_webhook_keys x where x.provider = e.provider and x.event_id = e.event_id;
-  if found then
-    select * into w from reserve.processed_webhooks x
-    where x.id = k.webhook_id and x.received_at = k.received_at and x.status in ('completed', 'ignored');
-    if not found and not exists (select 1 from reserve.processed_webhooks x where x.id = k.webhook_id and x.received_at = k.received_at) then
-      return row(k.webhook_id, k.provider, k.event_id, 'completed', true, 1, null, 'duplicate', null, null, null, null,
-                 'the record of this event is past retention')::reserve.webhook_result;
-    end if;
-  end if;
-  if w.id is not null then
-    return row(w.id, w.provider, w.event_id, w.status, true, w.attempts, w.payment_id, 'duplicate',
-               (select x.status from reserve.payments x where x.id = w.payment_id), null, null, null,
-               w.error_message)::reserve.webhook_result;
-  end if;
+  -- locked or written (no transaction id, no WAL, no commit flush), by the read the edge asks first
+  for handled in select * from reserve.handled_webhook_event(e.provider, e.event_id) loop
+    return handled;
+  end loop;
   -- a signed event is recorded even when what it says cannot be applied: then it is dead (an alert)
   begin
     u := reserve.check_provider_update(p_update);
