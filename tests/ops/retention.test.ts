@@ -194,6 +194,59 @@ describe("concurrency and the job", () => {
     expect(await due()).toBe(0);
   });
 
+  it("a job killed in the middle of moving a month leaves the month whole in audit_logs, and the next call moves it", async () => {
+    // a month no other test archives, and the oldest of audit_logs: the one the next call moves
+    await sql`select reserve.create_audit_log_partitions((now() - interval '530 days')::date, 3)`;
+    const at = sql`date_trunc('month', now() - interval '530 days')`;
+    await sql`insert into reserve.audit_logs (occurred_at, actor, action, table_name, row_id)
+              select ${at} + g * interval '1 hour', 'killed@move', 'UPDATE', 'payments', 'r' || g from generate_series(1, 30) g`;
+    // a row of that month archived one by one before: the move takes it back from the archive's default
+    // partition after it has detached the month, and a test trigger holds it there
+    await sql`insert into reserve.audit_logs_archive (id, occurred_at, actor, action, table_name, xact_id)
+              values (900000001, ${at} + interval '2 days', 'killed@move', 'UPDATE', 'payments', 0)`;
+    await sql.unsafe(`create function public.test_hold_the_move() returns trigger language plpgsql as $$
+                      begin perform pg_sleep(60); return old; end $$;
+                      create trigger test_hold_the_move before delete on reserve.audit_logs_archive_default
+                      for each row execute function public.test_hold_the_move();`);
+    const month = async () => {
+      const [r] = await sql`select (select count(*)::int from reserve.audit_logs where actor = 'killed@move') as kept,
+                                   (select count(*)::int from reserve.audit_logs_archive where actor = 'killed@move') as archived,
+                                   (select count(*)::int from pg_inherits i join pg_class c on c.oid = i.inhrelid
+                                    where i.inhparent = 'reserve.audit_logs_archive'::regclass
+                                      and c.relname = 'audit_logs_archive_p' || to_char(now() - interval '530 days', 'YYYYMM')) as archive_months`;
+      return r;
+    };
+    const job = postgres(db.url, { max: 1, onnotice: () => {} });
+    try {
+      const pid = await backendPid(job);
+      const call = job.unsafe(`CALL reserve.retention_cleanup_job()`).then(() => "finished", (e: { code?: string }) => e.code ?? "error");
+      for (let i = 0; i < 500; i++) {
+        const [a] = await sql`select wait_event from pg_stat_activity where pid = ${pid}`;
+        if (a?.wait_event === "PgSleep") break;
+        await sleep(20);
+      }
+      const [held] = await sql`select count(*)::int as n from pg_locks
+                               where pid = ${pid} and relation = 'reserve.audit_logs'::regclass and mode = 'AccessExclusiveLock' and granted`;
+      expect(held.n, "the job is mid-move: it holds audit_logs' ACCESS EXCLUSIVE lock").toBe(1);
+      await sql`select pg_terminate_backend(${pid})`;
+      // the server's 57P01, or the closed connection, whichever the client sees first
+      expect(["57P01", "CONNECTION_CLOSED"]).toContain(await call);
+    } finally {
+      await job.end({ timeout: 1 }).catch(() => {});
+      await sql.unsafe(`drop trigger test_hold_the_move on reserve.audit_logs_archive_default;
+                        drop function public.test_hold_the_move();`);
+    }
+    // all of the move was undone: the month is still audit_logs', whole, and writers can append again
+    expect(await month()).toEqual({ kept: 30, archived: 1, archive_months: 0 });
+    await sql`insert into reserve.audit_logs (actor, action, table_name, row_id) values ('after@kill', 'INSERT', 'payments', 'x')`;
+
+    // every month past the cutoff goes, one per call
+    let more = true;
+    for (let i = 0; i < 40 && more; i++) more = (await sql.unsafe(`CALL reserve.retention_cleanup_job()`))[0].more_due;
+    expect(more).toBe(false);
+    expect(await month()).toEqual({ kept: 0, archived: 31, archive_months: 1 });
+  });
+
   it("CALL reserve.retention_cleanup_job() is one bounded pass that says when more is due; repeated calls drain a backlog", async () => {
     await sql`update reserve.retention_policies set batch_size = 2 where table_name = 'audit_logs'`;
     await oldAudit(55); // one call moves at most 20 batches of 2
