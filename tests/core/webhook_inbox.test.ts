@@ -96,6 +96,59 @@ describe("process_webhook_event: first delivery and duplicates", () => {
     expect(ledger.map((l) => l.idempotency_key)).toEqual([`receipt:${c.paymentId}`]);
   });
 
+  it("writes a new event's row once, with its outcome: a success completed, a failure failed with its retry time", async () => {
+    // what one delivery wrote to processed_webhooks (its partitions), counted inside its own transaction
+    // (before and after: the backend's counts not yet reported from earlier transactions show here too)
+    const counts = async (q: Q) => {
+      const [n] = await q`
+        select coalesce(sum(n_tup_ins), 0)::int as inserted, coalesce(sum(n_tup_upd), 0)::int as updated
+        from pg_stat_xact_user_tables where relid in (select relid from pg_partition_tree('reserve.processed_webhooks'))`;
+      return n as { inserted: number; updated: number };
+    };
+    const delivered = async (q: Q, d: Delivery) => {
+      const before = await counts(q);
+      const r = await deliver(q, d);
+      const after = await counts(q);
+      return { r, n: { inserted: after.inserted - before.inserted, updated: after.updated - before.updated } };
+    };
+    const c = await checkout(sql, { gatewayId: `pi_${crypto.randomUUID()}` });
+    const eventId = `evt_${crypto.randomUUID()}`;
+    const ok = await sql.begin((tx) => delivered(tx, { eventId, paymentId: c.paymentId }));
+    expect(ok.r).toMatchObject({ webhook_status: "completed", finalize_outcome: "created", attempts: 1 });
+    expect(ok.n).toEqual({ inserted: 1, updated: 0 });
+    const w = await inbox(sql, "stripe", eventId);
+    expect(w).toMatchObject({ id: ok.r.webhook_id, status: "completed", attempts: 1, error_message: null, next_retry_at: null });
+    expect(w.processed_at).not.toBeNull();
+    expect(w.apply_args).toMatchObject({ status: "succeeded", payment_id: c.paymentId });
+    const [k] = await sql`select webhook_id, received_at from reserve.processed_webhook_keys
+                          where provider = 'stripe' and event_id = ${eventId}`;
+    expect(k).toEqual({ webhook_id: w.id, received_at: w.received_at });
+
+    const c2 = await checkout(sql, { gatewayId: `pi_${crypto.randomUUID()}` });
+    const failingId = `evt_${crypto.randomUUID()}`;
+    await sql.unsafe(`
+      create function public.test_refuse_reservation() returns trigger language plpgsql as $$
+      begin
+        raise exception using errcode = 'ZZ001', message = 'injected failure';
+      end $$;
+      create trigger test_refuse_reservation before insert on reserve.reservations
+        for each row execute function public.test_refuse_reservation();`);
+    let bad: Awaited<ReturnType<typeof delivered>>;
+    try {
+      bad = await sql.begin((tx) => delivered(tx, { eventId: failingId, paymentId: c2.paymentId }));
+    } finally {
+      await sql.unsafe(`drop trigger test_refuse_reservation on reserve.reservations;
+                        drop function public.test_refuse_reservation();`);
+    }
+    expect(bad.r).toMatchObject({ webhook_status: "failed", outcome: "failed", attempts: 1, payment_status: "pending" });
+    expect(bad.n).toEqual({ inserted: 1, updated: 0 });
+    const f2 = await inbox(sql, "stripe", failingId);
+    expect(f2).toMatchObject({ status: "failed", attempts: 1, payment_id: c2.paymentId });
+    expect(f2.error_message).toEqual(expect.stringContaining("ZZ001: injected failure"));
+    expect(f2.next_retry_at).not.toBeNull();
+    expect(f2.apply_args).toMatchObject({ status: "succeeded", payment_id: c2.paymentId });
+  });
+
   it("answers a second delivery duplicate = true and writes nothing else", async () => {
     const c = await checkout(sql, { gatewayId: "pi_dup" });
     const eventId = `evt_${crypto.randomUUID()}`;

@@ -18,6 +18,9 @@ declare
   msg text;
   args jsonb;
   handled reserve.webhook_result;
+  res reserve.webhook_result;
+  is_new boolean;
+  attempts integer := 1;
 begin
   if e is null or e.provider is null or e.provider not in ('stripe', 'mercadopago', 'openpix') then
     raise exception using errcode = 'RC206', message = format('unknown webhook provider %s', coalesce(e.provider, 'null'));
@@ -84,20 +87,14 @@ begin
   end if;
 
   -- concurrent deliveries of one event queue on its key: the first to commit decides, later ones see
-  -- completed or ignored and do nothing, and a failed (or dead) one is taken up again
+  -- completed or ignored and do nothing, and a failed (or dead) one is taken up again. A new event's row
+  -- is written once, below, with its outcome: the key gives its id, and applying reads no event row.
   insert into reserve.processed_webhook_keys as pk (provider, event_id)
   values (e.provider, e.event_id)
   on conflict (provider, event_id) do nothing
   returning * into k;
-  if found then
-    insert into reserve.processed_webhooks as pw
-      (id, received_at, provider, event_id, event_type, payment_id, gateway_payment_id, event_created_at, payload, lookup,
-       apply_args)
-    values (k.webhook_id, k.received_at, e.provider, e.event_id, e.event_type, p.id,
-            left(coalesce(u.gateway_payment_id, p.gateway_payment_id), 255), coalesce(u.event_at, e.event_at), e.payload, e.lookup,
-            args)
-    returning * into w;
-  else
+  is_new := found;
+  if not is_new then
     select * into k from reserve.processed_webhook_keys x where x.provider = e.provider and x.event_id = e.event_id;
     update reserve.processed_webhooks pw
     set attempts = pw.attempts + 1, last_attempt_at = now(), status = 'processing', error_message = null,
@@ -105,24 +102,25 @@ begin
         lookup = coalesce(e.lookup, pw.lookup), apply_args = coalesce(args, pw.apply_args)
     where pw.id = k.webhook_id and pw.received_at = k.received_at and pw.status in ('processing', 'failed', 'dead')
     returning * into w;
-  end if;
 
-  if w.id is null then
-    select * into w from reserve.processed_webhooks x where x.id = k.webhook_id and x.received_at = k.received_at;
-    if not found then
-      return row(k.webhook_id, k.provider, k.event_id, 'completed', true, 1, null, 'duplicate', null, null, null, null,
-                 'the record of this event is past retention')::reserve.webhook_result;
+    if w.id is null then
+      select * into w from reserve.processed_webhooks x where x.id = k.webhook_id and x.received_at = k.received_at;
+      if not found then
+        return row(k.webhook_id, k.provider, k.event_id, 'completed', true, 1, null, 'duplicate', null, null, null, null,
+                   'the record of this event is past retention')::reserve.webhook_result;
+      end if;
+      return row(w.id, w.provider, w.event_id, w.status, true, w.attempts, w.payment_id, 'duplicate',
+                 (select x.status from reserve.payments x where x.id = w.payment_id), null, null, null,
+                 w.error_message)::reserve.webhook_result;
     end if;
-    return row(w.id, w.provider, w.event_id, w.status, true, w.attempts, w.payment_id, 'duplicate',
-               (select x.status from reserve.payments x where x.id = w.payment_id), null, null, null,
-               w.error_message)::reserve.webhook_result;
+    attempts := w.attempts;
   end if;
 
   if e.poison is not null then
     state := 'dead';
     msg := format('cannot be applied: %s', e.poison);
   elsif e.processing_error is not null then
-    state := case when w.attempts >= reserve.setting_int('max_webhook_attempts') then 'dead' else 'failed' end;
+    state := case when attempts >= reserve.setting_int('max_webhook_attempts') then 'dead' else 'failed' end;
     msg := e.processing_error;
   elsif u.status is null then
     state := 'ignored';
@@ -142,16 +140,31 @@ begin
     msg := format('%s %s names payment %s, which is %s: a second provider payment for one attempt; investigate',
                   e.provider, u.gateway_payment_id, p.id, p.gateway_payment_id);
   else
-    -- apply_args were written with the row (args, above)
-    return reserve.apply_webhook_event(w.id, 'webhook');
+    res := reserve.apply_event_update(k.webhook_id, attempts, p.id, u, 'webhook');
+    state := res.webhook_status;
+    msg := res.error_message;
   end if;
 
-  update reserve.processed_webhooks x
-  set status = state, error_message = msg, processed_at = now(),
-      next_retry_at = case when state = 'failed' then reserve.webhook_retry_at(w.attempts) end
-  where x.id = w.id and x.received_at = w.received_at
-  returning * into w;
+  if is_new then
+    insert into reserve.processed_webhooks as pw
+      (id, received_at, provider, event_id, event_type, payment_id, gateway_payment_id, event_created_at, payload, lookup,
+       apply_args, status, error_message, processed_at, next_retry_at)
+    values (k.webhook_id, k.received_at, e.provider, e.event_id, e.event_type, p.id,
+            left(coalesce(u.gateway_payment_id, p.gateway_payment_id), 255), coalesce(u.event_at, e.event_at), e.payload, e.lookup,
+            args, state, msg, now(), case when state = 'failed' then reserve.webhook_retry_at(attempts) end)
+    returning * into w;
+  else
+    update reserve.processed_webhooks x
+    set status = state, error_message = msg, processed_at = now(),
+        next_retry_at = case when state = 'failed' then reserve.webhook_retry_at(w.attempts) end
+    where x.id = w.id and x.received_at = w.received_at
+    returning * into w;
+  end if;
 
+  if res.webhook_id is not null then
+    return row(w.id, w.provider, w.event_id, w.status, false, w.attempts, w.payment_id, res.outcome, res.payment_status,
+               res.reservation_id, res.confirmation_code, res.finalize_outcome, w.error_message)::reserve.webhook_result;
+  end if;
   return row(w.id, w.provider, w.event_id, w.status, false, w.attempts, w.payment_id,
              case when state = 'ignored' then 'ignored' else 'failed' end, p.status, null, null, null,
              w.error_message)::reserve.webhook_result;
