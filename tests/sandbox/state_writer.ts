@@ -7,6 +7,6 @@ process.stdout.write(`ready ${sb.url}\n`);
 for (let i = 0; ; i++) {
   const [id] = sb.control.seedStripePaymentIntents(1, { status: "requires_payment_method", amount: 10_000 + i });
   sb.control.stripeConfirm(id!, "succeeded");
-  sb.control.seedMercadoPagoPayments(20, { status: "approved", transaction_amount: 100 });
+  sb.control.seedMercadoPagoPayments(2, { status: "approved", transaction_amount: 100 });
   await new Promise((r) => setTimeout(r, 2));
 }
