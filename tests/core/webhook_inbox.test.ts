@@ -147,6 +147,27 @@ describe("process_webhook_event: first delivery and duplicates", () => {
     expect(f2.error_message).toEqual(expect.stringContaining("ZZ001: injected failure"));
     expect(f2.next_retry_at).not.toBeNull();
     expect(f2.apply_args).toMatchObject({ status: "succeeded", payment_id: c2.paymentId });
+    const [{ retry_ok }] = await sql`select next_retry_at = processed_at + interval '1 minute' as retry_ok
+                                     from reserve.processed_webhooks where id = ${f2.id as string}`;
+    expect(retry_ok).toBe(true);
+
+    // its redelivery takes the row up (processing) and settles it: two updates of the one row, no insert
+    const again = await sql.begin((tx) => delivered(tx, { eventId: failingId, paymentId: c2.paymentId }));
+    expect(again.r).toMatchObject({ webhook_id: bad.r.webhook_id, webhook_status: "completed", attempts: 2,
+                                    finalize_outcome: "created" });
+    expect(again.n).toEqual({ inserted: 0, updated: 2 });
+
+    // an event we do not act on and one naming a second provider payment for ours are written once too,
+    // ignored and dead
+    const ignored = await sql.begin((tx) => delivered(tx, { eventType: "customer.created", status: null }));
+    expect(ignored.r).toMatchObject({ webhook_status: "ignored", attempts: 1 });
+    expect(ignored.n).toEqual({ inserted: 1, updated: 0 });
+    const poisonId = `evt_${crypto.randomUUID()}`;
+    const dead = await sql.begin((tx) => delivered(tx, { eventId: poisonId, paymentId: c2.paymentId,
+                                                         gatewayId: `pi_${crypto.randomUUID()}` }));
+    expect(dead.r).toMatchObject({ webhook_status: "dead", attempts: 1 });
+    expect(dead.n).toEqual({ inserted: 1, updated: 0 });
+    expect(await inbox(sql, "stripe", poisonId)).toMatchObject({ status: "dead", next_retry_at: null });
   });
 
   it("answers a second delivery duplicate = true and writes nothing else", async () => {
@@ -458,5 +479,19 @@ describe("process_webhook_event: found in review", () => {
     expect(p).toMatchObject({ status: "partially_refunded", refunded_amount: "3000" });
     const [{ n }] = await sql`select count(*)::int as n from reserve.find_ledger_imbalances(current_date - 1)`;
     expect(n).toBe(0);
+  });
+  it("a first delivery applies the update its row stores, as a replay would: a lost dispute named by refunded_amount alone is a chargeback on top of an earlier refund", async () => {
+    const { paymentId, payment } = await checkout(sql);
+    const gw = payment.gateway_payment_id as string;
+    await deliver(sql, { paymentId, gatewayId: gw, status: "succeeded" });
+    await deliver(sql, { paymentId, gatewayId: gw, status: "partially_refunded", eventType: "charge.refunded",
+                         update: { refunded_amount: 2000 } });
+    await deliver(sql, { paymentId, gatewayId: gw, status: "disputed", eventType: "charge.dispute.created" });
+    const r = await deliver(sql, { paymentId, gatewayId: gw, status: "refunded", eventType: "charge.dispute.closed",
+                                   update: { gateway_status: "dispute_lost", refunded_amount: 3000 } });
+    expect(r.webhook_status).toBe("completed");
+    // webhook_update_of reads refunded_amount as the disputed amount: 2000 refunded + 3000 charged back
+    const [p] = await sql`select status, refunded_amount from reserve.payments where id = ${paymentId}`;
+    expect(p).toMatchObject({ status: "partially_refunded", refunded_amount: "5000" });
   });
 });

@@ -140,7 +140,8 @@ begin
     msg := format('%s %s names payment %s, which is %s: a second provider payment for one attempt; investigate',
                   e.provider, u.gateway_payment_id, p.id, p.gateway_payment_id);
   else
-    res := reserve.apply_event_update(k.webhook_id, attempts, p.id, u, 'webhook');
+    -- what its row stores, as a replay or a retry reads it (webhook_update_of), so every path applies one update
+    res := reserve.apply_event_update(k.webhook_id, attempts, p.id, reserve.webhook_update_of(args), 'webhook');
     state := res.webhook_status;
     msg := res.error_message;
   end if;
