@@ -222,6 +222,76 @@ describe("finalize converts the holds itself; manual SQL still goes through the 
     expect(bi.status).toBe("converted");
   });
 
+  it("the fast path writes the reservation whole (property, city, sole occupancy), converts the intent and posts the receipt, with the fill and settle triggers standing aside; a manual INSERT still gets them from the triggers", async () => {
+    const standAside = ["fill_reservation_from_intent", "fill_sole_occupancy", "fill_unit_location", "settle_reservation_intent"];
+    const calls = async (q: Q) => Object.fromEntries((await q`
+      select p.proname, coalesce(s.calls, 0)::int as calls
+      from pg_proc p left join pg_stat_xact_user_functions s on s.funcid = p.oid
+      where p.pronamespace = 'reserve'::regnamespace and p.proname = any(${standAside})`).map((r) => [r.proname, r.calls]));
+    for (const allotment of [1, 3]) {
+      const { unitId } = await f.unit(sql, { nights: 5, allotment });
+      const gatewayId = `pi_whole_${allotment}_${crypto.randomUUID().slice(0, 8)}`;
+      const c = await f.checkoutAttempt(sql, { gatewayId, unitId });
+      const { r, before, after } = await sql.begin(async (tx) => {
+        await tx`set local track_functions = 'all'`;
+        const before = await calls(tx);
+        const r = await succeeded(tx, `evt_${crypto.randomUUID()}`, gatewayId);
+        return { r, before, after: await calls(tx) };
+      });
+      expect(r).toMatchObject({ webhook_status: "completed", finalize_outcome: "created" });
+      expect(after).toEqual(before);
+      const [res] = await sql`
+        select r.property_id, r.city_code, r.sole_occupancy, r.payment_id, u.property_id as unit_property, pm.city_code as unit_city
+        from reserve.reservations r join reserve.unit_map u on u.id = r.unit_id join reserve.properties_map pm on pm.id = u.property_id
+        where r.id = ${r.reservation_id as string}`;
+      expect(res).toEqual({ property_id: res.unit_property, city_code: res.unit_city, sole_occupancy: allotment === 1,
+                            payment_id: c.paymentId, unit_property: res.unit_property, unit_city: res.unit_city });
+      const [bi] = await sql`select status, converted_at from reserve.booking_intents where id = ${c.intentId}`;
+      expect(bi.status).toBe("converted");
+      expect(bi.converted_at).not.toBeNull();
+      const ledger = await sql`select t.idempotency_key, t.reservation_id, t.city_code, count(e.*)::int as legs
+                               from reserve.ledger_transactions t join reserve.ledger_entries e on e.transaction_id = t.id
+                               where t.payment_id = ${c.paymentId} group by t.id`;
+      expect(ledger).toEqual([{ idempotency_key: `receipt:${c.paymentId}`, reservation_id: r.reservation_id,
+                                city_code: res.unit_city, legs: 3 }]);
+      // the transaction's one audit row lists the payment, then the intent, then the reservation, as before
+      const [a] = await sql`select a.changes from reserve.audit_logs a
+                            where a.xact_id = (select xact_id from reserve.audit_trail where table_name = 'reservations'
+                                               and row_id = ${r.reservation_id as string})`;
+      expect((a.changes as { op: string; table: string }[]).map((x) => `${x.op} ${x.table}`))
+        .toEqual(["UPDATE payments", "UPDATE booking_intents", "INSERT reservations"]);
+    }
+    expect(await sql`select * from reserve.units_with_counter_drift()`).toEqual([]);
+    expect(await sql`select * from reserve.find_ledger_imbalances(current_date - 1)`).toEqual([]);
+
+    // the runbook's manual INSERT names none of those columns: the triggers fill them
+    const { unitId } = await f.unit(sql, { nights: 5, allotment: 2 });
+    const i = await f.intent(sql, unitId, { check_in: f.isoDate(1), check_out: f.isoDate(3) });
+    const manual = await sql.begin(async (tx) => {
+      await tx`set local track_functions = 'all'`;
+      const before = await calls(tx);
+      const row = await f.reservation(tx, i, { status: "confirmed" });
+      return { row, before, after: await calls(tx) };
+    });
+    for (const fn of standAside) expect(manual.after[fn] - manual.before[fn]).toBe(1);
+    const [m] = await sql`select r.property_id, r.city_code, r.sole_occupancy, u.property_id as unit_property
+                          from reserve.reservations r join reserve.unit_map u on u.id = r.unit_id where r.id = ${manual.row.id as string}`;
+    expect(m).toMatchObject({ property_id: m.unit_property, city_code: "RIO", sole_occupancy: false });
+
+    // a move of a reservation is filled again, even with a stand-aside set for its intent
+    const { unitId: other } = await f.unit(sql, { nights: 5, allotment: 1, cityCode: "SAO" });
+    const moved = await sql.begin(async (tx) => {
+      await tx`select set_config('reserve.counted_by', ${i.id as string}, true)`;
+      const [x] = await tx`update reserve.reservations set unit_id = ${other} where id = ${manual.row.id as string}
+                           returning city_code, sole_occupancy, property_id`;
+      return x;
+    });
+    const [op] = await sql`select property_id from reserve.unit_map where id = ${other}`;
+    expect(moved).toEqual({ city_code: "SAO", sole_occupancy: true, property_id: op.property_id });
+    const [mi] = await sql`select status from reserve.booking_intents where id = ${i.id as string}`;
+    expect(mi.status).toBe("converted");
+  });
+
   it("a manual INSERT of a reservation and a manual release of a hold still move the counters (and refuse a full night)", async () => {
     const { unitId } = await f.unit(sql, { nights: 5 });
     const held = await f.checkoutAttempt(sql, { gatewayId: "pi_manual_hold", unitId });
@@ -250,6 +320,15 @@ describe("finalize converts the holds itself; manual SQL still goes through the 
     expect(r).toMatchObject({ webhook_status: "completed", finalize_outcome: "created" });
     expect((await nightsOf(sql, unitId)).slice(0, 2).map((n) => [n.temp_holds, n.bookings_count])).toEqual([[0, 1], [0, 1]]);
     expect(await sql`select * from reserve.units_with_counter_drift()`).toEqual([]);
+    // the triggers filled and settled it: property and city of its unit, the intent converted, one receipt
+    const [res] = await sql`select r.property_id = u.property_id as same_property, r.city_code, r.sole_occupancy
+                            from reserve.reservations r join reserve.unit_map u on u.id = r.unit_id
+                            where r.id = ${r.reservation_id as string}`;
+    expect(res).toEqual({ same_property: true, city_code: "RIO", sole_occupancy: true });
+    const [bi] = await sql`select status from reserve.booking_intents where id = ${c.intentId}`;
+    expect(bi.status).toBe("converted");
+    const receipts = await sql`select idempotency_key from reserve.ledger_transactions where payment_id = ${c.paymentId}`;
+    expect(receipts.map((x) => x.idempotency_key)).toEqual([`receipt:${c.paymentId}`]);
   });
 });
 

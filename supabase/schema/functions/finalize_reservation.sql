@@ -16,6 +16,9 @@ declare
   free_nights integer;
   held_nights integer := 0;
   moved integer;
+  sole boolean;
+  property uuid;
+  city text;
   refuse text;
   why text;
 begin
@@ -91,8 +94,8 @@ begin
     get diagnostics nights_locked = row_count;
     -- a night is still ours if we hold it, or free again if the hold lapsed and nobody took it
     select count(*) filter (where h.held or (not c.is_blocked and c.bookings_count + c.temp_holds < c.allotment)),
-           count(*) filter (where h.held)
-      into free_nights, held_nights
+           count(*) filter (where h.held), coalesce(max(c.allotment) <= 1, true)
+      into free_nights, held_nights, sole
     from reserve.availability_calendar c
     cross join lateral (select exists (select 1 from reserve.booking_locks l
                                        where l.booking_intent_id = bi.id and l.lock_date = c.date and l.status = 'held') as held) h
@@ -131,7 +134,9 @@ begin
     -- the usual case, every night still held: this function turns the holds into bookings itself, in
     -- two set-based statements, and the counting triggers of booking_locks and reservations stand
     -- aside for this intent only (reserve.counted_by names it; cleared below). The calendar rows are
-    -- locked above, so what is counted here is what the triggers would have counted.
+    -- locked above, so what is counted here is what the triggers would have counted. The reservation's
+    -- fill and settle triggers stand aside too (their WHEN names counted_by): this function gives the
+    -- row what they would, converts the intent and posts the receipt below, with the rows it holds.
     perform set_config('reserve.counted_by', bi.id::text, true);
     update reserve.booking_locks l set status = 'converted'
     where l.booking_intent_id = bi.id and l.status = 'held'
@@ -144,19 +149,31 @@ begin
       raise exception using errcode = 'RC106',
         message = format('booking intent %s held %s of its %s nights of unit %s when finalized', bi.id, moved, bi.nights, bi.unit_id);
     end if;
+    -- what the fill triggers would give the reservation: the unit's property and city now (sole
+    -- occupancy is counted above, from its nights' allotment)
+    select u.property_id, pm.city_code into property, city
+    from reserve.unit_map u join reserve.properties_map pm on pm.id = u.property_id
+    where u.id = bi.unit_id;
+    -- settle's first step, here and not after the insert: the transaction's audit then lists the intent
+    -- before the reservation, as it did when _310 (which fires before _900_audit) converted it. Not on
+    -- the lapsed path, where acquire_booking_lock refuses an intent already converted.
+    update reserve.booking_intents x set status = 'converted', converted_at = now()
+    where x.id = bi.id and x.status <> 'converted';
   else
     -- lapsed nights that are free again are held anew; inserting the reservation converts the holds
     -- into bookings (count_booked_nights)
     perform reserve.acquire_booking_lock(bi.id, now() + interval '5 minutes');
   end if;
-  -- inserting the reservation turns the intent into converted and posts the receipt (settle_reservation_intent)
+  -- on the lapsed path the fill triggers fill property, city and sole occupancy over what is passed here,
+  -- and inserting the reservation converts the intent and posts the receipt (settle_reservation_intent)
 
   -- a clash of the random code is retried without a subtransaction; any other unique key still raises
   loop
     insert into reserve.reservations (booking_intent_id, payment_id, confirmation_code, unit_id, check_in, check_out,
-                                      guests, total_amount, currency, status, payment_status, metadata)
+                                      guests, total_amount, currency, status, payment_status, sole_occupancy,
+                                      property_id, city_code, metadata)
     values (bi.id, p.id, reserve.new_confirmation_code(), bi.unit_id, bi.check_in, bi.check_out,
-            bi.guests, bi.amount, bi.currency, 'host_commit_pending', 'paid',
+            bi.guests, bi.amount, bi.currency, 'host_commit_pending', 'paid', sole, property, city,
             jsonb_strip_nulls(jsonb_build_object('finalized_by_webhook', p_webhook_id,
                                                  'guest_name', bi.guest_name, 'guest_email', bi.guest_email)))
     on conflict on constraint reservations_confirmation_code_key do nothing
@@ -164,6 +181,11 @@ begin
     exit when found;
   end loop;
 
+  -- settle's second step on the usual path, with the payment finalize holds
+  if held_nights = bi.nights and p.succeeded_at is not null
+     and not exists (select 1 from reserve.ledger_transactions t where t.idempotency_key = 'receipt:' || p.id) then
+    perform reserve.post_payment_receipt(p.id, true, r.id);
+  end if;
 
   perform set_config('reserve.counted_by', '', true);
   success := true; reservation_id := r.id; confirmation_code := r.confirmation_code; outcome := 'created';

@@ -62,11 +62,13 @@ CREATE INDEX reservations_updated_at_idx ON reserve.reservations USING btree (up
 -- triggers
 CREATE TRIGGER _100_touch_updated_at BEFORE UPDATE ON reserve.reservations FOR EACH ROW EXECUTE FUNCTION reserve.touch_updated_at();
 CREATE TRIGGER _110_stamp_nights_changed BEFORE UPDATE OF status, unit_id, check_in, check_out, nights_changed_at ON reserve.reservations FOR EACH ROW WHEN (((old.unit_id IS DISTINCT FROM new.unit_id) OR (old.check_in IS DISTINCT FROM new.check_in) OR (old.check_out IS DISTINCT FROM new.check_out) OR ((old.status = ANY (ARRAY['host_commit_pending'::text, 'confirmed'::text, 'checked_in'::text])) IS DISTINCT FROM (new.status = ANY (ARRAY['host_commit_pending'::text, 'confirmed'::text, 'checked_in'::text]))) OR (old.nights_changed_at IS DISTINCT FROM new.nights_changed_at))) EXECUTE FUNCTION reserve.stamp_nights_changed();
-CREATE TRIGGER _150_fill_from_intent BEFORE INSERT ON reserve.reservations FOR EACH ROW EXECUTE FUNCTION reserve.fill_reservation_from_intent();
-CREATE TRIGGER _160_fill_sole_occupancy BEFORE INSERT OR UPDATE OF unit_id, check_in, check_out ON reserve.reservations FOR EACH ROW EXECUTE FUNCTION reserve.fill_sole_occupancy();
-CREATE TRIGGER _200_fill_unit_location BEFORE INSERT OR UPDATE OF unit_id ON reserve.reservations FOR EACH ROW EXECUTE FUNCTION reserve.fill_unit_location();
+CREATE TRIGGER _150_fill_from_intent BEFORE INSERT ON reserve.reservations FOR EACH ROW WHEN (((new.booking_intent_id)::text IS DISTINCT FROM current_setting('reserve.counted_by'::text, true))) EXECUTE FUNCTION reserve.fill_reservation_from_intent();
+CREATE TRIGGER _160_fill_sole_occupancy BEFORE INSERT ON reserve.reservations FOR EACH ROW WHEN (((new.booking_intent_id)::text IS DISTINCT FROM current_setting('reserve.counted_by'::text, true))) EXECUTE FUNCTION reserve.fill_sole_occupancy();
+CREATE TRIGGER _160_fill_sole_occupancy_on_move BEFORE UPDATE OF unit_id, check_in, check_out ON reserve.reservations FOR EACH ROW EXECUTE FUNCTION reserve.fill_sole_occupancy();
+CREATE TRIGGER _200_fill_unit_location BEFORE INSERT ON reserve.reservations FOR EACH ROW WHEN (((new.booking_intent_id)::text IS DISTINCT FROM current_setting('reserve.counted_by'::text, true))) EXECUTE FUNCTION reserve.fill_unit_location();
+CREATE TRIGGER _200_fill_unit_location_on_move BEFORE UPDATE OF unit_id ON reserve.reservations FOR EACH ROW EXECUTE FUNCTION reserve.fill_unit_location();
 CREATE TRIGGER _300_count_booked_nights AFTER INSERT OR DELETE OR UPDATE OF status, unit_id, check_in, check_out ON reserve.reservations FOR EACH ROW EXECUTE FUNCTION reserve.count_booked_nights();
-CREATE TRIGGER _310_settle_intent AFTER INSERT ON reserve.reservations FOR EACH ROW EXECUTE FUNCTION reserve.settle_reservation_intent();
+CREATE TRIGGER _310_settle_intent AFTER INSERT ON reserve.reservations FOR EACH ROW WHEN (((new.booking_intent_id)::text IS DISTINCT FROM current_setting('reserve.counted_by'::text, true))) EXECUTE FUNCTION reserve.settle_reservation_intent();
 CREATE TRIGGER _900_audit AFTER INSERT OR DELETE OR UPDATE ON reserve.reservations FOR EACH ROW EXECUTE FUNCTION reserve.audit_row_change();
 
 -- row level security
