@@ -151,18 +151,28 @@ async function main() {
     const counted = await sql.begin(async (tx) => {
       await tx`set local track_functions = 'all'`;
       await tx`set local pg_stat_statements.track = 'all'`;
-      await tx`select extensions.pg_stat_statements_reset()`;
-      const r = await processEvent(tx, succeededEvent(take()));
-      const [t] = await tx`
+      // pg_stat_xact_* also show what this backend did in earlier transactions and has not reported yet
+      // (the history above): counted before and after, the difference is this finalize's
+      const counts = async () => {
+        const [t] = await tx`
         with audit as (select relid from pg_partition_tree('reserve.audit_logs'))
         select coalesce(sum(n_tup_ins), 0)::int as ins, coalesce(sum(n_tup_upd), 0)::int as upd,
                coalesce(sum(n_tup_ins) filter (where relid in (select relid from audit)), 0)::int as audit_ins,
                coalesce(sum(n_tup_upd) filter (where relid in (select relid from audit)), 0)::int as audit_upd
         from pg_stat_xact_user_tables where schemaname = 'reserve'`;
-      const [f] = await tx`
+        const [f] = await tx`
         select coalesce(sum(calls) filter (where p.prorettype = 'trigger'::regtype), 0)::int as trigger_calls,
                coalesce(sum(calls), 0)::int as function_calls
         from pg_stat_xact_user_functions s join pg_proc p on p.oid = s.funcid where s.schemaname = 'reserve'`;
+        return { ...t, ...f } as Record<string, number>;
+      };
+      const before = await counts();
+      await tx`select extensions.pg_stat_statements_reset()`;
+      const r = await processEvent(tx, succeededEvent(take()));
+      const after = await counts();
+      const d = Object.fromEntries(Object.keys(after).map((k) => [k, after[k] - before[k]]));
+      const t = { ins: d.ins, upd: d.upd, audit_ins: d.audit_ins, audit_upd: d.audit_upd };
+      const f = { trigger_calls: d.trigger_calls, function_calls: d.function_calls };
       return { r, t, f };
     });
     const [st] = await sql`select coalesce(sum(calls), 0)::int as statements from extensions.pg_stat_statements
