@@ -30,6 +30,10 @@ export function sha256Hex(message: string): string {
   return createHash("sha256").update(message, "utf8").digest("hex");
 }
 
+export function sha256Bytes(data: Uint8Array): Uint8Array<ArrayBuffer> {
+  return new Uint8Array(createHash("sha256").update(data).digest());
+}
+
 /** An RSA public key given as PEM, or as base64 of the PEM (how OpenPIX publishes it). */
 export async function importRsaPublicKey(keyText: string): Promise<CryptoKey> {
   const pem = keyText.includes("-----BEGIN") ? keyText : new TextDecoder().decode(fromBase64(keyText.trim()));

@@ -5,8 +5,7 @@
 // latest_charge.balance_transaction; a webhook's PaymentIntent carries no fee, reconciliation books it).
 // Reconciliation lists PaymentIntents by `created` with the same expansion, payouts, and /v1/balance.
 import Stripe from "stripe";
-import { createHash } from "node:crypto";
-import { hmacSha256Hex } from "../crypto.ts";
+import { hmacSha256Hex, sha256Bytes } from "../crypto.ts";
 import type { StripeSettings } from "../provider_config.ts";
 import {
   asUuid, minor, ProviderError, upperCurrency, UnusableAnswer, type ListCursor, type ListWindow, type LookupKey,
@@ -248,7 +247,7 @@ class NodeHmacCryptoProvider extends Stripe.CryptoProvider {
     return Promise.resolve(hmacSha256Hex(secret, payload));
   }
   override computeSHA256Async(data: Uint8Array): Promise<Uint8Array> {
-    return Promise.resolve(new Uint8Array(createHash("sha256").update(data).digest()));
+    return Promise.resolve(sha256Bytes(data));
   }
 }
 
