@@ -182,9 +182,8 @@ begin
   end loop;
 
   -- settle's second step on the usual path, with the payment finalize holds
-  if held_nights = bi.nights and p.succeeded_at is not null
-     and not exists (select 1 from reserve.ledger_transactions t where t.idempotency_key = 'receipt:' || p.id) then
-    perform reserve.post_payment_receipt(p.id, true, r.id);
+  if held_nights = bi.nights and p.succeeded_at is not null then
+    perform reserve.post_sale_receipt(p, r);
   end if;
 
   perform set_config('reserve.counted_by', '', true);

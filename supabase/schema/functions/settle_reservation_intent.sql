@@ -10,7 +10,6 @@ CREATE OR REPLACE FUNCTION reserve.settle_reservation_intent()
 AS $function$
 declare
   p reserve.payments;
-  set_aside bigint;
 begin
   update reserve.booking_intents
   set status = 'converted', converted_at = now()
@@ -19,24 +18,7 @@ begin
   if not found or p.succeeded_at is null then
     return null;
   end if;
-  if not exists (select 1 from reserve.ledger_transactions t where t.idempotency_key = 'receipt:' || p.id) then
-    perform reserve.post_payment_receipt(p.id, true, new.id);
-  elsif p.refund_reason is not null then
-    -- an operator sold the stay to a payment finalize had refused (the runbook's manual INSERT): what
-    -- was set aside for the guest becomes the host's share and our commission after all
-    set_aside := reserve.payment_ledger_balance(p.id, array['refunds_payable']);
-    if set_aside > 0 then
-      perform reserve.post_ledger_transaction('payment',
-        format('Payment %s sold after all (reservation %s): refund of %s withdrawn', p.id, new.confirmation_code, p.refund_reason),
-        jsonb_build_array(reserve.ledger_leg('refunds_payable', 'debit', set_aside, 'refund', p.currency))
-          || reserve.earned_legs(set_aside, p.currency),
-        'sold:' || p.id || ':' || new.id, p.id, new.id, new.city_code);
-    end if;
-    update reserve.payments
-    set refund_reason = null,
-        metadata = metadata || jsonb_build_object('refund_withdrawn', p.refund_reason, 'refund_withdrawn_for', new.id)
-    where id = p.id;
-  end if;
+  perform reserve.post_sale_receipt(p, new);
   return null;
 end
 $function$
