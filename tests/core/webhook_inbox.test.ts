@@ -6,7 +6,7 @@ import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestDatabase, sqlState, type Sql, type TestDatabase } from "../helpers/db.ts";
 import * as f from "../helpers/fixtures.ts";
-import { attachGateway, processEvent, type UpdateFields } from "../helpers/money.ts";
+import { attachGateway, processEvent, refusingReservations, type UpdateFields } from "../helpers/money.ts";
 
 type Q = postgres.Sql | postgres.TransactionSql;
 type Row = Record<string, unknown>;
@@ -64,23 +64,6 @@ async function effects(q: Q, paymentId: string, intentId: string) {
            (select count(*)::int from reserve.audit_logs) as audits,
            (select count(*)::int from reserve.processed_webhooks) as webhooks`;
   return r;
-}
-
-/** Runs fn while every INSERT of a reservation fails (ZZ001 injected failure): a failure inside the apply. */
-async function refusingReservations<T>(fn: () => Promise<T>): Promise<T> {
-  await sql.unsafe(`
-    create function public.test_refuse_reservation() returns trigger language plpgsql as $$
-    begin
-      raise exception using errcode = 'ZZ001', message = 'injected failure';
-    end $$;
-    create trigger test_refuse_reservation before insert on reserve.reservations
-      for each row execute function public.test_refuse_reservation();`);
-  try {
-    return await fn();
-  } finally {
-    await sql.unsafe(`drop trigger test_refuse_reservation on reserve.reservations;
-                      drop function public.test_refuse_reservation();`);
-  }
 }
 
 describe("process_webhook_event: first delivery and duplicates", () => {
@@ -143,7 +126,7 @@ describe("process_webhook_event: first delivery and duplicates", () => {
 
     const c2 = await checkout(sql, { gatewayId: `pi_${crypto.randomUUID()}` });
     const failingId = `evt_${crypto.randomUUID()}`;
-    const bad = await refusingReservations(() => sql.begin((tx) => delivered(tx, { eventId: failingId, paymentId: c2.paymentId })));
+    const bad = await refusingReservations(sql, () => sql.begin((tx) => delivered(tx, { eventId: failingId, paymentId: c2.paymentId })));
     expect(bad.r).toMatchObject({ webhook_status: "failed", outcome: "failed", attempts: 1, payment_status: "pending" });
     expect(bad.n).toEqual({ inserted: 1, updated: 0 });
     const f2 = await inbox(sql, "stripe", failingId);
@@ -328,7 +311,7 @@ describe("process_webhook_event: failures", () => {
     const c = await checkout(sql, { gatewayId: `pi_${crypto.randomUUID()}` });
     const eventId = `evt_${crypto.randomUUID()}`;
     const before = await paymentRow(sql, c.paymentId);
-    const failed = await refusingReservations(() => deliver(sql, { eventId, paymentId: c.paymentId, status: "succeeded" }));
+    const failed = await refusingReservations(sql, () => deliver(sql, { eventId, paymentId: c.paymentId, status: "succeeded" }));
     expect(failed).toMatchObject({ webhook_status: "failed", duplicate: false, attempts: 1, outcome: "failed", reservation_id: null });
     expect(failed.error_message).toEqual(expect.stringContaining("ZZ001"));
     expect(await inbox(sql, "stripe", eventId)).toMatchObject({ status: "failed", attempts: 1, payment_id: c.paymentId });

@@ -115,3 +115,23 @@ export function recoverPayment(q: Q, paymentId: string, u: UpdateFields, reason:
 
 /** What a dashboard shows for a payment paid in full: its price arrived. */
 export const paidInFull = (amount = 100000, currency = "BRL"): UpdateFields => ({ status: "succeeded", amount_received: amount, currency });
+
+/**
+ * Runs fn while every INSERT of a reservation fails (ZZ001 injected failure): a failure inside a webhook's
+ * apply. The trigger is dropped again whatever fn does.
+ */
+export async function refusingReservations<T>(sql: postgres.Sql, fn: () => Promise<T>): Promise<T> {
+  await sql.unsafe(`
+    create function public.test_refuse_reservation() returns trigger language plpgsql as $$
+    begin
+      raise exception using errcode = 'ZZ001', message = 'injected failure';
+    end $$;
+    create trigger test_refuse_reservation before insert on reserve.reservations
+      for each row execute function public.test_refuse_reservation();`);
+  try {
+    return await fn();
+  } finally {
+    await sql.unsafe(`drop trigger test_refuse_reservation on reserve.reservations;
+                      drop function public.test_refuse_reservation();`);
+  }
+}

@@ -21,7 +21,7 @@ import assert from "node:assert/strict";
 import path from "node:path";
 import type postgres from "postgres";
 import * as f from "./fixtures.ts";
-import { applyStatus, attachGateway, processEvent } from "./money.ts";
+import { applyStatus, attachGateway, processEvent, refusingReservations } from "./money.ts";
 import type { OperatorRoles } from "./operator_roles.ts";
 
 export const RUNBOOK_PATH = path.resolve(import.meta.dirname, "../../docs/RUNBOOK.md");
@@ -191,23 +191,12 @@ export async function buildWorld(sql: Sql, ops: OperatorRoles): Promise<World> {
 
   // P1 webhook down, recovery: an event that failed inside the apply (the fault is gone now)
   const wh = await checkout(sql, (await f.unit(sql, { nights: 10 })).unitId, "card", "stripe", `pi_wh_${crypto.randomUUID().slice(0, 8)}`);
-  await sql.unsafe(`
-    create function public.runbook_refuse_reservation() returns trigger language plpgsql as $$
-    begin
-      raise exception using errcode = 'ZZ001', message = 'injected failure';
-    end $$;
-    create trigger runbook_refuse_reservation before insert on reserve.reservations
-      for each row execute function public.runbook_refuse_reservation();`);
-  let webhookId: string;
-  try {
+  const webhookId = await refusingReservations(sql, async () => {
     const w = await processEvent(sql, { event_id: `evt_${crypto.randomUUID()}`, payload: { id: "evt" } },
                                  { status: "succeeded", payment_reference: wh.paymentId });
-    webhookId = w.webhook_id as string;
-    assert.equal(w.webhook_status, "failed", `runbook world: webhook ${webhookId} for payment ${wh.paymentId} should have failed on the injected fault`);
-  } finally {
-    await sql.unsafe(`drop trigger runbook_refuse_reservation on reserve.reservations;
-                      drop function public.runbook_refuse_reservation();`);
-  }
+    assert.equal(w.webhook_status, "failed", `runbook world: webhook ${w.webhook_id} for payment ${wh.paymentId} should have failed on the injected fault`);
+    return w.webhook_id as string;
+  });
 
   // P1 ledger imbalance: a one-sided transaction committed with the balance trigger off, and a
   // correction proposed by someone else than the runbook's approver

@@ -4,7 +4,7 @@
 import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestDatabase, sqlState, type Sql, type TestDatabase } from "../helpers/db.ts";
-import { processEvent } from "../helpers/money.ts";
+import { processEvent, refusingReservations } from "../helpers/money.ts";
 import { asOperator } from "../helpers/runbook.ts";
 import { backendPid, checkout, deliver, waitUntilLockWait, type Q, type Row } from "./ops_helpers.ts";
 
@@ -15,20 +15,6 @@ beforeAll(async () => {
   sql = db.sql;
 });
 afterAll(async () => await db?.drop());
-
-async function injectFault(): Promise<void> {
-  await sql.unsafe(`
-    create or replace function public.test_refuse_reservation() returns trigger language plpgsql as $$
-    begin
-      raise exception using errcode = 'ZZ001', message = 'injected failure';
-    end $$;
-    create trigger test_refuse_reservation before insert on reserve.reservations
-      for each row execute function public.test_refuse_reservation();`);
-}
-async function removeFault(): Promise<void> {
-  await sql.unsafe(`drop trigger if exists test_refuse_reservation on reserve.reservations;
-                    drop function if exists public.test_refuse_reservation();`);
-}
 
 async function inbox(q: Q, id: string): Promise<Row> {
   const [w] = await q`select * from reserve.processed_webhooks where id = ${id}`;
@@ -56,13 +42,7 @@ async function effects(paymentId: string, intentId: string) {
 /** A success whose apply fails (injected trigger): a failed event that carries its apply_args. */
 async function failedEvent() {
   const c = await checkout(sql);
-  await injectFault();
-  let r: Row;
-  try {
-    r = await deliver(sql, { paymentId: c.paymentId });
-  } finally {
-    await removeFault();
-  }
+  const r = await refusingReservations(sql, () => deliver(sql, { paymentId: c.paymentId }));
   expect(r).toMatchObject({ webhook_status: "failed", attempts: 1, outcome: "failed" });
   return { ...c, webhookId: r.webhook_id as string };
 }
@@ -70,8 +50,7 @@ async function failedEvent() {
 describe("retry_failed_webhooks", () => {
   it("gives a failed event next_retry_at with backoff, retries it while it fails, completes it once the fault is gone", async () => {
     const c = await checkout(sql);
-    await injectFault();
-    try {
+    await refusingReservations(sql, async () => {
       const first = await deliver(sql, { paymentId: c.paymentId });
       const id = first.webhook_id as string;
       let w = await inbox(sql, id);
@@ -94,9 +73,7 @@ describe("retry_failed_webhooks", () => {
       expect(w.attempts).toBe(3);
       expect((w.next_retry_at as Date).getTime() - (w.processed_at as Date).getTime()).toBe(240_000);
       expect(await effects(c.paymentId, c.intentId)).toMatchObject({ reservations: 0, ledger: 0, payment_status: "pending" });
-    } finally {
-      await removeFault();
-    }
+    });
     const [w0] = await sql`select id from reserve.processed_webhooks where payment_id = ${c.paymentId}`;
     await due(w0.id as string);
     const done = await retryOne(w0.id as string);
@@ -110,10 +87,8 @@ describe("retry_failed_webhooks", () => {
     const [max] = await sql`select reserve.setting_int('max_webhook_attempts') as n`;
     expect(max.n).toBe(5);
     const c = await checkout(sql);
-    await injectFault();
-    let id: string;
-    try {
-      id = (await deliver(sql, { paymentId: c.paymentId })).webhook_id as string;
+    const id = await refusingReservations(sql, async () => {
+      const id = (await deliver(sql, { paymentId: c.paymentId })).webhook_id as string;
       for (let attempt = 2; attempt <= 5; attempt++) {
         await due(id);
         const r = await retryOne(id);
@@ -124,9 +99,8 @@ describe("retry_failed_webhooks", () => {
       // dead is never retried automatically
       await sql`update reserve.processed_webhooks set next_retry_at = now() - interval '1 minute' where id = ${id}`;
       expect(await retryOne(id)).toBeUndefined();
-    } finally {
-      await removeFault();
-    }
+      return id;
+    });
     const replayed = await sql`select * from reserve.replay_webhook(${id})`;
     expect(replayed[0]).toMatchObject({ webhook_id: id, webhook_status: "completed", duplicate: false, attempts: 6,
                                         outcome: "applied", payment_status: "succeeded", finalize_outcome: "created" });
