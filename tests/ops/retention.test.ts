@@ -80,11 +80,13 @@ describe("run_retention_cleanup: audit_logs archive", () => {
     const months = async () => (await sql<{ n: number }[]>`
       select count(distinct date_trunc('month', occurred_at))::int as n from reserve.audit_logs where occurred_at < now() - interval '365 days'`)[0].n;
     const archived = async () => (await sql<{ n: number }[]>`select count(*)::int as n from reserve.audit_logs_archive`)[0].n;
-    await sql`select reserve.create_audit_log_partitions(current_date - 470, 3)`;
-    // three whole months past the cutoff, 20 rows in each
-    for (const days of [400, 430, 460]) {
+    // three whole months past the cutoff, 20 rows in each: the three months before the one the cutoff falls
+    // in, named as months (offsets in days land two in one month on some dates, as on 5 December)
+    await sql`select reserve.create_audit_log_partitions((date_trunc('month', now() - interval '365 days') - interval '3 months')::date, 3)`;
+    for (const back of [1, 2, 3]) {
       await sql`insert into reserve.audit_logs (occurred_at, actor, action, table_name, row_id)
-                select date_trunc('month', now() - make_interval(days => ${days})) + g * interval '1 hour', 'old@actor', 'UPDATE', 'payments', 'r' || g
+                select date_trunc('month', now() - interval '365 days') - make_interval(months => ${back}) + g * interval '1 hour',
+                       'old@actor', 'UPDATE', 'payments', 'r' || g
                 from generate_series(1, 20) g`;
     }
     const dueMonths = await months();
