@@ -82,10 +82,15 @@ async function signIn(token: string) {
   await page.goto(consoleUrl(), { waitUntil: "networkidle0" });
   if (await page.$eval("#sign-out", (b) => !(b as HTMLElement).hidden)) {
     await page.click("#sign-out");
+    // nothing the previous operator was shown stays in the page
+    expect(await page.$$eval("main table tr, main .chart svg", (rows) => rows.length)).toBe(0);
+    expect(await text("#review-md")).toBe("");
   }
   await page.type("#sign-in-form textarea", token);
   await page.click("#sign-in-form button[type=submit]");
-  await page.waitForFunction(() => document.querySelector("#who")?.textContent !== "" && !!document.querySelector("#health tbody tr"));
+  // signed in, and the lists are this operator's: sign-out empties them, and main is busy while they load
+  await page.waitForFunction(() => document.querySelector("#who")?.textContent !== ""
+    && !document.querySelector("main")?.hasAttribute("aria-busy") && !!document.querySelector("#health tbody tr"));
 }
 
 async function tab(view: string) {
@@ -95,11 +100,14 @@ async function tab(view: string) {
 
 /** Opens an action from a button, fills its fields and reason, runs it, and waits for the answer. */
 async function runAction(button: string, fields: Record<string, string>, reason: string): Promise<string> {
-  // found and clicked in one step in the page: the console re-renders its lists while it refreshes, so
-  // a handle found first can be detached by the time it is clicked
-  await page.waitForSelector(button);
-  await page.$eval(button, (b) => (b as HTMLButtonElement).click());
-  await page.waitForSelector("#action-dialog[open]");
+  // found and clicked in one task of the page: the console re-renders its lists while it refreshes, so a
+  // button found by one call (waitForSelector, or $eval's query) can be detached by the next, and a click
+  // on a detached button opens nothing
+  await page.waitForFunction((sel) => {
+    const b = document.querySelector(sel) as HTMLButtonElement | null;
+    b?.click();
+    return !!b && !!document.querySelector("#action-dialog")?.hasAttribute("open");
+  }, {}, button);
   await page.evaluate((values, why) => {
     const form = document.querySelector("#action-form") as HTMLFormElement;
     for (const [k, v] of Object.entries(values)) (form.elements.namedItem(k) as HTMLInputElement).value = v;

@@ -377,8 +377,14 @@ function tick() {
 }
 
 async function refresh() {
-  data = await api("overview");
-  render();
+  // aria-busy: assistive technology (and a test) can tell the lists are about to be replaced
+  $("main").setAttribute("aria-busy", "true");
+  try {
+    data = await api("overview");
+    render();
+  } finally {
+    $("main").removeAttribute("aria-busy");
+  }
 }
 
 function show(view) {
@@ -393,6 +399,13 @@ function signOut(why) {
   $("#tabs").hidden = true;
   $("#sign-out").hidden = true;
   for (const s of document.querySelectorAll(".view")) s.hidden = true;
+  // the next operator to sign in on this tab must not see, or act on, what the previous one was shown
+  for (const t of document.querySelectorAll("main table, main .chart")) t.replaceChildren();
+  reviewRef = null;
+  $("#review").hidden = true;
+  $("#review-md").textContent = "";
+  $("#generated").textContent = "";
+  if ($("#action-dialog").open) $("#action-dialog").close();
   $("#who").textContent = "";
   if (why) flash(why, "error");
 }
