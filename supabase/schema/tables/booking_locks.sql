@@ -3,7 +3,7 @@
 -- Migrations (supabase/migrations) are what deploys; change the schema there, then run the dump.
 
 create table reserve.booking_locks (
-  id uuid default gen_random_uuid() not null,
+  id uuid default (encode(set_bit(set_bit("overlay"(uuid_send(gen_random_uuid()), "substring"(int8send(((date_part('epoch'::text, clock_timestamp()) * (1000)::double precision))::bigint), 3), 1, 6), (52)::bigint, 1), (53)::bigint, 1), 'hex'::text))::uuid not null,
   booking_intent_id uuid not null,
   unit_id uuid not null,
   lock_date date not null,

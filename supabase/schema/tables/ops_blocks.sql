@@ -3,7 +3,7 @@
 -- Migrations (supabase/migrations) are what deploys; change the schema there, then run the dump.
 
 create table reserve.ops_blocks (
-  id uuid default gen_random_uuid() not null,
+  id uuid default (encode(set_bit(set_bit("overlay"(uuid_send(gen_random_uuid()), "substring"(int8send(((date_part('epoch'::text, clock_timestamp()) * (1000)::double precision))::bigint), 3), 1, 6), (52)::bigint, 1), (53)::bigint, 1), 'hex'::text))::uuid not null,
   unit_id uuid not null,
   from_date date not null,
   to_date date not null,

@@ -5,7 +5,7 @@
 create table reserve.processed_webhook_keys (
   provider text not null,
   event_id text not null,
-  webhook_id uuid default gen_random_uuid() not null,
+  webhook_id uuid default (encode(set_bit(set_bit("overlay"(uuid_send(gen_random_uuid()), "substring"(int8send(((date_part('epoch'::text, clock_timestamp()) * (1000)::double precision))::bigint), 3), 1, 6), (52)::bigint, 1), (53)::bigint, 1), 'hex'::text))::uuid not null,
   received_at timestamp with time zone default now() not null
 );
 
