@@ -16,13 +16,18 @@ const V7 = /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}
 /** The Unix milliseconds a version 7 UUID says it was made at. */
 const msOf = (id: string) => parseInt(id.replace(/-/g, "").slice(0, 12), 16);
 
-/** The default of reserve.payments.id, evaluated on its own. */
-async function newIds(n: number): Promise<string[]> {
+/** The default expression of reserve.payments.id, as the catalog holds it. */
+async function idDefault(): Promise<string> {
   const [d] = await db.sql<{ expr: string }[]>`
     select pg_get_expr(d.adbin, d.adrelid) as expr from pg_attrdef d
     join pg_attribute a on a.attrelid = d.adrelid and a.attnum = d.adnum
     where d.adrelid = 'reserve.payments'::regclass and a.attname = 'id'`;
-  const [r] = await db.sql.unsafe(`select array_agg((${d.expr})::text order by g) as ids from generate_series(1, ${n}) g`);
+  return d.expr;
+}
+
+/** That default, evaluated n times on its own. */
+async function newIds(n: number): Promise<string[]> {
+  const [r] = await db.sql.unsafe(`select array_agg((${await idDefault()})::text order by g) as ids from generate_series(1, ${n}) g`);
   return r.ids as string[];
 }
 
@@ -59,18 +64,15 @@ describe("ids of new rows", () => {
   });
 
   it("call no function of ours: the default names only pg_catalog", async () => {
-    const [d] = await db.sql<{ expr: string }[]>`
-      select pg_get_expr(d.adbin, d.adrelid, false) as expr from pg_attrdef d
-      join pg_attribute a on a.attrelid = d.adrelid and a.attnum = d.adnum
-      where d.adrelid = 'reserve.payments'::regclass and a.attname = 'id'`;
-    expect(d.expr).toContain("gen_random_uuid()");
-    expect(d.expr).not.toMatch(/\breserve\./);
+    const expr = await idDefault();
+    expect(expr).toContain("gen_random_uuid()");
+    expect(expr).not.toMatch(/\breserve\./);
   });
 
   it("gives a paid stay's payment, intent, reservation, ledger transaction and webhook row time-ordered ids", async () => {
     const { unitId } = await f.unit(db.sql, { nights: 10 });
     const started = Date.now();
-    const stay = await paidStay(db.sql, unitId as string, f.isoDate(2), f.isoDate(4));
+    const stay = await paidStay(db.sql, unitId, f.isoDate(2), f.isoDate(4));
     const [ids] = await db.sql<{ payment: string; intent: string; reservation: string; ledger: string; webhook: string; lock: string }[]>`
       select p.id::text as payment, bi.id::text as intent, r.id::text as reservation,
              (select t.id::text from reserve.ledger_transactions t where t.payment_id = p.id limit 1) as ledger,
