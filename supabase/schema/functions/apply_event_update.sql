@@ -54,9 +54,11 @@ begin
     end;
   end if;
 
-  return row(p_webhook_id, null, null, state, false, p_attempts, p.id, coalesce(a.outcome, 'failed'),
-             coalesce(a.status, (select x.status from reserve.payments x where x.id = p.id)), a.reservation_id,
-             a.confirmation_code, a.finalize_outcome, msg)::reserve.webhook_result;
+  if a.status is null then
+    select x.status into a.status from reserve.payments x where x.id = p.id;
+  end if;
+  return row(p_webhook_id, null, null, state, false, p_attempts, p.id, coalesce(a.outcome, 'failed'), a.status,
+             a.reservation_id, a.confirmation_code, a.finalize_outcome, msg)::reserve.webhook_result;
 end
 $function$
 ;

@@ -7,9 +7,11 @@ CREATE OR REPLACE FUNCTION reserve.handled_webhook_event(p_provider text, p_even
  LANGUAGE plpgsql
  STABLE SECURITY DEFINER
  SET search_path TO ''
+ SET plan_cache_mode TO 'force_generic_plan'
 AS $function$
 declare
-  f record;
+  k reserve.processed_webhook_keys;
+  w record;
 begin
   if p_provider is null or coalesce(p_event_id, '') = '' then
     return;
@@ -17,22 +19,22 @@ begin
   if length(p_event_id) > 255 then
     p_event_id := reserve.bounded_webhook_key(p_event_id);
   end if;
-  select k.webhook_id, k.provider, k.event_id, w.id is not null as kept, w.status, w.attempts, w.payment_id,
-         w.error_message, (select x.status from reserve.payments x where x.id = w.payment_id) as payment_status
-  into f
-  from reserve.processed_webhook_keys k
-  left join reserve.processed_webhooks w on w.id = k.webhook_id and w.received_at = k.received_at
-  where k.provider = p_provider and k.event_id = p_event_id;
+  select * into k from reserve.processed_webhook_keys x where x.provider = p_provider and x.event_id = p_event_id;
   if not found then
     return;
   end if;
-  if not f.kept then
+  select x.status, x.attempts, x.payment_id, x.error_message,
+         (select p.status from reserve.payments p where p.id = x.payment_id) as payment_status
+  into w
+  from reserve.processed_webhooks x
+  where x.id = k.webhook_id and x.received_at = k.received_at;
+  if not found then
     -- the key outlives its row: a very late redelivery of an event long since handled
-    return next row(f.webhook_id, f.provider, f.event_id, 'completed', true, 1, null, 'duplicate', null, null, null, null,
+    return next row(k.webhook_id, k.provider, k.event_id, 'completed', true, 1, null, 'duplicate', null, null, null, null,
                     'the record of this event is past retention')::reserve.webhook_result;
-  elsif f.status in ('completed', 'ignored') then
-    return next row(f.webhook_id, f.provider, f.event_id, f.status, true, f.attempts, f.payment_id, 'duplicate',
-                    f.payment_status, null, null, null, f.error_message)::reserve.webhook_result;
+  elsif w.status in ('completed', 'ignored') then
+    return next row(k.webhook_id, k.provider, k.event_id, w.status, true, w.attempts, w.payment_id, 'duplicate',
+                    w.payment_status, null, null, null, w.error_message)::reserve.webhook_result;
   end if;
 end
 $function$

@@ -4,10 +4,14 @@
 
 CREATE OR REPLACE FUNCTION reserve.is_live_reservation(p_status text)
  RETURNS boolean
- LANGUAGE sql
+ LANGUAGE plpgsql
  IMMUTABLE
  SET search_path TO ''
-AS $function$ select p_status in ('host_commit_pending', 'confirmed', 'checked_in') $function$
+AS $function$
+begin
+  return p_status in ('host_commit_pending', 'confirmed', 'checked_in');
+end
+$function$
 ;
 
 comment on function reserve.is_live_reservation(p_status text) is 'True for reservation statuses that occupy their nights: host_commit_pending, confirmed, checked_in.';

@@ -4,10 +4,14 @@
 
 CREATE OR REPLACE FUNCTION reserve.receivable_account(p_provider text)
  RETURNS text
- LANGUAGE sql
+ LANGUAGE plpgsql
  IMMUTABLE
  SET search_path TO ''
-AS $function$ select 'receivable_' || p_provider $function$
+AS $function$
+begin
+  return 'receivable_' || p_provider;
+end
+$function$
 ;
 
 comment on function reserve.receivable_account(p_provider text) is 'The ledger account holding what a provider owes us.';
