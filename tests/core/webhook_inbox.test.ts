@@ -275,7 +275,7 @@ describe("handled_webhook_event: a redelivery answered from its key", () => {
     // what the call locked in its own transaction: a relation is locked when a statement opens it
     const touched = async () => sql.begin(async (tx) => {
       const rows = await tx`select * from reserve.handled_webhook_event('stripe', ${eventId})`;
-      const [x] = await tx`
+      const [x] = await tx<{ tables: number; indexes: number }[]>`
         select count(*) filter (where c.oid in (select relid from pg_partition_tree('reserve.processed_webhooks')))::int as tables,
                count(*) filter (where i.indrelid in (select relid from pg_partition_tree('reserve.processed_webhooks')))::int as indexes
         from pg_locks l join pg_class c on c.oid = l.relation left join pg_index i on i.indexrelid = c.oid
