@@ -202,13 +202,14 @@ describe("concurrency and the job", () => {
     const at = sql`date_trunc('month', now() - interval '530 days')`;
     await sql`insert into reserve.audit_logs (occurred_at, actor, action, table_name, row_id)
               select ${at} + g * interval '1 hour', 'killed@move', 'UPDATE', 'payments', 'r' || g from generate_series(1, 30) g`;
-    // a row of that month archived one by one before: the move takes it back from the archive's default
-    // partition after it has detached the month, and a test trigger holds it there
+    // a row of that month archived one by one before: the move sets it aside before it locks audit_logs,
+    // and puts it into the month after it has detached it, where a test trigger holds it
     await sql`insert into reserve.audit_logs_archive (id, occurred_at, actor, action, table_name, xact_id)
               values (900000001, ${at} + interval '2 days', 'killed@move', 'UPDATE', 'payments', 0)`;
+    const [{ part }] = await sql`select reserve.audit_log_partition_name((now() - interval '530 days')::date) as part`;
     await sql.unsafe(`create function public.test_hold_the_move() returns trigger language plpgsql as $$
-                      begin perform pg_sleep(60); return old; end $$;
-                      create trigger test_hold_the_move before delete on reserve.audit_logs_archive_default
+                      begin perform pg_sleep(60); return new; end $$;
+                      create trigger test_hold_the_move before insert on reserve.${part}
                       for each row execute function public.test_hold_the_move();`);
     const month = async () => {
       const [r] = await sql`select (select count(*)::int from reserve.audit_logs where actor = 'killed@move') as kept,
@@ -235,7 +236,7 @@ describe("concurrency and the job", () => {
       expect(["57P01", "CONNECTION_CLOSED"]).toContain(await call);
     } finally {
       await job.end({ timeout: 1 }).catch(() => {});
-      await sql.unsafe(`drop trigger test_hold_the_move on reserve.audit_logs_archive_default;
+      await sql.unsafe(`drop trigger test_hold_the_move on reserve.${part};
                         drop function public.test_hold_the_move();`);
     }
     // all of the move was undone: the month is still audit_logs', whole, and writers can append again
@@ -271,5 +272,75 @@ describe("concurrency and the job", () => {
         and not exists (select 1 from unnest(coalesce(p.proconfig, '{}')) c where c like 'search_path=%')
       order by 1`;
     expect(rows.map((r) => r.proname)).toEqual([]);
+  });
+});
+
+// after every other test: these create months back to 25 months ago, which would change what the tests
+// above find due
+describe("run_retention_cleanup: a month's move under audit_logs' lock", () => {
+  it("a month's move proves the archive's default partition before it locks audit_logs: ATTACH reads no row, and no row is lost", async () => {
+    // the oldest month due, 700 days back: 10 rows in audit_logs, 3 of its rows archived one by one before it
+    // was a partition, and 4 rows of other months in the archive's default partition
+    const at = sql`date_trunc('month', now() - interval '700 days')`;
+    await sql`select reserve.create_audit_log_partitions((now() - interval '700 days')::date, 3)`;
+    await sql`insert into reserve.audit_logs (occurred_at, actor, action, table_name, row_id)
+              select ${at} + g * interval '1 hour', 'default@proof', 'UPDATE', 'payments', 'r' || g from generate_series(1, 10) g`;
+    await sql`insert into reserve.audit_logs_archive (id, occurred_at, actor, action, table_name, xact_id, archived_at)
+              select 910000000 + g, ${at} + g * interval '1 day', 'default@proof', 'UPDATE', 'payments', 0, now() - interval '90 days'
+              from generate_series(1, 3) g
+              union all
+              select 910000100 + g, ${at} - g * interval '40 days', 'default@proof', 'UPDATE', 'payments', 0, now() - interval '90 days'
+              from generate_series(1, 4) g`;
+    const month = sql`reserve.audit_log_partition_name((now() - interval '700 days')::date)`;
+    const [{ name }] = await sql`select 'audit_logs_archive_p' || right(${month}, 6) as name`;
+    const outside = `audit_logs_archive_default_not_p${name.slice(-6)}`;
+
+    const debug: string[] = [];
+    const job = postgres(db.url, { max: 1, onnotice: (n) => debug.push(String(n.message)), connection: { client_min_messages: "debug1" } });
+    try {
+      await job`select * from reserve.run_retention_cleanup(20, 1)`;
+    } finally {
+      await job.end();
+    }
+    // what PostgreSQL says when ATTACH PARTITION skips its scans (tablecmds.c)
+    expect(debug).toContain(`updated partition constraint for default partition "audit_logs_archive_default" is implied by existing constraints`);
+    expect(debug.filter((m) => /^partition constraint for table ".*" is implied by existing constraints$/.test(m))).toHaveLength(1);
+    const rows = await sql`select tableoid::regclass::text as part, count(*)::int as n, min(archived_at) < now() - interval '80 days' as kept_archived_at
+                           from reserve.audit_logs_archive where actor = 'default@proof' group by 1 order by 1`;
+    expect(rows).toEqual([
+      { part: "reserve.audit_logs_archive_default", n: 4, kept_archived_at: true },
+      { part: `reserve.${name}`, n: 13, kept_archived_at: true },
+    ]);
+    expect((await sql`select count(*)::int as n from reserve.audit_logs where actor = 'default@proof'`)[0].n).toBe(0);
+    const constraints = async () => (await sql<{ conname: string }[]>`
+      select conname from pg_constraint where conrelid = 'reserve.audit_logs_archive_default'::regclass and contype = 'c' order by 1`).map((r) => r.conname);
+    expect(await constraints()).toEqual([outside]);
+    // the next month's move drops it (the month is attached: its bounds say as much)
+    await sql`select * from reserve.run_retention_cleanup(20, 1)`;
+    expect(await constraints()).not.toContain(outside);
+    await sql`select * from reserve.run_retention_cleanup()`; // the empty months left due, for the tests after
+  });
+
+  it("refuses a temporary table of the caller's where it sets a month's rows aside, and writes nothing", async () => {
+    await sql`select reserve.create_audit_log_partitions((now() - interval '760 days')::date, 3)`;
+    const at = sql`date_trunc('month', now() - interval '760 days')`;
+    await sql`insert into reserve.audit_logs (occurred_at, actor, action, table_name, row_id) values (${at} + interval '1 hour', 'temp@caller', 'UPDATE', 'payments', 'r')`;
+    await sql`insert into reserve.audit_logs_archive (id, occurred_at, actor, action, table_name, xact_id)
+              values (920000001, ${at} + interval '2 days', 'temp@caller', 'UPDATE', 'payments', 0)`;
+    const caller = postgres(db.url, { max: 1, onnotice: () => {} });
+    try {
+      await caller`create temporary table retention_month_back (like reserve.audit_logs_archive)`;
+      expect(await sqlState(caller`select * from reserve.run_retention_cleanup(20, 1)`)).toBe("42P07");
+    } finally {
+      await caller.end();
+    }
+    const [r] = await sql`select (select count(*)::int from reserve.audit_logs where actor = 'temp@caller') as kept,
+                                 (select count(*)::int from reserve.audit_logs_archive_default where actor = 'temp@caller') as set_aside`;
+    expect(r).toEqual({ kept: 1, set_aside: 1 });
+    // without it, the same call moves the month and its row set aside
+    await sql`select * from reserve.run_retention_cleanup()`;
+    const [after] = await sql`select (select count(*)::int from reserve.audit_logs where actor = 'temp@caller') as kept,
+                                     (select count(*)::int from reserve.audit_logs_archive where actor = 'temp@caller') as archived`;
+    expect(after).toEqual({ kept: 0, archived: 2 });
   });
 });

@@ -28,8 +28,11 @@ declare
   move_hi timestamptz[] := '{}';
   moved_parts integer := 0;
   k integer;
-  extra record;
   lock_wait text;
+  stale record;
+  outside text;
+  back_rows boolean;
+  add_cols text;
   partitions_left boolean;
 begin
   if p_max_batches is null or p_max_batches < 1 then
@@ -39,6 +42,9 @@ begin
     raise exception using errcode = 'RC001', message = 'p_max_partitions must be at least 1 (null: every month due)';
   end if;
   perform set_config('reserve.reason', 'run_retention_cleanup', true);
+  -- background work on one core: a month's count(*) went parallel, took both cores, and a writer's
+  -- audit insert beside it waited 4 to 10 ms for CPU
+  perform set_config('max_parallel_workers_per_gather', '0', true);
   lock_wait := current_setting('lock_timeout');
   begin
     -- attaching a new month locks the default partition: a reader holding it leaves that to the next run
@@ -178,28 +184,62 @@ begin
                and not exists (select 1 from pg_catalog.pg_attribute b
                                where b.attrelid = 'reserve.audit_logs_archive'::regclass and b.attname = a.attname
                                  and b.atttypid = a.atttypid and not b.attisdropped)) then
-          execute format('alter table reserve.%I detach partition reserve.%I', move_table[k], rel);
-          -- the archive's own columns (archived_at): a default that is not volatile is kept in the catalog, no rewrite
-          for extra in
-            select b.attname, pg_catalog.format_type(b.atttypid, b.atttypmod) as type, b.attnotnull,
-                   pg_catalog.pg_get_expr(d.adbin, d.adrelid) as def
-            from pg_catalog.pg_attribute b
-            left join pg_catalog.pg_attrdef d on d.adrelid = b.attrelid and d.adnum = b.attnum
-            where b.attrelid = 'reserve.audit_logs_archive'::regclass and b.attnum > 0 and not b.attisdropped
-              and not exists (select 1 from pg_catalog.pg_attribute a where a.attrelid = ('reserve.' || rel)::regclass
-                                and a.attname = b.attname and not a.attisdropped)
+          -- Attaching a month to the archive scans its default partition for rows of that month unless a
+          -- CHECK of the default rules them out, and it would scan under audit_logs' lock (2M rows archived
+          -- one by one: each month's move kept audit_logs' writers waiting 140 ms). So before audit_logs is
+          -- locked: the default's rows of this month (archived one by one before the month was a partition)
+          -- wait in a temporary table, and a CHECK excludes the month from the default. That scan locks only
+          -- the archive's default partition (its readers wait, not audit_logs' writers); the CHECK of a
+          -- month already attached is implied by the partition bounds and is dropped here.
+          for stale in
+            select x.conname from pg_catalog.pg_constraint x
+            where x.conrelid = 'reserve.audit_logs_archive_default'::regclass and x.contype = 'c'
+              and x.conname like 'audit\_logs\_archive\_default\_not\_p%'
+              and to_regclass('reserve.audit_logs_archive_p' || right(x.conname, 6)) is not null
           loop
-            execute format('alter table reserve.%I add column %I %s %s %s', rel, extra.attname, extra.type,
-                           coalesce('default ' || extra.def, ''), case when extra.attnotnull then 'not null' else '' end);
+            execute format('alter table reserve.audit_logs_archive_default drop constraint %I', stale.conname);
           end loop;
-          -- rows of this month archived one by one before (from the default partition) join it
-          execute format('with back as (delete from reserve.audit_logs_archive_default d where d.occurred_at >= %L and d.occurred_at < %L returning d.*)
-                          insert into reserve.%I (%s) select %s from back', move_lo[k], move_hi[k], rel, archive_cols, archive_cols);
+          back_rows := exists (select 1 from reserve.audit_logs_archive_default d
+                               where d.occurred_at >= move_lo[k] and d.occurred_at < move_hi[k]);
+          if back_rows then
+            -- not "if not exists": a table of that name the caller made (with its own triggers) is refused
+            create temporary table retention_month_back (like reserve.audit_logs_archive) on commit drop;
+            execute format('with back as (delete from reserve.audit_logs_archive_default d where d.occurred_at >= %L and d.occurred_at < %L returning d.*)
+                            insert into pg_temp.retention_month_back (%s) select %s from back', move_lo[k], move_hi[k], archive_cols, archive_cols);
+          end if;
+          outside := 'audit_logs_archive_default_not_p' || to_char(move_lo[k], 'YYYYMM');
+          if not exists (select 1 from pg_catalog.pg_constraint x
+                         where x.conrelid = 'reserve.audit_logs_archive_default'::regclass and x.conname = outside) then
+            execute format('alter table reserve.audit_logs_archive_default add constraint %I check (occurred_at < %L or occurred_at >= %L)',
+                           outside, move_lo[k], move_hi[k]);
+          end if;
+          -- named and described as the archive's month now: that locks only the month, which this
+          -- transaction holds since its CHECK
+          execute format('alter table reserve.%I rename to %I', rel, 'audit_logs_archive_p' || to_char(move_lo[k], 'YYYYMM'));
+          rel := 'audit_logs_archive_p' || to_char(move_lo[k], 'YYYYMM');
+          execute format('comment on table reserve.%I is %L', rel,
+                         format('audit_logs_archive rows of %s (a partition: read reserve.audit_logs_archive).', to_char(move_lo[k], 'YYYY-MM')));
+          -- the archive's own columns (archived_at): a default that is not volatile is kept in the catalog, no rewrite
+          select string_agg(format('add column %I %s %s %s', b.attname, pg_catalog.format_type(b.atttypid, b.atttypmod),
+                                   coalesce('default ' || pg_catalog.pg_get_expr(d.adbin, d.adrelid), ''),
+                                   case when b.attnotnull then 'not null' else '' end), ', ' order by b.attnum)
+          into add_cols
+          from pg_catalog.pg_attribute b
+          left join pg_catalog.pg_attrdef d on d.adrelid = b.attrelid and d.adnum = b.attnum
+          where b.attrelid = 'reserve.audit_logs_archive'::regclass and b.attnum > 0 and not b.attisdropped
+            and not exists (select 1 from pg_catalog.pg_attribute a where a.attrelid = ('reserve.' || rel)::regclass
+                              and a.attname = b.attname and not a.attisdropped);
+          -- from here until the commit, audit_logs' writers wait: catalog changes only
+          execute format('alter table reserve.%I detach partition reserve.%I', move_table[k], rel);
+          if add_cols is not null then
+            execute format('alter table reserve.%I %s', rel, add_cols);
+          end if;
+          if back_rows then
+            execute format('insert into reserve.%I (%s) select %s from pg_temp.retention_month_back', rel, archive_cols, archive_cols);
+            drop table pg_temp.retention_month_back;
+          end if;
           execute format('alter table reserve.audit_logs_archive attach partition reserve.%I for values from (%L) to (%L)',
                          rel, move_lo[k], move_hi[k]);
-          execute format('alter table reserve.%I rename to %I', rel, 'audit_logs_archive_p' || to_char(move_lo[k], 'YYYYMM'));
-          execute format('comment on table reserve.%I is %L', 'audit_logs_archive_p' || to_char(move_lo[k], 'YYYYMM'),
-                         format('audit_logs_archive rows of %s (a partition: read reserve.audit_logs_archive).', to_char(move_lo[k], 'YYYY-MM')));
         elsif move_kind[k] = 'archive' then
           execute format('insert into reserve.audit_logs_archive (%1$s) select %1$s from reserve.%2$I on conflict do nothing', cols, rel);
           execute format('drop table reserve.%I', rel);
@@ -221,7 +261,7 @@ end
 $function$
 ;
 
-comment on function reserve.run_retention_cleanup(p_max_batches integer, p_max_partitions integer) is 'Archives (audit_logs -> audit_logs_archive) or deletes rows past each enabled retention policy. A partitioned table (audit_logs and processed_webhooks, by month) hands over each month wholly past the cutoff whole (detached and attached to audit_logs_archive, or dropped for a delete policy; last in the transaction, with a 500 ms lock_timeout; the month the cutoff falls in waits until it is wholly past), at most p_max_partitions months per call across those tables (null: all); its default partition and every other table go batch_size rows per batch, at most p_max_batches batches per table, locking only the rows taken (SKIP LOCKED). Keeps the partitions of audit_logs and processed_webhooks three months ahead. One row per table: cutoff, rows moved, batches, time, and more_due when the batch cap or the month cap left rows due. Leaves a run_retention_cleanup heartbeat.';
+comment on function reserve.run_retention_cleanup(p_max_batches integer, p_max_partitions integer) is 'Archives (audit_logs -> audit_logs_archive) or deletes rows past each enabled retention policy. A partitioned table (audit_logs and processed_webhooks, by month) hands over each month wholly past the cutoff whole (detached and attached to audit_logs_archive, or dropped for a delete policy; last in the transaction, with a 500 ms lock_timeout; the month the cutoff falls in waits until it is wholly past), at most p_max_partitions months per call across those tables (null: all). Everything a month''s move must prove (its bounds, and that the archive''s default partition holds none of its rows: a CHECK audit_logs_archive_default_not_pYYYYMM, dropped by the next move) is proved before audit_logs is locked, so the lock covers catalog changes only. Its default partition and every other table go batch_size rows per batch, at most p_max_batches batches per table, locking only the rows taken (SKIP LOCKED). Keeps the partitions of audit_logs and processed_webhooks three months ahead. One row per table: cutoff, rows moved, batches, time, and more_due when the batch cap or the month cap left rows due. Leaves a run_retention_cleanup heartbeat. Runs its queries without parallel workers.';
 
 -- grants
 grant execute on function reserve.run_retention_cleanup(p_max_batches integer, p_max_partitions integer) to service_role;
