@@ -343,4 +343,106 @@ describe("run_retention_cleanup: a month's move under audit_logs' lock", () => {
                                      (select count(*)::int from reserve.audit_logs_archive where actor = 'temp@caller') as archived`;
     expect(after).toEqual({ kept: 0, archived: 2 });
   });
+
+  it("proves every month of a call before its first DETACH: waiting on the archive's default partition, it holds no lock on audit_logs", async () => {
+    // two months due, 820 and 790 days back, one with a row archived one by one before; moved in one call (no month cap)
+    await sql`select reserve.create_audit_log_partitions((now() - interval '820 days')::date, 3)`;
+    const first = sql`date_trunc('month', now() - interval '820 days')`;
+    const second = sql`date_trunc('month', now() - interval '790 days')`;
+    await sql`insert into reserve.audit_logs (occurred_at, actor, action, table_name, row_id)
+              select m + g * interval '1 hour', 'two@months', 'UPDATE', 'payments', 'r' || g
+              from generate_series(1, 5) g, (select ${first} as m union all select ${second}) months`;
+    await sql`insert into reserve.audit_logs_archive (id, occurred_at, actor, action, table_name, xact_id)
+              values (930000001, ${second} + interval '3 days', 'two@months', 'UPDATE', 'payments', 0)`;
+    const state = async () => (await sql`
+      select (select count(*)::int from reserve.audit_logs where actor = 'two@months') as kept,
+             (select count(*)::int from reserve.audit_logs_archive where actor = 'two@months') as archived`)[0];
+
+    // a reader of the archive's default partition: the call waits for it (up to 500 ms) before any DETACH
+    const reader = postgres(db.url, { max: 1, onnotice: () => {} });
+    const job = postgres(db.url, { max: 1, onnotice: () => {} });
+    try {
+      const [tx, release] = await (async () => {
+        let open!: () => void;
+        const held = new Promise<void>((r) => (open = r));
+        let done!: () => void;
+        const released = new Promise<void>((r) => (done = r));
+        const t = reader.begin(async (r) => {
+          await r`lock table reserve.audit_logs_archive_default in access share mode`;
+          open();
+          await released;
+        });
+        await held;
+        return [t, done] as const;
+      })();
+      const pid = await backendPid(job);
+      const call = job`select * from reserve.run_retention_cleanup(20)`.then(() => "finished");
+      let seen: { waiting_on: string; holds_audit_logs: number } | undefined;
+      for (let i = 0; i < 100 && !seen; i++) {
+        const [w] = await sql`
+          select (select l.relation::regclass::text from pg_locks l where l.pid = ${pid} and not l.granted) as waiting_on,
+                 (select count(*)::int from pg_locks l where l.pid = ${pid} and l.granted and l.relation = 'reserve.audit_logs'::regclass
+                    and l.mode = 'AccessExclusiveLock') as holds_audit_logs`;
+        if (w.waiting_on) seen = w as typeof seen;
+        else await sleep(5);
+      }
+      expect(seen).toEqual({ waiting_on: "reserve.audit_logs_archive_default", holds_audit_logs: 0 });
+      expect(await call).toBe("finished"); // the lock wait ran out: the months are left for the next run
+      release();
+      await tx;
+    } finally {
+      await reader.end();
+      await job.end();
+    }
+    expect(await state()).toEqual({ kept: 10, archived: 1 });
+
+    // each ALTER TABLE of the archive's default partition records whether its transaction held audit_logs'
+    // ACCESS EXCLUSIVE lock then (an event trigger runs inside the statement's transaction)
+    await sql.unsafe(`create table public.test_default_alters (holds_audit_logs boolean not null);
+                      create function public.test_record_default_alter() returns event_trigger language plpgsql as $$
+                      begin
+                        insert into public.test_default_alters
+                        select exists (select 1 from pg_locks l where l.pid = pg_backend_pid() and l.granted
+                                         and l.relation = 'reserve.audit_logs'::regclass and l.mode = 'AccessExclusiveLock')
+                        from pg_event_trigger_ddl_commands() c
+                        where c.objid = 'reserve.audit_logs_archive_default'::regclass;
+                      end $$;
+                      create event trigger test_record_default_alter on ddl_command_end when tag in ('ALTER TABLE')
+                      execute function public.test_record_default_alter();`);
+    const debug: string[] = [];
+    const mover = postgres(db.url, { max: 1, onnotice: (n) => debug.push(String(n.message)), connection: { client_min_messages: "debug1" } });
+    let alters: { holds_audit_logs: boolean }[];
+    try {
+      await mover`select * from reserve.run_retention_cleanup(20)`;
+    } finally {
+      await mover.end();
+      alters = await sql`select holds_audit_logs from public.test_default_alters`;
+      await sql.unsafe(`drop event trigger test_record_default_alter; drop function public.test_record_default_alter();
+                        drop table public.test_default_alters;`);
+    }
+    expect(await state()).toEqual({ kept: 0, archived: 11 });
+    expect(alters.length).toBeGreaterThanOrEqual(1);
+    expect(alters.filter((a) => a.holds_audit_logs)).toEqual([]);
+    const implied = debug.filter((m) => m === `updated partition constraint for default partition "audit_logs_archive_default" is implied by existing constraints`);
+    expect(implied.length).toBeGreaterThanOrEqual(2); // each month attached, and the empty ones after them
+    expect(debug.filter((m) => m.includes("audit_logs_archive_default") && !implied.includes(m) && /constraint/.test(m))).toEqual([]);
+  });
+
+  it("names an archive month for its audit_logs partition whatever the caller's time zone (bounds at UTC midnight read as the month before west of it)", async () => {
+    await sql`select reserve.create_audit_log_partitions((now() - interval '880 days')::date, 3)`;
+    const [{ part }] = await sql`select reserve.audit_log_partition_name((now() - interval '880 days')::date) as part`;
+    await sql`insert into reserve.audit_logs (occurred_at, actor, action, table_name, row_id)
+              values (date_trunc('month', now() - interval '880 days') + interval '5 days', 'tz@caller', 'UPDATE', 'payments', 'r')`;
+    const brazil = postgres(db.url, { max: 1, onnotice: () => {}, connection: { TimeZone: "America/Sao_Paulo" } });
+    try {
+      await brazil`select * from reserve.run_retention_cleanup(20, 1)`;
+    } finally {
+      await brazil.end();
+    }
+    const [r] = await sql`select tableoid::regclass::text as part from reserve.audit_logs_archive where actor = 'tz@caller'`;
+    expect(r.part).toBe(`reserve.audit_logs_archive_p${part.slice(-6)}`);
+    const outside = await sql`select conname from pg_constraint where conrelid = 'reserve.audit_logs_archive_default'::regclass and contype = 'c'`;
+    expect(outside.map((c) => c.conname)).toEqual([`audit_logs_archive_default_not_p${part.slice(-6)}`]);
+    await sql`select * from reserve.run_retention_cleanup()`;
+  });
 });

@@ -7,6 +7,7 @@ CREATE OR REPLACE FUNCTION reserve.run_retention_cleanup(p_max_batches integer D
  LANGUAGE plpgsql
  SECURITY DEFINER
  SET search_path TO ''
+ SET max_parallel_workers_per_gather TO '0'
 AS $function$
 declare
   rp reserve.retention_policies;
@@ -30,8 +31,11 @@ declare
   k integer;
   lock_wait text;
   stale record;
-  outside text;
-  back_rows boolean;
+  move_whole boolean[] := '{}';
+  move_name text[] := '{}';
+  move_cols text[] := '{}';
+  outside text := '';
+  set_aside boolean := false;
   add_cols text;
   partitions_left boolean;
 begin
@@ -42,9 +46,6 @@ begin
     raise exception using errcode = 'RC001', message = 'p_max_partitions must be at least 1 (null: every month due)';
   end if;
   perform set_config('reserve.reason', 'run_retention_cleanup', true);
-  -- background work on one core: a month's count(*) went parallel, took both cores, and a writer's
-  -- audit insert beside it waited 4 to 10 ms for CPU
-  perform set_config('max_parallel_workers_per_gather', '0', true);
   lock_wait := current_setting('lock_timeout');
   begin
     -- attaching a new month locks the default partition: a reader holding it leaves that to the next run
@@ -174,51 +175,65 @@ begin
   else
     perform set_config('lock_timeout', '500ms', true);
     begin
+      -- First, for every month, with no table of a policy locked yet: all that the moves must prove.
+      -- Attaching a month to the archive scans the archive's default partition for rows of that month
+      -- unless a CHECK of the default rules them out; done by ATTACH it would read that partition under
+      -- audit_logs' lock (2M rows archived one by one: every month's move kept audit_logs' writers waiting
+      -- 140 ms). So the default's rows of these months (archived one by one before the month was a
+      -- partition) wait in a temporary table, and one ALTER TABLE adds a CHECK per month excluding it (one
+      -- scan, locking only the default partition: its readers wait, not audit_logs' writers). A CHECK of a
+      -- month already attached is implied by its partition bounds and is dropped here.
       for k in 1 .. cardinality(moves) loop
-        rel := moves[k];
-        if move_kind[k] = 'archive'
-           and to_regclass('reserve.audit_logs_archive_p' || to_char(move_lo[k], 'YYYYMM')) is null and not exists (
-             -- every column of the month is one of the archive's, with its type
-             select 1 from pg_catalog.pg_attribute a
-             where a.attrelid = ('reserve.' || rel)::regclass and a.attnum > 0 and not a.attisdropped
-               and not exists (select 1 from pg_catalog.pg_attribute b
-                               where b.attrelid = 'reserve.audit_logs_archive'::regclass and b.attname = a.attname
-                                 and b.atttypid = a.atttypid and not b.attisdropped)) then
-          -- Attaching a month to the archive scans its default partition for rows of that month unless a
-          -- CHECK of the default rules them out, and it would scan under audit_logs' lock (2M rows archived
-          -- one by one: each month's move kept audit_logs' writers waiting 140 ms). So before audit_logs is
-          -- locked: the default's rows of this month (archived one by one before the month was a partition)
-          -- wait in a temporary table, and a CHECK excludes the month from the default. That scan locks only
-          -- the archive's default partition (its readers wait, not audit_logs' writers); the CHECK of a
-          -- month already attached is implied by the partition bounds and is dropped here.
-          for stale in
-            select x.conname from pg_catalog.pg_constraint x
-            where x.conrelid = 'reserve.audit_logs_archive_default'::regclass and x.contype = 'c'
-              and x.conname like 'audit\_logs\_archive\_default\_not\_p%'
-              and to_regclass('reserve.audit_logs_archive_p' || right(x.conname, 6)) is not null
-          loop
-            execute format('alter table reserve.audit_logs_archive_default drop constraint %I', stale.conname);
-          end loop;
-          back_rows := exists (select 1 from reserve.audit_logs_archive_default d
-                               where d.occurred_at >= move_lo[k] and d.occurred_at < move_hi[k]);
-          if back_rows then
-            -- not "if not exists": a table of that name the caller made (with its own triggers) is refused
-            create temporary table retention_month_back (like reserve.audit_logs_archive) on commit drop;
+        -- named for the month of its name (the bounds' month in the caller's time zone can be another)
+        move_name := move_name || ('audit_logs_archive_p' || case when moves[k] ~ '^audit_logs_p[0-9]{6}$' then right(moves[k], 6)
+                                                                  else to_char(move_lo[k], 'YYYYMM') end);
+        move_whole := move_whole || (move_kind[k] = 'archive'
+          and to_regclass('reserve.' || move_name[k]) is null and not exists (
+            -- every column of the month is one of the archive's, with its type
+            select 1 from pg_catalog.pg_attribute a
+            where a.attrelid = ('reserve.' || moves[k])::regclass and a.attnum > 0 and not a.attisdropped
+              and not exists (select 1 from pg_catalog.pg_attribute b
+                              where b.attrelid = 'reserve.audit_logs_archive'::regclass and b.attname = a.attname
+                                and b.atttypid = a.atttypid and not b.attisdropped)));
+        if move_whole[k] then
+          if exists (select 1 from reserve.audit_logs_archive_default d where d.occurred_at >= move_lo[k] and d.occurred_at < move_hi[k]) then
+            if not set_aside then
+              -- not "if not exists": a table of that name the caller made (with its own triggers) is refused
+              create temporary table retention_month_back (like reserve.audit_logs_archive, retention_move integer) on commit drop;
+              set_aside := true;
+            end if;
             execute format('with back as (delete from reserve.audit_logs_archive_default d where d.occurred_at >= %L and d.occurred_at < %L returning d.*)
-                            insert into pg_temp.retention_month_back (%s) select %s from back', move_lo[k], move_hi[k], archive_cols, archive_cols);
+                            insert into pg_temp.retention_month_back (%s, retention_move) select %s, %s from back',
+                           move_lo[k], move_hi[k], archive_cols, archive_cols, k);
           end if;
-          outside := 'audit_logs_archive_default_not_p' || to_char(move_lo[k], 'YYYYMM');
-          if not exists (select 1 from pg_catalog.pg_constraint x
-                         where x.conrelid = 'reserve.audit_logs_archive_default'::regclass and x.conname = outside) then
-            execute format('alter table reserve.audit_logs_archive_default add constraint %I check (occurred_at < %L or occurred_at >= %L)',
-                           outside, move_lo[k], move_hi[k]);
+          if not exists (select 1 from pg_catalog.pg_constraint x where x.conrelid = 'reserve.audit_logs_archive_default'::regclass
+                           and x.conname = 'audit_logs_archive_default_not_p' || right(move_name[k], 6)) then
+            outside := outside || format(', add constraint %I check (occurred_at < %L or occurred_at >= %L)',
+                                         'audit_logs_archive_default_not_p' || right(move_name[k], 6), move_lo[k], move_hi[k]);
           end if;
-          -- named and described as the archive's month now: that locks only the month, which this
-          -- transaction holds since its CHECK
-          execute format('alter table reserve.%I rename to %I', rel, 'audit_logs_archive_p' || to_char(move_lo[k], 'YYYYMM'));
-          rel := 'audit_logs_archive_p' || to_char(move_lo[k], 'YYYYMM');
-          execute format('comment on table reserve.%I is %L', rel,
-                         format('audit_logs_archive rows of %s (a partition: read reserve.audit_logs_archive).', to_char(move_lo[k], 'YYYY-MM')));
+        end if;
+      end loop;
+      if true = any (move_whole) then
+        for stale in
+          select x.conname from pg_catalog.pg_constraint x
+          where x.conrelid = 'reserve.audit_logs_archive_default'::regclass and x.contype = 'c'
+            and x.conname like 'audit\_logs\_archive\_default\_not\_p%'
+            and to_regclass('reserve.audit_logs_archive_p' || right(x.conname, 6)) is not null
+        loop
+          outside := format(', drop constraint %I', stale.conname) || outside;
+        end loop;
+      end if;
+      if outside <> '' then
+        execute 'alter table reserve.audit_logs_archive_default ' || substr(outside, 3);
+      end if;
+      for k in 1 .. cardinality(moves) loop
+        add_cols := null;
+        if move_whole[k] then
+          -- named and described as the archive's month already: that locks only the month
+          execute format('alter table reserve.%I rename to %I', moves[k], move_name[k]);
+          execute format('comment on table reserve.%I is %L', move_name[k],
+                         format('audit_logs_archive rows of %s (a partition: read reserve.audit_logs_archive).',
+                                left(right(move_name[k], 6), 4) || '-' || right(move_name[k], 2)));
           -- the archive's own columns (archived_at): a default that is not volatile is kept in the catalog, no rewrite
           select string_agg(format('add column %I %s %s %s', b.attname, pg_catalog.format_type(b.atttypid, b.atttypmod),
                                    coalesce('default ' || pg_catalog.pg_get_expr(d.adbin, d.adrelid), ''),
@@ -227,29 +242,41 @@ begin
           from pg_catalog.pg_attribute b
           left join pg_catalog.pg_attrdef d on d.adrelid = b.attrelid and d.adnum = b.attnum
           where b.attrelid = 'reserve.audit_logs_archive'::regclass and b.attnum > 0 and not b.attisdropped
-            and not exists (select 1 from pg_catalog.pg_attribute a where a.attrelid = ('reserve.' || rel)::regclass
+            and not exists (select 1 from pg_catalog.pg_attribute a where a.attrelid = ('reserve.' || move_name[k])::regclass
                               and a.attname = b.attname and not a.attisdropped);
-          -- from here until the commit, audit_logs' writers wait: catalog changes only
+        end if;
+        move_cols := move_cols || add_cols;
+      end loop;
+
+      -- Then the moves: from the first DETACH or DROP until the commit, that table's writers wait, for
+      -- catalog changes only
+      for k in 1 .. cardinality(moves) loop
+        if move_whole[k] then
+          rel := move_name[k];
           execute format('alter table reserve.%I detach partition reserve.%I', move_table[k], rel);
-          if add_cols is not null then
-            execute format('alter table reserve.%I %s', rel, add_cols);
+          if move_cols[k] is not null then
+            execute format('alter table reserve.%I %s', rel, move_cols[k]);
           end if;
-          if back_rows then
-            execute format('insert into reserve.%I (%s) select %s from pg_temp.retention_month_back', rel, archive_cols, archive_cols);
-            drop table pg_temp.retention_month_back;
+          if set_aside then
+            execute format('insert into reserve.%I (%s) select %s from pg_temp.retention_month_back where retention_move = %s',
+                           rel, archive_cols, archive_cols, k);
           end if;
           execute format('alter table reserve.audit_logs_archive attach partition reserve.%I for values from (%L) to (%L)',
                          rel, move_lo[k], move_hi[k]);
         elsif move_kind[k] = 'archive' then
-          execute format('insert into reserve.audit_logs_archive (%1$s) select %1$s from reserve.%2$I on conflict do nothing', cols, rel);
-          execute format('drop table reserve.%I', rel);
+          execute format('insert into reserve.audit_logs_archive (%1$s) select %1$s from reserve.%2$I on conflict do nothing', cols, moves[k]);
+          execute format('drop table reserve.%I', moves[k]);
         else
-          execute format('drop table reserve.%I', rel);
+          execute format('drop table reserve.%I', moves[k]);
         end if;
         moved_parts := moved_parts + 1;
       end loop;
-    exception when lock_not_available then
-      -- all of it left whole for the next run (the rows were neither moved nor lost)
+      if set_aside then
+        drop table pg_temp.retention_month_back;
+      end if;
+    exception when lock_not_available or deadlock_detected then
+      -- all of it left whole for the next run (the rows were neither moved nor lost); a deadlock is a
+      -- reader of the archive's default partition and audit_logs both, waiting on this run
       raise notice 'run_retention_cleanup: partitions % not moved (lock wait over 500 ms); the next run moves them', moves;
       moved_parts := 0;
     end;
@@ -261,7 +288,7 @@ end
 $function$
 ;
 
-comment on function reserve.run_retention_cleanup(p_max_batches integer, p_max_partitions integer) is 'Archives (audit_logs -> audit_logs_archive) or deletes rows past each enabled retention policy. A partitioned table (audit_logs and processed_webhooks, by month) hands over each month wholly past the cutoff whole (detached and attached to audit_logs_archive, or dropped for a delete policy; last in the transaction, with a 500 ms lock_timeout; the month the cutoff falls in waits until it is wholly past), at most p_max_partitions months per call across those tables (null: all). Everything a month''s move must prove (its bounds, and that the archive''s default partition holds none of its rows: a CHECK audit_logs_archive_default_not_pYYYYMM, dropped by the next move) is proved before audit_logs is locked, so the lock covers catalog changes only. Its default partition and every other table go batch_size rows per batch, at most p_max_batches batches per table, locking only the rows taken (SKIP LOCKED). Keeps the partitions of audit_logs and processed_webhooks three months ahead. One row per table: cutoff, rows moved, batches, time, and more_due when the batch cap or the month cap left rows due. Leaves a run_retention_cleanup heartbeat. Runs its queries without parallel workers.';
+comment on function reserve.run_retention_cleanup(p_max_batches integer, p_max_partitions integer) is 'Archives (audit_logs -> audit_logs_archive) or deletes rows past each enabled retention policy. A partitioned table (audit_logs and processed_webhooks, by month) hands over each month wholly past the cutoff whole (detached and attached to audit_logs_archive, or dropped for a delete policy; last in the transaction, with a 500 ms lock_timeout; the month the cutoff falls in waits until it is wholly past), at most p_max_partitions months per call across those tables (null: all). Everything a month''s move must prove (its bounds, and that the archive''s default partition holds none of its rows: a CHECK audit_logs_archive_default_not_pYYYYMM, dropped by the next move) is proved for every month of the call before the first DETACH, so the lock covers catalog changes only. Its default partition and every other table go batch_size rows per batch, at most p_max_batches batches per table, locking only the rows taken (SKIP LOCKED). Keeps the partitions of audit_logs and processed_webhooks three months ahead. One row per table: cutoff, rows moved, batches, time, and more_due when the batch cap or the month cap left rows due. Leaves a run_retention_cleanup heartbeat. Runs its queries without parallel workers.';
 
 -- grants
 grant execute on function reserve.run_retention_cleanup(p_max_batches integer, p_max_partitions integer) to service_role;
