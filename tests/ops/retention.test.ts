@@ -361,36 +361,39 @@ describe("run_retention_cleanup: a month's move under audit_logs' lock", () => {
     // a reader of the archive's default partition: the call waits for it (up to 500 ms) before any DETACH
     const reader = postgres(db.url, { max: 1, onnotice: () => {} });
     const job = postgres(db.url, { max: 1, onnotice: () => {} });
+    let release = () => {};
+    const released = new Promise<void>((r) => (release = r));
+    let tx: Promise<unknown> = Promise.resolve();
     try {
-      const [tx, release] = await (async () => {
-        let open!: () => void;
-        const held = new Promise<void>((r) => (open = r));
-        let done!: () => void;
-        const released = new Promise<void>((r) => (done = r));
-        const t = reader.begin(async (r) => {
+      await new Promise<void>((held, failed) => {
+        tx = reader.begin(async (r) => {
           await r`lock table reserve.audit_logs_archive_default in access share mode`;
-          open();
+          held();
           await released;
-        });
-        await held;
-        return [t, done] as const;
-      })();
+        }).catch(failed);
+      });
       const pid = await backendPid(job);
-      const call = job`select * from reserve.run_retention_cleanup(20)`.then(() => "finished");
+      const call = job`select * from reserve.run_retention_cleanup(20)`.then((rows) => rows); // sent now, not when awaited
       let seen: { waiting_on: string; holds_audit_logs: number } | undefined;
       for (let i = 0; i < 100 && !seen; i++) {
         const [w] = await sql`
           select (select l.relation::regclass::text from pg_locks l where l.pid = ${pid} and not l.granted) as waiting_on,
                  (select count(*)::int from pg_locks l where l.pid = ${pid} and l.granted and l.relation = 'reserve.audit_logs'::regclass
                     and l.mode = 'AccessExclusiveLock') as holds_audit_logs`;
-        if (w.waiting_on) seen = w as typeof seen;
+        if (w.waiting_on) seen = { waiting_on: String(w.waiting_on), holds_audit_logs: Number(w.holds_audit_logs) };
         else await sleep(5);
       }
       expect(seen).toEqual({ waiting_on: "reserve.audit_logs_archive_default", holds_audit_logs: 0 });
-      expect(await call).toBe("finished"); // the lock wait ran out: the months are left for the next run
+      // the lock wait ran out: the months are left for the next run, not counted as moved, and still due
+      const answer = await call;
+      expect(answer.find((r) => r.table_name === "audit_logs")).toMatchObject({ rows_moved: "0", more_due: true });
+      const [{ last_run_rows }] = await sql`select last_run_rows from reserve.retention_policies where table_name = 'audit_logs'`;
+      expect(Number(last_run_rows)).toBe(0);
+      const [{ summary }] = await sql`select summary from reserve.job_last_runs where job = 'run_retention_cleanup'`;
+      expect(summary).toMatchObject({ audit_logs: 0, partitions_moved: 0 });
+    } finally {
       release();
       await tx;
-    } finally {
       await reader.end();
       await job.end();
     }
@@ -423,7 +426,7 @@ describe("run_retention_cleanup: a month's move under audit_logs' lock", () => {
     expect(await state()).toEqual({ kept: 0, archived: 11 });
     expect(alters.length).toBeGreaterThanOrEqual(1);
     expect(alters.filter((a) => a.holds_audit_logs)).toEqual([]);
-    const implied = debug.filter((m) => m === `updated partition constraint for default partition "audit_logs_archive_default" is implied by existing constraints`);
+    const implied: string[] = debug.filter((m) => m === `updated partition constraint for default partition "audit_logs_archive_default" is implied by existing constraints`);
     expect(implied.length).toBeGreaterThanOrEqual(2); // each month attached, and the empty ones after them
     expect(debug.filter((m) => m.includes("audit_logs_archive_default") && !implied.includes(m) && /constraint/.test(m))).toEqual([]);
   });

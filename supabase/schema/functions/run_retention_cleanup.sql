@@ -38,6 +38,15 @@ declare
   set_aside boolean := false;
   add_cols text;
   partitions_left boolean;
+  move_rows bigint[] := '{}';
+  res_table text[] := '{}';
+  res_type text[] := '{}';
+  res_cutoff timestamptz[] := '{}';
+  res_rows bigint[] := '{}';
+  res_batches integer[] := '{}';
+  res_ms integer[] := '{}';
+  res_more boolean[] := '{}';
+  i integer;
 begin
   if p_max_batches is null or p_max_batches < 1 then
     raise exception using errcode = 'RC001', message = 'p_max_batches must be at least 1';
@@ -118,6 +127,7 @@ begin
           execute format('select count(*) from reserve.%I', part.relname) into n;
           total := total + n;
           moves := moves || part.relname::text;
+          move_rows := move_rows || n;
           move_table := move_table || rp.table_name;
           move_kind := move_kind || rp.retention_type;
           move_lo := move_lo || part.lower_bound;
@@ -158,15 +168,14 @@ begin
         exit when n < rp.batch_size;
       end loop;
     end loop;
-    update reserve.retention_policies x set last_run_at = now(), last_run_rows = total where x.table_name = rp.table_name;
-    table_name := rp.table_name;
-    retention_type := rp.retention_type;
-    rows_moved := total;
-    batches := done;
-    duration_ms := (extract(epoch from clock_timestamp() - started) * 1000)::integer;
-    more_due := (done >= p_max_batches and n = rp.batch_size) or partitions_left;
-    summary := summary || jsonb_build_object(rp.table_name, total);
-    return next;
+    -- answered after the months' moves, which may yet be left for the next run
+    res_table := res_table || rp.table_name;
+    res_type := res_type || rp.retention_type;
+    res_cutoff := res_cutoff || cutoff;
+    res_rows := res_rows || total;
+    res_batches := res_batches || done;
+    res_ms := res_ms || (extract(epoch from clock_timestamp() - started) * 1000)::integer;
+    res_more := res_more || ((done >= p_max_batches and n = rp.batch_size) or partitions_left);
   end loop;
 
   -- last: the whole months, each a moment's ACCESS EXCLUSIVE lock on its table held until this commits
@@ -279,16 +288,34 @@ begin
       -- reader of the archive's default partition and audit_logs both, waiting on this run
       raise notice 'run_retention_cleanup: partitions % not moved (lock wait over 500 ms); the next run moves them', moves;
       moved_parts := 0;
+      -- their rows were counted as moved: they are not, and they are still due
+      for k in 1 .. cardinality(moves) loop
+        i := array_position(res_table, move_table[k]);
+        res_rows[i] := res_rows[i] - move_rows[k];
+        res_more[i] := true;
+      end loop;
     end;
     perform set_config('lock_timeout', lock_wait, true);
     summary := summary || jsonb_build_object('partitions_moved', moved_parts);
   end if;
+  for i in 1 .. coalesce(cardinality(res_table), 0) loop
+    update reserve.retention_policies x set last_run_at = now(), last_run_rows = res_rows[i] where x.table_name = res_table[i];
+    summary := summary || jsonb_build_object(res_table[i], res_rows[i]);
+    table_name := res_table[i];
+    retention_type := res_type[i];
+    cutoff := res_cutoff[i];
+    rows_moved := res_rows[i];
+    batches := res_batches[i];
+    duration_ms := res_ms[i];
+    more_due := res_more[i];
+    return next;
+  end loop;
   perform reserve.record_job_heartbeat('run_retention_cleanup', job_started, true, summary);
 end
 $function$
 ;
 
-comment on function reserve.run_retention_cleanup(p_max_batches integer, p_max_partitions integer) is 'Archives (audit_logs -> audit_logs_archive) or deletes rows past each enabled retention policy. A partitioned table (audit_logs and processed_webhooks, by month) hands over each month wholly past the cutoff whole (detached and attached to audit_logs_archive, or dropped for a delete policy; last in the transaction, with a 500 ms lock_timeout; the month the cutoff falls in waits until it is wholly past), at most p_max_partitions months per call across those tables (null: all). Everything a month''s move must prove (its bounds, and that the archive''s default partition holds none of its rows: a CHECK audit_logs_archive_default_not_pYYYYMM, dropped by the next move) is proved for every month of the call before the first DETACH, so the lock covers catalog changes only. Its default partition and every other table go batch_size rows per batch, at most p_max_batches batches per table, locking only the rows taken (SKIP LOCKED). Keeps the partitions of audit_logs and processed_webhooks three months ahead. One row per table: cutoff, rows moved, batches, time, and more_due when the batch cap or the month cap left rows due. Leaves a run_retention_cleanup heartbeat. Runs its queries without parallel workers.';
+comment on function reserve.run_retention_cleanup(p_max_batches integer, p_max_partitions integer) is 'Archives (audit_logs -> audit_logs_archive) or deletes rows past each enabled retention policy. A partitioned table (audit_logs and processed_webhooks, by month) hands over each month wholly past the cutoff whole (detached and attached to audit_logs_archive, or dropped for a delete policy; last in the transaction, with a 500 ms lock_timeout; the month the cutoff falls in waits until it is wholly past), at most p_max_partitions months per call across those tables (null: all). Everything a month''s move must prove (its bounds, and that the archive''s default partition holds none of its rows: a CHECK audit_logs_archive_default_not_pYYYYMM, dropped by the next move) is proved for every month of the call before the first DETACH, so the lock covers catalog changes only. Its default partition and every other table go batch_size rows per batch, at most p_max_batches batches per table, locking only the rows taken (SKIP LOCKED). Keeps the partitions of audit_logs and processed_webhooks three months ahead. One row per table: cutoff, rows moved, batches, time, and more_due when the batch cap, the month cap or a month''s lock wait left rows due (those months'' rows are not counted as moved). Leaves a run_retention_cleanup heartbeat. Runs its queries without parallel workers.';
 
 -- grants
 grant execute on function reserve.run_retention_cleanup(p_max_batches integer, p_max_partitions integer) to service_role;
