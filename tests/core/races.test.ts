@@ -182,3 +182,87 @@ describe("two webhook deliveries for one payment, each recording itself before a
     await invariantsHold();
   });
 });
+
+describe("a finalize on a busy night", () => {
+  it("takes the night after writing its reservation and before its receipt, with its own holds locked first", async () => {
+    const { unitId } = await f.unit(sql, { nights: 3, allotment: 5 });
+    const { intentId, paymentId } = await intentWithPayment(unitId, 1, 2);
+    const [blocker, payer] = [await pool(1), await pool(1)];
+    const [{ pid }] = await payer`select pg_backend_pid() as pid`;
+    let release!: () => void;
+    try {
+      let locked!: () => void;
+      const isLocked = new Promise<void>((r) => (locked = r));
+      const released = new Promise<void>((r) => (release = r));
+      // another checkout or finalize of the night holds it
+      const blocking = blocker.begin(async (tx) => {
+        await tx`select 1 from reserve.availability_calendar where unit_id = ${unitId} and date = ${f.isoDate(1)} for no key update`;
+        locked();
+        await released;
+      });
+      await isLocked;
+      const paying = applyStatus(payer, paymentId, "succeeded");
+      let waiting = false;
+      for (let i = 0; i < 400 && !waiting; i++) {
+        [{ waiting }] = await sql`select exists (select 1 from pg_locks where pid = ${pid} and not granted) as waiting`;
+        if (!waiting) await new Promise((r) => setTimeout(r, 25));
+      }
+      expect(waiting).toBe(true);
+      // what the payer's transaction has written while it waits for the night: the intent and the
+      // reservation, not yet the ledger (a cancellation takes nights, then ledger rows: the same order)
+      const written = await sql`select c.relname from pg_locks l join pg_class c on c.oid = l.relation
+                                where l.pid = ${pid} and l.granted and l.mode = 'RowExclusiveLock'
+                                  and c.relnamespace = 'reserve'::regnamespace and c.relkind in ('r', 'p')`;
+      const tables = written.map((r) => r.relname as string);
+      expect(tables).toEqual(expect.arrayContaining(["booking_intents", "booking_locks", "reservations"]));
+      expect(tables).not.toContain("ledger_entries");
+      expect(tables).not.toContain("ledger_transactions");
+      // its holds are its own meanwhile: nobody else may change them
+      const [{ held }] = await sql`select count(*)::int as held from reserve.booking_locks
+                                   where booking_intent_id = ${intentId} and status = 'held'`;
+      expect(held).toBe(1);
+      await expect(sql.begin((tx) => tx`select 1 from reserve.booking_locks where booking_intent_id = ${intentId} for update nowait`))
+        .rejects.toMatchObject({ code: "55P03" });
+      release();
+      await blocking;
+      const done = await paying;
+      expect(done.finalize_outcome).toBe("created");
+    } finally {
+      release?.();
+      await Promise.all([blocker.end(), payer.end()]);
+    }
+    const [night] = await sql`select temp_holds, bookings_count from reserve.availability_calendar
+                              where unit_id = ${unitId} and date = ${f.isoDate(1)}`;
+    expect(night).toEqual({ temp_holds: 0, bookings_count: 1 });
+    await invariantsHold();
+  });
+});
+
+describe("one hot night of a hotel: stays paid and cancelled at the same moment", () => {
+  it("never deadlock (finalize and cancellation take the night before ledger rows), and the counters hold", async () => {
+    const { unitId } = await f.unit(sql, { nights: 4, allotment: 100 });
+    // 12 paid stays to cancel, 24 checkouts to pay; nights 1-3 overlap on night 2
+    const stay = (i: number) => [1 + (i % 2), 3 + (i % 2)] as const;
+    const booked = [];
+    for (let i = 0; i < 12; i++) {
+      const { paymentId } = await intentWithPayment(unitId, ...stay(i));
+      booked.push((await applyStatus(sql, paymentId, "succeeded")).reservation_id as string);
+    }
+    const paying = [];
+    for (let i = 0; i < 24; i++) paying.push((await intentWithPayment(unitId, ...stay(i))).paymentId);
+    const racers = await pool(16);
+    try {
+      const { tally } = await settle([
+        ...paying.map((id) => applyStatus(racers, id, "succeeded")),
+        ...booked.map((id) => racers`select reserve.cancel_reservation(${id}, 'guest changed plans')`),
+      ]);
+      expect(tally).toEqual({ ok: 36 });
+    } finally {
+      await racers.end();
+    }
+    const nights = await sql`select date, temp_holds, bookings_count from reserve.availability_calendar
+                             where unit_id = ${unitId} and date between ${f.isoDate(1)} and ${f.isoDate(4)} order by date`;
+    expect(nights.map((n) => [n.temp_holds, n.bookings_count])).toEqual([[0, 12], [0, 24], [0, 12], [0, 0]]);
+    await invariantsHold();
+  });
+});

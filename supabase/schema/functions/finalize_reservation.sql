@@ -88,28 +88,39 @@ begin
     refuse := 'amount_mismatch';
     why := format('payment %s is %s %s but booking intent %s costs %s %s', p.id, p.amount, p.currency, bi.id, bi.amount, bi.currency);
   else
-    perform 1 from reserve.availability_calendar c
-    where c.unit_id = bi.unit_id and c.date >= bi.check_in and c.date < bi.check_out
-    order by c.date for no key update;
-    get diagnostics nights_locked = row_count;
-    -- a night is still ours if we hold it, or free again if the hold lapsed and nobody took it
-    select count(*) filter (where h.held or (not c.is_blocked and c.bookings_count + c.temp_holds < c.allotment)),
-           count(*) filter (where h.held), coalesce(max(c.allotment) <= 1, true)
-      into free_nights, held_nights, sole
-    from reserve.availability_calendar c
-    cross join lateral (select exists (select 1 from reserve.booking_locks l
-                                       where l.booking_intent_id = bi.id and l.lock_date = c.date and l.status = 'held') as held) h
-    where c.unit_id = bi.unit_id and c.date >= bi.check_in and c.date < bi.check_out;
-    if nights_locked <> bi.nights or free_nights <> bi.nights then
-      refuse := 'nights_unavailable';
-      select string_agg(c.date::text, ', ' order by c.date) into why
-      from reserve.availability_calendar c
+    -- this intent's holds first, locked: while they are held the nights are the intent's whatever the
+    -- calendar says, so the usual case decides without the calendar and takes its nights only once the
+    -- reservation is written; a night every checkout of a busy unit wants is then held for the receipt
+    -- and the commit, not for the whole finalize. The sweep of lapsed holds skips holds locked here.
+    select count(*) into held_nights from (
+      select 1 from reserve.booking_locks l
+      where l.booking_intent_id = bi.id and l.status = 'held'
+        and l.unit_id = bi.unit_id and l.lock_date >= bi.check_in and l.lock_date < bi.check_out
+      for no key update) h;
+    if held_nights <> bi.nights then
+      perform 1 from reserve.availability_calendar c
       where c.unit_id = bi.unit_id and c.date >= bi.check_in and c.date < bi.check_out
-        and not exists (select 1 from reserve.booking_locks l
-                        where l.booking_intent_id = bi.id and l.lock_date = c.date and l.status = 'held')
-        and (c.is_blocked or c.bookings_count + c.temp_holds >= c.allotment);
-      why := format('the hold of booking intent %s lapsed and unit %s was sold or blocked meanwhile (%s)',
-                    bi.id, bi.unit_id, coalesce(why, 'nights missing from the calendar'));
+      order by c.date for no key update;
+      get diagnostics nights_locked = row_count;
+      -- a night is still ours if we hold it, or free again if the hold lapsed and nobody took it
+      select count(*) filter (where h.held or (not c.is_blocked and c.bookings_count + c.temp_holds < c.allotment)),
+             count(*) filter (where h.held), coalesce(max(c.allotment) <= 1, true)
+        into free_nights, held_nights, sole
+      from reserve.availability_calendar c
+      cross join lateral (select exists (select 1 from reserve.booking_locks l
+                                         where l.booking_intent_id = bi.id and l.lock_date = c.date and l.status = 'held') as held) h
+      where c.unit_id = bi.unit_id and c.date >= bi.check_in and c.date < bi.check_out;
+      if nights_locked <> bi.nights or free_nights <> bi.nights then
+        refuse := 'nights_unavailable';
+        select string_agg(c.date::text, ', ' order by c.date) into why
+        from reserve.availability_calendar c
+        where c.unit_id = bi.unit_id and c.date >= bi.check_in and c.date < bi.check_out
+          and not exists (select 1 from reserve.booking_locks l
+                          where l.booking_intent_id = bi.id and l.lock_date = c.date and l.status = 'held')
+          and (c.is_blocked or c.bookings_count + c.temp_holds >= c.allotment);
+        why := format('the hold of booking intent %s lapsed and unit %s was sold or blocked meanwhile (%s)',
+                      bi.id, bi.unit_id, coalesce(why, 'nights missing from the calendar'));
+      end if;
     end if;
   end if;
 
@@ -131,26 +142,25 @@ begin
   end if;
 
   if held_nights = bi.nights then
-    -- the usual case, every night still held: this function turns the holds into bookings itself, in
-    -- two set-based statements, and the counting triggers of booking_locks and reservations stand
-    -- aside for this intent only (reserve.counted_by names it; cleared below). The calendar rows are
-    -- locked above, so what is counted here is what the triggers would have counted. The reservation's
-    -- fill and settle triggers stand aside too (their WHEN names counted_by): this function gives the
-    -- row what they would, converts the intent and posts the receipt below, with the rows it holds.
+    -- the usual case, every night still held and its hold locked above: this function turns the holds
+    -- into bookings itself, in two set-based statements, and the counting triggers of booking_locks and
+    -- reservations stand aside for this intent only (reserve.counted_by names it; cleared below). The
+    -- reservation's fill and settle triggers stand aside too (their WHEN names counted_by): this function
+    -- gives the row what they would, converts the intent and posts the receipt below, with the rows it holds.
     perform set_config('reserve.counted_by', bi.id::text, true);
     update reserve.booking_locks l set status = 'converted'
     where l.booking_intent_id = bi.id and l.status = 'held'
       and l.unit_id = bi.unit_id and l.lock_date >= bi.check_in and l.lock_date < bi.check_out;
     get diagnostics moved = row_count;
-    update reserve.availability_calendar c
-    set temp_holds = c.temp_holds - 1, bookings_count = c.bookings_count + 1
-    where c.unit_id = bi.unit_id and c.date >= bi.check_in and c.date < bi.check_out;
-    if moved <> bi.nights or not found then
+    if moved <> bi.nights then
       raise exception using errcode = 'RC106',
         message = format('booking intent %s held %s of its %s nights of unit %s when finalized', bi.id, moved, bi.nights, bi.unit_id);
     end if;
-    -- what the fill triggers would give the reservation: the unit's property and city now (sole
-    -- occupancy is counted above, from its nights' allotment)
+    -- what the fill triggers would give the reservation: sole occupancy from its nights' allotment (read
+    -- as fill_sole_occupancy reads it), the unit's property and city now
+    select coalesce(max(c.allotment) <= 1, true) into sole
+    from reserve.availability_calendar c
+    where c.unit_id = bi.unit_id and c.date >= bi.check_in and c.date < bi.check_out;
     select u.property_id, pm.city_code into property, city
     from reserve.unit_map u join reserve.properties_map pm on pm.id = u.property_id
     where u.id = bi.unit_id;
@@ -180,6 +190,25 @@ begin
     returning * into r;
     exit when found;
   end loop;
+
+  if held_nights = bi.nights then
+    -- the holds' counters become bookings, the nights' locks taken after the reservation and before the
+    -- receipt: calendar before ledger rows, as a cancellation takes them (its total does not change)
+    -- in date order, like every path that takes nights (an UPDATE alone takes them in its plan's order)
+    with nights as (
+      select n.unit_id, n.date from reserve.availability_calendar n
+      where n.unit_id = bi.unit_id and n.date >= bi.check_in and n.date < bi.check_out
+      order by n.date for no key update)
+    update reserve.availability_calendar c
+    set temp_holds = c.temp_holds - 1, bookings_count = c.bookings_count + 1
+    from nights
+    where c.unit_id = nights.unit_id and c.date = nights.date;
+    get diagnostics moved = row_count;
+    if moved <> bi.nights then
+      raise exception using errcode = 'RC106',
+        message = format('booking intent %s: %s of its %s nights of unit %s are in the calendar', bi.id, moved, bi.nights, bi.unit_id);
+    end if;
+  end if;
 
   -- settle's second step on the usual path, with the payment finalize holds
   if held_nights = bi.nights and p.succeeded_at is not null then

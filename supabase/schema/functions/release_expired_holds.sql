@@ -9,9 +9,9 @@ CREATE OR REPLACE FUNCTION reserve.release_expired_holds(p_limit integer DEFAULT
  SET search_path TO ''
 AS $function$
 begin
-  -- nights first, like every other path (checkout, finalize, release): a lapsed hold is expired only
-  -- under its calendar night's lock, and nights a checkout or finalize holds right now are skipped
-  -- (SKIP LOCKED), so the sweep never waits and never deadlocks
+  -- nights first, like every other path (checkout, release): a lapsed hold is expired only under its
+  -- calendar night's lock, and nights or holds a checkout or finalize holds right now are skipped (SKIP
+  -- LOCKED; finalize locks its holds before their nights), so the sweep never waits and never deadlocks
   with due as (
     select distinct unit_id, lock_date from (
       select unit_id, lock_date from reserve.booking_locks
@@ -23,10 +23,14 @@ begin
     where (c.unit_id, c.date) in (select unit_id, lock_date from due)
     order by c.unit_id, c.date
     for no key update skip locked
+  ), lapsed as (
+    select l.id from reserve.booking_locks l join nights n on l.unit_id = n.unit_id and l.lock_date = n.date
+    where l.status = 'held' and l.expires_at <= now()
+    for no key update of l skip locked
   )
   update reserve.booking_locks l set status = 'expired', released_at = now()
-  from nights n
-  where l.unit_id = n.unit_id and l.lock_date = n.date and l.status = 'held' and l.expires_at <= now();
+  from lapsed x
+  where l.id = x.id and l.status = 'held';
   get diagnostics released_locks = row_count;
 
   with due as (
