@@ -266,3 +266,55 @@ describe("one hot night of a hotel: stays paid and cancelled at the same moment"
     await invariantsHold();
   });
 });
+
+describe("a move onto a one-stay-a-night unit while a checkout of those nights is being paid", () => {
+  it("never deadlocks: the finalize takes the nights before its reservation exists, the move fails RC106, the payer gets the stay", async () => {
+    // U before V in id order: the move takes U's nights first, then V's
+    let [u, v] = [(await f.unit(sql, { nights: 6, allotment: 1 })).unitId, (await f.unit(sql, { nights: 6, allotment: 1 })).unitId];
+    const [{ lt }] = await sql`select ${u}::uuid < ${v}::uuid as lt`;
+    if (!lt) [u, v] = [v, u];
+    const moved = await intentWithPayment(v, 1, 4);
+    const reservationId = (await applyStatus(sql, moved.paymentId, "succeeded")).reservation_id as string;
+    const paying = await intentWithPayment(u, 1, 4);
+    const [blocker, mover, payer] = [await pool(1), await pool(1), await pool(1)];
+    const pidOf = async (c: Sql) => ((await c`select pg_backend_pid() as pid`)[0].pid as number);
+    const [moverPid, payerPid] = [await pidOf(mover), await pidOf(payer)];
+    const untilWaiting = async (pid: number) => {
+      for (let i = 0; i < 400; i++) {
+        const [{ waiting }] = await sql`select exists (select 1 from pg_locks where pid = ${pid} and not granted) as waiting`;
+        if (waiting) return;
+        await new Promise((r) => setTimeout(r, 25));
+      }
+      throw new Error(`backend ${pid} never waited on a lock`);
+    };
+    let release!: () => void;
+    try {
+      let locked!: () => void;
+      const isLocked = new Promise<void>((r) => (locked = r));
+      const released = new Promise<void>((r) => (release = r));
+      // a checkout of V's first night holds it for a moment, so the move holds U's nights and waits
+      const blocking = blocker.begin(async (tx) => {
+        await tx`select 1 from reserve.availability_calendar where unit_id = ${v} and date = ${f.isoDate(1)} for no key update`;
+        locked();
+        await released;
+      });
+      await isLocked;
+      const moving = mover.begin(async (tx) => {
+        await tx`select set_config('reserve.actor', 'ops@example.com', true)`;
+        return tx`select id from reserve.move_reservation(${reservationId}, ${u}, 'overbooked')`;
+      });
+      await untilWaiting(moverPid);
+      const pay = applyStatus(payer, paying.paymentId, "succeeded");
+      await untilWaiting(payerPid);
+      release();
+      await blocking;
+      const [moveResult, payResult] = await Promise.allSettled([moving, pay]);
+      expect(moveResult).toMatchObject({ status: "rejected", reason: { code: "RC106" } });
+      expect(payResult).toMatchObject({ status: "fulfilled", value: { finalize_outcome: "created" } });
+    } finally {
+      release?.();
+      await Promise.all([blocker.end(), mover.end(), payer.end()]);
+    }
+    await invariantsHold();
+  });
+});

@@ -147,6 +147,17 @@ begin
     -- reservations stand aside for this intent only (reserve.counted_by names it; cleared below). The
     -- reservation's fill and settle triggers stand aside too (their WHEN names counted_by): this function
     -- gives the row what they would, converts the intent and posts the receipt below, with the rows it holds.
+    select coalesce(max(c.allotment) <= 1, true) into sole
+    from reserve.availability_calendar c
+    where c.unit_id = bi.unit_id and c.date >= bi.check_in and c.date < bi.check_out;
+    if sole then
+      -- a unit that sells one stay a night takes its nights before its reservation exists: a move onto
+      -- them holds the nights and then checks reservations_no_overlap against ours, which would wait for
+      -- this transaction while this one waits for its nights. Its nights are never many stays' to share.
+      perform 1 from reserve.availability_calendar c
+      where c.unit_id = bi.unit_id and c.date >= bi.check_in and c.date < bi.check_out
+      order by c.date for no key update;
+    end if;
     perform set_config('reserve.counted_by', bi.id::text, true);
     update reserve.booking_locks l set status = 'converted'
     where l.booking_intent_id = bi.id and l.status = 'held'
@@ -157,10 +168,7 @@ begin
         message = format('booking intent %s held %s of its %s nights of unit %s when finalized', bi.id, moved, bi.nights, bi.unit_id);
     end if;
     -- what the fill triggers would give the reservation: sole occupancy from its nights' allotment (read
-    -- as fill_sole_occupancy reads it), the unit's property and city now
-    select coalesce(max(c.allotment) <= 1, true) into sole
-    from reserve.availability_calendar c
-    where c.unit_id = bi.unit_id and c.date >= bi.check_in and c.date < bi.check_out;
+    -- above as fill_sole_occupancy reads it), the unit's property and city now
     select u.property_id, pm.city_code into property, city
     from reserve.unit_map u join reserve.properties_map pm on pm.id = u.property_id
     where u.id = bi.unit_id;
@@ -192,8 +200,8 @@ begin
   end loop;
 
   if held_nights = bi.nights then
-    -- the holds' counters become bookings, the nights' locks taken after the reservation and before the
-    -- receipt: calendar before ledger rows, as a cancellation takes them (its total does not change)
+    -- the holds' counters become bookings, the nights' locks taken (unless sole took them above) after
+    -- the reservation and before the receipt: calendar before ledger rows, as a cancellation takes them
     -- in date order, like every path that takes nights (an UPDATE alone takes them in its plan's order)
     with nights as (
       select n.unit_id, n.date from reserve.availability_calendar n
