@@ -36,6 +36,35 @@ async function invariantsHold() {
   expect(await sql`select * from reserve.find_ledger_imbalances(current_date - 1)`).toEqual([]);
 }
 
+/** Another transaction holding one calendar night (a checkout or finalize of it) until `release()`. */
+async function holdNight(unitId: string, day: number) {
+  const conn = await pool(1);
+  let locked!: () => void;
+  let release!: () => void;
+  const isLocked = new Promise<void>((r) => (locked = r));
+  const released = new Promise<void>((r) => (release = r));
+  const done = conn.begin(async (tx) => {
+    await tx`select 1 from reserve.availability_calendar where unit_id = ${unitId} and date = ${f.isoDate(day)} for no key update`;
+    locked();
+    await released;
+  });
+  await isLocked;
+  return { release: async () => { release(); await done; }, end: async () => { release(); await conn.end(); } };
+}
+
+async function backendPid(conn: Sql): Promise<number> {
+  return (await conn`select pg_backend_pid() as pid`)[0].pid as number;
+}
+
+async function untilWaitingOnLock(pid: number): Promise<void> {
+  for (let i = 0; i < 400; i++) {
+    const [{ waiting }] = await sql`select exists (select 1 from pg_locks where pid = ${pid} and not granted) as waiting`;
+    if (waiting) return;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  throw new Error(`backend ${pid} never waited on a lock`);
+}
+
 async function intentWithPayment(unitId: string, from = 1, to = 3) {
   const [bi] = await sql`select * from reserve.create_booking_intent(${unitId}, ${f.isoDate(from)}, ${f.isoDate(to)}, 2)`;
   const [p] = await sql`select * from reserve.create_payment(${bi.id}, 'stripe', 'card', ${bi.amount})`;
@@ -187,27 +216,13 @@ describe("a finalize on a busy night", () => {
   it("takes the night after writing its reservation and before its receipt, with its own holds locked first", async () => {
     const { unitId } = await f.unit(sql, { nights: 3, allotment: 5 });
     const { intentId, paymentId } = await intentWithPayment(unitId, 1, 2);
-    const [blocker, payer] = [await pool(1), await pool(1)];
-    const [{ pid }] = await payer`select pg_backend_pid() as pid`;
-    let release!: () => void;
+    // another checkout or finalize of the night holds it
+    const blocker = await holdNight(unitId, 1);
+    const payer = await pool(1);
+    const pid = await backendPid(payer);
     try {
-      let locked!: () => void;
-      const isLocked = new Promise<void>((r) => (locked = r));
-      const released = new Promise<void>((r) => (release = r));
-      // another checkout or finalize of the night holds it
-      const blocking = blocker.begin(async (tx) => {
-        await tx`select 1 from reserve.availability_calendar where unit_id = ${unitId} and date = ${f.isoDate(1)} for no key update`;
-        locked();
-        await released;
-      });
-      await isLocked;
       const paying = applyStatus(payer, paymentId, "succeeded");
-      let waiting = false;
-      for (let i = 0; i < 400 && !waiting; i++) {
-        [{ waiting }] = await sql`select exists (select 1 from pg_locks where pid = ${pid} and not granted) as waiting`;
-        if (!waiting) await new Promise((r) => setTimeout(r, 25));
-      }
-      expect(waiting).toBe(true);
+      await untilWaitingOnLock(pid);
       // what the payer's transaction has written while it waits for the night: the intent and the
       // reservation, not yet the ledger (a cancellation takes nights, then ledger rows: the same order)
       const written = await sql`select c.relname from pg_locks l join pg_class c on c.oid = l.relation
@@ -223,12 +238,10 @@ describe("a finalize on a busy night", () => {
       expect(held).toBe(1);
       await expect(sql.begin((tx) => tx`select 1 from reserve.booking_locks where booking_intent_id = ${intentId} for update nowait`))
         .rejects.toMatchObject({ code: "55P03" });
-      release();
-      await blocking;
+      await blocker.release();
       const done = await paying;
       expect(done.finalize_outcome).toBe("created");
     } finally {
-      release?.();
       await Promise.all([blocker.end(), payer.end()]);
     }
     const [night] = await sql`select temp_holds, bookings_count from reserve.availability_calendar
@@ -276,43 +289,23 @@ describe("a move onto a one-stay-a-night unit while a checkout of those nights i
     const moved = await intentWithPayment(v, 1, 4);
     const reservationId = (await applyStatus(sql, moved.paymentId, "succeeded")).reservation_id as string;
     const paying = await intentWithPayment(u, 1, 4);
-    const [blocker, mover, payer] = [await pool(1), await pool(1), await pool(1)];
-    const pidOf = async (c: Sql) => ((await c`select pg_backend_pid() as pid`)[0].pid as number);
-    const [moverPid, payerPid] = [await pidOf(mover), await pidOf(payer)];
-    const untilWaiting = async (pid: number) => {
-      for (let i = 0; i < 400; i++) {
-        const [{ waiting }] = await sql`select exists (select 1 from pg_locks where pid = ${pid} and not granted) as waiting`;
-        if (waiting) return;
-        await new Promise((r) => setTimeout(r, 25));
-      }
-      throw new Error(`backend ${pid} never waited on a lock`);
-    };
-    let release!: () => void;
+    // a checkout of V's first night holds it for a moment, so the move holds U's nights and waits
+    const blocker = await holdNight(v, 1);
+    const [mover, payer] = [await pool(1), await pool(1)];
+    const [moverPid, payerPid] = [await backendPid(mover), await backendPid(payer)];
     try {
-      let locked!: () => void;
-      const isLocked = new Promise<void>((r) => (locked = r));
-      const released = new Promise<void>((r) => (release = r));
-      // a checkout of V's first night holds it for a moment, so the move holds U's nights and waits
-      const blocking = blocker.begin(async (tx) => {
-        await tx`select 1 from reserve.availability_calendar where unit_id = ${v} and date = ${f.isoDate(1)} for no key update`;
-        locked();
-        await released;
-      });
-      await isLocked;
       const moving = mover.begin(async (tx) => {
         await tx`select set_config('reserve.actor', 'ops@example.com', true)`;
         return tx`select id from reserve.move_reservation(${reservationId}, ${u}, 'overbooked')`;
       });
-      await untilWaiting(moverPid);
+      await untilWaitingOnLock(moverPid);
       const pay = applyStatus(payer, paying.paymentId, "succeeded");
-      await untilWaiting(payerPid);
-      release();
-      await blocking;
+      await untilWaitingOnLock(payerPid);
+      await blocker.release();
       const [moveResult, payResult] = await Promise.allSettled([moving, pay]);
       expect(moveResult).toMatchObject({ status: "rejected", reason: { code: "RC106" } });
       expect(payResult).toMatchObject({ status: "fulfilled", value: { finalize_outcome: "created" } });
     } finally {
-      release?.();
       await Promise.all([blocker.end(), mover.end(), payer.end()]);
     }
     await invariantsHold();
