@@ -311,3 +311,48 @@ describe("a move onto a one-stay-a-night unit while a checkout of those nights i
     await invariantsHold();
   });
 });
+
+describe("a recount of drifting nights while another transaction changes them", () => {
+  it("waits for it and counts what it committed (rebuild_unit_availability, the overbooking runbook's Step 4)", async () => {
+    const { unitId } = await f.unit(sql, { nights: 3, allotment: 3 });
+    const hold = async () => ((await sql`select id from reserve.create_booking_intent(${unitId}, ${f.isoDate(1)}, ${f.isoDate(3)}, 2)`)[0].id as string);
+    await hold();
+    const leaving = await hold(); // nights 1 and 2: temp_holds 2
+    // the drift the recount is run for: a booking counted on night 1 that no stay has
+    await sql.begin(async (tx) => {
+      await tx`set local session_replication_role = replica`;
+      await tx`update reserve.availability_calendar set bookings_count = 1 where unit_id = ${unitId} and date = ${f.isoDate(1)}`;
+    });
+    const [releaser, operator] = [await pool(1), await pool(1)];
+    const pid = await backendPid(operator);
+    let commit!: () => void;
+    try {
+      let released!: () => void;
+      const isReleased = new Promise<void>((r) => (released = r));
+      const committing = new Promise<void>((r) => (commit = r));
+      // the second guest gives the nights back; that transaction has not committed yet
+      const releasing = releaser.begin(async (tx) => {
+        await tx`select reserve.release_booking_intent(${leaving}, 'guest left')`;
+        released();
+        await committing;
+      });
+      await isReleased;
+      // the operator's recount queues on the nights' locks
+      const rebuilding = operator.begin(async (tx) => {
+        await tx`select set_config('reserve.actor', 'ops@example.com', true)`;
+        return tx`select * from reserve.rebuild_unit_availability(${unitId}, current_date, 'counters drift on night 1')`;
+      });
+      await untilWaitingOnLock(pid);
+      commit();
+      await releasing;
+      const [rebuilt] = await rebuilding;
+      expect(rebuilt).toMatchObject({ nights_checked: 3, nights_changed: 1, nights_oversold: 0 });
+    } finally {
+      commit?.();
+      await Promise.all([releaser.end(), operator.end()]);
+    }
+    const nights = await sql`select bookings_count, temp_holds from reserve.availability_calendar where unit_id = ${unitId} order by date`;
+    expect(nights.map((n) => [n.bookings_count, n.temp_holds])).toEqual([[0, 1], [0, 1], [0, 0]]);
+    expect(await sql`select * from reserve.availability_counter_drift where unit_id = ${unitId}`).toEqual([]);
+  });
+});

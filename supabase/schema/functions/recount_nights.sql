@@ -9,19 +9,22 @@ CREATE OR REPLACE FUNCTION reserve.recount_nights(p_unit_id uuid, p_from date, p
  SET search_path TO ''
 AS $function$
 begin
-  with nights as (
-    select c.unit_id, c.date from reserve.availability_calendar c
-    where c.unit_id = p_unit_id and c.date >= p_from and (p_to is null or c.date < p_to)
-    order by c.date
-    for no key update
-  ), actual as (
-    select n.unit_id, n.date, c.allotment,
+  -- the nights' locks in a statement of their own: the count below then reads a snapshot taken after
+  -- every transaction it waited for had committed. In one statement it counted from the snapshot the
+  -- statement began with, before them, and wrote those counts over the ones they had just committed.
+  perform 1 from reserve.availability_calendar c
+  where c.unit_id = p_unit_id and c.date >= p_from and (p_to is null or c.date < p_to)
+  order by c.date
+  for no key update;
+  with actual as (
+    select c.unit_id, c.date, c.allotment,
            (select count(*) from reserve.reservations r
-            where r.unit_id = n.unit_id and reserve.is_live_reservation(r.status)
-              and r.check_in <= n.date and r.check_out > n.date)::integer as booked,
+            where r.unit_id = c.unit_id and reserve.is_live_reservation(r.status)
+              and r.check_in <= c.date and r.check_out > c.date)::integer as booked,
            (select count(*) from reserve.booking_locks l
-            where l.unit_id = n.unit_id and l.lock_date = n.date and l.status = 'held')::integer as held
-    from nights n join reserve.availability_calendar c on c.unit_id = n.unit_id and c.date = n.date
+            where l.unit_id = c.unit_id and l.lock_date = c.date and l.status = 'held')::integer as held
+    from reserve.availability_calendar c
+    where c.unit_id = p_unit_id and c.date >= p_from and (p_to is null or c.date < p_to)
   ), fixed as (
     update reserve.availability_calendar c
     -- sold stays first: a hold that lapses must not make an oversold night look free
