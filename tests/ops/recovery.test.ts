@@ -1,6 +1,7 @@
 // The runbook's recovery functions: each needs a named operator and a reason (RC501), is
 // audited (the rows it changes carry the operator and a reason naming the function and p_reason), is
 // idempotent, and refuses unsafe cases with its code.
+import postgres from "postgres";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { createTestDatabase, rolledBack, sqlState, type Sql, type TestDatabase } from "../helpers/db.ts";
 import * as f from "../helpers/fixtures.ts";
@@ -318,12 +319,60 @@ describe("rebuild_unit_availability", () => {
 });
 
 describe("ops blocks that overlap", () => {
+  const block = (q: Sql, unitId: string, from: number, to: number, why: string): Promise<string> =>
+    asNamedOperator(q, OP, (tx) => tx`select * from reserve.block_unit_dates(${unitId}, ${f.isoDate(from)}::date, ${f.isoDate(to)}::date, ${why})`)
+      .then(([b]) => b.block_id as string);
+  const lift = (q: Sql, blockId: string): Promise<number> =>
+    asNamedOperator(q, OP, (tx) => tx`select * from reserve.unblock_unit_dates(${blockId}::uuid, 'done')`).then(([r]) => r.nights_reopened as number);
+  const openNights = async (unitId: string) =>
+    (await sql`select date from reserve.availability_calendar where unit_id = ${unitId} and not is_blocked and date < ${f.isoDate(7)} order by date`)
+      .map((o) => (o.date as Date).toISOString().slice(0, 10));
+  const firstSix = () => [1, 2, 3, 4, 5, 6].map((d) => f.isoDate(d));
+
   it("lifting one does not reopen nights another open block still asks to keep closed", async () => {
     const u = await f.unit(sql, { nights: 10 });
-    const [a] = await asNamedOperator(sql, OP, (tx) => tx`select * from reserve.block_unit_dates(${u.unitId}, ${f.isoDate(1)}::date, ${f.isoDate(5)}::date, 'A')`);
-    await asNamedOperator(sql, OP, (tx) => tx`select * from reserve.block_unit_dates(${u.unitId}, ${f.isoDate(3)}::date, ${f.isoDate(7)}::date, 'B')`);
-    await asNamedOperator(sql, OP, (tx) => tx`select * from reserve.unblock_unit_dates(${a.block_id}::uuid, 'A done')`);
-    const open = await sql`select date from reserve.availability_calendar where unit_id = ${u.unitId} and not is_blocked and date < ${f.isoDate(7)} order by date`;
-    expect(open.map((o) => o.date.toISOString().slice(0, 10))).toEqual([f.isoDate(1), f.isoDate(2)]);
+    const a = await block(sql, u.unitId, 1, 5, "A");
+    await block(sql, u.unitId, 3, 7, "B");
+    expect(await lift(sql, a)).toBe(2);
+    expect(await openNights(u.unitId)).toEqual([f.isoDate(1), f.isoDate(2)]);
+  });
+
+  it("the last block lifted over a night reopens it, whichever closed it, in either order", async () => {
+    for (const order of [["A", "B"], ["B", "A"]]) {
+      const u = await f.unit(sql, { nights: 10 });
+      // B closes only 5-6: 3-4 are A's already
+      const ids: Record<string, string> = { A: await block(sql, u.unitId, 1, 5, "A"), B: await block(sql, u.unitId, 3, 7, "B") };
+      for (const name of order) await lift(sql, ids[name]);
+      expect(await openNights(u.unitId)).toEqual(firstSix());
+      const [kept] = await sql`select nights from reserve.ops_blocks where id = ${ids.B}`;
+      // lifted first, A handed 3-4 to B, which kept them closed; lifted first, B had nothing to hand
+      expect((kept.nights as Date[]).length).toBe(order[0] === "A" ? 4 : 2);
+    }
+  });
+
+  it("a night the host closed before the blocks stays closed after them", async () => {
+    const u = await f.unit(sql, { nights: 10 });
+    await sql`update reserve.availability_calendar set is_blocked = true where unit_id = ${u.unitId} and date = ${f.isoDate(4)}`;
+    const a = await block(sql, u.unitId, 1, 5, "A");
+    const b = await block(sql, u.unitId, 3, 7, "B");
+    await lift(sql, a);
+    await lift(sql, b);
+    expect(await openNights(u.unitId)).toEqual(firstSix().filter((d) => d !== f.isoDate(4)));
+  });
+
+  it("two overlapping blocks lifted at the same moment reopen every night they closed", async () => {
+    const racers = postgres(db.url, { max: 4, onnotice: () => {} });
+    try {
+      for (let round = 0; round < 5; round++) {
+        const u = await f.unit(sql, { nights: 10 });
+        const a = await block(sql, u.unitId, 1, 5, "A");
+        const b = await block(sql, u.unitId, 3, 7, "B");
+        const reopened = await Promise.all([lift(racers, a), lift(racers, b)]);
+        expect(reopened.reduce((x, y) => x + y, 0)).toBe(6);
+        expect(await openNights(u.unitId)).toEqual(firstSix());
+      }
+    } finally {
+      await racers.end();
+    }
   });
 });

@@ -15,7 +15,11 @@ begin
   if p_unit_id is null or p_from is null or p_to is null or p_to <= p_from then
     raise exception using errcode = 'RC103', message = format('unit %s: block from %s to %s is not a range of nights', p_unit_id, p_from, p_to);
   end if;
-  if not exists (select 1 from reserve.unit_map u where u.id = p_unit_id) then
+  -- one block or lift of a unit at a time (unblock_unit_dates takes the same lock): which block keeps a
+  -- night closed is decided with every other block of the unit settled. NO KEY UPDATE: foreign keys to
+  -- the unit (checkouts, nights) take KEY SHARE and never wait for it.
+  perform 1 from reserve.unit_map u where u.id = p_unit_id for no key update;
+  if not found then
     raise exception using errcode = 'RC101', message = format('unit %s not found', p_unit_id);
   end if;
   perform 1 from reserve.availability_calendar c where c.unit_id = p_unit_id and c.date >= p_from and c.date < p_to

@@ -12,21 +12,39 @@ declare
   who text := reserve.require_operator('unblock_unit_dates', p_reason);
   b reserve.ops_blocks;
 begin
-  select * into b from reserve.ops_blocks x where x.id = p_block_id for update;
+  select * into b from reserve.ops_blocks x where x.id = p_block_id;
   if not found then
     raise exception using errcode = 'RC001', message = format('ops block %s not found', p_block_id);
   end if;
+  -- one block or lift of a unit at a time (block_unit_dates takes the same lock), then the block afresh
+  perform 1 from reserve.unit_map u where u.id = b.unit_id for no key update;
+  select * into b from reserve.ops_blocks x where x.id = p_block_id for update;
   block_id := b.id;
   nights_reopened := 0;
   if b.unblocked_at is null then
     perform 1 from reserve.availability_calendar c where c.unit_id = b.unit_id and c.date = any (b.nights)
     order by c.date for no key update;
-    update reserve.availability_calendar c set is_blocked = false
-    where c.unit_id = b.unit_id and c.date = any (b.nights) and c.is_blocked
-      and not exists (select 1 from reserve.ops_blocks o
+    -- a night another open block covers stays closed, and that block now keeps it: its nights say so, and
+    -- lifting it reopens the night (it closed none of them itself, they were closed already)
+    with kept as (
+      select c.date, (select o.id from reserve.ops_blocks o
                       where o.id <> b.id and o.unit_id = b.unit_id and o.unblocked_at is null
-                        and c.date >= o.from_date and c.date < o.to_date);
-    get diagnostics nights_reopened = row_count;
+                        and c.date >= o.from_date and c.date < o.to_date
+                      order by o.blocked_at, o.id limit 1) as keeper
+      from reserve.availability_calendar c
+      where c.unit_id = b.unit_id and c.date = any (b.nights) and c.is_blocked
+    ), handed as (
+      update reserve.ops_blocks o
+      set nights = array(select d from unnest(o.nights) d union select k.date from kept k where k.keeper = o.id order by 1)
+      where o.id in (select k.keeper from kept k)
+      returning o.id
+    ), reopened as (
+      update reserve.availability_calendar c set is_blocked = false
+      from kept k
+      where k.keeper is null and c.unit_id = b.unit_id and c.date = k.date
+      returning c.date
+    )
+    select count(*) + 0 * (select count(*) from handed) into nights_reopened from reopened;
     update reserve.ops_blocks x set unblocked_by = who, unblocked_at = now(), unblock_reason = p_reason where x.id = b.id;
   end if;
   return next;
@@ -34,7 +52,7 @@ end
 $function$
 ;
 
-comment on function reserve.unblock_unit_dates(p_block_id uuid, p_reason text) is 'Reopens the nights an ops block closed (never one the host closed, nor one another open ops block still covers). Idempotent.';
+comment on function reserve.unblock_unit_dates(p_block_id uuid, p_reason text) is 'Reopens the nights an ops block closed (never one the host closed, nor one another open ops block still covers: that block then keeps it, and lifting it reopens it). Idempotent.';
 
 -- grants
 grant execute on function reserve.unblock_unit_dates(p_block_id uuid, p_reason text) to service_role;
