@@ -375,4 +375,50 @@ describe("ops blocks that overlap", () => {
       await racers.end();
     }
   });
+
+  it("a lift whose connection dies in the middle writes nothing, and lifting again hands over and reopens", async () => {
+    const u = await f.unit(sql, { nights: 10 });
+    const a = await block(sql, u.unitId, 1, 5, "A");
+    const b = await block(sql, u.unitId, 3, 7, "B");
+    const [holder, lifter] = [postgres(db.url, { max: 1, onnotice: () => {} }), postgres(db.url, { max: 1, onnotice: () => {} })];
+    let release!: () => void;
+    try {
+      let locked!: () => void;
+      const isLocked = new Promise<void>((r) => (locked = r));
+      const released = new Promise<void>((r) => (release = r));
+      // B's row is held elsewhere: the lift of A has taken the unit, A and its nights, and waits to hand 3-4 to B
+      const holding = holder.begin(async (tx) => {
+        await tx`select 1 from reserve.ops_blocks where id = ${b} for update`;
+        locked();
+        await released;
+      });
+      await isLocked;
+      // the operator named for the session: a transaction's ROLLBACK cannot be sent on a killed connection
+      const [{ pid }] = await lifter`select pg_backend_pid() as pid, set_config('reserve.actor', ${OP}, false)`;
+      const lifting = lifter`select * from reserve.unblock_unit_dates(${a}::uuid, 'done')`
+        .then(() => "lifted", (e: { code?: string }) => e.code ?? String(e));
+      for (let i = 0; i < 400; i++) {
+        const [{ waiting }] = await sql`select exists (select 1 from pg_locks where pid = ${pid} and not granted) as waiting`;
+        if (waiting) break;
+        await new Promise((r) => setTimeout(r, 25));
+      }
+      await sql`select pg_terminate_backend(${pid})`;
+      // the server's 57P01, or the closed connection, whichever the client sees first
+      expect(["57P01", "CONNECTION_CLOSED"]).toContain(await lifting);
+      release();
+      await holding;
+    } finally {
+      release?.();
+      await Promise.all([holder.end({ timeout: 5 }), lifter.end({ timeout: 1 }).catch(() => {})]);
+    }
+    // nothing of the lift is left: A is open, its nights closed, B's nights what B closed
+    const [left] = await sql`select unblocked_at from reserve.ops_blocks where id = ${a}`;
+    expect(left.unblocked_at).toBeNull();
+    expect(await openNights(u.unitId)).toEqual([]);
+    const [kept] = await sql`select nights from reserve.ops_blocks where id = ${b}`;
+    expect((kept.nights as Date[]).length).toBe(2);
+    expect(await lift(sql, a)).toBe(2);
+    expect(await lift(sql, b)).toBe(4);
+    expect(await openNights(u.unitId)).toEqual(firstSix());
+  });
 });
