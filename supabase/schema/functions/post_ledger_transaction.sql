@@ -9,8 +9,6 @@ CREATE OR REPLACE FUNCTION reserve.post_ledger_transaction(p_kind text, p_descri
  SET search_path TO ''
 AS $function$
 declare
-  tx reserve.ledger_transactions;
-  hash text;
   default_type text;
 begin
   if p_kind is null or p_kind not in ('payment', 'duplicate_charge', 'refund', 'reversal', 'correction', 'payout', 'chargeback',
@@ -30,30 +28,11 @@ begin
   default_type := case p_kind when 'payment' then 'guest_payment' when 'duplicate_charge' then 'guest_payment'
                               when 'chargeback' then 'chargeback' when 'provider_fee' then 'provider_fee'
                               when 'provider_payout' then 'payout' else p_kind end;
-  perform reserve.assert_balanced(p_entries, 'ledger transaction ' || coalesce(p_idempotency_key, '(no key)'));
-
-  hash := md5(jsonb_build_array(p_kind, p_description, p_entries, p_payment_id, p_reservation_id, p_city_code, p_reverses)::text);
-  perform set_config('reserve.ledger_writer', 'on', true);
-  insert into reserve.ledger_transactions (kind, description, payment_id, reservation_id, city_code, reverses,
-                                           idempotency_key, request_hash, created_by)
-  values (p_kind, p_description, p_payment_id, p_reservation_id, p_city_code, p_reverses,
-          p_idempotency_key, hash, reserve.current_actor())
-  on conflict (idempotency_key) do nothing
-  returning * into tx;
-
-  if tx.id is null then
-    perform set_config('reserve.ledger_writer', '', true);
-    select * into tx from reserve.ledger_transactions where idempotency_key = p_idempotency_key;
-    if tx.request_hash is distinct from hash then
-      raise exception using errcode = 'RC405',
-        message = format('idempotency key %s was already used for ledger transaction %s with other arguments',
-                         p_idempotency_key, tx.id);
-    end if;
-    return tx;
-  end if;
-
-  perform reserve.write_ledger_entries(tx, p_entries, default_type);
-  return tx;
+  return reserve.post_ledger_lines(
+    p_kind, p_description, p_entries,
+    array(select row(e.account, e.direction, e.amount, e.entry_type, e.currency, e.description)::reserve.ledger_line
+          from reserve.parse_ledger_entries(p_entries, default_type) e),
+    p_idempotency_key, p_payment_id, p_reservation_id, p_city_code, p_reverses);
 end
 $function$
 ;

@@ -27,14 +27,16 @@ begin
   legs := jsonb_build_array(reserve.ledger_leg(reserve.receivable_account(p.provider), 'debit', received, 'guest_payment', currency))
           || case when p_fulfilled then reserve.earned_legs(p.amount, p.currency)
                   else jsonb_build_array(reserve.ledger_leg('refunds_payable', 'credit', received, 'refund', currency)) end;
-  return reserve.post_ledger_transaction(
+  -- legs built here, not given by a caller: handed over as rows, without parse_ledger_entries' checks
+  return reserve.post_ledger_lines(
     case when p.duplicate_of is not null then 'duplicate_charge' else 'payment' end,
     format('%s payment %s (%s)', p.provider, p.id,
            case when p_fulfilled then 'stay sold'
                 when (received, currency) is distinct from (p.amount, p.currency)
                   then format('%s %s received for a price of %s %s: owed back', received, currency, p.amount, p.currency)
                 else coalesce(p.refund_reason, 'to refund') end),
-    legs, 'receipt:' || p.id, p.id, p_reservation_id, city);
+    legs, array(select jsonb_populate_record(null::reserve.ledger_line, e) from jsonb_array_elements(legs) e),
+    'receipt:' || p.id, p.id, p_reservation_id, city, null);
 end
 $function$
 ;
