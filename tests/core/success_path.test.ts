@@ -5,7 +5,7 @@ import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestDatabase, type Sql, type TestDatabase } from "../helpers/db.ts";
 import * as f from "../helpers/fixtures.ts";
-import { processEvent } from "../helpers/money.ts";
+import { processEvent, refusingReservations } from "../helpers/money.ts";
 
 type Q = postgres.Sql | postgres.TransactionSql;
 
@@ -122,6 +122,69 @@ describe("the audit trail: one row per business transaction", () => {
                                where audit_id = ${a.id as string} and table_name = 'payments' and action = 'UPDATE'`;
     expect(before.old_values).toMatchObject({ id: c.paymentId, status: "pending", amount: Number(c.payment.amount) });
     expect(before.new_values).toMatchObject({ status: "succeeded" });
+  });
+
+  it("a webhook's apply writes its audit row once, whole (no empty row rewritten at commit); a change after it in the transaction joins that row", async () => {
+    await f.checkoutAttempt(sql, { gatewayId: "pi_audit_held" });
+    const audit = (q: Q) => q<{ ins: number; upd: number }[]>`
+      select coalesce(sum(n_tup_ins), 0)::int as ins, coalesce(sum(n_tup_upd), 0)::int as upd from pg_stat_xact_user_tables
+      where schemaname = 'reserve' and relname like 'audit\\_logs\\_p%'`;
+    const { counts, id, changes, after } = await sql.begin(async (tx) => {
+      const [before] = await audit(tx);
+      const r = await succeeded(tx, `evt_${crypto.randomUUID()}`, "pi_audit_held");
+      expect(r).toMatchObject({ webhook_status: "completed", finalize_outcome: "created" });
+      const [now] = await audit(tx);
+      const [row] = await tx`select id::text, changes from reserve.audit_logs where xact_id = pg_current_xact_id()::text::bigint`;
+      // the hold has ended: an operator's statement in the same transaction is audited, into the same row
+      await tx`set local reserve.reason = 'INC-11: note on the stay'`;
+      await tx`update reserve.reservations set metadata = metadata || '{"note": "late arrival"}' where id = ${r.reservation_id as string}`;
+      const after = await tx`select table_name, reason from reserve.audit_trail where audit_id = ${row.id as string} order by change_no`;
+      return { counts: { ins: now.ins - before.ins, upd: now.upd - before.upd }, id: row.id as string,
+               changes: row.changes as { op: string; table: string }[], after };
+    });
+    expect(counts).toEqual({ ins: 1, upd: 0 });
+    expect(changes.map((x) => `${x.op} ${x.table}`)).toEqual(["UPDATE payments", "UPDATE booking_intents", "INSERT reservations"]);
+    expect(after.map((x) => x.table_name)).toEqual(["payments", "booking_intents", "reservations", "reservations"]);
+    expect(after[3].reason).toBe("INC-11: note on the stay");
+    expect(await sql`select count(*)::int as n from reserve.audit_logs where id = ${id}`).toEqual([{ n: 1 }]);
+  });
+
+  it("a held audit is written 100 changes to a row, and what is still held when its hold ends unwritten is written before the next change", async () => {
+    const { unitId } = await f.unit(sql, { nights: 150 });
+    const xact = await sql.begin(async (tx) => {
+      await tx`set local reserve.reason = 'INC-12: reprice'`;
+      await tx`select set_config('reserve.audit_held', pg_current_xact_id()::text, true)`;
+      await tx`update reserve.availability_calendar set price = 321 where unit_id = ${unitId}`;
+      // the hold ends without write_held_audit: the next change writes the held chunk first
+      await tx`select set_config('reserve.audit_held', '', true)`;
+      await tx`update reserve.availability_calendar set price = 323 where unit_id = ${unitId}
+               and date = (select max(date) from reserve.availability_calendar where unit_id = ${unitId})`;
+      const [{ x }] = await tx`select pg_current_xact_id()::text as x`;
+      return x as string;
+    });
+    const rows = await sql`select jsonb_array_length(changes) as n, reason from reserve.audit_logs where xact_id = ${xact}::bigint order by id`;
+    expect(rows.map((r) => r.n)).toEqual([100, 50, 1]);
+    expect(rows.every((r) => r.reason === "INC-12: reprice")).toBe(true);
+    const [t] = await sql`select count(*)::int as n, count(*) filter (where new_values ->> 'price' = '321')::int as first,
+                                 count(distinct row_id)::int as nights
+                          from reserve.audit_trail where xact_id = ${xact}::bigint`;
+    expect(t).toEqual({ n: 151, first: 150, nights: 150 });
+  });
+
+  it("a webhook whose apply fails keeps no audit of what it rolled back, and the next statement is audited as usual", async () => {
+    const c = await f.checkoutAttempt(sql, { gatewayId: "pi_audit_fail" });
+    const { r, xact } = await refusingReservations(sql, () => sql.begin(async (tx) => {
+      const r = await succeeded(tx, `evt_${crypto.randomUUID()}`, "pi_audit_fail");
+      await tx`update reserve.payments set metadata = metadata || '{"seen": true}' where id = ${c.paymentId}`;
+      const [{ x }] = await tx`select pg_current_xact_id()::text as x`;
+      return { r, xact: x as string };
+    }));
+    expect(r).toMatchObject({ webhook_status: "failed" });
+    // what was rolled back (the payment's success, the intent) is not there; the manual change is
+    expect(await sql`select count(*)::int as n from reserve.audit_logs where xact_id = ${xact}::bigint`).toEqual([{ n: 1 }]);
+    const trail = await sql`select table_name, new_values -> 'metadata' ->> 'seen' as seen, new_values ->> 'status' as status
+                            from reserve.audit_trail where xact_id = ${xact}::bigint`;
+    expect(trail).toEqual([{ table_name: "payments", seen: "true", status: "pending" }]);
   });
 
   it("manual SQL over several statements is one row too; what a rolled-back savepoint changed is not in it", async () => {
@@ -329,6 +392,31 @@ describe("finalize converts the holds itself; manual SQL still goes through the 
     expect(bi.status).toBe("converted");
     const receipts = await sql`select idempotency_key from reserve.ledger_transactions where payment_id = ${c.paymentId}`;
     expect(receipts.map((x) => x.idempotency_key)).toEqual([`receipt:${c.paymentId}`]);
+  });
+});
+
+describe("a receipt is posted from the legs our function built, not parsed from JSON", () => {
+  it("writes the same legs and request hash as post_ledger_transaction would: replaying it there returns the receipt and writes nothing", async () => {
+    const c = await f.checkoutAttempt(sql, { gatewayId: "pi_receipt_rows" });
+    const r = await succeeded(sql, `evt_${crypto.randomUUID()}`, "pi_receipt_rows");
+    expect(r).toMatchObject({ finalize_outcome: "created" });
+    const [tx] = await sql`select * from reserve.ledger_transactions where idempotency_key = ${"receipt:" + c.paymentId}`;
+    const legs = await sql`select account, direction, amount::int, entry_type, currency from reserve.ledger_entries
+                           where transaction_id = ${tx.id as string} order by direction desc, account`;
+    const [{ commission }] = await sql`select round(${Number(c.payment.amount)} * reserve.setting_int('commission_bps') / 10000.0)::int as commission`;
+    const amount = Number(c.payment.amount);
+    expect(legs).toEqual([
+      { account: "receivable_stripe", direction: "debit", amount, entry_type: "guest_payment", currency: "BRL" },
+      { account: "commission_revenue", direction: "credit", amount: commission, entry_type: "commission", currency: "BRL" },
+      { account: "host_payable", direction: "credit", amount: amount - commission, entry_type: "host_share", currency: "BRL" },
+    ]);
+    const [{ n: before }] = await sql`select count(*)::int as n from reserve.ledger_entries`;
+    const [again] = await sql`select (x).id::text as id from reserve.post_ledger_transaction(${tx.kind as string}, ${tx.description as string},
+      jsonb_build_array(reserve.ledger_leg('receivable_stripe', 'debit', ${amount}, 'guest_payment', 'BRL'))
+        || reserve.earned_legs(${amount}, 'BRL'),
+      ${tx.idempotency_key as string}, ${c.paymentId}::uuid, ${r.reservation_id as string}::uuid, ${tx.city_code as string}) x`;
+    expect(again.id).toBe(tx.id);
+    expect((await sql`select count(*)::int as n from reserve.ledger_entries`)[0].n).toBe(before);
   });
 });
 

@@ -24,6 +24,7 @@ declare
   xact bigint := pg_current_xact_id()::text::bigint;
   audit_id bigint;
   audit_at timestamptz;
+  held boolean := coalesce(current_setting('reserve.audit_held', true), '') = xact::text;
 begin
   if tg_nargs = 0 then
     key := keyed ->> 'id';
@@ -38,10 +39,18 @@ begin
   change := jsonb_build_object('op', tg_op, 'table', tg_table_name, 'row_id', key, 'old', before_row, 'new', after_row);
 
   -- the head names this transaction's audit row (one from another transaction, or forged, is not ours)
-  if head is not null and ((head ->> 'xact')::bigint is distinct from xact
-                           or not exists (select 1 from reserve.audit_logs a
-                                          where a.id = (head ->> 'id')::bigint and a.occurred_at = (head ->> 'at')::timestamptz
-                                            and a.xact_id = xact)) then
+  if head is not null and (head ->> 'xact')::bigint is distinct from xact then
+    head := null;
+  elsif head ? 'held' then
+    -- a held chunk that is full, or still held when the hold has ended, is written now: its row is
+    -- complete, and the change starts the transaction's next row
+    if not held or (head ->> 'n')::integer >= chunk then
+      perform reserve.write_held_audit();
+      head := null;
+    end if;
+  elsif head is not null and not exists (select 1 from reserve.audit_logs a
+                                         where a.id = (head ->> 'id')::bigint and a.occurred_at = (head ->> 'at')::timestamptz
+                                           and a.xact_id = xact) then
     head := null;
   end if;
   if head is not null and (head ->> 'n')::integer >= chunk then
@@ -49,6 +58,13 @@ begin
     update reserve.audit_logs a set changes = ('[' || current_setting('reserve.audit_changes', true) || ']')::jsonb
     where a.id = (head ->> 'id')::bigint and a.occurred_at = (head ->> 'at')::timestamptz;
     head := null;
+  end if;
+  if head is null and held then
+    -- held by the function doing the work: no row yet, it writes the whole row once (write_held_audit)
+    perform set_config('reserve.audit_head', jsonb_build_object('xact', xact, 'n', 1, 'held', true, 'actor', who, 'reason', why,
+                                                                'action', tg_op, 'table', tg_table_name, 'row_id', key)::text, true);
+    perform set_config('reserve.audit_changes', change::text, true);
+    return null;
   end if;
   if head is null then
     insert into reserve.audit_logs (actor, action, table_name, row_id, reason, changes)
@@ -79,4 +95,4 @@ end
 $function$
 ;
 
-comment on function reserve.audit_row_change() is 'AFTER ROW trigger: adds the change ({op, table, row_id, old, new}) to this transaction''s one audit_logs row (inserted on its first change, written at commit by flush_audit_changes; a bulk change of more than 100 rows is written 100 changes to a row); arguments name the key columns.';
+comment on function reserve.audit_row_change() is 'AFTER ROW trigger: adds the change ({op, table, row_id, old, new}) to this transaction''s one audit_logs row (inserted on its first change, written at commit by flush_audit_changes; a bulk change of more than 100 rows is written 100 changes to a row); or, while a function holds the audit (reserve.audit_held is this transaction), buffers it for write_held_audit. Arguments name the key columns.';

@@ -141,7 +141,12 @@ begin
                   e.provider, u.gateway_payment_id, p.id, p.gateway_payment_id);
   else
     -- what its row stores, as a replay or a retry reads it (webhook_update_of), so every path applies one update
+    -- the changes it makes (payment, intent, reservation) are written as one audit row, once, by
+    -- write_held_audit, not inserted at the first and rewritten at commit
+    perform set_config('reserve.audit_held', pg_current_xact_id()::text, true);
     res := reserve.apply_event_update(k.webhook_id, attempts, p.id, reserve.webhook_update_of(args), 'webhook');
+    perform set_config('reserve.audit_held', '', true);
+    perform reserve.write_held_audit();
     state := res.webhook_status;
     msg := res.error_message;
   end if;
