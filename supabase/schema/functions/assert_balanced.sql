@@ -8,19 +8,11 @@ CREATE OR REPLACE FUNCTION reserve.assert_balanced(p_entries jsonb, p_what text)
  SECURITY DEFINER
  SET search_path TO ''
 AS $function$
-declare
-  bad record;
 begin
-  select currency, sum(amount) filter (where direction = 'debit') as d, sum(amount) filter (where direction = 'credit') as c
-    into bad
-  from reserve.parse_ledger_entries(p_entries, 'correction')
-  group by currency
-  having coalesce(sum(amount) filter (where direction = 'debit'), 0) <> coalesce(sum(amount) filter (where direction = 'credit'), 0)
-  limit 1;
-  if found then
-    raise exception using errcode = 'RC401',
-      message = format('%s does not balance in %s: debits %s, credits %s', p_what, bad.currency, coalesce(bad.d, 0), coalesce(bad.c, 0));
-  end if;
+  perform reserve.assert_lines_balanced(
+    array(select row(e.account, e.direction, e.amount, e.entry_type, e.currency, e.description)::reserve.ledger_line
+          from reserve.parse_ledger_entries(p_entries, 'correction') e),
+    p_what);
 end
 $function$
 ;

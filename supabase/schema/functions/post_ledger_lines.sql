@@ -10,22 +10,9 @@ CREATE OR REPLACE FUNCTION reserve.post_ledger_lines(p_kind text, p_description 
 AS $function$
 declare
   tx reserve.ledger_transactions;
-  bad record;
   hash text;
 begin
-  select l.currency, sum(l.amount) filter (where l.direction = 'debit') as d,
-         sum(l.amount) filter (where l.direction = 'credit') as c
-    into bad
-  from unnest(p_lines) l
-  group by l.currency
-  having coalesce(sum(l.amount) filter (where l.direction = 'debit'), 0)
-      <> coalesce(sum(l.amount) filter (where l.direction = 'credit'), 0)
-  limit 1;
-  if found then
-    raise exception using errcode = 'RC401',
-      message = format('ledger transaction %s does not balance in %s: debits %s, credits %s',
-                       coalesce(p_idempotency_key, '(no key)'), bad.currency, coalesce(bad.d, 0), coalesce(bad.c, 0));
-  end if;
+  perform reserve.assert_lines_balanced(p_lines, 'ledger transaction ' || coalesce(p_idempotency_key, '(no key)'));
 
   -- over the legs as the caller gave them: a replay with the same key and other legs is refused
   hash := md5(jsonb_build_array(p_kind, p_description, p_entries, p_payment_id, p_reservation_id, p_city_code, p_reverses)::text);
