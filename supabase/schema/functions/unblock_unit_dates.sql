@@ -44,7 +44,7 @@ begin
       where k.keeper is null and c.unit_id = b.unit_id and c.date = k.date
       returning c.date
     )
-    select count(*) + 0 * (select count(*) from handed) into nights_reopened from reopened;
+    select count(*) into nights_reopened from reopened;
     update reserve.ops_blocks x set unblocked_by = who, unblocked_at = now(), unblock_reason = p_reason where x.id = b.id;
   end if;
   return next;
