@@ -148,34 +148,44 @@ async function main() {
     await sql`vacuum analyze`;
 
     // ---------------------------------------------------------------- one finalize, counted
-    const counted = await sql.begin(async (tx) => {
-      await tx`set local track_functions = 'all'`;
-      await tx`set local pg_stat_statements.track = 'all'`;
+    // on a connection warmed after the ANALYZE above, which made every cached plan be rebuilt on its next use
+    const one = await sql.reserve();
+    let counted: { r: Awaited<ReturnType<typeof processEvent>>; t: Record<string, number>; f: Record<string, number> };
+    try {
+      for (let i = 0; i < 8; i++) await processEvent(one, succeededEvent(take()));
+      await one`begin`;
+      await one`set local track_functions = 'all'`;
+      await one`set local pg_stat_statements.track = 'all'`;
+      // a statement the plan cache plans anew on every call shows here as planned in this one execution
+      await one`set local pg_stat_statements.track_planning = on`;
       // pg_stat_xact_* also show what this backend did in earlier transactions and has not reported yet
       // (the history above): counted before and after, the difference is this finalize's
       const counts = async () => {
-        const [t] = await tx`
+        const [t] = await one`
         with audit as (select relid from pg_partition_tree('reserve.audit_logs'))
         select coalesce(sum(n_tup_ins), 0)::int as ins, coalesce(sum(n_tup_upd), 0)::int as upd,
                coalesce(sum(n_tup_ins) filter (where relid in (select relid from audit)), 0)::int as audit_ins,
                coalesce(sum(n_tup_upd) filter (where relid in (select relid from audit)), 0)::int as audit_upd
         from pg_stat_xact_user_tables where schemaname = 'reserve'`;
-        const [f] = await tx`
+        const [f] = await one`
         select coalesce(sum(calls) filter (where p.prorettype = 'trigger'::regtype), 0)::int as trigger_calls,
                coalesce(sum(calls), 0)::int as function_calls
         from pg_stat_xact_user_functions s join pg_proc p on p.oid = s.funcid where s.schemaname = 'reserve'`;
         return { ...t, ...f } as Record<string, number>;
       };
       const before = await counts();
-      await tx`select extensions.pg_stat_statements_reset()`;
-      const r = await processEvent(tx, succeededEvent(take()));
+      await one`select extensions.pg_stat_statements_reset()`;
+      const r = await processEvent(one, succeededEvent(take()));
       const after = await counts();
       const d = Object.fromEntries(Object.keys(after).map((k) => [k, after[k] - before[k]]));
       const t = { ins: d.ins, upd: d.upd, audit_ins: d.audit_ins, audit_upd: d.audit_upd };
       const f = { trigger_calls: d.trigger_calls, function_calls: d.function_calls };
-      return { r, t, f };
-    });
-    const [st] = await sql`select coalesce(sum(calls), 0)::int as statements from extensions.pg_stat_statements
+      counted = { r, t, f };
+      await one`commit`;
+    } finally { one.release(); }
+    const [st] = await sql`select coalesce(sum(calls), 0)::int as statements, coalesce(sum(plans), 0)::int as planned,
+                                  round(coalesce(sum(total_plan_time), 0)::numeric, 3)::text as plan_ms
+                           from extensions.pg_stat_statements
                            where query not like '%pg_stat_statements_reset%' and query not like '%pg_stat_xact_user%'
                              and query not like 'set local %' and toplevel is false`;
     if (counted.r.finalize_outcome !== "created") throw new Error(`finalize said ${counted.r.finalize_outcome}`);
@@ -187,6 +197,7 @@ async function main() {
       try {
         await one`set track_functions = 'all'`;
         await one`set pg_stat_statements.track = 'all'`;
+        await one`set pg_stat_statements.track_planning = on`;
         await one`select extensions.pg_stat_statements_reset(), pg_stat_reset()`;
         for (let i = 0; i < profileRuns; i++) await processEvent(one, succeededEvent(take()));
         await one`select pg_stat_force_next_flush()`;
@@ -195,14 +206,14 @@ async function main() {
       const fns = await sql`select s.funcname, s.calls::int, round(s.self_time::numeric / ${profileRuns}, 3)::text as self_ms,
                                    round(s.total_time::numeric / ${profileRuns}, 3)::text as total_ms
                             from pg_stat_user_functions s where s.schemaname = 'reserve' order by s.self_time desc limit 25`;
-      const stmts = await sql`select calls::int, round((total_exec_time / ${profileRuns})::numeric, 3)::text as ms,
+      const stmts = await sql`select calls::int, plans::int, round((total_exec_time / ${profileRuns})::numeric, 3)::text as ms,
                                      regexp_replace(left(query, 110), '[[:space:]]+', ' ', 'g') as query
                               from extensions.pg_stat_statements where toplevel is false
                               order by total_exec_time desc limit 30`;
       profile = `\n### PROFILE: ${profileRuns} finalizes on one connection, per finalize\n\n| function | calls | self ms | total ms |\n| --- | --- | --- | --- |\n` +
         fns.map((r) => `| ${r.funcname} | ${r.calls} | ${r.self_ms} | ${r.total_ms} |`).join("\n") +
-        `\n\n| statement (inclusive of what it calls) | calls | ms |\n| --- | --- | --- |\n` +
-        stmts.map((r) => `| ${String(r.query).replaceAll("|", "\\|")} | ${r.calls} | ${r.ms} |`).join("\n");
+        `\n\n| statement (inclusive of what it calls) | calls | planned | ms |\n| --- | --- | --- | --- |\n` +
+        stmts.map((r) => `| ${String(r.query).replaceAll("|", "\\|")} | ${r.calls} | ${r.plans} | ${r.ms} |`).join("\n");
     }
 
     // ---------------------------------------------------------------- WAL of finalizes after a checkpoint
@@ -292,7 +303,7 @@ ${cpus().length} vCPU ${cpus()[0]?.model ?? ""}, ${(totalmem() / 2 ** 30).toFixe
 | --- | --- | --- | --- | --- | --- |
 ${cells.map((c) => `| ${c.name} | ${c.rps.toFixed(0)} | ${((100 * c.rps) / ceiling).toFixed(1)}% | ${c.p50.toFixed(2)} | ${c.p99.toFixed(2)} | ${c.errors} |`).join("\n")}
 
-one process_webhook_event(succeeded), counted in one execution: ${st.statements} statements inside it, ${counted.f.trigger_calls} trigger calls (${counted.f.function_calls} function calls in all), ${counted.t.ins} rows inserted, ${counted.t.upd} updated; audit_logs ${counted.t.audit_ins} inserted, ${counted.t.audit_upd} updated
+one process_webhook_event(succeeded), counted in one execution: ${st.statements} statements inside it (${st.planned} planned in it, ${st.plan_ms} ms), ${counted.f.trigger_calls} trigger calls (${counted.f.function_calls} function calls in all), ${counted.t.ins} rows inserted, ${counted.t.upd} updated; audit_logs ${counted.t.audit_ins} inserted, ${counted.t.audit_upd} updated
 WAL over ${WAL_SAMPLE} finalizes after a checkpoint: ${perF(walFinalize.bytes)} KB per finalize (${perF(walFinalize.bytes - walFinalize.fpi)} KB without full-page images); audit_logs ${perF(walFinalize.audit)} KB = ${((100 * walFinalize.audit) / walFinalize.bytes).toFixed(1)}% (${((100 * walFinalize.auditNoFpi) / (walFinalize.bytes - walFinalize.fpi)).toFixed(1)}% without full-page images)
 a duplicate delivery: duplicate = ${dupFacts.r.duplicate}, transaction id assigned: ${dupFacts.xid ?? "none"}, WAL written: ${dupFacts.walSame ? "none" : "yes"}, row locks held: ${dupFacts.rowLocks}, write locks on tables: ${dupFacts.writeLocks}
 invariants: overbooking_check rows ${checks.overbooked}, ledger imbalances ${checks.imbalanced}, units with counter drift ${checks.drift ?? "n/a"}${profile}`);

@@ -57,4 +57,57 @@ describe("kept ledger balances under concurrent postings", () => {
     // the kept balances are still the entries' sums
     expect(await db.sql`select * from reserve.ledger_balance_drift(true)`).toEqual([]);
   });
+
+  it("never queue a posting behind another connection's open transaction: each backend adds to its own bucket", async () => {
+    const [{ buckets }] = await db.sql<{ buckets: number }[]>`
+      select balance_buckets as buckets from reserve.ledger_accounts where code = 'receivable_stripe'`;
+    const spare = postgres(db.url, { max: 6, onnotice: () => {} });
+    const held: postgres.ReservedSql[] = [];
+    try {
+      // two connections whose backends fall in distinct buckets (pids are distinct; modulo the buckets they may not be)
+      let a: postgres.ReservedSql | undefined;
+      let b: postgres.ReservedSql | undefined;
+      let pidA = -1;
+      let pidB = -1;
+      for (let i = 0; i < 6 && !b; i++) {
+        const c = await spare.reserve();
+        held.push(c);
+        const [{ pid }] = await c<{ pid: number }[]>`select pg_backend_pid() as pid`;
+        if (!a) { a = c; pidA = pid; } else if (pid % buckets !== pidA % buckets) { b = c; pidB = pid; }
+      }
+      expect(b, "two backends in distinct buckets").toBeDefined();
+      const pays = [];
+      for (let i = 0; i < 2; i++) {
+        const u = await f.unit(db.sql);
+        const pi = `pi_${randomUUID().replace(/-/g, "")}`;
+        pays.push({ id: (await f.checkoutAttempt(db.sql, { unitId: u.unitId, gatewayId: pi })).paymentId, pi });
+      }
+
+      const receivableBuckets = async () => Object.fromEntries((await db.sql<{ bucket: number; entries: string }[]>`
+        select bucket, entries from reserve.ledger_account_balances where account = 'receivable_stripe' and currency = 'BRL'`)
+        .map((r) => [r.bucket, Number(r.entries)])) as Record<number, number>;
+      const before = await receivableBuckets();
+
+      await a!`begin`;
+      await applyStatus(a!, pays[0]!.id, "succeeded", { gateway_payment_id: pays[0]!.pi });
+      // a holds its receipt's balance rows until it commits; b's receipt moves the same three accounts.
+      // Were they one row, b would wait for a, which commits only after b answers: the lock timeout
+      // turns that wait into an error (55P03) instead of a hung test.
+      await b!`set lock_timeout = '5s'`;
+      const r = await applyStatus(b!, pays[1]!.id, "succeeded", { gateway_payment_id: pays[1]!.pi });
+      expect(r.finalize_outcome).toBe("created");
+      await a!`commit`;
+
+      // each receipt added its one receivable entry to the bucket of the backend that posted it
+      const after = await receivableBuckets();
+      const grown = Object.keys(after).map(Number).filter((k) => after[k]! - (before[k] ?? 0) > 0).sort((x, y) => x - y);
+      expect(grown).toEqual([pidA % buckets, pidB % buckets].sort((x, y) => x - y));
+      expect(grown.map((k) => after[k]! - (before[k] ?? 0))).toEqual([1, 1]);
+      expect(await db.sql`select * from reserve.find_ledger_imbalances(current_date - 1)`).toEqual([]);
+      expect(await db.sql`select * from reserve.ledger_balance_drift(true)`).toEqual([]);
+    } finally {
+      for (const c of held) c.release();
+      await spare.end();
+    }
+  });
 });

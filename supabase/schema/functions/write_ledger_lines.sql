@@ -28,7 +28,7 @@ begin
     returning account, currency, direction, amount
   ), balances as (
     insert into reserve.ledger_account_balances as b (account, currency, bucket, debits, credits, entries)
-    select l.account, l.currency, ((hashtext(pg_catalog.pg_current_xact_id()::text) & 2147483647) % a.balance_buckets)::smallint,
+    select l.account, l.currency, (pg_catalog.pg_backend_pid() % a.balance_buckets)::smallint,
            coalesce(sum(l.amount) filter (where l.direction = 'debit'), 0),
            coalesce(sum(l.amount) filter (where l.direction = 'credit'), 0), count(*)
     from legs l join reserve.ledger_accounts a on a.code = l.account
@@ -59,4 +59,4 @@ end
 $function$
 ;
 
-comment on function reserve.write_ledger_lines(p_transaction reserve.ledger_transactions, p_lines reserve.ledger_line[], p_default_description text) is 'Writes a transaction''s legs and, in the same statement, the balances they move: ledger_account_balances (one bucket per database transaction, whatever it posts) and ledger_host_days (host_payable of the transaction''s host). The only writer of entries; callers check balance and idempotency first. Internal.';
+comment on function reserve.write_ledger_lines(p_transaction reserve.ledger_transactions, p_lines reserve.ledger_line[], p_default_description text) is 'Writes a transaction''s legs and, in the same statement, the balances they move: ledger_account_balances (the bucket of the backend writing it, whatever it posts) and ledger_host_days (host_payable of the transaction''s host). The only writer of entries; callers check balance and idempotency first. Internal.';

@@ -25,7 +25,7 @@ alter table reserve.ledger_accounts enable row level security;
 
 -- comments
 comment on table reserve.ledger_accounts is 'Chart of accounts of the marketplace ledger.';
-comment on column reserve.ledger_accounts.balance_buckets is 'How many rows of ledger_account_balances hold this account''s balance (per currency): concurrent postings land on different rows (hash of the transaction id), so a busy platform account has no hot row.';
+comment on column reserve.ledger_accounts.balance_buckets is 'How many rows of ledger_account_balances hold this account''s balance (per currency): concurrent postings land on different rows (the process id of the backend writing them), so a busy platform account has no hot row.';
 
 -- grants
 grant select on table reserve.ledger_accounts to service_role;
