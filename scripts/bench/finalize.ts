@@ -104,7 +104,8 @@ async function main() {
     const units = Math.ceil((paymentCount + historyCount + WAL_SAMPLE + 50) / NIGHTS_PER_UNIT);
     log(`seeding ${units * NIGHTS_PER_UNIT} pending card payments on ${units} units and a hot unit...`);
     await sql`insert into reserve.cities (code, name, state) values ('BEN', 'Bench', 'RJ')`;
-    const [prop] = await sql`insert into reserve.properties_map (city_code, name) values ('BEN', 'Bench') returning id`;
+    // one host's property of many units (a property manager's): every receipt also adds to that host's statement day
+    const [prop] = await sql`insert into reserve.properties_map (city_code, name, host_id) values ('BEN', 'Bench', gen_random_uuid()) returning id`;
     await sql`
       with u as (insert into reserve.unit_map (property_id, name, unit_type, max_occupancy, base_price)
                  select ${prop.id}, 'u' || g, 'apartment', 4, 50000 from generate_series(1, ${units}) g returning id)

@@ -110,7 +110,8 @@ async function main() {
     const units = Math.ceil((needed + backlog) / 300);
     log(`seeding ${needed + backlog} pending card payments on ${units} units...`);
     await sql`insert into reserve.cities (code, name, state) values ('RIO', 'Rio', 'RJ') on conflict do nothing`;
-    const [prop] = await sql`insert into reserve.properties_map (city_code, name) values ('RIO', 'Bench') returning id`;
+    // one host's property of many units (a property manager's): every receipt also adds to that host's statement day
+    const [prop] = await sql`insert into reserve.properties_map (city_code, name, host_id) values ('RIO', 'Bench', gen_random_uuid()) returning id`;
     await sql`
       with u as (insert into reserve.unit_map (property_id, name, unit_type, max_occupancy, base_price)
                  select ${prop.id}, 'u' || g, 'apartment', 4, 50000 from generate_series(1, ${units}) g returning id)

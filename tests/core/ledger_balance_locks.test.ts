@@ -58,7 +58,7 @@ describe("kept ledger balances under concurrent postings", () => {
     expect(await db.sql`select * from reserve.ledger_balance_drift(true)`).toEqual([]);
   });
 
-  it("never queue a posting behind another connection's open transaction: each backend adds to its own bucket", async () => {
+  it("never queue a posting behind another connection's open transaction: each backend adds to its own buckets of the balances and of the host's day", async () => {
     const [{ buckets }] = await db.sql<{ buckets: number }[]>`
       select balance_buckets as buckets from reserve.ledger_accounts where code = 'receivable_stripe'`;
     const spare = postgres(db.url, { max: 6, onnotice: () => {} });
@@ -76,9 +76,12 @@ describe("kept ledger balances under concurrent postings", () => {
         if (!a) { a = c; pidA = pid; } else if (pid % buckets !== pidA % buckets) { b = c; pidB = pid; }
       }
       expect(b, "two backends in distinct buckets").toBeDefined();
+      // two stays of one host: the receipts also add to the host's statement day
+      const host = randomUUID();
       const pays = [];
       for (let i = 0; i < 2; i++) {
         const u = await f.unit(db.sql);
+        await db.sql`update reserve.properties_map set host_id = ${host} where id = ${u.propertyId}`;
         const pi = `pi_${randomUUID().replace(/-/g, "")}`;
         pays.push({ id: (await f.checkoutAttempt(db.sql, { unitId: u.unitId, gatewayId: pi })).paymentId, pi });
       }
@@ -90,9 +93,9 @@ describe("kept ledger balances under concurrent postings", () => {
 
       await a!`begin`;
       await applyStatus(a!, pays[0]!.id, "succeeded", { gateway_payment_id: pays[0]!.pi });
-      // a holds its receipt's balance rows until it commits; b's receipt moves the same three accounts.
-      // Were they one row, b would wait for a, which commits only after b answers: the lock timeout
-      // turns that wait into an error (55P03) instead of a hung test.
+      // a holds its receipt's balance rows and its host day until it commits; b's receipt moves the same
+      // three accounts and the same host's day. Were they one row, b would wait for a, which commits only
+      // after b answers: the lock timeout turns that wait into an error (55P03) instead of a hung test.
       await b!`set lock_timeout = '5s'`;
       const r = await applyStatus(b!, pays[1]!.id, "succeeded", { gateway_payment_id: pays[1]!.pi });
       expect(r.finalize_outcome).toBe("created");
@@ -103,6 +106,13 @@ describe("kept ledger balances under concurrent postings", () => {
       const grown = Object.keys(after).map(Number).filter((k) => after[k]! - (before[k] ?? 0) > 0).sort((x, y) => x - y);
       expect(grown).toEqual([pidA % buckets, pidB % buckets].sort((x, y) => x - y));
       expect(grown.map((k) => after[k]! - (before[k] ?? 0))).toEqual([1, 1]);
+      // and the host's day is two buckets' rows, read as one day
+      expect((await db.sql`select bucket from reserve.ledger_host_days where host_id = ${host} order by bucket`).map((r) => r.bucket))
+        .toEqual([pidA % buckets, pidB % buckets].sort((x, y) => x - y));
+      const [st] = await db.sql`select entries::int, days_with_movement::int from reserve.host_statement(${host}, current_date, current_date)`;
+      expect(st).toEqual({ entries: 2, days_with_movement: 1 });
+      expect(await db.sql`select count(*)::int as n from reserve.host_statement_days(${host}, current_date, current_date)`).toEqual([{ n: 1 }]);
+      expect(await db.sql`select * from reserve.ledger_host_drift()`).toEqual([]);
       expect(await db.sql`select * from reserve.find_ledger_imbalances(current_date - 1)`).toEqual([]);
       expect(await db.sql`select * from reserve.ledger_balance_drift(true)`).toEqual([]);
     } finally {

@@ -21,7 +21,7 @@ begin
          coalesce(sum(d.debits) filter (where d.day >= p_from), 0)::bigint,
          coalesce(sum(d.credits - d.debits), 0)::bigint,
          coalesce(sum(d.entries) filter (where d.day >= p_from), 0)::bigint,
-         count(*) filter (where d.day >= p_from)
+         count(distinct d.day) filter (where d.day >= p_from)
   from reserve.ledger_host_days d
   where d.host_id = p_host_id and d.day <= p_to
   group by d.currency

@@ -20,8 +20,9 @@ begin
     from reserve.ledger_host_days d where d.host_id = p_host_id and d.day < p_from
     group by d.currency
   ), period as (
-    select d.currency, d.day, d.credits, d.debits, d.entries
+    select d.currency, d.day, sum(d.credits)::bigint as credits, sum(d.debits)::bigint as debits, sum(d.entries)::bigint as entries
     from reserve.ledger_host_days d where d.host_id = p_host_id and d.day between p_from and p_to
+    group by d.currency, d.day
   )
   select x.currency, x.day,
          (coalesce(o.amount, 0) + coalesce(sum(x.credits - x.debits) over w, 0) - (x.credits - x.debits))::bigint,

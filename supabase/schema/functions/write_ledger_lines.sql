@@ -40,15 +40,15 @@ begin
           entries = b.entries + excluded.entries, updated_at = now()
     returning 1
   ), host_days as (
-    insert into reserve.ledger_host_days as d (host_id, currency, day, debits, credits, entries)
-    select host, l.currency, (now() at time zone 'UTC')::date,
+    insert into reserve.ledger_host_days as d (host_id, currency, day, bucket, debits, credits, entries)
+    select host, l.currency, (now() at time zone 'UTC')::date, (pg_catalog.pg_backend_pid() % a.balance_buckets)::smallint,
            coalesce(sum(l.amount) filter (where l.direction = 'debit'), 0),
            coalesce(sum(l.amount) filter (where l.direction = 'credit'), 0), count(*)
-    from legs l
+    from legs l join reserve.ledger_accounts a on a.code = l.account
     where host is not null and l.account = 'host_payable'
-    group by l.currency
+    group by l.currency, a.balance_buckets
     order by l.currency
-    on conflict (host_id, currency, day) do update
+    on conflict (host_id, currency, day, bucket) do update
       set debits = d.debits + excluded.debits, credits = d.credits + excluded.credits, entries = d.entries + excluded.entries
     returning 1
   )
@@ -59,4 +59,4 @@ end
 $function$
 ;
 
-comment on function reserve.write_ledger_lines(p_transaction reserve.ledger_transactions, p_lines reserve.ledger_line[], p_default_description text) is 'Writes a transaction''s legs and, in the same statement, the balances they move: ledger_account_balances (the bucket of the backend writing it, whatever it posts) and ledger_host_days (host_payable of the transaction''s host). The only writer of entries; callers check balance and idempotency first. Internal.';
+comment on function reserve.write_ledger_lines(p_transaction reserve.ledger_transactions, p_lines reserve.ledger_line[], p_default_description text) is 'Writes a transaction''s legs and, in the same statement, the balances they move: ledger_account_balances (the bucket of the backend writing it, whatever it posts) and ledger_host_days (host_payable of the transaction''s host, in the same backend''s bucket). The only writer of entries; callers check balance and idempotency first. Internal.';

@@ -8,11 +8,13 @@ create table reserve.ledger_host_days (
   day date not null,
   debits bigint default 0 not null,
   credits bigint default 0 not null,
-  entries bigint default 0 not null
+  entries bigint default 0 not null,
+  bucket smallint default 0 not null
 );
 
 -- constraints
-alter table only reserve.ledger_host_days add constraint ledger_host_days_pkey PRIMARY KEY (host_id, currency, day);
+alter table only reserve.ledger_host_days add constraint ledger_host_days_pkey PRIMARY KEY (host_id, currency, day, bucket);
+alter table only reserve.ledger_host_days add constraint ledger_host_days_bucket_check CHECK ((bucket >= 0));
 alter table only reserve.ledger_host_days add constraint ledger_host_days_credits_check CHECK ((credits >= 0));
 alter table only reserve.ledger_host_days add constraint ledger_host_days_currency_check CHECK ((currency ~ '^[A-Z]{3}$'::text));
 alter table only reserve.ledger_host_days add constraint ledger_host_days_debits_check CHECK ((debits >= 0));
@@ -23,7 +25,7 @@ alter table reserve.ledger_host_days enable row level security;
 -- no policies: a role without BYPASSRLS (anon, authenticated) reads and writes no rows
 
 -- comments
-comment on table reserve.ledger_host_days is 'Per host, currency and UTC posting day: debits (refunds, payouts) and credits (host shares) on host_payable for the host''s stays. A host''s balance at a day is the sum of its days up to it (host_statement).';
+comment on table reserve.ledger_host_days is 'Per host, currency, UTC posting day and bucket (the backend that wrote the posting, modulo host_payable''s balance_buckets): debits (refunds, payouts) and credits (host shares) on host_payable for the host''s stays. A day is the sum of its buckets; a host''s balance at a day is the sum of its days up to it (host_statement).';
 
 -- grants
 grant select on table reserve.ledger_host_days to service_role;
