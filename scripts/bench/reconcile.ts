@@ -191,7 +191,7 @@ async function hostStatement(largeDir: string): Promise<string> {
     const sql = postgres(url, { max: 1, onnotice: () => {} });
     try {
       await sql`analyze reserve.ledger_host_days`;
-      const [sizes] = await sql`select (select count(*) from reserve.ledger_entries) as entries, (select count(*) from reserve.ledger_host_days) as host_days,
+      const [sizes] = await sql`select (select count(*) from reserve.ledger_entries) as entries, (select count(distinct (host_id, currency, day)) from reserve.ledger_host_days) as host_days,
                                        (select count(distinct host_id) from reserve.ledger_host_days) as hosts`;
       // the busiest host
       const [{ host_id }] = await sql`select host_id from reserve.ledger_host_days group by host_id order by sum(entries) desc limit 1`;

@@ -59,8 +59,9 @@ describe("kept ledger balances under concurrent postings", () => {
   });
 
   it("never queue a posting behind another connection's open transaction: each backend adds to its own buckets of the balances and of the host's day", async () => {
-    const [{ buckets }] = await db.sql<{ buckets: number }[]>`
-      select balance_buckets as buckets from reserve.ledger_accounts where code = 'receivable_stripe'`;
+    const [{ buckets, hostBuckets }] = await db.sql<{ buckets: number; hostBuckets: number }[]>`
+      select (select balance_buckets from reserve.ledger_accounts where code = 'receivable_stripe') as buckets,
+             (select balance_buckets from reserve.ledger_accounts where code = 'host_payable') as "hostBuckets"`;
     const spare = postgres(db.url, { max: 6, onnotice: () => {} });
     const held: postgres.ReservedSql[] = [];
     try {
@@ -73,7 +74,7 @@ describe("kept ledger balances under concurrent postings", () => {
         const c = await spare.reserve();
         held.push(c);
         const [{ pid }] = await c<{ pid: number }[]>`select pg_backend_pid() as pid`;
-        if (!a) { a = c; pidA = pid; } else if (pid % buckets !== pidA % buckets) { b = c; pidB = pid; }
+        if (!a) { a = c; pidA = pid; } else if (pid % buckets !== pidA % buckets && pid % hostBuckets !== pidA % hostBuckets) { b = c; pidB = pid; }
       }
       expect(b, "two backends in distinct buckets").toBeDefined();
       // two stays of one host: the receipts also add to the host's statement day
@@ -108,7 +109,7 @@ describe("kept ledger balances under concurrent postings", () => {
       expect(grown.map((k) => after[k]! - (before[k] ?? 0))).toEqual([1, 1]);
       // and the host's day is two buckets' rows, read as one day
       expect((await db.sql`select bucket from reserve.ledger_host_days where host_id = ${host} order by bucket`).map((r) => r.bucket))
-        .toEqual([pidA % buckets, pidB % buckets].sort((x, y) => x - y));
+        .toEqual([pidA % hostBuckets, pidB % hostBuckets].sort((x, y) => x - y));
       const [st] = await db.sql`select entries::int, days_with_movement::int from reserve.host_statement(${host}, current_date, current_date)`;
       expect(st).toEqual({ entries: 2, days_with_movement: 1 });
       expect(await db.sql`select count(*)::int as n from reserve.host_statement_days(${host}, current_date, current_date)`).toEqual([{ n: 1 }]);
