@@ -10,8 +10,7 @@ CREATE OR REPLACE FUNCTION reserve.assert_balanced(p_entries jsonb, p_what text)
 AS $function$
 begin
   perform reserve.assert_lines_balanced(
-    array(select row(e.account, e.direction, e.amount, e.entry_type, e.currency, e.description)::reserve.ledger_line
-          from reserve.parse_ledger_entries(p_entries, 'correction') e),
+    reserve.ledger_lines(p_entries, 'correction'),
     p_what);
 end
 $function$

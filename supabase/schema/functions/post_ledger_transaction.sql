@@ -30,8 +30,7 @@ begin
                               when 'provider_payout' then 'payout' else p_kind end;
   return reserve.post_ledger_lines(
     p_kind, p_description, p_entries,
-    array(select row(e.account, e.direction, e.amount, e.entry_type, e.currency, e.description)::reserve.ledger_line
-          from reserve.parse_ledger_entries(p_entries, default_type) e),
+    reserve.ledger_lines(p_entries, default_type),
     p_idempotency_key, p_payment_id, p_reservation_id, p_city_code, p_reverses);
 end
 $function$

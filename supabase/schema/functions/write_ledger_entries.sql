@@ -11,8 +11,7 @@ AS $function$
 begin
   return reserve.write_ledger_lines(
     p_transaction,
-    array(select row(e.account, e.direction, e.amount, e.entry_type, e.currency, e.description)::reserve.ledger_line
-          from reserve.parse_ledger_entries(p_entries, p_default_type) e),
+    reserve.ledger_lines(p_entries, p_default_type),
     p_default_description);
 end
 $function$
