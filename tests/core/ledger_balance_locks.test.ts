@@ -121,4 +121,54 @@ describe("kept ledger balances under concurrent postings", () => {
       await spare.end();
     }
   });
+
+  it("lose nothing but the killed transaction's own posting when a backend dies holding its bucket rows", async () => {
+    const doomed = postgres(db.url, { max: 1, onnotice: () => {} });
+    const other = postgres(db.url, { max: 1, onnotice: () => {}, connection: { lock_timeout: "5s" } });
+    try {
+      const host = randomUUID();
+      const pays = [];
+      for (let i = 0; i < 2; i++) {
+        const u = await f.unit(db.sql);
+        await db.sql`update reserve.properties_map set host_id = ${host} where id = ${u.propertyId}`;
+        const pi = `pi_${randomUUID().replace(/-/g, "")}`;
+        pays.push({ id: (await f.checkoutAttempt(db.sql, { unitId: u.unitId, gatewayId: pi })).paymentId, pi });
+      }
+      const kept = async () => (await db.sql<{ n: string }[]>`
+        select coalesce(sum(entries), 0)::text as n from reserve.ledger_account_balances where account = 'receivable_stripe'`)[0]!.n;
+      const before = await kept();
+
+      const c = await doomed.reserve();
+      const [{ pid }] = await c<{ pid: number }[]>`select pg_backend_pid() as pid`;
+      await c`begin`;
+      await applyStatus(c, pays[0]!.id, "succeeded", { gateway_payment_id: pays[0]!.pi });
+      // the backend dies mid-transaction, its balance rows and host day locked
+      await db.sql`select pg_terminate_backend(${pid})`;
+      // the next statement meets the termination notice, the closed connection or the reset socket
+      const err = await c`select 1`.then(() => null, (e: { code?: string }) => e);
+      expect(["57P01", "CONNECTION_CLOSED", "ECONNRESET"]).toContain(err?.code);
+      c.release();
+
+      // nothing of it was kept: no receipt, no reservation, the payment still pending, the balances as before
+      const [lost] = await db.sql`
+        select (select status from reserve.payments where id = ${pays[0]!.id}) as status,
+               (select count(*)::int from reserve.ledger_transactions where payment_id = ${pays[0]!.id}) as receipts,
+               (select count(*)::int from reserve.reservations where payment_id = ${pays[0]!.id}) as stays`;
+      expect(lost).toEqual({ status: "pending", receipts: 0, stays: 0 });
+      expect(await kept()).toBe(before);
+      expect(await db.sql`select * from reserve.ledger_host_days where host_id = ${host}`).toEqual([]);
+
+      // and another connection posts the same accounts and the same host's day at once
+      const r = await applyStatus(other, pays[1]!.id, "succeeded", { gateway_payment_id: pays[1]!.pi });
+      expect(r.finalize_outcome).toBe("created");
+      expect(BigInt(await kept()) - BigInt(before)).toBe(1n);
+      const [st] = await db.sql`select entries::int, days_with_movement::int from reserve.host_statement(${host}, current_date, current_date)`;
+      expect(st).toEqual({ entries: 1, days_with_movement: 1 });
+      expect(await db.sql`select * from reserve.ledger_host_drift()`).toEqual([]);
+      expect(await db.sql`select * from reserve.ledger_balance_drift(true)`).toEqual([]);
+    } finally {
+      await doomed.end({ timeout: 1 });
+      await other.end();
+    }
+  });
 });
