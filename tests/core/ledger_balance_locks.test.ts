@@ -124,7 +124,7 @@ describe("kept ledger balances under concurrent postings", () => {
 
   it("lose nothing but the killed transaction's own posting when a backend dies holding its bucket rows", async () => {
     const doomed = postgres(db.url, { max: 1, onnotice: () => {} });
-    const other = postgres(db.url, { max: 1, onnotice: () => {}, connection: { lock_timeout: "5s" } });
+    const other = postgres(db.url, { max: 1, onnotice: () => {}, connection: { lock_timeout: 5000 } });
     try {
       const host = randomUUID();
       const pays = [];
