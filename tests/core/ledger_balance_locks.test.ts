@@ -1,9 +1,11 @@
 // Concurrent successes that each post two ledger transactions (the provider's fee, then the receipt)
-// must never deadlock on the kept balances (ledger_account_balances). Each posting adds to one bucket
-// row per account; when the bucket was chosen per ledger transaction, a database transaction could
-// hold receivable_stripe's bucket 3 (its fee) and want bucket 5 (its receipt) while another held 5 and
-// wanted 3: PostgreSQL broke the cycle after deadlock_timeout by failing one (40P01), about one poll in
-// thirty at 16 at once. Real connections, real concurrency; nothing here is timed.
+// must never deadlock on the kept balances (ledger_account_balances, ledger_host_days). Each posting adds
+// to one bucket row per account. When the bucket was chosen per ledger transaction, a database
+// transaction could hold receivable_stripe's bucket 3 (its fee) and want bucket 5 (its receipt) while
+// another held 5 and wanted 3. When it was the backend's (pid modulo the buckets), two backends equal
+// modulo the buckets shared rows, and their postings in another order deadlocked (a fee then a receipt
+// against a receipt). A transaction now holds its bucket alone (claim_balance_bucket). Real connections,
+// real concurrency; nothing here is timed.
 import { randomUUID } from "node:crypto";
 import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -25,6 +27,12 @@ afterAll(async () => {
   await pool?.end();
   await db?.drop();
 });
+
+// fewer buckets than the 64 every account has, so that a test finds two backends equal modulo them among
+// a few connections, and can hold every one
+async function fewBuckets(n = 4) {
+  await db.sql`update reserve.ledger_accounts set balance_buckets = ${n}`;
+}
 
 describe("kept ledger balances under concurrent postings", () => {
   it("take fee and receipt postings of many successes at once without a deadlock, and add up", async () => {
@@ -58,25 +66,28 @@ describe("kept ledger balances under concurrent postings", () => {
     expect(await db.sql`select * from reserve.ledger_balance_drift(true)`).toEqual([]);
   });
 
-  it("never queue a posting behind another connection's open transaction: each backend adds to its own buckets of the balances and of the host's day", async () => {
+  it("never queue a posting behind another connection's open transaction, even from a backend equal modulo the buckets: each transaction adds to a bucket of the balances and of the host's day that it holds alone", async () => {
+    await fewBuckets();
     const [{ buckets, hostBuckets }] = await db.sql<{ buckets: number; hostBuckets: number }[]>`
       select (select balance_buckets from reserve.ledger_accounts where code = 'receivable_stripe') as buckets,
              (select balance_buckets from reserve.ledger_accounts where code = 'host_payable') as "hostBuckets"`;
-    const spare = postgres(db.url, { max: 6, onnotice: () => {} });
+    const spare = postgres(db.url, { max: buckets + 2, onnotice: () => {} });
     const held: postgres.ReservedSql[] = [];
     try {
-      // two connections whose backends fall in distinct buckets (pids are distinct; modulo the buckets they may not be)
+      // two backends equal modulo the buckets, the pair that shared rows when a backend's bucket was its pid's
+      const seen = new Map<number, { c: postgres.ReservedSql; pid: number }>();
       let a: postgres.ReservedSql | undefined;
       let b: postgres.ReservedSql | undefined;
       let pidA = -1;
-      let pidB = -1;
-      for (let i = 0; i < 6 && !b; i++) {
+      for (let i = 0; i <= buckets && !b; i++) {
         const c = await spare.reserve();
         held.push(c);
         const [{ pid }] = await c<{ pid: number }[]>`select pg_backend_pid() as pid`;
-        if (!a) { a = c; pidA = pid; } else if (pid % buckets !== pidA % buckets && pid % hostBuckets !== pidA % hostBuckets) { b = c; pidB = pid; }
+        const twin = seen.get(pid % buckets);
+        if (twin) { a = twin.c; pidA = twin.pid; b = c; } else seen.set(pid % buckets, { c, pid });
       }
-      expect(b, "two backends in distinct buckets").toBeDefined();
+      expect(b, "two backends equal modulo the buckets").toBeDefined();
+      expect(hostBuckets).toBe(buckets);
       // two stays of one host: the receipts also add to the host's statement day
       const host = randomUUID();
       const pays = [];
@@ -102,14 +113,16 @@ describe("kept ledger balances under concurrent postings", () => {
       expect(r.finalize_outcome).toBe("created");
       await a!`commit`;
 
-      // each receipt added its one receivable entry to the bucket of the backend that posted it
+      // each receipt added its one receivable entry to a bucket of its own: a took its backend's, and b,
+      // finding that one held, the next
       const after = await receivableBuckets();
       const grown = Object.keys(after).map(Number).filter((k) => after[k]! - (before[k] ?? 0) > 0).sort((x, y) => x - y);
-      expect(grown).toEqual([pidA % buckets, pidB % buckets].sort((x, y) => x - y));
+      const mine = [pidA % buckets, (pidA + 1) % buckets].sort((x, y) => x - y);
+      expect(grown).toEqual(mine);
       expect(grown.map((k) => after[k]! - (before[k] ?? 0))).toEqual([1, 1]);
-      // and the host's day is two buckets' rows, read as one day
+      // and the host's day is the same two buckets' rows, read as one day
       expect((await db.sql`select bucket from reserve.ledger_host_days where host_id = ${host} order by bucket`).map((r) => r.bucket))
-        .toEqual([pidA % hostBuckets, pidB % hostBuckets].sort((x, y) => x - y));
+        .toEqual(mine);
       const [st] = await db.sql`select entries::int, days_with_movement::int from reserve.host_statement(${host}, current_date, current_date)`;
       expect(st).toEqual({ entries: 2, days_with_movement: 1 });
       expect(await db.sql`select count(*)::int as n from reserve.host_statement_days(${host}, current_date, current_date)`).toEqual([{ n: 1 }]);
@@ -118,6 +131,192 @@ describe("kept ledger balances under concurrent postings", () => {
       expect(await db.sql`select * from reserve.ledger_balance_drift(true)`).toEqual([]);
     } finally {
       for (const c of held) c.release();
+      await spare.end();
+    }
+  });
+
+  it("never deadlock two transactions whose backends share a bucket and whose postings come in another order (a run books a missing fee, then a stay; a webhook books a stay)", async () => {
+    await fewBuckets();
+    const [{ buckets }] = await db.sql<{ buckets: number }[]>`
+      select max(balance_buckets)::int as buckets from reserve.ledger_accounts`;
+    const spare = postgres(db.url, { max: buckets + 2, onnotice: () => {} });
+    const held: postgres.ReservedSql[] = [];
+    try {
+      // two backends whose pids are equal modulo the buckets: among buckets + 1 there are always two
+      const seen = new Map<number, postgres.ReservedSql>();
+      let a: postgres.ReservedSql | undefined;
+      let b: postgres.ReservedSql | undefined;
+      let pidB = -1;
+      for (let i = 0; i <= buckets && !b; i++) {
+        const c = await spare.reserve();
+        held.push(c);
+        const [{ pid }] = await c<{ pid: number }[]>`select pg_backend_pid() as pid`;
+        const twin = seen.get(pid % buckets);
+        if (twin) { a = twin; b = c; pidB = pid; } else seen.set(pid % buckets, c);
+      }
+      expect(b, "two backends equal modulo the buckets").toBeDefined();
+      const host = randomUUID();
+      const pays = [];
+      for (let i = 0; i < 3; i++) {
+        const u = await f.unit(db.sql);
+        await db.sql`update reserve.properties_map set host_id = ${host} where id = ${u.propertyId}`;
+        const pi = `pi_${randomUUID().replace(/-/g, "")}`;
+        pays.push({ id: (await f.checkoutAttempt(db.sql, { unitId: u.unitId, gatewayId: pi })).paymentId, pi });
+      }
+      const [paid, webhook, repaired] = pays as [typeof pays[0], typeof pays[0], typeof pays[0]];
+      // paid and booked before, its fee still missing (a webhook's PaymentIntent carries none)
+      await applyStatus(db.sql, paid.id, "succeeded", { gateway_payment_id: paid.pi });
+
+      for (const c of [a!, b!]) await c`set deadlock_timeout = '50ms'`;
+      await b!`set lock_timeout = '5s'`;
+      // a is a reconciliation run: one transaction books the missing fee (provider_fees, receivable_stripe)...
+      await a!`begin`;
+      await a!`select reserve.post_provider_fee(${paid.id}::uuid, 150)`;
+      // ...while a webhook books a stay: commission_revenue, host_payable, then receivable_stripe
+      await b!`begin`;
+      const errors: string[] = [];
+      const webhookDone = applyStatus(b!, webhook.id, "succeeded", { gateway_payment_id: webhook.pi })
+        .catch((e: { code?: string; message: string }) => { errors.push(`webhook ${e.code}: ${e.message}`); return null; });
+      // until it has finished or queues behind a's rows (a lock wait): then a goes on
+      let settled = false;
+      void webhookDone.then(() => { settled = true; });
+      for (let i = 0; i < 200 && !settled; i++) {
+        const [w] = await db.sql`select wait_event_type from pg_stat_activity where pid = ${pidB}`;
+        if (w?.wait_event_type === "Lock") break;
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      // ...and the run goes on to repair a stay paid there and not here: its receipt moves the webhook's accounts
+      const r = await applyStatus(a!, repaired.id, "succeeded", { gateway_payment_id: repaired.pi })
+        .catch((e: { code?: string; message: string }) => { errors.push(`run ${e.code}: ${e.message}`); return null; });
+      const w = await webhookDone;
+      expect(errors).toEqual([]);
+      expect(r?.finalize_outcome).toBe("created");
+      await a!`commit`;
+      expect(w?.finalize_outcome).toBe("created");
+      await b!`commit`;
+
+      expect(await db.sql`select * from reserve.find_ledger_imbalances(current_date - 1)`).toEqual([]);
+      expect(await db.sql`select * from reserve.ledger_balance_drift(true)`).toEqual([]);
+      expect(await db.sql`select * from reserve.ledger_host_drift()`).toEqual([]);
+    } finally {
+      for (const c of held) c.release();
+      await spare.end();
+    }
+  });
+
+  it("make a transaction wait for a bucket, before it holds any balance row, only when every bucket is held; and give a bucket back with a rolled-back savepoint", async () => {
+    await fewBuckets();
+    const [{ buckets }] = await db.sql<{ buckets: number }[]>`select max(balance_buckets)::int as buckets from reserve.ledger_accounts`;
+    const paid: string[] = [];
+    for (let i = 0; i <= buckets; i++) {
+      const u = await f.unit(db.sql);
+      const pi = `pi_${randomUUID().replace(/-/g, "")}`;
+      const id = (await f.checkoutAttempt(db.sql, { unitId: u.unitId, gatewayId: pi })).paymentId;
+      await applyStatus(db.sql, id, "succeeded", { gateway_payment_id: pi });
+      paid.push(id);
+    }
+    const spare = postgres(db.url, { max: buckets + 1, onnotice: () => {} });
+    const held: postgres.ReservedSql[] = [];
+    // the bucket a connection's open transaction holds (its advisory lock) and the one it says it writes
+    const holding = async (c: postgres.ReservedSql) => (await c<{ locked: number[]; claimed: string }[]>`
+      select coalesce(array_agg(l.objid::int order by l.objid), '{}') as locked,
+             coalesce(current_setting('reserve.balance_bucket', true), '') as claimed
+      from pg_locks l where l.locktype = 'advisory' and l.pid = pg_backend_pid() and l.classid::int = hashtext('reserve.balance_bucket')`)[0]!;
+    try {
+      for (let i = 0; i <= buckets; i++) held.push(await spare.reserve());
+      const last = held[buckets]!;
+
+      // a rolled-back savepoint gives its bucket back, and the next posting claims one again
+      await last`begin`;
+      await last`savepoint s`;
+      await last`select reserve.post_provider_fee(${paid[buckets]!}::uuid, 150)`;
+      const inSavepoint = await holding(last);
+      expect(inSavepoint.locked).toHaveLength(1);
+      expect(inSavepoint.claimed).toBe(String(inSavepoint.locked[0]));
+      await last`rollback to savepoint s`;
+      expect(await holding(last)).toEqual({ locked: [], claimed: "" });
+      await last`rollback`;
+
+      // every bucket held by an open transaction that posted a fee
+      const taken: number[] = [];
+      for (let i = 0; i < buckets; i++) {
+        const c = held[i]!;
+        await c`begin`;
+        await c`select reserve.post_provider_fee(${paid[i]!}::uuid, 150)`;
+        const h = await holding(c);
+        expect(h.locked).toHaveLength(1);
+        taken.push(h.locked[0]!);
+      }
+      expect(new Set(taken).size).toBe(buckets);
+
+      // one more waits, on its backend's bucket, not on a balance row
+      const [{ pid }] = await last<{ pid: number }[]>`select pg_backend_pid() as pid`;
+      await last`begin`;
+      let done = false;
+      const waiting = last`select reserve.post_provider_fee(${paid[buckets]!}::uuid, 150)`.then(() => { done = true; });
+      let seen: { wait_event_type: string | null; wait_event: string | null } | undefined;
+      for (let i = 0; i < 1000 && !done; i++) {
+        [seen] = await db.sql`select wait_event_type, wait_event from pg_stat_activity where pid = ${pid}`;
+        if (seen?.wait_event_type === "Lock") break;
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      expect(done).toBe(false);
+      expect(seen).toEqual({ wait_event_type: "Lock", wait_event: "advisory" });
+      const [{ n }] = await db.sql`
+        select count(*)::int as n from pg_locks where pid = ${pid} and not granted and locktype <> 'advisory'`;
+      expect(n).toBe(0);
+
+      // the holder of that bucket commits, and the waiting posting adds to it
+      const owner = held[taken.indexOf(pid % buckets)]!;
+      await owner`commit`;
+      await waiting;
+      expect((await holding(last)).locked).toEqual([pid % buckets]);
+      for (let i = 0; i < buckets; i++) if (held[i] !== owner) await held[i]!`commit`;
+      await last`commit`;
+      const [{ fees }] = await db.sql`
+        select count(*)::int as fees from reserve.ledger_transactions where kind = 'provider_fee' and payment_id = any(${paid}::uuid[])`;
+      expect(fees).toBe(buckets + 1);
+      expect(await db.sql`select * from reserve.ledger_balance_drift(true)`).toEqual([]);
+      expect(await db.sql`select * from reserve.find_ledger_imbalances(current_date - 1)`).toEqual([]);
+    } finally {
+      for (const c of held) c.release();
+      await spare.end();
+    }
+  });
+
+  it("write only to a bucket the transaction holds, whatever reserve.balance_bucket a session sets", async () => {
+    await fewBuckets();
+    const paid: string[] = [];
+    for (let i = 0; i < 2; i++) {
+      const u = await f.unit(db.sql);
+      const pi = `pi_${randomUUID().replace(/-/g, "")}`;
+      const id = (await f.checkoutAttempt(db.sql, { unitId: u.unitId, gatewayId: pi })).paymentId;
+      await applyStatus(db.sql, id, "succeeded", { gateway_payment_id: pi });
+      paid.push(id);
+    }
+    const spare = postgres(db.url, { max: 2, onnotice: () => {} });
+    const [a, b] = [await spare.reserve(), await spare.reserve()];
+    try {
+      await a`begin`;
+      await a`select reserve.post_provider_fee(${paid[0]!}::uuid, 150)`;
+      const [{ mine }] = await a<{ mine: string }[]>`select current_setting('reserve.balance_bucket') as mine`;
+      // b claims a's bucket by setting it for its session: its posting neither waits for a's rows nor adds to them
+      await b`select set_config('reserve.balance_bucket', ${mine}, false)`;
+      await b`set lock_timeout = '5s'`;
+      await b`begin`;
+      await b`select reserve.post_provider_fee(${paid[1]!}::uuid, 150)`;
+      const [h] = await b<{ locked: number[]; claimed: string }[]>`
+        select array_agg(l.objid::int) as locked, current_setting('reserve.balance_bucket') as claimed
+        from pg_locks l where l.locktype = 'advisory' and l.pid = pg_backend_pid() and l.classid::int = hashtext('reserve.balance_bucket')`;
+      expect(h!.locked).toHaveLength(1);
+      expect(String(h!.locked[0])).toBe(h!.claimed);
+      expect(h!.claimed).not.toBe(mine);
+      await b`commit`;
+      await a`commit`;
+      expect(await db.sql`select * from reserve.ledger_balance_drift(true)`).toEqual([]);
+    } finally {
+      a.release();
+      b.release();
       await spare.end();
     }
   });

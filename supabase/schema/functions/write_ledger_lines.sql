@@ -12,6 +12,8 @@ declare
   line reserve.ledger_line;
   host uuid;
   n integer;
+  -- claimed at the transaction's first posting; a rolled-back savepoint clears it with its lock
+  claimed integer := nullif(pg_catalog.current_setting('reserve.balance_bucket', true), '')::integer;
 begin
   foreach line in array p_lines loop
     if line.account = 'host_payable' then
@@ -19,6 +21,11 @@ begin
       exit;
     end if;
   end loop;
+  -- the setting names the bucket; the lock proves it is ours (re-taking a lock held is a no-op), so a
+  -- value set from outside cannot make a posting write another transaction's rows
+  if claimed is null or not pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtext('reserve.balance_bucket'), claimed) then
+    claimed := reserve.claim_balance_bucket();
+  end if;
   perform set_config('reserve.ledger_writer', 'on', true);
   with legs as (
     insert into reserve.ledger_entries (transaction_id, entry_type, account, direction, amount, currency, description, city_code)
@@ -28,7 +35,7 @@ begin
     returning account, currency, direction, amount
   ), balances as (
     insert into reserve.ledger_account_balances as b (account, currency, bucket, debits, credits, entries)
-    select l.account, l.currency, (pg_catalog.pg_backend_pid() % a.balance_buckets)::smallint,
+    select l.account, l.currency, (claimed % a.balance_buckets)::smallint,
            coalesce(sum(l.amount) filter (where l.direction = 'debit'), 0),
            coalesce(sum(l.amount) filter (where l.direction = 'credit'), 0), count(*)
     from legs l join reserve.ledger_accounts a on a.code = l.account
@@ -41,7 +48,7 @@ begin
     returning 1
   ), host_days as (
     insert into reserve.ledger_host_days as d (host_id, currency, day, bucket, debits, credits, entries)
-    select host, l.currency, (now() at time zone 'UTC')::date, (pg_catalog.pg_backend_pid() % a.balance_buckets)::smallint,
+    select host, l.currency, (now() at time zone 'UTC')::date, (claimed % a.balance_buckets)::smallint,
            coalesce(sum(l.amount) filter (where l.direction = 'debit'), 0),
            coalesce(sum(l.amount) filter (where l.direction = 'credit'), 0), count(*)
     from legs l join reserve.ledger_accounts a on a.code = l.account
@@ -59,4 +66,4 @@ end
 $function$
 ;
 
-comment on function reserve.write_ledger_lines(p_transaction reserve.ledger_transactions, p_lines reserve.ledger_line[], p_default_description text) is 'Writes a transaction''s legs and, in the same statement, the balances they move: ledger_account_balances (the bucket of the backend writing it, whatever it posts) and ledger_host_days (host_payable of the transaction''s host, in the same backend''s bucket). The only writer of entries; callers check balance and idempotency first. Internal.';
+comment on function reserve.write_ledger_lines(p_transaction reserve.ledger_transactions, p_lines reserve.ledger_line[], p_default_description text) is 'Writes a transaction''s legs and, in the same statement, the balances they move: ledger_account_balances and ledger_host_days (host_payable of the transaction''s host), both in the bucket the transaction holds alone (claim_balance_bucket). The only writer of entries; callers check balance and idempotency first. Internal.';

@@ -26,7 +26,7 @@ alter table reserve.ledger_account_balances enable row level security;
 -- no policies: a role without BYPASSRLS (anon, authenticated) reads and writes no rows
 
 -- comments
-comment on table reserve.ledger_account_balances is 'Debits and credits posted to each ledger account so far, per currency, split into balance_buckets rows. Written only by write_ledger_entries in the posting transaction; ledger_balance_drift checks it against the entries.';
+comment on table reserve.ledger_account_balances is 'Debits and credits posted to each ledger account so far, per currency, split into balance_buckets rows (the bucket a posting transaction holds alone, claim_balance_bucket). Written only by write_ledger_lines in the posting transaction; ledger_balance_drift checks it against the entries.';
 
 -- grants
 grant select on table reserve.ledger_account_balances to service_role;

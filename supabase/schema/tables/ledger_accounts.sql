@@ -9,7 +9,7 @@ create table reserve.ledger_accounts (
   normal_balance text not null,
   description text,
   created_at timestamp with time zone default now() not null,
-  balance_buckets smallint default 1 not null
+  balance_buckets smallint default 64 not null
 );
 
 -- constraints
@@ -25,7 +25,7 @@ alter table reserve.ledger_accounts enable row level security;
 
 -- comments
 comment on table reserve.ledger_accounts is 'Chart of accounts of the marketplace ledger.';
-comment on column reserve.ledger_accounts.balance_buckets is 'How many rows of ledger_account_balances hold this account''s balance (per currency): concurrent postings land on different rows (the process id of the backend writing them), so a busy platform account has no hot row.';
+comment on column reserve.ledger_accounts.balance_buckets is 'How many rows of ledger_account_balances hold this account''s balance (per currency): each open transaction that posts holds one bucket alone (claim_balance_bucket), so concurrent postings never share a row and a busy platform account has no hot row.';
 
 -- grants
 grant select on table reserve.ledger_accounts to service_role;

@@ -25,7 +25,7 @@ alter table reserve.ledger_host_days enable row level security;
 -- no policies: a role without BYPASSRLS (anon, authenticated) reads and writes no rows
 
 -- comments
-comment on table reserve.ledger_host_days is 'Per host, currency, UTC posting day and bucket (the backend that wrote the posting, modulo host_payable''s balance_buckets): debits (refunds, payouts) and credits (host shares) on host_payable for the host''s stays. A day is the sum of its buckets; a host''s balance at a day is the sum of its days up to it (host_statement).';
+comment on table reserve.ledger_host_days is 'Per host, currency, UTC posting day and bucket (the one the posting transaction holds alone, claim_balance_bucket): debits (refunds, payouts) and credits (host shares) on host_payable for the host''s stays. A day is the sum of its buckets; a host''s balance at a day is the sum of its days up to it (host_statement).';
 
 -- grants
 grant select on table reserve.ledger_host_days to service_role;
