@@ -34,6 +34,43 @@ async function fewBuckets(n = 4) {
   await db.sql`update reserve.ledger_accounts set balance_buckets = ${n}`;
 }
 
+// two reserved connections of `pool` whose backends' pids are equal modulo `buckets` (among buckets + 1
+// there are always two); every connection reserved is pushed to `held`, for the caller to release
+async function twinBackends(pool: postgres.Sql, buckets: number, held: postgres.ReservedSql[]) {
+  const seen = new Map<number, { c: postgres.ReservedSql; pid: number }>();
+  for (let i = 0; i <= buckets; i++) {
+    const c = await pool.reserve();
+    held.push(c);
+    const [{ pid }] = await c<{ pid: number }[]>`select pg_backend_pid() as pid`;
+    const twin = seen.get(pid % buckets);
+    if (twin) return { a: twin.c, pidA: twin.pid, b: c, pidB: pid };
+    seen.set(pid % buckets, { c, pid });
+  }
+  throw new Error(`no two of ${buckets + 1} backends equal modulo ${buckets}`);
+}
+
+// pending card payments for stays on units of one host's properties: their receipts add to its statement day
+async function hostStays(host: string, n: number) {
+  const pays: { id: string; pi: string }[] = [];
+  for (let i = 0; i < n; i++) {
+    const u = await f.unit(db.sql);
+    await db.sql`update reserve.properties_map set host_id = ${host} where id = ${u.propertyId}`;
+    const pi = `pi_${randomUUID().replace(/-/g, "")}`;
+    pays.push({ id: (await f.checkoutAttempt(db.sql, { unitId: u.unitId, gatewayId: pi })).paymentId, pi });
+  }
+  return pays;
+}
+
+// payments already paid and booked, their provider fee not yet known
+async function paidStays(n: number) {
+  const paid: string[] = [];
+  for (const p of await hostStays(randomUUID(), n)) {
+    await applyStatus(db.sql, p.id, "succeeded", { gateway_payment_id: p.pi });
+    paid.push(p.id);
+  }
+  return paid;
+}
+
 describe("kept ledger balances under concurrent postings", () => {
   it("take fee and receipt postings of many successes at once without a deadlock, and add up", async () => {
     const unit = await f.unit(db.sql, { nights: 200, allotment: PAYMENTS });
@@ -75,43 +112,26 @@ describe("kept ledger balances under concurrent postings", () => {
     const held: postgres.ReservedSql[] = [];
     try {
       // two backends equal modulo the buckets, the pair that shared rows when a backend's bucket was its pid's
-      const seen = new Map<number, { c: postgres.ReservedSql; pid: number }>();
-      let a: postgres.ReservedSql | undefined;
-      let b: postgres.ReservedSql | undefined;
-      let pidA = -1;
-      for (let i = 0; i <= buckets && !b; i++) {
-        const c = await spare.reserve();
-        held.push(c);
-        const [{ pid }] = await c<{ pid: number }[]>`select pg_backend_pid() as pid`;
-        const twin = seen.get(pid % buckets);
-        if (twin) { a = twin.c; pidA = twin.pid; b = c; } else seen.set(pid % buckets, { c, pid });
-      }
-      expect(b, "two backends equal modulo the buckets").toBeDefined();
+      const { a, pidA, b } = await twinBackends(spare, buckets, held);
       expect(hostBuckets).toBe(buckets);
       // two stays of one host: the receipts also add to the host's statement day
       const host = randomUUID();
-      const pays = [];
-      for (let i = 0; i < 2; i++) {
-        const u = await f.unit(db.sql);
-        await db.sql`update reserve.properties_map set host_id = ${host} where id = ${u.propertyId}`;
-        const pi = `pi_${randomUUID().replace(/-/g, "")}`;
-        pays.push({ id: (await f.checkoutAttempt(db.sql, { unitId: u.unitId, gatewayId: pi })).paymentId, pi });
-      }
+      const pays = await hostStays(host, 2);
 
       const receivableBuckets = async () => Object.fromEntries((await db.sql<{ bucket: number; entries: string }[]>`
         select bucket, entries from reserve.ledger_account_balances where account = 'receivable_stripe' and currency = 'BRL'`)
         .map((r) => [r.bucket, Number(r.entries)])) as Record<number, number>;
       const before = await receivableBuckets();
 
-      await a!`begin`;
-      await applyStatus(a!, pays[0]!.id, "succeeded", { gateway_payment_id: pays[0]!.pi });
+      await a`begin`;
+      await applyStatus(a, pays[0]!.id, "succeeded", { gateway_payment_id: pays[0]!.pi });
       // a holds its receipt's balance rows and its host day until it commits; b's receipt moves the same
       // three accounts and the same host's day. Were they one row, b would wait for a, which commits only
       // after b answers: the lock timeout turns that wait into an error (55P03) instead of a hung test.
-      await b!`set lock_timeout = '5s'`;
-      const r = await applyStatus(b!, pays[1]!.id, "succeeded", { gateway_payment_id: pays[1]!.pi });
+      await b`set lock_timeout = '5s'`;
+      const r = await applyStatus(b, pays[1]!.id, "succeeded", { gateway_payment_id: pays[1]!.pi });
       expect(r.finalize_outcome).toBe("created");
-      await a!`commit`;
+      await a`commit`;
 
       // each receipt added its one receivable entry to a bucket of its own: a took its backend's, and b,
       // finding that one held, the next
@@ -142,40 +162,22 @@ describe("kept ledger balances under concurrent postings", () => {
     const spare = postgres(db.url, { max: buckets + 2, onnotice: () => {} });
     const held: postgres.ReservedSql[] = [];
     try {
-      // two backends whose pids are equal modulo the buckets: among buckets + 1 there are always two
-      const seen = new Map<number, postgres.ReservedSql>();
-      let a: postgres.ReservedSql | undefined;
-      let b: postgres.ReservedSql | undefined;
-      let pidB = -1;
-      for (let i = 0; i <= buckets && !b; i++) {
-        const c = await spare.reserve();
-        held.push(c);
-        const [{ pid }] = await c<{ pid: number }[]>`select pg_backend_pid() as pid`;
-        const twin = seen.get(pid % buckets);
-        if (twin) { a = twin; b = c; pidB = pid; } else seen.set(pid % buckets, c);
-      }
-      expect(b, "two backends equal modulo the buckets").toBeDefined();
+      const { a, b, pidB } = await twinBackends(spare, buckets, held);
       const host = randomUUID();
-      const pays = [];
-      for (let i = 0; i < 3; i++) {
-        const u = await f.unit(db.sql);
-        await db.sql`update reserve.properties_map set host_id = ${host} where id = ${u.propertyId}`;
-        const pi = `pi_${randomUUID().replace(/-/g, "")}`;
-        pays.push({ id: (await f.checkoutAttempt(db.sql, { unitId: u.unitId, gatewayId: pi })).paymentId, pi });
-      }
+      const pays = await hostStays(host, 3);
       const [paid, webhook, repaired] = pays as [typeof pays[0], typeof pays[0], typeof pays[0]];
       // paid and booked before, its fee still missing (a webhook's PaymentIntent carries none)
       await applyStatus(db.sql, paid.id, "succeeded", { gateway_payment_id: paid.pi });
 
-      for (const c of [a!, b!]) await c`set deadlock_timeout = '50ms'`;
-      await b!`set lock_timeout = '5s'`;
+      for (const c of [a, b]) await c`set deadlock_timeout = '50ms'`;
+      await b`set lock_timeout = '5s'`;
       // a is a reconciliation run: one transaction books the missing fee (provider_fees, receivable_stripe)...
-      await a!`begin`;
-      await a!`select reserve.post_provider_fee(${paid.id}::uuid, 150)`;
+      await a`begin`;
+      await a`select reserve.post_provider_fee(${paid.id}::uuid, 150)`;
       // ...while a webhook books a stay: commission_revenue, host_payable, then receivable_stripe
-      await b!`begin`;
+      await b`begin`;
       const errors: string[] = [];
-      const webhookDone = applyStatus(b!, webhook.id, "succeeded", { gateway_payment_id: webhook.pi })
+      const webhookDone = applyStatus(b, webhook.id, "succeeded", { gateway_payment_id: webhook.pi })
         .catch((e: { code?: string; message: string }) => { errors.push(`webhook ${e.code}: ${e.message}`); return null; });
       // until it has finished or queues behind a's rows (a lock wait): then a goes on
       let settled = false;
@@ -186,14 +188,14 @@ describe("kept ledger balances under concurrent postings", () => {
         await new Promise((r) => setTimeout(r, 10));
       }
       // ...and the run goes on to repair a stay paid there and not here: its receipt moves the webhook's accounts
-      const r = await applyStatus(a!, repaired.id, "succeeded", { gateway_payment_id: repaired.pi })
+      const r = await applyStatus(a, repaired.id, "succeeded", { gateway_payment_id: repaired.pi })
         .catch((e: { code?: string; message: string }) => { errors.push(`run ${e.code}: ${e.message}`); return null; });
       const w = await webhookDone;
       expect(errors).toEqual([]);
       expect(r?.finalize_outcome).toBe("created");
-      await a!`commit`;
+      await a`commit`;
       expect(w?.finalize_outcome).toBe("created");
-      await b!`commit`;
+      await b`commit`;
 
       expect(await db.sql`select * from reserve.find_ledger_imbalances(current_date - 1)`).toEqual([]);
       expect(await db.sql`select * from reserve.ledger_balance_drift(true)`).toEqual([]);
@@ -207,14 +209,7 @@ describe("kept ledger balances under concurrent postings", () => {
   it("make a transaction wait for a bucket, before it holds any balance row, only when every bucket is held; and give a bucket back with a rolled-back savepoint", async () => {
     await fewBuckets();
     const [{ buckets }] = await db.sql<{ buckets: number }[]>`select max(balance_buckets)::int as buckets from reserve.ledger_accounts`;
-    const paid: string[] = [];
-    for (let i = 0; i <= buckets; i++) {
-      const u = await f.unit(db.sql);
-      const pi = `pi_${randomUUID().replace(/-/g, "")}`;
-      const id = (await f.checkoutAttempt(db.sql, { unitId: u.unitId, gatewayId: pi })).paymentId;
-      await applyStatus(db.sql, id, "succeeded", { gateway_payment_id: pi });
-      paid.push(id);
-    }
+    const paid = await paidStays(buckets + 1);
     const spare = postgres(db.url, { max: buckets + 1, onnotice: () => {} });
     const held: postgres.ReservedSql[] = [];
     // the bucket a connection's open transaction holds (its advisory lock) and the one it says it writes
@@ -286,14 +281,7 @@ describe("kept ledger balances under concurrent postings", () => {
 
   it("write only to a bucket the transaction holds, whatever reserve.balance_bucket a session sets", async () => {
     await fewBuckets();
-    const paid: string[] = [];
-    for (let i = 0; i < 2; i++) {
-      const u = await f.unit(db.sql);
-      const pi = `pi_${randomUUID().replace(/-/g, "")}`;
-      const id = (await f.checkoutAttempt(db.sql, { unitId: u.unitId, gatewayId: pi })).paymentId;
-      await applyStatus(db.sql, id, "succeeded", { gateway_payment_id: pi });
-      paid.push(id);
-    }
+    const paid = await paidStays(2);
     const spare = postgres(db.url, { max: 2, onnotice: () => {} });
     const [a, b] = [await spare.reserve(), await spare.reserve()];
     try {
@@ -326,13 +314,7 @@ describe("kept ledger balances under concurrent postings", () => {
     const other = postgres(db.url, { max: 1, onnotice: () => {}, connection: { lock_timeout: 5000 } });
     try {
       const host = randomUUID();
-      const pays = [];
-      for (let i = 0; i < 2; i++) {
-        const u = await f.unit(db.sql);
-        await db.sql`update reserve.properties_map set host_id = ${host} where id = ${u.propertyId}`;
-        const pi = `pi_${randomUUID().replace(/-/g, "")}`;
-        pays.push({ id: (await f.checkoutAttempt(db.sql, { unitId: u.unitId, gatewayId: pi })).paymentId, pi });
-      }
+      const pays = await hostStays(host, 2);
       const kept = async () => (await db.sql<{ n: string }[]>`
         select coalesce(sum(entries), 0)::text as n from reserve.ledger_account_balances where account = 'receivable_stripe'`)[0]!.n;
       const before = await kept();
