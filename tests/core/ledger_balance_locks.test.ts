@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
 import * as f from "../helpers/fixtures.ts";
 import { applyStatus } from "../helpers/money.ts";
+import { waitUntilLockWait } from "../ops/ops_helpers.ts";
 
 const CONNECTIONS = 8;
 const PAYMENTS = 160;
@@ -32,6 +33,16 @@ afterAll(async () => {
 // a few connections, and can hold every one
 async function fewBuckets(n = 4) {
   await db.sql`update reserve.ledger_accounts set balance_buckets = ${n}`;
+  return n;
+}
+
+// the bucket a connection's open transaction holds (its advisory lock) and the one it says it writes
+async function holding(c: postgres.ReservedSql) {
+  const [h] = await c<{ locked: number[]; claimed: string }[]>`
+    select coalesce(array_agg(l.objid::int order by l.objid), '{}') as locked,
+           coalesce(current_setting('reserve.balance_bucket', true), '') as claimed
+    from pg_locks l where l.locktype = 'advisory' and l.pid = pg_backend_pid() and l.classid::int = hashtext('reserve.balance_bucket')`;
+  return h!;
 }
 
 // two reserved connections of `pool` whose backends' pids are equal modulo `buckets` (among buckets + 1
@@ -156,9 +167,7 @@ describe("kept ledger balances under concurrent postings", () => {
   });
 
   it("never deadlock two transactions whose backends share a bucket and whose postings come in another order (a run books a missing fee, then a stay; a webhook books a stay)", async () => {
-    await fewBuckets();
-    const [{ buckets }] = await db.sql<{ buckets: number }[]>`
-      select max(balance_buckets)::int as buckets from reserve.ledger_accounts`;
+    const buckets = await fewBuckets();
     const spare = postgres(db.url, { max: buckets + 2, onnotice: () => {} });
     const held: postgres.ReservedSql[] = [];
     try {
@@ -207,16 +216,10 @@ describe("kept ledger balances under concurrent postings", () => {
   });
 
   it("make a transaction wait for a bucket, before it holds any balance row, only when every bucket is held; and give a bucket back with a rolled-back savepoint", async () => {
-    await fewBuckets();
-    const [{ buckets }] = await db.sql<{ buckets: number }[]>`select max(balance_buckets)::int as buckets from reserve.ledger_accounts`;
+    const buckets = await fewBuckets();
     const paid = await paidStays(buckets + 1);
     const spare = postgres(db.url, { max: buckets + 1, onnotice: () => {} });
     const held: postgres.ReservedSql[] = [];
-    // the bucket a connection's open transaction holds (its advisory lock) and the one it says it writes
-    const holding = async (c: postgres.ReservedSql) => (await c<{ locked: number[]; claimed: string }[]>`
-      select coalesce(array_agg(l.objid::int order by l.objid), '{}') as locked,
-             coalesce(current_setting('reserve.balance_bucket', true), '') as claimed
-      from pg_locks l where l.locktype = 'advisory' and l.pid = pg_backend_pid() and l.classid::int = hashtext('reserve.balance_bucket')`)[0]!;
     try {
       for (let i = 0; i <= buckets; i++) held.push(await spare.reserve());
       const last = held[buckets]!;
@@ -249,13 +252,9 @@ describe("kept ledger balances under concurrent postings", () => {
       await last`begin`;
       let done = false;
       const waiting = last`select reserve.post_provider_fee(${paid[buckets]!}::uuid, 150)`.then(() => { done = true; });
-      let seen: { wait_event_type: string | null; wait_event: string | null } | undefined;
-      for (let i = 0; i < 1000 && !done; i++) {
-        [seen] = await db.sql`select wait_event_type, wait_event from pg_stat_activity where pid = ${pid}`;
-        if (seen?.wait_event_type === "Lock") break;
-        await new Promise((r) => setTimeout(r, 10));
-      }
+      await waitUntilLockWait(db.sql, pid);
       expect(done).toBe(false);
+      const [seen] = await db.sql`select wait_event_type, wait_event from pg_stat_activity where pid = ${pid}`;
       expect(seen).toEqual({ wait_event_type: "Lock", wait_event: "advisory" });
       const [{ n }] = await db.sql`
         select count(*)::int as n from pg_locks where pid = ${pid} and not granted and locktype <> 'advisory'`;
@@ -293,12 +292,10 @@ describe("kept ledger balances under concurrent postings", () => {
       await b`set lock_timeout = '5s'`;
       await b`begin`;
       await b`select reserve.post_provider_fee(${paid[1]!}::uuid, 150)`;
-      const [h] = await b<{ locked: number[]; claimed: string }[]>`
-        select array_agg(l.objid::int) as locked, current_setting('reserve.balance_bucket') as claimed
-        from pg_locks l where l.locktype = 'advisory' and l.pid = pg_backend_pid() and l.classid::int = hashtext('reserve.balance_bucket')`;
-      expect(h!.locked).toHaveLength(1);
-      expect(String(h!.locked[0])).toBe(h!.claimed);
-      expect(h!.claimed).not.toBe(mine);
+      const h = await holding(b);
+      expect(h.locked).toHaveLength(1);
+      expect(String(h.locked[0])).toBe(h.claimed);
+      expect(h.claimed).not.toBe(mine);
       await b`commit`;
       await a`commit`;
       expect(await db.sql`select * from reserve.ledger_balance_drift(true)`).toEqual([]);
