@@ -199,10 +199,17 @@ begin
     exit when found;
   end loop;
 
+  -- settle's second step on the usual path, with the payment finalize holds, before the nights: a
+  -- transaction's balance rows are its own bucket's (claim_balance_bucket), so no other transaction waits
+  -- on them, and the receipt no longer lengthens the time a busy unit's night is held
+  if held_nights = bi.nights and p.succeeded_at is not null then
+    perform reserve.post_sale_receipt(p, r);
+  end if;
+
   if held_nights = bi.nights then
-    -- the holds' counters become bookings, the nights' locks taken (unless sole took them above) after
-    -- the reservation and before the receipt: calendar before ledger rows, as a cancellation takes them
-    -- in date order, like every path that takes nights (an UPDATE alone takes them in its plan's order)
+    -- the holds' counters become bookings, the nights' locks taken (unless sole took them above) last,
+    -- just before the audit and the commit, in date order like every path that takes nights (an UPDATE
+    -- alone takes them in its plan's order)
     with nights as (
       select n.unit_id, n.date from reserve.availability_calendar n
       where n.unit_id = bi.unit_id and n.date >= bi.check_in and n.date < bi.check_out
@@ -216,11 +223,6 @@ begin
       raise exception using errcode = 'RC106',
         message = format('booking intent %s: %s of its %s nights of unit %s are in the calendar', bi.id, moved, bi.nights, bi.unit_id);
     end if;
-  end if;
-
-  -- settle's second step on the usual path, with the payment finalize holds
-  if held_nights = bi.nights and p.succeeded_at is not null then
-    perform reserve.post_sale_receipt(p, r);
   end if;
 
   perform set_config('reserve.counted_by', '', true);
