@@ -10,9 +10,12 @@ CREATE OR REPLACE FUNCTION reserve.claim_balance_bucket()
 AS $function$
 declare
   slots integer;
-  own integer;
+  own integer := reserve.claimed_balance_bucket();
   candidate integer;
 begin
+  if own is not null then
+    return own;
+  end if;
   select min(a.balance_buckets) into slots from reserve.ledger_accounts a;
   own := pg_catalog.pg_backend_pid() % slots;
   for i in 0 .. slots - 1 loop
@@ -30,4 +33,4 @@ end
 $function$
 ;
 
-comment on function reserve.claim_balance_bucket() is 'The bucket of ledger_account_balances and ledger_host_days this transaction adds to, held by it alone until it ends (a transaction-scoped advisory lock; a rolled-back savepoint gives it back): the first free from the backend''s own (pid modulo the fewest balance_buckets of any account, so no two open transactions share a row of any account), or, when all are taken, its own once free. Internal: write_ledger_lines claims it at a transaction''s first posting.';
+comment on function reserve.claim_balance_bucket() is 'The bucket of ledger_account_balances and ledger_host_days this transaction adds to, held by it alone until it ends (a transaction-scoped advisory lock; a rolled-back savepoint gives it back): the one it holds already (claimed_balance_bucket), else the first free from the backend''s own (pid modulo the fewest balance_buckets of any account, so no two open transactions share a row of any account), or, when all are taken, its own once free. Internal: a path claims it before its first row lock, and write_ledger_lines at a transaction''s first posting if none has.';

@@ -12,8 +12,9 @@ declare
   line reserve.ledger_line;
   host uuid;
   n integer;
-  -- claimed at the transaction's first posting; a rolled-back savepoint clears it with its lock
-  claimed integer := nullif(pg_catalog.current_setting('reserve.balance_bucket', true), '')::integer;
+  -- claimed before the transaction's first row lock or at its first posting; a rolled-back savepoint
+  -- clears it with its lock
+  claimed integer := reserve.claimed_balance_bucket();
 begin
   foreach line in array p_lines loop
     if line.account = 'host_payable' then
@@ -21,9 +22,7 @@ begin
       exit;
     end if;
   end loop;
-  -- the setting names the bucket; the lock proves it is ours (re-taking a lock held is a no-op), so a
-  -- value set from outside cannot make a posting write another transaction's rows
-  if claimed is null or not pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtext('reserve.balance_bucket'), claimed) then
+  if claimed is null then
     claimed := reserve.claim_balance_bucket();
   end if;
   perform set_config('reserve.ledger_writer', 'on', true);
