@@ -11,7 +11,7 @@ import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
 import * as f from "../helpers/fixtures.ts";
-import { applyStatus } from "../helpers/money.ts";
+import { applyStatus, processEvent } from "../helpers/money.ts";
 import { waitUntilLockWait } from "../ops/ops_helpers.ts";
 
 const CONNECTIONS = 8;
@@ -43,6 +43,21 @@ async function holding(c: postgres.ReservedSql) {
            coalesce(current_setting('reserve.balance_bucket', true), '') as claimed
     from pg_locks l where l.locktype = 'advisory' and l.pid = pg_backend_pid() and l.classid::int = hashtext('reserve.balance_bucket')`;
   return h!;
+}
+
+// every bucket held: each connection's open transaction posts a fee of one of `paid`; returns the bucket
+// each holds, in the connections' order
+async function holdEveryBucket(conns: postgres.ReservedSql[], paid: string[]) {
+  const taken: number[] = [];
+  for (const [i, c] of conns.entries()) {
+    await c`begin`;
+    await c`select reserve.post_provider_fee(${paid[i]!}::uuid, 150)`;
+    const h = await holding(c);
+    expect(h.locked).toHaveLength(1);
+    taken.push(h.locked[0]!);
+  }
+  expect(new Set(taken).size).toBe(conns.length);
+  return taken;
 }
 
 // two reserved connections of `pool` whose backends' pids are equal modulo `buckets` (among buckets + 1
@@ -235,17 +250,7 @@ describe("kept ledger balances under concurrent postings", () => {
       expect(await holding(last)).toEqual({ locked: [], claimed: "" });
       await last`rollback`;
 
-      // every bucket held by an open transaction that posted a fee
-      const taken: number[] = [];
-      for (let i = 0; i < buckets; i++) {
-        const c = held[i]!;
-        await c`begin`;
-        await c`select reserve.post_provider_fee(${paid[i]!}::uuid, 150)`;
-        const h = await holding(c);
-        expect(h.locked).toHaveLength(1);
-        taken.push(h.locked[0]!);
-      }
-      expect(new Set(taken).size).toBe(buckets);
+      const taken = await holdEveryBucket(held.slice(0, buckets), paid);
 
       // one more waits, on its backend's bucket, not on a balance row
       const [{ pid }] = await last<{ pid: number }[]>`select pg_backend_pid() as pid`;
@@ -278,25 +283,76 @@ describe("kept ledger balances under concurrent postings", () => {
     }
   });
 
+  it("make every path that posts wait for a bucket before it locks a row: a webhook's payment, and a cancellation's payment and nights, stay free while they wait", async () => {
+    const buckets = await fewBuckets();
+    const paid = await paidStays(buckets + 1);
+    const [pending] = await hostStays(randomUUID(), 1);
+    const spare = postgres(db.url, { max: buckets + 2, onnotice: () => {} });
+    const held: postgres.ReservedSql[] = [];
+    try {
+      for (let i = 0; i < buckets + 2; i++) held.push(await spare.reserve());
+      const [hook, cancel] = [held[buckets]!, held[buckets + 1]!];
+      const holders = held.slice(0, buckets);
+      await holdEveryBucket(holders, paid);
+      const [stay] = await db.sql`select id, unit_id, check_in::text, check_out::text, payment_id
+                                  from reserve.reservations where payment_id = ${paid[buckets]!}`;
+      const [{ pid: hookPid }] = await hook<{ pid: number }[]>`select pg_backend_pid() as pid`;
+      const [{ pid: cancelPid }] = await cancel<{ pid: number }[]>`select pg_backend_pid() as pid`;
+
+      const hooked = processEvent(hook, {}, { status: "succeeded", gateway_payment_id: pending!.pi, payment_reference: pending!.id });
+      // execute(): a postgres.js query is sent when awaited, and this one must be sent now to wait in the database
+      const cancelled = cancel`select reserve.cancel_reservation(${stay!.id}::uuid, 'guest cancelled')`.execute();
+      for (const pid of [hookPid, cancelPid]) {
+        await waitUntilLockWait(db.sql, pid);
+        const [seen] = await db.sql`select wait_event_type, wait_event from pg_stat_activity where pid = ${pid}`;
+        expect(seen).toEqual({ wait_event_type: "Lock", wait_event: "advisory" });
+      }
+      // while they wait, nothing of theirs is locked: another transaction takes every row at once
+      await db.sql.begin(async (tx) => {
+        await tx`select 1 from reserve.payments where id = any(${[pending!.id, stay!.payment_id]}::uuid[]) for update nowait`;
+        await tx`select 1 from reserve.reservations where id = ${stay!.id} for update nowait`;
+        await tx`select 1 from reserve.booking_locks l join reserve.payments p on p.booking_intent_id = l.booking_intent_id
+                 where p.id = ${pending!.id} for update of l nowait`;
+        await tx`select 1 from reserve.availability_calendar where unit_id = ${stay!.unit_id}
+                 and date >= ${stay!.check_in}::date and date < ${stay!.check_out}::date for update nowait`;
+      });
+
+      for (const c of holders) await c`commit`;
+      expect((await hooked).finalize_outcome).toBe("created");
+      await cancelled;
+      const [{ status }] = await db.sql`select status from reserve.reservations where id = ${stay!.id}`;
+      expect(status).toBe("cancelled");
+      expect(await db.sql`select * from reserve.ledger_balance_drift(true)`).toEqual([]);
+      expect(await db.sql`select * from reserve.find_ledger_imbalances(current_date - 1)`).toEqual([]);
+    } finally {
+      for (const c of held) c.release();
+      await spare.end();
+    }
+  });
+
   it("write only to a bucket the transaction holds, whatever reserve.balance_bucket a session sets", async () => {
-    await fewBuckets();
-    const paid = await paidStays(2);
+    const buckets = await fewBuckets();
+    const paid = await paidStays(5);
     const spare = postgres(db.url, { max: 2, onnotice: () => {} });
     const [a, b] = [await spare.reserve(), await spare.reserve()];
     try {
       await a`begin`;
       await a`select reserve.post_provider_fee(${paid[0]!}::uuid, 150)`;
       const [{ mine }] = await a<{ mine: string }[]>`select current_setting('reserve.balance_bucket') as mine`;
-      // b claims a's bucket by setting it for its session: its posting neither waits for a's rows nor adds to them
-      await b`select set_config('reserve.balance_bucket', ${mine}, false)`;
+      // b names a's bucket for its session: as itself, as itself plus the buckets (the same row modulo them),
+      // and as what is no bucket; each posting neither waits for a's rows nor adds to them, nor fails
       await b`set lock_timeout = '5s'`;
-      await b`begin`;
-      await b`select reserve.post_provider_fee(${paid[1]!}::uuid, 150)`;
-      const h = await holding(b);
-      expect(h.locked).toHaveLength(1);
-      expect(String(h.locked[0])).toBe(h.claimed);
-      expect(h.claimed).not.toBe(mine);
-      await b`commit`;
+      for (const [i, named] of [mine, String(Number(mine) + buckets), "-1", "a bucket"].entries()) {
+        await b`select set_config('reserve.balance_bucket', ${named}, false)`;
+        await b`begin`;
+        await b`select reserve.post_provider_fee(${paid[i + 1]!}::uuid, 150)`;
+        const h = await holding(b);
+        expect(h.locked).toHaveLength(1);
+        expect(String(h.locked[0])).toBe(h.claimed);
+        expect(h.claimed).not.toBe(mine);
+        expect(h.locked[0]).toBeLessThan(buckets);
+        await b`commit`;
+      }
       await a`commit`;
       expect(await db.sql`select * from reserve.ledger_balance_drift(true)`).toEqual([]);
     } finally {

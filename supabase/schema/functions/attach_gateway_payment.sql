@@ -17,6 +17,8 @@ begin
     raise exception using errcode = 'RC001', message = 'p_payment_id and the update''s gateway_payment_id are required';
   end if;
   u := reserve.check_provider_update(p_update);
+  -- the bucket before any row, so that a wait for it holds none
+  perform reserve.claim_balance_bucket() where coalesce(pg_catalog.current_setting('reserve.balance_bucket', true), '') = '';
   -- gateway_payment_id is a key column: the strong lock at once (a webhook may hold KEY SHARE)
   select * into p from reserve.payments where id = p_payment_id for update;
   if not found then

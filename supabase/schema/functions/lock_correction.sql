@@ -11,6 +11,8 @@ AS $function$
 declare
   c reserve.ledger_corrections;
 begin
+  -- the bucket before any row, so that a wait for it holds none
+  perform reserve.claim_balance_bucket() where coalesce(pg_catalog.current_setting('reserve.balance_bucket', true), '') = '';
   select * into c from reserve.ledger_corrections where id = p_correction_id for no key update;
   if not found then
     raise exception using errcode = 'RC406', message = format('ledger correction %s does not exist', p_correction_id);

@@ -9,6 +9,8 @@ CREATE OR REPLACE FUNCTION reserve.lock_payment_of_reservation(p_reservation_id 
  SET search_path TO ''
 AS $function$
 begin
+  -- the bucket before any row, so that a wait for it holds none
+  perform reserve.claim_balance_bucket() where coalesce(pg_catalog.current_setting('reserve.balance_bucket', true), '') = '';
   perform 1 from reserve.payments p
   where p.id = (select r.payment_id from reserve.reservations r where r.id = p_reservation_id)
   for no key update;

@@ -11,6 +11,8 @@ AS $function$
 declare
   r reserve.reconciliation_runs;
 begin
+  -- the bucket before any row, so that a wait for it holds none
+  perform reserve.claim_balance_bucket() where coalesce(pg_catalog.current_setting('reserve.balance_bucket', true), '') = '';
   select * into r from reserve.reconciliation_runs where id = p_run_id for update;
   if not found then
     raise exception using errcode = 'RC802', message = format('reconciliation run %s does not exist', coalesce(p_run_id::text, 'null'));
