@@ -18,7 +18,9 @@ begin
   end if;
   u := reserve.check_provider_update(p_update);
   -- the bucket before any row, so that a wait for it holds none
-  perform reserve.claim_balance_bucket() where coalesce(pg_catalog.current_setting('reserve.balance_bucket', true), '') = '';
+  if coalesce(pg_catalog.current_setting('reserve.balance_bucket', true), '') = '' then
+    perform reserve.claim_balance_bucket();
+  end if;
   -- gateway_payment_id is a key column: the strong lock at once (a webhook may hold KEY SHARE)
   select * into p from reserve.payments where id = p_payment_id for update;
   if not found then

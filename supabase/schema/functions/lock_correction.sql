@@ -12,7 +12,9 @@ declare
   c reserve.ledger_corrections;
 begin
   -- the bucket before any row, so that a wait for it holds none
-  perform reserve.claim_balance_bucket() where coalesce(pg_catalog.current_setting('reserve.balance_bucket', true), '') = '';
+  if coalesce(pg_catalog.current_setting('reserve.balance_bucket', true), '') = '' then
+    perform reserve.claim_balance_bucket();
+  end if;
   select * into c from reserve.ledger_corrections where id = p_correction_id for no key update;
   if not found then
     raise exception using errcode = 'RC406', message = format('ledger correction %s does not exist', p_correction_id);

@@ -12,7 +12,9 @@ declare
   p reserve.payments;
 begin
   -- the bucket before any row, so that a wait for it holds none
-  perform reserve.claim_balance_bucket() where coalesce(pg_catalog.current_setting('reserve.balance_bucket', true), '') = '';
+  if coalesce(pg_catalog.current_setting('reserve.balance_bucket', true), '') = '' then
+    perform reserve.claim_balance_bucket();
+  end if;
   select * into p from reserve.payments where id = p_payment_id for no key update;
   if not found then
     raise exception using errcode = 'RC201', message = format('payment %s does not exist', p_payment_id);

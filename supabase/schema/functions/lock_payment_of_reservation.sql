@@ -10,7 +10,9 @@ CREATE OR REPLACE FUNCTION reserve.lock_payment_of_reservation(p_reservation_id 
 AS $function$
 begin
   -- the bucket before any row, so that a wait for it holds none
-  perform reserve.claim_balance_bucket() where coalesce(pg_catalog.current_setting('reserve.balance_bucket', true), '') = '';
+  if coalesce(pg_catalog.current_setting('reserve.balance_bucket', true), '') = '' then
+    perform reserve.claim_balance_bucket();
+  end if;
   perform 1 from reserve.payments p
   where p.id = (select r.payment_id from reserve.reservations r where r.id = p_reservation_id)
   for no key update;

@@ -12,7 +12,9 @@ declare
   r reserve.reconciliation_runs;
 begin
   -- the bucket before any row, so that a wait for it holds none
-  perform reserve.claim_balance_bucket() where coalesce(pg_catalog.current_setting('reserve.balance_bucket', true), '') = '';
+  if coalesce(pg_catalog.current_setting('reserve.balance_bucket', true), '') = '' then
+    perform reserve.claim_balance_bucket();
+  end if;
   select * into r from reserve.reconciliation_runs where id = p_run_id for update;
   if not found then
     raise exception using errcode = 'RC802', message = format('reconciliation run %s does not exist', coalesce(p_run_id::text, 'null'));

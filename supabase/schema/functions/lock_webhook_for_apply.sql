@@ -18,7 +18,9 @@ begin
   end if;
   pid := (w.apply_args ->> 'payment_id')::uuid;
   -- the bucket before any row, so that a wait for it holds none
-  perform reserve.claim_balance_bucket() where coalesce(pg_catalog.current_setting('reserve.balance_bucket', true), '') = '';
+  if coalesce(pg_catalog.current_setting('reserve.balance_bucket', true), '') = '' then
+    perform reserve.claim_balance_bucket();
+  end if;
   if pid is not null then
     if p_skip_locked then
       perform 1 from reserve.payments x where x.id = pid for update skip locked;

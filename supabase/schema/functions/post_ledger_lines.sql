@@ -17,7 +17,9 @@ begin
   -- over the legs as the caller gave them: a replay with the same key and other legs is refused
   hash := md5(jsonb_build_array(p_kind, p_description, p_entries, p_payment_id, p_reservation_id, p_city_code, p_reverses)::text);
   -- the bucket before the transaction's row (when no entry point claimed it), so that a wait for it holds none
-  perform reserve.claim_balance_bucket() where coalesce(pg_catalog.current_setting('reserve.balance_bucket', true), '') = '';
+  if coalesce(pg_catalog.current_setting('reserve.balance_bucket', true), '') = '' then
+    perform reserve.claim_balance_bucket();
+  end if;
   perform set_config('reserve.ledger_writer', 'on', true);
   insert into reserve.ledger_transactions (kind, description, payment_id, reservation_id, city_code, reverses,
                                            idempotency_key, request_hash, created_by)

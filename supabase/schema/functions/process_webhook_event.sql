@@ -57,7 +57,9 @@ begin
   -- key takes a KEY SHARE lock on the payment, and taking the payment's lock after it deadlocked with the
   -- checkout's attach and with a second event. FOR UPDATE where this event may record the provider's id.
   if e.poison is null and u.status is not null then
-    perform reserve.claim_balance_bucket();
+    if coalesce(pg_catalog.current_setting('reserve.balance_bucket', true), '') = '' then
+      perform reserve.claim_balance_bucket();
+    end if;
     if u.payment_reference is not null then
       select * into p from reserve.payments x where x.id = u.payment_reference;
     end if;

@@ -31,7 +31,9 @@ begin
     why := null;
   end;
   -- the bucket before any row, so that a wait for it holds none
-  perform reserve.claim_balance_bucket() where coalesce(pg_catalog.current_setting('reserve.balance_bucket', true), '') = '';
+  if coalesce(pg_catalog.current_setting('reserve.balance_bucket', true), '') = '' then
+    perform reserve.claim_balance_bucket();
+  end if;
   select * into p from reserve.payments x where x.id = p_payment_id;
   if p.id is not null and p.gateway_payment_id is null and u.gateway_payment_id is not null then
     select * into p from reserve.payments x where x.id = p_payment_id for update;  -- a key column may be written

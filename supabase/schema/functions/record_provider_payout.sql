@@ -19,7 +19,9 @@ begin
   end if;
   o := reserve.check_provider_payout(p_payout);
   -- the bucket before any row, so that a wait for it holds none
-  perform reserve.claim_balance_bucket() where coalesce(pg_catalog.current_setting('reserve.balance_bucket', true), '') = '';
+  if coalesce(pg_catalog.current_setting('reserve.balance_bucket', true), '') = '' then
+    perform reserve.claim_balance_bucket();
+  end if;
   insert into reserve.provider_payouts as y (provider, provider_payout_id, amount, currency, status, provider_created_at,
                                              arrival_at, provider_object)
   values (p_provider, o.payout_id, o.amount, o.currency, o.status, o.created_at, o.arrival_at, o.provider_object)

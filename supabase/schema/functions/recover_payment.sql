@@ -21,7 +21,9 @@ begin
   end if;
   u.gateway_status := coalesce(u.gateway_status, 'manual:' || u.status);
   -- the bucket before any row, so that a wait for it holds none
-  perform reserve.claim_balance_bucket() where coalesce(pg_catalog.current_setting('reserve.balance_bucket', true), '') = '';
+  if coalesce(pg_catalog.current_setting('reserve.balance_bucket', true), '') = '' then
+    perform reserve.claim_balance_bucket();
+  end if;
   select * into p from reserve.payments x where x.id = p_payment_id for update;
   if not found then
     raise exception using errcode = 'RC201', message = format('payment %s does not exist', p_payment_id);
