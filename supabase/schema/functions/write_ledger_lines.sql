@@ -12,9 +12,9 @@ declare
   line reserve.ledger_line;
   host uuid;
   n integer;
-  -- claimed before the transaction's first row lock or at its first posting; a rolled-back savepoint
-  -- clears it with its lock
-  claimed integer := reserve.claimed_balance_bucket();
+  -- claimed before the transaction's first row lock, or here at its first posting; a rolled-back
+  -- savepoint clears it with its lock
+  claimed integer := reserve.claim_balance_bucket();
 begin
   foreach line in array p_lines loop
     if line.account = 'host_payable' then
@@ -22,9 +22,6 @@ begin
       exit;
     end if;
   end loop;
-  if claimed is null then
-    claimed := reserve.claim_balance_bucket();
-  end if;
   perform set_config('reserve.ledger_writer', 'on', true);
   with legs as (
     insert into reserve.ledger_entries (transaction_id, entry_type, account, direction, amount, currency, description, city_code)
