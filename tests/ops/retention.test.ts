@@ -310,7 +310,7 @@ describe("run_retention_cleanup: a month's move under audit_logs' lock", () => {
               from generate_series(1, 4) g`;
     const month = sql`reserve.audit_log_partition_name((now() - interval '700 days')::date)`;
     const [{ name }] = await sql`select 'audit_logs_archive_p' || right(${month}, 6) as name`;
-    const outside = `audit_logs_archive_default_not_p${name.slice(-6)}`;
+    const bound = `audit_logs_archive_default_before_p${name.slice(-6)}`;
 
     const debug = await debugOf((job) => job`select * from reserve.run_retention_cleanup(20, 1)`);
     // what PostgreSQL says when ATTACH PARTITION skips its scans (tablecmds.c)
@@ -323,11 +323,44 @@ describe("run_retention_cleanup: a month's move under audit_logs' lock", () => {
       { part: `reserve.${name}`, n: 13, kept_archived_at: true },
     ]);
     expect((await sql`select count(*)::int as n from reserve.audit_logs where actor = 'default@proof'`)[0].n).toBe(0);
-    expect(await defaultChecks()).toEqual([outside]);
-    // the next month's move drops it (the month is attached: its bounds say as much)
-    await sql`select * from reserve.run_retention_cleanup(20, 1)`;
-    expect(await defaultChecks()).not.toContain(outside);
+    // nothing of the default is of this month or after it now: one CHECK bounds it below the month, at
+    // the cost of one scan of the default
+    expect(await defaultChecks()).toEqual([bound]);
+    expect(debug.filter((m) => m === 'verifying table "audit_logs_archive_default"')).toHaveLength(1);
+    // the next month is above the bound: ruled out by it, with no CHECK of its own and no scan of the default
+    const next = await debugOf((job) => job`select * from reserve.run_retention_cleanup(20, 1)`);
+    expect(next).toContain(defaultImplied);
+    expect(next.filter((m) => m.includes('"audit_logs_archive_default"') && m !== defaultImplied)).toEqual([]);
+    expect(await defaultChecks()).toEqual([bound]);
     await sql`select * from reserve.run_retention_cleanup()`; // the empty months left due, for the tests after
+  });
+
+  it("drops the archive default's bound before archiving one by one a row above it that has no month of its own, and loses no row", async () => {
+    const [{ conname: bound }] = await sql`
+      select conname from pg_constraint where conrelid = 'reserve.audit_logs_archive_default'::regclass
+        and conname like 'audit\\_logs\\_archive\\_default\\_before\\_p%'`;
+    // a month above the bound, archived whole and empty, its archive partition dropped by hand: a row of it
+    // written late (into audit_logs' default partition, the month having left audit_logs) has no month in
+    // the archive either, so archiving it puts it in the archive's default partition
+    const [{ part, at }] = await sql`
+      select c.relname as part, (regexp_match(pg_get_expr(c.relpartbound, c.oid), 'FROM \\(''([^'']+)''\\)'))[1]::timestamptz as at
+      from pg_inherits i join pg_class c on c.oid = i.inhrelid
+      where i.inhparent = 'reserve.audit_logs_archive'::regclass and c.relname ~ '^audit_logs_archive_p[0-9]{6}$'
+        and c.relname > 'audit_logs_archive_p' || right(${bound}, 6)
+        and not exists (select 1 from reserve.audit_logs_archive x where x.tableoid = c.oid)
+      order by c.relname limit 1`;
+    await sql.unsafe(`drop table reserve.${part}`);
+    await sql`insert into reserve.audit_logs (occurred_at, actor, action, table_name, row_id)
+              values (${at}::timestamptz + interval '3 days', 'late@row', 'UPDATE', 'payments', 'r')`;
+    const [{ held }] = await sql`select tableoid::regclass::text as held from reserve.audit_logs where actor = 'late@row'`;
+    expect(held).toBe("reserve.audit_logs_default");
+
+    const answer = await sql`select * from reserve.run_retention_cleanup()`;
+    expect(answer.find((r) => r.table_name === "audit_logs")).toMatchObject({ more_due: false });
+    const rows = await sql`select tableoid::regclass::text as part from reserve.audit_logs_archive where actor = 'late@row'`;
+    expect(rows).toEqual([{ part: "reserve.audit_logs_archive_default" }]);
+    expect((await sql`select count(*)::int as n from reserve.audit_logs where actor = 'late@row'`)[0].n).toBe(0);
+    expect(await defaultChecks()).not.toContain(bound);
   });
 
   it("refuses a temporary table of the caller's where it sets a month's rows aside, and writes nothing", async () => {
@@ -450,7 +483,122 @@ describe("run_retention_cleanup: a month's move under audit_logs' lock", () => {
     }
     const [r] = await sql`select tableoid::regclass::text as part from reserve.audit_logs_archive where actor = 'tz@caller'`;
     expect(r.part).toBe(`reserve.audit_logs_archive_p${part.slice(-6)}`);
-    expect(await defaultChecks()).toEqual([`audit_logs_archive_default_not_p${part.slice(-6)}`]);
+    // the default holds nothing of this month or after it: the bound is lowered to it, named for it too
+    expect(await defaultChecks()).toEqual([`audit_logs_archive_default_before_p${part.slice(-6)}`]);
     await sql`select * from reserve.run_retention_cleanup()`;
+  });
+
+  it("proves a month below the bound with a CHECK of its own while the default holds a later row, and lowers the bound once it holds none", async () => {
+    await sql`select reserve.create_audit_log_partitions((now() - interval '940 days')::date, 3)`;
+    const [{ bound }] = await sql`
+      select conname as bound from pg_constraint where conrelid = 'reserve.audit_logs_archive_default'::regclass
+        and conname like 'audit\\_logs\\_archive\\_default\\_before\\_p%'`;
+    const [{ first, second }] = await sql`
+      select right(reserve.audit_log_partition_name((now() - interval '940 days')::date), 6) as first,
+             right(reserve.audit_log_partition_name((date_trunc('month', now() - interval '940 days') + interval '1 month')::date), 6) as second`;
+    expect(second < bound.slice(-6)).toBe(true);
+    const at = sql`date_trunc('month', now() - interval '940 days')`;
+    await sql`insert into reserve.audit_logs (occurred_at, actor, action, table_name, row_id)
+              values (${at} + interval '2 days', 'below@bound', 'UPDATE', 'payments', 'r')`;
+    // archived one by one before its month was a partition: a row of the month after, in the default
+    await sql`insert into reserve.audit_logs_archive (id, occurred_at, actor, action, table_name, xact_id)
+              values (940000001, ${at} + interval '1 month' + interval '2 days', 'below@bound', 'UPDATE', 'payments', 0)`;
+
+    const debug = await debugOf((job) => job`select * from reserve.run_retention_cleanup(20, 1)`);
+    expect(debug).toContain(defaultImplied);
+    expect(await defaultChecks()).toEqual([bound, `audit_logs_archive_default_not_p${first}`].sort());
+    // the month after is moved with its row set aside: nothing of the default is left at or above it
+    await sql`select * from reserve.run_retention_cleanup()`;
+    expect(await defaultChecks()).toEqual([`audit_logs_archive_default_before_p${second}`]);
+    const rows = await sql`select tableoid::regclass::text as part from reserve.audit_logs_archive where actor = 'below@bound' order by occurred_at`;
+    expect(rows).toEqual([{ part: `reserve.audit_logs_archive_p${first}` }, { part: `reserve.audit_logs_archive_p${second}` }]);
+  });
+
+  it("drops the bound before copying into the default a month above it with a column the archive lacks, and loses no row", async () => {
+    const [{ bound }] = await sql`
+      select conname as bound from pg_constraint where conrelid = 'reserve.audit_logs_archive_default'::regclass
+        and conname like 'audit\\_logs\\_archive\\_default\\_before\\_p%'`;
+    // the oldest month above the bound, archived and empty: its archive partition dropped by hand, the
+    // month made again in audit_logs with a column the archive does not have, so it is copied, not attached
+    const [{ part, at }] = await sql`
+      select c.relname as part, (regexp_match(pg_get_expr(c.relpartbound, c.oid), 'FROM \\(''([^'']+)''\\)'))[1]::timestamptz as at
+      from pg_inherits i join pg_class c on c.oid = i.inhrelid
+      where i.inhparent = 'reserve.audit_logs_archive'::regclass and c.relname ~ '^audit_logs_archive_p[0-9]{6}$'
+        and c.relname > 'audit_logs_archive_p' || right(${bound}, 6)
+        and not exists (select 1 from reserve.audit_logs_archive x where x.tableoid = c.oid)
+      order by c.relname limit 1`;
+    await sql.unsafe(`drop table reserve.${part}`);
+    await sql`select reserve.create_audit_log_partitions(${at}::timestamptz::date, 0)`;
+    await sql`alter table reserve.audit_logs add column test_extra text`;
+    try {
+      await sql`insert into reserve.audit_logs (occurred_at, actor, action, table_name, row_id, test_extra)
+                values (${at}::timestamptz + interval '4 days', 'copied@above', 'UPDATE', 'payments', 'r', 'x')`;
+      const answer = await sql`select * from reserve.run_retention_cleanup()`;
+      expect(answer.find((r) => r.table_name === "audit_logs")).toMatchObject({ more_due: false });
+    } finally {
+      await sql`alter table reserve.audit_logs drop column test_extra`;
+    }
+    const rows = await sql`select tableoid::regclass::text as part from reserve.audit_logs_archive where actor = 'copied@above'`;
+    expect(rows).toEqual([{ part: "reserve.audit_logs_archive_default" }]);
+    expect((await sql`select count(*)::int as n from reserve.audit_logs where actor = 'copied@above'`)[0].n).toBe(0);
+    expect(await defaultChecks()).not.toContain(bound);
+  });
+
+  it("reads the months' bounds back exactly whatever the caller's DateStyle and time zone (IST in 'SQL' style reads as Israel's)", async () => {
+    await sql`select reserve.create_audit_log_partitions((now() - interval '1000 days')::date, 3)`;
+    const [{ part }] = await sql`select reserve.audit_log_partition_name((now() - interval '1000 days')::date) as part`;
+    // an hour into the month (UTC): inside the month only if its lower bound is read back to the second
+    await sql`insert into reserve.audit_logs (occurred_at, actor, action, table_name, row_id)
+              values (date_trunc('month', now() - interval '1000 days') + interval '1 hour', 'style@caller', 'UPDATE', 'payments', 'r')`;
+    const kolkata = postgres(db.url, { max: 1, onnotice: () => {}, connection: { TimeZone: "Asia/Kolkata", DateStyle: "SQL, DMY" } });
+    try {
+      await kolkata`select * from reserve.run_retention_cleanup(20, 1)`;
+    } finally {
+      await kolkata.end();
+    }
+    const [r] = await sql`select tableoid::regclass::text as part from reserve.audit_logs_archive where actor = 'style@caller'`;
+    expect(r.part).toBe(`reserve.audit_logs_archive_p${part.slice(-6)}`);
+    const [{ bounds }] = await sql`select pg_get_expr(c.relpartbound, c.oid) as bounds from pg_class c
+                                   where c.oid = ${"reserve.audit_logs_archive_p" + part.slice(-6)}::regclass`;
+    const [{ expected }] = await sql`select format('FOR VALUES FROM (%L) TO (%L)', m, m + interval '1 month') as expected
+                                     from (select date_trunc('month', now() - interval '1000 days') as m) x`;
+    expect(bounds).toBe(expected);
+  });
+
+  it("runs one cleanup at a time: a second call waits for the first to commit", async () => {
+    const first = postgres(db.url, { max: 1, onnotice: () => {} });
+    const second = postgres(db.url, { max: 1, onnotice: () => {} });
+    let release = () => {};
+    const released = new Promise<void>((r) => (release = r));
+    let tx: Promise<unknown> = Promise.resolve();
+    try {
+      await new Promise<void>((ran, failed) => {
+        tx = first.begin(async (t) => {
+          await t`select * from reserve.run_retention_cleanup()`;
+          ran();
+          await released;
+        }).catch(failed);
+      });
+      const pid = await backendPid(second);
+      let done = false;
+      const call = second`select * from reserve.run_retention_cleanup()`.then(() => (done = true));
+      let waiting = false;
+      for (let i = 0; i < 100 && !waiting; i++) {
+        const [w] = await sql`select exists (select 1 from pg_locks l where l.pid = ${pid} and l.locktype = 'advisory' and not l.granted) as waiting`;
+        waiting = w.waiting;
+        if (!waiting) await sleep(5);
+      }
+      expect(waiting).toBe(true);
+      expect(done).toBe(false);
+      release();
+      await tx;
+      await call;
+      expect(done).toBe(true);
+    } finally {
+      release();
+      await tx;
+      await first.end();
+      await second.end();
+    }
   });
 });

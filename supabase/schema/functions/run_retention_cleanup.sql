@@ -8,6 +8,7 @@ CREATE OR REPLACE FUNCTION reserve.run_retention_cleanup(p_max_batches integer D
  SECURITY DEFINER
  SET search_path TO ''
  SET max_parallel_workers_per_gather TO '0'
+ SET "DateStyle" TO 'ISO, MDY'
 AS $function$
 declare
   rp reserve.retention_policies;
@@ -47,6 +48,15 @@ declare
   res_ms integer[] := '{}';
   res_more boolean[] := '{}';
   i integer;
+  bound_names text[];
+  bound timestamptz;
+  new_bound timestamptz;
+  new_bound_name text;
+  due_above boolean;
+  row_above boolean;
+  drops text;
+  copy_to_default boolean := false;
+  need_proof boolean[] := '{}';
 begin
   if p_max_batches is null or p_max_batches < 1 then
     raise exception using errcode = 'RC001', message = 'p_max_batches must be at least 1';
@@ -54,6 +64,8 @@ begin
   if p_max_partitions < 1 then
     raise exception using errcode = 'RC001', message = 'p_max_partitions must be at least 1 (null: every month due)';
   end if;
+  -- one run at a time: two would prove, add and drop the same CHECKs of the archive's default crosswise
+  perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('reserve.run_retention_cleanup'));
   perform set_config('reserve.reason', 'run_retention_cleanup', true);
   lock_wait := current_setting('lock_timeout');
   begin
@@ -141,6 +153,39 @@ begin
       rels := array[rp.table_name];
     end if;
 
+    if rp.retention_type = 'archive' and cardinality(rels) > 0 then
+      -- a row the batches archive at or above the archive default's bound, in a month the archive has no
+      -- partition for, would land in the default and break its CHECK: the bound is dropped first (no
+      -- scan), and a later month's move sets it again
+      select array_agg(x.conname order by x.conname),
+             min((regexp_match(pg_catalog.pg_get_constraintdef(x.oid), '''([^'']+)'''))[1]::timestamptz)
+      into bound_names, bound
+      from pg_catalog.pg_constraint x
+      where x.conrelid = 'reserve.audit_logs_archive_default'::regclass and x.contype = 'c'
+        and x.conname like 'audit\_logs\_archive\_default\_before\_p%';
+      if bound is not null then
+        due_above := false;
+        foreach rel in array rels loop
+          execute format('select exists (select 1 from reserve.%I x where x.occurred_at >= $1 and x.occurred_at < $2)', rel)
+          into row_above using bound, cutoff;
+          due_above := due_above or row_above;
+        end loop;
+        if due_above then
+          begin
+            perform set_config('lock_timeout', '500ms', true);
+            select string_agg(format('drop constraint %I', b), ', ') into drops from unnest(bound_names) b;
+            execute 'alter table reserve.audit_logs_archive_default ' || drops;
+            perform set_config('lock_timeout', lock_wait, true);
+            bound := null;
+          exception when lock_not_available or deadlock_detected then
+            -- the rows below the bound are archived now (the batches skip those above it), the rest next run
+            raise notice 'run_retention_cleanup: audit_logs_archive_default is in use (lock wait over 500 ms); rows at or after its bound are archived by the next run';
+            partitions_left := true;
+          end;
+        end if;
+      end if;
+    end if;
+
     foreach rel in array rels loop
       loop
         exit when done >= p_max_batches;
@@ -148,11 +193,12 @@ begin
           execute format(
             'with moved as (
                delete from reserve.%1$I t where t.ctid = any (array(select x.ctid from reserve.%1$I x where x.%2$I < $1
+                                                                   and ($3::timestamptz is null or x.occurred_at < $3)
                                                                    order by x.%2$I limit $2 for update skip locked))
                returning t.*)
              insert into reserve.audit_logs_archive (%3$s) select %3$s from moved on conflict do nothing',
             rel, rp.date_column, cols)
-          using cutoff, rp.batch_size;
+          using cutoff, rp.batch_size, bound;
         else
           -- a night still held is live state, whatever its date
           execute format(
@@ -192,6 +238,16 @@ begin
       -- partition) wait in a temporary table, and one ALTER TABLE adds a CHECK per month excluding it (one
       -- scan, locking only the default partition: its readers wait, not audit_logs' writers). A CHECK of a
       -- month already attached is implied by its partition bounds and is dropped here.
+      -- The archive's default partition may carry a CHECK bounding it below a month (made by an earlier
+      -- move; one, unless made by hand): a month at or above the bound is ruled out without a scan, so
+      -- only a month below it needs a proof of its own
+      select array_agg(x.conname order by x.conname),
+             min((regexp_match(pg_catalog.pg_get_constraintdef(x.oid), '''([^'']+)'''))[1]::timestamptz)
+      into bound_names, bound
+      from pg_catalog.pg_constraint x
+      where x.conrelid = 'reserve.audit_logs_archive_default'::regclass and x.contype = 'c'
+        and x.conname like 'audit\_logs\_archive\_default\_before\_p%';
+      drops := coalesce((select string_agg(format(', drop constraint %I', b), '') from unnest(bound_names) b), '');
       for k in 1 .. cardinality(moves) loop
         -- named for the month of its name (the bounds' month in the caller's time zone can be another)
         move_name := move_name || ('audit_logs_archive_p' || case when moves[k] ~ '^audit_logs_p[0-9]{6}$' then right(moves[k], 6)
@@ -204,6 +260,20 @@ begin
               and not exists (select 1 from pg_catalog.pg_attribute b
                               where b.attrelid = 'reserve.audit_logs_archive'::regclass and b.attname = a.attname
                                 and b.atttypid = a.atttypid and not b.attisdropped)));
+        if not move_whole[k] and move_kind[k] = 'archive' and to_regclass('reserve.' || move_name[k]) is null then
+          -- copied row by row into a month the archive has no partition for: into the default, so no bound
+          -- above its month stays, and none is set in this call
+          copy_to_default := true;
+          if bound is not null and move_hi[k] > bound then
+            outside := outside || drops;
+            drops := '';
+            bound := null;
+          end if;
+        end if;
+      end loop;
+      new_bound := null;
+      for k in 1 .. cardinality(moves) loop
+        need_proof := need_proof || (move_whole[k] and (bound is null or move_lo[k] < bound));
         if move_whole[k] then
           if exists (select 1 from reserve.audit_logs_archive_default d where d.occurred_at >= move_lo[k] and d.occurred_at < move_hi[k]) then
             if not set_aside then
@@ -215,13 +285,29 @@ begin
                             insert into pg_temp.retention_month_back (%s, retention_move) select %s, %s from back',
                            move_lo[k], move_hi[k], archive_cols, archive_cols, k);
           end if;
-          if not exists (select 1 from pg_catalog.pg_constraint x where x.conrelid = 'reserve.audit_logs_archive_default'::regclass
-                           and x.conname = 'audit_logs_archive_default_not_p' || right(move_name[k], 6)) then
-            outside := outside || format(', add constraint %I check (occurred_at < %L or occurred_at >= %L)',
-                                         'audit_logs_archive_default_not_p' || right(move_name[k], 6), move_lo[k], move_hi[k]);
+          if need_proof[k] and (new_bound is null or move_lo[k] < new_bound) then
+            new_bound := move_lo[k];
+            new_bound_name := 'audit_logs_archive_default_before_p' || right(move_name[k], 6);
           end if;
         end if;
       end loop;
+      if new_bound is not null and not copy_to_default
+         and not exists (select 1 from reserve.audit_logs_archive_default d where d.occurred_at >= new_bound) then
+        -- nothing of the default at or above the lowest month to prove (its rows of these months are set
+        -- aside): one CHECK bounds it below that month, one scan now and none for the months after it. Rows
+        -- at or above it go to their months' partitions (the batches drop the bound before one would not)
+        outside := outside || drops;
+        outside := outside || format(', add constraint %I check (occurred_at < %L)', new_bound_name, new_bound);
+      else
+        for k in 1 .. cardinality(moves) loop
+          if need_proof[k] and not exists (
+              select 1 from pg_catalog.pg_constraint x where x.conrelid = 'reserve.audit_logs_archive_default'::regclass
+                and x.conname = 'audit_logs_archive_default_not_p' || right(move_name[k], 6)) then
+            outside := outside || format(', add constraint %I check (occurred_at < %L or occurred_at >= %L)',
+                                         'audit_logs_archive_default_not_p' || right(move_name[k], 6), move_lo[k], move_hi[k]);
+          end if;
+        end loop;
+      end if;
       if true = any (move_whole) then
         for stale in
           select x.conname from pg_catalog.pg_constraint x
@@ -315,7 +401,7 @@ end
 $function$
 ;
 
-comment on function reserve.run_retention_cleanup(p_max_batches integer, p_max_partitions integer) is 'Archives (audit_logs -> audit_logs_archive) or deletes rows past each enabled retention policy. A partitioned table (audit_logs and processed_webhooks, by month) hands over each month wholly past the cutoff whole (detached and attached to audit_logs_archive, or dropped for a delete policy; last in the transaction, with a 500 ms lock_timeout; the month the cutoff falls in waits until it is wholly past), at most p_max_partitions months per call across those tables (null: all). Everything a month''s move must prove (its bounds, and that the archive''s default partition holds none of its rows: a CHECK audit_logs_archive_default_not_pYYYYMM, dropped by the next move) is proved for every month of the call before the first DETACH, so the lock covers catalog changes only. Its default partition and every other table go batch_size rows per batch, at most p_max_batches batches per table, locking only the rows taken (SKIP LOCKED). Keeps the partitions of audit_logs and processed_webhooks three months ahead. One row per table: cutoff, rows moved, batches, time, and more_due when the batch cap, the month cap or a month''s lock wait left rows due (those months'' rows are not counted as moved). Leaves a run_retention_cleanup heartbeat. Runs its queries without parallel workers.';
+comment on function reserve.run_retention_cleanup(p_max_batches integer, p_max_partitions integer) is 'Archives (audit_logs -> audit_logs_archive) or deletes rows past each enabled retention policy. A partitioned table (audit_logs and processed_webhooks, by month) hands over each month wholly past the cutoff whole (detached and attached to audit_logs_archive, or dropped for a delete policy; last in the transaction, with a 500 ms lock_timeout; the month the cutoff falls in waits until it is wholly past), at most p_max_partitions months per call across those tables (null: all). Everything a month''s move must prove (its bounds, and that the archive''s default partition holds none of its rows: one CHECK audit_logs_archive_default_before_pYYYYMM bounding the default below the lowest month it found it empty at and after, which rules out every later month without a scan and is dropped before a batch or a copy would archive a row at or after it into the default; else a CHECK audit_logs_archive_default_not_pYYYYMM per month, dropped by the next move) is proved for every month of the call before the first DETACH, so the lock covers catalog changes only. Its default partition and every other table go batch_size rows per batch, at most p_max_batches batches per table, locking only the rows taken (SKIP LOCKED). Keeps the partitions of audit_logs and processed_webhooks three months ahead. One row per table: cutoff, rows moved, batches, time, and more_due when the batch cap, the month cap or a month''s lock wait left rows due (those months'' rows are not counted as moved). Leaves a run_retention_cleanup heartbeat. Runs its queries without parallel workers and with ISO dates (the bounds it reads back from the catalog are then exact in any session), one run at a time (an advisory lock).';
 
 -- grants
 grant execute on function reserve.run_retention_cleanup(p_max_batches integer, p_max_partitions integer) to service_role;
