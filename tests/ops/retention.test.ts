@@ -291,6 +291,22 @@ describe("run_retention_cleanup: a month's move under audit_logs' lock", () => {
     }
     return debug;
   }
+  /** The name of the CHECK bounding the archive's default partition below a month. */
+  const defaultBound = async () => (await sql<{ conname: string }[]>`
+    select conname from pg_constraint where conrelid = 'reserve.audit_logs_archive_default'::regclass
+      and conname like 'audit\\_logs\\_archive\\_default\\_before\\_p%'`)[0].conname;
+  /** Drops by hand the oldest empty archive month after the bound's month; returns its lower bound. */
+  async function dropEmptyArchiveMonthAbove(bound: string): Promise<Date> {
+    const [{ part, at }] = await sql`
+      select c.relname as part, (regexp_match(pg_get_expr(c.relpartbound, c.oid), 'FROM \\(''([^'']+)''\\)'))[1]::timestamptz as at
+      from pg_inherits i join pg_class c on c.oid = i.inhrelid
+      where i.inhparent = 'reserve.audit_logs_archive'::regclass and c.relname ~ '^audit_logs_archive_p[0-9]{6}$'
+        and c.relname > 'audit_logs_archive_p' || right(${bound}, 6)
+        and not exists (select 1 from reserve.audit_logs_archive x where x.tableoid = c.oid)
+      order by c.relname limit 1`;
+    await sql.unsafe(`drop table reserve.${part}`);
+    return at;
+  }
   /** The CHECK constraints of the archive's default partition. */
   const defaultChecks = async () => (await sql<{ conname: string }[]>`
     select conname from pg_constraint where conrelid = 'reserve.audit_logs_archive_default'::regclass and contype = 'c' order by 1`).map((r) => r.conname);
@@ -336,20 +352,11 @@ describe("run_retention_cleanup: a month's move under audit_logs' lock", () => {
   });
 
   it("drops the archive default's bound before archiving one by one a row above it that has no month of its own, and loses no row", async () => {
-    const [{ conname: bound }] = await sql`
-      select conname from pg_constraint where conrelid = 'reserve.audit_logs_archive_default'::regclass
-        and conname like 'audit\\_logs\\_archive\\_default\\_before\\_p%'`;
+    const bound = await defaultBound();
     // a month above the bound, archived whole and empty, its archive partition dropped by hand: a row of it
     // written late (into audit_logs' default partition, the month having left audit_logs) has no month in
     // the archive either, so archiving it puts it in the archive's default partition
-    const [{ part, at }] = await sql`
-      select c.relname as part, (regexp_match(pg_get_expr(c.relpartbound, c.oid), 'FROM \\(''([^'']+)''\\)'))[1]::timestamptz as at
-      from pg_inherits i join pg_class c on c.oid = i.inhrelid
-      where i.inhparent = 'reserve.audit_logs_archive'::regclass and c.relname ~ '^audit_logs_archive_p[0-9]{6}$'
-        and c.relname > 'audit_logs_archive_p' || right(${bound}, 6)
-        and not exists (select 1 from reserve.audit_logs_archive x where x.tableoid = c.oid)
-      order by c.relname limit 1`;
-    await sql.unsafe(`drop table reserve.${part}`);
+    const at = await dropEmptyArchiveMonthAbove(bound);
     await sql`insert into reserve.audit_logs (occurred_at, actor, action, table_name, row_id)
               values (${at}::timestamptz + interval '3 days', 'late@row', 'UPDATE', 'payments', 'r')`;
     const [{ held }] = await sql`select tableoid::regclass::text as held from reserve.audit_logs where actor = 'late@row'`;
@@ -490,9 +497,7 @@ describe("run_retention_cleanup: a month's move under audit_logs' lock", () => {
 
   it("proves a month below the bound with a CHECK of its own while the default holds a later row, and lowers the bound once it holds none", async () => {
     await sql`select reserve.create_audit_log_partitions((now() - interval '940 days')::date, 3)`;
-    const [{ bound }] = await sql`
-      select conname as bound from pg_constraint where conrelid = 'reserve.audit_logs_archive_default'::regclass
-        and conname like 'audit\\_logs\\_archive\\_default\\_before\\_p%'`;
+    const bound = await defaultBound();
     const [{ first, second }] = await sql`
       select right(reserve.audit_log_partition_name((now() - interval '940 days')::date), 6) as first,
              right(reserve.audit_log_partition_name((date_trunc('month', now() - interval '940 days') + interval '1 month')::date), 6) as second`;
@@ -515,19 +520,10 @@ describe("run_retention_cleanup: a month's move under audit_logs' lock", () => {
   });
 
   it("drops the bound before copying into the default a month above it with a column the archive lacks, and loses no row", async () => {
-    const [{ bound }] = await sql`
-      select conname as bound from pg_constraint where conrelid = 'reserve.audit_logs_archive_default'::regclass
-        and conname like 'audit\\_logs\\_archive\\_default\\_before\\_p%'`;
+    const bound = await defaultBound();
     // the oldest month above the bound, archived and empty: its archive partition dropped by hand, the
     // month made again in audit_logs with a column the archive does not have, so it is copied, not attached
-    const [{ part, at }] = await sql`
-      select c.relname as part, (regexp_match(pg_get_expr(c.relpartbound, c.oid), 'FROM \\(''([^'']+)''\\)'))[1]::timestamptz as at
-      from pg_inherits i join pg_class c on c.oid = i.inhrelid
-      where i.inhparent = 'reserve.audit_logs_archive'::regclass and c.relname ~ '^audit_logs_archive_p[0-9]{6}$'
-        and c.relname > 'audit_logs_archive_p' || right(${bound}, 6)
-        and not exists (select 1 from reserve.audit_logs_archive x where x.tableoid = c.oid)
-      order by c.relname limit 1`;
-    await sql.unsafe(`drop table reserve.${part}`);
+    const at = await dropEmptyArchiveMonthAbove(bound);
     await sql`select reserve.create_audit_log_partitions(${at}::timestamptz::date, 0)`;
     await sql`alter table reserve.audit_logs add column test_extra text`;
     try {
