@@ -16,6 +16,8 @@
 //   npm run bench:finalize      env: DURATION_S (default 6) per cell, CONNS (default 8), PAYMENTS (default 20000),
 //                               HISTORY (default 1500: payments finalized and analyzed before anything is measured),
 //                               PROFILE=N (N finalizes on one connection: self time per function, time per statement)
+//                               BUCKETS=N (every ledger account's balance_buckets: at most N posting transactions
+//                               open at once, the others waiting for a bucket before their first row lock)
 import { randomUUID } from "node:crypto";
 import { rm } from "node:fs/promises";
 import { cpus, loadavg, totalmem } from "node:os";
@@ -31,6 +33,7 @@ const durationMs = Number(process.env.DURATION_S ?? 6) * 1000;
 const conns = Number(process.env.CONNS ?? 8);
 const paymentCount = Number(process.env.PAYMENTS ?? 20_000);
 const profileRuns = Number(process.env.PROFILE ?? 0);
+const buckets = process.env.BUCKETS ? Number(process.env.BUCKETS) : null;
 const historyCount = Number(process.env.HISTORY ?? 1500);
 const NIGHTS_PER_UNIT = 300;
 const WAL_SAMPLE = 200;
@@ -96,6 +99,7 @@ async function main() {
     await migrate(url);
     const sql = postgres(url, { max: conns + 2, onnotice: () => {} });
     stops.unshift(() => sql.end());
+    if (buckets) await sql`update reserve.ledger_accounts set balance_buckets = ${buckets}`;
     await sql`create extension if not exists pg_stat_statements with schema extensions`;
     await sql`create extension if not exists pg_walinspect with schema extensions`;
     await sql`create table public.bench_scratch (id bigint generated always as identity primary key, payload text not null,
@@ -298,7 +302,7 @@ async function main() {
     const perF = (n: number) => (n / WAL_SAMPLE / 1024).toFixed(1);
     console.log(`
 ## bench:finalize (${new Date().toISOString()})
-${cpus().length} vCPU ${cpus()[0]?.model ?? ""}, ${(totalmem() / 2 ** 30).toFixed(1)} GiB, Node ${process.version}; load ${loadBefore} before, ${loadavg().map((l) => l.toFixed(2)).join(" ")} after; ${conns} connections, ${durationMs / 1000} s per cell
+${cpus().length} vCPU ${cpus()[0]?.model ?? ""}, ${(totalmem() / 2 ** 30).toFixed(1)} GiB, Node ${process.version}; load ${loadBefore} before, ${loadavg().map((l) => l.toFixed(2)).join(" ")} after; ${conns} connections${buckets ? `, balance_buckets ${buckets}` : ""}, ${durationMs / 1000} s per cell
 
 | tx/s at ${conns} connections (p50 / p99 ms) | tx/s | ratio to INSERT | p50 | p99 | errors |
 | --- | --- | --- | --- | --- | --- |
