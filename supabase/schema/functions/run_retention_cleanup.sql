@@ -93,6 +93,18 @@ begin
   from pg_catalog.pg_attribute b
   where b.attrelid = 'reserve.audit_logs_archive'::regclass and b.attnum > 0 and not b.attisdropped;
 
+  -- The archive's default partition may carry a CHECK bounding it below a month (made by an earlier
+  -- move; one, unless made by hand): a month at or above the bound is ruled out without a scan, and no
+  -- row at or above it may be archived into the default. Read once: only this run changes it meanwhile
+  -- (one run at a time), and it keeps these in step when it drops it.
+  select array_agg(x.conname order by x.conname),
+         min((regexp_match(pg_catalog.pg_get_constraintdef(x.oid), '''([^'']+)'''))[1]::timestamptz)
+  into bound_names, bound
+  from pg_catalog.pg_constraint x
+  where x.conrelid = 'reserve.audit_logs_archive_default'::regclass and x.contype = 'c'
+    and x.conname like 'audit\_logs\_archive\_default\_before\_p%';
+  drops := coalesce((select string_agg(format(', drop constraint %I', b), '') from unnest(bound_names) b), '');
+
   for rp in select * from reserve.retention_policies x where x.is_enabled order by x.table_name loop
     started := clock_timestamp();
     cutoff := now() - make_interval(days => rp.retention_days);
@@ -157,12 +169,6 @@ begin
       -- a row the batches archive at or above the archive default's bound, in a month the archive has no
       -- partition for, would land in the default and break its CHECK: the bound is dropped first (no
       -- scan), and a later month's move sets it again
-      select array_agg(x.conname order by x.conname),
-             min((regexp_match(pg_catalog.pg_get_constraintdef(x.oid), '''([^'']+)'''))[1]::timestamptz)
-      into bound_names, bound
-      from pg_catalog.pg_constraint x
-      where x.conrelid = 'reserve.audit_logs_archive_default'::regclass and x.contype = 'c'
-        and x.conname like 'audit\_logs\_archive\_default\_before\_p%';
       if bound is not null then
         due_above := false;
         foreach rel in array rels loop
@@ -173,10 +179,10 @@ begin
         if due_above then
           begin
             perform set_config('lock_timeout', '500ms', true);
-            select string_agg(format('drop constraint %I', b), ', ') into drops from unnest(bound_names) b;
-            execute 'alter table reserve.audit_logs_archive_default ' || drops;
+            execute 'alter table reserve.audit_logs_archive_default ' || substr(drops, 3);
             perform set_config('lock_timeout', lock_wait, true);
             bound := null;
+            drops := '';
           exception when lock_not_available or deadlock_detected then
             -- the rows below the bound are archived now (the batches skip those above it), the rest next run
             raise notice 'run_retention_cleanup: audit_logs_archive_default is in use (lock wait over 500 ms); rows at or after its bound are archived by the next run';
@@ -238,16 +244,6 @@ begin
       -- partition) wait in a temporary table, and one ALTER TABLE adds a CHECK per month excluding it (one
       -- scan, locking only the default partition: its readers wait, not audit_logs' writers). A CHECK of a
       -- month already attached is implied by its partition bounds and is dropped here.
-      -- The archive's default partition may carry a CHECK bounding it below a month (made by an earlier
-      -- move; one, unless made by hand): a month at or above the bound is ruled out without a scan, so
-      -- only a month below it needs a proof of its own
-      select array_agg(x.conname order by x.conname),
-             min((regexp_match(pg_catalog.pg_get_constraintdef(x.oid), '''([^'']+)'''))[1]::timestamptz)
-      into bound_names, bound
-      from pg_catalog.pg_constraint x
-      where x.conrelid = 'reserve.audit_logs_archive_default'::regclass and x.contype = 'c'
-        and x.conname like 'audit\_logs\_archive\_default\_before\_p%';
-      drops := coalesce((select string_agg(format(', drop constraint %I', b), '') from unnest(bound_names) b), '');
       for k in 1 .. cardinality(moves) loop
         -- named for the month of its name (the bounds' month in the caller's time zone can be another)
         move_name := move_name || ('audit_logs_archive_p' || case when moves[k] ~ '^audit_logs_p[0-9]{6}$' then right(moves[k], 6)
