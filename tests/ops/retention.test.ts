@@ -219,6 +219,11 @@ describe("concurrency and the job", () => {
                                       and c.relname = 'audit_logs_archive_p' || to_char(now() - interval '530 days', 'YYYYMM')) as archive_months`;
       return r;
     };
+    // the CHECKs of the archive's default partition: the move adds its proof there before the DETACH
+    const defaultChecks = async () => (await sql<{ conname: string }[]>`
+      select conname from pg_constraint where conrelid = 'reserve.audit_logs_archive_default'::regclass and contype = 'c'
+      order by 1`).map((r) => r.conname);
+    const checksBefore = await defaultChecks();
     const job = postgres(db.url, { max: 1, onnotice: () => {} });
     try {
       const pid = await backendPid(job);
@@ -241,6 +246,7 @@ describe("concurrency and the job", () => {
     }
     // all of the move was undone: the month is still audit_logs', whole, and writers can append again
     expect(await month()).toEqual({ kept: 30, archived: 1, archive_months: 0 });
+    expect(await defaultChecks()).toEqual(checksBefore);
     await sql`insert into reserve.audit_logs (actor, action, table_name, row_id) values ('after@kill', 'INSERT', 'payments', 'x')`;
 
     // every month past the cutoff goes, one per call
