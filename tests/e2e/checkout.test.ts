@@ -44,6 +44,30 @@ describe("checkout: requests it refuses", () => {
     expect(after.n).toBe(before.n);
   });
 
+  it.each([
+    ["a NUL in the guest's name", { guest_name: "Ana\u0000x" }, "guest_name"],
+    ["a right-to-left override in the guest's name", { guest_name: "Ana\u202egnp.exe" }, "guest_name"],
+    ["a line break in the guest's name", { guest_name: "Ana\r\nBcc: x@y.z" }, "guest_name"],
+    ["a lone surrogate in the guest's name", { guest_name: "Ana\ud800" }, "guest_name"],
+    ["a NUL in the guest's e-mail", { guest_email: "ana\u0000@b.co" }, "guest_email"],
+    ["a check-in in the year 0000", { check_in: "0000-01-10", check_out: "0000-01-12" }, "check_in"],
+  ])("%s is 400 naming the field, and nothing is written", async (_what, overrides, field) => {
+    const [before] = await e.db.sql`select (select count(*)::int from reserve.payments) as p, (select count(*)::int from reserve.booking_intents) as bi`;
+    const res = await e.checkout(await stay(overrides));
+    expect(res.status, JSON.stringify(res.body)).toBe(400);
+    expect(res.body.error).toBe("invalid_request");
+    expect(res.body.issues.map((i: { path: string }) => i.path)).toContain(field);
+    const [after] = await e.db.sql`select (select count(*)::int from reserve.payments) as p, (select count(*)::int from reserve.booking_intents) as bi`;
+    expect(after).toEqual(before);
+  });
+
+  it("a name of letters from other scripts and an emoji (a surrogate pair) is kept as sent", async () => {
+    const res = await e.checkout(await stay({ guest_name: "Zoë Åström 🏖️ 山田" }));
+    expect(res.status, JSON.stringify(res.body)).toBe(201);
+    const [bi] = await e.db.sql`select guest_name from reserve.booking_intents where id = ${res.body.booking_intent_id}`;
+    expect(bi.guest_name).toBe("Zoë Åström 🏖️ 山田");
+  });
+
   it("PIX needs the payer's e-mail, from the body or the user's token", async () => {
     const { email: _email, ...claims } = userClaims({ email: "-", sub: "guest-without-email", issuer: localIssuer(Number(new URL(e.functions.url).port)) });
     const noEmail = signWithKey(claims, testSigningKey);

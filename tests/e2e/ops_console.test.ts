@@ -151,6 +151,23 @@ describe("the ops console", () => {
     expect((await bad.json()).issues).toEqual([expect.objectContaining({ path: "payment_id" })]);
   });
 
+  it.each([
+    ["a NUL in the reason", { action: "create_alert_silence", alert_name: "x", ends_at: "2027-01-01T00:00:00Z", reason: "abc\u0000def" }, "reason"],
+    ["a bidi override in the reason", { action: "mark_payment_failed", payment_id: crypto.randomUUID(), reason: "ok \u202e" }, "reason"],
+    ["a silence ending in the year 0000", { action: "create_alert_silence", alert_name: "x", ends_at: "0000-01-01T00:00:00Z", reason: "testing" }, "ends_at"],
+    ["dates in the year 0000", { action: "block_unit_dates", unit_id: crypto.randomUUID(), from: "0000-01-01", to: "0000-01-05", reason: "testing" }, "from"],
+    ["a NUL in an action item", { action: "add_incident_action_item", incident: "INC-2026-12-07-001", item: "fix\u0000it", owner: "alice",
+                                  due_date: "2027-01-01", reason: "testing" }, "item"],
+    ["a line break in an action item's owner", { action: "add_incident_action_item", incident: "INC-2026-12-07-001", item: "fix it",
+                                                  owner: "alice\nbob", due_date: "2027-01-01", reason: "testing" }, "owner"],
+  ])("refuses %s with a 400 naming the field", async (_what, body, field) => {
+    const res = await fetch(`${consoleUrl()}api/action`, { method: "POST",
+      headers: { authorization: `Bearer ${ALICE}`, "content-type": "application/json" }, body: JSON.stringify(body) });
+    const answer = await res.json();
+    expect(res.status, JSON.stringify(answer)).toBe(400);
+    expect(answer.issues.map((i: { path: string }) => i.path)).toContain(field);
+  });
+
   it("shows the overview: ledger check, health checks, outbox and the hourly charts", async () => {
     await signIn(ALICE);
     expect(await text("#who")).toBe("alice@reserve.test");

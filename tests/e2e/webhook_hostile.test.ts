@@ -371,3 +371,100 @@ describe("OpenPIX deliveries as OpenPIX sends them", () => {
     expect(await counts()).toEqual(before);
   });
 });
+
+describe("signed events naming an id no payment can have, or dated outside years 1 to 9999: answered 200, never retried", () => {
+  const now = () => Math.floor(Date.now() / 1000);
+  const postPix = (body: string) => e.post("webhook_pix/openpix", body, { "x-webhook-signature": fakes.openpix.sign(body) });
+
+  it.each([
+    ["a NUL", "pi_\\u0000x"],
+    ["a lone surrogate", "pi_\\ud800x"],
+  ])("a Stripe PaymentIntent id with %s is dead (an alert), and nothing moves", async (_what, id) => {
+    const before = await counts();
+    const body = `{"id":"evt_badid_${crypto.randomUUID()}","object":"event","type":"payment_intent.processing","created":${now()},` +
+      `"data":{"object":{"id":"${id}","object":"payment_intent","amount":10000,"currency":"brl","status":"processing"}}}`;
+    const { payload, header } = await signedStripeRaw(body);
+    const res = await sendStripe(payload, header);
+    expect(res.status).toBe(200);
+    expect(res.body.status).toBe("dead");
+    const w = await webhookRow(res.body.webhook_id);
+    expect(w.error_message).toMatch(/payment id .* has control characters or lone surrogates/);
+    expect(w.next_retry_at).toBeNull();
+    const after = await counts();
+    expect(after).toMatchObject({ ...before, webhooks: before.webhooks + 1 });
+  });
+
+  it.each([
+    ["the year 10000", 253402300800],
+    ["3e11 seconds", 3e11],
+    ["before the year 1", -1e11],
+    ["beyond what a Date holds", 1e20],
+  ])("a Stripe event created in %s is recorded without a time", async (_what, created) => {
+    const a = await attempt("stripe");
+    const pi = stripeIntent({ id: a.gatewayId, paymentId: a.paymentId, amount: a.amount });
+    const body = JSON.stringify({ id: `evt_time_${crypto.randomUUID()}`, object: "event", type: "payment_intent.succeeded", created,
+      data: { object: pi } });
+    const { payload, header } = await signedStripeRaw(body);
+    const res = await sendStripe(payload, header);
+    expect(res.status).toBe(200);
+    expect(res.body).toMatchObject({ status: "completed", finalize_outcome: "created" });
+    expect((await webhookRow(res.body.webhook_id)).event_created_at).toBeNull();
+  });
+
+  it("an old-style dispute (named by its charge) created beyond what a Date holds is looked up and applied, not a 500", async () => {
+    const a = await attempt("stripe");
+    const chargeId = `ch_${a.gatewayId.slice(3)}`;
+    const pi = stripeIntent({ id: a.gatewayId, paymentId: a.paymentId, amount: a.amount, charge: chargeId });
+    fakes.stripe.intents.set(a.gatewayId, pi);
+    fakes.stripe.charges.set(chargeId, { ...fixture("stripe/charge"), id: chargeId, amount: a.amount, currency: "brl", payment_intent: a.gatewayId });
+    const paid = await stripeEvent(fakes.stripe.webhookSecret, "payment_intent.succeeded", pi);
+    expect((await sendStripe(paid.payload, paid.header)).body.finalize_outcome).toBe("created");
+    const body = JSON.stringify({ id: `evt_dp_${crypto.randomUUID()}`, object: "event", type: "charge.dispute.created", created: 1e20,
+      data: { object: { id: `dp_${crypto.randomUUID().slice(0, 8)}`, object: "dispute", charge: chargeId, amount: a.amount,
+                        currency: "brl", status: "needs_response" } } });
+    const { payload, header } = await signedStripeRaw(body);
+    const res = await sendStripe(payload, header);
+    expect(res.status).toBe(200);
+    expect(res.body).toMatchObject({ status: "completed", payment_status: "disputed" });
+  });
+
+  it("an OpenPIX CHARGE_COMPLETED whose correlationID holds a NUL is dead, and nothing moves", async () => {
+    const before = await counts();
+    const body = JSON.stringify(openPixCompleted({ correlationID: `${crypto.randomUUID()}\u0000`, value: 100 }));
+    const res = await postPix(body);
+    expect(res.status).toBe(200);
+    expect(res.body.status).toBe("dead");
+    expect(await counts()).toMatchObject({ ...before, webhooks: before.webhooks + 1 });
+  });
+
+  it("an OpenPIX refund event naming a charge id no request can ask about is dead at once, not retried", async () => {
+    const body = JSON.stringify({ event: "OPENPIX:TRANSACTION_REFUND_RECEIVED",
+      charge: { correlationID: `x\u0000${crypto.randomUUID()}`, value: 1, status: "COMPLETED" } });
+    const res = await postPix(body);
+    expect(res.status).toBe(200);
+    expect(res.body.status).toBe("dead");
+    const w = await webhookRow(res.body.webhook_id);
+    expect(w.attempts).toBe(1);
+    expect(w.next_retry_at).toBeNull();
+    expect(w.error_message).toMatch(/openpix charge id .* is malformed/);
+  });
+
+  it("a signed MercadoPago notification naming a payment id no request can ask about is dead at once, not retried", async () => {
+    const n = mercadoPagoNotification(fakes.mercadopago.webhookSecret, "123/../456");
+    const res = await e.post(n.path, n.body, n.headers);
+    expect(res.status).toBe(200);
+    expect(res.body.status).toBe("dead");
+    const w = await webhookRow(res.body.webhook_id);
+    expect(w.next_retry_at).toBeNull();
+    expect(w.error_message).toMatch(/^cannot be applied: /);
+  });
+
+  it("an OpenPIX event paid at a time before the year 1 is recorded, not a 500", async () => {
+    const a = await attempt("openpix");
+    const paid = openPixCompleted({ correlationID: a.gatewayId, value: a.amount });
+    const body = JSON.stringify({ ...paid, pix: { ...(paid.pix as object), time: -8.64e15 } });
+    const res = await postPix(body);
+    expect(res.status).toBe(200);
+    expect(res.body).toMatchObject({ status: "completed", finalize_outcome: "created" });
+  });
+});

@@ -2,8 +2,9 @@
 // the functions validate requests with them, and client/reserve_client.ts takes its types (and checks
 // the answers) from the same ones, so the app and the functions cannot drift apart.
 import { z } from "zod";
+import { calendarDay, emailAddress, printableText } from "./text_fields.ts";
 
-const isoDate = z.iso.date();
+const isoDate = calendarDay();
 /** a time as JSON carries it: ISO 8601 in UTC (Date's toJSON) or with an offset (PostgreSQL's text) */
 const isoTime = z.iso.datetime({ offset: true });
 const minorUnits = z.int().min(0);
@@ -12,8 +13,8 @@ export const PaymentMethod = z.enum(["card", "pix"]);
 export const ProviderName = z.enum(["stripe", "mercadopago", "openpix"]);
 
 const guestDetails = {
-  guest_name: z.string().trim().min(1).max(200).optional(),
-  guest_email: z.email().max(320).optional(),
+  guest_name: printableText(200).optional(),
+  guest_email: emailAddress().optional(),
 };
 
 /** A new checkout: the unit, the dates [check_in, check_out), the guests and how they pay. */

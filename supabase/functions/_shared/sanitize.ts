@@ -19,6 +19,11 @@ export const LIMITS = {
 // C0 controls and DEL, and UTF-16 surrogates that are not part of a pair
 const UNSAFE = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
 
+const UNSAFE_ONE = new RegExp(UNSAFE.source);
+
+/** Whether a string holds what PostgreSQL's text cannot (NUL, lone surrogates) or other control characters but tab, CR, LF. */
+export const hasUnsafeChars = (s: string) => UNSAFE_ONE.test(s);
+
 const escape = (c: string) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`;
 
 /** A string with NUL, other control characters (not tab, CR, LF) and lone surrogates escaped, at most `max` characters. */

@@ -9,7 +9,8 @@ import { db, type Sql } from "./db.ts";
 import { databaseUnavailableResponse } from "./db_response.ts";
 import { errorJson, json, methodNotAllowed, readBodyText } from "./http.ts";
 import { sha256Hex } from "./crypto.ts";
-import { safeText, sanitizeJson } from "./sanitize.ts";
+import { hasUnsafeChars, safeText, sanitizeJson } from "./sanitize.ts";
+import { storableTime } from "./times.ts";
 import {
   ProviderError, UnusableAnswer, type LookupKey, type PaymentProvider, type ProviderRefund, type ProviderUpdate,
   type VerifiedEvent,
@@ -27,14 +28,19 @@ export function unusableUpdate(u: ProviderUpdate): string | undefined {
   if (typeof u.gatewayPaymentId !== "string" || u.gatewayPaymentId.length < 1 || u.gatewayPaymentId.length > 255) {
     return "the provider's payment id is not 1..255 characters";
   }
+  // an id is matched, not shown: escaped it would name another payment, so one PostgreSQL cannot store is unusable
+  if (hasUnsafeChars(u.gatewayPaymentId)) return `the provider's payment id ${safeText(u.gatewayPaymentId, 80)} has control characters or lone surrogates`;
   for (const f of MONEY_FIELDS) {
     const v = u[f];
     if (v !== undefined && !(typeof v === "number" && Number.isSafeInteger(v) && v >= 0)) return `${f} ${String(v).slice(0, 40)} is not a whole number of minor units`;
   }
   if (u.currency !== undefined && !/^[A-Z]{3}$/.test(u.currency)) return `currency ${safeText(String(u.currency), 20)} is not an ISO 4217 code`;
   if (u.paymentId !== undefined && !UUID.test(u.paymentId)) return "the payment reference is not a uuid";
-  if (u.endToEndId !== undefined && (u.endToEndId.length < 1 || u.endToEndId.length > 64)) return "the endToEndId is not 1..64 characters";
-  if (u.eventAt !== undefined && Number.isNaN(u.eventAt.getTime())) return "the event time is not a time";
+  if (u.endToEndId !== undefined && (typeof u.endToEndId !== "string" || u.endToEndId.length < 1 || u.endToEndId.length > 64)) {
+    return "the endToEndId is not 1..64 characters";
+  }
+  if (u.endToEndId !== undefined && hasUnsafeChars(u.endToEndId)) return `the endToEndId ${safeText(u.endToEndId, 80)} has control characters or lone surrogates`;
+  if (u.eventAt !== undefined && !storableTime(u.eventAt)) return "the event time is not a time between the years 1 and 9999";
   return undefined;
 }
 
@@ -57,7 +63,7 @@ export function updateJson(u: ProviderUpdate): Record<string, unknown> {
     dispute_amount: u.disputeAmount,
     fee_amount: u.feeAmount,
     refunds: u.refunds?.slice(0, 100).map(refundJson),
-    event_at: u.eventAt?.toISOString(),
+    event_at: storableTime(u.eventAt)?.toISOString(),
     gateway_status: u.gatewayStatus === undefined ? undefined : safeText(String(u.gatewayStatus), 255),
     error_code: u.errorCode === undefined ? undefined : safeText(String(u.errorCode), 255),
     error_message: u.errorMessage === undefined ? undefined : safeText(String(u.errorMessage), 2000),
@@ -120,7 +126,7 @@ export async function recordEvent(e: EventToRecord, sql: Sql = db()): Promise<Pr
     provider: e.provider,
     event_id: sentEventId(e.eventId),
     event_type: safeText(String(e.eventType), 1024),
-    event_at: e.eventAt && !Number.isNaN(e.eventAt.getTime()) ? e.eventAt.toISOString() : undefined,
+    event_at: storableTime(e.eventAt)?.toISOString(),
     payload: e.payload === undefined ? undefined : sanitizeJson(e.payload),
     lookup: e.lookup ? sanitizeJson(e.lookup) : undefined,
     processing_error: e.processingError === undefined ? undefined : safeText(e.processingError, 2000),

@@ -7,6 +7,7 @@ import { BookingsQuery, type GuestBooking, type NextStep } from "../_shared/gues
 import { errorJson, invalidRequest, json, methodNotAllowed } from "../_shared/http.ts";
 import { AuthRefusal, verifyCaller } from "../_shared/auth.ts";
 import { providerNamed } from "../_shared/providers/registry.ts";
+import { isJsonbTime } from "../_shared/times.ts";
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
@@ -84,7 +85,7 @@ const encodeCursor = (createdAt: string, id: string) => btoa(`${createdAt}|${id}
 function decodeCursor(cursor: string): { createdAt: string; id: string } | undefined {
   try {
     const [createdAt, id, ...rest] = atob(cursor.replace(/-/g, "+").replace(/_/g, "/")).split("|");
-    if (rest.length || !UUID.test(id ?? "") || Number.isNaN(Date.parse(createdAt))) return undefined;
+    if (rest.length || !UUID.test(id ?? "") || !isJsonbTime(createdAt ?? "")) return undefined;
     return { createdAt, id };
   } catch {
     return undefined;

@@ -7,22 +7,23 @@ import { z } from "zod";
 import { db, type Sql } from "../_shared/db.ts";
 import { dbErrorResponse } from "../_shared/db_response.ts";
 import { invalidRequest, json, readJsonBody } from "../_shared/http.ts";
+import { calendarDay, instant, noteText, printableText } from "../_shared/text_fields.ts";
 import { operatorName, type Operator } from "./operator.ts";
 
-const reason = z.string().trim().min(3, "say why (at least 3 characters)").max(1000);
+const reason = noteText(3, 1000, "say why (at least 3 characters)");
 const uuid = z.uuid();
 const incident = z.string().trim().regex(/^(INC-\d{4}-\d{2}-\d{2}-\d{3,}|[0-9a-fA-F-]{36})$/, "an INC- reference or an incident id");
-const day = z.iso.date();
+const day = calendarDay();
 const severity = z.enum(["P1", "P2", "P3", "P4"]);
 
 const Action = z.discriminatedUnion("action", [
   z.strictObject({ action: z.literal("acknowledge_incident"), incident, reason }),
   z.strictObject({ action: z.literal("post_incident_update"), incident, reason }),
   z.strictObject({ action: z.literal("resolve_incident"), incident, reason }),
-  z.strictObject({ action: z.literal("add_incident_action_item"), incident, item: z.string().trim().min(3).max(500),
-    owner: z.string().trim().min(1).max(200), due_date: day, reason }),
+  z.strictObject({ action: z.literal("add_incident_action_item"), incident, item: printableText(500).min(3),
+    owner: printableText(200), due_date: day, reason }),
   z.strictObject({ action: z.literal("create_alert_silence"), alert_name: z.string().regex(/^[a-z][a-z0-9_]*$/).max(100).optional(),
-    severity: severity.optional(), ends_at: z.iso.datetime({ offset: true }), reason }),
+    severity: severity.optional(), ends_at: instant(), reason }),
   z.strictObject({ action: z.literal("end_alert_silence"), silence_id: uuid, reason }),
   z.strictObject({ action: z.literal("replay_webhook"), webhook_id: uuid, reason }),
   z.strictObject({ action: z.literal("recover_payment"), payment_id: uuid, status: z.enum(["succeeded", "failed", "canceled"]),

@@ -15,6 +15,7 @@ import { errorJson, json } from "../_shared/http.ts";
 import { PROVIDER_NAMES, providerNamed } from "../_shared/providers/registry.ts";
 import { ProviderError, UnusableAnswer, type ListCursor, type ListWindow, type PaymentProvider } from "../_shared/providers/types.ts";
 import { sanitizeJson } from "../_shared/sanitize.ts";
+import { instant } from "../_shared/text_fields.ts";
 import { unusableUpdate, updateJson } from "../_shared/webhook.ts";
 
 const DAY_MS = 86_400_000;
@@ -25,8 +26,8 @@ const HEARTBEAT_TIMEOUT_MS = 2_000;
 
 const Options = z.strictObject({
   provider: z.enum(PROVIDER_NAMES as [string, ...string[]]).optional(),
-  from: z.iso.datetime({ offset: true }).optional(),
-  to: z.iso.datetime({ offset: true }).optional(),
+  from: instant().optional(),
+  to: instant().optional(),
   budget_ms: z.int().min(100).max(120_000).default(25_000),
   page_size: z.int().min(1).max(100).default(100),
   scheduled_at: z.string().optional(),

@@ -332,6 +332,10 @@ export function mercadoPagoProvider(settings: () => MercadoPagoSettings): Paymen
 
     async lookUp(key) {
       if (typeof key.gatewayPaymentId !== "string") throw new ProviderError("mercadopago", "not_found", "the event names no payment");
+      // a signed notification naming a payment no request can ask about: asking again never helps (dead, not retried)
+      if (!MERCADOPAGO_ID.test(key.gatewayPaymentId)) {
+        throw new UnusableAnswer(`mercadopago payment id ${JSON.stringify(key.gatewayPaymentId.slice(0, 80))} is malformed`);
+      }
       return readPayment(key.gatewayPaymentId);
     },
 

@@ -323,6 +323,8 @@ export function openPixProvider(settings: () => OpenPixSettings): PaymentProvide
 
     async lookUp(key) {
       if (typeof key.gatewayPaymentId !== "string") throw new ProviderError("openpix", "not_found", "the event names no charge of ours");
+      // a signed event naming a charge no request can ask about: asking again never helps (dead, not retried)
+      if (!ID.test(key.gatewayPaymentId)) throw new UnusableAnswer(`openpix charge id ${JSON.stringify(key.gatewayPaymentId.slice(0, 80))} is malformed`);
       return readPayment(key.gatewayPaymentId);
     },
 

@@ -8,7 +8,7 @@ import Stripe from "stripe";
 import { hmacSha256Hex, sha256Bytes } from "../crypto.ts";
 import type { StripeSettings } from "../provider_config.ts";
 import {
-  asUuid, minor, ProviderError, upperCurrency, UnusableAnswer, type ListCursor, type ListWindow, type LookupKey,
+  asUuid, fromUnixSeconds, minor, ProviderError, timeOf, upperCurrency, UnusableAnswer, type ListCursor, type ListWindow, type LookupKey,
   type MoneyMoves, type PaymentPage, type PaymentProvider, type PaymentStatus, type ProviderBalance, type ProviderDispute,
   type ProviderPayout, type ProviderRefund,
   type ProviderUpdate, type WebhookParse,
@@ -118,7 +118,7 @@ export function paymentIntentUpdate(pi: Stripe.PaymentIntent | Obj): ProviderUpd
 
 /** A webhook event: the update it carries, what to look up, or null for a type we record but do not act on. */
 export function stripeEventNews(event: Obj): { update: ProviderUpdate | null; lookup?: LookupKey } {
-  const eventAt = typeof event.created === "number" ? new Date(event.created * 1000) : undefined;
+  const eventAt = fromUnixSeconds(event.created);
   const o = event.data?.object ?? {};
   switch (event.type) {
     case "payment_intent.processing":
@@ -189,7 +189,6 @@ export function stripeEventNews(event: Obj): { update: ProviderUpdate | null; lo
 }
 
 const unixSeconds = (d: Date) => Math.floor(d.getTime() / 1000);
-const fromUnix = (t: unknown) => (typeof t === "number" ? new Date(t * 1000) : undefined);
 const PAYOUT_STATUSES = new Set(["pending", "in_transit", "paid", "failed", "canceled"]);
 
 /** A Stripe payout as ours. */
@@ -199,7 +198,7 @@ export function stripePayout(o: Obj): ProviderPayout {
   if (!amount || !currency || typeof o.id !== "string" || !PAYOUT_STATUSES.has(o.status)) {
     throw new UnusableAnswer(`stripe payout ${String(o.id).slice(0, 40)} has no id, amount, currency or known status`);
   }
-  return { payoutId: o.id, amount, currency, status: o.status, createdAt: fromUnix(o.created), arrivalAt: fromUnix(o.arrival_date), object: o };
+  return { payoutId: o.id, amount, currency, status: o.status, createdAt: fromUnixSeconds(o.created), arrivalAt: fromUnixSeconds(o.arrival_date), object: o };
 }
 
 // a cardholder may dispute a charge up to 120 days after it; a dispute open since is still holding money
@@ -224,7 +223,7 @@ export function stripeDispute(o: Obj): ProviderDispute {
   }
   // a balance transaction's amount is gross (the fee is taken on top): what left our balance is -amount
   return { disputeId: o.id, gatewayPaymentId: pi, amount, currency, status, withheld: Math.max(0, -moved), fee: Math.max(0, fee),
-           dueBy: status === "open" ? fromUnix(o.evidence_details?.due_by) : undefined, object: o };
+           dueBy: status === "open" ? fromUnixSeconds(o.evidence_details?.due_by) : undefined, object: o };
 }
 
 const stripeRefundStatus = (s: unknown): ProviderRefund["status"] =>
@@ -332,7 +331,7 @@ export function stripeProvider(settings: () => StripeSettings): PaymentProvider 
           || typeof event.type !== "string" || !event.type || !event.data?.object || typeof event.data.object !== "object") {
         return { kind: "refused", status: 400, error: "invalid_event", message: "the body is not a Stripe event" };
       }
-      const base = { eventId: event.id, eventType: event.type, eventAt: typeof event.created === "number" ? new Date(event.created * 1000) : undefined,
+      const base = { eventId: event.id, eventType: event.type, eventAt: fromUnixSeconds(event.created),
                      payload: storableEvent(event) };
       try {
         const news = stripeEventNews(event);
@@ -349,7 +348,7 @@ export function stripeProvider(settings: () => StripeSettings): PaymentProvider 
         const pi = piId(charge.payment_intent);
         if (!pi) throw new ProviderError("stripe", "not_found", `stripe charge ${key.charge} has no PaymentIntent`);
         const news = key.news as Obj;
-        return { ...news, gatewayPaymentId: pi, eventAt: news.eventAt ? new Date(news.eventAt) : undefined } as ProviderUpdate;
+        return { ...news, gatewayPaymentId: pi, eventAt: timeOf(news.eventAt) } as ProviderUpdate;
       }
       if (typeof key.gatewayPaymentId === "string") return readPayment(key.gatewayPaymentId);
       throw new ProviderError("stripe", "not_found", "nothing to look up");

@@ -2,6 +2,7 @@
 // operations return: a ProviderUpdate (reserve.provider_update in SQL) and a ProviderRefund
 // (reserve.provider_refund). Callers hold a PaymentProvider from the registry and never branch on a
 // provider's name; adding a provider is adding a module that implements this.
+import { storableTime } from "../times.ts";
 
 export type PaymentStatus =
   | "pending" | "processing" | "succeeded" | "failed" | "cancelled" | "expired"
@@ -270,11 +271,15 @@ export function upperCurrency(v: unknown): string | undefined {
   throw new UnusableAnswer(`currency ${(JSON.stringify(v) ?? String(v)).slice(0, 40)} is not an ISO 4217 code`);
 }
 
-/** A time the provider gave, or undefined for anything that is not one. */
+/** A time the provider gave, or undefined for anything that is not one (or one we cannot store: a signed event dated 1e20 is recorded without a time). */
 export function timeOf(v: unknown): Date | undefined {
   if (typeof v !== "string" && typeof v !== "number") return undefined;
-  const d = new Date(v);
-  return Number.isNaN(d.getTime()) ? undefined : d;
+  return storableTime(new Date(v));
+}
+
+/** A time in Unix seconds (Stripe's), or undefined for anything that is not one we can store. */
+export function fromUnixSeconds(t: unknown): Date | undefined {
+  return typeof t === "number" && Number.isFinite(t) ? storableTime(new Date(t * 1000)) : undefined;
 }
 
 /** fetch with a deadline; a provider that hangs must not hold the function until the platform kills it. */
