@@ -78,6 +78,24 @@ describe.each(["anon", "authenticated"])("as %s", (role) => {
 });
 
 describe("as service_role", () => {
+  it("may run what the functions it is granted call, when they run as their caller (SECURITY INVOKER)", async () => {
+    const missing = await db.sql`
+      select p.proname as caller, q.proname as callee
+      from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+      join pg_proc q on q.pronamespace = n.oid and p.prosrc ~ ('reserve\\.' || q.proname || '\\s*\\(')
+      where n.nspname = 'reserve' and not p.prosecdef and has_function_privilege('service_role', p.oid, 'execute')
+        and not has_function_privilege('service_role', q.oid, 'execute')
+      order by 1, 2`;
+    expect(missing).toEqual([]);
+    await rolledBack(db.sql, async (tx) => {
+      await tx.unsafe("set local role service_role");
+      const [r] = await tx`select (reserve.as_provider_update('{"status": "succeeded", "gateway_payment_id": "pi_1"}')).status,
+                                  (reserve.as_webhook_event('{"provider": "stripe", "event_id": "evt_1", "event_type": "x"}')).event_id,
+                                  (reserve.status_update('failed', null, null, null, null)).status as failed`;
+      expect(r).toEqual({ status: "succeeded", event_id: "evt_1", failed: "failed" });
+    });
+  });
+
   it("reads every table (bypassing RLS) and writes none directly", async () => {
     for (const table of tables) {
       await rolledBack(db.sql, async (tx) => {

@@ -22,3 +22,6 @@ $function$
 ;
 
 comment on function reserve.check_provider_payout(o reserve.provider_payout) is 'The payout unchanged, or RC801 when it lacks an id, an amount above 0, an ISO currency or a known status.';
+
+-- grants
+grant execute on function reserve.check_provider_payout(o reserve.provider_payout) to service_role;
