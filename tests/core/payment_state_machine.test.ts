@@ -366,6 +366,22 @@ describe("refunds", () => {
     return id;
   }
 
+  it.each([
+    ["refunded in full", "refunded", { refunded_amount: AMOUNT }, "refunded", 2],
+    ["partly refunded", "partially_refunded", { refunded_amount: 30000 }, "partially_refunded", 2],
+    ["disputed", "disputed", { dispute_amount: AMOUNT }, "disputed", 1],
+  ])("a poll that reads a pending payment paid and %s since books the money that came, then what went back", async (_what, status, money, after, postings) => {
+    const bi = await checkout(db.sql);
+    const id = (await createPayment(db.sql, bi.id as string)).id as string;
+    const r = await applyStatus(db.sql, id, status, { amount_received: AMOUNT, currency: "BRL", ...money, on_illegal: "ignore", source: "poll" });
+    expect(r).toMatchObject({ previous_status: "pending", status: after, outcome: "applied", finalize_outcome: "created" });
+    expect(await paymentRow(db.sql, id)).toMatchObject({ status: after, received_amount: String(AMOUNT) });
+    expect(await statusChanges(db.sql, id)).toEqual([["pending", "succeeded"], ["succeeded", after]]);
+    const [{ n }] = await db.sql`select count(*)::int as n from reserve.ledger_transactions where payment_id = ${id}`;
+    expect(n).toBe(postings);
+    expect(await db.sql`select * from reserve.find_ledger_imbalances(current_date - 1)`).toEqual([]);
+  });
+
   it("needs a refunded amount above 0 for a partial refund (RC001); all of it is a full refund; more is refused", async () => {
     const id = await paid();
     for (const amount of [null, 0, -1]) {

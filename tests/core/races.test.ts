@@ -5,7 +5,7 @@ import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestDatabase, type Sql, type TestDatabase } from "../helpers/db.ts";
 import * as f from "../helpers/fixtures.ts";
-import { applyStatus } from "../helpers/money.ts";
+import { applyStatus, attachGateway } from "../helpers/money.ts";
 
 let db: TestDatabase;
 let sql: Sql;
@@ -209,6 +209,40 @@ describe("two webhook deliveries for one payment, each recording itself before a
       }
     }
     await invariantsHold();
+  });
+});
+
+describe("one provider id attached to two payments at the same moment", () => {
+  it("the second waits for the first and is RC405 naming it, never a bare unique violation (23505)", async () => {
+    const { unitId } = await f.unit(sql, { nights: 6 });
+    const first = await intentWithPayment(unitId, 1, 3);
+    const second = await intentWithPayment(unitId, 3, 5);
+    const gatewayId = `pi_${crypto.randomUUID().replace(/-/g, "")}`;
+    const [a, b] = [await pool(1), await pool(1)];
+    try {
+      let attached!: () => void;
+      let commit!: () => void;
+      const isAttached = new Promise<void>((r) => (attached = r));
+      const mayCommit = new Promise<void>((r) => (commit = r));
+      const held = a.begin(async (tx) => {
+        await attachGateway(tx, first.paymentId, gatewayId);
+        attached();
+        await mayCommit;
+      });
+      await isAttached;
+      const [{ pid }] = await b`select pg_backend_pid() as pid`;
+      const racing = settle([attachGateway(b, second.paymentId, gatewayId)]);
+      await untilWaitingOnLock(pid as number);
+      commit();
+      await held;
+      const { results, tally } = await racing;
+      expect(tally).toEqual({ RC405: 1 });
+      expect(String((results[0] as PromiseRejectedResult).reason.message)).toContain(first.paymentId);
+    } finally {
+      await Promise.all([a.end(), b.end()]);
+    }
+    const rows = await sql`select id from reserve.payments where provider = 'stripe' and gateway_payment_id = ${gatewayId}`;
+    expect(rows.map((r) => r.id)).toEqual([first.paymentId]);
   });
 });
 

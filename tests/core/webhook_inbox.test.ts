@@ -405,6 +405,45 @@ describe("process_webhook_event: ordering and races", () => {
     expect((p.last_event_at as Date).getTime()).toBe(t - 1000);
   });
 
+  it.each([
+    ["charge.refunded", "refunded", (amount: number) => ({ refunded_amount: amount }), "refunded"],
+    ["charge.refunded", "partially_refunded", (amount: number) => ({ refunded_amount: Math.floor(amount / 4) }), "partially_refunded"],
+    ["charge.dispute.created", "disputed", (amount: number) => ({ dispute_amount: amount }), "disputed"],
+  ])("a %s (%s) that overtakes the payment's success waits for it: failed, then applied by its retry", async (eventType, status, money, after) => {
+    const c = await checkout(sql, { gatewayId: `pi_${crypto.randomUUID()}` });
+    const gatewayId = c.payment.gateway_payment_id as string;
+    const amount = Number(c.payment.amount);
+    const t = Date.now();
+    const eventId = `evt_${crypto.randomUUID()}`;
+    const early = await deliver(sql, { eventId, gatewayId, status, eventType, at: new Date(t), update: money(amount) });
+    expect(early).toMatchObject({ webhook_status: "failed", duplicate: false, payment_status: "pending" });
+    expect(early.error_message).toMatch(/waits until its success is recorded/);
+    // its redelivery is not a duplicate: still failed while the payment is pending
+    const again = await deliver(sql, { eventId, gatewayId, status, eventType, at: new Date(t), update: money(amount) });
+    expect(again).toMatchObject({ webhook_status: "failed", duplicate: false, attempts: 2 });
+    const paid = await deliver(sql, { gatewayId, at: new Date(t - 60_000) });
+    expect(paid).toMatchObject({ webhook_status: "completed", finalize_outcome: "created" });
+    await sql`update reserve.processed_webhooks set next_retry_at = now() - interval '1 second' where id = ${early.webhook_id as string}`;
+    await sql`select * from reserve.retry_failed_webhooks()`;
+    const w = await sql`select status from reserve.processed_webhooks where id = ${early.webhook_id as string}`;
+    expect(w[0].status).toBe("completed");
+    expect(await paymentRow(sql, c.paymentId)).toMatchObject({ status: after });
+    expect(await sql`select * from reserve.find_ledger_imbalances(current_date - 1)`).toEqual([]);
+  });
+
+  it("money news about a payment that never succeeds here is dead after max_webhook_attempts (an alert), not completed", async () => {
+    const c = await checkout(sql, { gatewayId: `pi_${crypto.randomUUID()}` });
+    const gatewayId = c.payment.gateway_payment_id as string;
+    const eventId = `evt_${crypto.randomUUID()}`;
+    const [{ max }] = await sql`select reserve.setting_int('max_webhook_attempts') as max`;
+    let last: Row = {};
+    for (let i = 0; i < Number(max); i++) {
+      last = await deliver(sql, { eventId, gatewayId, status: "refunded", eventType: "charge.refunded", update: { refunded_amount: Number(c.payment.amount) } });
+    }
+    expect(last).toMatchObject({ webhook_status: "dead", attempts: Number(max) });
+    expect(await paymentRow(sql, c.paymentId)).toMatchObject({ status: "pending", refunded_amount: "0" });
+  });
+
   it("20 concurrent deliveries of one event on 20 connections: one applies, one reservation, one receipt", async () => {
     const c = await checkout(sql, { gatewayId: `pi_${crypto.randomUUID()}` });
     const gatewayId = c.payment.gateway_payment_id as string;

@@ -39,6 +39,13 @@ begin
       if a.outcome = 'refused' then
         state := 'dead';
         msg := format('refused: %s (a money discrepancy is open)', a.finalize_error);
+      elsif a.outcome = 'ignored' and u.status in ('refunded', 'partially_refunded', 'disputed')
+            and a.status in ('pending', 'processing', 'failed', 'cancelled', 'expired') then
+        -- money going back, or disputed, before the news that it arrived (the provider's events race, or
+        -- overtake our poll): completed it would be lost for good, so it waits for the success, retried,
+        -- and is dead (an alert) if the success never comes
+        state := case when p_attempts >= reserve.setting_int('max_webhook_attempts') then 'dead' else 'failed' end;
+        msg := format('payment %s is %s here: the %s waits until its success is recorded', p.id, a.status, u.status);
       else
         state := 'completed';
         msg := case when a.outcome in ('stale', 'ignored')
@@ -63,4 +70,4 @@ end
 $function$
 ;
 
-comment on function reserve.apply_event_update(p_webhook_id uuid, p_attempts integer, p_payment_id uuid, p_update reserve.provider_update, p_source text) is 'Applies a provider update for webhook p_webhook_id (attempt p_attempts) in a subtransaction: apply_payment_status, finalize on success. webhook_status says how its row settles (completed; dead when the provider''s money is refused or the update can never apply; failed, then dead after max_webhook_attempts, on an error) and error_message why; provider and event_id are the caller''s. Reads and writes no processed_webhooks row. Internal: called with the payment and the event''s key held.';
+comment on function reserve.apply_event_update(p_webhook_id uuid, p_attempts integer, p_payment_id uuid, p_update reserve.provider_update, p_source text) is 'Applies a provider update for webhook p_webhook_id (attempt p_attempts) in a subtransaction: apply_payment_status, finalize on success. webhook_status says how its row settles (completed; dead when the provider''s money is refused or the update can never apply; failed, then dead after max_webhook_attempts, on an error or while a refund or dispute waits for the payment''s success to be recorded) and error_message why; provider and event_id are the caller''s. Reads and writes no processed_webhooks row. Internal: called with the payment and the event''s key held.';

@@ -5,7 +5,7 @@
 CREATE OR REPLACE FUNCTION reserve.assert_gateway_id_free(p_provider text, p_gateway_payment_id text, p_payment_id uuid)
  RETURNS void
  LANGUAGE plpgsql
- STABLE SECURITY DEFINER
+ SECURITY DEFINER
  SET search_path TO ''
 AS $function$
 declare
@@ -14,6 +14,9 @@ begin
   if length(p_gateway_payment_id) = 0 or length(p_gateway_payment_id) > 255 then
     raise exception using errcode = 'RC001', message = 'a gateway payment id is 1..255 characters';
   end if;
+  -- two payments attaching one provider id at once: the second waits for the first to commit, then sees
+  -- its row (RC405), where the unique key would have refused it with a bare 23505
+  perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('reserve.gateway_payment_id:' || p_provider || ':' || p_gateway_payment_id, 0));
   select id into other from reserve.payments
   where provider = p_provider and gateway_payment_id = p_gateway_payment_id and id is distinct from p_payment_id;
   if found then
