@@ -422,3 +422,87 @@ describe("an operator's retry and close of a refund request (the refunds_stuck s
     expect(await stuck()).toBe(before);
   });
 });
+
+describe("two refunds in flight that the provider finishes out of order", () => {
+  const lookup = (id: string, refund: Record<string, unknown>, update: Record<string, unknown> | null = null) =>
+    sql`select * from reserve.record_refund_lookup(${id}::uuid, reserve.as_provider_refund(${sql.json(refund as never)}::jsonb),
+          reserve.as_provider_update(${update ? sql.json(update as never) : null}::jsonb), null)`.then((r) => r[0]);
+
+  /** Ra (20,000, re_A) asked for first, Rb (30,000, re_B) second, both sent and pending at the provider. */
+  async function twoSent() {
+    const p = await paidReservation(sql);
+    const ra = await request(p.paymentId, 20000, `order:${p.paymentId}:a`);
+    const rb = await request(p.paymentId, 30000, `order:${p.paymentId}:b`);
+    await sql`select * from reserve.claim_refund_requests(1000)`;
+    await report(ra.id as string, "sent", `re_A_${p.paymentId}`);
+    await report(rb.id as string, "sent", `re_B_${p.paymentId}`);
+    const statuses = async () => Object.fromEntries((await requests(p.paymentId)).map((r) => [r.id === ra.id ? "a" : "b", r.status]));
+    return { p, ra, rb, reA: `re_A_${p.paymentId}`, reB: `re_B_${p.paymentId}`, statuses };
+  }
+
+  it("a provider that lists its refunds (MercadoPago, OpenPIX): the one that went back is the one confirmed", async () => {
+    const { p, reA, reB, statuses } = await twoSent();
+    await applyStatus(sql, p.paymentId, "partially_refunded", { refunded_amount: 30000, currency: "BRL",
+      refunds: [{ refund_id: reB, amount: 30000, status: "succeeded" }, { refund_id: reA, amount: 20000, status: "pending" }] });
+    expect(await statuses()).toEqual({ a: "sent", b: "confirmed" });
+    // re_A then fails at the provider: its request fails (refunds_stuck), nothing was confirmed for it
+    await applyStatus(sql, p.paymentId, "partially_refunded", { refunded_amount: 30000, currency: "BRL",
+      refunds: [{ refund_id: reB, amount: 30000, status: "succeeded" }, { refund_id: reA, amount: 20000, status: "failed" }] });
+    const [ra] = (await requests(p.paymentId)).filter((r) => r.provider_refund_id === reA);
+    expect(ra).toMatchObject({ status: "sent", provider_refund_status: "failed" });
+  });
+
+  it("a provider that only says the total (Stripe): a lookup that finds the second succeeded confirms it and looks the first up again", async () => {
+    const { p, ra, rb, reA, reB, statuses } = await twoSent();
+    await applyStatus(sql, p.paymentId, "partially_refunded", { refunded_amount: 30000, currency: "BRL" });
+    // by amount alone the older one fits the total
+    expect(await statuses()).toEqual({ a: "confirmed", b: "sent" });
+    const total = { status: "partially_refunded", refunded_amount: 30000, currency: "BRL", gateway_status: "succeeded" };
+    expect(await lookup(rb.id as string, { refund_id: reB, status: "succeeded", amount: 30000, currency: "BRL" }, total))
+      .toMatchObject({ status: "confirmed" });
+    expect(await statuses()).toEqual({ a: "sent", b: "confirmed" });
+    const [again] = (await sql`select * from reserve.claim_refunds_to_confirm(1000)`).filter((x) => x.refund_request_id === ra.id);
+    expect(again).toMatchObject({ provider_refund_id: reA });
+    expect(await lookup(ra.id as string, { refund_id: reA, status: "failed" })).toMatchObject({ status: "failed" });
+    const [{ stuck }] = await sql`select observed_value::int as stuck from reserve.system_health_check() where check_name = 'refunds_stuck'`;
+    expect(stuck).toBeGreaterThan(0);
+  });
+
+  it("both going back confirm both, whatever order the provider says it in", async () => {
+    const { p, reA, reB, statuses } = await twoSent();
+    await applyStatus(sql, p.paymentId, "partially_refunded", { refunded_amount: 30000, currency: "BRL",
+      refunds: [{ refund_id: reB, amount: 30000, status: "succeeded" }] });
+    await applyStatus(sql, p.paymentId, "partially_refunded", { refunded_amount: 50000, currency: "BRL",
+      refunds: [{ refund_id: reB, amount: 30000, status: "succeeded" }, { refund_id: reA, amount: 20000, status: "succeeded" }] });
+    expect(await statuses()).toEqual({ a: "confirmed", b: "confirmed" });
+  });
+});
+
+describe("a refund queued before the money went back by another way", () => {
+  it("is not sent after a lost chargeback took it all back: failed with the figures, for an operator", async () => {
+    const p = await paidReservation(sql);
+    const r = await request(p.paymentId, p.amount, `chargeback:${p.paymentId}`);
+    await applyStatus(sql, p.paymentId, "disputed", { dispute_amount: p.amount, currency: "BRL" });
+    await applyStatus(sql, p.paymentId, "refunded", { dispute_amount: p.amount, currency: "BRL", gateway_status: "dispute_lost" });
+    const claimed = (await sql`select * from reserve.claim_refund_requests(1000)`).filter((x) => x.payment_id === p.paymentId);
+    expect(claimed).toEqual([]);
+    const [rr] = await requests(p.paymentId);
+    expect(rr).toMatchObject({ id: r.id, status: "failed", attempts: 0 });
+    expect(rr.error_message).toMatch(new RegExp(`^not sent: payment ${p.paymentId} received ${p.amount} BRL, of which ${p.amount} went back already`));
+  });
+
+  it("holds back a request that no longer fits beside another in flight once a refund made elsewhere reached us", async () => {
+    const p = await paidReservation(sql);
+    const first = await request(p.paymentId, p.amount - 10000, `fit:${p.paymentId}:1`);
+    await sql`select * from reserve.claim_refund_requests(1000)`;
+    await report(first.id as string, "sent", `re_fit_${p.paymentId}`);
+    const second = await request(p.paymentId, 10000, `fit:${p.paymentId}:2`);
+    // a refund of 5,000 made at the provider's dashboard reaches us meanwhile
+    await applyStatus(sql, p.paymentId, "partially_refunded", { refunded_amount: 5000, currency: "BRL" });
+    const claimed = (await sql`select * from reserve.claim_refund_requests(1000)`).filter((x) => x.payment_id === p.paymentId);
+    expect(claimed).toEqual([]);
+    const [rr] = (await requests(p.paymentId)).filter((x) => x.id === second.id);
+    expect(rr.status).toBe("failed");
+    expect(rr.error_message).toContain(`and ${p.amount - 10000} is in flight`);
+  });
+});

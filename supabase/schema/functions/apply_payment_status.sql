@@ -25,6 +25,8 @@ declare
   refuse_currency text;
   excess_why text;
   f record;
+  arrived reserve.provider_update;
+  first reserve.payment_status_change;
 begin
   if p_payment_id is null or p_update is null or p_update.status is null then
     raise exception using errcode = 'RC001',
@@ -40,6 +42,23 @@ begin
   p := reserve.lock_payment(p_payment_id);
   r.payment_id := p.id;
   r.previous_status := p.status;
+  if u.status in ('refunded', 'partially_refunded', 'disputed') and u.amount_received is not null and p.succeeded_at is null
+     and p.status in ('pending', 'processing', 'failed', 'cancelled', 'expired') then
+    -- a read of a payment that was paid and has since been refunded or disputed (a poll that comes late):
+    -- the success it says arrived is recorded (and finalized) first, then what followed it; a move from
+    -- pending straight to refunded would be ignored, and the money that came and went never booked
+    arrived := u;
+    arrived.status := 'succeeded';
+    arrived.refunded_amount := null;
+    arrived.dispute_amount := null;
+    arrived.refunds := null;
+    first := reserve.apply_payment_status(p.id, arrived, p_webhook_id, p_on_illegal, p_source);
+    r.reservation_id := first.reservation_id;
+    r.confirmation_code := first.confirmation_code;
+    r.finalize_outcome := first.finalize_outcome;
+    r.finalize_error := first.finalize_error;
+    p := reserve.lock_payment(p_payment_id);
+  end if;
   target := u.status;
   event_at := u.event_at;
   held := coalesce(p.received_amount, p.amount);
@@ -140,6 +159,16 @@ begin
     r.status := p.status;
     r.finalize_error := refuse_why;
     return r;
+  end if;
+
+  if jsonb_typeof(u.refunds) = 'array' then
+    -- what the provider's list says of each refund we sent (succeeded or failed; pending is no news):
+    -- the requests are confirmed by it (confirm_sent_refunds, when refunded_amount grows below), not by
+    -- their order, so the refund that went back is the one confirmed when two are in flight
+    update reserve.refund_requests x set provider_refund_status = l.status
+    from jsonb_to_recordset(u.refunds) as l(refund_id text, status text)
+    where x.payment_id = p.id and x.status = 'sent' and x.provider_refund_id = l.refund_id
+      and l.status in ('succeeded', 'failed') and x.provider_refund_status is distinct from l.status;
   end if;
 
   -- an older event never overwrites what a newer one said, except news of money moving: a PIX paid a

@@ -8,31 +8,52 @@ CREATE OR REPLACE FUNCTION reserve.claim_refund_requests(p_limit integer DEFAULT
  SECURITY DEFINER
  SET search_path TO ''
 AS $function$
+declare
+  due record;
+  p reserve.payments;
+  rr reserve.refund_requests;
+  held bigint;
+  in_flight bigint;
 begin
   if p_limit is null or p_limit < 1 or p_limit > 1000 or p_lease is null or p_lease <= interval '0' then
     raise exception using errcode = 'RC001', message = 'p_limit between 1 and 1000 and a positive p_lease are required';
   end if;
-  return query
-    with due as (
-      select x.id from reserve.refund_requests x
-      where x.status in ('requested', 'sending') and x.next_attempt_at <= now()
-      order by x.next_attempt_at
-      limit p_limit
-      for update skip locked
-    ), claimed as (
+  for due in
+    select x.id, x.payment_id from reserve.refund_requests x
+    where x.status in ('requested', 'sending') and x.next_attempt_at <= now()
+    order by x.next_attempt_at
+    limit p_limit
+  loop
+    select * into p from reserve.payments y where y.id = due.payment_id for no key update;
+    select * into rr from reserve.refund_requests x
+    where x.id = due.id and x.status in ('requested', 'sending') and x.next_attempt_at <= now()
+    for update skip locked;
+    continue when not found;  -- another poller's, or no longer due
+    held := coalesce(p.received_amount, p.amount);
+    select coalesce(sum(x.amount), 0) into in_flight from reserve.refund_requests x
+    where x.payment_id = p.id and x.id <> rr.id and x.status in ('sending', 'sent');
+    if rr.amount > held - p.refunded_amount - in_flight then
       update reserve.refund_requests x
-      set status = 'sending', attempts = x.attempts + 1, next_attempt_at = now() + p_lease
-      from due where x.id = due.id
-      returning x.*
-    )
-    select c.id, c.payment_id, p.provider, p.method, p.gateway_payment_id, c.amount, c.currency, c.reason,
-           'refund:' || c.id, c.attempts
-    from claimed c join reserve.payments p on p.id = c.payment_id;
+      set status = 'failed',
+          error_message = format('not sent: payment %s received %s %s, of which %s went back already (%s) and %s is in flight; %s more would exceed what arrived',
+                                 p.id, held, rr.currency, p.refunded_amount, p.status, in_flight, rr.amount)
+      where x.id = rr.id;
+      continue;
+    end if;
+    update reserve.refund_requests x
+    set status = 'sending', attempts = x.attempts + 1, next_attempt_at = now() + p_lease
+    where x.id = rr.id
+    returning * into rr;
+    refund_request_id := rr.id; payment_id := p.id; provider := p.provider; method := p.method;
+    gateway_payment_id := p.gateway_payment_id; amount := rr.amount; currency := rr.currency; reason := rr.reason;
+    idempotency_key := 'refund:' || rr.id; attempts := rr.attempts;
+    return next;
+  end loop;
 end
 $function$
 ;
 
-comment on function reserve.claim_refund_requests(p_limit integer, p_lease interval) is 'Refund requests due to be sent (SKIP LOCKED, leased): the poller sends each with its idempotency key and reports with record_refund_result.';
+comment on function reserve.claim_refund_requests(p_limit integer, p_lease interval) is 'Refund requests due to be sent (oldest due first, SKIP LOCKED, leased), each with its payment locked: the poller sends each with its idempotency key and reports with record_refund_result. A request larger than what is left of the money received (after what went back and what other requests have in flight) is not sent: it is failed with the figures (refunds_stuck), for an operator.';
 
 -- grants
 grant execute on function reserve.claim_refund_requests(p_limit integer, p_lease interval) to service_role;

@@ -14,16 +14,28 @@ declare
   rr record;
 begin
   select p.refunded_amount into refunded from reserve.payments p where p.id = p_payment_id;
-  -- only requests the provider took (sent) can be what it reports; one still to send is never confirmed
-  for rr in select x.id, x.amount from reserve.refund_requests x
-            where x.payment_id = p_payment_id and x.status in ('sent', 'confirmed') order by x.created_at loop
-    covered := covered + rr.amount;
-    exit when covered > refunded;
-    update reserve.refund_requests x set status = 'confirmed', confirmed_at = coalesce(x.confirmed_at, now())
-    where x.id = rr.id and x.status = 'sent';
+  -- only requests the provider took (sent) can be what it reports; one still to send is never confirmed.
+  -- The total is filled with the requests the provider said went back first, then those confirmed
+  -- already, then the rest, oldest first; one the provider said failed never counts, and one that does
+  -- not fit is passed over (a smaller one after it may be what went back). A request confirmed by
+  -- amount alone that a refund known to have gone back needs room for is sent again, so it is looked up.
+  for rr in select x.id, x.amount, x.status, x.provider_refund_status as said from reserve.refund_requests x
+            where x.payment_id = p_payment_id and x.status in ('sent', 'confirmed')
+              and x.provider_refund_status is distinct from 'failed'
+            order by x.provider_refund_status = 'succeeded' desc nulls last, x.status = 'confirmed' desc, x.created_at loop
+    if covered + rr.amount <= refunded then
+      covered := covered + rr.amount;
+      if rr.status = 'sent' then
+        update reserve.refund_requests x set status = 'confirmed', confirmed_at = coalesce(x.confirmed_at, now())
+        where x.id = rr.id;
+      end if;
+    elsif rr.status = 'confirmed' and rr.said is distinct from 'succeeded' then
+      update reserve.refund_requests x set status = 'sent', confirmed_at = null, next_attempt_at = now()
+      where x.id = rr.id;
+    end if;
   end loop;
 end
 $function$
 ;
 
-comment on function reserve.confirm_sent_refunds(p_payment_id uuid) is 'Confirms, oldest first, the sent refund requests of a payment that its refunded_amount covers.';
+comment on function reserve.confirm_sent_refunds(p_payment_id uuid) is 'Confirms the sent refund requests of a payment that its refunded_amount covers: those the provider said went back first (provider_refund_status succeeded), then those confirmed already, then the rest oldest first, passing over one that does not fit and never one the provider said failed; a request confirmed by its amount alone that a known one needs room for is sent again (looked up).';

@@ -58,8 +58,11 @@ begin
     -- confirms the requests it covers (confirm_sent_refunds)
     if p_update.status is not null then
       perform reserve.apply_payment_status(p.id, p_update, null, 'ignore', 'refund_lookup');
-      select * into rr from reserve.refund_requests x where x.id = rr.id;
     end if;
+    -- the provider's total may be what an earlier event already recorded (no growth, no trigger): this
+    -- request, now known to have gone back, is confirmed if the total covers it
+    perform reserve.confirm_sent_refunds(p.id);
+    select * into rr from reserve.refund_requests x where x.id = rr.id;
   end if;
   return rr;
 end
