@@ -173,6 +173,27 @@ describe("record_poll_result", () => {
   });
 
   it.each([
+    ["another provider id", (c: { gatewayId: string; other: string }) => ({ gateway_payment_id: `${c.gatewayId}_someone_else` })],
+    ["another of our payments", (c: { gatewayId: string; other: string }) => ({ gateway_payment_id: c.gatewayId, payment_reference: c.other })],
+  ])("refuses an answer about %s: nothing is sold on it, a money discrepancy is open", async (_what, about) => {
+    await rolledBack(sql, async (tx) => {
+      const c = await checkout(tx, { gatewayId: `pi_${crypto.randomUUID().replace(/-/g, "")}` });
+      const other = await checkout(tx);
+      const gatewayId = c.payment.gateway_payment_id as string;
+      const u = await newsFor(tx, c.paymentId, "succeeded", about({ gatewayId, other: other.paymentId }));
+      const [r] = await tx`select * from reserve.record_poll_result(${c.paymentId}::uuid, ${providerUpdate(tx, u)}, null)`;
+      expect(r).toMatchObject({ payment_id: c.paymentId, outcome: "refused", reservation_id: null });
+      const [p] = await tx`select status from reserve.payments where id = ${c.paymentId}`;
+      expect(p.status).toBe("pending");
+      const [o] = await tx`select status from reserve.payments where id = ${other.paymentId}`;
+      expect(o.status).toBe("pending");
+      const [d] = await tx`select kind, source from reserve.money_discrepancies where payment_id = ${c.paymentId}`;
+      expect(d).toEqual({ kind: "attach_mismatch", source: "poll" });
+      expect(await tx`select 1 from reserve.reservations where payment_id = ${c.paymentId}`).toEqual([]);
+    });
+  });
+
+  it.each([
     ["stripe", "card", [300, 600, 1200, 2400, 3600, 3600]],
     ["mercadopago", "pix", [300, 300, 300, 300]],
     ["openpix", "pix", [300, 300, 300]],

@@ -42,6 +42,20 @@ begin
   p := reserve.lock_payment(p_payment_id);
   r.payment_id := p.id;
   r.previous_status := p.status;
+  if (p.gateway_payment_id is not null and u.gateway_payment_id is not null and u.gateway_payment_id <> p.gateway_payment_id)
+     or (u.payment_reference is not null and u.payment_reference <> p.id) then
+    -- an answer about another payment (the provider's read of another id, or naming another of ours) is
+    -- never applied to this one: a poll or lookup that sold a stay on it would sell it with no money
+    refuse_why := format('%s answered for %s (payment_id %s) about payment %s, which is %s: another payment''s news, not applied',
+                         p.provider, coalesce(u.gateway_payment_id, '?'), coalesce(u.payment_reference::text, '?'), p.id,
+                         coalesce(p.gateway_payment_id, 'not attached'));
+    perform reserve.record_money_discrepancy(p, 'attach_mismatch', p_source, u, refuse_why, p.amount, p.currency,
+                                             coalesce(u.amount_received, u.amount), coalesce(u.currency, p.currency), p_webhook_id);
+    r.outcome := 'refused';
+    r.status := p.status;
+    r.finalize_error := refuse_why;
+    return r;
+  end if;
   if u.status in ('refunded', 'partially_refunded', 'disputed') and u.amount_received is not null and p.succeeded_at is null
      and p.status in ('pending', 'processing', 'failed', 'cancelled', 'expired') then
     -- a read of a payment that was paid and has since been refunded or disputed (a poll that comes late):
