@@ -499,10 +499,78 @@ describe("a refund queued before the money went back by another way", () => {
     const second = await request(p.paymentId, 10000, `fit:${p.paymentId}:2`);
     // a refund of 5,000 made at the provider's dashboard reaches us meanwhile
     await applyStatus(sql, p.paymentId, "partially_refunded", { refunded_amount: 5000, currency: "BRL" });
-    const claimed = (await sql`select * from reserve.claim_refund_requests(1000)`).filter((x) => x.payment_id === p.paymentId);
-    expect(claimed).toEqual([]);
-    const [rr] = (await requests(p.paymentId)).filter((x) => x.id === second.id);
+    // the first is in flight: the second waits for it rather than fail on a count that may hold it twice
+    expect((await sql`select * from reserve.claim_refund_requests(1000)`).filter((x) => x.payment_id === p.paymentId)).toEqual([]);
+    expect((await requests(p.paymentId)).find((x) => x.id === second.id)!.status).toBe("requested");
+    // the first goes back: what is left (5,000) is less than the second
+    await applyStatus(sql, p.paymentId, "partially_refunded", { refunded_amount: p.amount - 5000, currency: "BRL" });
+    expect((await requests(p.paymentId)).find((x) => x.id === first.id)!.status).toBe("confirmed");
+    await sql`update reserve.refund_requests set next_attempt_at = now() - interval '1 second' where id = ${second.id as string}`;
+    expect((await sql`select * from reserve.claim_refund_requests(1000)`).filter((x) => x.payment_id === p.paymentId)).toEqual([]);
+    const rr = (await requests(p.paymentId)).find((x) => x.id === second.id)!;
     expect(rr.status).toBe("failed");
-    expect(rr.error_message).toContain(`and ${p.amount - 10000} is in flight`);
+    expect(rr.error_message).toContain(`of which ${p.amount - 5000} went back already (partially_refunded) and 0 is in flight`);
+  });
+});
+
+describe("a refund whose money went back while we were not sure we had sent it", () => {
+  const due = (id: string) => sql`update reserve.refund_requests set next_attempt_at = now() - interval '1 second' where id = ${id}`;
+
+  it("a send that timed out (retry) is sent again under its key when the provider's refund reaches us, and confirmed", async () => {
+    const p = await paidReservation(sql);
+    const r = await request(p.paymentId, p.amount, `timeout:${p.paymentId}`);
+    await sql`select * from reserve.claim_refund_requests(1000)`;
+    await report(r.id as string, "retry", null, "stripe: timeout");
+    // the provider did take it: its refund event raises the total
+    await applyStatus(sql, p.paymentId, "refunded", { refunded_amount: p.amount, currency: "BRL" });
+    await due(r.id as string);
+    const claimed = (await sql`select * from reserve.claim_refund_requests(1000)`).filter((x) => x.refund_request_id === r.id);
+    expect(claimed).toMatchObject([{ idempotency_key: `refund:${r.id}`, attempts: 2 }]);
+    expect(await report(r.id as string, "sent", `re_${r.id}`)).toMatchObject({ status: "confirmed" });
+  });
+
+  it("a second request waits while the first is in flight with its money already counted, then is sent", async () => {
+    const p = await paidReservation(sql);
+    const a = await request(p.paymentId, 30000, `inflight:${p.paymentId}:a`);
+    await sql`select * from reserve.claim_refund_requests(1000)`; // a: sending, its report not in yet
+    const b = await request(p.paymentId, p.amount - 30000, `inflight:${p.paymentId}:b`);
+    await applyStatus(sql, p.paymentId, "partially_refunded", { refunded_amount: 30000, currency: "BRL" });
+    expect((await sql`select * from reserve.claim_refund_requests(1000)`).filter((x) => x.payment_id === p.paymentId)).toEqual([]);
+    let [rb] = (await requests(p.paymentId)).filter((x) => x.id === b.id);
+    expect(rb.status).toBe("requested");
+    await report(a.id as string, "sent", `re_${a.id}`);
+    await due(b.id as string);
+    expect((await sql`select * from reserve.claim_refund_requests(1000)`).map((x) => x.refund_request_id)).toContain(b.id);
+    [rb] = (await requests(p.paymentId)).filter((x) => x.id === b.id);
+    expect(rb.status).toBe("sending");
+  });
+
+  it("a payment another transaction holds is skipped by the claim, not waited on", async () => {
+    const p = await paidReservation(sql);
+    const r = await request(p.paymentId, 1000, `busy:${p.paymentId}`);
+    const holder = postgres(db.url, { max: 1, onnotice: () => {} });
+    let release!: () => void;
+    try {
+      let locked!: () => void;
+      const isLocked = new Promise<void>((x) => (locked = x));
+      const released = new Promise<void>((x) => (release = x));
+      const held = holder.begin(async (tx) => {
+        await tx`select 1 from reserve.payments where id = ${p.paymentId} for update`;
+        locked();
+        await released;
+      });
+      await isLocked;
+      const claimed = await sql.begin(async (tx) => {
+        await tx`set local lock_timeout = '2s'`;
+        return tx`select * from reserve.claim_refund_requests(1000)`;
+      });
+      expect(claimed.map((x) => x.refund_request_id)).not.toContain(r.id);
+      release();
+      await held;
+    } finally {
+      release?.();
+      await holder.end();
+    }
+    expect((await sql`select * from reserve.claim_refund_requests(1000)`).map((x) => x.refund_request_id)).toContain(r.id);
   });
 });

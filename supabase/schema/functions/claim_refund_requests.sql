@@ -24,7 +24,10 @@ begin
     order by x.next_attempt_at
     limit p_limit
   loop
-    select * into p from reserve.payments y where y.id = due.payment_id for no key update;
+    -- skipped while another transaction holds it (a webhook, reconcile): claimed on a later run, never a
+    -- wait that could close a cycle with a transaction locking several payments in another order
+    select * into p from reserve.payments y where y.id = due.payment_id for no key update skip locked;
+    continue when not found;
     select * into rr from reserve.refund_requests x
     where x.id = due.id and x.status in ('requested', 'sending') and x.next_attempt_at <= now()
     for update skip locked;
@@ -32,7 +35,15 @@ begin
     held := coalesce(p.received_amount, p.amount);
     select coalesce(sum(x.amount), 0) into in_flight from reserve.refund_requests x
     where x.payment_id = p.id and x.id <> rr.id and x.status in ('sending', 'sent');
-    if rr.amount > held - p.refunded_amount - in_flight then
+    if rr.amount > held - p.refunded_amount - in_flight and rr.attempts = 0 and in_flight > 0 then
+      -- another request is in flight, and its money may be in refunded_amount already (confirmed only once
+      -- it is reported sent): asked again once it is settled, not failed on a count that holds it twice
+      update reserve.refund_requests x set next_attempt_at = now() + interval '2 minutes' where x.id = rr.id;
+      continue;
+    end if;
+    -- a request sent before (a timeout, a poller that died) may be the refund that went back: it is sent
+    -- again under its own idempotency key, which the provider answers with that same refund
+    if rr.amount > held - p.refunded_amount - in_flight and rr.attempts = 0 then
       update reserve.refund_requests x
       set status = 'failed',
           error_message = format('not sent: payment %s received %s %s, of which %s went back already (%s) and %s is in flight; %s more would exceed what arrived',
@@ -53,7 +64,7 @@ end
 $function$
 ;
 
-comment on function reserve.claim_refund_requests(p_limit integer, p_lease interval) is 'Refund requests due to be sent (oldest due first, SKIP LOCKED, leased), each with its payment locked: the poller sends each with its idempotency key and reports with record_refund_result. A request larger than what is left of the money received (after what went back and what other requests have in flight) is not sent: it is failed with the figures (refunds_stuck), for an operator.';
+comment on function reserve.claim_refund_requests(p_limit integer, p_lease interval) is 'Refund requests due to be sent (oldest due first, leased), each with its payment locked (both SKIP LOCKED: a busy one waits for a later run): the poller sends each with its idempotency key and reports with record_refund_result. A request never sent that is larger than what is left of the money received (after what went back and what other requests have in flight) waits while another request is in flight, and is otherwise failed with the figures (refunds_stuck), for an operator; one sent before is sent again under its key (the provider answers with the same refund).';
 
 -- grants
 grant execute on function reserve.claim_refund_requests(p_limit integer, p_lease interval) to service_role;
