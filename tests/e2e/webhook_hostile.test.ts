@@ -428,6 +428,25 @@ describe("signed events naming an id no payment can have, or dated outside years
     expect(res.body).toMatchObject({ status: "completed", payment_status: "disputed" });
   });
 
+  it("an old-style dispute whose charge lookup answers about another charge is dead, and no payment is disputed", async () => {
+    const a = await attempt("stripe");
+    const b = await attempt("stripe");
+    for (const x of [a, b]) {
+      const paid = await stripeEvent(fakes.stripe.webhookSecret, "payment_intent.succeeded", stripeIntent({ id: x.gatewayId, paymentId: x.paymentId, amount: x.amount }));
+      expect((await sendStripe(paid.payload, paid.header)).body.finalize_outcome).toBe("created");
+    }
+    const chargeA = `ch_${a.gatewayId.slice(3)}`;
+    fakes.stripe.charges.set(chargeA, { ...fixture("stripe/charge"), id: `ch_${b.gatewayId.slice(3)}`, amount: b.amount, currency: "brl", payment_intent: b.gatewayId });
+    const body = JSON.stringify({ id: `evt_dpx_${crypto.randomUUID()}`, object: "event", type: "charge.dispute.created", created: now(),
+      data: { object: { id: `dp_${crypto.randomUUID().slice(0, 8)}`, object: "dispute", charge: chargeA, amount: a.amount, currency: "brl", status: "needs_response" } } });
+    const { payload, header } = await signedStripeRaw(body);
+    const res = await sendStripe(payload, header);
+    expect(res.status).toBe(200);
+    expect(res.body.status).toBe("dead");
+    const rows = await e.db.sql`select id, status from reserve.payments where id in (${a.paymentId}, ${b.paymentId})`;
+    expect(rows.map((r) => r.status)).toEqual(["succeeded", "succeeded"]);
+  });
+
   it("an OpenPIX CHARGE_COMPLETED whose correlationID holds a NUL is dead, and nothing moves", async () => {
     const before = await counts();
     const body = JSON.stringify(openPixCompleted({ correlationID: `${crypto.randomUUID()}\u0000`, value: 100 }));

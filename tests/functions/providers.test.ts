@@ -134,6 +134,38 @@ describe("OpenPIX", () => {
     expect(openPixChargeUpdate(charge({ status: "COMPLETED" }), refunds.map((r) => ({ ...r, status: "CONFIRMED" }))).status).toBe("refunded");
   });
 
+  it("a refund listed twice is one refund; a list that cannot be right is an UnusableAnswer; only REJECTED failed", () => {
+    const r1 = { status: "CONFIRMED", value: 300, correlationID: "r1" };
+    expect(openPixChargeUpdate(charge({ status: "COMPLETED" }), [r1, { ...r1 }])).toMatchObject({ status: "partially_refunded", refundedAmount: 300 });
+    expect(openPixChargeUpdate(charge({ status: "COMPLETED" }), [r1, { ...r1 }]).refunds).toHaveLength(1);
+    for (const bad of [[r1, { ...r1, value: 500 }], [null], [{ status: "CONFIRMED", value: 1 }], { x: 1 }]) {
+      expect(() => openPixChargeUpdate(charge({ status: "COMPLETED" }), bad as never)).toThrow(UnusableAnswer);
+    }
+    const statuses = (status: string) => openPixChargeUpdate(charge({ status: "COMPLETED" }), [{ status, value: 1, correlationID: "r" }]).refunds![0].status;
+    expect([statuses("CONFIRMED"), statuses("REJECTED"), statuses("IN_PROCESSING"), statuses("COMPLETED_PARTIALLY")])
+      .toEqual(["succeeded", "failed", "pending", "pending"]);
+  });
+
+  it("a 200 without a charge is the provider failing (asked again); one about another charge is an UnusableAnswer", async () => {
+    let answer = "";
+    const server = http.createServer((_req, res) => { res.writeHead(200, { "content-type": "application/json" }); res.end(answer); });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+    const cfg = { appId: "a", apiBase: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, timeoutMs: 2000 };
+    try {
+      answer = JSON.stringify({ error: "internal" });
+      const failing = await getOpenPixCharge(cfg, "abc").catch((e) => e);
+      expect(failing).toBeInstanceOf(ProviderError);
+      expect(failing.kind).toBe("unavailable");
+      answer = JSON.stringify({ charge: { status: "COMPLETED", value: 1000, correlationID: "someone-else" } });
+      expect(await getOpenPixCharge(cfg, "abc").catch((e) => e)).toBeInstanceOf(UnusableAnswer);
+      answer = JSON.stringify({ charge: { status: "COMPLETED", value: 1000, correlationID: "abc" } });
+      expect((await getOpenPixCharge(cfg, "abc")).correlationID).toBe("abc");
+    } finally {
+      server.closeAllConnections();
+      server.close();
+    }
+  });
+
   it("charge events; others are not acted on here", () => {
     const openPixEventUpdate = (e: Parameters<typeof openPixEventNews>[0]) => openPixEventNews(e).update;
     expect(openPixEventUpdate({ event: "OPENPIX:CHARGE_COMPLETED", charge: charge({ status: "COMPLETED" }), pix: { time: "2026-11-27T12:00:00Z" } }))

@@ -163,7 +163,11 @@ export async function lookUpEvent(provider: PaymentProvider, key: LookupKey, sql
     return { update: await provider.lookUp(k) };
   } catch (err) {
     if (err instanceof UnusableAnswer) return { update: null, poison: err.message };
-    if (!(err instanceof ProviderError)) throw err;
+    if (!(err instanceof ProviderError)) {
+      // an answer our module could not read (a shape it did not expect): the event is recorded failed and
+      // asked about again with backoff, never a 500 that records nothing
+      return { update: null, processingError: `could not read ${provider.name}'s answer about ${safeText(String(k.gatewayPaymentId ?? "the event"), 80)}: ${safeText(String((err as Error)?.message ?? err), 300)}` };
+    }
     if (err.kind === "not_found") {
       return { update: null, note: `not ours: ${provider.name} does not know ${safeText(String(k.gatewayPaymentId ?? "it"), 80)} (${err.message})` };
     }

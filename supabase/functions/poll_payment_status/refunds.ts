@@ -93,7 +93,8 @@ async function lookUp(s: Sent): Promise<{ refund: ProviderRefund | null; update:
       return { refund: { refundId: s.provider_refund_id, status: "failed", object: { error: err.message } }, update: null, error: null };
     }
     if (err instanceof ProviderError || err instanceof UnusableAnswer) return { refund: null, update: null, error: err.message };
-    throw err;
+    // an answer the module could not read is this lookup's error (looked up again with backoff), not the run's
+    return { refund: null, update: null, error: `could not read the provider's answer: ${String((err as Error)?.message ?? err).slice(0, 300)}` };
   }
 }
 

@@ -76,12 +76,47 @@ function assertId(id: string): void {
 
 export async function getOpenPixCharge(cfg: OpenPixConfig, correlationID: string): Promise<OpenPixCharge> {
   assertId(correlationID);
-  return (await call<{ charge: OpenPixCharge }>(cfg, "GET", `/api/v1/charge/${correlationID}`, "get charge")).charge;
+  const answer = await call<{ charge?: OpenPixCharge } | null>(cfg, "GET", `/api/v1/charge/${correlationID}`, "get charge");
+  const charge = answer?.charge;
+  // a 200 without a charge (an error body) is the provider failing, asked again later
+  if (!charge || typeof charge !== "object" || Array.isArray(charge)) {
+    throw new ProviderError("openpix", "unavailable", `openpix answered get charge ${correlationID} without a charge`);
+  }
+  // an answer about another charge than the one asked for is never ours to apply
+  if (charge.correlationID !== correlationID) {
+    throw new UnusableAnswer(`openpix answered get charge ${correlationID} with charge ${safeId(charge.correlationID)}`);
+  }
+  return charge;
 }
 
 export async function getOpenPixRefunds(cfg: OpenPixConfig, correlationID: string): Promise<OpenPixRefund[]> {
   assertId(correlationID);
-  return (await call<{ refunds: OpenPixRefund[] }>(cfg, "GET", `/api/v1/charge/${correlationID}/refund`, "list refunds")).refunds ?? [];
+  const answer = await call<{ refunds?: unknown } | null>(cfg, "GET", `/api/v1/charge/${correlationID}/refund`, "list refunds");
+  if (!answer || typeof answer !== "object") throw new ProviderError("openpix", "unavailable", `openpix answered list refunds of ${correlationID} with no body`);
+  return refundList(answer.refunds);
+}
+
+const safeId = (v: unknown) => JSON.stringify(String(v).slice(0, 80));
+
+/**
+ * A charge's refunds as OpenPIX lists them, each once: a refund listed twice (the same correlationID) is
+ * one refund, never counted twice; a list that is not a list of refunds, or one refund listed twice with
+ * different values, cannot be right (UnusableAnswer).
+ */
+export function refundList(v: unknown): OpenPixRefund[] {
+  if (v === undefined || v === null) return [];
+  if (!Array.isArray(v) || v.some((r) => !r || typeof r !== "object" || Array.isArray(r) || typeof r.correlationID !== "string")) {
+    throw new UnusableAnswer("openpix's refund list is not a list of refunds, each with its correlationID");
+  }
+  const byId = new Map<string, OpenPixRefund>();
+  for (const r of v as OpenPixRefund[]) {
+    const seen = byId.get(r.correlationID);
+    if (seen && (seen.value !== r.value || seen.status !== r.status)) {
+      throw new UnusableAnswer(`openpix lists refund ${safeId(r.correlationID)} twice, as ${seen.status} ${seen.value} and ${r.status} ${r.value}`);
+    }
+    byId.set(r.correlationID, r);
+  }
+  return [...byId.values()];
 }
 
 /** x-webhook-signature: base64 RSA-SHA256 over the raw body; any of the keys (they rotate) may have signed. */
@@ -109,7 +144,8 @@ const e2eOf = (v: unknown): string | undefined => (typeof v === "string" && E2E.
 function refundOf(r: OpenPixRefund | Obj): ProviderRefund {
   return {
     refundId: String(r.correlationID),
-    status: r.status === "CONFIRMED" ? "succeeded" : r.status === "IN_PROCESSING" || r.status === undefined ? "pending" : "failed",
+    // only a refund OpenPIX says it rejected failed; a status we do not know is not news of a failure
+    status: r.status === "CONFIRMED" ? "succeeded" : r.status === "REJECTED" ? "failed" : "pending",
     amount: minor(r.value, "refund value"),
     currency: "BRL",
     endToEndId: e2eOf(r.endToEndId),
@@ -141,7 +177,8 @@ export async function listOpenPixCharges(cfg: OpenPixConfig, window: ListWindow,
 }
 
 /** A charge (with what its pix says, and its refunds, if known) as our status. */
-export function openPixChargeUpdate(charge: OpenPixCharge, refunds: OpenPixRefund[] = [], pix?: OpenPixEvent["pix"]): ProviderUpdate {
+export function openPixChargeUpdate(charge: OpenPixCharge, listed: OpenPixRefund[] = [], pix?: OpenPixEvent["pix"]): ProviderUpdate {
+  const refunds = refundList(listed);
   const amount = minor(charge.value, "charge value");
   const completed = charge.status === "COMPLETED";
   const confirmed = refunds.filter((r) => r?.status === "CONFIRMED").reduce((s, r) => s + (minor(r.value, "refund value") ?? 0), 0);

@@ -345,6 +345,8 @@ export function stripeProvider(settings: () => StripeSettings): PaymentProvider 
     async lookUp(key) {
       if (typeof key.charge === "string" && key.news && typeof key.news === "object") {
         const charge = await call((s) => s.charges.retrieve(key.charge as string));
+        // an answer about another charge would put this dispute on another payment
+        if (charge.id !== key.charge) throw new UnusableAnswer(`stripe answered charge ${key.charge} with charge ${String(charge.id).slice(0, 80)}`);
         const pi = piId(charge.payment_intent);
         if (!pi) throw new ProviderError("stripe", "not_found", `stripe charge ${key.charge} has no PaymentIntent`);
         const news = key.news as Obj;
@@ -365,7 +367,12 @@ export function stripeProvider(settings: () => StripeSettings): PaymentProvider 
     },
 
     async readRefund(r) {
-      return refundOf(await call((s) => s.refunds.retrieve(r.refundId)) as unknown as Obj);
+      const refund = await call((s) => s.refunds.retrieve(r.refundId)) as unknown as Obj;
+      // an answer about another refund, or another payment's, says nothing of ours
+      if (refund?.id !== r.refundId || (refund.payment_intent != null && piId(refund.payment_intent) !== r.gatewayPaymentId)) {
+        throw new UnusableAnswer(`stripe answered refund ${r.refundId} of ${r.gatewayPaymentId} with refund ${String(refund?.id).slice(0, 80)} of ${String(piId(refund?.payment_intent)).slice(0, 80)}`);
+      }
+      return refundOf(refund);
     },
 
     async listPayments(window: ListWindow, cursor: ListCursor | null, pageSize: number): Promise<PaymentPage> {
