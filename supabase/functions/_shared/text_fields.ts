@@ -22,16 +22,18 @@ const once = { when: (payload: { issues: unknown[] }) => payload.issues.length =
 
 /** A single-line text field of at most `max` characters, trimmed, with no control or bidi characters. */
 export function printableText(max: number) {
-  return z.string().trim().min(1).max(max)
-    .refine((s) => !CONTROL_CHARS.test(s), { message: "must not contain control characters (NUL, tab, CR, LF, ESC, DEL, ...)", ...once })
-    .refine((s) => !BIDI_CONTROLS.test(s), { message: "must not contain bidi override or isolate characters", ...once })
-    .refine((s) => !LONE_SURROGATES.test(s), { message: "must not contain lone UTF-16 surrogates", ...once });
+  return readable(z.string().trim().min(1).max(max), CONTROL_CHARS, "must not contain control characters (NUL, tab, CR, LF, ESC, DEL, ...)");
 }
 
 /** A text of `min` to `max` characters that may run over several lines (tab, CR, LF), with no other control or bidi characters. */
 export function noteText(min: number, max: number, tooShort?: string) {
-  return z.string().trim().min(min, tooShort).max(max)
-    .refine((s) => !CONTROL_CHARS_BUT_LINES.test(s), { message: "must not contain control characters other than tab, CR and LF", ...once })
+  return readable(z.string().trim().min(min, tooShort).max(max), CONTROL_CHARS_BUT_LINES, "must not contain control characters other than tab, CR and LF");
+}
+
+/** A text refused when it holds the given controls, bidi overrides or isolates, or lone surrogates. */
+function readable(text: z.ZodString, controls: RegExp, controlsMessage: string) {
+  return text
+    .refine((s) => !controls.test(s), { message: controlsMessage, ...once })
     .refine((s) => !BIDI_CONTROLS.test(s), { message: "must not contain bidi override or isolate characters", ...once })
     .refine((s) => !LONE_SURROGATES.test(s), { message: "must not contain lone UTF-16 surrogates", ...once });
 }
