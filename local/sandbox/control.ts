@@ -58,6 +58,7 @@ export function createControl(d: ControlDeps): SandboxControl {
       d.webhookUrls[provider] = url;
     },
     failApi: (provider, opts) => d.faults.failApi(provider, opts),
+    garbleObject: (provider, id, fields) => garble(d, provider, String(id), fields),
     timeoutApi: (provider, opts) => d.faults.timeoutApi(provider, opts),
     redeliver: (eventId) => d.dispatcher.redeliver(eventId),
     flush: () => d.dispatcher.flush(),
@@ -84,6 +85,17 @@ function payment(d: ControlDeps, provider: Provider, id: string): Record<string,
   if (provider === "mercadopago") return d.mercadopago.payments.has(Number(id)) ? d.mercadopago.read(Number(id)) : undefined;
   const c = d.openpix.find(id);
   return c && d.openpix.read(c);
+}
+
+/** Fields of a stored object replaced, as every read and listing then answers them (what a provider's bug sends). */
+function garble(d: ControlDeps, provider: Provider, id: string, fields: Record<string, unknown>): Record<string, unknown> {
+  if (typeof fields !== "object" || fields === null || Array.isArray(fields)) throw new SandboxError(400, "fields is an object");
+  const target: Record<string, unknown> | undefined = provider === "stripe" ? d.stripe.byId(id)
+    : provider === "mercadopago" ? d.mercadopago.payments.get(Number(id)) as Record<string, unknown> | undefined
+    : d.openpix.find(id) as Record<string, unknown> | undefined;
+  if (!target) throw new SandboxError(404, `no ${provider} object ${id}`);
+  Object.assign(target, structuredClone(fields));
+  return structuredClone(target);
 }
 
 /** The page a person pays on: Stripe's pay page for a PaymentIntent, MercadoPago's ticket, OpenPIX's link. */

@@ -84,6 +84,8 @@ export interface SandboxControl {
   setWebhookMode(provider: ProviderOrAll, mode: WebhookMode): void;
   setWebhookUrl(provider: "stripe" | "openpix", url: string | null): void;
   failApi(provider: ProviderOrAll, opts: { status: number; code?: string; times: number }): void;
+  /** a stored object's fields replaced by what no such object can hold (a value "1000.50", an undocumented status): its reads and listings answer them */
+  garbleObject(provider: Provider, id: number | string, fields: Record<string, unknown>): Record<string, unknown>;
   timeoutApi(provider: ProviderOrAll, opts: { ms: number; times: number }): void;
   redeliver(eventId: string): Promise<Delivery>;
   flush(): Promise<void>;

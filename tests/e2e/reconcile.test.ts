@@ -240,6 +240,60 @@ describe("reconcile", () => {
     expect(hb!.summary.runs[0].provider).toBe("stripe");
   });
 
+  it("an object it cannot read is set aside as an item for a person; the rest of the listing is reconciled and the run ends", async () => {
+    // two OpenPIX charges paid while the webhooks were lost, one of them then answered with a value no charge holds;
+    // a Stripe payout of a status no docs name
+    const good = await checkout("pix", "openpix");
+    const odd = await checkout("pix", "openpix");
+    const card = await checkout("card");
+    e.sandbox.control.stripeConfirm(card.gateway_payment_id, "succeeded");
+    await e.sandbox.control.flush();
+    e.sandbox.control.setWebhookMode("all", "drop");
+    try {
+      for (const p of [good, odd]) e.sandbox.control.openpixPay(p.gateway_payment_id);
+    } finally {
+      e.sandbox.control.setWebhookMode("all", "deliver");
+    }
+    const { value } = e.sandbox.control.payment("openpix", odd.gateway_payment_id) as { value: number };
+    e.sandbox.control.garbleObject("openpix", odd.gateway_payment_id, { value: "1000.50" });
+    const payout = e.sandbox.control.stripePayout({ status: "in_transit" }) as { id: string };
+    e.sandbox.control.garbleObject("stripe", payout.id, { status: "exploded" });
+    const unreadable = () => e.db.sql`
+      select object_id, payment_id, theirs ->> 'kind' as kind, theirs ->> 'reason' as reason, repaired_at, resolved_at
+      from reserve.reconciliation_items where kind = 'unreadable_object' and object_id = any(${[odd.gateway_payment_id, payout.id]}) order by object_id`;
+    try {
+      for (const pass of [1, 2]) {
+        const res = await reconcile(window());
+        expect(res.status, JSON.stringify(res.body)).toBe(200);
+        expect(res.body, `pass ${pass}`).toMatchObject({ ok: true, done: true });
+        const run = (name: string) => res.body.runs.find((r: { provider: string }) => r.provider === name);
+        expect(run("openpix")).toMatchObject({ status: "done", unusable: 1 });
+        expect(run("stripe")).toMatchObject({ status: "done", unusable: 1 });
+        // set aside, once each however often it is listed
+        const items = await unreadable();
+        expect(items.map((i) => [i.object_id, i.kind])).toEqual([[odd.gateway_payment_id, "payment"], [payout.id, "payout"]].sort((a, b) => a[0]! < b[0]! ? -1 : 1));
+        expect(items.find((i) => i.kind === "payment")).toMatchObject({ payment_id: odd.payment_id, reason: expect.stringContaining("1000.50"), repaired_at: null });
+        expect(items.find((i) => i.kind === "payout")!.reason).toContain("exploded");
+      }
+      // the rest was reconciled: the good charge sold its stay, the odd one was applied to nothing
+      const status = async (id: string) => (await e.db.sql`select status from reserve.payments where id = ${id}`)[0]!.status;
+      expect(await status(good.payment_id)).toBe("succeeded");
+      expect(await status(odd.payment_id)).toBe("pending");
+      expect((await itemsOf({ payment: odd.payment_id })).map((i) => i.kind)).not.toContain("ours_missing_there");
+      expect((await alerts(e.db.sql)).get("reconciliation_unrepaired")).toMatchObject({ state: "firing" });
+    } finally {
+      e.sandbox.control.garbleObject("openpix", odd.gateway_payment_id, { value });
+      e.sandbox.control.garbleObject("stripe", payout.id, { status: "in_transit" });
+    }
+    // once the provider answers it right, the next run reconciles it like any other
+    const fixed = await reconcile({ ...window(), provider: "openpix" });
+    expect(fixed.body.runs[0]).toMatchObject({ status: "done" });
+    expect(fixed.body.runs[0].unusable).toBeUndefined();
+    expect((await e.db.sql`select status from reserve.payments where id = ${odd.payment_id}`)[0]!.status).toBe("succeeded");
+    await e.db.sql`update reserve.reconciliation_items set resolved_at = now(), resolved_by = 'test', resolution = 'read at the provider'
+                   where resolved_at is null and repaired_at is null and kind in ('unreadable_object', 'payout_mismatch')`;
+  });
+
   it("a run out of budget keeps its cursor and the next call resumes it", async () => {
     const from = new Date(Date.now() - 3 * 86_400_000);
     const created = Math.floor(from.getTime() / 1000) + 60;

@@ -4,7 +4,8 @@
 // which records the differences and repairs what the state machine can; then its payouts
 // (listPayouts: paid ones move the receivable to the bank), the refunds and disputes created in the window
 // (listMoneyMoves: payments made before it are read again, disputes recorded with what they hold back) and,
-// where the provider reports one, its balance against the receivable (finish_reconciliation_run). Bounded by a time budget: the run keeps its
+// where the provider reports one, its balance against the receivable (finish_reconciliation_run). An object
+// the module cannot read is set aside as an item (record_unreadable_provider_objects), the rest used. Bounded by a time budget: the run keeps its
 // cursor, and the next call for the same window resumes it. A provider that fails leaves its run
 // running, to be resumed; reconciliation_stale says when one never finishes.
 import { z } from "zod";
@@ -13,8 +14,10 @@ import { dbUntil, isDatabaseUnavailable, type Sql } from "../_shared/db.ts";
 import { DATABASE_RETRY_AFTER_S } from "../_shared/db_response.ts";
 import { errorJson, json } from "../_shared/http.ts";
 import { PROVIDER_NAMES, providerNamed } from "../_shared/providers/registry.ts";
-import { ProviderError, UnusableAnswer, type ListCursor, type ListWindow, type PaymentProvider } from "../_shared/providers/types.ts";
-import { sanitizeJson } from "../_shared/sanitize.ts";
+import {
+  ProviderError, UnusableAnswer, type ListCursor, type ListWindow, type PaymentProvider, type UnreadableObject,
+} from "../_shared/providers/types.ts";
+import { hasUnsafeChars, safeText, sanitizeJson } from "../_shared/sanitize.ts";
 import { instant } from "../_shared/text_fields.ts";
 import { unusableUpdate, updateJson } from "../_shared/webhook.ts";
 
@@ -94,16 +97,31 @@ async function reconcileProvider(sql: Sql, provider: PaymentProvider, window: Li
     provider: provider.name, run_id: r.id, status: r.status, objects: r.objects, provider_calls: r.provider_calls, items: r.items,
     repaired: r.repaired, unrepaired: r.unrepaired, ...(unusable && { unusable }), ...extra,
   });
+  // recorded before what came with them, so a run cut short after it still has them (a rerun refreshes them)
+  const setAside = async (objects: UnreadableObject[] | undefined) => {
+    if (!objects?.length) return;
+    unusable += objects.length;
+    const rows = objects.map((o) => ({
+      kind: o.kind, reason: safeText(o.reason, 2000), provider_object: sanitizeJson(o.object ?? null),
+      // an id PostgreSQL cannot store, escaped, would name another object: such an object is named by its hash
+      object_id: o.objectId !== undefined && !hasUnsafeChars(o.objectId) ? o.objectId : undefined,
+    }));
+    [run] = await sql<Run[]>`
+      select ${sql.unsafe(runColumns)} from reserve.record_unreadable_provider_objects(${run.id}::uuid, ${sql.json(rows as never)})`;
+  };
   try {
     while (!run.cursor?.listed) {
       if (Date.now() >= deadline) return outcome(run);
       const page = await provider.listPayments(listWindow, run.cursor?.next ?? null, pageSize);
       const updates: Record<string, unknown>[] = [];
+      const unreadable = [...page.unreadable ?? []];
       for (const u of page.updates) {
-        // an object no payment can hold is the provider's fault: counted, never half-applied
-        if (unusableUpdate(u)) unusable++;
+        // an object no payment can hold is the provider's fault: set aside, never half-applied
+        const why = unusableUpdate(u);
+        if (why) unreadable.push({ kind: "payment", objectId: typeof u.gatewayPaymentId === "string" ? u.gatewayPaymentId : undefined, reason: why, object: u.object });
         else updates.push(updateJson(u));
       }
+      await setAside(unreadable);
       const cursor = page.next ? { next: page.next } : { listed: true };
       [run] = await sql<Run[]>`
         select ${sql.unsafe(runColumns)} from reserve.reconcile_provider_objects(
@@ -114,6 +132,7 @@ async function reconcileProvider(sql: Sql, provider: PaymentProvider, window: Li
     if (provider.listMoneyMoves) {
       const moves = await provider.listMoneyMoves(window);
       calls += moves.calls;
+      await setAside(moves.unreadable);
       // payments of ours made before the window whose money moved in it: read again and compared like
       // the listed ones (what was listed in the window already carried its refunds)
       const earlier = moves.gatewayPaymentIds.length === 0 ? [] : await sql<{ gateway_payment_id: string }[]>`
@@ -123,11 +142,19 @@ async function reconcileProvider(sql: Sql, provider: PaymentProvider, window: Li
       for (let i = 0; i < earlier.length; i += pageSize) {
         if (Date.now() >= deadline) return outcome(run);
         const updates: Record<string, unknown>[] = [];
+        const unreadable: UnreadableObject[] = [];
         for (const { gateway_payment_id } of earlier.slice(i, i + pageSize)) {
-          const u = await provider.readPayment(gateway_payment_id);
-          if (unusableUpdate(u)) unusable++;
-          else updates.push(updateJson(u));
+          try {
+            const u = await provider.readPayment(gateway_payment_id);
+            const why = unusableUpdate(u);
+            if (why) unreadable.push({ kind: "payment", objectId: gateway_payment_id, reason: why, object: u.object });
+            else updates.push(updateJson(u));
+          } catch (err) {
+            if (!(err instanceof UnusableAnswer)) throw err;
+            unreadable.push({ kind: "payment", objectId: gateway_payment_id, reason: err.message, object: null });
+          }
         }
+        await setAside(unreadable);
         [run] = await sql<Run[]>`
           select ${sql.unsafe(runColumns)} from reserve.reconcile_provider_objects(
             ${run.id}::uuid, ${sql.json(updates as never)}, ${sql.json({ listed: true } as never)}, ${updates.length})`;
@@ -142,6 +169,7 @@ async function reconcileProvider(sql: Sql, provider: PaymentProvider, window: Li
     if (provider.listPayouts) {
       const listed = await provider.listPayouts(window);
       calls += listed.calls;
+      await setAside(listed.unreadable);
       const payouts = listed.payouts.map((p) => ({
         payout_id: p.payoutId, amount: p.amount, currency: p.currency, status: p.status,
         created_at: p.createdAt?.toISOString(), arrival_at: p.arrivalAt?.toISOString(),

@@ -17,8 +17,9 @@
 import { hmacSha256Hex, sha256Hex, timingSafeEqual } from "../crypto.ts";
 import type { MercadoPagoSettings } from "../provider_config.ts";
 import {
-  asUuid, fromDecimal, presentStrings, ProviderError, providerJson, timeOf, upperCurrency, UnusableAnswer, type ListCursor, type ListWindow,
-  type MoneyMoves, type PaymentPage, type PaymentProvider, type PaymentStatus, type ProviderRefund, type ProviderUpdate, type WebhookParse,
+  asUuid, fromDecimal, presentStrings, ProviderError, providerJson, readEach, timeOf, upperCurrency, UnusableAnswer, type ListCursor, type ListWindow,
+  type MoneyMoves, type PaymentPage, type PaymentProvider, type PaymentStatus, type ProviderRefund, type ProviderUpdate, type UnreadableObject,
+  type WebhookParse,
 } from "./types.ts";
 
 type Obj = Record<string, any>;
@@ -191,10 +192,13 @@ export async function searchMercadoPagoPayments(cfg: MercadoPagoConfig, window: 
   const page = await call<{ paging?: { total?: number }; results?: MercadoPagoPayment[] }>(cfg, "GET", `/v1/payments/search?${q}`, "search payments");
   const results = Array.isArray(page?.results) ? page.results : [];
   const total = typeof page?.paging?.total === "number" ? page.paging.total : 0;
+  const unreadable: UnreadableObject[] = [];
   return {
-    updates: results.map((p) => ({ ...mercadoPagoUpdate(p), refundedAmount: fromDecimal(p.transaction_amount_refunded, "transaction_amount_refunded") ?? 0 })),
+    updates: readEach(results, "payment",
+      (p) => ({ ...mercadoPagoUpdate(p), refundedAmount: fromDecimal(p.transaction_amount_refunded, "transaction_amount_refunded") ?? 0 }), unreadable),
     next: results.length && offset + results.length < total ? { offset: offset + results.length } : null,
     calls: 1,
+    unreadable,
   };
 }
 
@@ -205,6 +209,7 @@ export async function searchMercadoPagoPayments(cfg: MercadoPagoConfig, window: 
  */
 export async function mercadoPagoMoneyMoves(cfg: MercadoPagoConfig, window: ListWindow): Promise<MoneyMoves> {
   const ids: string[] = [];
+  const unreadable: UnreadableObject[] = [];
   let calls = 0;
   for (let offset = 0; ;) {
     const q = new URLSearchParams({
@@ -215,14 +220,14 @@ export async function mercadoPagoMoneyMoves(cfg: MercadoPagoConfig, window: List
     const page = await call<{ paging?: { total?: number }; results?: MercadoPagoPayment[] }>(cfg, "GET", `/v1/payments/search?${q}`, "search updated payments");
     calls++;
     const results = Array.isArray(page?.results) ? page.results : [];
-    for (const p of results) {
+    readEach(results, "payment", (p) => {
       const refunded = fromDecimal(p.transaction_amount_refunded, "transaction_amount_refunded") ?? 0;
       if ((refunded > 0 || p.status === "refunded" || p.status === "charged_back" || p.status === "in_mediation") && p.id !== undefined) ids.push(String(p.id));
-    }
+    }, unreadable);
     offset += results.length;
     if (!results.length || offset >= (typeof page?.paging?.total === "number" ? page.paging.total : 0)) break;
   }
-  return { gatewayPaymentIds: ids, disputes: [], calls };
+  return { gatewayPaymentIds: ids, disputes: [], calls, unreadable };
 }
 
 /** The PIX codes of a payment (its point_of_interaction), those it has. */

@@ -10,8 +10,9 @@
 import { importRsaPublicKey, sha256Hex, verifyRsaSha256 } from "../crypto.ts";
 import type { OpenPixSettings } from "../provider_config.ts";
 import {
-  asUuid, minor, presentStrings, ProviderError, providerJson, timeOf, UnusableAnswer, type LookupKey, type PaymentProvider,
+  asUuid, minor, presentStrings, ProviderError, providerJson, readEach, timeOf, UnusableAnswer, type LookupKey, type PaymentProvider,
   type PaymentStatus, type ProviderRefund, type ProviderUpdate, type WebhookParse, type ListCursor, type ListWindow, type PaymentPage,
+  type UnreadableObject,
 } from "./types.ts";
 
 type Obj = Record<string, any>;
@@ -165,14 +166,25 @@ export async function listOpenPixCharges(cfg: OpenPixConfig, window: ListWindow,
   const page = await call<{ pageInfo?: { hasNextPage?: boolean }; charges?: OpenPixCharge[] }>(cfg, "GET", `/api/v1/charge?${q}`, "list charges");
   const charges = Array.isArray(page?.charges) ? page.charges : [];
   const refunds = new Map<OpenPixCharge, OpenPixRefund[]>();
+  const unreadable: UnreadableObject[] = [];
   const completed = charges.filter((c) => c?.status === "COMPLETED" && typeof c.correlationID === "string" && ID.test(c.correlationID));
   for (let i = 0; i < completed.length; i += 4) {
-    await Promise.all(completed.slice(i, i + 4).map(async (c) => refunds.set(c, await getOpenPixRefunds(cfg, c.correlationID))));
+    await Promise.all(completed.slice(i, i + 4).map(async (c) => {
+      try {
+        refunds.set(c, await getOpenPixRefunds(cfg, c.correlationID));
+      } catch (err) {
+        // a refund list that cannot be right sets its charge aside; the provider failing stops the page
+        if (!(err instanceof UnusableAnswer)) throw err;
+        unreadable.push({ kind: "payment", objectId: c.correlationID, reason: err.message, object: c });
+      }
+    }));
   }
+  const aside = new Set(unreadable.map((u) => u.object));
   return {
-    updates: charges.map((c) => openPixChargeUpdate(c, refunds.get(c))),
+    updates: readEach(charges.filter((c) => !aside.has(c)), "payment", (c) => openPixChargeUpdate(c, refunds.get(c)), unreadable),
     next: page?.pageInfo?.hasNextPage && charges.length ? { skip: skip + charges.length } : null,
     calls: 1 + completed.length,
+    unreadable,
   };
 }
 

@@ -8,10 +8,10 @@ import Stripe from "stripe";
 import { hmacSha256Hex, sha256Bytes } from "../crypto.ts";
 import type { StripeSettings } from "../provider_config.ts";
 import {
-  asUuid, fromUnixSeconds, minor, ProviderError, timeOf, upperCurrency, UnusableAnswer, type ListCursor, type ListWindow, type LookupKey,
+  asUuid, fromUnixSeconds, minor, ProviderError, readEach, timeOf, upperCurrency, UnusableAnswer, type ListCursor, type ListWindow, type LookupKey,
   type MoneyMoves, type PaymentPage, type PaymentProvider, type PaymentStatus, type ProviderBalance, type ProviderDispute,
   type ProviderPayout, type ProviderRefund,
-  type ProviderUpdate, type WebhookParse,
+  type ProviderUpdate, type UnreadableObject, type WebhookParse,
 } from "./types.ts";
 
 type Obj = Record<string, any>;
@@ -189,6 +189,9 @@ export function stripeEventNews(event: Obj): { update: ProviderUpdate | null; lo
 }
 
 const unixSeconds = (d: Date) => Math.floor(d.getTime() / 1000);
+const shown = (v: unknown) => (JSON.stringify(v) ?? String(v)).slice(0, 40);
+/** what an object lacks, of the parts it needs */
+const lacking = (has: Record<string, boolean>) => Object.entries(has).filter(([, ok]) => !ok).map(([part]) => part).join(", ");
 const PAYOUT_STATUSES = new Set(["pending", "in_transit", "paid", "failed", "canceled"]);
 
 /** A Stripe payout as ours. */
@@ -196,7 +199,8 @@ export function stripePayout(o: Obj): ProviderPayout {
   const amount = minor(o.amount, "payout amount");
   const currency = upperCurrency(o.currency);
   if (!amount || !currency || typeof o.id !== "string" || !PAYOUT_STATUSES.has(o.status)) {
-    throw new UnusableAnswer(`stripe payout ${String(o.id).slice(0, 40)} has no id, amount, currency or known status`);
+    throw new UnusableAnswer(`stripe payout ${String(o.id).slice(0, 40)} lacks ${lacking({ id: typeof o.id === "string", amount: !!amount, currency: !!currency,
+                                                                                           [`a known status (${shown(o.status)})`]: PAYOUT_STATUSES.has(o.status) })}`);
   }
   return { payoutId: o.id, amount, currency, status: o.status, createdAt: fromUnixSeconds(o.created), arrivalAt: fromUnixSeconds(o.arrival_date), object: o };
 }
@@ -213,7 +217,8 @@ export function stripeDispute(o: Obj): ProviderDispute {
   const pi = typeof o.payment_intent === "string" ? o.payment_intent : o.payment_intent?.id;
   const status = OPEN_DISPUTE.has(o.status) ? "open" : WON_DISPUTE.has(o.status) ? "won" : o.status === "lost" ? "lost" : undefined;
   if (typeof o.id !== "string" || typeof pi !== "string" || !amount || !currency || !status) {
-    throw new UnusableAnswer(`stripe dispute ${String(o.id).slice(0, 40)} has no id, payment_intent, amount, currency or known status`);
+    throw new UnusableAnswer(`stripe dispute ${String(o.id).slice(0, 40)} lacks ${lacking({ id: typeof o.id === "string", payment_intent: typeof pi === "string",
+                                                                                           amount: !!amount, currency: !!currency, [`a known status (${shown(o.status)})`]: !!status })}`);
   }
   let moved = 0;
   let fee = 0;
@@ -384,15 +389,18 @@ export function stripeProvider(settings: () => StripeSettings): PaymentProvider 
         ...(after && { starting_after: after }),
       }));
       const data = page.data as unknown as Obj[];
+      const unreadable: UnreadableObject[] = [];
       return {
-        updates: data.map(listed),
+        updates: readEach(data, "payment", listed, unreadable),
         next: page.has_more && data.length ? { starting_after: data.at(-1)!.id as string } : null,
         calls: 1,
+        unreadable,
       };
     },
 
     async listPayouts(window: ListWindow) {
       const payouts: ProviderPayout[] = [];
+      const unreadable: UnreadableObject[] = [];
       let calls = 0;
       let after: string | undefined;
       // a payout made before the window can still change in it (in_transit to paid or failed)
@@ -400,11 +408,11 @@ export function stripeProvider(settings: () => StripeSettings): PaymentProvider 
       for (;;) {
         const page = await call((s) => s.payouts.list({ created: { gte: since, lt: unixSeconds(window.to) }, limit: 100, ...(after && { starting_after: after }) }));
         calls++;
-        for (const o of page.data as unknown as Obj[]) payouts.push(stripePayout(o));
+        payouts.push(...readEach(page.data as unknown as Obj[], "payout", stripePayout, unreadable));
         if (!page.has_more || !page.data.length) break;
         after = page.data.at(-1)!.id;
       }
-      return { payouts, calls };
+      return { payouts, calls, unreadable };
     },
 
     async listMoneyMoves(window: ListWindow): Promise<MoneyMoves> {
@@ -424,14 +432,16 @@ export function stripeProvider(settings: () => StripeSettings): PaymentProvider 
       await walk((after) => call((s) => s.refunds.list({ created: within, limit: 100, ...(after && { starting_after: after }) })),
         (r) => { if (typeof r.payment_intent === "string") ids.add(r.payment_intent); });
       const disputes: ProviderDispute[] = [];
+      const unreadable: UnreadableObject[] = [];
       await walk((after) => call((s) => s.disputes.list({ created: { gte: within.lt - DISPUTE_HORIZON_S, lt: within.lt }, limit: 100,
                                                           ...(after && { starting_after: after }) })),
         (d) => {
-          const dispute = stripeDispute(d);
+          const [dispute] = readEach([d], "dispute", stripeDispute, unreadable);
+          if (!dispute) return;
           disputes.push(dispute);
           if (typeof d.created === "number" && d.created >= within.gte) ids.add(dispute.gatewayPaymentId);
         });
-      return { gatewayPaymentIds: [...ids], disputes, calls };
+      return { gatewayPaymentIds: [...ids], disputes, calls, unreadable };
     },
 
     async readBalance(): Promise<ProviderBalance[]> {

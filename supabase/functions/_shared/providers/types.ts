@@ -128,6 +128,38 @@ export interface PaymentPage {
   next: ListCursor | null;
   /** HTTP calls to the provider this page took */
   calls: number;
+  /** listed objects the module could not read (the rest of the page is used) */
+  unreadable?: UnreadableObject[];
+}
+
+/** A listed object that says something no payment, payout or dispute can hold: set aside for a person. */
+export interface UnreadableObject {
+  kind: "payment" | "payout" | "dispute";
+  /** the provider's id for it, when it has a usable one */
+  objectId?: string;
+  reason: string;
+  object: unknown;
+}
+
+/**
+ * Each listed object read on its own: one the module cannot read (UnusableAnswer) is set aside with
+ * why, so one odd object does not stop the listing of all the others (nor leave its run unfinished).
+ */
+export function readEach<O, T>(objects: readonly O[], kind: UnreadableObject["kind"], read: (o: O) => T,
+                               unreadable: UnreadableObject[]): T[] {
+  const out: T[] = [];
+  for (const o of objects) {
+    try {
+      out.push(read(o));
+    } catch (err) {
+      if (!(err instanceof UnusableAnswer)) throw err;
+      // OpenPIX names a charge by its correlationID, the others by id
+      const named = o as { id?: unknown; correlationID?: unknown } | null;
+      const id = named?.correlationID ?? named?.id;
+      unreadable.push({ kind, objectId: typeof id === "string" || typeof id === "number" ? String(id) : undefined, reason: err.message, object: o });
+    }
+  }
+  return out;
 }
 
 /** What a provider says about one payout from our balance there to our bank. */
@@ -165,6 +197,8 @@ export interface MoneyMoves {
   /** disputes that may still hold money: created in the window or up to the provider's dispute horizon before it */
   disputes: ProviderDispute[];
   calls: number;
+  /** listed refunds or disputes the module could not read */
+  unreadable?: UnreadableObject[];
 }
 
 /** What the provider holds for us in one currency: available plus pending, minor units (may be negative). */
@@ -202,7 +236,7 @@ export interface PaymentProvider {
    */
   listPayments(window: ListWindow, cursor: ListCursor | null, pageSize: number): Promise<PaymentPage>;
   /** the payouts made or changed in the window, when the provider reports payouts (else none) */
-  listPayouts?(window: ListWindow): Promise<{ payouts: ProviderPayout[]; calls: number }>;
+  listPayouts?(window: ListWindow): Promise<{ payouts: ProviderPayout[]; calls: number; unreadable?: UnreadableObject[] }>;
   /** the balance the provider holds for us, when it reports one */
   readBalance?(): Promise<ProviderBalance[]>;
   /**
