@@ -504,6 +504,16 @@ describe("process_webhook_event: found in review", () => {
     expect(payment.gateway_payment_id).not.toBe("pi_someone_else");
   });
 
+  it("an event that would attach to our payment a provider id another of ours holds is dead at once (RC405 never changes)", async () => {
+    const a = await checkout(sql);
+    const b = await checkout(sql, { gatewayId: null });
+    const r = await deliver(sql, { paymentId: b.paymentId, gatewayId: a.payment.gateway_payment_id as string, status: "processing",
+                                   eventType: "payment_intent.processing" });
+    expect(r).toMatchObject({ webhook_status: "dead", error_message: expect.stringContaining("RC405") });
+    expect(await paymentRow(sql, b.paymentId)).toMatchObject({ gateway_payment_id: null, status: "pending" });
+    expect(await paymentRow(sql, a.paymentId)).toMatchObject({ status: "pending" });
+  });
+
   it("a lost partial dispute takes the disputed amount, not the whole payment", async () => {
     const { paymentId, payment } = await checkout(sql);
     const gw = payment.gateway_payment_id as string;

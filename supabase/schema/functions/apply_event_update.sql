@@ -55,8 +55,9 @@ begin
       get stacked diagnostics msg = message_text, state = returned_sqlstate;
       msg := format('%s: %s', state, msg);
       -- what the provider said can never be applied (RC001: e.g. a success that does not say what
-      -- arrived): retrying changes nothing, so it is dead at once (an alert); anything else is retried
-      state := case when state = 'RC001' or p_attempts >= reserve.setting_int('max_webhook_attempts') then 'dead' else 'failed' end;
+      -- arrived; RC405: a provider id another payment of ours holds): retrying changes nothing, so it is
+      -- dead at once (an alert); anything else is retried
+      state := case when state in ('RC001', 'RC405') or p_attempts >= reserve.setting_int('max_webhook_attempts') then 'dead' else 'failed' end;
       a := null;
     end;
   end if;
