@@ -6,14 +6,14 @@ import type { AddressInfo } from "node:net";
 import type Stripe from "stripe";
 import { describe, expect, it } from "vitest";
 import {
-  getMercadoPagoPayment, mercadoPagoUpdate, saoPauloTimestamp, signatureTimeMs, verifyMercadoPagoSignature, type MercadoPagoPayment,
+  getMercadoPagoPayment, mercadoPagoProvider, mercadoPagoUpdate, saoPauloTimestamp, signatureTimeMs, verifyMercadoPagoSignature, type MercadoPagoPayment,
 } from "../../supabase/functions/_shared/providers/mercadopago.ts";
 import {
-  getOpenPixCharge, openPixChargeUpdate, openPixEventName, openPixEventNews, verifyOpenPixSignature, type OpenPixCharge,
+  getOpenPixCharge, openPixChargeUpdate, openPixProvider, openPixEventName, openPixEventNews, verifyOpenPixSignature, type OpenPixCharge,
 } from "../../supabase/functions/_shared/providers/openpix.ts";
 import { PROVIDER_NAMES, providerNamed, providersTaking } from "../../supabase/functions/_shared/providers/registry.ts";
-import { paymentIntentUpdate, stripeEventNews } from "../../supabase/functions/_shared/providers/stripe.ts";
-import { ProviderError, UnusableAnswer } from "../../supabase/functions/_shared/providers/types.ts";
+import { paymentIntentUpdate, stripeEventNews, stripeProvider } from "../../supabase/functions/_shared/providers/stripe.ts";
+import { ProviderError, UnusableAnswer, type PaymentProvider } from "../../supabase/functions/_shared/providers/types.ts";
 import { safeText, sanitizeJson } from "../../supabase/functions/_shared/sanitize.ts";
 
 const PAYMENT_ID = "5b0f0c3e-8f0e-4a57-9d43-3c2f4a0b1c2d";
@@ -234,6 +234,48 @@ describe("the provider's money in the normalized update", () => {
       .toMatchObject({ status: "succeeded", amount: 64000, amountReceived: 100, currency: "BRL", feeAmount: 85, endToEndId: "E39f22d047934468f89c8347ed4cd80d0" });
     // a charge read by the poller says its value was paid
     expect(openPixChargeUpdate(c)).toMatchObject({ amount: 64000, amountReceived: 64000 });
+  });
+});
+
+describe("a refund's answer that is not the refund we asked for", () => {
+  it("is an UnusableAnswer at each provider (another payment's, another amount, no id); the refund asked is taken", async () => {
+    let answer: unknown = null;
+    const server = http.createServer((req, res) => {
+      req.resume();
+      req.on("end", () => { res.writeHead(200, { "content-type": "application/json" }); res.end(JSON.stringify(answer)); });
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const request = (gatewayPaymentId: string) => ({ requestId: PAYMENT_ID, gatewayPaymentId, amount: 5000, currency: "BRL",
+                                                     reason: "requested_by_customer", idempotencyKey: `refund:${PAYMENT_ID}` });
+    const cases: [PaymentProvider, string, unknown, unknown[]][] = [
+      [stripeProvider(() => ({ secretKey: "sk_test_x", apiBase: base })), "pi_1",
+       { id: "re_1", object: "refund", amount: 5000, currency: "brl", payment_intent: "pi_1", status: "succeeded" },
+       [{ id: "re_1", object: "refund", amount: 5000, currency: "brl", payment_intent: "pi_2", status: "succeeded" },
+        { id: "re_1", object: "refund", amount: 9000, currency: "brl", payment_intent: "pi_1", status: "succeeded" },
+        { object: "refund", amount: 5000, currency: "brl", payment_intent: "pi_1", status: "succeeded" }]],
+      [mercadoPagoProvider(() => ({ accessToken: "t", apiBase: base })), "123",
+       { id: 77, payment_id: 123, amount: 50, status: "approved" },
+       [{ id: 77, payment_id: 124, amount: 50, status: "approved" }, { id: 77, payment_id: 123, amount: 50.5, status: "approved" },
+        { payment_id: 123, amount: 50, status: "approved" }]],
+      [openPixProvider(() => ({ appId: "a", apiBase: base })), "charge-1",
+       { refund: { correlationID: PAYMENT_ID, value: 5000, status: "IN_PROCESSING" } },
+       [{ refund: { correlationID: "someone-else", value: 5000, status: "IN_PROCESSING" } },
+        { refund: { correlationID: PAYMENT_ID, value: 4000, status: "IN_PROCESSING" } }]],
+    ];
+    try {
+      for (const [provider, payment, good, bad] of cases) {
+        for (const b of bad) {
+          answer = b;
+          expect(await provider.createRefund(request(payment)).catch((e) => e), `${provider.name} ${JSON.stringify(b)}`).toBeInstanceOf(UnusableAnswer);
+        }
+        answer = good;
+        expect(await provider.createRefund(request(payment)), provider.name).toMatchObject({ amount: 5000, refundId: expect.any(String) });
+      }
+    } finally {
+      server.closeAllConnections();
+      server.close();
+    }
   });
 });
 

@@ -17,7 +17,7 @@
 import { hmacSha256Hex, sha256Hex, timingSafeEqual } from "../crypto.ts";
 import type { MercadoPagoSettings } from "../provider_config.ts";
 import {
-  asUuid, fromDecimal, presentStrings, ProviderError, providerJson, readEach, timeOf, upperCurrency, UnusableAnswer, type ListCursor, type ListWindow,
+  answeredRefund, asUuid, fromDecimal, presentStrings, ProviderError, providerJson, readEach, timeOf, upperCurrency, UnusableAnswer, type ListCursor, type ListWindow,
   type MoneyMoves, type PaymentPage, type PaymentProvider, type PaymentStatus, type ProviderRefund, type ProviderUpdate, type UnreadableObject,
   type WebhookParse,
 } from "./types.ts";
@@ -350,7 +350,7 @@ export function mercadoPagoProvider(settings: () => MercadoPagoSettings): Paymen
       }
       const refund = await call<Obj>(cfg(), "POST", `/v1/payments/${r.gatewayPaymentId}/refunds`, "refund payment",
         { amount: r.amount / 100 }, r.idempotencyKey);
-      return refundOf(refund, r.currency);
+      return answeredRefund("mercadopago", r, refundOf(refund ?? {}, r.currency), { id: refund?.id, payment: refund?.payment_id });
     },
 
     async readRefund(r) {

@@ -10,7 +10,7 @@
 import { importRsaPublicKey, sha256Hex, verifyRsaSha256 } from "../crypto.ts";
 import type { OpenPixSettings } from "../provider_config.ts";
 import {
-  asUuid, minor, presentStrings, ProviderError, providerJson, readEach, timeOf, UnusableAnswer, type LookupKey, type PaymentProvider,
+  answeredRefund, asUuid, minor, presentStrings, ProviderError, providerJson, readEach, timeOf, UnusableAnswer, type LookupKey, type PaymentProvider,
   type PaymentStatus, type ProviderRefund, type ProviderUpdate, type WebhookParse, type ListCursor, type ListWindow, type PaymentPage,
   type UnreadableObject,
 } from "./types.ts";
@@ -382,7 +382,12 @@ export function openPixProvider(settings: () => OpenPixSettings): PaymentProvide
       // the refund's own correlationID (our request id) makes a resend the same refund
       const out = await call<{ refund: OpenPixRefund }>(cfg(), "POST", `/api/v1/charge/${r.gatewayPaymentId}/refund`, "refund charge",
         { correlationID: r.requestId, value: r.amount, comment: `Reserve Connect refund (${r.reason})`.slice(0, 140) });
-      return refundOf(out.refund ?? { correlationID: r.requestId, status: "IN_PROCESSING", value: r.amount });
+      const refund = out?.refund ?? { correlationID: r.requestId, status: "IN_PROCESSING", value: r.amount };
+      // its id is the correlationID we gave it: an answer under another is about another refund
+      if (refund.correlationID !== r.requestId) {
+        throw new UnusableAnswer(`openpix answered the refund ${r.requestId} of ${r.gatewayPaymentId} with refund ${safeId(refund.correlationID)}`);
+      }
+      return answeredRefund("openpix", r, refundOf(refund), { id: refund.correlationID });
     },
 
     async readRefund(r) {

@@ -8,7 +8,7 @@ import Stripe from "stripe";
 import { hmacSha256Hex, sha256Bytes } from "../crypto.ts";
 import type { StripeSettings } from "../provider_config.ts";
 import {
-  asUuid, fromUnixSeconds, minor, ProviderError, readEach, timeOf, upperCurrency, UnusableAnswer, type ListCursor, type ListWindow, type LookupKey,
+  answeredRefund, asUuid, fromUnixSeconds, minor, ProviderError, readEach, timeOf, upperCurrency, UnusableAnswer, type ListCursor, type ListWindow, type LookupKey,
   type MoneyMoves, type PaymentPage, type PaymentProvider, type PaymentStatus, type ProviderBalance, type ProviderDispute,
   type ProviderPayout, type ProviderRefund,
   type ProviderUpdate, type UnreadableObject, type WebhookParse,
@@ -367,8 +367,8 @@ export function stripeProvider(settings: () => StripeSettings): PaymentProvider 
         amount: r.amount,
         reason: r.reason === "duplicate_charge" ? "duplicate" : "requested_by_customer",
         metadata: { refund_request_id: r.requestId },
-      }, { idempotencyKey: r.idempotencyKey }));
-      return refundOf(refund as unknown as Obj);
+      }, { idempotencyKey: r.idempotencyKey })) as unknown as Obj;
+      return answeredRefund("stripe", r, refundOf(refund), { id: refund?.id, payment: piId(refund?.payment_intent) });
     },
 
     async readRefund(r) {

@@ -80,6 +80,24 @@ export interface RefundRequest {
 }
 
 /**
+ * The provider's answer to a refund we asked for, when it is that refund: an id of its own, our payment
+ * (when it names one), the amount we asked (when it says one). Anything else cannot be right, and a
+ * resend under the same idempotency key answers it again (UnusableAnswer).
+ */
+export function answeredRefund(provider: string, r: RefundRequest, got: ProviderRefund,
+                               seen: { id: unknown; payment?: unknown }): ProviderRefund {
+  const id = typeof seen.id === "number" && Number.isSafeInteger(seen.id) ? String(seen.id) : seen.id;
+  const payment = seen.payment === undefined || seen.payment === null ? undefined : String(seen.payment);
+  if (typeof id !== "string" || id.length < 1 || id.length > 255 || (payment !== undefined && payment !== r.gatewayPaymentId) ||
+      (got.amount !== undefined && got.amount !== r.amount)) {
+    const shown = (v: unknown) => (JSON.stringify(v) ?? String(v)).slice(0, 80);
+    throw new UnusableAnswer(`${provider} answered the refund of ${r.amount} on ${r.gatewayPaymentId} (request ${r.requestId}) with refund ${shown(seen.id)}` +
+                             ` of ${shown(got.amount)} on ${payment === undefined ? "no payment named" : shown(payment)}`);
+  }
+  return { ...got, refundId: id };
+}
+
+/**
  * What to ask the provider to learn an event's status, when the event carries none. JSON the module
  * makes and reads itself (kept in processed_webhooks.lookup so the poller can ask again); callers only
  * fill gatewayPaymentId from the PIX endToEndIds the database knows.
