@@ -294,6 +294,43 @@ describe("reconcile", () => {
                    where resolved_at is null and repaired_at is null and kind in ('unreadable_object', 'payout_mismatch')`;
   });
 
+  it("an older payment whose refund it lists but which the provider then refuses to read is set aside too", async () => {
+    const card = await checkout("card");
+    e.sandbox.control.stripeConfirm(card.gateway_payment_id, "succeeded");
+    await e.sandbox.control.flush();
+    // Stripe's `created` is in seconds: the window opens a whole second after the payment was made
+    await new Promise((r) => setTimeout(r, 2_100));
+    const win = { from: new Date(Date.now() - 500).toISOString(), to: new Date(Date.now() + 3_600_000).toISOString() };
+    await new Promise((r) => setTimeout(r, 1_000));
+    e.sandbox.control.setWebhookMode("stripe", "drop");
+    try {
+      const res = await fetch(`http://${e.sandbox.stripe.host}:${e.sandbox.stripe.port}/v1/refunds`, {
+        method: "POST", body: new URLSearchParams({ payment_intent: card.gateway_payment_id, amount: "1000" }),
+        headers: { authorization: `Bearer ${e.sandbox.stripe.secretKey}`, "content-type": "application/x-www-form-urlencoded" } });
+      expect(res.status).toBe(200);
+    } finally {
+      e.sandbox.control.setWebhookMode("stripe", "deliver");
+    }
+    // a PaymentIntent that is no longer one: Stripe refuses its read (400, what reconcile expands cannot be)
+    e.sandbox.control.garbleObject("stripe", card.gateway_payment_id, { object: "gone" });
+    try {
+      for (const pass of [1, 2]) {
+        const run = await reconcile({ ...win, provider: "stripe" });
+        expect(run.body.runs[0], `pass ${pass}: ${JSON.stringify(run.body)}`).toMatchObject({ status: "done", unusable: 1 });
+      }
+      const [item] = await e.db.sql`select payment_id, theirs ->> 'reason' as reason from reserve.reconciliation_items
+                                    where kind = 'unreadable_object' and object_id = ${card.gateway_payment_id}`;
+      expect(item).toMatchObject({ payment_id: card.payment_id, reason: expect.stringContaining("cannot be expanded") });
+    } finally {
+      e.sandbox.control.garbleObject("stripe", card.gateway_payment_id, { object: "payment_intent" });
+    }
+    const again = await reconcile({ ...win, provider: "stripe" });
+    expect(again.body.runs[0]).toMatchObject({ status: "done" });
+    expect((await e.db.sql`select refunded_amount::int as r from reserve.payments where id = ${card.payment_id}`)[0]!.r).toBe(1000);
+    await e.db.sql`update reserve.reconciliation_items set resolved_at = now(), resolved_by = 'test', resolution = 'read at the provider'
+                   where resolved_at is null and repaired_at is null and kind = 'unreadable_object'`;
+  });
+
   it("a run out of budget keeps its cursor and the next call resumes it", async () => {
     const from = new Date(Date.now() - 3 * 86_400_000);
     const created = Math.floor(from.getTime() / 1000) + 60;

@@ -150,8 +150,12 @@ async function reconcileProvider(sql: Sql, provider: PaymentProvider, window: Li
             if (why) unreadable.push({ kind: "payment", objectId: gateway_payment_id, reason: why, object: u.object });
             else updates.push(updateJson(u));
           } catch (err) {
-            if (!(err instanceof UnusableAnswer)) throw err;
-            unreadable.push({ kind: "payment", objectId: gateway_payment_id, reason: err.message, object: null });
+            // a payment its own listing of refunds or disputes named, which it then does not know or refuses
+            // to read, is as unreadable as one it answers wrong: set aside, or the run would stop on it every
+            // time (a provider down or slow is still the run's error, resumed)
+            const unknown = err instanceof ProviderError && (err.kind === "not_found" || err.kind === "rejected");
+            if (!(err instanceof UnusableAnswer) && !unknown) throw err;
+            unreadable.push({ kind: "payment", objectId: gateway_payment_id, reason: (err as Error).message, object: null });
           }
         }
         await setAside(unreadable);
