@@ -4,6 +4,8 @@
 // failed, before the body is read: nothing reaches the database. An accepted one gets as far as the
 // body's check (a 400 naming the missing fields), which is how these tests tell the two apart.
 import { createHmac, createPublicKey } from "node:crypto";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { jwksOf, localIssuer, newSigningKey, signWithKey, userClaims } from "../../local/auth_keys.ts";
 import { DEFAULT_LOCAL_JWT_SECRET, localKeys, signJwt } from "../../local/keys.ts";
@@ -17,21 +19,38 @@ let db: TestDatabase;
 let fetched: FunctionsServer; // JWKS fetched from its own /auth/v1/.well-known/jwks.json
 let inline: FunctionsServer; // SUPABASE_JWKS inline: an RS256 and another ES256 key
 let unreachable: FunctionsServer; // SUPABASE_URL where nothing listens
+let failing: FunctionsServer; // SUPABASE_URL whose JWKS answers 500
+let maintenance: FunctionsServer; // SUPABASE_URL whose JWKS answers 200 with an HTML page
+let auths: http.Server[] = []; // the Auth of those two
 const rsKey = newSigningKey("RS256");
 const otherEsKey = newSigningKey("ES256");
 const now = () => Math.floor(Date.now() / 1000);
 
 beforeAll(async () => {
   db = await createTestDatabase();
-  [fetched, inline, unreachable] = await Promise.all([
+  const authAnswering = async (status: number, type: string, body: string) => {
+    const server = http.createServer((_req, res) => { res.writeHead(status, { "content-type": type }).end(body); });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+    auths.push(server);
+    return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  };
+  const down = await authAnswering(500, "application/json", '{"message":"internal"}');
+  const html = await authAnswering(200, "text/html", "<html><body>Down for maintenance</body></html>");
+  [fetched, inline, unreachable, failing, maintenance] = await Promise.all([
     startTestFunctions(db.url),
     startTestFunctions(db.url, { SUPABASE_JWKS: JSON.stringify(jwksOf(rsKey, otherEsKey)), RESERVE_JWT_ISSUER: "" }),
     freePort().then((p) => startTestFunctions(db.url, { SUPABASE_URL: `http://127.0.0.1:${p}` })),
+    startTestFunctions(db.url, { SUPABASE_URL: down }),
+    startTestFunctions(db.url, { SUPABASE_URL: html }),
   ]);
 }, 60_000);
 
 afterAll(async () => {
-  await Promise.all([fetched, inline, unreachable].map((f) => f?.stop()));
+  await Promise.all([fetched, inline, unreachable, failing, maintenance].map((f) => f?.stop()));
+  for (const a of auths) {
+    a.closeAllConnections();
+    a.close();
+  }
   await db?.drop();
 });
 
@@ -155,5 +174,13 @@ describe("tokens Supabase issues are accepted", () => {
     expect(await counts()).toEqual(before);
     const legacy = await checkoutWith(unreachable, `Bearer ${signJwt(claimsFor(unreachable), DEFAULT_LOCAL_JWT_SECRET)}`);
     expect(legacy.status).toBe(400);
+  });
+
+  it("so is a JWKS answered with a 500 or an HTML maintenance page: a 401 would sign the guest out", async () => {
+    for (const f of [failing, maintenance]) {
+      const res = await checkoutWith(f, `Bearer ${signWithKey(claimsFor(f), testSigningKey)}`);
+      expect(res.status, JSON.stringify(res.body)).toBe(503);
+      expect(res.body).toMatchObject({ error: "auth_unavailable", reason: "jwks_unavailable" });
+    }
   });
 });

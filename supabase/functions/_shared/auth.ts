@@ -82,7 +82,17 @@ export function authConfigFromEnv(env: Env = denoEnv): AuthConfig {
     jwks = createLocalJWKSet(Array.isArray(parsed) ? { keys: parsed } : parsed);
   } else if (url) {
     // cached for 10 minutes; a token with an unknown kid refetches at most every 30 s (a rotated key)
-    jwks = createRemoteJWKSet(new URL(JWKS_PATH, url), { timeoutDuration: 5000, cooldownDuration: 30_000, cacheMaxAge: 600_000 });
+    const remote = createRemoteJWKSet(new URL(JWKS_PATH, url), { timeoutDuration: 5000, cooldownDuration: 30_000, cacheMaxAge: 600_000 });
+    jwks = async (header, token) => {
+      try {
+        return await remote(header, token);
+      } catch (err) {
+        // what the token's header asks of the keys is the token's; anything else (a 500, an HTML page, a
+        // set jose cannot read) is Auth's JWKS failing, which says nothing of the token
+        if (err instanceof errors.JWKSNoMatchingKey || err instanceof errors.JWKSMultipleMatchingKeys || err instanceof errors.JOSEAlgNotAllowed) throw err;
+        throw new JwksUnavailable((err as Error)?.name ?? "error");
+      }
+    };
   }
   const secret = env("SUPABASE_JWT_SECRET") || env("RESERVE_JWT_SECRET");
   return {
@@ -90,6 +100,11 @@ export function authConfigFromEnv(env: Env = denoEnv): AuthConfig {
     legacySecret: secret ? new TextEncoder().encode(secret) : undefined,
     issuer: env("RESERVE_JWT_ISSUER") || undefined,
   };
+}
+
+/** The project's JWKS could not be had (fetched, parsed or read). */
+class JwksUnavailable extends Error {
+  override name = "JwksUnavailable";
 }
 
 let fromEnv: AuthConfig | AuthRefusal | undefined;
@@ -134,9 +149,9 @@ function refusalFor(err: unknown): AuthRefusal {
   if (err instanceof errors.JOSEAlgNotAllowed || err instanceof errors.JOSENotSupported) {
     return invalid("unsupported_alg", "the token's alg is not one this project signs with");
   }
-  if (err instanceof errors.JWKSTimeout || err instanceof errors.JWKSInvalid || err instanceof TypeError) {
+  if (err instanceof JwksUnavailable || err instanceof errors.JWKSTimeout || err instanceof errors.JWKSInvalid || err instanceof TypeError) {
     // the project's JWKS could not be had: the token may be fine, so this is ours, not the caller's
-    console.error(`auth: the JWKS could not be fetched (${(err as Error).name})`);
+    console.error(`auth: the JWKS could not be fetched (${err instanceof JwksUnavailable ? err.message : (err as Error).name})`);
     return new AuthRefusal(503, "auth_unavailable", "jwks_unavailable", "the project's signing keys could not be fetched; retry shortly");
   }
   if (err instanceof errors.JOSEError) return invalid("malformed", "the token is not a well-formed JWT");
