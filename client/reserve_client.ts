@@ -76,11 +76,11 @@ async function errorOf(error: unknown): Promise<ReserveError> {
 }
 
 async function call<S extends z.ZodType>(
-  supabase: SupabaseClient, name: string, schema: S, options: { method: "GET" | "POST"; body?: unknown },
+  supabase: SupabaseClient, name: string, schema: S, options: { method: "GET" | "POST"; body?: unknown; region?: string },
 ): Promise<Result<z.infer<S>>> {
   let answer: { data: unknown; error: unknown };
   try {
-    answer = await supabase.functions.invoke(name, options as never);
+    answer = await supabase.functions.invoke(name, (options.region ? options : { method: options.method, body: options.body }) as never);
   } catch (err) {
     return failure(await errorOf(err));
   }
@@ -109,12 +109,20 @@ export interface ReserveClient {
 
 const STILL_PAYING: readonly BookingState[] = ["held", "awaiting_payment", "payment_processing"];
 
-export function reserveClient(supabase: SupabaseClient): ReserveClient {
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+export interface ReserveClientOptions {
+  /** the region every call is pinned to (supabase-js's functions.invoke `region`, e.g. "sa-east-1") */
+  region?: string;
+}
+
+export function reserveClient(supabase: SupabaseClient, opts: ReserveClientOptions = {}): ReserveClient {
+  const region = opts.region;
   const client: ReserveClient = {
     async checkout(request) {
       const parsed = CheckoutRequest.safeParse(request);
       if (!parsed.success) return invalid("the request does not match a checkout", parsed.error.issues);
-      return call(supabase, "checkout", CheckoutResponse, { method: "POST", body: parsed.data });
+      return call(supabase, "checkout", CheckoutResponse, { method: "POST", body: parsed.data, region });
     },
 
     async bookings(query = {}) {
@@ -122,11 +130,16 @@ export function reserveClient(supabase: SupabaseClient): ReserveClient {
       if (!parsed.success) return invalid("the query does not match a bookings listing", parsed.error.issues);
       const params = new URLSearchParams({ limit: String(parsed.data.limit) });
       if (parsed.data.cursor) params.set("cursor", parsed.data.cursor);
-      return call(supabase, `bookings?${params}`, BookingsPage, { method: "GET" });
+      return call(supabase, `bookings?${params}`, BookingsPage, { method: "GET", region });
     },
 
     async booking(bookingIntentId) {
-      return call(supabase, `bookings/${encodeURIComponent(bookingIntentId)}`, GuestBooking, { method: "GET" });
+      // an empty id would call the listing (bookings/) and read its page as a booking
+      if (typeof bookingIntentId !== "string" || !UUID.test(bookingIntentId)) {
+        return failure({ code: "invalid_request", message: "the path does not name a booking", field: "booking_intent_id",
+                         issues: [{ path: "booking_intent_id", message: "Invalid UUID" }], status: 400 });
+      }
+      return call(supabase, `bookings/${encodeURIComponent(bookingIntentId)}`, GuestBooking, { method: "GET", region });
     },
 
     async waitForBooking(bookingIntentId, opts = {}) {

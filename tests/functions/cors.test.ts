@@ -33,12 +33,25 @@ const preflight = (f: FunctionsServer, fn: string, origin: string) => fetch(f.fu
   headers: { origin, "access-control-request-method": "POST", "access-control-request-headers": "authorization, x-client-info, apikey, content-type" },
 });
 
+describe("a call pinned to a region", () => {
+  it("may send x-region (supabase-js does with functions.invoke's region): the preflight allows it", async () => {
+    const res = await fetch(open.functionUrl("checkout"), { method: "OPTIONS", headers: { origin: APP, "access-control-request-method": "POST",
+      "access-control-request-headers": "authorization, x-client-info, apikey, content-type, x-region" } });
+    expect(res.status).toBe(200);
+    const allowed = res.headers.get("access-control-allow-headers")!.split(",").map((h) => h.trim().toLowerCase());
+    expect(allowed).toEqual(expect.arrayContaining(["authorization", "x-client-info", "apikey", "content-type", "x-region"]));
+  });
+});
+
 describe("any origin (the local default)", () => {
   it.each(["checkout", "health", "poll_payment_status", "webhook_stripe"])("OPTIONS %s is 200 with the headers, no token asked", async (fn) => {
     const res = await preflight(open, fn, APP);
     expect(res.status).toBe(200);
     expect(await res.text()).toBe("ok");
-    for (const [k, v] of Object.entries(corsHeaders)) expect(res.headers.get(k), k).toBe(v);
+    // supabase-js's own, with x-region added to the headers a call may send
+    for (const [k, v] of Object.entries(corsHeaders)) {
+      expect(res.headers.get(k), k).toBe(k.toLowerCase() === "access-control-allow-headers" ? `${v}, x-region` : v);
+    }
     for (const h of ["authorization", "x-client-info", "apikey", "content-type"]) {
       expect(res.headers.get("access-control-allow-headers")).toContain(h);
     }

@@ -103,6 +103,10 @@ describe("errors are typed values naming the field", () => {
     expect(r.error).toMatchObject({ code: "invalid_request", field: "unit_id", status: 400 });
     expect(r.error!.issues!.map((i) => i.path)).toEqual(["unit_id", "check_in"]);
     expect((await g.guest().bookings({ limit: 51 })).error).toMatchObject({ code: "invalid_request", field: "limit" });
+    // an empty id would have called the listing and read its page as a booking
+    for (const id of ["", "not-a-uuid", "../bookings"]) {
+      expect((await g.guest().booking(id)).error, id).toMatchObject({ code: "invalid_request", field: "booking_intent_id", status: 400 });
+    }
   });
 
   it("the function's 4xx arrive as the same values: bad limit, bad cursor, bad id, unavailable dates, no token", async () => {
@@ -136,5 +140,16 @@ describe("errors are typed values naming the field", () => {
     const anon = await fetch(`${g.url}/functions/v1/bookings`, { headers: { authorization: `Bearer ${g.anonKey}`, apikey: g.anonKey } });
     expect(anon.status).toBe(401);
     expect((await fetch(`${g.url}/functions/v1/bookings`, { method: "POST", headers: { authorization: `Bearer ${guestToken()}` } })).status).toBe(405);
+  });
+
+  it("an app pinned to a region (supabase-js's x-region and ?forceFunctionRegion) books and lists as any other", async () => {
+    const reserve = g.guest(guestToken(randomUUID(), { email: "bia@example.com" }), { region: "sa-east-1" });
+    const stay = await g.freeStay();
+    const out = await reserve.checkout({ ...stay, guests: 2, method: "card" });
+    expect(out.error).toBeNull();
+    const list = await reserve.bookings({ limit: 5 });
+    expect(list.error).toBeNull();
+    expect(list.data!.bookings.map((b) => b.booking_intent_id)).toEqual([out.data!.booking_intent_id]);
+    expect((await reserve.booking(out.data!.booking_intent_id)).error).toBeNull();
   });
 });

@@ -6,7 +6,7 @@ import { rm } from "node:fs/promises";
 import { createClient } from "@supabase/supabase-js";
 import postgres from "postgres";
 import WebSocket from "ws";
-import { reserveClient, type ReserveClient } from "../../client/reserve_client.ts";
+import { reserveClient, type ReserveClient, type ReserveClientOptions } from "../../client/reserve_client.ts";
 import { localIssuer } from "../../local/auth_keys.ts";
 import { DEFAULT_LOCAL_JWT_SECRET, signJwt } from "../../local/keys.ts";
 import { freePort } from "../../local/ports.ts";
@@ -35,7 +35,7 @@ export interface GuestStack {
   sandboxUrl: string;
   sql: postgres.Sql;
   /** a typed client for a guest signed in with this token */
-  guest(token?: string): ReserveClient;
+  guest(token?: string, opts?: ReserveClientOptions): ReserveClient;
   /** POST /_sandbox/<method> with its arguments: the sandbox's HTTP control API */
   sandbox(method: string, ...args: unknown[]): Promise<unknown>;
   /** a unit of the seed and free dates for a stay of `nights` nights (each call new dates) */
@@ -65,12 +65,12 @@ export async function startGuestStack(opts: { log?: (line: string) => void } = {
     where u.is_active and u.max_occupancy >= 2 and u.min_nights <= 2 order by p.city_code, u.name`;
   return {
     stack, url: stack.functions.url, anonKey: stack.keys.anon, sandboxUrl, sql,
-    guest(token = guestToken()) {
+    guest(token = guestToken(), clientOpts = {}) {
       // accessToken: the app's own sign-in hands supabase-js the user's token for every call; Node 20 has
       // no WebSocket of its own for supabase-js's realtime client (never opened here, but built)
       return reserveClient(createClient(stack.functions.url, stack.keys.anon, {
         accessToken: async () => token, realtime: { transport: WebSocket as never },
-      }));
+      }), clientOpts);
     },
     async sandbox(method, ...args) {
       const res = await fetch(`${sandboxUrl}/_sandbox/${method}`, {

@@ -56,13 +56,14 @@ type Shown = Record<string, string | undefined> & { text?: string | null };
  * the card payment as soon as the page shows it awaiting payment, the page reads the booking until it is
  * no longer being paid. What #status showed at each point, and the page's console.
  */
-export async function bookInPage(browser: Browser, g: GuestStack, origin: string): Promise<{ awaiting: Shown; done: Shown; console: string[] }> {
+export async function bookInPage(browser: Browser, g: GuestStack, origin: string, opts: { region?: string } = {}): Promise<{ awaiting: Shown; done: Shown; console: string[] }> {
   const stay = await g.freeStay();
   const tab = await browser.newPage();
   const lines: string[] = [];
   tab.on("console", (m) => lines.push(m.text()));
   try {
-    const hash = new URLSearchParams({ url: g.url, anon: g.anonKey, token: guestToken(), unit: stay.unit_id, in: stay.check_in, out: stay.check_out });
+    const hash = new URLSearchParams({ url: g.url, anon: g.anonKey, token: guestToken(), unit: stay.unit_id, in: stay.check_in, out: stay.check_out,
+                                       ...(opts.region && { region: opts.region }) });
     await tab.goto(`${origin}/#${hash}`);
     const read = (): Promise<Shown> => tab.$eval("#status", (e) => ({ ...(e as HTMLElement).dataset, text: e.textContent }) as Shown);
     await tab.waitForFunction(() => document.querySelector<HTMLElement>("#status")?.dataset.state !== "loading", { timeout: 30_000, polling: 10 });

@@ -30,6 +30,9 @@ const configuredOrigins = () => (processOrigins ??= allowedOrigins());
 export function corsHeadersFor(req: Request, origins = configuredOrigins()): Record<string, string> | null {
   const base: Record<string, string> = {
     ...corsHeaders,
+    // supabase-js sends x-region with a call given a region (functions.invoke's `region`), which its
+    // own list leaves out: a Brazilian app pinned to sa-east-1 failed every preflight
+    "Access-Control-Allow-Headers": `${corsHeaders["Access-Control-Allow-Headers"]}, x-region`,
     // a browser reads a 429's or a 503's Retry-After only when it is exposed
     "Access-Control-Expose-Headers": "retry-after",
   };

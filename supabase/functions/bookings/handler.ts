@@ -92,9 +92,13 @@ function decodeCursor(cursor: string): { createdAt: string; id: string } | undef
   }
 }
 
+const REGION_PARAM = "forceFunctionRegion";
+
 async function listBookings(sub: string, url: URL): Promise<Response> {
   const params: Record<string, string> = {};
   for (const [k, v] of url.searchParams) {
+    // supabase-js adds it to a call given a region; the platform routes on it, the listing has no use for it
+    if (k === REGION_PARAM) continue;
     if (k in params) return invalidRequest("the query names a parameter twice", [{ path: [k], message: "given more than once" }]);
     params[k] = v;
   }

@@ -19,7 +19,7 @@ function fail(error: ReserveError) {
 async function book() {
   const token = params.get("token")!;
   const supabase = createClient(params.get("url")!, params.get("anon")!, { accessToken: async () => token });
-  const reserve = reserveClient(supabase);
+  const reserve = reserveClient(supabase, { region: params.get("region") ?? undefined });
   const started = performance.now();
   const checkout = await reserve.checkout({
     unit_id: params.get("unit")!, check_in: params.get("in")!, check_out: params.get("out")!, guests: 2, method: "card",
