@@ -77,6 +77,15 @@ describe("checkout: requests it refuses", () => {
     expect((await e.checkout(await stay({ method: "pix" }))).status).toBe(201); // the token's email claim
   });
 
+  it("an email claim that is no address (a NUL in it was a 500) is no email: PIX asks for guest_email", async () => {
+    for (const email of ["a\u0000@b.c", "not an email", "ana\u202e@example.com"]) {
+      const claims = userClaims({ email, sub: "guest-with-odd-email", issuer: localIssuer(Number(new URL(e.functions.url).port)) });
+      const res = await e.checkout(await stay({ method: "pix" }), signWithKey(claims, testSigningKey));
+      expect(res.status, JSON.stringify(res.body)).toBe(400);
+      expect(res.body, JSON.stringify(email)).toMatchObject({ error: "invalid_request", issues: [{ path: "guest_email" }] });
+    }
+  });
+
   it("a token without a user is 401; no token at all is refused by the function's own JWT check", async () => {
     const anon = localKeys(DEFAULT_LOCAL_JWT_SECRET).anon;
     expect((await e.checkout(await stay(), anon)).status).toBe(401);

@@ -15,7 +15,9 @@
 // platform issuer; their signature and expiry are what is checked.
 import { createLocalJWKSet, createRemoteJWKSet, decodeJwt, decodeProtectedHeader, errors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from "jose";
 import { errorJson } from "./http.ts";
-import { BIDI_CONTROLS, CONTROL_CHARS } from "./text_fields.ts";
+import { BIDI_CONTROLS, CONTROL_CHARS, emailAddress } from "./text_fields.ts";
+
+const TOKEN_EMAIL = emailAddress();
 
 export const USER_AUDIENCE = "authenticated";
 /** Where Supabase Auth publishes a project's public signing keys, under the project URL. */
@@ -202,7 +204,8 @@ export async function verifyAuthorization(authorization: string | null, config?:
   if (typeof sub !== "string" || sub.length === 0 || sub.length > MAX_SUB_CHARS || CONTROL_CHARS.test(sub) || BIDI_CONTROLS.test(sub)) {
     return invalid("invalid_claim", `a user token needs a sub of 1 to ${MAX_SUB_CHARS} printable characters`);
   }
-  const email = typeof claims.email === "string" && claims.email ? claims.email : undefined;
+  // a claim like any input (a third-party issuer's especially): one that is no address is no email
+  const email = typeof claims.email === "string" && TOKEN_EMAIL.safeParse(claims.email).success ? claims.email : undefined;
   return { kind: "user", sub, email, claims };
 }
 
