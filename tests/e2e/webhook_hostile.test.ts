@@ -266,6 +266,16 @@ describe("MercadoPago notifications", () => {
       expect((await ipn(`topic=payment&id=${a.gatewayId}`)).body.duplicate).toBe(true);
     });
 
+    it("about ids that are none of ours: 200 ignored, and MercadoPago is never asked (anyone could spend our rate limit)", async () => {
+      const before = await counts();
+      const asked = fakes.requests.filter((r) => r.includes("/v1/payments/")).length;
+      fakes.mercadopago.payments.set("555000111", mercadoPagoPayment({ id: "555000111", paymentId: crypto.randomUUID(), reais: 10 }));
+      const answers = await Promise.all(Array.from({ length: 20 }, (_, i) => ipn(`topic=payment&id=${i === 0 ? "555000111" : 555000200 + i}`)));
+      expect(answers.map((a) => [a.status, a.body.status])).toEqual(Array.from({ length: 20 }, () => [200, "ignored"]));
+      expect(fakes.requests.filter((r) => r.includes("/v1/payments/")).length).toBe(asked);
+      expect(await counts()).toEqual(before);
+    });
+
     it.each([
       ["about a payment MercadoPago does not know (404): 200, nothing written", "topic=payment&id=123456789", 200],
       ["with a malformed id: 400, nothing written", "topic=payment&id=1%3B2", 400],

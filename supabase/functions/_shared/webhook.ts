@@ -114,6 +114,19 @@ export async function handledEvent(e: Pick<EventToRecord, "provider" | "eventId"
   return row;
 }
 
+/**
+ * Whether a provider payment id is ours; with the database away, yes (the provider is asked, as before:
+ * a payment is never missed for want of a read).
+ */
+async function knownPayment(provider: string, gatewayPaymentId: string, sql: Sql = db()): Promise<boolean> {
+  try {
+    const [row] = await sql<{ known: boolean }[]>`select reserve.provider_payment_known(${provider}, ${gatewayPaymentId}) as known`;
+    return row?.known !== false;
+  } catch {
+    return true;
+  }
+}
+
 /** One round trip: record the event and apply it (reserve.process_webhook_event). */
 export async function recordEvent(e: EventToRecord, sql: Sql = db()): Promise<Processed> {
   let update = e.update ?? null;
@@ -208,7 +221,7 @@ export async function handleWebhook(fn: string, provider: PaymentProvider, req: 
   }
   const body = await readBodyText(req, MAX_WEBHOOK_BODY);
   if (body instanceof Response) return body;
-  const parsed = await provider.parseWebhook(req, url, body);
+  const parsed = await provider.parseWebhook(req, url, body, (id) => knownPayment(provider.name, id));
   if (parsed.kind === "refused") {
     if (parsed.signature) console.warn(`${fn}: Invalid signature (${provider.name})`);
     const res = errorJson(parsed.status, parsed.error, parsed.message);

@@ -17,7 +17,7 @@
 import { hmacSha256Hex, sha256Hex, timingSafeEqual } from "../crypto.ts";
 import type { MercadoPagoSettings } from "../provider_config.ts";
 import {
-  answeredRefund, asUuid, fromDecimal, presentStrings, ProviderError, providerJson, readEach, timeOf, upperCurrency, UnusableAnswer, type ListCursor, type ListWindow,
+  answeredRefund, asUuid, fromDecimal, presentStrings, ProviderError, providerJson, readEach, timeOf, upperCurrency, UnusableAnswer, type KnownPayment, type ListCursor, type ListWindow,
   type MoneyMoves, type PaymentPage, type PaymentProvider, type PaymentStatus, type ProviderRefund, type ProviderUpdate, type UnreadableObject,
   type WebhookParse,
 } from "./types.ts";
@@ -245,13 +245,18 @@ export function mercadoPagoProvider(settings: () => MercadoPagoSettings): Paymen
   const readPayment = async (id: string) => mercadoPagoUpdate(await getMercadoPagoPayment(cfg(), id));
 
   /** An IPN: nothing in it is trusted; the payment it names is read from MercadoPago. */
-  async function ipn(url: URL): Promise<WebhookParse> {
+  async function ipn(url: URL, known?: KnownPayment): Promise<WebhookParse> {
     const topic = url.searchParams.get("topic");
     const id = url.searchParams.get("id") ?? "";
     if (topic !== "payment") {
       return { kind: "answered", status: 200, body: { received: true, status: "ignored", message: `IPN topic ${String(topic).slice(0, 40)} is not acted on` } };
     }
     if (!/^\d{1,20}$/.test(id)) return { kind: "refused", status: 400, error: "invalid_event", message: "an IPN names a payment by its numeric id" };
+    // unsigned: only a payment of ours is worth a call with our token (anyone can post ids); one whose
+    // checkout has not yet recorded its id is told by its next notification and the poller
+    if (known && !(await known(id))) {
+      return { kind: "answered", status: 200, body: { received: true, status: "ignored", message: `payment ${id} is none of ours` } };
+    }
     let update: ProviderUpdate;
     try {
       update = await readPayment(id);
@@ -300,9 +305,9 @@ export function mercadoPagoProvider(settings: () => MercadoPagoSettings): Paymen
 
     readPayment,
 
-    async parseWebhook(req, url, body): Promise<WebhookParse> {
+    async parseWebhook(req, url, body, known): Promise<WebhookParse> {
       const xSignature = req.headers.get("x-signature");
-      if (!xSignature && (url.searchParams.has("topic") || url.searchParams.has("id")) && !url.searchParams.has("data.id")) return ipn(url);
+      if (!xSignature && (url.searchParams.has("topic") || url.searchParams.has("id")) && !url.searchParams.has("data.id")) return ipn(url, known);
       const secret = settings().webhookSecret!;
       const dataId = url.searchParams.get("data.id") ?? url.searchParams.get("id");
       const requestId = req.headers.get("x-request-id");

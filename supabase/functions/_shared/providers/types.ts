@@ -124,6 +124,9 @@ export interface VerifiedEvent {
   note?: string;
 }
 
+/** Whether a provider payment id is one of our payments (a read of ours, before any call to the provider). */
+export type KnownPayment = (gatewayPaymentId: string) => Promise<boolean>;
+
 export type WebhookParse =
   /** a bad signature or a body that is no event: nothing is written */
   | { kind: "refused"; status: number; error: string; message: string; signature?: boolean }
@@ -242,8 +245,11 @@ export interface PaymentProvider {
   readPayment(gatewayPaymentId: string): Promise<ProviderUpdate>;
   /** a provider payment made for ours, found by our reference, when the provider can say (null: none) */
   findPayment?(paymentId: string): Promise<ProviderUpdate | null>;
-  /** signature check, event id and type, and the update or what to ask (from the raw request and body) */
-  parseWebhook(req: Request, url: URL, body: string): Promise<WebhookParse>;
+  /**
+   * signature check, event id and type, and the update or what to ask (from the raw request and body);
+   * `known` says whether a provider payment id is one of ours, for a notification nothing signed
+   */
+  parseWebhook(req: Request, url: URL, body: string, known?: KnownPayment): Promise<WebhookParse>;
   lookUp(key: LookupKey): Promise<ProviderUpdate>;
   createRefund(r: RefundRequest): Promise<ProviderRefund>;
   readRefund(r: { gatewayPaymentId: string; refundId: string; requestId: string }): Promise<ProviderRefund>;
