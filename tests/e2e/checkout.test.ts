@@ -259,11 +259,17 @@ describe("checkout: retries never charge twice", () => {
     expect(retry.body).toMatchObject({ provider: "openpix", payment_id: first.body.payment_id });
   });
 
-  it("another guest's intent is not found", async () => {
+  it("another guest's intent is not found, in the very words of one that exists nowhere", async () => {
     const first = await e.checkout(await stay());
-    const res = await e.post("checkout", { booking_intent_id: first.body.booking_intent_id, method: "card" }, { authorization: `Bearer ${e.userToken()}` });
+    const token = e.userToken();
+    const res = await e.post("checkout", { booking_intent_id: first.body.booking_intent_id, method: "card" }, { authorization: `Bearer ${token}` });
     expect(res.status).toBe(404);
     expect(res.body.error).toBe("intent_not_found");
+    const nowhere = crypto.randomUUID();
+    const none = await e.post("checkout", { booking_intent_id: nowhere, method: "card" }, { authorization: `Bearer ${token}` });
+    expect(none.status).toBe(404);
+    expect({ ...res.body, message: res.body.message.replace(first.body.booking_intent_id, "<id>") })
+      .toEqual({ ...none.body, message: none.body.message.replace(nowhere, "<id>") });
   });
 
   it("an intent stops accepting attempts after max_payment_attempts", async () => {

@@ -49,11 +49,13 @@ begin
                          bi.unit_id, bi.check_in, bi.check_out, bi.amount, reserve.setting_int('max_payment_amount'));
     end if;
   else
-    bi := reserve.lock_booking_intent(p_booking_intent_id);
-    -- someone else's intent is answered as missing: its id says nothing about whether it exists
-    if p_client_id is not null and bi.client_id is distinct from p_client_id then
-      raise exception using errcode = 'RC107', message = format('booking intent %s not found', p_booking_intent_id);
+    -- someone else's intent is answered as a missing one is, word for word, and before its lock (a guest
+    -- must not hold another's row): its id says nothing about whether it exists
+    if p_client_id is not null
+       and not exists (select 1 from reserve.booking_intents x where x.id = p_booking_intent_id and x.client_id = p_client_id) then
+      raise exception using errcode = 'RC107', message = format('booking intent %s does not exist', p_booking_intent_id);
     end if;
+    bi := reserve.lock_booking_intent(p_booking_intent_id);
     if not exists (select 1 from reserve.payments x where x.booking_intent_id = bi.id and x.status in ('pending', 'processing')) then
       select count(*) into tried from reserve.payments x where x.booking_intent_id = bi.id;
       if tried >= reserve.setting_int('max_payment_attempts') then
