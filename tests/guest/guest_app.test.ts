@@ -114,7 +114,7 @@ describe("errors are typed values naming the field", () => {
     const invoke = (name: string) => fetch(`${g.url}/functions/v1/${name}`, { headers: { authorization: `Bearer ${guestToken()}`, apikey: g.anonKey } });
     // a forged cursor whose time Date.parse takes and PostgreSQL does not ("2024", "0", a 30th of February) was a 500
     const forgedCursor = (at: string) => `cursor=${Buffer.from(`${at}|${crypto.randomUUID()}`).toString("base64url")}`;
-    for (const [q, field] of [["limit=0", "limit"], ["limit=x", "limit"], ["cursor=%%%", "cursor"], ["cursor=abc", "cursor"], ["order=asc", ""],
+    for (const [q, field] of [["limit=0", "limit"], ["limit=x", "limit"], ["limit=0x10", "limit"], ["limit=1e1", "limit"], ["limit=%205", "limit"], ["cursor=%%%", "cursor"], ["cursor=abc", "cursor"], ["order=asc", ""],
                               [forgedCursor("2024"), "cursor"], [forgedCursor("0"), "cursor"], [forgedCursor("2026-02-30T00:00:00.000000+00:00"), "cursor"],
                               [forgedCursor("+275760-09-13T00:00:00.000Z"), "cursor"], [forgedCursor("0000-01-01T00:00:00+00:00"), "cursor"]]) {
       const res = await invoke(`bookings?${q}`);

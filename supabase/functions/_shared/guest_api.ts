@@ -111,7 +111,9 @@ export type GuestBooking = z.infer<typeof GuestBooking>;
 
 /** GET bookings?limit&cursor: limit 1..50 (default 20), cursor = the previous page's next_cursor. */
 export const BookingsQuery = z.strictObject({
-  limit: z.coerce.number().int().min(1).max(50).default(20),
+  // a query's text as a decimal count (coerce took "0x10", "1e1" and " 5")
+  limit: z.union([z.number(), z.string().regex(/^[0-9]{1,3}$/, "a whole number of bookings, 1 to 50").transform(Number)])
+    .pipe(z.int().min(1).max(50)).default(20),
   cursor: z.string().regex(/^[A-Za-z0-9_-]{1,200}$/, "not a cursor this endpoint gave").optional(),
 });
 export type BookingsQuery = z.input<typeof BookingsQuery>;

@@ -8,8 +8,9 @@ export function json(body: unknown, status = 200, headers: HeadersInit = {}): Re
 }
 
 /** Every error we return has this shape, so clients branch on `error`, not on prose. */
-export function errorJson(status: number, error: string, message: string, extra: Record<string, unknown> = {}): Response {
-  return json({ error, message, ...extra }, status);
+export function errorJson(status: number, error: string, message: string, extra: Record<string, unknown> = {},
+                          headers: HeadersInit = {}): Response {
+  return json({ error, message, ...extra }, status, headers);
 }
 
 export function methodNotAllowed(allowed: string[]): Response {
@@ -20,23 +21,44 @@ export function methodNotAllowed(allowed: string[]): Response {
   );
 }
 
-/** The body as text, refusing more than `limit` bytes without reading them all (413). */
-export async function readBodyText(req: Request, limit: number): Promise<string | Response> {
+/** How long a body may take to arrive, all of it: a client that stalls (or sends less than it declared) holds a worker. */
+export const BODY_READ_TIMEOUT_MS = 10_000;
+
+/**
+ * The body as text, refusing more than `limit` bytes without reading them all (413), one that has not
+ * arrived within `timeoutMs` (408), and one whose connection ended before it did (400, nothing to log).
+ */
+export async function readBodyText(req: Request, limit: number, timeoutMs = BODY_READ_TIMEOUT_MS): Promise<string | Response> {
   const declared = Number(req.headers.get("content-length") ?? NaN);
   if (declared > limit) return errorJson(413, "payload_too_large", `the body is over ${limit} bytes`);
   if (!req.body) return "";
   const reader = req.body.getReader();
   const chunks: Uint8Array[] = [];
   let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.byteLength;
-    if (size > limit) {
-      await reader.cancel().catch(() => {});
-      return errorJson(413, "payload_too_large", `the body is over ${limit} bytes`);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<"late">((resolve) => { timer = setTimeout(() => resolve("late"), timeoutMs); });
+  try {
+    for (;;) {
+      let next: ReadableStreamReadResult<Uint8Array> | "late";
+      try {
+        next = await Promise.race([reader.read(), late]);
+      } catch {
+        return errorJson(400, "body_unreadable", "the connection ended before the body did");
+      }
+      if (next === "late") {
+        reader.cancel().catch(() => {});
+        return errorJson(408, "request_timeout", `the body did not arrive within ${timeoutMs / 1000} s`);
+      }
+      if (next.done) break;
+      size += next.value.byteLength;
+      if (size > limit) {
+        await reader.cancel().catch(() => {});
+        return errorJson(413, "payload_too_large", `the body is over ${limit} bytes`);
+      }
+      chunks.push(next.value);
     }
-    chunks.push(value);
+  } finally {
+    clearTimeout(timer);
   }
   const all = new Uint8Array(size);
   let at = 0;
