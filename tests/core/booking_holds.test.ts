@@ -214,6 +214,23 @@ describe("hold expiry", () => {
     expect(again).toMatchObject({ success: false, outcome: "nights_unavailable" });
     const [n] = await sql`select count(*)::int from reserve.ledger_transactions where payment_id = ${paymentId}`;
     expect(n.count).toBe(1);
+    // and what was paid is asked back at once, once (the poller sends it): it used to wait for an operator nobody paged
+    const refunds = await sql`select amount::int, reason, request_key, status from reserve.refund_requests where payment_id = ${paymentId}`;
+    expect(refunds).toEqual([{ amount: Number(slow.amount), reason: "nights_unavailable", request_key: `unsellable:${paymentId}`, status: "requested" }]);
+    await invariantsHold();
+  });
+
+  it("a payment whose intent was cancelled meanwhile is refused and its refund requested", async () => {
+    const { unitId } = await f.unit(sql, { nights: 4 });
+    const bi = await book(unitId, 1, 3);
+    const paymentId = await pay(bi);
+    // as an operator cancels a stay by hand while its card payment is still being confirmed
+    await sql`update reserve.booking_intents set status = 'cancelled' where id = ${bi.id}`;
+    const r = await succeedLate(paymentId);
+    expect(r).toMatchObject({ status: "succeeded", finalize_outcome: "intent_cancelled", reservation_id: null });
+    await sql`select * from reserve.finalize_reservation(${paymentId})`;
+    const refunds = await sql`select amount::int, reason from reserve.refund_requests where payment_id = ${paymentId}`;
+    expect(refunds).toEqual([{ amount: Number(bi.amount), reason: "intent_cancelled" }]);
     await invariantsHold();
   });
 

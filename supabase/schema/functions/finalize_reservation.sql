@@ -21,6 +21,7 @@ declare
   city text;
   refuse text;
   why text;
+  owed bigint;
 begin
   if p_payment_id is null then
     raise exception using errcode = 'RC001', message = 'p_payment_id is required';
@@ -127,6 +128,13 @@ begin
   if refuse is not null then
     update reserve.payments x set refund_reason = refuse where x.id = p.id;
     perform reserve.post_payment_receipt(p.id, false);
+    -- the stay cannot be sold: what the guest paid is owed back, so it is asked for now (it waited for an
+    -- operator nobody paged); what an earlier request (an amount mismatch's) already asks is not asked twice
+    select coalesce(p.received_amount, p.amount) - p.refunded_amount - coalesce(sum(x.amount), 0) into owed
+    from reserve.refund_requests x where x.payment_id = p.id and x.status in ('requested', 'sending', 'sent');
+    if owed > 0 then
+      perform reserve.request_refund(p.id, owed, refuse, 'unsellable:' || p.id, why);
+    end if;
     if refuse = 'nights_unavailable' then
       -- the stay cannot happen: give back the nights it still held and close the checkout
       update reserve.booking_locks l set status = 'released', released_at = now()
