@@ -115,6 +115,34 @@ describe("evaluate_alerts: transitions into the outbox", () => {
     }
   });
 
+  it("notifies a transition once whoever evaluated it: the runbook's check_all_alerts() before the minute's evaluation", async () => {
+    await breakLedgerTrigger();
+    // RUNBOOK Step 1: what is firing now (it evaluates, and writes the transition)
+    const firing = await sql`select alert_name, state from reserve.check_all_alerts() where state <> 'resolved'`;
+    expect(firing).toContainEqual({ alert_name: "ledger_trigger_disabled", state: "firing" });
+    // two evaluations at once: the page goes out once, and the incident opens once
+    const other = postgres(db.url, { max: 1, onnotice: () => {} });
+    try {
+      const runs = await Promise.all([evaluate(), other`select * from reserve.evaluate_alerts()`.then((r) => r[0] as Row)]);
+      expect(runs.map((r) => r.triggered).sort()).toEqual([0, 1]);
+      expect(runs.map((r) => r.incidents_opened).sort()).toEqual([0, 1]);
+    } finally {
+      await other.end();
+    }
+    expect((await outbox()).filter((r) => !r.delivered_at).map((r) => `${r.channel}:${r.event_action}`).sort())
+      .toEqual(["pagerduty:trigger", "slack:post"]);
+    expect(await sql`select count(*)::int as n from reserve.incidents where alert_name = 'ledger_trigger_disabled'`).toEqual([{ n: 1 }]);
+    await deliverAll();
+
+    await fixLedgerTrigger();
+    // RUNBOOK Verification: the alert reads resolved, and the next evaluation still sends the resolves
+    expect(await sql`select state from reserve.check_all_alerts() where alert_name = 'ledger_trigger_disabled'`).toEqual([{ state: "resolved" }]);
+    expect(await evaluate()).toMatchObject({ resolved: 1, notifications: 2 });
+    expect((await outbox()).filter((r) => !r.delivered_at).map((r) => `${r.channel}:${r.event_action}`).sort())
+      .toEqual(["pagerduty:resolve", "slack:post"]);
+    expect(await evaluate()).toMatchObject({ triggered: 0, resolved: 0, notifications: 0 });
+  });
+
   it("leaves a heartbeat with the evaluation's summary", async () => {
     const r = await evaluate();
     const [h] = await sql`select * from reserve.job_heartbeats where job = 'evaluate_alerts' order by id desc limit 1`;

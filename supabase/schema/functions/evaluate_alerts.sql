@@ -11,7 +11,6 @@ AS $function$
 declare
   started timestamptz := clock_timestamp();
   result reserve.alert_evaluation;
-  last_event bigint;
   e reserve.alert_events;
   r reserve.alert_rules;
   inc reserve.incidents;
@@ -22,9 +21,8 @@ declare
   clocks record;
   n integer;
 begin
-  -- the same lock check_all_alerts takes: the events after last_event are this evaluation's own
+  -- the same lock check_all_alerts takes: while it is held no other evaluation writes or notifies events
   perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('reserve.check_all_alerts'));
-  select coalesce(max(x.id), 0) into last_event from reserve.alert_events x;
 
   select count(*), count(*) filter (where a.state = 'firing'), count(*) filter (where a.state = 'pending')
     into result.evaluated, result.firing, result.pending
@@ -32,7 +30,11 @@ begin
   result.triggered := 0; result.resolved := 0; result.notifications := 0; result.silenced := 0;
   result.released := 0; result.incidents_opened := 0;
 
-  for e in select * from reserve.alert_events x where x.id > last_event and x.state in ('firing', 'resolved') order by x.id loop
+  -- every transition not notified yet, whoever wrote it: this evaluation's check_all_alerts() or an
+  -- operator's earlier call (the runbook's queries evaluate too); each is notified once, then marked
+  for e in select * from reserve.alert_events x where x.notified_at is null order by x.id for update loop
+    update reserve.alert_events x set notified_at = now() where x.id = e.id;
+    continue when e.state not in ('firing', 'resolved');
     select * into r from reserve.alert_rules x where x.alert_name = e.alert_name;
     inc := null;
     if e.state = 'firing' then
@@ -98,7 +100,7 @@ end
 $function$
 ;
 
-comment on function reserve.evaluate_alerts() is 'One evaluation: check_all_alerts(), then every transition it made into notification_outbox rows (routes by severity, silences), incidents opened/joined for firing P1/P2, incident clocks advanced (escalation, reminders, closing), a job_heartbeats row (job evaluate_alerts). Returns alert_evaluation.';
+comment on function reserve.evaluate_alerts() is 'One evaluation: check_all_alerts(), then every alert_events transition not notified yet (its own, or one an earlier check_all_alerts() call wrote) into notification_outbox rows (routes by severity, silences) and marked notified_at, incidents opened/joined for firing P1/P2, incident clocks advanced (escalation, reminders, closing), a job_heartbeats row (job evaluate_alerts). Returns alert_evaluation.';
 
 -- grants
 grant execute on function reserve.evaluate_alerts() to service_role;

@@ -8,7 +8,8 @@ create table reserve.alert_events (
   state text not null,
   at timestamp with time zone default now() not null,
   observed_value numeric,
-  details text
+  details text,
+  notified_at timestamp with time zone
 );
 
 -- constraints
@@ -18,6 +19,7 @@ alter table only reserve.alert_events add constraint alert_events_alert_name_fke
 
 -- indexes (those of constraints are above)
 CREATE INDEX alert_events_at_idx ON reserve.alert_events USING btree (at);
+CREATE INDEX alert_events_not_notified_idx ON reserve.alert_events USING btree (id) WHERE (notified_at IS NULL);
 
 -- row level security
 alter table reserve.alert_events enable row level security;
@@ -25,6 +27,7 @@ alter table reserve.alert_events enable row level security;
 
 -- comments
 comment on table reserve.alert_events is 'Every alert state change, for the incident timeline.';
+comment on column reserve.alert_events.notified_at is 'When evaluate_alerts turned this transition into notifications (null: not yet; pending transitions notify nobody and are only marked).';
 
 -- grants
 grant select on table reserve.alert_events to service_role;
