@@ -48,6 +48,8 @@ async function reset() {
   await evaluate();
   await sql`update reserve.notification_outbox set delivered_at = coalesce(delivered_at, now()), claimed_until = null`;
   await sql`delete from reserve.incidents`;
+  // references restart at -001 once the incidents are gone: their notifications' idempotency keys go with them
+  await sql`delete from reserve.notification_outbox where kind <> 'alert'`;
   await sql`delete from reserve.alert_silences`;
   await sql`update reserve.alert_rules set severity = 'P1' where alert_name = 'ledger_trigger_disabled'`;
 }
@@ -181,6 +183,44 @@ describe("silences", () => {
     expect(await evaluate()).toMatchObject({ resolved: 1, notifications: 0 });
     const rows = (await outbox()).filter((r) => !r.delivered_at);
     expect(rows.map((r) => [r.event_action, !!r.cancelled_at]).sort()).toEqual([["post", true], ["trigger", true]]);
+  });
+
+  it("holds back an incident's escalation and reminders too, and sends them when it ends while the incident is open", async () => {
+    const [s] = await silence(sql, { alert_name: "ledger_trigger_disabled", ends_at: new Date(Date.now() + 3600_000), reason: "planned migration" });
+    await breakLedgerTrigger();
+    await evaluate();
+    const [i] = await sql`select * from reserve.incidents where alert_name = 'ledger_trigger_disabled'`;
+    await sql`update reserve.incidents set ack_due_at = now() - interval '1 minute', opened_at = now() - interval '1 hour' where id = ${i.id}`;
+    expect(await evaluate()).toMatchObject({ escalated: 1, reminded: 1 });
+    const held = await sql`select kind, channel, silenced_by from reserve.notification_outbox where incident_id = ${i.id} and kind <> 'alert' order by id`;
+    expect(held.map((r) => `${r.kind}:${r.channel}`).sort()).toEqual(["escalation:pagerduty", "escalation:slack", "reminder:slack"]);
+    expect(held.every((r) => r.silenced_by === s.id)).toBe(true);
+    expect(await sql`select * from reserve.claim_notifications(100, 60)`).toEqual([]);
+
+    await sql`select reserve.end_alert_silence(${s.id}, 'window over', 'alice@reserve.test')`;
+    expect(await evaluate()).toMatchObject({ released: 5 });
+    expect((await deliverAll()).map((r) => `${r.kind}:${r.channel}`).sort())
+      .toEqual(["alert:pagerduty", "alert:slack", "escalation:pagerduty", "escalation:slack", "reminder:slack"]);
+  });
+
+  it("never sends a held-back escalation, nor its resolve, when the incident is handled under the silence", async () => {
+    await silence(sql, { severity: "P1", ends_at: new Date(Date.now() + 3600_000), reason: "load test" });
+    await breakLedgerTrigger();
+    await evaluate();
+    const [i] = await sql`select * from reserve.incidents where alert_name = 'ledger_trigger_disabled'`;
+    await sql`update reserve.incidents set ack_due_at = now() - interval '1 minute' where id = ${i.id}`;
+    expect(await evaluate()).toMatchObject({ escalated: 1 });
+    await sql`select reserve.acknowledge_incident(${i.reference}, 'on it', 'bob@reserve.test')`;
+    await sql`select reserve.post_incident_update(${i.reference}, 'looking', 'bob@reserve.test')`;
+    await fixLedgerTrigger();
+    await evaluate();
+    await sql`select reserve.resolve_incident(${i.reference}, 'trigger enabled again', 'bob@reserve.test')`;
+    await sql`update reserve.incidents set monitoring_until = now() - interval '1 second' where id = ${i.id}`;
+    expect(await evaluate()).toMatchObject({ incidents_closed: 1 });
+    const rows = await sql`select kind, event_action, delivered_at, cancelled_at from reserve.notification_outbox where incident_id = ${i.id}`;
+    expect(rows.filter((r) => r.kind === "escalation" && r.event_action === "resolve")).toEqual([]);
+    expect(rows.every((r) => r.cancelled_at && !r.delivered_at)).toBe(true);
+    expect(await sql`select * from reserve.claim_notifications(100, 60)`).toEqual([]);
   });
 
   it("refuses a silence without a proven author, a reason, a matcher or a future end", async () => {

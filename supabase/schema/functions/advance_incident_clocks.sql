@@ -51,6 +51,10 @@ begin
       perform reserve.enqueue_incident_notification(i, 'incident', 'closed',
         format('%s closed after monitoring; post-incident review due by %s', i.reference,
                to_char(i.review_due_at at time zone 'UTC', 'YYYY-MM-DD HH24:MI "UTC"')));
+      -- closed under a silence: what it held back of this incident (its close too) is never sent
+      update reserve.notification_outbox o set cancelled_at = now()
+       where o.incident_id = i.id and o.kind <> 'alert' and o.silenced_by is not null
+         and o.delivered_at is null and o.cancelled_at is null;
       closed := closed + 1;
     end if;
   end loop;

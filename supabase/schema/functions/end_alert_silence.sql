@@ -23,7 +23,7 @@ end
 $function$
 ;
 
-comment on function reserve.end_alert_silence(p_silence_id uuid, p_reason text, p_operator text) is 'Ends a silence now (held-back notifications of alerts still firing are sent at the next evaluation). RC603 unknown or over.';
+comment on function reserve.end_alert_silence(p_silence_id uuid, p_reason text, p_operator text) is 'Ends a silence now (held-back notifications of alerts still firing, and of incidents not closed, are sent at the next evaluation). RC603 unknown or over.';
 
 -- grants
 grant execute on function reserve.end_alert_silence(p_silence_id uuid, p_reason text, p_operator text) to service_role;

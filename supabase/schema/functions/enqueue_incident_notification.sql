@@ -23,6 +23,19 @@ begin
     'alert_name', i.alert_name, 'severity', i.severity, 'title', i.title,
     'runbook_section', (select r.runbook_section from reserve.alert_rules r where r.alert_name = i.alert_name),
     'opened_at', i.opened_at, 'ack_due_at', i.ack_due_at, 'acknowledged_by', i.acknowledged_by);
+  if req.event_action = 'resolve' then
+    -- as an alert's: a page still held back by a silence is never sent, and neither is its resolve; the
+    -- resolve of a page that went out is never held back
+    update reserve.notification_outbox o set cancelled_at = now()
+     where o.incident_id = i.id and o.kind = p_kind and o.silenced_by is not null
+       and o.delivered_at is null and o.cancelled_at is null;
+    if not exists (select 1 from reserve.notification_outbox o
+                   where o.incident_id = i.id and o.kind = p_kind and o.event_action = 'trigger' and o.cancelled_at is null) then
+      return 0;
+    end if;
+  else
+    req.silenced_by := reserve.alert_silence_for(i.alert_name, i.severity);
+  end if;
   return reserve.enqueue_routed(req,
     case when p_kind = 'escalation' then array['pagerduty', 'slack'] else array['slack'] end);
 end

@@ -77,15 +77,23 @@ begin
     end if;
   end loop;
 
-  -- a silence that ended while its alert still fires: the held-back trigger goes out now
+  -- a silence that ended while its alert still fires: the held-back trigger goes out now; one that ended
+  -- while its incident is not closed: the incident's held-back escalation, reminders and posts go out now
   with released as (
     update reserve.notification_outbox o set silenced_by = null, next_attempt_at = now()
     from reserve.alert_states s
     where o.silenced_by is not null and o.delivered_at is null and o.cancelled_at is null and o.kind = 'alert'
       and s.alert_name = o.alert_name and s.state = 'firing'
       and reserve.alert_silence_for(o.alert_name, o.severity) is null
+    returning o.id),
+  released_incident as (
+    update reserve.notification_outbox o set silenced_by = null, next_attempt_at = now()
+    from reserve.incidents i
+    where o.silenced_by is not null and o.delivered_at is null and o.cancelled_at is null and o.kind <> 'alert'
+      and i.id = o.incident_id and i.status <> 'closed'
+      and reserve.alert_silence_for(o.alert_name, o.severity) is null
     returning o.id)
-  select count(*) into result.released from released;
+  select (select count(*) from released) + (select count(*) from released_incident) into result.released;
 
   select * into clocks from reserve.advance_incident_clocks();
   result.escalated := clocks.escalated;
