@@ -363,6 +363,25 @@ describe("incidents", () => {
     expect(again.acknowledged_by).toBe("bob@reserve.test");
   });
 
+  it("resolves the escalation page when an escalated incident is resolved without an acknowledgement", async () => {
+    await breakLedgerTrigger();
+    await evaluate();
+    const i = await incident();
+    await sql`update reserve.incidents set ack_due_at = now() - interval '1 second' where id = ${i.id}`;
+    expect(await evaluate()).toMatchObject({ escalated: 1 });
+    await deliverAll();
+    await fixLedgerTrigger();
+    await evaluate();
+    await sql`select reserve.resolve_incident(${i.reference}, 'trigger enabled again', 'bob@reserve.test')`;
+    const esc = await sql`select channel, event_action, dedup_key from reserve.notification_outbox
+                          where incident_id = ${i.id} and kind = 'escalation' and event_action = 'resolve'`;
+    expect(esc).toEqual([{ channel: "pagerduty", event_action: "resolve", dedup_key: `reserve/${i.reference}/escalation` }]);
+    await sql`update reserve.incidents set monitoring_until = now() - interval '1 second' where id = ${i.id}`;
+    expect(await evaluate()).toMatchObject({ incidents_closed: 1 });
+    expect((await deliverAll()).filter((r) => r.channel === "pagerduty" && r.kind === "escalation").map((r) => r.event_action))
+      .toEqual(["resolve"]);
+  });
+
   it("reminds when no update was posted for 30 minutes, and an update restarts the clock", async () => {
     await breakLedgerTrigger();
     await evaluate();

@@ -22,6 +22,12 @@ begin
          review_due_at = now() + make_interval(hours => reserve.setting_int('incident_review_hours'))
    where x.id = i.id returning * into i;
   insert into reserve.incident_events (incident_id, kind, actor, note) values (i.id, 'fix_deployed', who, btrim(p_note));
+  -- an escalation page that went out is resolved: the incident is handled, acknowledged first or not
+  -- (acknowledge_incident queues the same key: once only)
+  if i.escalated_at is not null then
+    perform reserve.enqueue_incident_notification(i, 'escalation', 'escalation-resolve',
+      format('%s resolved by %s', i.reference, who), 'resolve');
+  end if;
   perform reserve.enqueue_incident_notification(i, 'incident', 'fix-deployed',
     format('%s fix deployed by %s: %s. Monitoring until %s', i.reference, who, btrim(p_note),
            to_char(i.monitoring_until at time zone 'UTC', 'HH24:MI "UTC"')));
@@ -30,7 +36,7 @@ end
 $function$
 ;
 
-comment on function reserve.resolve_incident(p_incident text, p_note text, p_operator text) is 'Records the fix (note) as the proven operator and starts monitoring (incident_monitoring_minutes: P1 1 h, P2 4 h); the incident closes when monitoring ends with its alert quiet. RC602 unless open or acknowledged.';
+comment on function reserve.resolve_incident(p_incident text, p_note text, p_operator text) is 'Records the fix (note) as the proven operator and starts monitoring (incident_monitoring_minutes: P1 1 h, P2 4 h), resolving the escalation page if one went out; the incident closes when monitoring ends with its alert quiet. RC602 unless open or acknowledged.';
 
 -- grants
 grant execute on function reserve.resolve_incident(p_incident text, p_note text, p_operator text) to reserve_operator;
