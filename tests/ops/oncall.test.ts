@@ -145,6 +145,23 @@ describe("evaluate_alerts: transitions into the outbox", () => {
     expect(await evaluate()).toMatchObject({ triggered: 0, resolved: 0, notifications: 0 });
   });
 
+  it("resolves an alert whose rule is disabled while it fires, and notifies the resolve", async () => {
+    await breakLedgerTrigger();
+    await evaluate();
+    await deliverAll();
+    await sql`update reserve.alert_rules set is_enabled = false where alert_name = 'ledger_trigger_disabled'`;
+    try {
+      expect(await evaluate()).toMatchObject({ resolved: 1, notifications: 2 });
+      const [st] = await sql`select state, details from reserve.alert_states where alert_name = 'ledger_trigger_disabled'`;
+      expect(st).toEqual({ state: "resolved", details: "rule disabled" });
+      expect((await outbox()).filter((r) => !r.delivered_at).map((r) => `${r.channel}:${r.event_action}`).sort())
+        .toEqual(["pagerduty:resolve", "slack:post"]);
+      expect(await evaluate()).toMatchObject({ resolved: 0, notifications: 0 });
+    } finally {
+      await sql`update reserve.alert_rules set is_enabled = true where alert_name = 'ledger_trigger_disabled'`;
+    }
+  });
+
   it("leaves a heartbeat with the evaluation's summary", async () => {
     const r = await evaluate();
     const [h] = await sql`select * from reserve.job_heartbeats where job = 'evaluate_alerts' order by id desc limit 1`;

@@ -17,6 +17,17 @@ begin
   -- one evaluation at a time, so two callers never both move an alert (or both page)
   perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('reserve.check_all_alerts'));
 
+  -- a rule disabled while pending or firing is evaluated no more: it resolves now, or it would fire for good
+  for s in select x.* from reserve.alert_states x
+           join reserve.alert_rules ar on ar.alert_name = x.alert_name
+           where not ar.is_enabled and x.state in ('pending', 'firing')
+           order by x.alert_name for update of x loop
+    insert into reserve.alert_events (alert_name, state, observed_value, details)
+    values (s.alert_name, 'resolved', s.observed_value, 'rule disabled');
+    update reserve.alert_states x set state = 'resolved', resolved_at = now(), last_evaluated = now(), details = 'rule disabled'
+     where x.alert_name = s.alert_name;
+  end loop;
+
   for r in
     with health as materialized (select * from reserve.system_health_check())
     select ar.*, h.status as check_status, h.observed_value as value, h.threshold as check_threshold, h.details as check_details
@@ -77,7 +88,7 @@ end
 $function$
 ;
 
-comment on function reserve.check_all_alerts() is 'Evaluates every enabled alert rule against system_health_check() and returns one row per alert: severity (P1..P4), state pending | firing | resolved (kept in alert_states between calls; pending until the condition has held for the rule''s for_duration), observed value and threshold, first_seen (start of the episode), a stable fingerprint, a summary and the runbook section to open. State changes are kept in alert_events.';
+comment on function reserve.check_all_alerts() is 'Evaluates every enabled alert rule against system_health_check() and returns one row per alert: severity (P1..P4), state pending | firing | resolved (kept in alert_states between calls; pending until the condition has held for the rule''s for_duration), observed value and threshold, first_seen (start of the episode), a stable fingerprint, a summary and the runbook section to open. A disabled rule still pending or firing resolves (details rule disabled). State changes are kept in alert_events; evaluate_alerts notifies each once, whoever called this.';
 
 -- grants
 grant execute on function reserve.check_all_alerts() to service_role;
