@@ -418,7 +418,7 @@ describe("incidents", () => {
     expect(new Date(clock.next_update_due_at).getTime() - Date.now()).toBeGreaterThan(29 * 60_000);
   });
 
-  it("resolves into monitoring (1 h for a P1), reopens if the alert fires during it, closes once it ends quiet", async () => {
+  it("resolves into monitoring (1 h for a P1), reopens if the alert still fires when it ends, closes once it ends quiet", async () => {
     await breakLedgerTrigger();
     await evaluate();
     let i = await incident();
@@ -428,15 +428,27 @@ describe("incidents", () => {
     expect(new Date(i.review_due_at).getTime() - new Date(i.resolved_at).getTime()).toBe(48 * 3600_000);
     expect(await sqlState(sql`select reserve.resolve_incident(${i.id}, 'again', 'bob@reserve.test')`)).toBe("RC602");
 
-    // the alert still fires: monitoring ends but the incident stays until the alert is quiet
+    // the alert still fires when monitoring ends: the fix did not hold, the incident is worked again and Slack is told
     await sql`update reserve.incidents set monitoring_until = now() - interval '1 second' where id = ${i.id}`;
     expect(await evaluate()).toMatchObject({ incidents_closed: 0 });
+    expect(await incident()).toMatchObject({ id: i.id, status: "acknowledged", monitoring_until: null });
+    const [post] = await sql`select channel, payload from reserve.notification_outbox
+                             where incident_id = ${i.id} and kind = 'incident' and idempotency_key like '%:reopened-%'`;
+    expect(post.channel).toBe("slack");
+    expect(post.payload.summary).toMatch(/reopened: monitoring ended with ledger_trigger_disabled still firing/);
+    // no reminder right after the reopen: its clock starts over
+    expect(await evaluate()).toMatchObject({ reminded: 0, incidents_closed: 0 });
+
     await fixLedgerTrigger();
+    await evaluate();
+    await sql`select * from reserve.resolve_incident(${i.id}, 'trigger enabled, and the migration that disabled it fixed', 'bob@reserve.test')`;
+    await sql`update reserve.incidents set monitoring_until = now() - interval '1 second' where id = ${i.id}`;
     expect(await evaluate()).toMatchObject({ incidents_closed: 1 });
     const closed = await incident();
     expect(closed.status).toBe("closed");
     expect(await sqlState(sql`select reserve.acknowledge_incident(${i.id}, 'late', 'bob@reserve.test')`)).toBe("RC602");
-    expect(await events(i.id)).toEqual(["opened:system", "fix_deployed:bob@reserve.test", "alert_resolved:system", "closed:system"]);
+    expect(await events(i.id)).toEqual(["opened:system", "fix_deployed:bob@reserve.test", "reopened:system", "alert_resolved:system",
+      "fix_deployed:bob@reserve.test", "closed:system"]);
   });
 
   it("reopens a monitoring incident when its alert fires again", async () => {

@@ -11,7 +11,8 @@ AS $function$
 declare
   i reserve.incidents;
   every interval := make_interval(mins => reserve.setting_int('incident_update_minutes'));
-  quiet boolean;
+  alert_state text;
+  reopened reserve.incident_events;
 begin
   escalated := 0; reminded := 0; closed := 0;
   for i in select * from reserve.incidents x where x.status = 'open' and x.escalated_at is null and x.ack_due_at <= now()
@@ -42,8 +43,8 @@ begin
 
   for i in select * from reserve.incidents x where x.status = 'monitoring' and x.monitoring_until <= now()
            order by x.opened_at for update loop
-    select coalesce(s.state, 'resolved') = 'resolved' into quiet from reserve.alert_states s where s.alert_name = i.alert_name;
-    if coalesce(quiet, true) then
+    alert_state := (select s.state from reserve.alert_states s where s.alert_name = i.alert_name);
+    if coalesce(alert_state, 'resolved') = 'resolved' then
       update reserve.incidents x set status = 'closed', closed_at = now() where x.id = i.id returning * into i;
       insert into reserve.incident_events (incident_id, kind, actor, note)
       values (i.id, 'closed', 'system', format('monitoring over with %s resolved; review due by %s', i.alert_name,
@@ -56,8 +57,21 @@ begin
        where o.incident_id = i.id and o.kind <> 'alert' and o.silenced_by is not null
          and o.delivered_at is null and o.cancelled_at is null;
       closed := closed + 1;
+    elsif alert_state = 'firing' then
+      -- monitoring over and the alert never stopped firing: the fix did not hold, the incident is worked
+      -- again (its alert's page was never resolved); the reminder clock starts over from now
+      update reserve.incidents x set status = case when x.acknowledged_at is null then 'open' else 'acknowledged' end,
+             monitoring_until = null, reminded_at = now()
+       where x.id = i.id returning * into i;
+      insert into reserve.incident_events (incident_id, kind, actor, note)
+      values (i.id, 'reopened', 'system', format('monitoring over with %s still firing: the fix did not hold', i.alert_name))
+      returning * into reopened;
+      perform reserve.enqueue_incident_notification(i, 'incident', format('reopened-%s', reopened.id),
+        format('%s reopened: monitoring ended with %s still firing, the fix did not hold; post an update', i.reference, i.alert_name));
     end if;
   end loop;
 end
 $function$
 ;
+
+comment on function reserve.advance_incident_clocks(OUT escalated integer, OUT reminded integer, OUT closed integer) is 'Advances the incident clocks: escalates an open incident past its ack_due_at (PagerDuty and Slack), reminds P1/P2 incidents without an update for incident_update_minutes (Slack), and when monitoring ends closes the incident if its alert is resolved or reopens it if the alert still fires. Called by evaluate_alerts.';
