@@ -119,6 +119,27 @@ describe("notify", () => {
     expect(e.logs.join("\n")).not.toContain(e.sandbox.pagerduty.routingKey);
   });
 
+  it("takes a Retry-After as a floor up to the backoff's max: a year, or more than an integer, still retries within 10 minutes", async () => {
+    await breakLedgerTrigger();
+    const row = async () => (await sql()`select *, extract(epoch from next_attempt_at - now())::float as due_in_s
+                                          from reserve.notification_outbox
+                                          where dedup_key = ${KEY} and channel = 'pagerduty' and delivered_at is null`)[0];
+    for (const [attempt, retryAfter] of [[1, 3_000_000_000], [2, 86_400 * 365]]) {
+      e.sandbox.control.setReceiverFault("pagerduty", { status: 429, retryAfter, times: 1 });
+      await dueNow();
+      const run = await notify();
+      expect(run.status).toBe(200);
+      expect(run.body).toMatchObject({ ok: true, by_channel: { pagerduty: { failed: 1 } } });
+      const r = await row();
+      expect(r).toMatchObject({ attempts: attempt, last_status: 429 });
+      expect(r.due_in_s).toBeLessThanOrEqual(600);
+      expect(r.due_in_s).toBeGreaterThan(590);
+    }
+    await dueNow();
+    expect((await notify()).body).toMatchObject({ delivered: 1, failed: 0 });
+    expect(await row()).toBeUndefined();
+  });
+
   it("answers Slack's refusals as failures and retries them", async () => {
     await breakLedgerTrigger();
     e.sandbox.control.setReceiverFault("slack", { status: 500, times: 1 });

@@ -311,6 +311,13 @@ describe("the outbox", () => {
     const [ra] = await sql`select extract(epoch from next_attempt_at - now())::float as s
                            from reserve.record_notification_result(${row.id}, false, 429, 'throttled', 120)`;
     expect(ra.s).toBeGreaterThan(119);
+    // a Retry-After is a floor up to the backoff's max (10 minutes), never a year
+    await sql`update reserve.notification_outbox set next_attempt_at = now() where id = ${row.id}`;
+    await sql`select * from reserve.claim_notifications(100, 60)`;
+    const [year] = await sql`select extract(epoch from next_attempt_at - now())::float as s
+                             from reserve.record_notification_result(${row.id}, false, 429, 'throttled', 31536000)`;
+    expect(year.s).toBeLessThanOrEqual(600.5);
+    expect(year.s).toBeGreaterThan(599);
     await sql`update reserve.notification_outbox set next_attempt_at = now() where id = ${row.id}`;
     await sql`select * from reserve.claim_notifications(100, 60)`;
     const [ok] = await sql`select * from reserve.record_notification_result(${row.id}, true, 202)`;

@@ -29,10 +29,11 @@ begin
        set delivered_at = now(), claimed_until = null, last_status = p_status, last_error = null
      where o.id = p_id returning * into n;
   else
-    -- base * 2^(attempts-1), capped, with full jitter in its upper half; a receiver's Retry-After is a floor
+    -- base * 2^(attempts-1), capped, with full jitter in its upper half; a receiver's Retry-After is a floor,
+    -- itself capped at the backoff's max (a receiver asking for a year does not put a page a year out)
     delay := least((backoff ->> 'max')::numeric, (backoff ->> 'base')::numeric * power(2, greatest(n.attempts - 1, 0)))
              * (0.5 + random() / 2);
-    delay := greatest(delay, coalesce(p_retry_after_seconds, 0));
+    delay := greatest(delay, least(coalesce(p_retry_after_seconds, 0), (backoff ->> 'max')::numeric));
     update reserve.notification_outbox o
        set claimed_until = null, last_status = p_status, last_error = left(coalesce(p_error, 'failed'), 1000),
            next_attempt_at = now() + make_interval(secs => delay)
@@ -43,7 +44,7 @@ end
 $function$
 ;
 
-comment on function reserve.record_notification_result(p_id bigint, p_delivered boolean, p_status integer, p_error text, p_retry_after_seconds integer) is 'Settles a claimed notification: delivered, or failed with the receiver''s status and error, due again after exponential backoff with jitter (setting notification_backoff_seconds) or the Retry-After it asked for, whichever is later. Idempotent once delivered; RC605 unknown or unclaimed.';
+comment on function reserve.record_notification_result(p_id bigint, p_delivered boolean, p_status integer, p_error text, p_retry_after_seconds integer) is 'Settles a claimed notification: delivered, or failed with the receiver''s status and error, due again after exponential backoff with jitter (setting notification_backoff_seconds) or the Retry-After it asked for (at most the backoff max), whichever is later. Idempotent once delivered; RC605 unknown or unclaimed.';
 
 -- grants
 grant execute on function reserve.record_notification_result(p_id bigint, p_delivered boolean, p_status integer, p_error text, p_retry_after_seconds integer) to service_role;

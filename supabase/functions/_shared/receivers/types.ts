@@ -39,12 +39,18 @@ export function headingAnchor(title: string): string {
   return title.trim().toLowerCase().replace(/[^\p{L}\p{N}\s_-]/gu, "").replace(/\s/g, "-");
 }
 
-/** Seconds from a Retry-After header (delta-seconds or an HTTP date); undefined when absent or unreadable. */
+/**
+ * The longest Retry-After taken from a receiver: an hour. record_notification_result caps it again at the
+ * backoff's max (setting notification_backoff_seconds, 10 minutes); this cap keeps what crosses into SQL an
+ * integer (a Retry-After of 3000000000 was a 22003 on every run).
+ */
+export const MAX_RETRY_AFTER_SECONDS = 3600;
+
+/** Seconds from a Retry-After header (delta-seconds or an HTTP date), at most MAX_RETRY_AFTER_SECONDS; undefined when absent or unreadable. */
 export function retryAfterSeconds(value: string | null, now = Date.now()): number | undefined {
   if (!value) return undefined;
-  if (/^\d+$/.test(value.trim())) return Number(value.trim());
-  const at = Date.parse(value);
-  return Number.isNaN(at) ? undefined : Math.max(0, Math.ceil((at - now) / 1000));
+  const seconds = /^\d+$/.test(value.trim()) ? Number(value.trim()) : Math.ceil((Date.parse(value) - now) / 1000);
+  return Number.isNaN(seconds) ? undefined : Math.min(MAX_RETRY_AFTER_SECONDS, Math.max(0, seconds));
 }
 
 /** POST JSON with a deadline: a receiver that hangs is a failed attempt, retried later. */
