@@ -331,6 +331,24 @@ describe("reconcile", () => {
                    where resolved_at is null and repaired_at is null and kind = 'unreadable_object'`;
   });
 
+  it("a dispute lost with its webhooks delivered is no refund mismatch: the chargeback is no refund Stripe shows", async () => {
+    const card = await checkout("card");
+    e.sandbox.control.stripeConfirm(card.gateway_payment_id, "succeeded");
+    await e.sandbox.control.flush();
+    e.sandbox.control.stripeDispute(card.gateway_payment_id);
+    await e.sandbox.control.flush();
+    e.sandbox.control.stripeCloseDispute(card.gateway_payment_id, "lost");
+    await e.sandbox.control.flush();
+    await expect.poll(async () => (await e.db.sql`select status from reserve.payments where id = ${card.payment_id}`)[0]!.status,
+      { timeout: 10_000 }).toBe("refunded");
+    for (const pass of [1, 2]) {
+      const run = await reconcile({ ...window(), provider: "stripe" });
+      expect(run.body.runs[0], `pass ${pass}`).toMatchObject({ status: "done" });
+      const open = (await itemsOf({ payment: card.payment_id })).filter((i) => !i.repaired).map((i) => i.kind);
+      expect(open, `pass ${pass}`).not.toContain("refund_mismatch");
+    }
+  });
+
   it("a run out of budget keeps its cursor and the next call resumes it", async () => {
     const from = new Date(Date.now() - 3 * 86_400_000);
     const created = Math.floor(from.getTime() / 1000) + 60;

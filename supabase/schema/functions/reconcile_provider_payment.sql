@@ -21,6 +21,7 @@ declare
   note text;
   i reserve.reconciliation_items;
   fee_booked boolean;
+  charged_back bigint;
 begin
   items := 0;
   repaired := 0;
@@ -130,10 +131,18 @@ begin
         items := items + 1;
         repaired := repaired + (i.repaired_at is not null)::int;
         select * into p from reserve.payments where id = p.id;
-      elsif coalesce(u.refunded_amount, 0) < p.refunded_amount and u.dispute_amount is null then
-        perform reserve.record_reconciliation_item(p_run, 'refund_mismatch', u.gateway_payment_id, p.id, ours, theirs,
-          format('we booked %s refunded of payment %s, %s shows %s', p.refunded_amount, p.id, p_run.provider, coalesce(u.refunded_amount, 0)));
-        items := items + 1;
+      else
+        -- our refunded_amount counts the chargebacks of lost disputes, which the provider's refunded
+        -- figure does not (Stripe's amount_refunded): ours is compared less what was charged back
+        select coalesce(sum(e.amount), 0) into charged_back
+        from reserve.ledger_transactions t join reserve.ledger_entries e on e.transaction_id = t.id
+        where t.payment_id = p.id and t.kind = 'chargeback' and e.account = reserve.receivable_account(p.provider) and e.direction = 'credit';
+        if coalesce(u.refunded_amount, 0) < p.refunded_amount - charged_back and u.dispute_amount is null then
+          perform reserve.record_reconciliation_item(p_run, 'refund_mismatch', u.gateway_payment_id, p.id, ours, theirs,
+            format('we booked %s refunded of payment %s (%s of it charged back), %s shows %s', p.refunded_amount, p.id, charged_back,
+                   p_run.provider, coalesce(u.refunded_amount, 0)));
+          items := items + 1;
+        end if;
       end if;
     end if;
     -- the provider's fee, booked once from its own figure
