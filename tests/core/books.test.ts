@@ -81,6 +81,19 @@ describe("provider payouts", () => {
     expect(rev!.reverses).toBe(paid!.paid_transaction_id);
   });
 
+  it("only move on: a stale paid or in_transit read after a failure leaves it failed, booked once each way", async () => {
+    const id = `po_${randomUUID().slice(0, 8)}`;
+    const start = { stripe: await balance(db.sql, "receivable_stripe"), bank: await balance(db.sql, "bank_brl") };
+    for (const status of ["paid", "failed", "paid", "in_transit", "pending"]) {
+      await payout(db.sql, { payout_id: id, amount: 700, currency: "BRL", status });
+    }
+    const [row] = await db.sql`select status, paid_transaction_id is not null as paid, reversal_transaction_id is not null as reversed
+                               from reserve.provider_payouts where provider_payout_id = ${id}`;
+    expect(row).toEqual({ status: "failed", paid: true, reversed: true });
+    expect(await balance(db.sql, "bank_brl")).toBe(start.bank);
+    expect(await balance(db.sql, "receivable_stripe")).toBe(start.stripe);
+  });
+
   it("refuse a payout without what it needs, or whose amount changed (RC801)", async () => {
     expect(await sqlState(payout(db.sql, { payout_id: "po_x", amount: 0, currency: "BRL", status: "paid" }))).toBe("RC801");
     expect(await sqlState(payout(db.sql, { payout_id: "po_x", amount: 10, currency: "BRL", status: "sent" }))).toBe("RC801");
@@ -201,6 +214,24 @@ describe("reconciliation", () => {
     await finish(db.sql, r2.id, [{ currency: "BRL", amount: receivable + 1 }]);
     const [it2] = await items(db.sql, { object: `balance:BRL:${new Date(r2.window_to).toISOString().slice(0, 10)}` });
     expect(it2).toMatchObject({ kind: "payout_mismatch", repaired: false });
+    // a later run that finds the balance agree repairs it (it stayed open for good)
+    const r3 = await run(db.sql, "openpix", new Date(Date.now() - 3 * hour), new Date(Date.now() + 3 * hour));
+    await finish(db.sql, r3.id, [{ currency: "BRL", amount: receivable - 700 }]);
+    const [again] = await items(db.sql, { object: `balance:BRL:${new Date(r2.window_to).toISOString().slice(0, 10)}` });
+    expect(again).toMatchObject({ kind: "payout_mismatch", repaired: true, repair_note: expect.stringContaining("agrees") });
+  });
+
+  it("a refund sent whose money left the provider's balance before its confirmation reached ours is no mismatch", async () => {
+    const { unitId } = await f.unit(db.sql);
+    const { paymentId } = await paidStay(db.sql, unitId, f.isoDate(3), f.isoDate(5));
+    await asOperator(db.sql, "ana@company", (q) => q`select reserve.refund_payment(${paymentId}::uuid, 3000, 'goodwill')`);
+    await db.sql`update reserve.refund_requests set status = 'sent', attempts = 1, sent_at = now(), provider_refund_id = 're_1' where payment_id = ${paymentId}`;
+    const receivable = await balance(db.sql, "receivable_stripe");
+    const r = await run(db.sql, "stripe", new Date(Date.now() - 4 * hour), new Date(Date.now() + 4 * hour));
+    await finish(db.sql, r.id, [{ currency: "BRL", amount: receivable - 3000 }]);
+    const open = await db.sql`select details from reserve.reconciliation_items
+                              where kind = 'payout_mismatch' and provider = 'stripe' and repaired_at is null and resolved_at is null`;
+    expect(open).toEqual([]);
   });
 
   it("refuses bad windows and pages", async () => {

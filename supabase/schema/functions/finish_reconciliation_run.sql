@@ -16,6 +16,8 @@ declare
   receivable bigint;
   in_flight bigint;
   withheld bigint;
+  refunding bigint;
+  difference bigint;
 begin
   if p_error is null then
     for p in
@@ -45,10 +47,21 @@ begin
         select coalesce(sum((i.theirs ->> 'withheld')::bigint), 0) into withheld from reserve.reconciliation_items i
         where i.provider = r.provider and i.kind = 'dispute_open' and i.theirs ->> 'status' = 'open'
           and i.theirs ->> 'currency' = b.currency;
-        if receivable - in_flight - withheld <> b.amount then
+        -- a refund we sent may have left the provider's balance before its confirmation reaches our books
+        select coalesce(sum(q.amount), 0) into refunding from reserve.refund_requests q join reserve.payments x on x.id = q.payment_id
+        where x.provider = r.provider and q.currency = b.currency and q.status in ('sending', 'sent');
+        difference := receivable - in_flight - withheld - b.amount;
+        if difference = 0 or (difference > 0 and difference <= refunding) then
+          -- the books agree (or refunds on their way explain it): an earlier run's difference is gone
+          update reserve.reconciliation_items i
+          set repaired_at = now(), repair_note = format('run %s: the balance agrees (%s %s, %s in refunds on their way)', r.id, b.amount, b.currency, refunding)
+          where i.provider = r.provider and i.kind = 'payout_mismatch' and i.theirs ->> 'currency' = b.currency
+            and i.repaired_at is null and i.resolved_at is null;
+        elsif receivable - in_flight - withheld <> b.amount then
           perform reserve.record_reconciliation_item(r, 'payout_mismatch',
             format('balance:%s:%s', b.currency, to_char(r.window_to at time zone 'UTC', 'YYYY-MM-DD')), null,
-            jsonb_build_object('receivable', receivable, 'payouts_in_flight', in_flight, 'disputes_withheld', withheld, 'currency', b.currency),
+            jsonb_build_object('receivable', receivable, 'payouts_in_flight', in_flight, 'disputes_withheld', withheld,
+                               'refunds_in_flight', refunding, 'currency', b.currency),
             jsonb_build_object('balance', b.amount, 'currency', b.currency),
             format('%s holds %s %s for us; receivable_%s is %s with %s in payouts on their way and %s held in open disputes (difference %s)',
                    r.provider, b.amount, b.currency, r.provider, receivable, in_flight, withheld, receivable - in_flight - withheld - b.amount));

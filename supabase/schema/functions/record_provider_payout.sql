@@ -30,6 +30,10 @@ begin
         provider_object = coalesce(excluded.provider_object, y.provider_object), updated_at = now()
     where (y.status, y.arrival_at, y.provider_object) is distinct from
           (excluded.status, coalesce(excluded.arrival_at, y.arrival_at), coalesce(excluded.provider_object, y.provider_object))
+      -- a payout only moves on (pending, in transit, paid, then failed or canceled): a stale read of an
+      -- earlier status, listed late, would count a paid payout as on its way again
+      and (case excluded.status when 'pending' then 0 when 'in_transit' then 1 when 'paid' then 2 else 3 end)
+          >= (case y.status when 'pending' then 0 when 'in_transit' then 1 when 'paid' then 2 else 3 end)
   returning * into x;
   -- the row as it is, locked, whether this call changed it or not
   select * into x from reserve.provider_payouts where provider = p_provider and provider_payout_id = o.payout_id for update;
