@@ -186,7 +186,9 @@ describe("begin_checkout: rate limits", () => {
     // the hourly budget, not the cap on stays held at once (tested below), is what this one reaches
     await sql`update reserve.settings set value = '1000' where key = 'max_unpaid_holds_per_client'`;
     try {
-      for (let i = 0; i < limit; i++) await begin(sql, { client: who, unitId });
+      // each a stay of its own: the same stay asked again continues its checkout (and still counts)
+      const stays = Array.from({ length: 9 }, (_, a) => Array.from({ length: 9 - a }, (_, b) => [a + 1, a + b + 2])).flat();
+      for (let i = 0; i < limit; i++) await begin(sql, { client: who, unitId, from: stays[i]![0], to: stays[i]![1] });
     } finally {
       await sql`update reserve.settings set value = '3' where key = 'max_unpaid_holds_per_client'`;
     }

@@ -259,6 +259,21 @@ describe("checkout: retries never charge twice", () => {
     expect(retry.body).toMatchObject({ provider: "openpix", payment_id: first.body.payment_id });
   });
 
+  it("the same stay sent again by the same guest (its first answer lost: a 503, a dead connection) continues that checkout", async () => {
+    const token = e.userToken();
+    const body = await stay();
+    const first = await e.checkout(body, token);
+    expect(first.status, JSON.stringify(first.body)).toBe(201);
+    const again = await e.checkout(body, token);
+    expect(again.status, JSON.stringify(again.body)).toBe(201);
+    expect(again.body).toMatchObject({ booking_intent_id: first.body.booking_intent_id, payment_id: first.body.payment_id });
+    // someone else still finds the nights taken
+    expect((await e.checkout(body)).status).toBe(409);
+    const [n] = await e.db.sql`select count(*)::int from reserve.booking_intents where unit_id = ${body.unit_id as string}
+                               and check_in = ${body.check_in as string} and status = 'pending'`;
+    expect(n!.count).toBe(1);
+  });
+
   it("another guest's intent is not found, in the very words of one that exists nowhere", async () => {
     const first = await e.checkout(await stay());
     const token = e.userToken();

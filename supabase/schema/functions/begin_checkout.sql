@@ -19,12 +19,22 @@ begin
     raise exception using errcode = 'RC001', message = format('method must be card or pix, not %s', coalesce(p_method, 'null'));
   end if;
 
+  if p_booking_intent_id is null and p_client_id is not null then
+    -- one client's new checkouts one after another, so N at once cannot all see room under the cap
+    perform pg_advisory_xact_lock(hashtextextended('reserve.checkout_client:' || p_client_id, 0));
+    perform reserve.take_rate_limit('checkout:client:' || p_client_id,
+                                    reserve.setting_int('checkouts_per_client_per_hour'));
+    -- the same stay asked again by the same client while its hold lives is a retry of that checkout: the
+    -- first answer may never have arrived (a 503 after the hold was taken, a connection that died), and a
+    -- second intent would find the client's own hold in the way (409). It still counts in the hour's budget.
+    select x.id into p_booking_intent_id from reserve.booking_intents x
+    where x.client_id = p_client_id and x.status = 'pending' and x.expires_at > now()
+      and x.unit_id = p_unit_id and x.check_in = p_check_in and x.check_out = p_check_out and x.guests = p_guests
+    order by x.created_at desc limit 1;
+  end if;
+
   if p_booking_intent_id is null then
     if p_client_id is not null then
-      -- one client's new checkouts one after another, so N at once cannot all see room under the cap
-      perform pg_advisory_xact_lock(hashtextextended('reserve.checkout_client:' || p_client_id, 0));
-      perform reserve.take_rate_limit('checkout:client:' || p_client_id,
-                                      reserve.setting_int('checkouts_per_client_per_hour'));
       select count(*), min(x.expires_at) into held, oldest
       from reserve.booking_intents x
       where x.client_id = p_client_id and x.status = 'pending' and x.expires_at > now();
