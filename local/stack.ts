@@ -16,6 +16,7 @@ import { prefixed } from "./child_output.ts";
 import { jwksOf, loadOrCreateSigningKey, localIssuer } from "./auth_keys.ts";
 import { DEFAULT_LOCAL_JWT_SECRET, localKeys } from "./keys.ts";
 import { loadSeed, migrate, projectRoot } from "./migrate.ts";
+import { enableOpsConsoleLogin, opsConsoleDbUrl } from "./ops_console_login.ts";
 import { assertPortFree } from "./ports.ts";
 import { startLocalPostgres, type LocalPostgres } from "./postgres.ts";
 import { newCronSecret, passthroughEnv, realProvidersConfigured, sandboxEnv } from "./provider_env.ts";
@@ -143,6 +144,8 @@ export async function startStack(
     const { bootstrapped, applied } = await migrate(databaseUrl);
     if (bootstrapped) log("bootstrapped Supabase roles and schemas");
     log(applied.length ? `applied ${applied.length} migration(s): ${applied.join(", ")}` : "migrations up to date");
+    // the ops console's ledger corrections come on its own login (RESERVE_OPS_DB_URL)
+    if (!process.env.RESERVE_OPS_DB_URL) await enableOpsConsoleLogin(databaseUrl);
     signal?.throwIfAborted();
     const seeded = cfg.seed && (await needsSeed(databaseUrl));
     if (seeded) {
@@ -182,6 +185,7 @@ export async function startStack(
         port: cfg.functionsPort,
         env: {
           SUPABASE_DB_URL: databaseUrl,
+          RESERVE_OPS_DB_URL: process.env.RESERVE_OPS_DB_URL || opsConsoleDbUrl(databaseUrl),
           SUPABASE_URL: `http://127.0.0.1:${cfg.functionsPort}`,
           SUPABASE_ANON_KEY: keys.anon,
           SUPABASE_SERVICE_ROLE_KEY: keys.serviceRole,

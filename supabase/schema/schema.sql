@@ -9,6 +9,7 @@ comment on schema reserve is 'Reserve Connect bookings, payments and ledger. Tab
 
 -- grants
 grant usage on schema reserve to reserve_operator;
+grant usage on schema reserve to reserve_ops_console;
 grant usage on schema reserve to service_role;
 
 -- extensions (the local bootstrap's and the migrations')

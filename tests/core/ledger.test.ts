@@ -8,7 +8,7 @@ import type postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestDatabase, rolledBack, sqlState, type Sql, type TestDatabase } from "../helpers/db.ts";
 import * as f from "../helpers/fixtures.ts";
-import { operatorRoles, type OperatorRoles } from "../helpers/operator_roles.ts";
+import { operatorRoles, opsConsoleLogin, type OperatorRoles } from "../helpers/operator_roles.ts";
 
 type Q = Sql | postgres.TransactionSql;
 type Leg = Record<string, postgres.JSONValue>;
@@ -317,11 +317,54 @@ describe("4-eyes corrections", () => {
     }
   });
 
-  it("takes the operator a verified token named when the caller is the server's shared login (the ops console)", async () => {
-    const [c] = await db.sql`select * from reserve.propose_ledger_correction('from the console', ${db.sql.json(legs)}, null, 'ana@reserve.test')`;
-    expect(await sqlState(db.sql`select reserve.approve_ledger_correction(${c.id}, 'mine', 'ana@reserve.test')`)).toBe("RC407");
-    const [done] = await db.sql`select * from reserve.approve_ledger_correction(${c.id}, 'checked', 'bruno@reserve.test')`;
-    expect(done).toMatchObject({ status: "approved", proposed_by: "ana@reserve.test", decided_by: "bruno@reserve.test" });
+  it("takes no name from a shared login (the SQL editor's postgres): p_operator there proves nobody (RC604)", async () => {
+    expect(await sqlState(db.sql`select reserve.propose_ledger_correction('typed names', ${db.sql.json(legs)}, null, 'alice@company')`)).toBe("RC604");
+    const c = await asActor("alice", (tx) => propose(tx, "approved by a typed name", legs));
+    for (const typed of ["bob@company", "Alice@company", name("bob")]) {
+      expect(await sqlState(db.sql`select reserve.approve_ledger_correction(${c.id}, 'ok', ${typed})`)).toBe("RC604");
+      expect(await sqlState(db.sql`select reserve.reject_ledger_correction(${c.id}, 'no', ${typed})`)).toBe("RC604");
+    }
+    const [row] = await db.sql`select status from reserve.ledger_corrections where id = ${c.id}`;
+    expect(row.status).toBe("proposed");
+  });
+
+  it("on the ops console's own login, the person is the verified token's sub: a new email or none is the same person (RC407)", async () => {
+    const opsLogin = opsConsoleLogin(db.url);
+    try {
+      const ana = randomUUID();
+      const bruno = randomUUID();
+      const [c] = await opsLogin.as(ana, (tx) => tx`select * from reserve.propose_ledger_correction('from the console', ${tx.json(legs)}, null, 'ana@reserve.test')`);
+      expect(c).toMatchObject({ proposed_by: "ana@reserve.test", proposed_by_subject: `auth:${ana}` });
+      for (const [sub, shown] of [[ana, "ana@reserve.test"], [ana, "ana.new@reserve.test"], [ana, ana], [bruno, " ANA@reserve.test"]]) {
+        expect(await sqlState(opsLogin.as(sub, (tx) => tx`select reserve.approve_ledger_correction(${c.id}, 'mine', ${shown})`))).toBe("RC407");
+        expect(await sqlState(opsLogin.as(sub, (tx) => tx`select reserve.reject_ledger_correction(${c.id}, 'mine', ${shown})`))).toBe("RC407");
+      }
+      // the console's login without the token's sub, or without a name, proves nobody
+      expect(await sqlState(opsLogin.as(null, (tx) => tx`select reserve.approve_ledger_correction(${c.id}, 'ok', 'bruno@reserve.test')`))).toBe("RC604");
+      expect(await sqlState(opsLogin.as(bruno, (tx) => tx`select reserve.approve_ledger_correction(${c.id}, 'ok')`))).toBe("RC604");
+      const [done] = await opsLogin.as(bruno, (tx) => tx`select * from reserve.approve_ledger_correction(${c.id}, 'checked', 'bruno@reserve.test')`);
+      expect(done).toMatchObject({ status: "approved", proposed_by: "ana@reserve.test", decided_by: "bruno@reserve.test", decided_by_subject: `auth:${bruno}` });
+    } finally {
+      await opsLogin.end();
+    }
+  });
+
+  it("a personal role mapped to its person's auth user (operator_logins) is that person's token too (RC407)", async () => {
+    const opsLogin = opsConsoleLogin(db.url);
+    const carol = randomUUID();
+    try {
+      await db.sql`insert into reserve.operator_logins (role_name, auth_user_id) values (${name("carol")}, ${carol})`;
+      const c = await asActor("carol", (tx) => propose(tx, "proposed in psql", legs));
+      expect(c.proposed_by_subject).toBe(`auth:${carol}`);
+      expect(await sqlState(opsLogin.as(carol, (tx) => tx`select reserve.approve_ledger_correction(${c.id}, 'mine', 'carol@reserve.test')`))).toBe("RC407");
+      // a personal role may name itself, in any case, and no one else
+      expect(await sqlState(asActor("dave", (tx) => tx`select reserve.approve_ledger_correction(${c.id}, 'ok', ${name("carol")})`))).toBe("RC604");
+      expect(await asActor("dave", (tx) => tx`select * from reserve.approve_ledger_correction(${c.id}, 'ok', ${name("dave").toUpperCase()})`))
+        .toMatchObject([{ status: "approved", decided_by: name("dave"), decided_by_subject: `role:${name("dave")}` }]);
+    } finally {
+      await db.sql`delete from reserve.operator_logins where role_name = ${name("carol")}`;
+      await opsLogin.end();
+    }
   });
 
   it("refuses an unbalanced stand-alone correction at propose time (RC401)", async () => {

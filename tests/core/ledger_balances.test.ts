@@ -7,6 +7,7 @@ import type postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestDatabase, sqlState, type Sql, type TestDatabase } from "../helpers/db.ts";
 import * as f from "../helpers/fixtures.ts";
+import { opsConsoleLogin } from "../helpers/operator_roles.ts";
 import { paidStay } from "../helpers/runbook.ts";
 
 let db: TestDatabase;
@@ -66,12 +67,17 @@ describe("kept balances", () => {
 
   it("move with an approved correction added to an existing transaction", async () => {
     const tx = await post(db.sql, pair(5000, "receivable_stripe", "host_payable"), `corr:${randomUUID()}`);
-    // as the ops console calls them: the operators its verified tokens named
-    const [c] = await db.sql`
-      select * from reserve.propose_ledger_correction('wrong account', ${db.sql.json([
-        { account: "host_payable", direction: "debit", amount: 5000 }, { account: "commission_revenue", direction: "credit", amount: 5000 },
-      ])}, ${tx.id as string}, 'ana@reserve.test')`;
-    await db.sql`select * from reserve.approve_ledger_correction(${c!.id as string}, 'moved to the right account', 'bruno@reserve.test')`;
+    // as the ops console calls them: on its own login, the operators its verified tokens named
+    const opsLogin = opsConsoleLogin(db.url);
+    try {
+      const [c] = await opsLogin.as(randomUUID(), (q) => q`
+        select * from reserve.propose_ledger_correction('wrong account', ${q.json([
+          { account: "host_payable", direction: "debit", amount: 5000 }, { account: "commission_revenue", direction: "credit", amount: 5000 },
+        ])}, ${tx.id as string}, 'ana@reserve.test')`);
+      await opsLogin.as(randomUUID(), (q) => q`select * from reserve.approve_ledger_correction(${c!.id as string}, 'moved to the right account', 'bruno@reserve.test')`);
+    } finally {
+      await opsLogin.end();
+    }
     expect(await kept(db.sql)).toEqual(await summed(db.sql));
     expect(await db.sql`select * from reserve.ledger_balance_drift()`).toEqual([]);
   });

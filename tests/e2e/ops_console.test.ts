@@ -264,6 +264,33 @@ describe("the ops console", () => {
     expect(health.status).toBe("OK");
   });
 
+  it("compares the two people of a correction by their token's sub: a changed email or none is the same person (RC407)", async () => {
+    const act = async (token: string, body: unknown) => {
+      const r = await fetch(`${e.url("ops")}/api/action`, {
+        method: "POST", headers: { authorization: `Bearer ${token}`, "content-type": "application/json" }, body: JSON.stringify(body),
+      });
+      return { status: r.status, body: await r.json() };
+    };
+    const sub = crypto.randomUUID();
+    const before = operatorToken("dana@reserve.test", { sub });
+    const renamed = operatorToken("dana.new@reserve.test", { sub });
+    const noEmail = operatorToken("dana@reserve.test", { sub, email: undefined });
+    const entries = [{ account: "corrections", direction: "debit", amount: 4242 }, { account: "bank_brl", direction: "credit", amount: 4242 }];
+    const p = await act(before, { action: "propose_ledger_correction", entries, reason: "balancing the bank" });
+    expect(p.status).toBe(200);
+    expect(p.body.result).toMatchObject({ proposed_by: "dana@reserve.test", proposed_by_subject: `auth:${sub}` });
+    for (const token of [before, renamed, noEmail]) {
+      for (const action of ["approve_ledger_correction", "reject_ledger_correction"]) {
+        const r = await act(token, { action, correction_id: p.body.result.id, reason: "looks right" });
+        expect([r.status, r.body.code]).toEqual([403, "RC407"]);
+      }
+    }
+    expect((await e.db.sql`select status from reserve.ledger_corrections where id = ${p.body.result.id}`)[0].status).toBe("proposed");
+    const other = await act(operatorToken("erin@reserve.test"), { action: "reject_ledger_correction", correction_id: p.body.result.id, reason: "not needed" });
+    expect(other.status).toBe(200);
+    expect(other.body.result).toMatchObject({ status: "rejected", decided_by: "erin@reserve.test" });
+  });
+
   it("resolves the incident and shows its generated review with an action item", async () => {
     await e.post("notify", {}, { authorization: `Bearer ${e.cronSecret}` });
     await page.reload({ waitUntil: "networkidle0" });

@@ -2,6 +2,7 @@
 // functions under real Deno, wired as `npm start` wires them.
 import { randomUUID } from "node:crypto";
 import { startFunctions, type FunctionsServer } from "../../local/functions.ts";
+import { opsConsoleDbUrl } from "../../local/ops_console_login.ts";
 import { DEFAULT_LOCAL_JWT_SECRET } from "../../local/keys.ts";
 import { freePort } from "../../local/ports.ts";
 import { newCronSecret, sandboxEnv } from "../../local/provider_env.ts";
@@ -42,6 +43,7 @@ export async function startE2E(opts: { pixProvider?: "mercadopago" | "openpix"; 
       port,
       env: {
         SUPABASE_DB_URL: db.url,
+        RESERVE_OPS_DB_URL: opsConsoleDbUrl(db.url),
         ...authEnv(port),
         RESERVE_JWT_SECRET: DEFAULT_LOCAL_JWT_SECRET,
         RESERVE_CRON_SECRET: cronSecret,

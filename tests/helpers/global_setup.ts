@@ -5,6 +5,7 @@ import path from "node:path";
 import postgres from "postgres";
 import type { TestProject } from "vitest/node";
 import { migrate } from "../../local/migrate.ts";
+import { enableOpsConsoleLogin } from "../../local/ops_console_login.ts";
 import { freePort } from "../../local/ports.ts";
 import { startLocalPostgres, tempClusterDir } from "../../local/postgres.ts";
 
@@ -34,6 +35,7 @@ export default async function setup(project: TestProject) {
     await admin.unsafe(`create database ${TEMPLATE_DB}`);
     await admin.end();
     await migrate(pg.url(TEMPLATE_DB));
+    await enableOpsConsoleLogin(pg.url());
   } catch (err) {
     await pg.stop();
     await rm(dir, { recursive: true, force: true });

@@ -4,6 +4,7 @@
 // call tags its names; name(who) is the role a person really is.
 import { randomBytes } from "node:crypto";
 import postgres from "postgres";
+import { opsConsoleDbUrl } from "../../local/ops_console_login.ts";
 import type { Sql } from "./db.ts";
 
 export interface OperatorRoles {
@@ -49,5 +50,23 @@ export async function operatorRoles(admin: Sql, url: string, people: string[], o
         await admin.unsafe(`drop role if exists "${name(who)}"`);
       }
     },
+  };
+}
+
+export interface OpsConsoleLogin {
+  /** a committed transaction as the ops function runs a 4-eyes action: its login, the token's sub set */
+  as<T>(sub: string | null, fn: (tx: postgres.TransactionSql) => Promise<T>): Promise<T>;
+  end(): Promise<void>;
+}
+
+/** The ops console's own login (reserve_ops_console) on the database of `url`, as the ops function connects. */
+export function opsConsoleLogin(url: string): OpsConsoleLogin {
+  const sql = postgres(opsConsoleDbUrl(url), { max: 2, onnotice: () => {} });
+  return {
+    as: (sub, fn) => sql.begin(async (tx) => {
+      if (sub !== null) await tx`select set_config('reserve.operator_subject', ${sub}, true)`;
+      return fn(tx);
+    }) as never,
+    end: () => sql.end({ timeout: 5 }),
   };
 }

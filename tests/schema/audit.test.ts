@@ -61,7 +61,7 @@ describe("audit_logs", () => {
       where p.proname = 'audit_row_change' order by 1`;
     expect(rows.map((r) => r.relname)).toEqual([
       "alert_routes", "alert_rules", "alert_silences", "availability_calendar", "booking_intents", "incident_action_items", "incidents",
-      "ledger_corrections", "money_discrepancies", "ops_blocks", "payments", "poll_policies", "refund_requests", "reservations", "settings",
+      "ledger_corrections", "money_discrepancies", "operator_logins", "ops_blocks", "payments", "poll_policies", "refund_requests", "reservations", "settings",
     ]);
   });
 

@@ -34,6 +34,8 @@ export class DatabaseUnavailable extends Error {
 
 let client: Sql | undefined;
 let bounded: Sql | undefined;
+let opsClient: Sql | undefined;
+let opsBounded: Sql | undefined;
 
 /**
  * RESERVE_DB_POOLER_URL (our own secret, Supabase's transaction pooler on port 6543) wins over the
@@ -44,10 +46,15 @@ function pool(): Sql {
   const pooled = Deno.env.get("RESERVE_DB_POOLER_URL");
   const url = pooled ?? Deno.env.get("SUPABASE_DB_URL");
   if (!url) throw new Error("SUPABASE_DB_URL is not set");
+  client = connect(url, { prepare: !pooled, max: Number(Deno.env.get("RESERVE_DB_POOL_SIZE") ?? 4) });
+  return client;
+}
+
+function connect(url: string, opts: { prepare: boolean; max: number }): Sql {
   const timeout = queryTimeoutMs();
-  client = postgres(url, {
-    prepare: !pooled,
-    max: Number(Deno.env.get("RESERVE_DB_POOL_SIZE") ?? 4),
+  const sql = postgres(url, {
+    prepare: opts.prepare,
+    max: opts.max,
     fetch_types: false,
     types: builtinArrayTypes() as never,
     // a connection attempt never outlives the statement that asked for it
@@ -63,9 +70,34 @@ function pool(): Sql {
     } as Record<string, string | number>,
   });
   // sql.array(values) looks the array type up in the map the type fetch would have filled
-  const shared = (client.options as unknown as { shared?: { typeArrayMap?: Record<number, number> } }).shared;
+  const shared = (sql.options as unknown as { shared?: { typeArrayMap?: Record<number, number> } }).shared;
   if (shared?.typeArrayMap) Object.assign(shared.typeArrayMap, ARRAY_OF);
-  return client;
+  return sql;
+}
+
+/** The ops console's login is not configured: what needs a proven operator cannot be done (503). */
+export class OpsConsoleLoginMissing extends Error {
+  readonly code = "OPS_CONSOLE_LOGIN_MISSING";
+  constructor() {
+    super("RESERVE_OPS_DB_URL is not set");
+    this.name = "OpsConsoleLoginMissing";
+  }
+}
+
+/**
+ * The ops console's own login (RESERVE_OPS_DB_URL: role reserve_ops_console, a password only this
+ * function's secrets hold): the one connection the database takes an operator's name and token subject
+ * from (reserve.correction_actor). The shared login (SUPABASE_DB_URL, postgres) is also the SQL editor's,
+ * so a name passed on it proves nobody. Direct or through the pooler: no prepared statements either way.
+ */
+export function opsConsoleDb(): Sql {
+  if (!opsClient) {
+    const url = Deno.env.get("RESERVE_OPS_DB_URL");
+    if (!url) throw new OpsConsoleLoginMissing();
+    opsClient = connect(url, { prepare: false, max: 2 });
+  }
+  opsBounded ??= withDeadlines(opsClient, () => queryTimeoutMs());
+  return opsBounded;
 }
 
 /** Seconds before a closed connection is opened again, after `retries` failed ones in a row: 0.1 to 1 s, jittered. */

@@ -2,11 +2,14 @@
 // an incident, and the actions. Every action is validated here (zod: no client input reaches the database
 // unchecked), needs a reason, and runs in one transaction whose actor is the operator the token proved:
 // the on-call functions get it as p_operator, the runbook's repairs as reserve.actor (their
-// require_operator / named_actor), so audit_logs names the operator and the reason with every row.
+// require_operator / named_actor), so audit_logs names the operator and the reason with every row. The
+// 4-eyes ledger corrections run on the console's own login (opsConsoleDb), with the token's sub as
+// reserve.operator_subject: the database compares proposer and approver on that sub, and takes a name
+// from no other login (the shared one is the SQL editor's too).
 import { z } from "zod";
-import { db, type Sql } from "../_shared/db.ts";
+import { db, OpsConsoleLoginMissing, opsConsoleDb, type Sql } from "../_shared/db.ts";
 import { dbErrorResponse } from "../_shared/db_response.ts";
-import { invalidRequest, json, readJsonBody } from "../_shared/http.ts";
+import { errorJson, invalidRequest, json, readJsonBody } from "../_shared/http.ts";
 import { calendarDay, instant, noteText, printableText } from "../_shared/text_fields.ts";
 import { operatorName, type Operator } from "./operator.ts";
 
@@ -42,11 +45,17 @@ const Action = z.discriminatedUnion("action", [
 ]);
 export type ActionRequest = z.infer<typeof Action>;
 
+const FOUR_EYES = new Set<ActionRequest["action"]>(["propose_ledger_correction", "approve_ledger_correction", "reject_ledger_correction"]);
+
 /** Runs one action as the operator, in one transaction; returns what the function returned. */
-async function run(sql: Sql, who: string, a: ActionRequest): Promise<unknown> {
+async function run(operator: Operator, a: ActionRequest): Promise<unknown> {
+  const who = operatorName(operator);
+  const sql: Sql = FOUR_EYES.has(a.action) ? opsConsoleDb() : db();
   return await sql.begin(async (tx) => {
     // the repairs read their operator from reserve.actor (require_operator, named_actor): set from the token
     await tx`select set_config('reserve.actor', ${who}, true)`;
+    // the proven subject 4-eyes compares: taken by the database from the console's login only (correction_actor)
+    await tx`select set_config('reserve.operator_subject', ${operator.sub}, true)`;
     switch (a.action) {
       case "acknowledge_incident":
         return (await tx`select * from reserve.acknowledge_incident(${a.incident}, ${a.reason}, ${who})`)[0];
@@ -102,9 +111,13 @@ export async function action(req: Request, operator: Operator): Promise<Response
     return invalidRequest("a silence needs a matcher", [{ path: ["alert_name"], message: "give an alert_name, a severity, or both" }]);
   }
   try {
-    const result = await run(db(), operatorName(operator), parsed.data);
+    const result = await run(operator, parsed.data);
     return json({ ok: true, action: parsed.data.action, operator: operatorName(operator), result: result ?? null });
   } catch (err) {
+    if (err instanceof OpsConsoleLoginMissing) {
+      console.error(`ops ${parsed.data.action}: RESERVE_OPS_DB_URL is not set`);
+      return errorJson(503, "ops_login_missing", "ledger corrections need the console's own database login (RESERVE_OPS_DB_URL), which is not configured");
+    }
     return dbErrorResponse(err, `ops ${parsed.data.action}`);
   }
 }

@@ -4,5 +4,9 @@
 export { AuthRefusal as OperatorRefusal, type Operator, verifyOperator } from "../_shared/auth.ts";
 import type { Operator } from "../_shared/auth.ts";
 
-/** The name recorded for an operator's actions: the email when the token has one, else the subject. */
+/**
+ * The name shown and recorded for an operator's actions: the email when the token has one, else the
+ * subject. A name is no identity (a user can change their email): 4-eyes compares the token's sub, which
+ * the console passes beside it (api.ts run, reserve.correction_actor).
+ */
 export const operatorName = (o: Operator) => o.email ?? o.sub;

@@ -10,7 +10,7 @@ CREATE OR REPLACE FUNCTION reserve.approve_ledger_correction(p_correction_id uui
 AS $function$
 declare
   c reserve.ledger_corrections;
-  who text := reserve.oncall_actor('approve_ledger_correction', p_operator, p_note);
+  who reserve.proven_operator := reserve.correction_actor('approve_ledger_correction', p_operator, p_note);
   tx reserve.ledger_transactions;
   target reserve.ledger_transactions;
 begin
@@ -21,9 +21,11 @@ begin
   if c.status <> 'proposed' then
     raise exception using errcode = 'RC408', message = format('ledger correction %s is already %s', c.id, c.status);
   end if;
-  if who = c.proposed_by then
+  if who.subject = c.proposed_by_subject
+     or reserve.normalized_operator_name(who.name) = reserve.normalized_operator_name(c.proposed_by) then
     raise exception using errcode = 'RC407',
-      message = format('ledger correction %s was proposed by %s, who cannot approve it too', c.id, who);
+      message = format('ledger correction %s was proposed by %s (%s); %s (%s) is the same person and cannot approve it too',
+                       c.id, c.proposed_by, c.proposed_by_subject, who.name, who.subject);
   end if;
 
   if c.target_transaction_id is null then
@@ -39,7 +41,8 @@ begin
   end if;
 
   update reserve.ledger_corrections
-  set status = 'approved', decided_by = who, decided_at = now(), decision_note = p_note, transaction_id = tx.id
+  set status = 'approved', decided_by = who.name, decided_by_subject = who.subject, decided_at = now(),
+      decision_note = p_note, transaction_id = tx.id
   where id = c.id
   returning * into c;
   return c;
@@ -47,8 +50,9 @@ end
 $function$
 ;
 
-comment on function reserve.approve_ledger_correction(p_correction_id uuid, p_note text, p_operator text) is 'Step 2 of 4-eyes: a second proven person (oncall_actor) posts a proposed correction, with a note. Idempotent once approved. RC604 without a proven approver or a note, RC407 if the approver proposed it, RC408 if it was rejected.';
+comment on function reserve.approve_ledger_correction(p_correction_id uuid, p_note text, p_operator text) is 'Step 2 of 4-eyes: a second proven person (correction_actor) posts a proposed correction, with a note. Idempotent once approved. RC604 without a proven approver or a note, RC407 if the approver is the proposer (the same proven subject, or the same name after NFKC, trim and lower case), RC408 if it was rejected.';
 
 -- grants
 grant execute on function reserve.approve_ledger_correction(p_correction_id uuid, p_note text, p_operator text) to reserve_operator;
+grant execute on function reserve.approve_ledger_correction(p_correction_id uuid, p_note text, p_operator text) to reserve_ops_console;
 grant execute on function reserve.approve_ledger_correction(p_correction_id uuid, p_note text, p_operator text) to service_role;

@@ -10,23 +10,24 @@ CREATE OR REPLACE FUNCTION reserve.propose_ledger_correction(p_reason text, p_en
 AS $function$
 declare
   c reserve.ledger_corrections;
-  who text;
+  who reserve.proven_operator;
 begin
   if coalesce(length(btrim(p_reason)), 0) = 0 then
     raise exception using errcode = 'RC001', message = 'a correction needs a reason';
   end if;
-  who := reserve.oncall_actor('propose_ledger_correction', p_operator, p_reason);
+  who := reserve.correction_actor('propose_ledger_correction', p_operator, p_reason);
   perform reserve.assert_correction_balances(p_entries, p_target_transaction_id);
-  insert into reserve.ledger_corrections (target_transaction_id, entries, reason, proposed_by)
-  values (p_target_transaction_id, p_entries, p_reason, who)
+  insert into reserve.ledger_corrections (target_transaction_id, entries, reason, proposed_by, proposed_by_subject)
+  values (p_target_transaction_id, p_entries, p_reason, who.name, who.subject)
   returning * into c;
   return c;
 end
 $function$
 ;
 
-comment on function reserve.propose_ledger_correction(p_reason text, p_entries jsonb, p_target_transaction_id uuid, p_operator text) is 'Step 1 of 4-eyes: records a correction (legs as in post_ledger_transaction, entry_type default correction) that must balance alone or balance p_target_transaction_id. The proposer is proven (oncall_actor): a personal role in reserve_operator, or p_operator from a verified operator token; RC604 otherwise.';
+comment on function reserve.propose_ledger_correction(p_reason text, p_entries jsonb, p_target_transaction_id uuid, p_operator text) is 'Step 1 of 4-eyes: records a correction (legs as in post_ledger_transaction, entry_type default correction) that must balance alone or balance p_target_transaction_id. The proposer is proven (correction_actor): a personal role in reserve_operator, or the ops console''s login passing the verified token''s subject and p_operator; RC604 otherwise (the shared SQL editor login, with or without p_operator).';
 
 -- grants
 grant execute on function reserve.propose_ledger_correction(p_reason text, p_entries jsonb, p_target_transaction_id uuid, p_operator text) to reserve_operator;
+grant execute on function reserve.propose_ledger_correction(p_reason text, p_entries jsonb, p_target_transaction_id uuid, p_operator text) to reserve_ops_console;
 grant execute on function reserve.propose_ledger_correction(p_reason text, p_entries jsonb, p_target_transaction_id uuid, p_operator text) to service_role;

@@ -13,14 +13,18 @@ create table reserve.ledger_corrections (
   decided_by text,
   decided_at timestamp with time zone,
   decision_note text,
-  transaction_id uuid
+  transaction_id uuid,
+  proposed_by_subject text not null,
+  decided_by_subject text
 );
 
 -- constraints
 alter table only reserve.ledger_corrections add constraint ledger_corrections_pkey PRIMARY KEY (id);
 alter table only reserve.ledger_corrections add constraint ledger_corrections_decided_check CHECK (((status = 'proposed'::text) = (decided_at IS NULL)));
+alter table only reserve.ledger_corrections add constraint ledger_corrections_decided_subject_check CHECK (((status = 'proposed'::text) = (decided_by_subject IS NULL)));
 alter table only reserve.ledger_corrections add constraint ledger_corrections_entries_check CHECK ((jsonb_typeof(entries) = 'array'::text));
 alter table only reserve.ledger_corrections add constraint ledger_corrections_four_eyes_check CHECK ((decided_by IS DISTINCT FROM proposed_by));
+alter table only reserve.ledger_corrections add constraint ledger_corrections_four_eyes_subject_check CHECK ((decided_by_subject IS DISTINCT FROM proposed_by_subject));
 alter table only reserve.ledger_corrections add constraint ledger_corrections_posted_check CHECK (((status = 'approved'::text) = (transaction_id IS NOT NULL)));
 alter table only reserve.ledger_corrections add constraint ledger_corrections_reason_check CHECK ((length(btrim(reason)) > 0));
 alter table only reserve.ledger_corrections add constraint ledger_corrections_status_check CHECK ((status = ANY (ARRAY['proposed'::text, 'approved'::text, 'rejected'::text])));
@@ -41,6 +45,8 @@ alter table reserve.ledger_corrections enable row level security;
 
 -- comments
 comment on table reserve.ledger_corrections is 'Proposed manual ledger corrections and their decision (4-eyes: the approver is not the proposer).';
+comment on column reserve.ledger_corrections.proposed_by_subject is 'Who proposed, as proven (correction_actor): auth:<token sub or mapped auth user>, role:<personal login role>; name:<name> for corrections proposed before subjects were recorded.';
+comment on column reserve.ledger_corrections.decided_by_subject is 'Who approved or rejected, as proven (correction_actor); never the proposer''s subject.';
 
 -- grants
 grant select on table reserve.ledger_corrections to service_role;
