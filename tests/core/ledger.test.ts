@@ -483,3 +483,15 @@ describe("legs with an unknown entry type or a malformed currency", () => {
     }
   });
 });
+
+describe("legs with a key a leg does not have", () => {
+  it("are refused with RC001 naming the entry and the key, posted or proposed: a misspelt currency never becomes BRL", async () => {
+    for (const [bad, key] of [[{ acount: "bank_brl" }, "acount"], [{ curency: "USD" }, "curency"], [{ memo: "x" }, "memo"]] as const) {
+      const legs = [pair(100, "corrections", "bank_brl")[0], { ...pair(100, "corrections", "bank_brl")[1], ...bad }];
+      const posted = await rolledBack(db.sql, (tx) => post(tx, legs).then(() => null, (e) => e));
+      expect([posted?.code, posted?.message]).toEqual(["RC001", expect.stringMatching(new RegExp(`^entry 2: unknown key ${key}`))]);
+      const proposed = await asActor("alice", (tx) => tx`select reserve.propose_ledger_correction('typo', ${tx.json(legs)})`).then(() => null, (e) => e);
+      expect([proposed?.code, proposed?.message]).toEqual(["RC001", expect.stringMatching(new RegExp(`^entry 2: unknown key ${key}`))]);
+    }
+  });
+});

@@ -11,6 +11,7 @@ AS $function$
 declare
   e jsonb;
   i integer := 0;
+  unknown text;
 begin
   if p_entries is null or jsonb_typeof(p_entries) <> 'array' or jsonb_array_length(p_entries) < 1 then
     raise exception using errcode = 'RC001', message = 'entries must be a non-empty JSON array';
@@ -22,6 +23,13 @@ begin
        or (e ->> 'amount')::numeric > 9007199254740991 then
       raise exception using errcode = 'RC001',
         message = format('entry %s: amount must be a positive whole number of centavos, got %s', i, coalesce(e ->> 'amount', 'null'));
+    end if;
+    select string_agg(k, ', ' order by k) into unknown
+    from jsonb_object_keys(e) k
+    where k <> all (array['account', 'direction', 'amount', 'entry_type', 'currency', 'description']);
+    if unknown is not null then
+      raise exception using errcode = 'RC001',
+        message = format('entry %s: unknown key %s (a leg has account, direction, amount, and optionally entry_type, currency, description)', i, unknown);
     end if;
     if (e ->> 'direction') is null or (e ->> 'direction') not in ('debit', 'credit') then
       raise exception using errcode = 'RC001',
@@ -50,4 +58,4 @@ end
 $function$
 ;
 
-comment on function reserve.parse_ledger_entries(p_entries jsonb, p_default_type text) is 'Validates ledger legs given as JSON (RC001, RC404) and returns them as rows.';
+comment on function reserve.parse_ledger_entries(p_entries jsonb, p_default_type text) is 'Validates ledger legs given as JSON (RC001: a bad amount, direction, entry_type or currency, or a key a leg does not have; RC404: an unknown account) and returns them as rows.';
