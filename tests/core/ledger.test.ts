@@ -495,3 +495,22 @@ describe("legs with a key a leg does not have", () => {
     }
   });
 });
+
+describe("correction legs in a currency that is not their account's or their target's", () => {
+  it("are refused with RC001 naming the entry: a made-up code, USD on bank_brl, USD on a BRL transaction", async () => {
+    const usd = (legs: Leg[], currency = "USD") => legs.map((l) => ({ ...l, currency }));
+    for (const legs of [usd(pair(100, "corrections", "bank_brl"), "ZZZ"), usd(pair(100, "corrections", "bank_brl"))]) {
+      const e = await asActor("alice", (tx) => propose(tx, "in another currency", legs)).then(() => null, (err) => err);
+      expect([e?.code, e?.message]).toEqual(["RC001", expect.stringMatching(/^entry 1: ledger account corrections holds no (ZZZ|USD)/)]);
+    }
+    await withScratchDatabase(async (sql, url) => {
+      const target = await postImbalanced(sql, 321);
+      const e = await asActor("alice", (tx) => propose(tx, "balance it in dollars", usd([{ account: "corrections", direction: "credit", amount: 321 }]), target), url)
+        .then(() => null, (err) => err);
+      expect([e?.code, e?.message]).toEqual(["RC001", `entry 1: ledger transaction ${target} is in BRL, not USD`]);
+      // in the target's currency it is proposed
+      expect(await asActor("alice", (tx) => propose(tx, "balance it", [{ account: "corrections", direction: "credit", amount: 321 }], target), url))
+        .toMatchObject({ status: "proposed" });
+    });
+  });
+});
