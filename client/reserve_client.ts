@@ -9,9 +9,10 @@
 import type { SupabaseClient } from "@supabase/supabase-js";
 import type { z } from "zod";
 import {
-  BookingsPage, BookingsQuery, CheckoutRequest, CheckoutResponse, ErrorBody, GuestBooking,
+  BookingsPage, BookingsQuery, checkoutShapeOf, CheckoutResponse, ErrorBody, GuestBooking, type CheckoutRequest,
   type BookingState,
 } from "../supabase/functions/_shared/guest_api.ts";
+import { issueLines } from "../supabase/functions/_shared/http.ts";
 
 export type { BookingsPage, BookingsQuery, BookingState, CheckoutRequest, CheckoutResponse, GuestBooking };
 export type { NextStep, PayFields } from "../supabase/functions/_shared/guest_api.ts";
@@ -41,7 +42,7 @@ const failure = (error: ReserveError): { data: null; error: ReserveError } => ({
 
 /** The first path of zod's issues as our functions name fields ("guests", "check_in"). */
 function issuesOf(issues: z.core.$ZodIssue[]): { path: string; message: string }[] {
-  return issues.map((i) => ({ path: i.path.map(String).join("."), message: i.message }));
+  return issueLines(issues as never);
 }
 
 /** A refused request in the same shape the function would answer it with, without the round trip. */
@@ -120,7 +121,7 @@ export function reserveClient(supabase: SupabaseClient, opts: ReserveClientOptio
   const region = opts.region;
   const client: ReserveClient = {
     async checkout(request) {
-      const parsed = CheckoutRequest.safeParse(request);
+      const parsed = checkoutShapeOf(request).safeParse(request);
       if (!parsed.success) return invalid("the request does not match a checkout", parsed.error.issues);
       return call(supabase, "checkout", CheckoutResponse, { method: "POST", body: parsed.data, region });
     },

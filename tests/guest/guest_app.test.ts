@@ -103,6 +103,16 @@ describe("errors are typed values naming the field", () => {
     expect(r.error).toMatchObject({ code: "invalid_request", field: "unit_id", status: 400 });
     expect(r.error!.issues!.map((i) => i.path)).toEqual(["unit_id", "check_in"]);
     expect((await g.guest().bookings({ limit: 51 })).error).toMatchObject({ code: "invalid_request", field: "limit" });
+    // the function's own fields, not the union's lone "Invalid input" for the whole body
+    const stay = { unit_id: randomUUID(), check_in: "2027-01-10", check_out: "2027-01-12" };
+    for (const [body, field] of [[{ ...stay, guests: 2, method: "card", coupon: "x" }, "coupon"],
+                                 [{ booking_intent_id: randomUUID(), method: "bitcoin" }, "method"], [{}, "unit_id"]] as const) {
+      const sent = await fetch(`${g.url}/functions/v1/checkout`, { method: "POST", body: JSON.stringify(body),
+        headers: { authorization: `Bearer ${guestToken()}`, apikey: g.anonKey, "content-type": "application/json" } }).then((r) => r.json());
+      const local = await g.guest().checkout(body as never);
+      expect(local.error, JSON.stringify(body)).toMatchObject({ code: "invalid_request", field });
+      expect(local.error!.issues!.map((i) => i.path), JSON.stringify(body)).toEqual(sent.issues.map((i: { path: string }) => i.path));
+    }
     // an empty id would have called the listing and read its page as a booking
     for (const id of ["", "not-a-uuid", "../bookings"]) {
       expect((await g.guest().booking(id)).error, id).toMatchObject({ code: "invalid_request", field: "booking_intent_id", status: 400 });

@@ -29,6 +29,15 @@ export const RetryCheckoutRequest = z.strictObject({
 export const CheckoutRequest = z.union([NewCheckoutRequest, RetryCheckoutRequest]);
 export type CheckoutRequest = z.infer<typeof CheckoutRequest>;
 
+/**
+ * The one shape a checkout body means (a retry names its booking_intent_id), checked alone so every
+ * missing or wrong field is named (the union answers a lone "Invalid input" for the whole body); the
+ * function and the typed client both check with it, so both name the same fields.
+ */
+export function checkoutShapeOf(raw: unknown): typeof NewCheckoutRequest | typeof RetryCheckoutRequest {
+  return raw !== null && typeof raw === "object" && "booking_intent_id" in raw ? RetryCheckoutRequest : NewCheckoutRequest;
+}
+
 /** What the guest pays with, as the provider gives it: a card's client_secret (checkout only), PIX codes. */
 export const PayFields = z.object({
   client_secret: z.string().optional(),

@@ -95,14 +95,19 @@ export async function readJsonBody(req: Request, limit: number): Promise<{ value
  * 400 invalid_request listing what a schema refused, field by field (zod's issues, or any alike); a
  * field the schema does not know is named on its own line too.
  */
-export function invalidRequest(message: string, issues: { path: PropertyKey[]; message: string; code?: string; keys?: string[] }[]): Response {
-  return errorJson(400, "invalid_request", message, {
-    issues: issues.flatMap((i) => {
-      const at = i.path.map(String);
-      if (i.code === "unrecognized_keys" && i.keys?.length) {
-        return i.keys.map((k) => ({ path: [...at, k].join("."), message: "unknown field" }));
-      }
-      return [{ path: at.join("."), message: i.message }];
-    }),
+export function invalidRequest(message: string, issues: SchemaIssue[]): Response {
+  return errorJson(400, "invalid_request", message, { issues: issueLines(issues) });
+}
+
+type SchemaIssue = { path: PropertyKey[]; message: string; code?: string; keys?: string[] };
+
+/** zod's issues as the functions name them ("check_in", "unknown field" on a line of its own); the typed client says the same. */
+export function issueLines(issues: SchemaIssue[]): { path: string; message: string }[] {
+  return issues.flatMap((i) => {
+    const at = i.path.map(String);
+    if (i.code === "unrecognized_keys" && i.keys?.length) {
+      return i.keys.map((k) => ({ path: [...at, k].join("."), message: "unknown field" }));
+    }
+    return [{ path: at.join("."), message: i.message }];
   });
 }

@@ -3,7 +3,7 @@
 // the payment and returns what the guest's app needs to pay (Stripe client_secret, or PIX QR code).
 import { db, type Sql } from "../_shared/db.ts";
 import { dbErrorResponse } from "../_shared/db_response.ts";
-import { CheckoutRequest, NewCheckoutRequest, RetryCheckoutRequest } from "../_shared/guest_api.ts";
+import { checkoutShapeOf, type CheckoutRequest } from "../_shared/guest_api.ts";
 import { errorJson, invalidRequest, json, methodNotAllowed, readJsonBody } from "../_shared/http.ts";
 import { AuthRefusal, verifyCaller } from "../_shared/auth.ts";
 import { defaultProviderFor, providerNamed, providersTaking } from "../_shared/providers/registry.ts";
@@ -19,7 +19,7 @@ function parseBody(raw: unknown): CheckoutRequest | Response {
     return invalidRequest("the body must be a JSON object", [{ path: [], message: "expected an object" }]);
   }
   const isRetry = "booking_intent_id" in raw;
-  const parsed = (isRetry ? RetryCheckoutRequest : NewCheckoutRequest).safeParse(raw);
+  const parsed = checkoutShapeOf(raw).safeParse(raw);
   if (!parsed.success) {
     return invalidRequest(isRetry ? "the body does not match a checkout retry" : "the body does not match a checkout",
       parsed.error.issues);
