@@ -9,7 +9,7 @@
 import type { SupabaseClient } from "@supabase/supabase-js";
 import type { z } from "zod";
 import {
-  BookingsPage, BookingsQuery, checkoutShapeOf, CheckoutResponse, ErrorBody, GuestBooking, type CheckoutRequest,
+  BookingsPage, BookingsQuery, checkoutShapeOf, CheckoutResponse, ErrorBody, GuestBooking, UUID_TEXT, type CheckoutRequest,
   type BookingState,
 } from "../supabase/functions/_shared/guest_api.ts";
 import { issueLines } from "../supabase/functions/_shared/http.ts";
@@ -110,8 +110,6 @@ export interface ReserveClient {
 
 const STILL_PAYING: readonly BookingState[] = ["held", "awaiting_payment", "payment_processing"];
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
 export interface ReserveClientOptions {
   /** the region every call is pinned to (supabase-js's functions.invoke `region`, e.g. "sa-east-1") */
   region?: string;
@@ -136,7 +134,7 @@ export function reserveClient(supabase: SupabaseClient, opts: ReserveClientOptio
 
     async booking(bookingIntentId) {
       // an empty id would call the listing (bookings/) and read its page as a booking
-      if (typeof bookingIntentId !== "string" || !UUID.test(bookingIntentId)) {
+      if (typeof bookingIntentId !== "string" || !UUID_TEXT.test(bookingIntentId)) {
         return failure({ code: "invalid_request", message: "the path does not name a booking", field: "booking_intent_id",
                          issues: [{ path: "booking_intent_id", message: "Invalid UUID" }], status: 400 });
       }

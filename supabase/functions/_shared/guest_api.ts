@@ -26,6 +26,9 @@ export const NewCheckoutRequest = z.strictObject({
 export const RetryCheckoutRequest = z.strictObject({
   booking_intent_id: z.uuid(), method: PaymentMethod, provider: ProviderName.optional(), ...guestDetails,
 });
+/** A uuid as the guest API's paths and cursors carry one (checked before any read). */
+export const UUID_TEXT = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
 export const CheckoutRequest = z.union([NewCheckoutRequest, RetryCheckoutRequest]);
 export type CheckoutRequest = z.infer<typeof CheckoutRequest>;
 

@@ -3,13 +3,12 @@
 // booking, like an unknown id, is 404 booking_not_found, so an id says nothing about whether it exists.
 import { db } from "../_shared/db.ts";
 import { dbErrorResponse } from "../_shared/db_response.ts";
-import { BookingsQuery, type GuestBooking, type NextStep } from "../_shared/guest_api.ts";
+import { BookingsQuery, UUID_TEXT, type GuestBooking, type NextStep } from "../_shared/guest_api.ts";
 import { errorJson, invalidRequest, json, methodNotAllowed } from "../_shared/http.ts";
 import { AuthRefusal, verifyCaller } from "../_shared/auth.ts";
 import { providerNamed } from "../_shared/providers/registry.ts";
 import { isJsonbTime } from "../_shared/times.ts";
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** reserve.guest_booking as to_jsonb writes it: dates and times as text, amounts as numbers. */
 interface GuestBookingRow {
@@ -85,7 +84,7 @@ const encodeCursor = (createdAt: string, id: string) => btoa(`${createdAt}|${id}
 function decodeCursor(cursor: string): { createdAt: string; id: string } | undefined {
   try {
     const [createdAt, id, ...rest] = atob(cursor.replace(/-/g, "+").replace(/_/g, "/")).split("|");
-    if (rest.length || !UUID.test(id ?? "") || !isJsonbTime(createdAt ?? "")) return undefined;
+    if (rest.length || !UUID_TEXT.test(id ?? "") || !isJsonbTime(createdAt ?? "")) return undefined;
     return { createdAt, id };
   } catch {
     return undefined;
@@ -128,7 +127,7 @@ async function listBookings(sub: string, url: URL): Promise<Response> {
 }
 
 async function oneBooking(sub: string, id: string): Promise<Response> {
-  if (!UUID.test(id)) {
+  if (!UUID_TEXT.test(id)) {
     return invalidRequest("the path does not name a booking", [{ path: ["booking_intent_id"], message: "Invalid UUID" }]);
   }
   let row: { b: GuestBookingRow } | undefined;

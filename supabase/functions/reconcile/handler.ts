@@ -15,7 +15,7 @@ import { DATABASE_RETRY_AFTER_S } from "../_shared/db_response.ts";
 import { errorJson, json } from "../_shared/http.ts";
 import { PROVIDER_NAMES, providerNamed } from "../_shared/providers/registry.ts";
 import {
-  ProviderError, UnusableAnswer, type ListCursor, type ListWindow, type PaymentProvider, type UnreadableObject,
+  ProviderError, UnusableAnswer, type ListCursor, type ListWindow, type PaymentProvider, type ProviderUpdate, type UnreadableObject,
 } from "../_shared/providers/types.ts";
 import { hasUnsafeChars, safeText, sanitizeJson } from "../_shared/sanitize.ts";
 import { instant } from "../_shared/text_fields.ts";
@@ -109,18 +109,19 @@ async function reconcileProvider(sql: Sql, provider: PaymentProvider, window: Li
     [run] = await sql<Run[]>`
       select ${sql.unsafe(runColumns)} from reserve.record_unreadable_provider_objects(${run.id}::uuid, ${sql.json(rows as never)})`;
   };
+  // an update no payment can hold is the provider's fault: set aside, never half-applied
+  const sortUpdate = (u: ProviderUpdate, updates: Record<string, unknown>[], unreadable: UnreadableObject[], objectId?: string) => {
+    const why = unusableUpdate(u);
+    if (why) unreadable.push({ kind: "payment", objectId: objectId ?? (typeof u.gatewayPaymentId === "string" ? u.gatewayPaymentId : undefined), reason: why, object: u.object });
+    else updates.push(updateJson(u));
+  };
   try {
     while (!run.cursor?.listed) {
       if (Date.now() >= deadline) return outcome(run);
       const page = await provider.listPayments(listWindow, run.cursor?.next ?? null, pageSize);
       const updates: Record<string, unknown>[] = [];
       const unreadable = [...page.unreadable ?? []];
-      for (const u of page.updates) {
-        // an object no payment can hold is the provider's fault: set aside, never half-applied
-        const why = unusableUpdate(u);
-        if (why) unreadable.push({ kind: "payment", objectId: typeof u.gatewayPaymentId === "string" ? u.gatewayPaymentId : undefined, reason: why, object: u.object });
-        else updates.push(updateJson(u));
-      }
+      for (const u of page.updates) sortUpdate(u, updates, unreadable);
       await setAside(unreadable);
       const cursor = page.next ? { next: page.next } : { listed: true };
       [run] = await sql<Run[]>`
@@ -145,10 +146,7 @@ async function reconcileProvider(sql: Sql, provider: PaymentProvider, window: Li
         const unreadable: UnreadableObject[] = [];
         for (const { gateway_payment_id } of earlier.slice(i, i + pageSize)) {
           try {
-            const u = await provider.readPayment(gateway_payment_id);
-            const why = unusableUpdate(u);
-            if (why) unreadable.push({ kind: "payment", objectId: gateway_payment_id, reason: why, object: u.object });
-            else updates.push(updateJson(u));
+            sortUpdate(await provider.readPayment(gateway_payment_id), updates, unreadable, gateway_payment_id);
           } catch (err) {
             // a payment its own listing of refunds or disputes named, which it then does not know or refuses
             // to read, is as unreadable as one it answers wrong: set aside, or the run would stop on it every

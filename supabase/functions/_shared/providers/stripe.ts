@@ -8,7 +8,7 @@ import Stripe from "stripe";
 import { hmacSha256Hex, sha256Bytes } from "../crypto.ts";
 import type { StripeSettings } from "../provider_config.ts";
 import {
-  answeredRefund, asUuid, fromUnixSeconds, minor, ProviderError, readEach, timeOf, upperCurrency, UnusableAnswer, type ListCursor, type ListWindow, type LookupKey,
+  answeredRefund, asUuid, fromUnixSeconds, minor, ProviderError, readEach, shown, timeOf, upperCurrency, UnusableAnswer, type ListCursor, type ListWindow, type LookupKey,
   type MoneyMoves, type PaymentPage, type PaymentProvider, type PaymentStatus, type ProviderBalance, type ProviderDispute,
   type ProviderPayout, type ProviderRefund,
   type ProviderUpdate, type UnreadableObject, type WebhookParse,
@@ -189,7 +189,6 @@ export function stripeEventNews(event: Obj): { update: ProviderUpdate | null; lo
 }
 
 const unixSeconds = (d: Date) => Math.floor(d.getTime() / 1000);
-const shown = (v: unknown) => (JSON.stringify(v) ?? String(v)).slice(0, 40);
 /** what an object lacks, of the parts it needs */
 const lacking = (has: Record<string, boolean>) => Object.entries(has).filter(([, ok]) => !ok).map(([part]) => part).join(", ");
 const PAYOUT_STATUSES = new Set(["pending", "in_transit", "paid", "failed", "canceled"]);

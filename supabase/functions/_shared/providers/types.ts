@@ -90,9 +90,8 @@ export function answeredRefund(provider: string, r: RefundRequest, got: Provider
   const payment = seen.payment === undefined || seen.payment === null ? undefined : String(seen.payment);
   if (typeof id !== "string" || id.length < 1 || id.length > 255 || (payment !== undefined && payment !== r.gatewayPaymentId) ||
       (got.amount !== undefined && got.amount !== r.amount)) {
-    const shown = (v: unknown) => (JSON.stringify(v) ?? String(v)).slice(0, 80);
-    throw new UnusableAnswer(`${provider} answered the refund of ${r.amount} on ${r.gatewayPaymentId} (request ${r.requestId}) with refund ${shown(seen.id)}` +
-                             ` of ${shown(got.amount)} on ${payment === undefined ? "no payment named" : shown(payment)}`);
+    throw new UnusableAnswer(`${provider} answered the refund of ${r.amount} on ${r.gatewayPaymentId} (request ${r.requestId}) with refund ${shown(seen.id, 80)}` +
+                             ` of ${shown(got.amount, 80)} on ${payment === undefined ? "no payment named" : shown(payment, 80)}`);
   }
   return { ...got, refundId: id };
 }
@@ -303,7 +302,8 @@ export class UnusableAnswer extends Error {
   }
 }
 
-const shown = (v: unknown) => (JSON.stringify(v) ?? String(v)).slice(0, 40);
+/** A provider's value as a message shows it: its JSON, cut to `max` characters. */
+export const shown = (v: unknown, max = 40) => (JSON.stringify(v) ?? String(v)).slice(0, max);
 
 /** A whole number of minor units the database can hold; absent is undefined, anything else UnusableAnswer. */
 export function minor(v: unknown, what: string): number | undefined {
