@@ -8,9 +8,8 @@ export function json(body: unknown, status = 200, headers: HeadersInit = {}): Re
 }
 
 /** Every error we return has this shape, so clients branch on `error`, not on prose. */
-export function errorJson(status: number, error: string, message: string, extra: Record<string, unknown> = {},
-                          headers: HeadersInit = {}): Response {
-  return json({ error, message, ...extra }, status, headers);
+export function errorJson(status: number, error: string, message: string, extra: Record<string, unknown> = {}): Response {
+  return json({ error, message, ...extra }, status);
 }
 
 export function methodNotAllowed(allowed: string[]): Response {
