@@ -234,6 +234,24 @@ describe("reconciliation", () => {
     expect(open).toEqual([]);
   });
 
+  it("sets aside unreadable objects once each, and refuses a malformed list (RC001) writing nothing", async () => {
+    const r = await run(db.sql, "stripe", new Date(Date.now() - 5 * hour), new Date(Date.now() + 5 * hour));
+    const aside = (objects: unknown) => db.sql`select * from reserve.record_unreadable_provider_objects(${r.id}::uuid, ${db.sql.json(objects as never)})`;
+    const count = async () => Number((await db.sql`select count(*) as n from reserve.reconciliation_items where run_id = ${r.id}`)[0]!.n);
+    for (const bad of [{ kind: "payment" }, [{ kind: "refund", reason: "x" }], [{ kind: "payout" }], [{ kind: "payout", reason: "" }], [1]]) {
+      expect(await sqlState(aside(bad)), JSON.stringify(bad)).toBe("RC001");
+    }
+    expect(await count()).toBe(0);
+    const odd = { kind: "payout", reason: "status \"exploded\"", provider_object: { id: "po_odd", status: "exploded" }, object_id: "po_odd" };
+    const nameless = { kind: "dispute", reason: "no id", provider_object: { amount: 1 } };
+    await aside([odd, nameless]);
+    await aside([odd, nameless]);
+    const rows = await db.sql`select object_id, kind::text from reserve.reconciliation_items where run_id = ${r.id} order by object_id`;
+    expect(rows).toHaveLength(2);
+    expect(rows.map((x) => x.object_id)).toEqual(expect.arrayContaining(["po_odd", expect.stringMatching(/^sha256:[0-9a-f]{64}$/)]));
+    expect(rows.every((x) => x.kind === "unreadable_object")).toBe(true);
+  });
+
   it("refuses bad windows and pages", async () => {
     expect(await sqlState(db.sql`select reserve.begin_reconciliation_run('paypal', now(), now() + interval '1 day')`)).toBe("RC001");
     expect(await sqlState(db.sql`select reserve.begin_reconciliation_run('stripe', now(), now())`)).toBe("RC001");

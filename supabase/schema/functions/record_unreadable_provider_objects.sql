@@ -14,7 +14,8 @@ declare
   object_id text;
   n integer := 0;
 begin
-  if p_objects is null or jsonb_typeof(p_objects) <> 'array' or jsonb_array_length(p_objects) > 10000 then
+  if p_objects is null or jsonb_typeof(p_objects) <> 'array' or jsonb_array_length(p_objects) > 10000
+     or exists (select 1 from jsonb_array_elements(p_objects) x where jsonb_typeof(x) <> 'object') then
     raise exception using errcode = 'RC001', message = 'p_objects is a JSON array of at most 10000 unreadable provider objects';
   end if;
   r := reserve.lock_reconciliation_run(p_run_id);
