@@ -28,7 +28,8 @@ let fnsInHole: FunctionsServer;
 // (its caller's token first: both gateways trust one key and one issuer)
 const ISSUER = "http://db-unavailable.test/auth/v1";
 const env = { RESERVE_CRON_SECRET: CRON_SECRET, STRIPE_WEBHOOK_SECRET: WEBHOOK_SECRET,
-              STRIPE_SECRET_KEY: "sk_test_never_called", STRIPE_API_BASE: "http://127.0.0.1:9", RESERVE_JWT_ISSUER: ISSUER };
+              STRIPE_SECRET_KEY: "sk_test_never_called", STRIPE_API_BASE: "http://127.0.0.1:9", RESERVE_JWT_ISSUER: ISSUER,
+              MERCADOPAGO_ACCESS_TOKEN: "TEST-never-answered", MERCADOPAGO_API_BASE: "http://127.0.0.1:9", MERCADOPAGO_WEBHOOK_SECRET: "mp-secret" };
 
 beforeAll(async () => {
   cluster = await privateCluster();
@@ -114,6 +115,11 @@ describe("a database that is not there", () => {
       return [fn, await call(fns, fn, await requests[fn]())] as const;
     }));
     for (const [fn, r] of storm) expectUnavailable(fn, r);
+    // an unsigned IPN cannot be told ours or not: MercadoPago is asked, as before, and its silence is a
+    // 503 MercadoPago retries, never a 200 "none of ours" that would drop a payment's news for good
+    const ipn = await call(fns, "webhook_pix/mercadopago?topic=payment&id=123456789", { method: "POST", body: "" });
+    expect(ipn.status, JSON.stringify(ipn.body)).toBe(503);
+    expect(ipn.body.error).toBe("provider_unavailable");
     expect(fns.process.exitCode).toBeNull();
     expect(fnsInHole.process.exitCode).toBeNull();
   });
