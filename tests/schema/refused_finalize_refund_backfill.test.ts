@@ -3,6 +3,7 @@
 // migration gets such payments, and ones an operator already has in hand; then the rest of the migrations
 // run: each payment still owed gets one request for what is left, under finalize's own key, and the ones
 // in hand (sold after all, a failed or a closed request, refunded already) get none.
+import { readFile } from "node:fs/promises";
 import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import * as f from "../helpers/fixtures.ts";
@@ -68,7 +69,6 @@ describe("refunds owed by finalizes refused before finalize requested them", () 
     expect(audit.reason).toContain(owed.id);
 
     // the migration's own SQL run again asks nothing twice
-    const { readFile } = await import("node:fs/promises");
     const body = await readFile(new URL("../../supabase/migrations/20261207111000_refunds_owed_by_earlier_refused_finalizes_are_requested.sql", import.meta.url), "utf8");
     await sql.begin((tx) => tx.unsafe(body));
     const [{ again }] = await sql`select count(*)::int as again from reserve.refund_requests where request_key like 'unsellable:%'`;
