@@ -8,6 +8,7 @@
 import { parseArgs } from "node:util";
 import { loadOrCreateSigningKey, localIssuer, signUserToken } from "../local/auth_keys.ts";
 import { configFromEnv } from "../local/stack.ts";
+import { UUID_TEXT } from "../supabase/functions/_shared/uuid_text.ts";
 
 const usage = "usage: npm run token -- --email <address> [--sub <uuid>] [--operator] [--expires-in <seconds>]";
 
@@ -36,7 +37,7 @@ if (values.help) {
   process.exit(0);
 }
 if (!values.email || !/^[^\s@]+@[^\s@]+$/.test(values.email)) fail("--email needs an e-mail address");
-if (values.sub !== undefined && !/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(values.sub)) {
+if (values.sub !== undefined && !UUID_TEXT.test(values.sub)) {
   fail("--sub must be a UUID, as Supabase Auth's user ids are");
 }
 const expiresIn = values["expires-in"] === undefined ? 3600 : Number(values["expires-in"]);

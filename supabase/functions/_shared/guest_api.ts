@@ -27,7 +27,7 @@ export const RetryCheckoutRequest = z.strictObject({
   booking_intent_id: z.uuid(), method: PaymentMethod, provider: ProviderName.optional(), ...guestDetails,
 });
 /** A uuid as the guest API's paths and cursors carry one (checked before any read). */
-export const UUID_TEXT = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+export { UUID_TEXT } from "./uuid_text.ts";
 
 export const CheckoutRequest = z.union([NewCheckoutRequest, RetryCheckoutRequest]);
 export type CheckoutRequest = z.infer<typeof CheckoutRequest>;

@@ -11,6 +11,7 @@ import { errorJson, json, methodNotAllowed, readBodyText } from "./http.ts";
 import { sha256Hex } from "./crypto.ts";
 import { hasUnsafeChars, safeText, sanitizeJson } from "./sanitize.ts";
 import { storableTime } from "./times.ts";
+import { UUID_TEXT } from "./uuid_text.ts";
 import {
   ProviderError, UnusableAnswer, type LookupKey, type PaymentProvider, type ProviderRefund, type ProviderUpdate,
   type VerifiedEvent,
@@ -19,7 +20,6 @@ import {
 export const MAX_WEBHOOK_BODY = 512 * 1024;
 
 const STATUSES = new Set(["pending", "processing", "succeeded", "failed", "cancelled", "expired", "refunded", "partially_refunded", "disputed"]);
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const MONEY_FIELDS = ["amount", "amountReceived", "refundedAmount", "disputeAmount", "feeAmount"] as const;
 
 /** Why an update cannot be stored as reserve.provider_update, or undefined when it can. */
@@ -35,7 +35,7 @@ export function unusableUpdate(u: ProviderUpdate): string | undefined {
     if (v !== undefined && !(typeof v === "number" && Number.isSafeInteger(v) && v >= 0)) return `${f} ${String(v).slice(0, 40)} is not a whole number of minor units`;
   }
   if (u.currency !== undefined && !/^[A-Z]{3}$/.test(u.currency)) return `currency ${safeText(String(u.currency), 20)} is not an ISO 4217 code`;
-  if (u.paymentId !== undefined && !UUID.test(u.paymentId)) return "the payment reference is not a uuid";
+  if (u.paymentId !== undefined && !UUID_TEXT.test(u.paymentId)) return "the payment reference is not a uuid";
   if (u.endToEndId !== undefined && (typeof u.endToEndId !== "string" || u.endToEndId.length < 1 || u.endToEndId.length > 64)) {
     return "the endToEndId is not 1..64 characters";
   }

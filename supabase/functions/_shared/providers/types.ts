@@ -291,8 +291,7 @@ export function presentStrings(fields: Record<string, unknown>): Record<string, 
   return out;
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-export const asUuid = (v: unknown): string | undefined => (typeof v === "string" && UUID.test(v) ? v : undefined);
+export { asUuid } from "../uuid_text.ts";
 
 /** A provider's answer that says something no payment can hold (an amount beyond 2^53, a negative one). */
 export class UnusableAnswer extends Error {
