@@ -5,6 +5,7 @@ import { mkdir, mkdtemp, readdir, rm, symlink, writeFile } from "node:fs/promise
 import { tmpdir } from "node:os";
 import path from "node:path";
 import postgres from "postgres";
+import { afterAll, beforeAll } from "vitest";
 import { applyMigrations, bootstrapSupabaseLike, projectRoot } from "../../local/migrate.ts";
 import { dbUrl } from "./db.ts";
 
@@ -40,5 +41,28 @@ export async function migratedBefore(first: string, label: string): Promise<Migr
       await admin.end();
       await rm(workdir, { recursive: true, force: true });
     },
+  };
+}
+
+/**
+ * A test file's database migrated up to `first`: made before its tests and dropped after them. Its
+ * `sql` and `applyRest` are there once the tests run (not while the file is being collected).
+ */
+export function useMigratedBefore(first: string, label: string): Omit<MigratedBefore, "drop"> {
+  let db: MigratedBefore | undefined;
+  const made = () => {
+    if (!db) throw new Error(`the database migrated before ${first} is made in beforeAll; use it inside a test`);
+    return db;
+  };
+  beforeAll(async () => {
+    db = await migratedBefore(first, label);
+  }, 300_000);
+  afterAll(async () => {
+    await db?.drop();
+  });
+  return {
+    get sql() { return made().sql; },
+    get url() { return made().url; },
+    applyRest: () => made().applyRest(),
   };
 }
