@@ -1,6 +1,7 @@
 // The ops console's own database login (role reserve_ops_console, made by the migrations without a
 // password): locally it gets a fixed password, and the functions get RESERVE_OPS_DB_URL as a deploy
-// sets it (docs/DEPLOYMENT.md), so the console's ledger corrections reach the database on that login.
+// sets it (docs/DEPLOYMENT.md), so the console's on-call actions and ledger corrections reach the
+// database on that login.
 import postgres from "postgres";
 
 export const OPS_CONSOLE_ROLE = "reserve_ops_console";

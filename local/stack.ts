@@ -144,7 +144,7 @@ export async function startStack(
     const { bootstrapped, applied } = await migrate(databaseUrl);
     if (bootstrapped) log("bootstrapped Supabase roles and schemas");
     log(applied.length ? `applied ${applied.length} migration(s): ${applied.join(", ")}` : "migrations up to date");
-    // the ops console's ledger corrections come on its own login (RESERVE_OPS_DB_URL)
+    // the ops console's on-call actions and ledger corrections come on its own login (RESERVE_OPS_DB_URL)
     if (!process.env.RESERVE_OPS_DB_URL) await enableOpsConsoleLogin(databaseUrl);
     signal?.throwIfAborted();
     const seeded = cfg.seed && (await needsSeed(databaseUrl));

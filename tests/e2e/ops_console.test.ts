@@ -2,8 +2,9 @@
 // stack: the page served by the ops function under Deno, a real database and the sandbox. It signs in
 // with an operator token, shows the alerts, incidents with their clocks, stuck payments, webhooks, the
 // ledger check, overbooking and the charts; its actions change the database with the operator's identity
-// and reason in the audit trail; a ledger correction needs a second operator. Screenshots of the main
-// views go to test-output/ops/.
+// and reason in the audit trail, on the console's own database login (the database takes an on-call
+// action's or a correction's operator from no other); a ledger correction needs a second operator.
+// Screenshots of the main views go to test-output/ops/.
 import { mkdir } from "node:fs/promises";
 import path from "node:path";
 import puppeteer, { type Browser, type Page } from "puppeteer-core";
@@ -13,8 +14,9 @@ import { signJwt } from "../../local/keys.ts";
 import { projectRoot } from "../../local/migrate.ts";
 import * as f from "../helpers/fixtures.ts";
 import { applyStatus } from "../helpers/money.ts";
-import { testSigningKey } from "../helpers/auth.ts";
+import { testSigningKey, userTokenFor } from "../helpers/auth.ts";
 import { startE2E, until, type E2E } from "../helpers/e2e.ts";
+import { startTestFunctions } from "../helpers/functions.ts";
 
 const SHOTS = path.join(projectRoot, "test-output", "ops");
 const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
@@ -300,6 +302,7 @@ describe("the ops console", () => {
     const sel = `#incidents tr[data-row="${inc.reference}"]`;
     expect(await runAction(`${sel} button[data-action=resolve_incident]`, {}, "correction approved; ledger balances")).toMatch(/done by bob/);
     await until(async () => (await e.db.sql`select status from reserve.incidents where id = ${inc.id}`)[0].status === "monitoring", "monitoring");
+    expect((await e.db.sql`select resolved_by from reserve.incidents where id = ${inc.id}`)[0].resolved_by).toBe("bob@reserve.test");
     await page.waitForFunction((s) => /monitoring ends in/.test(document.querySelector(`${s} .clocks`)?.textContent ?? ""), {}, sel);
     await page.click(`${sel} button.review`);
     await page.waitForFunction(() => /Post-incident review/.test(document.querySelector("#review-md")?.textContent ?? ""));
@@ -314,5 +317,60 @@ describe("the ops console", () => {
     expect(md).not.toContain("-  - ");
     expect(md).toContain("| Alert when a ledger trigger is disabled | carol@reserve.test | 2026-12-31 | open |");
     await shot("review");
+  });
+  it("records the token's operator for each on-call action it runs, with the reason in the audit trail", async () => {
+    const token = operatorToken("erin@reserve.test", { sub: crypto.randomUUID() });
+    // an action item's audit reason is the item (add_incident_action_item takes no other)
+    const act = async (body: Record<string, unknown>, why = body.reason) => {
+      const r = await fetch(`${e.url("ops")}/api/action`, {
+        method: "POST", headers: { authorization: `Bearer ${token}`, "content-type": "application/json" }, body: JSON.stringify(body),
+      });
+      const answer = await r.json();
+      expect(r.status, JSON.stringify(answer)).toBe(200);
+      expect(answer.operator).toBe("erin@reserve.test");
+      const audit = await e.db.sql`select actor from reserve.audit_logs where reason = ${`${body.action} by erin@reserve.test: ${why}`}`;
+      expect(audit.map((a) => a.actor)).toEqual(["erin@reserve.test"]);
+      return answer.result;
+    };
+    const [inc] = await e.db.sql`select reference from reserve.incidents where alert_name = 'ledger_imbalance'`;
+    expect(await act({ action: "post_incident_update", incident: inc.reference, reason: "monitoring: ledger balances" }))
+      .toMatchObject({ kind: "update", actor: "erin@reserve.test" });
+    expect(await act({ action: "add_incident_action_item", incident: inc.reference, item: "Page on a one-sided transaction", owner: "dana",
+                       due_date: "2027-01-15", reason: "from the review" }, "Page on a one-sided transaction"))
+      .toMatchObject({ created_by: "erin@reserve.test", owner: "dana" });
+    const silence = await act({ action: "create_alert_silence", alert_name: "overbooking", ends_at: new Date(Date.now() + 3600_000).toISOString(),
+                                reason: "inventory import" });
+    expect(silence).toMatchObject({ author: "erin@reserve.test", alert_name: "overbooking" });
+    expect(await act({ action: "end_alert_silence", silence_id: silence.id, reason: "import done" }))
+      .toMatchObject({ id: silence.id, ended_by: "erin@reserve.test" });
+  });
+
+  it("answers 503 ops_login_missing for each on-call action without the console's login, and changes nothing", async () => {
+    const bare = await startTestFunctions(e.db.url, { RESERVE_OPS_DB_URL: "" });
+    try {
+      const token = userTokenFor(Number(new URL(bare.url).port), crypto.randomUUID(), "erin@reserve.test", true);
+      const [inc] = await e.db.sql`select reference from reserve.incidents where alert_name = 'ledger_imbalance'`;
+      const [s] = await e.db.sql`select id from reserve.alert_silences where ended_at is null and ends_at > now() order by id limit 1`;
+      const written = async () => (await e.db.sql`select (select count(*)::int from reserve.audit_logs) as audit,
+        (select count(*)::int from reserve.incident_events) as events, (select count(*)::int from reserve.alert_silences) as silences,
+        (select count(*)::int from reserve.incident_action_items) as items`)[0];
+      const before = await written();
+      for (const body of [
+        { action: "acknowledge_incident", incident: inc.reference, reason: "on it" },
+        { action: "post_incident_update", incident: inc.reference, reason: "looking" },
+        { action: "resolve_incident", incident: inc.reference, reason: "fixed" },
+        { action: "add_incident_action_item", incident: inc.reference, item: "Fix it", owner: "dana", due_date: "2027-01-15", reason: "review" },
+        { action: "create_alert_silence", alert_name: "overbooking", ends_at: new Date(Date.now() + 3600_000).toISOString(), reason: "import" },
+        { action: "end_alert_silence", silence_id: s.id, reason: "over" },
+      ]) {
+        const r = await fetch(`${bare.functionUrl("ops")}/api/action`, {
+          method: "POST", headers: { authorization: `Bearer ${token}`, "content-type": "application/json" }, body: JSON.stringify(body),
+        });
+        expect([body.action, r.status, (await r.json()).error]).toEqual([body.action, 503, "ops_login_missing"]);
+      }
+      expect(await written()).toEqual(before);
+    } finally {
+      await bare.stop();
+    }
   });
 });

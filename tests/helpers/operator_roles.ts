@@ -54,7 +54,7 @@ export async function operatorRoles(admin: Sql, url: string, people: string[], o
 }
 
 export interface OpsConsoleLogin {
-  /** a committed transaction as the ops function runs a 4-eyes action: its login, the token's sub set */
+  /** a committed transaction as the ops function runs an on-call or 4-eyes action: its login, the token's sub set */
   as<T>(sub: string | null, fn: (tx: postgres.TransactionSql) => Promise<T>): Promise<T>;
   end(): Promise<void>;
 }

@@ -2,22 +2,35 @@
 // (idempotent per transition and channel, a resolve only after a trigger that fired), silences hold
 // notifications back and release them, the outbox is claimed with SKIP LOCKED in order per dedup_key and
 // retried with backoff, an outbox that cannot deliver fires its own alert; firing P1/P2 alerts open or
-// join incidents whose clocks escalate, remind and close; actions need a proven identity; the review is
-// generated from the data.
+// join incidents whose clocks escalate, remind and close; actions need a proven identity (a personal role
+// in reserve_operator, or the ops console's login with the token's subject: a name typed on a shared
+// login proves nobody); the review is generated from the data.
+import { randomUUID } from "node:crypto";
 import postgres from "postgres";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { createTestDatabase, sqlState, type Sql, type TestDatabase } from "../helpers/db.ts";
 import * as f from "../helpers/fixtures.ts";
 import { applyStatus } from "../helpers/money.ts";
-import { asOperator } from "./ops_helpers.ts";
+import { operatorRoles, opsConsoleLogin, type OperatorRoles } from "../helpers/operator_roles.ts";
+import { asOperator, type Q } from "./ops_helpers.ts";
 
 let db: TestDatabase;
 let sql: Sql;
+let ops: OperatorRoles;
 beforeAll(async () => {
   db = await createTestDatabase();
   sql = db.sql;
+  ops = await operatorRoles(sql, db.url, ["alice", "bob", "carol"]);
 });
-afterAll(async () => await db?.drop());
+afterAll(async () => {
+  await ops?.drop();
+  await db?.drop();
+});
+
+/** A committed transaction as the person's own login role (in reserve_operator): the database names them. */
+const as = <T>(who: string, fn: (tx: postgres.TransactionSql) => Promise<T>): Promise<T> => ops.as(who, fn);
+const name = (who: string) => ops.name(who);
+const escaped = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 
 type Row = Record<string, any>;
 
@@ -171,13 +184,13 @@ describe("evaluate_alerts: transitions into the outbox", () => {
 });
 
 describe("silences", () => {
-  const silence = (q: postgres.Sql | postgres.TransactionSql, req: Row, operator: string | null = "alice@reserve.test") =>
+  const silence = (q: postgres.Sql | postgres.TransactionSql, req: Row, operator: string | null = null) =>
     q`select * from reserve.create_alert_silence(row(${req.alert_name ?? null}, ${req.severity ?? null}, ${req.starts_at ?? null},
         ${req.ends_at ?? null}, ${req.reason ?? null})::reserve.alert_silence_request, ${operator})`;
 
   it("holds a matching alert's notifications back with author and reason, and sends them when it ends while the alert fires", async () => {
-    const [s] = await silence(sql, { alert_name: "ledger_trigger_disabled", ends_at: new Date(Date.now() + 3600_000), reason: "migration window" });
-    expect(s).toMatchObject({ author: "alice@reserve.test", reason: "migration window" });
+    const [s] = await as("alice", (tx) => silence(tx, { alert_name: "ledger_trigger_disabled", ends_at: new Date(Date.now() + 3600_000), reason: "migration window" }));
+    expect(s).toMatchObject({ author: name("alice"), reason: "migration window" });
     await breakLedgerTrigger();
     expect(await evaluate()).toMatchObject({ triggered: 1, notifications: 0, silenced: 2 });
     expect(await sql`select * from reserve.claim_notifications(100, 60)`).toEqual([]);
@@ -185,15 +198,15 @@ describe("silences", () => {
     const [st] = await sql`select state from reserve.alert_states where alert_name = 'ledger_trigger_disabled'`;
     expect(st.state).toBe("firing");
 
-    await sql`select reserve.end_alert_silence(${s.id}, 'window over', 'alice@reserve.test')`;
+    await as("alice", (tx) => tx`select reserve.end_alert_silence(${s.id}, 'window over')`);
     expect(await evaluate()).toMatchObject({ released: 2 });
     expect((await deliverAll()).map((r) => r.channel).sort()).toEqual(["pagerduty", "slack"]);
     const [audit] = await sql`select actor, reason from reserve.audit_logs where table_name = 'alert_silences' and action = 'UPDATE'`;
-    expect(audit).toMatchObject({ actor: "alice@reserve.test", reason: "end_alert_silence by alice@reserve.test: window over" });
+    expect(audit).toMatchObject({ actor: name("alice"), reason: `end_alert_silence by ${name("alice")}: window over` });
   });
 
   it("never sends a held-back trigger, nor its resolve, when the alert resolves under the silence", async () => {
-    await silence(sql, { severity: "P1", ends_at: new Date(Date.now() + 3600_000), reason: "load test" });
+    await as("alice", (tx) => silence(tx, { severity: "P1", ends_at: new Date(Date.now() + 3600_000), reason: "load test" }));
     await breakLedgerTrigger();
     await evaluate();
     await fixLedgerTrigger();
@@ -203,7 +216,7 @@ describe("silences", () => {
   });
 
   it("holds back an incident's escalation and reminders too, and sends them when it ends while the incident is open", async () => {
-    const [s] = await silence(sql, { alert_name: "ledger_trigger_disabled", ends_at: new Date(Date.now() + 3600_000), reason: "planned migration" });
+    const [s] = await as("alice", (tx) => silence(tx, { alert_name: "ledger_trigger_disabled", ends_at: new Date(Date.now() + 3600_000), reason: "planned migration" }));
     await breakLedgerTrigger();
     await evaluate();
     const [i] = await sql`select * from reserve.incidents where alert_name = 'ledger_trigger_disabled'`;
@@ -214,24 +227,24 @@ describe("silences", () => {
     expect(held.every((r) => r.silenced_by === s.id)).toBe(true);
     expect(await sql`select * from reserve.claim_notifications(100, 60)`).toEqual([]);
 
-    await sql`select reserve.end_alert_silence(${s.id}, 'window over', 'alice@reserve.test')`;
+    await as("alice", (tx) => tx`select reserve.end_alert_silence(${s.id}, 'window over')`);
     expect(await evaluate()).toMatchObject({ released: 5 });
     expect((await deliverAll()).map((r) => `${r.kind}:${r.channel}`).sort())
       .toEqual(["alert:pagerduty", "alert:slack", "escalation:pagerduty", "escalation:slack", "reminder:slack"]);
   });
 
   it("never sends a held-back escalation, nor its resolve, when the incident is handled under the silence", async () => {
-    await silence(sql, { severity: "P1", ends_at: new Date(Date.now() + 3600_000), reason: "load test" });
+    await as("alice", (tx) => silence(tx, { severity: "P1", ends_at: new Date(Date.now() + 3600_000), reason: "load test" }));
     await breakLedgerTrigger();
     await evaluate();
     const [i] = await sql`select * from reserve.incidents where alert_name = 'ledger_trigger_disabled'`;
     await sql`update reserve.incidents set ack_due_at = now() - interval '1 minute' where id = ${i.id}`;
     expect(await evaluate()).toMatchObject({ escalated: 1 });
-    await sql`select reserve.acknowledge_incident(${i.reference}, 'on it', 'bob@reserve.test')`;
-    await sql`select reserve.post_incident_update(${i.reference}, 'looking', 'bob@reserve.test')`;
+    await as("bob", (tx) => tx`select reserve.acknowledge_incident(${i.reference}, 'on it')`);
+    await as("bob", (tx) => tx`select reserve.post_incident_update(${i.reference}, 'looking')`);
     await fixLedgerTrigger();
     await evaluate();
-    await sql`select reserve.resolve_incident(${i.reference}, 'trigger enabled again', 'bob@reserve.test')`;
+    await as("bob", (tx) => tx`select reserve.resolve_incident(${i.reference}, 'trigger enabled again')`);
     await sql`update reserve.incidents set monitoring_until = now() - interval '1 second' where id = ${i.id}`;
     expect(await evaluate()).toMatchObject({ incidents_closed: 1 });
     const rows = await sql`select kind, event_action, delivered_at, cancelled_at from reserve.notification_outbox where incident_id = ${i.id}`;
@@ -242,13 +255,15 @@ describe("silences", () => {
 
   it("refuses a silence without a proven author, a reason, a matcher or a future end", async () => {
     const later = new Date(Date.now() + 3600_000);
-    expect(await sqlState(silence(sql, { alert_name: "overbooking", ends_at: later, reason: "x" }, null))).toBe("RC604");
-    expect(await sqlState(silence(sql, { alert_name: "overbooking", ends_at: later, reason: " " }))).toBe("RC604");
-    expect(await sqlState(silence(sql, { ends_at: later, reason: "everything" }))).toBe("RC001");
-    expect(await sqlState(silence(sql, { alert_name: "no_such_alert", ends_at: later, reason: "x" }))).toBe("RC001");
-    expect(await sqlState(silence(sql, { alert_name: "overbooking", ends_at: new Date(Date.now() - 1000), reason: "x" }))).toBe("RC001");
-    expect(await sqlState(silence(sql, { alert_name: "overbooking", ends_at: new Date(Date.now() + 40 * 86400_000), reason: "x" }))).toBe("RC001");
-    expect(await sqlState(sql`select reserve.end_alert_silence(gen_random_uuid(), 'x', 'alice')`)).toBe("RC603");
+    expect(await sqlState(silence(sql, { alert_name: "overbooking", ends_at: later, reason: "x" }))).toBe("RC604");
+    expect(await sqlState(silence(sql, { alert_name: "overbooking", ends_at: later, reason: "x" }, "alice@reserve.test"))).toBe("RC604");
+    const alice = (req: Row) => as("alice", (tx) => silence(tx, req));
+    expect(await sqlState(alice({ alert_name: "overbooking", ends_at: later, reason: " " }))).toBe("RC604");
+    expect(await sqlState(alice({ ends_at: later, reason: "everything" }))).toBe("RC001");
+    expect(await sqlState(alice({ alert_name: "no_such_alert", ends_at: later, reason: "x" }))).toBe("RC001");
+    expect(await sqlState(alice({ alert_name: "overbooking", ends_at: new Date(Date.now() - 1000), reason: "x" }))).toBe("RC001");
+    expect(await sqlState(alice({ alert_name: "overbooking", ends_at: new Date(Date.now() + 40 * 86400_000), reason: "x" }))).toBe("RC001");
+    expect(await sqlState(as("alice", (tx) => tx`select reserve.end_alert_silence(gen_random_uuid(), 'x')`))).toBe("RC603");
   });
 });
 
@@ -377,14 +392,14 @@ describe("incidents", () => {
     expect(esc.map((r) => `${r.channel}:${r.event_action}`).sort()).toEqual(["pagerduty:trigger", "slack:post"]);
     expect(esc[0].dedup_key).toBe(`reserve/${i.reference}/escalation`);
 
-    [i] = await sql`select * from reserve.acknowledge_incident(${i.reference}, 'on it', 'bob@reserve.test')`;
-    expect(i).toMatchObject({ status: "acknowledged", acknowledged_by: "bob@reserve.test" });
+    [i] = await as("bob", (tx) => tx`select * from reserve.acknowledge_incident(${i.reference}, 'on it')`);
+    expect(i).toMatchObject({ status: "acknowledged", acknowledged_by: name("bob") });
     const resolves = await sql`select channel from reserve.notification_outbox
                                where incident_id = ${i.id} and kind = 'escalation' and event_action = 'resolve'`;
     expect(resolves.map((r) => r.channel)).toEqual(["pagerduty"]);
     // a second acknowledgement keeps the first name
-    const [again] = await sql`select * from reserve.acknowledge_incident(${i.id}, 'me too', 'carol@reserve.test')`;
-    expect(again.acknowledged_by).toBe("bob@reserve.test");
+    const [again] = await as("carol", (tx) => tx`select * from reserve.acknowledge_incident(${i.id}, 'me too')`);
+    expect(again.acknowledged_by).toBe(name("bob"));
   });
 
   it("resolves the escalation page when an escalated incident is resolved without an acknowledgement", async () => {
@@ -396,7 +411,7 @@ describe("incidents", () => {
     await deliverAll();
     await fixLedgerTrigger();
     await evaluate();
-    await sql`select reserve.resolve_incident(${i.reference}, 'trigger enabled again', 'bob@reserve.test')`;
+    await as("bob", (tx) => tx`select reserve.resolve_incident(${i.reference}, 'trigger enabled again')`);
     const esc = await sql`select channel, event_action, dedup_key from reserve.notification_outbox
                           where incident_id = ${i.id} and kind = 'escalation' and event_action = 'resolve'`;
     expect(esc).toEqual([{ channel: "pagerduty", event_action: "resolve", dedup_key: `reserve/${i.reference}/escalation` }]);
@@ -410,7 +425,7 @@ describe("incidents", () => {
     await breakLedgerTrigger();
     await evaluate();
     const i = await incident();
-    await sql`select reserve.acknowledge_incident(${i.id}, 'looking', 'bob@reserve.test')`;
+    await as("bob", (tx) => tx`select reserve.acknowledge_incident(${i.id}, 'looking')`);
     await sql`update reserve.incidents set opened_at = now() - interval '31 minutes', ack_due_at = now() + interval '1 hour' where id = ${i.id}`;
     expect(await evaluate()).toMatchObject({ reminded: 1 });
     expect(await evaluate()).toMatchObject({ reminded: 0 });
@@ -419,7 +434,7 @@ describe("incidents", () => {
     expect(rem.payload.summary).toMatch(/no status update for 31 minutes/);
 
     await sql`update reserve.incidents set reminded_at = now() - interval '31 minutes' where id = ${i.id}`;
-    await sql`select reserve.post_incident_update(${i.reference}, 'trigger re-enabled in staging, rolling out', 'bob@reserve.test')`;
+    await as("bob", (tx) => tx`select reserve.post_incident_update(${i.reference}, 'trigger re-enabled in staging, rolling out')`);
     expect(await evaluate()).toMatchObject({ reminded: 0 });
     const [clock] = await sql`select * from reserve.incident_clocks where id = ${i.id}`;
     expect(new Date(clock.next_update_due_at).getTime() - Date.now()).toBeGreaterThan(29 * 60_000);
@@ -429,11 +444,11 @@ describe("incidents", () => {
     await breakLedgerTrigger();
     await evaluate();
     let i = await incident();
-    [i] = await sql`select * from reserve.resolve_incident(${i.id}, 'trigger enabled again', 'bob@reserve.test')`;
+    [i] = await as("bob", (tx) => tx`select * from reserve.resolve_incident(${i.id}, 'trigger enabled again')`);
     expect(i.status).toBe("monitoring");
     expect(new Date(i.monitoring_until).getTime() - new Date(i.resolved_at).getTime()).toBe(60 * 60_000);
     expect(new Date(i.review_due_at).getTime() - new Date(i.resolved_at).getTime()).toBe(48 * 3600_000);
-    expect(await sqlState(sql`select reserve.resolve_incident(${i.id}, 'again', 'bob@reserve.test')`)).toBe("RC602");
+    expect(await sqlState(as("bob", (tx) => tx`select reserve.resolve_incident(${i.id}, 'again')`))).toBe("RC602");
 
     // the alert still fires when monitoring ends: the fix did not hold, the incident is worked again and Slack is told
     await sql`update reserve.incidents set monitoring_until = now() - interval '1 second' where id = ${i.id}`;
@@ -448,21 +463,21 @@ describe("incidents", () => {
 
     await fixLedgerTrigger();
     await evaluate();
-    await sql`select * from reserve.resolve_incident(${i.id}, 'trigger enabled, and the migration that disabled it fixed', 'bob@reserve.test')`;
+    await as("bob", (tx) => tx`select * from reserve.resolve_incident(${i.id}, 'trigger enabled, and the migration that disabled it fixed')`);
     await sql`update reserve.incidents set monitoring_until = now() - interval '1 second' where id = ${i.id}`;
     expect(await evaluate()).toMatchObject({ incidents_closed: 1 });
     const closed = await incident();
     expect(closed.status).toBe("closed");
-    expect(await sqlState(sql`select reserve.acknowledge_incident(${i.id}, 'late', 'bob@reserve.test')`)).toBe("RC602");
-    expect(await events(i.id)).toEqual(["opened:system", "fix_deployed:bob@reserve.test", "reopened:system", "alert_resolved:system",
-      "fix_deployed:bob@reserve.test", "closed:system"]);
+    expect(await sqlState(as("bob", (tx) => tx`select reserve.acknowledge_incident(${i.id}, 'late')`))).toBe("RC602");
+    expect(await events(i.id)).toEqual(["opened:system", `fix_deployed:${name("bob")}`, "reopened:system", "alert_resolved:system",
+      `fix_deployed:${name("bob")}`, "closed:system"]);
   });
 
   it("reopens a monitoring incident when its alert fires again", async () => {
     await breakLedgerTrigger();
     await evaluate();
     const i = await incident();
-    await sql`select reserve.resolve_incident(${i.id}, 'fixed?', 'bob@reserve.test')`;
+    await as("bob", (tx) => tx`select reserve.resolve_incident(${i.id}, 'fixed?')`);
     await fixLedgerTrigger();
     await evaluate();
     await breakLedgerTrigger();
@@ -477,13 +492,13 @@ describe("incidents", () => {
     await evaluate();
     const i = await incident();
     expect(await sqlState(sql`select reserve.acknowledge_incident(${i.id}, 'on it')`)).toBe("RC604");
-    expect(await sqlState(sql`select reserve.acknowledge_incident(${i.id}, '', 'bob@reserve.test')`)).toBe("RC604");
+    expect(await sqlState(as("bob", (tx) => tx`select reserve.acknowledge_incident(${i.id}, '')`))).toBe("RC604");
     // reserve.actor is what someone types: it proves nothing
     expect(await sqlState(sql.begin(async (tx) => {
       await asOperator(tx, "mallory@reserve.test");
       await tx`select reserve.acknowledge_incident(${i.id}, 'on it')`;
     }))).toBe("RC604");
-    expect(await sqlState(sql`select reserve.acknowledge_incident('INC-2000-01-01-001', 'x', 'bob@reserve.test')`)).toBe("RC601");
+    expect(await sqlState(as("bob", (tx) => tx`select reserve.acknowledge_incident('INC-2000-01-01-001', 'x')`))).toBe("RC601");
 
     // a personal login role is proof by itself, and cannot act as someone else
     const role = `oncall_${Math.random().toString(36).slice(2, 8)}`;
@@ -514,6 +529,104 @@ describe("incidents", () => {
   });
 });
 
+describe("the operator of each on-call action is proven, never typed", () => {
+  interface Targets { incident: string; silence: string; item: string }
+  type Call = (q: Q, t: Targets, operator: string | null) => Promise<readonly Row[]>;
+  // in an order one person can run them all in; the column naming who acted, where the returned row has one
+  const ACTIONS: [string, Call, string | null][] = [
+    ["acknowledge_incident", (q, t, op) => q`select * from reserve.acknowledge_incident(${t.incident}, 'on it', ${op})`, "acknowledged_by"],
+    ["post_incident_update", (q, t, op) => q`select * from reserve.post_incident_update(${t.incident}, 'looking', ${op})`, "actor"],
+    ["add_incident_action_item", (q, t, op) => q`select * from reserve.add_incident_action_item(${t.incident}, 'Alert on it',
+      'carol@reserve.test', '2026-12-20', ${op})`, "created_by"],
+    ["set_action_item_status", (q, t, op) => q`select * from reserve.set_action_item_status(${t.item}, 'done', ${op})`, null],
+    ["create_alert_silence", (q, _t, op) => q`select * from reserve.create_alert_silence(
+      row('overbooking', null, null, ${new Date(Date.now() + 3600_000)}, 'maintenance')::reserve.alert_silence_request, ${op})`, "author"],
+    ["end_alert_silence", (q, t, op) => q`select * from reserve.end_alert_silence(${t.silence}, 'window over', ${op})`, "ended_by"],
+    ["resolve_incident", (q, t, op) => q`select * from reserve.resolve_incident(${t.incident}, 'fixed', ${op})`, "resolved_by"],
+  ];
+
+  /** An open incident, a silence in force and an action item, each made by carol. */
+  async function targets(): Promise<Targets> {
+    await breakLedgerTrigger();
+    await evaluate();
+    const [i] = await sql`select id from reserve.incidents order by opened_at desc limit 1`;
+    const [s] = await as("carol", (tx) => tx`select * from reserve.create_alert_silence(
+      row('webhook_noise', null, null, ${new Date(Date.now() + 3600_000)}, 'provider maintenance')::reserve.alert_silence_request)`);
+    const [a] = await as("carol", (tx) => tx`select * from reserve.add_incident_action_item(${i.id}, 'Review the trigger', 'carol', '2026-12-20')`);
+    return { incident: i.id, silence: s.id, item: a.id };
+  }
+
+  /** What an on-call action writes: the incidents, their events and action items, silences, the outbox, the audit trail. */
+  const written = async () => (await sql`select
+      (select coalesce(jsonb_agg(x order by x.id), '[]') from reserve.incidents x) as incidents,
+      (select coalesce(jsonb_agg(x order by x.id), '[]') from reserve.incident_events x) as events,
+      (select coalesce(jsonb_agg(x order by x.id), '[]') from reserve.incident_action_items x) as items,
+      (select coalesce(jsonb_agg(x order by x.id), '[]') from reserve.alert_silences x) as silences,
+      (select count(*)::int from reserve.notification_outbox) as outbox,
+      (select count(*)::int from reserve.audit_logs) as audit`)[0];
+
+  /** Runs every action on `run` as `operator` (what the session passes), expecting each recorded as `proven`. */
+  async function everyActionRecords(run: <T>(fn: (tx: postgres.TransactionSql) => Promise<T>) => Promise<T>,
+                                    operator: string | null, proven: string) {
+    const t = await targets();
+    for (const [action, call, column] of ACTIONS) {
+      const [row] = await run((tx) => call(tx, t, operator));
+      if (column) expect(row[column], action).toBe(proven);
+      const [audit] = await sql`select actor, reason from reserve.audit_logs order by id desc limit 1`;
+      expect(audit, action).toMatchObject({ actor: proven, reason: expect.stringMatching(new RegExp(`^${action} by ${escaped(proven)}: `)) });
+    }
+  }
+
+  it("refuses each action on a shared login (postgres, service_role) whatever operator and token subject it types, and writes nothing (RC604)", async () => {
+    const t = await targets();
+    const before = await written();
+    for (const [action, call] of ACTIONS) {
+      for (const login of ["postgres", "service_role"]) {
+        for (const subject of [null, randomUUID()]) {
+          const state = await sqlState(sql.begin(async (tx) => {
+            if (login !== "postgres") await tx.unsafe(`set local session authorization ${login}`);
+            // the console's setting, typed: only the console's own login is taken at its word
+            if (subject) await tx`select set_config('reserve.operator_subject', ${subject}, true)`;
+            await asOperator(tx, "mallory@reserve.test");
+            return call(tx, t, "mallory@reserve.test");
+          }));
+          expect({ action, login, subject, state }).toEqual({ action, login, subject, state: "RC604" });
+        }
+      }
+    }
+    expect(await written()).toEqual(before);
+  });
+
+  it("takes each action's operator from a personal role in reserve_operator, which cannot name someone else", async () => {
+    const t = await targets();
+    const before = await written();
+    for (const [action, call] of ACTIONS) {
+      expect(await sqlState(as("bob", (tx) => call(tx, t, name("alice")))), action).toBe("RC604");
+      expect(await sqlState(as("bob", (tx) => call(tx, t, "bob@reserve.test"))), action).toBe("RC604");
+    }
+    expect(await written()).toEqual(before);
+    await reset();
+    await everyActionRecords((fn) => as("bob", fn), null, name("bob"));
+  });
+
+  it("takes each action's operator from the ops console's login with the verified token's subject, and needs both", async () => {
+    const login = opsConsoleLogin(db.url);
+    try {
+      const t = await targets();
+      const before = await written();
+      for (const [action, call] of ACTIONS) {
+        expect(await sqlState(login.as(null, (tx) => call(tx, t, "dana@reserve.test"))), action).toBe("RC604");
+        expect(await sqlState(login.as(randomUUID(), (tx) => call(tx, t, null))), action).toBe("RC604");
+      }
+      expect(await written()).toEqual(before);
+      await reset();
+      await everyActionRecords((fn) => login.as(randomUUID(), fn), "dana@reserve.test", "dana@reserve.test");
+    } finally {
+      await login.end();
+    }
+  });
+});
+
 describe("incident_review", () => {
   it("writes the runbook's template from the data: timeline, computed impact, action items with owner and due date", async () => {
     const { unitId } = await f.unit(sql, { nights: 10 });
@@ -528,26 +641,26 @@ describe("incident_review", () => {
       await applyStatus(sql, p.id as string, status);
     }
     const [{ total }] = await sql`select sum(amount)::bigint as total from reserve.payments where created_at >= ${i.detected_at}`;
-    await sql`select reserve.acknowledge_incident(${i.reference}, 'paged, looking', 'bob@reserve.test')`;
+    await as("bob", (tx) => tx`select reserve.acknowledge_incident(${i.reference}, 'paged, looking')`);
     await sql.begin(async (tx) => {
       await asOperator(tx, "bob@reserve.test");
       await tx`select reserve.block_unit_dates(${unitId}, ${f.isoDate(8)}::date, ${f.isoDate(9)}::date, ${`${i.reference}: hold while the ledger is checked`})`;
     });
     await fixLedgerTrigger();
     await evaluate();
-    await sql`select reserve.resolve_incident(${i.reference}, 'trigger enabled again', 'bob@reserve.test')`;
-    await sql`select reserve.add_incident_action_item(${i.reference}, 'Alert on ALTER TABLE of ledger tables', 'carol@reserve.test', '2026-12-20', 'bob@reserve.test')`;
-    expect(await sqlState(sql`select reserve.add_incident_action_item(${i.reference}, 'No owner', '', '2026-12-20', 'bob@reserve.test')`)).toBe("RC001");
+    await as("bob", (tx) => tx`select reserve.resolve_incident(${i.reference}, 'trigger enabled again')`);
+    await as("bob", (tx) => tx`select reserve.add_incident_action_item(${i.reference}, 'Alert on ALTER TABLE of ledger tables', 'carol@reserve.test', '2026-12-20')`);
+    expect(await sqlState(as("bob", (tx) => tx`select reserve.add_incident_action_item(${i.reference}, 'No owner', '', '2026-12-20')`))).toBe("RC001");
 
     const [{ md }] = await sql`select reserve.incident_review(${i.reference}) as md`;
     expect(md).toContain(`# Post-incident review: ${i.reference}`);
     expect(md).toContain("**Severity:** P1");
     expect(md).toMatch(/\*\*Duration:\*\* \d\d:\d\d/);
-    expect(md).toContain("(acknowledged by bob@reserve.test)");
+    expect(md).toContain(`(acknowledged by ${name("bob")})`);
     expect(md).toMatch(/\[alert\] system: alert ledger_trigger_disabled firing/);
     expect(md).toMatch(/\[alert\] system: alert ledger_trigger_disabled resolved/);
-    expect(md).toMatch(/\[incident\] bob@reserve.test: acknowledged: paged, looking/);
-    expect(md).toMatch(/\[incident\] bob@reserve.test: fix_deployed: trigger enabled again/);
+    expect(md).toMatch(new RegExp(`\\[incident\\] ${escaped(name("bob"))}: acknowledged: paged, looking`));
+    expect(md).toMatch(new RegExp(`\\[incident\\] ${escaped(name("bob"))}: fix_deployed: trigger enabled again`));
     expect(md).toMatch(new RegExp(`\\[operator\\] bob@reserve.test: block_unit_dates by bob@reserve.test: ${i.reference}: hold while the ledger is checked`));
     expect(md).toContain("**Customers Affected:** 2 guests (2 of the 2 payments");
     const money = (Number(total) / 100).toLocaleString("en-US", { minimumFractionDigits: 2 });

@@ -28,4 +28,6 @@ $function$
 comment on function reserve.add_incident_action_item(p_incident text, p_action text, p_owner text, p_due_date date, p_operator text) is 'Adds an action item to the incident''s review: the action, its owner and due date (RC001 without).';
 
 -- grants
+grant execute on function reserve.add_incident_action_item(p_incident text, p_action text, p_owner text, p_due_date date, p_operator text) to reserve_operator;
+grant execute on function reserve.add_incident_action_item(p_incident text, p_action text, p_owner text, p_due_date date, p_operator text) to reserve_ops_console;
 grant execute on function reserve.add_incident_action_item(p_incident text, p_action text, p_owner text, p_due_date date, p_operator text) to service_role;

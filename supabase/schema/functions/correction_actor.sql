@@ -52,4 +52,4 @@ end
 $function$
 ;
 
-comment on function reserve.correction_actor(p_action text, p_operator text, p_reason text) is 'The proven person of a ledger correction decision: on the ops console''s login (reserve_ops_console) the verified token''s subject (reserve.operator_subject) and name (p_operator); on a personal login role in reserve_operator the role itself (auth:<id> when operator_logins maps it, else role:<name>); RC604 for any other login (postgres, service_role) or without a reason. Sets reserve.actor and reserve.reason for the audit trail.';
+comment on function reserve.correction_actor(p_action text, p_operator text, p_reason text) is 'The proven person of a ledger correction decision or of an on-call action (oncall_actor): on the ops console''s login (reserve_ops_console) the verified token''s subject (reserve.operator_subject) and name (p_operator); on a personal login role in reserve_operator the role itself (auth:<id> when operator_logins maps it, else role:<name>); RC604 for any other login (postgres, service_role) or without a reason. Sets reserve.actor and reserve.reason for the audit trail.';

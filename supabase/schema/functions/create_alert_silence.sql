@@ -40,4 +40,6 @@ $function$
 comment on function reserve.create_alert_silence(p_request reserve.alert_silence_request, p_operator text) is 'Holds back notifications of matching alerts and of their incidents (escalation, reminders, updates) until ends_at (at most 30 days), with the proven author (oncall_actor) and the reason. RC001 for a bad matcher or window, RC604 without a proven operator.';
 
 -- grants
+grant execute on function reserve.create_alert_silence(p_request reserve.alert_silence_request, p_operator text) to reserve_operator;
+grant execute on function reserve.create_alert_silence(p_request reserve.alert_silence_request, p_operator text) to reserve_ops_console;
 grant execute on function reserve.create_alert_silence(p_request reserve.alert_silence_request, p_operator text) to service_role;

@@ -26,4 +26,6 @@ $function$
 comment on function reserve.end_alert_silence(p_silence_id uuid, p_reason text, p_operator text) is 'Ends a silence now (held-back notifications of alerts still firing, and of incidents not closed, are sent at the next evaluation). RC603 unknown or over.';
 
 -- grants
+grant execute on function reserve.end_alert_silence(p_silence_id uuid, p_reason text, p_operator text) to reserve_operator;
+grant execute on function reserve.end_alert_silence(p_silence_id uuid, p_reason text, p_operator text) to reserve_ops_console;
 grant execute on function reserve.end_alert_silence(p_silence_id uuid, p_reason text, p_operator text) to service_role;

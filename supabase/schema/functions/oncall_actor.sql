@@ -8,40 +8,10 @@ CREATE OR REPLACE FUNCTION reserve.oncall_actor(p_action text, p_operator text, 
  SECURITY DEFINER
  SET search_path TO ''
 AS $function$
-declare
-  shared constant text[] := array['postgres', 'supabase_admin', 'service_role', 'authenticator', 'authenticated',
-                                  'anon', 'supabase_auth_admin', 'supabase_storage_admin', 'dashboard_user'];
-  operator text := nullif(btrim(p_operator), '');
-  who text;
 begin
-  if coalesce(length(btrim(p_reason)), 0) = 0 then
-    raise exception using errcode = 'RC604', message = format('%s needs a reason', p_action);
-  end if;
-  if session_user <> all (shared) then
-    -- any other login (a reporting user, a replication user) is not an operator by being personal
-    if not pg_has_role(session_user, 'reserve_operator', 'member') then
-      raise exception using errcode = 'RC604',
-        message = format('%s: %s is not a member of reserve_operator', p_action, session_user);
-    end if;
-    if operator is not null and operator <> session_user then
-      raise exception using errcode = 'RC604',
-        message = format('%s: signed in as %s, cannot act as %s', p_action, session_user, operator);
-    end if;
-    who := session_user;
-  elsif operator is null then
-    raise exception using errcode = 'RC604',
-      message = format('%s needs a proven operator: sign in with your own role, or call through the ops console with an operator token', p_action);
-  else
-    who := operator;
-  end if;
-  if length(who) > 200 then
-    raise exception using errcode = 'RC604', message = format('%s: operator names are at most 200 characters', p_action);
-  end if;
-  perform set_config('reserve.actor', who, true);
-  perform set_config('reserve.reason', format('%s by %s: %s', p_action, who, p_reason), true);
-  return who;
+  return (reserve.correction_actor(p_action, p_operator, p_reason)).name;
 end
 $function$
 ;
 
-comment on function reserve.oncall_actor(p_action text, p_operator text, p_reason text) is 'The proven operator of an on-call action or a ledger correction decision: session_user when it is a personal login role in reserve_operator, else p_operator (the subject of an operator token verified by the calling edge function). RC604 without a proven identity or a reason. Sets reserve.actor and reserve.reason for the audit trail.';
+comment on function reserve.oncall_actor(p_action text, p_operator text, p_reason text) is 'The proven operator''s name of an on-call action, proven as for a ledger correction (correction_actor): on the ops console''s login (reserve_ops_console) p_operator with the verified token''s subject in reserve.operator_subject; on a personal login role in reserve_operator the role; RC604 for any other login (postgres, service_role), p_operator or not, or without a reason. Sets reserve.actor and reserve.reason for the audit trail.';

@@ -30,4 +30,5 @@ comment on function reserve.post_incident_update(p_incident text, p_note text, p
 
 -- grants
 grant execute on function reserve.post_incident_update(p_incident text, p_note text, p_operator text) to reserve_operator;
+grant execute on function reserve.post_incident_update(p_incident text, p_note text, p_operator text) to reserve_ops_console;
 grant execute on function reserve.post_incident_update(p_incident text, p_note text, p_operator text) to service_role;

@@ -27,4 +27,6 @@ $function$
 comment on function reserve.set_action_item_status(p_item_id uuid, p_status text, p_operator text) is 'Marks an action item open, done or dropped (by a proven operator).';
 
 -- grants
+grant execute on function reserve.set_action_item_status(p_item_id uuid, p_status text, p_operator text) to reserve_operator;
+grant execute on function reserve.set_action_item_status(p_item_id uuid, p_status text, p_operator text) to reserve_ops_console;
 grant execute on function reserve.set_action_item_status(p_item_id uuid, p_status text, p_operator text) to service_role;
