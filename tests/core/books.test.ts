@@ -301,6 +301,24 @@ describe("reconciliation", () => {
     expect(await db.sql`select * from reserve.find_ledger_imbalances(now()::date - 1)`).toEqual([]);
   });
 
+  it("a won dispute it never saw open moves a payment its webhook left disputed back; on any other payment it is no news", async () => {
+    const { unitId } = await f.unit(db.sql, { nights: 20 });
+    const disputed = await paidStay(db.sql, unitId, f.isoDate(10), f.isoDate(12));
+    const quiet = await paidStay(db.sql, unitId, f.isoDate(13), f.isoDate(15));
+    await db.sql`select reserve.apply_payment_status(${disputed.paymentId}::uuid, reserve.as_provider_update(${db.sql.json({
+      status: "disputed", gateway_payment_id: disputed.gatewayId, dispute_amount: 100000, currency: "BRL", gateway_status: "dispute_needs_response" } as never)}),
+      null, 'raise', 'webhook')`;
+    const won = (gatewayId: string) => ({ dispute_id: `du_${gatewayId}`, gateway_payment_id: gatewayId, amount: 100000, currency: "BRL", status: "won",
+                                          withheld: 0, fee: 0, provider_object: { id: `du_${gatewayId}`, status: "won", reason: "fraudulent" } });
+    const r = await run(db.sql, "stripe", new Date(Date.now() - 4 * hour), new Date(Date.now() + 4 * hour));
+    await db.sql`select * from reserve.reconcile_provider_disputes(${r.id}::uuid, ${db.sql.json([won(disputed.gatewayId), won(quiet.gatewayId)] as never)})`;
+    const statusOf = async (id: string) => (await db.sql`select status, refunded_amount::int from reserve.payments where id = ${id}`)[0];
+    expect(await statusOf(disputed.paymentId)).toEqual({ status: "succeeded", refunded_amount: 0 });
+    expect((await items(db.sql, { object: `du_${disputed.gatewayId}` })).map((i) => [i.kind, i.repaired])).toEqual([["dispute_open", true]]);
+    expect(await statusOf(quiet.paymentId)).toEqual({ status: "succeeded", refunded_amount: 0 });
+    expect(await items(db.sql, { object: `du_${quiet.gatewayId}` })).toEqual([]);
+  });
+
   it("refuses a malformed dispute (RC001) and writes nothing", async () => {
     const r = await run(db.sql, "stripe", new Date(Date.now() - 3 * hour), new Date(Date.now() + 3 * hour));
     for (const bad of [{ dispute_id: "du_x" }, { dispute_id: "du_x", gateway_payment_id: "pi_x", amount: 1, currency: "BRL", status: "pending", withheld: 0, fee: 0 },

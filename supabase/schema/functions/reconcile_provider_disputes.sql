@@ -46,9 +46,10 @@ begin
     note := null;
     select * into known from reserve.reconciliation_items i where i.provider = r.provider and i.kind = 'dispute_open' and i.object_id = d.dispute_id;
     select * into p from reserve.payments x where x.provider = r.provider and x.gateway_payment_id = d.gateway_payment_id for update;
-    -- a dispute closed before we ever saw it open, on a payment whose state already says so, is no news
+    -- a dispute closed before we ever saw it open, on a payment whose state already says so, is no news:
+    -- won says so of any payment but a disputed one (its dispute webhook came, the closing one did not)
     if known.id is null and d.status <> 'open'
-       and (p.id is null or p.status = case when d.status = 'won' then p.status else 'refunded' end) and d.fee = 0 then
+       and (p.id is null or case when d.status = 'won' then p.status <> 'disputed' else p.status = 'refunded' end) and d.fee = 0 then
       continue;
     end if;
 
