@@ -12,7 +12,7 @@ import {
   getOpenPixCharge, openPixChargeUpdate, openPixProvider, openPixEventName, openPixEventNews, verifyOpenPixSignature, type OpenPixCharge,
 } from "../../supabase/functions/_shared/providers/openpix.ts";
 import { PROVIDER_NAMES, providerNamed, providersTaking } from "../../supabase/functions/_shared/providers/registry.ts";
-import { paymentIntentUpdate, stripeEventNews, stripeProvider } from "../../supabase/functions/_shared/providers/stripe.ts";
+import { disputesOutcome, paymentIntentUpdate, stripeEventNews, stripeProvider } from "../../supabase/functions/_shared/providers/stripe.ts";
 import { ProviderError, UnusableAnswer, type PaymentProvider } from "../../supabase/functions/_shared/providers/types.ts";
 import { safeText, sanitizeJson } from "../../supabase/functions/_shared/sanitize.ts";
 
@@ -67,6 +67,90 @@ describe("Stripe", () => {
     expect(pi({ status: "succeeded", latest_charge: { amount: 1000, amount_refunded: 0, disputed: false } }).status).toBe("succeeded");
     expect(pi({ status: "succeeded", latest_charge: { amount: 1000, amount_refunded: 400, disputed: false } })).toMatchObject({ status: "partially_refunded", refundedAmount: 400 });
     expect(pi({ status: "succeeded", latest_charge: { amount: 1000, amount_refunded: 0, disputed: true } }).status).toBe("disputed");
+  });
+
+  it("a charge ever disputed reads as its disputes say: open or lost is disputed (no amount), won gives back its own state", () => {
+    const pi = (charge: Record<string, unknown>, disputes?: "open" | "won" | "lost") => paymentIntentUpdate({ id: "pi_1", status: "succeeded",
+      amount: 1000, amount_received: 1000, currency: "brl", metadata: {}, last_payment_error: null, latest_charge: { amount: 1000, ...charge } }, disputes);
+    // Stripe keeps charge.disputed true after the dispute is won
+    const won = pi({ amount_refunded: 0, disputed: true }, "won");
+    expect([won.status, won.refundedAmount, won.disputeAmount]).toEqual(["succeeded", undefined, undefined]);
+    expect(pi({ amount_refunded: 400, disputed: true }, "won")).toMatchObject({ status: "partially_refunded", refundedAmount: 400 });
+    expect(pi({ amount_refunded: 0, disputed: true }, "open").status).toBe("disputed");
+    // the chargeback of a lost one is booked once (its webhook or the dispute listing), never by a read
+    const lost = pi({ amount_refunded: 0, disputed: true }, "lost");
+    expect([lost.status, lost.refundedAmount, lost.disputeAmount]).toEqual(["disputed", undefined, undefined]);
+    // disputed with no dispute listed: as before
+    expect(pi({ amount_refunded: 0, disputed: true }).status).toBe("disputed");
+    // an outcome never makes an undisputed charge disputed
+    expect(pi({ amount_refunded: 0, disputed: false }, "open").status).toBe("succeeded");
+  });
+
+  it("a charge's disputes all told: any open is open, then any lost is lost, won when each went our way", () => {
+    const d = (status: "open" | "won" | "lost") => ({ disputeId: `du_${status}`, gatewayPaymentId: "pi_1", amount: 1000, currency: "BRL", status,
+                                                      withheld: 0, fee: 0, object: {} });
+    expect(disputesOutcome([])).toBeUndefined();
+    expect(disputesOutcome([d("won")])).toBe("won");
+    expect(disputesOutcome([d("won"), d("open")])).toBe("open");
+    expect(disputesOutcome([d("won"), d("lost")])).toBe("lost");
+    expect(disputesOutcome([d("lost"), d("open")])).toBe("open");
+  });
+});
+
+describe("a Stripe read of a charge ever disputed", () => {
+  it("asks Stripe for the PaymentIntent's disputes: won is succeeded, another payment's dispute is an UnusableAnswer, a listing sets that one aside", async () => {
+    const dispute = (status: string, pi = "pi_1") => ({ id: `du_${status}`, object: "dispute", amount: 1000, currency: "brl", charge: "ch_1",
+                                                        payment_intent: pi, status, balance_transactions: [] });
+    const intent = (id: string) => ({ id, object: "payment_intent", status: "succeeded", amount: 1000, amount_received: 1000, currency: "brl",
+                                      metadata: {}, last_payment_error: null, created: 1_800_000_000,
+                                      latest_charge: { id: `ch_${id}`, object: "charge", amount: 1000, amount_refunded: 0, disputed: true } });
+    let disputes: Record<string, unknown[]> = {};
+    const asked: string[] = [];
+    const server = http.createServer((req, res) => {
+      req.resume();
+      req.on("end", () => {
+        const url = new URL(req.url!, "http://x");
+        asked.push(`${url.pathname}${url.pathname === "/v1/disputes" ? `?payment_intent=${url.searchParams.get("payment_intent")}` : ""}`);
+        const body = url.pathname === "/v1/disputes"
+          ? { object: "list", data: disputes[url.searchParams.get("payment_intent")!] ?? [], has_more: false, url: "/v1/disputes" }
+          : url.pathname === "/v1/payment_intents"
+            ? { object: "list", data: [intent("pi_1"), intent("pi_2")], has_more: false, url: "/v1/payment_intents" }
+            : intent(url.pathname.split("/").at(-1)!);
+        res.writeHead(200, { "content-type": "application/json" });
+        res.end(JSON.stringify(body));
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+    const stripe = stripeProvider(() => ({ secretKey: "sk_test_x", apiBase: `http://127.0.0.1:${(server.address() as AddressInfo).port}` }));
+    try {
+      disputes = { pi_1: [dispute("won")] };
+      expect(await stripe.readPayment("pi_1")).toMatchObject({ status: "succeeded", gatewayPaymentId: "pi_1" });
+      expect(asked).toEqual(["/v1/payment_intents/pi_1", "/v1/disputes?payment_intent=pi_1"]);
+      for (const status of ["warning_closed", "prevented"]) {
+        disputes = { pi_1: [dispute(status)] };
+        expect((await stripe.readPayment("pi_1")).status, status).toBe("succeeded");
+      }
+      for (const status of ["needs_response", "under_review", "warning_needs_response", "warning_under_review", "lost"]) {
+        disputes = { pi_1: [dispute(status)] };
+        const u = await stripe.readPayment("pi_1");
+        expect([u.status, u.disputeAmount], status).toEqual(["disputed", undefined]);
+      }
+      disputes = { pi_1: [dispute("won", "pi_9")] };
+      expect(await stripe.readPayment("pi_1").catch((e) => e)).toBeInstanceOf(UnusableAnswer);
+      expect(await stripe.lookUp({ gatewayPaymentId: "pi_1" }).catch((e) => e)).toBeInstanceOf(UnusableAnswer);
+      disputes = { pi_1: [dispute("won")] };
+      expect(await stripe.lookUp({ gatewayPaymentId: "pi_1" })).toMatchObject({ status: "succeeded" });
+
+      // a listing: pi_1 won is succeeded, pi_2's disputes cannot be right (set aside), every call counted
+      disputes = { pi_1: [dispute("won")], pi_2: [dispute("won", "pi_9")] };
+      const page = await stripe.listPayments!({ from: new Date(1_799_000_000_000), to: new Date(1_801_000_000_000) }, null, 100);
+      expect(page.updates.map((u) => [u.gatewayPaymentId, u.status])).toEqual([["pi_1", "succeeded"]]);
+      expect(page.unreadable).toMatchObject([{ kind: "payment", objectId: "pi_2" }]);
+      expect(page.calls).toBe(3);
+    } finally {
+      server.closeAllConnections();
+      server.close();
+    }
   });
 });
 

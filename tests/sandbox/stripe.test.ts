@@ -175,6 +175,25 @@ describe("guest actions", () => {
     expect(types).toEqual(expect.arrayContaining(["charge.dispute.created", "charge.dispute.closed"]));
   });
 
+  it("lists a PaymentIntent's disputes as Stripe does, as they are now; the charge stays disputed after a win", async () => {
+    const pi = await create();
+    sb.control.stripeConfirm(pi.id, "succeeded");
+    const other = await create();
+    sb.control.stripeConfirm(other.id, "succeeded");
+    sb.control.stripeDispute(other.id);
+    const raw = async () => (await fetch(`http://${sb.stripe.host}:${sb.stripe.port}/v1/disputes?payment_intent=${pi.id}`,
+                                         { headers: { authorization: `Bearer ${sb.stripe.secretKey}` } })).json();
+    expect(await raw()).toEqual({ object: "list", data: [], has_more: false, url: "/v1/disputes" });
+    const opened = sb.control.stripeDispute(pi.id);
+    expect(await raw()).toEqual({ object: "list", data: [opened], has_more: false, url: "/v1/disputes" });
+    sb.control.stripeCloseDispute(pi.id, "won");
+    const listed = await stripe.disputes.list({ payment_intent: pi.id });
+    expect(listed.data.map((d) => [d.id, d.status, d.payment_intent])).toEqual([[opened.id, "won", pi.id]]);
+    const charge = (await stripe.paymentIntents.retrieve(pi.id, { expand: ["latest_charge"] })).latest_charge as Stripe.Charge;
+    expect(charge.disputed).toBe(true);
+    expect((await stripe.disputes.list({ charge: charge.id })).data.map((d) => d.id)).toEqual([opened.id]);
+  });
+
   it("seeds 10,000 PaymentIntents (for the bench), each readable through the API", async () => {
     const ids = sb.control.seedStripePaymentIntents(10_000, { status: "succeeded", amount: 30_000, metadata: { seed: "1" } });
     expect(new Set(ids).size).toBe(10_000);

@@ -3,6 +3,7 @@
 // Money: amount_received and currency of the PaymentIntent (what arrived), amount_refunded of its charge,
 // the dispute's amount, and Stripe's fee from the charge's balance transaction (a read expands
 // latest_charge.balance_transaction; a webhook's PaymentIntent carries no fee, reconciliation books it).
+// A read of a charge ever disputed also lists its disputes: the charge's `disputed` never clears.
 // Reconciliation lists PaymentIntents by `created` with the same expansion, payouts, and /v1/balance.
 import Stripe from "stripe";
 import { hmacSha256Hex, sha256Bytes } from "../crypto.ts";
@@ -76,15 +77,35 @@ function intentMoney(pi: Obj) {
   };
 }
 
-/** A PaymentIntent (latest_charge expanded) as our status: what a read (poll, lookup) applies. */
-export function paymentIntentUpdate(pi: Stripe.PaymentIntent | Obj): ProviderUpdate {
+/**
+ * What a charge's disputes say, all told: open while any is open, lost once any was lost, won when each
+ * went our way (won, an inquiry closed, or prevented); undefined when none is listed.
+ */
+export function disputesOutcome(disputes: readonly ProviderDispute[]): ProviderDispute["status"] | undefined {
+  const statuses = new Set(disputes.map((d) => d.status));
+  return statuses.has("open") ? "open" : statuses.has("lost") ? "lost" : statuses.has("won") ? "won" : undefined;
+}
+
+/** Whether a PaymentIntent's charge was ever disputed: Stripe keeps `disputed` true after a dispute is won. */
+function everDisputed(pi: Obj): boolean {
+  return pi.status === "succeeded" && typeof pi.latest_charge === "object" && pi.latest_charge?.disputed === true;
+}
+
+/**
+ * A PaymentIntent (latest_charge expanded) as our status: what a read (poll, lookup, listing) applies.
+ * `disputes` is what the charge's Dispute objects say (disputesOutcome), asked when it was ever disputed.
+ */
+export function paymentIntentUpdate(pi: Stripe.PaymentIntent | Obj, disputes?: ProviderDispute["status"]): ProviderUpdate {
   const p = pi as Obj;
   const charge = p.latest_charge && typeof p.latest_charge === "object" ? p.latest_charge as Obj : null;
   const refunded = minor(charge?.amount_refunded, "amount_refunded") ?? 0;
   let status: PaymentStatus;
   switch (p.status) {
     case "succeeded":
-      status = charge?.disputed ? "disputed"
+      // a dispute won gives back the charge's own state, as charge.dispute.closed (won) does. Lost reads
+      // as disputed, without its amount: the chargeback is booked once, by the webhook or reconciliation's
+      // dispute listing; an amount on every read would be booked again on each
+      status = charge?.disputed && disputes !== "won" ? "disputed"
         : refunded > 0 ? refundStatus(minor(charge?.amount, "charge amount") ?? minor(p.amount_received, "amount_received"), refunded)
         : "succeeded";
       break;
@@ -276,12 +297,33 @@ export function stripeProvider(settings: () => StripeSettings): PaymentProvider 
     }
   }
 
-  const readPayment = async (id: string) =>
-    paymentIntentUpdate(await call((s) => s.paymentIntents.retrieve(id, { expand: ["latest_charge.balance_transaction"] })));
+  /** What the disputes of a PaymentIntent say (GET /v1/disputes?payment_intent=); another payment's cannot be right. */
+  async function disputesOf(piId: string, tally: { calls: number }): Promise<ProviderDispute["status"] | undefined> {
+    const disputes: ProviderDispute[] = [];
+    let after: string | undefined;
+    for (;;) {
+      const page = await call((s) => s.disputes.list({ payment_intent: piId, limit: 100, ...(after && { starting_after: after }) }));
+      tally.calls++;
+      for (const o of page.data as unknown as Obj[]) {
+        const d = stripeDispute(o);
+        if (d.gatewayPaymentId !== piId) {
+          throw new UnusableAnswer(`stripe answered the disputes of ${piId} with dispute ${d.disputeId.slice(0, 80)} of ${d.gatewayPaymentId.slice(0, 80)}`);
+        }
+        disputes.push(d);
+      }
+      if (!page.has_more || !page.data.length) return disputesOutcome(disputes);
+      after = page.data.at(-1)!.id;
+    }
+  }
+
+  const readPayment = async (id: string) => {
+    const pi = await call((s) => s.paymentIntents.retrieve(id, { expand: ["latest_charge.balance_transaction"] })) as unknown as Obj;
+    return paymentIntentUpdate(pi, everDisputed(pi) && typeof pi.id === "string" ? await disputesOf(pi.id, { calls: 0 }) : undefined);
+  };
 
   /** A listed PaymentIntent: what its charge says was refunded is said even when it is nothing. */
-  const listed = (pi: Obj): ProviderUpdate => {
-    const u = paymentIntentUpdate(pi);
+  const listed = (pi: Obj, disputes?: ProviderDispute["status"]): ProviderUpdate => {
+    const u = paymentIntentUpdate(pi, disputes);
     const charge = pi.latest_charge && typeof pi.latest_charge === "object" ? pi.latest_charge as Obj : null;
     return charge ? { ...u, refundedAmount: minor(charge.amount_refunded, "amount_refunded") ?? 0 } : u;
   };
@@ -389,10 +431,27 @@ export function stripeProvider(settings: () => StripeSettings): PaymentProvider 
       }));
       const data = page.data as unknown as Obj[];
       const unreadable: UnreadableObject[] = [];
+      const tally = { calls: 1 };
+      // a listed charge ever disputed is read with its disputes; disputes that cannot be right set its payment aside
+      const disputes = new Map<string, ProviderDispute["status"] | UnusableAnswer | undefined>();
+      for (const pi of data) {
+        if (!everDisputed(pi) || typeof pi.id !== "string") continue;
+        try {
+          disputes.set(pi.id, await disputesOf(pi.id, tally));
+        } catch (err) {
+          if (!(err instanceof UnusableAnswer)) throw err;
+          disputes.set(pi.id, err);
+        }
+      }
+      const read = (pi: Obj) => {
+        const d = disputes.get(pi.id);
+        if (d instanceof UnusableAnswer) throw d;
+        return listed(pi, d);
+      };
       return {
-        updates: readEach(data, "payment", listed, unreadable),
+        updates: readEach(data, "payment", read, unreadable),
         next: page.has_more && data.length ? { starting_after: data.at(-1)!.id as string } : null,
-        calls: 1,
+        calls: tally.calls,
         unreadable,
       };
     },
