@@ -259,6 +259,19 @@ describe("checkout: retries never charge twice", () => {
     expect(retry.body).toMatchObject({ provider: "openpix", payment_id: first.body.payment_id });
   });
 
+  it("a MercadoPago retry naming the intent, from a token with another e-mail than the payer's, hands out the same payment", async () => {
+    // the retry's call carries the attempt's key: it must be the first call's body, payer included
+    const token = e.userToken(undefined, "guest@example.com");
+    const first = await e.checkout(await stay({ method: "pix", provider: "mercadopago", guest_email: "pagador@example.com" }), token);
+    expect(first.status, JSON.stringify(first.body)).toBe(201);
+    const retry = await e.post("checkout", { booking_intent_id: first.body.booking_intent_id, method: "pix" }, { authorization: `Bearer ${token}` });
+    expect(retry.status, JSON.stringify(retry.body)).toBe(201);
+    expect(retry.body).toMatchObject({ payment_id: first.body.payment_id, gateway_payment_id: first.body.gateway_payment_id, attempt: 1,
+                                       qr_code: first.body.qr_code });
+    const [p] = await e.db.sql`select status from reserve.payments where id = ${first.body.payment_id}`;
+    expect(p.status).toBe("pending");
+  });
+
   it("the same stay sent again by the same guest (its first answer lost: a 503, a dead connection) continues that checkout", async () => {
     const token = e.userToken();
     const body = await stay();

@@ -167,6 +167,22 @@ describe("checkout: the connection dies in attach_gateway_payment, after the pro
 
     await retryEndsWithOnePayment(provider, token, body, before, clientId, attempt);
   }, 30_000);
+
+  it("mercadopago: the guest's app finds the held booking (GET /bookings) and retries it by its id, without the payer's e-mail", async () => {
+    // the PIX was asked for another payer than the token's e-mail: the retry must still send what the first call sent
+    const clientId = randomUUID();
+    const token = e.userToken(clientId, "guest@example.com");
+    const body = await stayFor("mercadopago");
+    expect(body.guest_email).not.toBe("guest@example.com");
+    const before = new Set((await providerPayments("mercadopago")).map((p) => p.id));
+    const { answer, attempt } = await killedInAttach("mercadopago", token, clientId, body);
+    expect(answer.status, JSON.stringify(answer.body)).toBe(503);
+    const listed = await fetch(e.url("bookings"), { headers: { authorization: `Bearer ${token}` } });
+    const { bookings } = await listed.json() as { bookings: { booking_intent_id: string; state: string }[] };
+    expect(bookings).toHaveLength(1);
+    await retryEndsWithOnePayment("mercadopago", token, { booking_intent_id: bookings[0].booking_intent_id, method: "pix" },
+      before, clientId, attempt);
+  }, 30_000);
 });
 
 describe("checkout: the connection dies in begin_checkout, before the provider is asked", () => {

@@ -146,7 +146,9 @@ export async function handler(req: Request): Promise<Response> {
   if (!configured(attempt.provider)) return errorJson(503, "provider_not_configured", `${attempt.provider} is not configured`);
   let answer: CreatedPayment;
   try {
-    answer = await askProvider(sql, attempt, email ?? attempt.guest_email ?? "");
+    // the payer is the intent's, as its first call sent it: a retry of the attempt (its key) must send the same
+    // body, whatever e-mail the retry's token carries (MercadoPago refuses a key reused with another one)
+    answer = await askProvider(sql, attempt, attempt.guest_email ?? email ?? "");
   } catch (err) {
     if (!(err instanceof ProviderError)) throw err;
     console.error(`checkout: ${err.provider} refused payment ${attempt.payment_id}: ${err.kind} ${err.status ?? ""} ${err.code ?? ""}`);
