@@ -1,8 +1,9 @@
 // A checkout whose database connection dies mid-flight, as it really happens: the edge's backend is
-// terminated (pg_terminate_backend) while it waits on a lock a second, real connection holds, inside
-// begin_checkout (before the provider is asked) or inside attach_gateway_payment (after the provider made
-// its payment). The guest gets a 503 JSON, nothing is half written, and the guest sending the same checkout
-// again ends with exactly one provider payment, attached and then paid through the webhook.
+// terminated (pg_terminate_backend) while it waits on a lock a second, real connection holds: inside
+// begin_checkout, between begin_checkout and the provider call (reading the stay for the provider), or
+// inside attach_gateway_payment (after the provider made its payment). The guest gets a 503 JSON, nothing
+// is half written, and the guest sending the checkout again (the same stay, or its intent found through
+// GET /bookings) ends with exactly one provider payment, attached and then paid through the webhook.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { randomUUID } from "node:crypto";
 import type postgres from "postgres";
@@ -73,8 +74,8 @@ async function terminateEdgeWaitingIn(fn: string): Promise<number> {
 async function guestRows(clientId: string) {
   const intents = await e.db.sql<{ id: string; status: string }[]>`
     select id, status from reserve.booking_intents where client_id = ${clientId}`;
-  const payments = await e.db.sql<{ id: string; attempt: number; status: string; gateway_payment_id: string | null }[]>`
-    select p.id, p.attempt, p.status, p.gateway_payment_id from reserve.payments p
+  const payments = await e.db.sql<{ id: string; intent: string; attempt: number; status: string; gateway_payment_id: string | null }[]>`
+    select p.id, p.booking_intent_id as intent, p.attempt, p.status, p.gateway_payment_id from reserve.payments p
     join reserve.booking_intents bi on bi.id = p.booking_intent_id where bi.client_id = ${clientId} order by p.attempt`;
   const [held] = await e.db.sql<{ n: number }[]>`
     select count(*)::int as n from reserve.booking_locks l join reserve.booking_intents bi on bi.id = l.booking_intent_id
@@ -102,7 +103,8 @@ async function retryEndsWithOnePayment(provider: Provider, token: string, body: 
   expect(retry.status, JSON.stringify(retry.body)).toBe(201);
   const rows = await guestRows(clientId);
   expect(rows.intents).toEqual([{ id: retry.body.booking_intent_id, status: "pending" }]);
-  expect(rows.payments).toEqual([{ id: retry.body.payment_id, attempt: 1, status: "pending", gateway_payment_id: retry.body.gateway_payment_id }]);
+  expect(rows.payments).toEqual([{ id: retry.body.payment_id, intent: retry.body.booking_intent_id, attempt: 1, status: "pending",
+                                  gateway_payment_id: retry.body.gateway_payment_id }]);
   if (attempt) expect(retry.body.payment_id).toBe(attempt.id);
   const made = (await providerPayments(provider)).filter((p) => !before.has(p.id));
   expect(made).toEqual([{ id: retry.body.gateway_payment_id, ours: retry.body.payment_id }]);
@@ -186,6 +188,29 @@ describe("checkout: the connection dies in attach_gateway_payment, after the pro
 });
 
 describe("checkout: the connection dies in begin_checkout, before the provider is asked", () => {
+  it("stripe card: the retry's own connection dies after begin_checkout, before the provider is asked: 503, and the next retry still makes one payment", async () => {
+    const clientId = randomUUID();
+    const token = e.userToken(clientId);
+    const body = await stayFor("stripe");
+    const before = new Set((await providerPayments("stripe")).map((p) => p.id));
+    const { answer, attempt } = await killedInAttach("stripe", token, clientId, body);
+    expect(answer.status, JSON.stringify(answer.body)).toBe(503);
+    // the retry names its intent, so begin_checkout reads no unit; what the provider is told of the stay does
+    const retry = { booking_intent_id: attempt.intent, method: "card" };
+    const second = await holding(async (tx) => {
+      await tx`lock table reserve.unit_map in access exclusive mode`;
+    }, async () => {
+      const pending = e.checkout(retry, token);
+      await terminateEdgeWaitingIn("from reserve.unit_map");
+      return pending;
+    });
+    expect(second.status, JSON.stringify(second.body)).toBe(503);
+    expect(second.body.error).toBe("database_unavailable");
+    expect(await partialRows(e.db.sql)).toEqual([]);
+    expect((await guestRows(clientId)).payments.map((p) => [p.id, p.status])).toEqual([[attempt.id, "pending"]]);
+    await retryEndsWithOnePayment("stripe", token, retry, before, clientId, attempt);
+  }, 30_000);
+
   it.each(PROVIDERS)("%s: 503 JSON, nothing written, the retry makes one provider payment", async (_what, provider) => {
     const clientId = randomUUID();
     const token = e.userToken(clientId);
