@@ -1,6 +1,6 @@
 // npm run bench:runbook-doc — every ```sql block of docs/RUNBOOK.md on a year of a busy platform (the
 // database `npm run seed:large` built in .data-large), run as tests/runbook/docs_runbook.test.ts runs it
-// (tests/helpers/runbook_doc.ts: a rolled-back transaction as `runbook-test`, the 4-eyes steps as an
+// (tests/helpers/runbook_doc.ts: a rolled-back transaction, the repairs and the 4-eyes steps as an
 // operator's login role, maintenance outside a transaction, templates filled with the ids of rows
 // buildWorld commits first). Each block runs RUNS times and each of its statements is timed; the table
 // gives median and best, and every plain SELECT / WITH over 100 ms median gets its plan (EXPLAIN ANALYZE,

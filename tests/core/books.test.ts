@@ -172,7 +172,7 @@ describe("reconciliation", () => {
     const a = await alerts(db.sql);
     expect(a.get("reconciliation_unrepaired")).toMatchObject({ severity: "P2", state: "firing" });
     const open = await db.sql`select id from reserve.open_reconciliation_items`;
-    expect(await sqlState(db.sql`select reserve.resolve_reconciliation_item(${open[0]!.id}::uuid, 'refunded at the provider')`)).toBe("RC501");
+    expect(await sqlState(db.sql`select reserve.resolve_reconciliation_item(${open[0]!.id}::uuid, 'refunded at the provider')`)).toBe("RC604");
     for (const o of open) {
       await asOperator(db.sql, "ops@company", (q) => q`select reserve.resolve_reconciliation_item(${o.id}::uuid, 'looked at it')`);
     }

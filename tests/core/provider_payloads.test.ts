@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestDatabase, sqlState, type Sql, type TestDatabase } from "../helpers/db.ts";
 import * as f from "../helpers/fixtures.ts";
 import { applyStatus, attachGateway, processEvent } from "../helpers/money.ts";
+import { asOperator, operatorName } from "../helpers/runbook.ts";
 
 let db: TestDatabase;
 let sql: Sql;
@@ -184,19 +185,14 @@ describe("attach_gateway_payment: the checkout takes the provider's payment only
 });
 
 describe("resolve_money_discrepancy", () => {
-  it("closes one with who and why; RC213 for an unknown id, RC501 without an operator", async () => {
+  it("closes one with who and why; RC213 for an unknown id, RC604 on a login that proves nobody", async () => {
     const c = await f.checkoutAttempt(sql);
     await applyStatus(sql, c.paymentId, "succeeded", { amount_received: 1 });
     const [d] = await sql`select id from reserve.money_discrepancies where payment_id = ${c.paymentId}`;
-    expect(await sqlState(sql`select reserve.resolve_money_discrepancy(${d.id}::uuid, 'refunded')`)).toBe("RC501");
-    const [r] = await sql.begin(async (tx) => {
-      await tx`set local reserve.actor = 'ops@reserve.test'`;
-      return tx`select * from reserve.resolve_money_discrepancy(${d.id}::uuid, 'refund confirmed')`;
-    });
-    expect(r).toMatchObject({ resolved_by: "ops@reserve.test", resolution: "refund confirmed" });
-    expect(await sqlState(sql.begin(async (tx) => {
-      await tx`set local reserve.actor = 'ops@reserve.test'`;
-      return tx`select reserve.resolve_money_discrepancy(${crypto.randomUUID()}::uuid, 'x')`;
-    }))).toBe("RC213");
+    expect(await sqlState(sql`select reserve.resolve_money_discrepancy(${d.id}::uuid, 'refunded')`)).toBe("RC604");
+    const [r] = await asOperator(sql, "ops@reserve.test", (tx) => tx`select * from reserve.resolve_money_discrepancy(${d.id}::uuid, 'refund confirmed')`);
+    expect(r).toMatchObject({ resolved_by: operatorName(sql, "ops@reserve.test"), resolution: "refund confirmed" });
+    expect(await sqlState(asOperator(sql, "ops@reserve.test", (tx) =>
+      tx`select reserve.resolve_money_discrepancy(${crypto.randomUUID()}::uuid, 'x')`))).toBe("RC213");
   });
 });

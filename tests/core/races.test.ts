@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestDatabase, type Sql, type TestDatabase } from "../helpers/db.ts";
 import * as f from "../helpers/fixtures.ts";
 import { applyStatus, attachGateway } from "../helpers/money.ts";
+import { personalRoleUrl } from "../helpers/operator_roles.ts";
 
 let db: TestDatabase;
 let sql: Sql;
@@ -16,8 +17,8 @@ beforeAll(async () => {
 afterAll(async () => await db?.drop());
 
 /** A pool of `size` connections, all opened before the race starts, so calls really overlap. */
-async function pool(size: number): Promise<Sql> {
-  const p = postgres(db.url, { max: size, onnotice: () => {} });
+async function pool(size: number, url = db.url): Promise<Sql> {
+  const p = postgres(url, { max: size, onnotice: () => {} });
   await Promise.all(Array.from({ length: size }, () => p.reserve().then((c) => c.release())));
   return p;
 }
@@ -324,13 +325,11 @@ describe("a move onto a one-stay-a-night unit while a checkout of those nights i
     const paying = await intentWithPayment(u, 1, 4);
     // a checkout of V's first night holds it for a moment, so the move holds U's nights and waits
     const blocker = await holdNight(v, 1);
-    const [mover, payer] = [await pool(1), await pool(1)];
+    // the operator on their own role (a repair takes its operator from the login)
+    const [mover, payer] = [await pool(1, await personalRoleUrl(db.sql, "ops@example.com")), await pool(1)];
     const [moverPid, payerPid] = [await backendPid(mover), await backendPid(payer)];
     try {
-      const moving = mover.begin(async (tx) => {
-        await tx`select set_config('reserve.actor', 'ops@example.com', true)`;
-        return tx`select id from reserve.move_reservation(${reservationId}, ${u}, 'overbooked')`;
-      });
+      const moving = mover.begin((tx) => tx`select id from reserve.move_reservation(${reservationId}, ${u}, 'overbooked')`);
       await untilWaitingOnLock(moverPid);
       const pay = applyStatus(payer, paying.paymentId, "succeeded");
       await untilWaitingOnLock(payerPid);
@@ -356,7 +355,7 @@ describe("a recount of drifting nights while another transaction changes them", 
       await tx`set local session_replication_role = replica`;
       await tx`update reserve.availability_calendar set bookings_count = 1 where unit_id = ${unitId} and date = ${f.isoDate(1)}`;
     });
-    const [releaser, operator] = [await pool(1), await pool(1)];
+    const [releaser, operator] = [await pool(1), await pool(1, await personalRoleUrl(db.sql, "ops@example.com"))];
     const pid = await backendPid(operator);
     let commit!: () => void;
     try {
@@ -371,10 +370,7 @@ describe("a recount of drifting nights while another transaction changes them", 
       });
       await isReleased;
       // the operator's recount queues on the nights' locks
-      const rebuilding = operator.begin(async (tx) => {
-        await tx`select set_config('reserve.actor', 'ops@example.com', true)`;
-        return tx`select * from reserve.rebuild_unit_availability(${unitId}, current_date, 'counters drift on night 1')`;
-      });
+      const rebuilding = operator.begin((tx) => tx`select * from reserve.rebuild_unit_availability(${unitId}, current_date, 'counters drift on night 1')`);
       await untilWaitingOnLock(pid);
       commit();
       await releasing;

@@ -3,7 +3,7 @@
 // with an operator token, shows the alerts, incidents with their clocks, stuck payments, webhooks, the
 // ledger check, overbooking and the charts; its actions change the database with the operator's identity
 // and reason in the audit trail, on the console's own database login (the database takes an on-call
-// action's or a correction's operator from no other); a ledger correction needs a second operator.
+// action's, a repair's or a correction's operator from no other); a ledger correction needs a second operator.
 // Screenshots of the main views go to test-output/ops/.
 import { mkdir } from "node:fs/promises";
 import path from "node:path";
@@ -15,6 +15,7 @@ import { projectRoot } from "../../local/migrate.ts";
 import * as f from "../helpers/fixtures.ts";
 import { applyStatus } from "../helpers/money.ts";
 import { testSigningKey, userTokenFor } from "../helpers/auth.ts";
+import { paidReservation } from "../ops/ops_helpers.ts";
 import { startE2E, until, type E2E } from "../helpers/e2e.ts";
 import { startTestFunctions } from "../helpers/functions.ts";
 
@@ -345,7 +346,25 @@ describe("the ops console", () => {
       .toMatchObject({ id: silence.id, ended_by: "erin@reserve.test" });
   });
 
-  it("answers 503 ops_login_missing for each on-call action without the console's login, and changes nothing", async () => {
+  it("records the token's operator for a repair it runs (a refund), with the reason in the audit trail", async () => {
+    const token = operatorToken("erin@reserve.test", { sub: crypto.randomUUID() });
+    const paid = await paidReservation(e.db.sql);
+    const why = "INC-5: the host cannot receive the guest";
+    const r = await fetch(`${e.url("ops")}/api/action`, {
+      method: "POST", headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+      body: JSON.stringify({ action: "cancel_reservation_with_refund", reservation_id: paid.reservationId, reason: why }),
+    });
+    const answer = await r.json();
+    expect(r.status, JSON.stringify(answer)).toBe(200);
+    expect(answer).toMatchObject({ operator: "erin@reserve.test", result: { status: "cancelled", refund_status: "requested" } });
+    const [rr] = await e.db.sql`select requested_by, amount from reserve.refund_requests where id = ${answer.result.refund_request_id}`;
+    expect(rr).toEqual({ requested_by: "erin@reserve.test", amount: String(paid.amount) });
+    const audit = await e.db.sql`select distinct actor, reason from reserve.audit_trail where table_name = 'reservations' and row_id = ${paid.reservationId}
+                                 and action = 'UPDATE'`;
+    expect(audit).toEqual([{ actor: "erin@reserve.test", reason: `cancel_reservation_with_refund by erin@reserve.test: ${why}` }]);
+  });
+
+  it("answers 503 ops_login_missing for each action without the console's login, and changes nothing", async () => {
     const bare = await startTestFunctions(e.db.url, { RESERVE_OPS_DB_URL: "" });
     try {
       const token = userTokenFor(Number(new URL(bare.url).port), crypto.randomUUID(), "erin@reserve.test", true);
@@ -353,7 +372,10 @@ describe("the ops console", () => {
       const [s] = await e.db.sql`select id from reserve.alert_silences where ended_at is null and ends_at > now() order by id limit 1`;
       const written = async () => (await e.db.sql`select (select count(*)::int from reserve.audit_logs) as audit,
         (select count(*)::int from reserve.incident_events) as events, (select count(*)::int from reserve.alert_silences) as silences,
-        (select count(*)::int from reserve.incident_action_items) as items`)[0];
+        (select count(*)::int from reserve.incident_action_items) as items, (select count(*)::int from reserve.refund_requests) as refunds,
+        (select count(*)::int from reserve.ops_blocks) as blocks`)[0];
+      const paid = await paidReservation(e.db.sql);
+      const any = crypto.randomUUID();
       const before = await written();
       for (const body of [
         { action: "acknowledge_incident", incident: inc.reference, reason: "on it" },
@@ -362,6 +384,16 @@ describe("the ops console", () => {
         { action: "add_incident_action_item", incident: inc.reference, item: "Fix it", owner: "dana", due_date: "2027-01-15", reason: "review" },
         { action: "create_alert_silence", alert_name: "overbooking", ends_at: new Date(Date.now() + 3600_000).toISOString(), reason: "import" },
         { action: "end_alert_silence", silence_id: s.id, reason: "over" },
+        { action: "replay_webhook", webhook_id: any, reason: "replay" },
+        { action: "recover_payment", payment_id: stuckPaymentId, status: "succeeded", amount_received: 1, currency: "BRL", reason: "dashboard" },
+        { action: "mark_payment_failed", payment_id: stuckPaymentId, reason: "dashboard" },
+        { action: "block_unit_dates", unit_id: unitId, from: f.isoDate(15), to: f.isoDate(16), reason: "hold" },
+        { action: "unblock_unit_dates", block_id: any, reason: "lift" },
+        { action: "move_reservation", reservation_id: paid.reservationId, new_unit_id: unitId, reason: "move" },
+        { action: "cancel_reservation_with_refund", reservation_id: paid.reservationId, reason: "cancel" },
+        { action: "propose_ledger_correction", reason: "fix", entries: [{ account: "corrections", direction: "credit", amount: 1 }] },
+        { action: "approve_ledger_correction", correction_id: any, reason: "looks right" },
+        { action: "reject_ledger_correction", correction_id: any, reason: "wrong leg" },
       ]) {
         const r = await fetch(`${bare.functionUrl("ops")}/api/action`, {
           method: "POST", headers: { authorization: `Bearer ${token}`, "content-type": "application/json" }, body: JSON.stringify(body),

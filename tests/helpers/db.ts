@@ -2,6 +2,7 @@
 import { randomBytes } from "node:crypto";
 import postgres from "postgres";
 import { inject } from "vitest";
+import { allowPersonalRoles, dropPersonalRoles } from "./operator_roles.ts";
 
 export type Sql = postgres.Sql;
 
@@ -28,11 +29,14 @@ export async function createTestDatabase(): Promise<TestDatabase> {
   }
   const url = dbUrl(name);
   const sql = postgres(url, { max: 10, onnotice: () => {} });
+  allowPersonalRoles(sql, url);
   return {
     name,
     url,
     sql,
     async drop() {
+      // the roles are the cluster's, not the database's
+      await dropPersonalRoles(sql);
       await sql.end({ timeout: 5 });
       const a = postgres(inject("adminUrl"), { max: 1, onnotice: () => {} });
       try {

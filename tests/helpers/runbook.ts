@@ -1,8 +1,9 @@
 // What the runbook scenarios share: reading check_all_alerts as an on-call person does, letting an
-// alert's `for` duration pass, and acting as a named operator.
+// alert's `for` duration pass, and acting as an operator signed in as their own role.
 import type postgres from "postgres";
 import { expect } from "vitest";
 import { attachGateway, processEvent } from "./money.ts";
+import { asPersonalRole, personalRoleName } from "./operator_roles.ts";
 
 type Sql = postgres.Sql;
 
@@ -50,13 +51,16 @@ export async function expectResolved(sql: Sql, alertName: string): Promise<void>
   expect(a.state, `${alertName}: ${a.summary}`).toBe("resolved");
 }
 
-/** Runs a repair as the named operator on call, in one transaction, as the runbook says to. */
+/**
+ * Runs a repair as the operator on call, in one committed transaction, as the runbook says to: signed in
+ * as their own role (`sql` is the test database's owner connection; the role's name is operatorName).
+ */
 export function asOperator<T>(sql: Sql, who: string, fn: (tx: postgres.TransactionSql) => Promise<T>): Promise<T> {
-  return sql.begin(async (tx) => {
-    await tx`select set_config('reserve.actor', ${who}, true)`;
-    return fn(tx);
-  }) as Promise<T>;
+  return asPersonalRole(sql, who, fn);
 }
+
+/** The name the database proves for `who` acting through asOperator (what audit_logs.actor holds). */
+export const operatorName = (sql: Sql, who: string): string => personalRoleName(sql, who);
 
 /** A stay paid by card and confirmed the way a Stripe webhook confirms it: its reservation. */
 export async function paidStay(sql: Sql, unitId: string, checkIn: string, checkOut: string, guest = `guest-${crypto.randomUUID()}`) {

@@ -5,10 +5,12 @@
 //
 // How a block runs (runBlock):
 // - a block without a placeholder runs as written, statement by statement, inside a transaction that is
-//   rolled back (its own `begin;` / `commit;` lines are left out, `set local reserve.actor =
-//   'runbook-test'` comes first; a ledger correction step runs as an operator's own login role, as the
-//   runbook tells them to sign in); maintenance that cannot run in a transaction (VACUUM, CALL of a
-//   committing procedure, CREATE INDEX CONCURRENTLY) runs statement by statement outside one;
+//   rolled back (its own `begin;` / `commit;` lines are left out); a repair or a ledger correction step
+//   runs as an operator's own login role in reserve_operator, as the runbook tells them to sign in (a
+//   repair's transaction is the owner's, which becomes the role with SET LOCAL SESSION AUTHORIZATION and
+//   back for the checks after it: session_user is the role, as on its login), any other block as the
+//   database's owner (the SQL editor's login); maintenance that cannot run in a transaction (VACUUM, CALL
+//   of a committing procedure, CREATE INDEX CONCURRENTLY) runs statement by statement outside one;
 // - a template runs the same way once its placeholders are replaced by ids of rows buildWorld makes: a
 //   stuck payment, a paid payment without reservation, a PIX payment, a duplicate charge, a failed
 //   webhook, an imbalanced ledger transaction with a proposed correction, an overbooked unit, a refund
@@ -106,6 +108,20 @@ export async function missingRelations(q: Q, b: Block): Promise<string[]> {
   }
   return missing;
 }
+
+/**
+ * The repairs the runbook has an operator run signed in as their own role (require_operator proves them
+ * from the login, RC604 on the shared one), and the replays and rebuilds it has them run the same way:
+ * a block calling one names nobody in reserve.actor.
+ */
+export const OPERATOR_FUNCTIONS = [
+  "recover_payment", "mark_payment_failed", "block_unit_dates", "unblock_unit_dates", "move_reservation", "cancel_reservation_with_refund",
+  "refund_duplicate_charge", "refund_payment", "rebuild_unit_availability", "replay_webhook", "retry_failed_webhooks",
+  "resolve_webhook", "resolve_money_discrepancy", "resolve_reconciliation_item", "look_up_refund", "retry_refund_request",
+  "close_refund_request", "finalize_reservation", "rebuild_ledger_balances",
+];
+export const callsOperatorFunction = (text: string) =>
+  OPERATOR_FUNCTIONS.some((fn) => new RegExp(`reserve\\.${fn}\\(`, "i").test(stripComments(text)));
 
 /** The 4-eyes steps: each person signs in as their own role, so a block names nobody in reserve.actor. */
 export const CORRECTION_FUNCTIONS = ["propose_ledger_correction", "approve_ledger_correction", "reject_ledger_correction"];
@@ -251,10 +267,8 @@ export async function buildWorld(sql: Sql, ops: OperatorRoles): Promise<World> {
 
   // an ops block on a unit of its own, for unblock_unit_dates
   const blocked = await f.unit(sql, { nights: 10 });
-  const [blk] = await sql.begin(async (tx) => {
-    await tx`set local reserve.actor = 'runbook-test'`;
-    return tx`select * from reserve.block_unit_dates(${blocked.unitId}, current_date, current_date + 5, 'test world')`;
-  });
+  const [blk] = await ops.as("proposer", (tx) =>
+    tx`select * from reserve.block_unit_dates(${blocked.unitId}, current_date, current_date + 5, 'test world')`);
 
   // P2 reconciliation differences: a paid Stripe payment that names none of ours, left open
   const unknownGatewayId = `pi_unknown_${crypto.randomUUID().slice(0, 8)}`;
@@ -298,6 +312,7 @@ export async function buildWorld(sql: Sql, ops: OperatorRoles): Promise<World> {
     "'refund-payment-uuid'": `'${ids.refundPayment}'`,
     "'failed-refund-request-uuid'": `'${ids.refundRequest}'`,
     "<refunded_total>": "5000",
+    "<left_to_refund>": String(bi.amount),
     affected_check_in: `'${f.isoDate(1)}'::date`,
     affected_check_out: `'${f.isoDate(3)}'::date`,
     required_occupancy: "2",
@@ -342,7 +357,7 @@ export const PRELUDES: { match: RegExp; why: string; run(tx: postgres.Transactio
 export interface RunContext {
   /** the database's owner */
   sql: Sql;
-  /** an "approver" role (not the world's proposer) runs the 4-eyes steps */
+  /** an "approver" role (not the world's proposer) runs the 4-eyes steps and the repairs */
   ops: OperatorRoles;
   world: World;
   /** runs one statement of the block (n: 1-based among the block's statements run); default q.unsafe(statement) */
@@ -368,10 +383,13 @@ export async function runBlock(b: Block, ctx: RunContext): Promise<void> {
     }
     const rollback = new Error("rollback");
     const correction = callsCorrection(b.text);
+    const repair = !correction && callsOperatorFunction(b.text);
     await (correction ? ctx.ops.sql("approver") : ctx.sql).begin(async (tx) => {
-      if (!correction) await tx`set local reserve.actor = 'runbook-test'`;
+      if (repair) await tx.unsafe(`set local session authorization "${ctx.ops.name("approver")}"`);
       for (const p of PRELUDES.filter((x) => x.match.test(b.text))) await p.run(tx, ctx.world.ids);
       for (const [i, s] of stmts.entries()) await exec(tx, s, i + 1);
+      // the checks read what the role may not
+      if (repair) await tx`reset session authorization`;
       if (ctx.after) await ctx.after(b, tx);
       throw rollback;
     }).catch((err) => {

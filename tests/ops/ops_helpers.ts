@@ -1,5 +1,5 @@
 // Shared builders for the runbook-machinery tests: paid reservations through the real
-// functions, webhook deliveries, operator context, and a second connection for concurrency cases.
+// functions, webhook deliveries, a typed operator name, and a second connection for concurrency cases.
 import postgres from "postgres";
 import * as f from "../helpers/fixtures.ts";
 import { applyStatus, processEvent } from "../helpers/money.ts";
@@ -58,7 +58,8 @@ export async function duplicateCharge(q: Q) {
            reservationId: sold.reservation_id as string, amount: Number(bi.amount) };
 }
 
-export async function asOperator(tx: Q, actor = "ops@reserve.test"): Promise<void> {
+/** A name typed into reserve.actor, as someone on a shared login would: it proves nobody (RC604). */
+export async function typeActorName(tx: Q, actor = "ops@reserve.test"): Promise<void> {
   await tx`select set_config('reserve.actor', ${actor}, true)`;
 }
 

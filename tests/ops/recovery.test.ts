@@ -1,13 +1,15 @@
-// The runbook's recovery functions: each needs a named operator and a reason (RC501), is
-// audited (the rows it changes carry the operator and a reason naming the function and p_reason), is
-// idempotent, and refuses unsafe cases with its code.
+// The runbook's recovery functions: each needs a proven operator (a personal role in reserve_operator, or
+// the ops console's login with the token's subject; a name typed on a shared login is RC604) and a reason
+// (RC501), is audited (the rows it changes carry the operator and a reason naming the function and
+// p_reason), is idempotent, and refuses unsafe cases with its code.
 import postgres from "postgres";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { createTestDatabase, rolledBack, sqlState, type Sql, type TestDatabase } from "../helpers/db.ts";
 import * as f from "../helpers/fixtures.ts";
 import { applyStatus, paidInFull, recoverPayment } from "../helpers/money.ts";
+import { becomePersonalRole, personalRoleName, personalRoleUrl } from "../helpers/operator_roles.ts";
 import { asOperator as asNamedOperator } from "../helpers/runbook.ts";
-import { asOperator, duplicateCharge, paidReservation, replica, type Q, type Row } from "./ops_helpers.ts";
+import { duplicateCharge, paidReservation, replica, type Q, type Row } from "./ops_helpers.ts";
 
 let db: TestDatabase;
 let sql: Sql;
@@ -22,16 +24,19 @@ afterEach(async () => {
   expect(await sql`select * from reserve.find_ledger_imbalances(current_date - 7)`).toEqual([]);
 });
 
-const OP = "oncall@reserve.test";
+const ONCALL = "oncall@reserve.test";
+/** the proven name of the operator on call: their personal role */
+let OP: string;
+beforeAll(() => {
+  OP = personalRoleName(sql, ONCALL);
+});
 
-/** Runs fn as the operator in a committed transaction; returns fn's result and that transaction's audit rows. */
+/** Runs fn as the operator's own role in a committed transaction; returns fn's result and that transaction's audit rows. */
 async function asOp<T>(fn: (tx: Q) => Promise<T>): Promise<{ result: T; audits: Row[] }> {
-  return sql.begin(async (tx) => {
-    await asOperator(tx, OP);
-    const result = await fn(tx);
-    const audits = await tx`select * from reserve.audit_trail where xact_id = pg_current_xact_id()::text::bigint order by audit_id, change_no`;
-    return { result, audits: [...audits] };
-  }) as Promise<{ result: T; audits: Row[] }>;
+  const { result, xact } = await asNamedOperator(sql, ONCALL, async (tx) =>
+    ({ result: await fn(tx), xact: (await tx`select pg_current_xact_id()::text as x`)[0].x as string }));
+  const audits = await sql`select * from reserve.audit_trail where xact_id = ${xact}::bigint order by audit_id, change_no`;
+  return { result, audits: [...audits] };
 }
 
 function expectAudited(audits: Row[], fn: string, reason: string, tables: string[]) {
@@ -77,17 +82,13 @@ describe("operator and reason", () => {
     ["rebuild_unit_availability", (q, r) => q`select * from reserve.rebuild_unit_availability(${u}, current_date, ${r})`],
   ];
   for (const [name, call] of calls) {
-    it(`${name} refuses without an operator or without a reason (RC501)`, async () => {
-      expect(await sqlState(call(sql, "a reason"))).toBe("RC501");
+    it(`${name} refuses a login that proves nobody (RC604) and a missing reason (RC501)`, async () => {
+      expect(await sqlState(call(sql, "a reason"))).toBe("RC604");
       for (const reason of [null, "", "   "]) {
-        expect(await sqlState(sql.begin(async (tx) => { await asOperator(tx, OP); await call(tx, reason); }))).toBe("RC501");
+        expect(await sqlState(asNamedOperator(sql, ONCALL, (tx) => call(tx, reason)))).toBe("RC501");
       }
-      // a JWT subject names the operator too
-      const state = await sqlState(sql.begin(async (tx) => {
-        await tx`select set_config('request.jwt.claims', ${JSON.stringify({ sub: "jwt-user" })}, true)`;
-        await call(tx, "a reason");
-      }));
-      expect(state).not.toBe("RC501");
+      // the operator's own role gets past the operator check, to the function's own (no such row)
+      expect(await sqlState(asNamedOperator(sql, ONCALL, (tx) => call(tx, "a reason")))).not.toMatch(/^RC(501|604)$/);
     });
   }
 });
@@ -200,14 +201,14 @@ describe("move_reservation", () => {
       await replica(tx);
       await tx`update reserve.reservations set status = 'checked_in' where id = ${paid.reservationId}`;
       await replica(tx, false);
-      await asOperator(tx, OP);
+      await becomePersonalRole(tx, sql, ONCALL);
       expect(await sqlState(tx.savepoint((s) => s`select * from reserve.move_reservation(${paid.reservationId}, ${free}, 'try')`))).toBe("RC304");
     });
     await rolledBack(sql, async (tx) => {
       await replica(tx);
       await tx`update reserve.reservations set check_in = current_date - 3, check_out = current_date where id = ${paid.reservationId}`;
       await replica(tx, false);
-      await asOperator(tx, OP);
+      await becomePersonalRole(tx, sql, ONCALL);
       expect(await sqlState(tx.savepoint((s) => s`select * from reserve.move_reservation(${paid.reservationId}, ${free}, 'try')`))).toBe("RC304");
     });
   });
@@ -309,10 +310,11 @@ describe("rebuild_unit_availability", () => {
       await tx`insert into reserve.booking_locks (booking_intent_id, unit_id, lock_date, expires_at)
                values (${other.id as string}, ${paid.unitId}, ${f.isoDate(1)}, now() + interval '1 hour')`;
       await replica(tx, false);
-      await asOperator(tx, OP);
+      await becomePersonalRole(tx, sql, ONCALL);
       // a counter cannot exceed the allotment: the oversold night is counted full and reported
       const [answer] = await tx`select * from reserve.rebuild_unit_availability(${paid.unitId}, current_date, 'try')`;
       expect(answer.nights_oversold).toBe(1);
+      await tx`reset session authorization`;
       expect(await tx`select date from reserve.overbooking_check where unit_id = ${paid.unitId}`).toHaveLength(1);
     });
   });
@@ -320,10 +322,10 @@ describe("rebuild_unit_availability", () => {
 
 describe("ops blocks that overlap", () => {
   const block = (q: Sql, unitId: string, from: number, to: number, why: string): Promise<string> =>
-    asNamedOperator(q, OP, (tx) => tx`select * from reserve.block_unit_dates(${unitId}, ${f.isoDate(from)}::date, ${f.isoDate(to)}::date, ${why})`)
+    asNamedOperator(q, ONCALL, (tx) => tx`select * from reserve.block_unit_dates(${unitId}, ${f.isoDate(from)}::date, ${f.isoDate(to)}::date, ${why})`)
       .then(([b]) => b.block_id as string);
   const lift = (q: Sql, blockId: string): Promise<number> =>
-    asNamedOperator(q, OP, (tx) => tx`select * from reserve.unblock_unit_dates(${blockId}::uuid, 'done')`).then(([r]) => r.nights_reopened as number);
+    asNamedOperator(q, ONCALL, (tx) => tx`select * from reserve.unblock_unit_dates(${blockId}::uuid, 'done')`).then(([r]) => r.nights_reopened as number);
   const openNights = async (unitId: string) =>
     (await sql`select date from reserve.availability_calendar where unit_id = ${unitId} and not is_blocked and date < ${f.isoDate(7)} order by date`)
       .map((o) => (o.date as Date).toISOString().slice(0, 10));
@@ -361,18 +363,14 @@ describe("ops blocks that overlap", () => {
   });
 
   it("two overlapping blocks lifted at the same moment reopen every night they closed", async () => {
-    const racers = postgres(db.url, { max: 4, onnotice: () => {} });
-    try {
-      for (let round = 0; round < 5; round++) {
-        const u = await f.unit(sql, { nights: 10 });
-        const a = await block(sql, u.unitId, 1, 5, "A");
-        const b = await block(sql, u.unitId, 3, 7, "B");
-        const reopened = await Promise.all([lift(racers, a), lift(racers, b)]);
-        expect(reopened.reduce((x, y) => x + y, 0)).toBe(6);
-        expect(await openNights(u.unitId)).toEqual(firstSix());
-      }
-    } finally {
-      await racers.end();
+    // the operator's role has two connections: the lifts run side by side
+    for (let round = 0; round < 5; round++) {
+      const u = await f.unit(sql, { nights: 10 });
+      const a = await block(sql, u.unitId, 1, 5, "A");
+      const b = await block(sql, u.unitId, 3, 7, "B");
+      const reopened = await Promise.all([lift(sql, a), lift(sql, b)]);
+      expect(reopened.reduce((x, y) => x + y, 0)).toBe(6);
+      expect(await openNights(u.unitId)).toEqual(firstSix());
     }
   });
 
@@ -380,7 +378,7 @@ describe("ops blocks that overlap", () => {
     const u = await f.unit(sql, { nights: 10 });
     const a = await block(sql, u.unitId, 1, 5, "A");
     const b = await block(sql, u.unitId, 3, 7, "B");
-    const [holder, lifter] = [postgres(db.url, { max: 1, onnotice: () => {} }), postgres(db.url, { max: 1, onnotice: () => {} })];
+    const [holder, lifter] = [postgres(db.url, { max: 1, onnotice: () => {} }), postgres(await personalRoleUrl(sql, ONCALL), { max: 1, onnotice: () => {} })];
     let release!: () => void;
     try {
       let locked!: () => void;
@@ -393,8 +391,8 @@ describe("ops blocks that overlap", () => {
         await released;
       });
       await isLocked;
-      // the operator named for the session: a transaction's ROLLBACK cannot be sent on a killed connection
-      const [{ pid }] = await lifter`select pg_backend_pid() as pid, set_config('reserve.actor', ${OP}, false)`;
+      // the operator's own login, outside a transaction: a transaction's ROLLBACK cannot be sent on a killed connection
+      const [{ pid }] = await lifter`select pg_backend_pid() as pid`;
       const lifting = lifter`select * from reserve.unblock_unit_dates(${a}::uuid, 'done')`
         .then(() => "lifted", (e: { code?: string }) => e.code ?? String(e));
       for (let i = 0; i < 400; i++) {

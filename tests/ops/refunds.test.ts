@@ -8,7 +8,7 @@ import { createTestDatabase, sqlState, type Sql, type TestDatabase } from "../he
 import * as f from "../helpers/fixtures.ts";
 import { applyStatus } from "../helpers/money.ts";
 import { until } from "../helpers/e2e.ts";
-import { asOperator } from "../helpers/runbook.ts";
+import { asOperator, operatorName } from "../helpers/runbook.ts";
 import { paidReservation, type Row } from "./ops_helpers.ts";
 
 let db: TestDatabase;
@@ -276,9 +276,9 @@ describe("a sent refund whose confirmation never comes", () => {
     expect(rule.runbook_section).toBe("P2: REFUND STUCK");
   });
 
-  it("an operator asks the provider now instead of after the backoff (look_up_refund); RC501 without operator", async () => {
+  it("an operator asks the provider now instead of after the backoff (look_up_refund); RC604 on a login that proves nobody", async () => {
     const { r } = await sentRefund(1000);
-    expect(await sqlState(sql`select reserve.look_up_refund(${r.id as string}::uuid, 'now')`)).toBe("RC501");
+    expect(await sqlState(sql`select reserve.look_up_refund(${r.id as string}::uuid, 'now')`)).toBe("RC604");
     const [due] = await asOperator(sql, "ops@reserve.test", (tx) => tx`select * from reserve.look_up_refund(${r.id as string}::uuid, 'Stripe shows it done')`);
     expect(due.status).toBe("sent");
     expect((await sql`select * from reserve.claim_refunds_to_confirm(1000)`).map((x) => x.refund_request_id)).toContain(r.id);
@@ -295,8 +295,12 @@ describe("a sent refund whose confirmation never comes", () => {
 });
 
 describe("an operator's retry and close of a refund request (the refunds_stuck step)", () => {
-  const OP = "oncall@reserve.test";
-  const asOp = <T>(fn: (tx: postgres.TransactionSql) => Promise<T>): Promise<T> => asOperator(sql, OP, fn);
+  const ONCALL = "oncall@reserve.test";
+  let OP: string;
+  beforeAll(() => {
+    OP = operatorName(sql, ONCALL);
+  });
+  const asOp = <T>(fn: (tx: postgres.TransactionSql) => Promise<T>): Promise<T> => asOperator(sql, ONCALL, fn);
   const stuck = async () =>
     Number((await sql`select observed_value from reserve.system_health_check() where check_name = 'refunds_stuck'`)[0].observed_value);
 
@@ -314,13 +318,13 @@ describe("an operator's retry and close of a refund request (the refunds_stuck s
     const p = await paidReservation(sql);
     const old = await refused(p.paymentId, 15000);
     const before = await stuck();
-    const retried = await asOp(async (tx) => {
+    const { r: retried, xact } = await asOp(async (tx) => {
       const [r] = await tx`select * from reserve.retry_refund_request(${old.id as string}, 'INC-1: provider balance topped up')`;
-      const audits = await tx`select actor, reason, table_name from reserve.audit_trail where xact_id = pg_current_xact_id()::text::bigint`;
-      expect(audits.length).toBeGreaterThan(0);
-      for (const a of audits) expect(a).toMatchObject({ actor: OP, reason: expect.stringContaining("retry_refund_request by oncall@reserve.test: INC-1") });
-      return r;
+      return { r, xact: (await tx`select pg_current_xact_id()::text as x`)[0].x as string };
     });
+    const audits = await sql`select actor, reason, table_name from reserve.audit_trail where xact_id = ${xact}::bigint`;
+    expect(audits.length).toBeGreaterThan(0);
+    for (const a of audits) expect(a).toMatchObject({ actor: OP, reason: expect.stringContaining(`retry_refund_request by ${OP}: INC-1`) });
     expect(retried).toMatchObject({
       payment_id: p.paymentId, amount: "15000", reason: "goodwill", status: "requested", attempts: 0,
       retry_of: old.id, request_key: `retry:${old.id}`, requested_by: OP,
@@ -346,26 +350,22 @@ describe("an operator's retry and close of a refund request (the refunds_stuck s
   it("two operators retrying the same request at once make one new request", async () => {
     const p = await paidReservation(sql);
     const old = await refused(p.paymentId, 7000);
-    const other = postgres(db.url, { max: 1, onnotice: () => {} });
-    try {
-      const retry = (conn: postgres.Sql, who: string) =>
-        asOperator(conn, who, async (tx) => (await tx`select * from reserve.retry_refund_request(${old.id as string}, 'INC-2')`)[0]);
-      const [a, b] = await Promise.all([retry(sql, "ana@reserve.test"), retry(other, "bea@reserve.test")]);
-      expect(a.id).toBe(b.id);
-    } finally {
-      await other.end();
-    }
+    // each on their own role's connection
+    const retry = (who: string) =>
+      asOperator(sql, who, async (tx) => (await tx`select * from reserve.retry_refund_request(${old.id as string}, 'INC-2')`)[0]);
+    const [a, b] = await Promise.all([retry("ana@reserve.test"), retry("bea@reserve.test")]);
+    expect(a.id).toBe(b.id);
     const rows = await requests(p.paymentId);
     expect(rows.map((r) => r.status).sort()).toEqual(["closed", "requested"]);
   });
 
-  it("refuses what cannot be retried: not failed (RC212), unknown (RC211), no operator (RC501), the money gone since (RC208, nothing written)", async () => {
+  it("refuses what cannot be retried: not failed (RC212), unknown (RC211), no proven operator (RC604) or reason (RC501), the money gone since (RC208, nothing written)", async () => {
     const p = await paidReservation(sql);
     const open = await request(p.paymentId, 1000, `open:${p.paymentId}`);
     expect(await sqlState(asOp((tx) => tx`select reserve.retry_refund_request(${open.id as string}, 'why')`))).toBe("RC212");
     expect(await sqlState(asOp((tx) => tx`select reserve.retry_refund_request(${crypto.randomUUID()}, 'why')`))).toBe("RC211");
     const old = await refused(p.paymentId, 2000);
-    expect(await sqlState(sql`select reserve.retry_refund_request(${old.id as string}, 'no one')`)).toBe("RC501");
+    expect(await sqlState(sql`select reserve.retry_refund_request(${old.id as string}, 'no one')`)).toBe("RC604");
     expect(await sqlState(asOp((tx) => tx`select reserve.retry_refund_request(${old.id as string}, '  ')`))).toBe("RC501");
     // the guest was refunded in full by other means meanwhile: nothing left to retry
     await applyStatus(sql, p.paymentId, "refunded", { refunded_amount: p.amount });

@@ -5,7 +5,7 @@ import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestDatabase, sqlState, type Sql, type TestDatabase } from "../helpers/db.ts";
 import { processEvent, refusingReservations } from "../helpers/money.ts";
-import { asOperator } from "../helpers/runbook.ts";
+import { asOperator, operatorName } from "../helpers/runbook.ts";
 import { backendPid, checkout, deliver, waitUntilLockWait, type Q, type Row } from "./ops_helpers.ts";
 
 let db: TestDatabase;
@@ -237,10 +237,10 @@ describe("resolve_webhook", () => {
     const w = await processEvent(sql, { provider: "mercadopago", event_id: `mp_${crypto.randomUUID()}`, event_type: "payment.updated",
                                         payload: {}, lookup: { gatewayPaymentId: "123" }, processing_error: "lookup failed" }, null);
     await sql`update reserve.processed_webhooks set status = 'dead' where id = ${w.webhook_id}`;
-    expect(await sqlState(sql`select reserve.resolve_webhook(${w.webhook_id}::uuid, 'settled by polling')`)).toBe("RC501");
+    expect(await sqlState(sql`select reserve.resolve_webhook(${w.webhook_id}::uuid, 'settled by polling')`)).toBe("RC604");
     const [r] = await asOperator(sql, "ops@reserve", (tx) => tx`select * from reserve.resolve_webhook(${w.webhook_id}::uuid, 'settled by polling')`);
     expect(r.status).toBe("ignored");
-    expect(r.error_message).toContain("ops@reserve");
+    expect(r.error_message).toContain(`resolved by ${operatorName(sql, "ops@reserve")}:`);
     const [h] = await sql`select observed_value from reserve.system_health_check() where check_name = 'webhooks_dead'`;
     expect(Number(h.observed_value)).toBe(0);
   });

@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
 import { isoDate, unit } from "../helpers/fixtures.ts";
-import { asOperator, expectFires, expectResolved, paidStay } from "../helpers/runbook.ts";
+import { asOperator, expectFires, expectResolved, operatorName, paidStay } from "../helpers/runbook.ts";
 
 let db: TestDatabase;
 beforeAll(async () => {
@@ -62,7 +62,7 @@ describe("P1: overbooking", () => {
     expect(await db.sql`select * from reserve.availability_counter_drift`).toHaveLength(0);
     const [audit] = await db.sql`select actor, reason from reserve.audit_trail where table_name = 'reservations' and row_id = ${third.reservationId}
                                  order by audit_id desc, change_no desc limit 1`;
-    expect(audit.actor).toBe("oncall@reserve");
+    expect(audit.actor).toBe(operatorName(db.sql, "oncall@reserve"));
     expect(audit.reason).toContain("move_reservation");
     await expectResolved(db.sql, "overbooking");
     await expectResolved(db.sql, "availability_counter_drift");

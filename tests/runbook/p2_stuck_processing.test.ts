@@ -6,7 +6,7 @@ import { sqlState } from "../helpers/db.ts";
 import { startE2E, until, type E2E } from "../helpers/e2e.ts";
 import { isoDate, unit } from "../helpers/fixtures.ts";
 import { paidInFull, recoverPayment } from "../helpers/money.ts";
-import { asOperator, expectFires, expectResolved } from "../helpers/runbook.ts";
+import { asOperator, expectFires, expectResolved, operatorName } from "../helpers/runbook.ts";
 
 let e: E2E;
 beforeAll(async () => {
@@ -32,8 +32,8 @@ describe("P2: payment stuck in processing", () => {
     expect(stuck.map((s) => s.payment_id)).toEqual([res.body.payment_id]);
     expect(stuck[0]).toMatchObject({ provider: "stripe", status: "processing" });
 
-    // a recovery needs a named operator and a reason
-    expect(await sqlState(recoverPayment(e.db.sql, res.body.payment_id, paidInFull(res.body.amount), "Stripe shows succeeded"))).toBe("RC501");
+    // a recovery needs a proven operator: the shared login proves nobody
+    expect(await sqlState(recoverPayment(e.db.sql, res.body.payment_id, paidInFull(res.body.amount), "Stripe shows succeeded"))).toBe("RC604");
     const [r] = await asOperator(e.db.sql, "oncall@reserve", (tx) =>
       recoverPayment(tx, res.body.payment_id, paidInFull(res.body.amount), "Stripe dashboard: pi succeeded at 03:12"));
     expect(r).toMatchObject({ previous_status: "processing", status: "succeeded", outcome: "applied", finalize_outcome: "created" });
@@ -45,7 +45,7 @@ describe("P2: payment stuck in processing", () => {
     expect(await e.db.sql.unsafe(`SELECT * FROM reserve.stuck_payments;`)).toHaveLength(0);
     const [audit] = await e.db.sql`select actor, reason from reserve.audit_trail where table_name = 'payments' and row_id = ${res.body.payment_id}
                                    and new_values ->> 'status' = 'succeeded' order by audit_id, change_no limit 1`;
-    expect(audit).toMatchObject({ actor: "oncall@reserve" });
+    expect(audit).toMatchObject({ actor: operatorName(e.db.sql, "oncall@reserve") });
     expect(audit.reason).toContain("recover_payment");
     // the lost webhook arrives later: a no-op
     e.sandbox.control.setWebhookMode("stripe", "deliver");

@@ -77,6 +77,19 @@ describe.each(["anon", "authenticated"])("as %s", (role) => {
   });
 });
 
+describe.each(["reserve_operator", "reserve_ops_console"])("as %s (an operator's role, the console's login)", (role) => {
+  it("may run what the functions it is granted call, when they run as their caller (SECURITY INVOKER)", async () => {
+    const missing = await db.sql`
+      select p.proname as caller, q.proname as callee
+      from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+      join pg_proc q on q.pronamespace = n.oid and p.prosrc ~ ('reserve\\.' || q.proname || '\\s*\\(')
+      where n.nspname = 'reserve' and not p.prosecdef and has_function_privilege(${role}, p.oid, 'execute')
+        and not has_function_privilege(${role}, q.oid, 'execute')
+      order by 1, 2`;
+    expect(missing).toEqual([]);
+  });
+});
+
 describe("as service_role", () => {
   it("may run what the functions it is granted call, when they run as their caller (SECURITY INVOKER)", async () => {
     const missing = await db.sql`

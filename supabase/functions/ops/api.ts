@@ -1,11 +1,11 @@
 // The console's API under /ops/api/: one read of everything the console shows (overview), the review of
 // an incident, and the actions. Every action is validated here (zod: no client input reaches the database
-// unchecked), needs a reason, and runs in one transaction whose actor is the operator the token proved:
-// the on-call functions and the ledger corrections get it as p_operator, the runbook's repairs as
-// reserve.actor (their require_operator / named_actor), so audit_logs names the operator and the reason
-// with every row. The on-call actions and the 4-eyes ledger corrections run on the console's own login
-// (opsConsoleDb), with the token's sub as reserve.operator_subject: the database takes an operator's name
-// for them from no other login (the shared one is the SQL editor's too), and 4-eyes compares that sub.
+// unchecked), needs a reason, and runs in one transaction whose actor is the operator the token proved,
+// on the console's own login (opsConsoleDb) with the token's sub as reserve.operator_subject: the
+// database takes an operator's name from no other login (the shared one is the SQL editor's too). The
+// on-call functions and the ledger corrections get the name as p_operator, the runbook's repairs as
+// reserve.actor (require_operator), so audit_logs names the operator and the reason with every row, and
+// 4-eyes compares the sub.
 import { z } from "zod";
 import { db, OpsConsoleLoginMissing, opsConsoleDb, type Sql } from "../_shared/db.ts";
 import { dbErrorResponse } from "../_shared/db_response.ts";
@@ -45,21 +45,15 @@ const Action = z.discriminatedUnion("action", [
 ]);
 export type ActionRequest = z.infer<typeof Action>;
 
-/** The actions whose operator the database proves (oncall_actor, correction_actor): a name only from the console's login. */
-const PROVEN_OPERATOR = new Set<ActionRequest["action"]>([
-  "acknowledge_incident", "post_incident_update", "resolve_incident", "add_incident_action_item", "create_alert_silence",
-  "end_alert_silence", "propose_ledger_correction", "approve_ledger_correction", "reject_ledger_correction",
-]);
-
 /** Runs one action as the operator, in one transaction; returns what the function returned. */
 async function run(operator: Operator, a: ActionRequest): Promise<unknown> {
   const who = operatorName(operator);
-  const sql: Sql = PROVEN_OPERATOR.has(a.action) ? opsConsoleDb() : db();
+  const sql: Sql = opsConsoleDb();
   return await sql.begin(async (tx) => {
-    // the repairs read their operator from reserve.actor (require_operator, named_actor): set from the token
+    // the repairs' name to prove (require_operator): taken by the database from the console's login only
     await tx`select set_config('reserve.actor', ${who}, true)`;
     // the token's subject: taken by the database from the console's login only (correction_actor), which
-    // proves the on-call and correction functions' p_operator, and 4-eyes compares
+    // proves the on-call, correction and repair functions' operator, and 4-eyes compares
     await tx`select set_config('reserve.operator_subject', ${operator.sub}, true)`;
     switch (a.action) {
       case "acknowledge_incident":
@@ -121,7 +115,7 @@ export async function action(req: Request, operator: Operator): Promise<Response
   } catch (err) {
     if (err instanceof OpsConsoleLoginMissing) {
       console.error(`ops ${parsed.data.action}: RESERVE_OPS_DB_URL is not set`);
-      return errorJson(503, "ops_login_missing", "on-call actions and ledger corrections need the console's own database login (RESERVE_OPS_DB_URL), which is not configured");
+      return errorJson(503, "ops_login_missing", "the console's actions need its own database login (RESERVE_OPS_DB_URL), which is not configured");
     }
     return dbErrorResponse(err, `ops ${parsed.data.action}`);
   }

@@ -23,4 +23,6 @@ $function$
 comment on function reserve.as_provider_update(p jsonb) is 'A provider_update from JSON ({"status": "succeeded", "amount_received": 64000, "currency": "BRL", ...}), RC001 for an unknown key, a wrong type or an impossible value; null for null. What operators pass to recover_payment.';
 
 -- grants
+grant execute on function reserve.as_provider_update(p jsonb) to reserve_operator;
+grant execute on function reserve.as_provider_update(p jsonb) to reserve_ops_console;
 grant execute on function reserve.as_provider_update(p jsonb) to service_role;

@@ -49,4 +49,6 @@ $function$
 comment on function reserve.block_unit_dates(p_unit_id uuid, p_from date, p_to date, p_reason text) is 'Stops new bookings of a unit''s nights [p_from, p_to) (the overbooking runbook''s Step 1) and records the block in ops_blocks (block_id: the range asked for and the nights it closed); existing reservations stay and are counted in live_reservations. Idempotent.';
 
 -- grants
+grant execute on function reserve.block_unit_dates(p_unit_id uuid, p_from date, p_to date, p_reason text) to reserve_operator;
+grant execute on function reserve.block_unit_dates(p_unit_id uuid, p_from date, p_to date, p_reason text) to reserve_ops_console;
 grant execute on function reserve.block_unit_dates(p_unit_id uuid, p_from date, p_to date, p_reason text) to service_role;

@@ -42,4 +42,6 @@ $function$
 comment on function reserve.cancel_reservation_with_refund(p_reservation_id uuid, p_reason text, p_refund_amount bigint) is 'Cancels a reservation (cancel_reservation: nights freed, the refund set aside in refunds_payable) and queues the refund to the provider (refund_requests, sent by the poller). Idempotent. The overbooking runbook''s Option B.';
 
 -- grants
+grant execute on function reserve.cancel_reservation_with_refund(p_reservation_id uuid, p_reason text, p_refund_amount bigint) to reserve_operator;
+grant execute on function reserve.cancel_reservation_with_refund(p_reservation_id uuid, p_reason text, p_refund_amount bigint) to reserve_ops_console;
 grant execute on function reserve.cancel_reservation_with_refund(p_reservation_id uuid, p_reason text, p_refund_amount bigint) to service_role;

@@ -42,4 +42,6 @@ $function$
 comment on function reserve.check_provider_update(p reserve.provider_update) is 'Returns the update if its values are possible (a status, ISO currency, amounts 0..2^53-1, bounded texts), else RC001 naming what is wrong.';
 
 -- grants
+grant execute on function reserve.check_provider_update(p reserve.provider_update) to reserve_operator;
+grant execute on function reserve.check_provider_update(p reserve.provider_update) to reserve_ops_console;
 grant execute on function reserve.check_provider_update(p reserve.provider_update) to service_role;

@@ -29,7 +29,9 @@ end
 $function$
 ;
 
-comment on function reserve.close_refund_request(p_refund_request_id uuid, p_reason text) is 'Ends a refund request the queue will not finish: requested (not to be sent), failed, or sent but never confirmed. Nothing is sent for it any more and it leaves the refunds_stuck alert; the ledger is not touched (a refund made at the provider by other means is recorded with recover_payment, which posts it). Idempotent; RC212 for a confirmed or sending request, RC501 without operator and reason.';
+comment on function reserve.close_refund_request(p_refund_request_id uuid, p_reason text) is 'Ends a refund request the queue will not finish: requested (not to be sent), failed, or sent but never confirmed. Nothing is sent for it any more and it leaves the refunds_stuck alert; the ledger is not touched (a refund made at the provider by other means is recorded with recover_payment, which posts it). Idempotent; RC212 for a confirmed or sending request, RC604 without a proven operator (a personal role in reserve_operator, or the ops console''s login), RC501 without a reason.';
 
 -- grants
+grant execute on function reserve.close_refund_request(p_refund_request_id uuid, p_reason text) to reserve_operator;
+grant execute on function reserve.close_refund_request(p_refund_request_id uuid, p_reason text) to reserve_ops_console;
 grant execute on function reserve.close_refund_request(p_refund_request_id uuid, p_reason text) to service_role;

@@ -243,4 +243,5 @@ $function$
 comment on function reserve.finalize_reservation(p_payment_id uuid, p_webhook_id uuid) is 'Turns a succeeded payment into its reservation (host_commit_pending, paid, RES-YYYY-XXXXXX), converts the holds into bookings and posts the ledger, in one transaction. Idempotent per payment. outcome: created, already_finalized, or (success false, payment flagged for refund) duplicate_charge, nights_unavailable, intent_cancelled, amount_mismatch. RC201 unknown payment, RC205 not succeeded.';
 
 -- grants
+grant execute on function reserve.finalize_reservation(p_payment_id uuid, p_webhook_id uuid) to reserve_operator;
 grant execute on function reserve.finalize_reservation(p_payment_id uuid, p_webhook_id uuid) to service_role;

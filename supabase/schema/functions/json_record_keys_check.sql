@@ -56,4 +56,6 @@ $function$
 comment on function reserve.json_record_keys_check(p jsonb, p_what text, p_keys text[], p_types text[]) is 'RC001 unless p is a JSON object whose keys are among p_keys and whose values have the JSON type p_types names (integer, string, uuid, timestamptz, array, object); null values pass.';
 
 -- grants
+grant execute on function reserve.json_record_keys_check(p jsonb, p_what text, p_keys text[], p_types text[]) to reserve_operator;
+grant execute on function reserve.json_record_keys_check(p jsonb, p_what text, p_keys text[], p_types text[]) to reserve_ops_console;
 grant execute on function reserve.json_record_keys_check(p jsonb, p_what text, p_keys text[], p_types text[]) to service_role;

@@ -24,7 +24,9 @@ end
 $function$
 ;
 
-comment on function reserve.look_up_refund(p_refund_request_id uuid, p_reason text) is 'A sent refund is looked up at the provider, a requested one sent, at the next poller run instead of after its backoff. Other requests are left alone. RC501 without operator and reason.';
+comment on function reserve.look_up_refund(p_refund_request_id uuid, p_reason text) is 'A sent refund is looked up at the provider, a requested one sent, at the next poller run instead of after its backoff. Other requests are left alone. RC604 without a proven operator (a personal role in reserve_operator, or the ops console''s login), RC501 without a reason.';
 
 -- grants
+grant execute on function reserve.look_up_refund(p_refund_request_id uuid, p_reason text) to reserve_operator;
+grant execute on function reserve.look_up_refund(p_refund_request_id uuid, p_reason text) to reserve_ops_console;
 grant execute on function reserve.look_up_refund(p_refund_request_id uuid, p_reason text) to service_role;

@@ -35,4 +35,6 @@ $function$
 comment on function reserve.mark_payment_failed(p_payment_id uuid, p_reason text, p_error_code text) is 'Marks a pending or processing payment failed (the provider says it failed) and releases its nights if nothing else is in flight. Idempotent; RC202 for a payment that already holds money.';
 
 -- grants
+grant execute on function reserve.mark_payment_failed(p_payment_id uuid, p_reason text, p_error_code text) to reserve_operator;
+grant execute on function reserve.mark_payment_failed(p_payment_id uuid, p_reason text, p_error_code text) to reserve_ops_console;
 grant execute on function reserve.mark_payment_failed(p_payment_id uuid, p_reason text, p_error_code text) to service_role;

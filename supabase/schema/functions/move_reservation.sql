@@ -69,4 +69,6 @@ $function$
 comment on function reserve.move_reservation(p_reservation_id uuid, p_new_unit_id uuid, p_reason text) is 'Moves a live, not yet checked-in reservation to another unit whose nights are free (RC106 names the full ones) and that takes its guests (RC304); counters follow. The overbooking runbook''s Option A.';
 
 -- grants
+grant execute on function reserve.move_reservation(p_reservation_id uuid, p_new_unit_id uuid, p_reason text) to reserve_operator;
+grant execute on function reserve.move_reservation(p_reservation_id uuid, p_new_unit_id uuid, p_reason text) to reserve_ops_console;
 grant execute on function reserve.move_reservation(p_reservation_id uuid, p_new_unit_id uuid, p_reason text) to service_role;

@@ -5,22 +5,20 @@
 CREATE OR REPLACE FUNCTION reserve.named_actor()
  RETURNS text
  LANGUAGE plpgsql
- STABLE
+ SECURITY DEFINER
  SET search_path TO ''
 AS $function$
 declare
-  -- a signed-in user's JWT subject is authenticated; reserve.actor (the SQL editor's way) is what the
-  -- person says, recorded in the audit trail beside the database session
-  who text := coalesce(nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub',
-                       nullif(current_setting('reserve.actor', true), ''));
+  reason text := pg_catalog.current_setting('reserve.reason', true);
+  who text;
 begin
-  if who is null then
-    raise exception using errcode = 'RC407',
-      message = 'ledger corrections need a named person: set local reserve.actor = ''you@company'' first';
-  end if;
+  who := (reserve.correction_actor('named_actor', nullif(pg_catalog.btrim(pg_catalog.current_setting('reserve.actor', true)), ''),
+                                   'a named person')).name;
+  -- correction_actor records its own reason: the caller's stays
+  perform pg_catalog.set_config('reserve.reason', coalesce(reason, ''), true);
   return who;
 end
 $function$
 ;
 
-comment on function reserve.named_actor() is 'The JWT subject, else reserve.actor; raises RC407 when neither names a person.';
+comment on function reserve.named_actor() is 'The proven person acting (correction_actor: a personal login role in reserve_operator, or the ops console''s login with the verified token''s subject and the name in reserve.actor); RC604 on any other login, whatever reserve.actor or request.jwt.claims say. Used by no function today.';

@@ -44,4 +44,5 @@ $function$
 comment on function reserve.rebuild_ledger_balances() is 'Recomputes ledger_account_balances, ledger_host_days and the checkpoints from the entries (holding off postings meanwhile). For data loaded around the posting function; otherwise never needed.';
 
 -- grants
+grant execute on function reserve.rebuild_ledger_balances() to reserve_operator;
 grant execute on function reserve.rebuild_ledger_balances() to service_role;

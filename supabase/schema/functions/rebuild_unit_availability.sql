@@ -22,4 +22,6 @@ $function$
 comment on function reserve.rebuild_unit_availability(p_unit_id uuid, p_from date, p_reason text) is 'Recounts a unit''s nights from p_from (the overbooking runbook''s Step 4): bookings_count from live reservations, temp_holds from held locks. Nights still oversold are counted full and reported in nights_oversold: move or cancel a stay, then rebuild again. Idempotent; a no-op on exact counters.';
 
 -- grants
+grant execute on function reserve.rebuild_unit_availability(p_unit_id uuid, p_from date, p_reason text) to reserve_operator;
+grant execute on function reserve.rebuild_unit_availability(p_unit_id uuid, p_from date, p_reason text) to reserve_ops_console;
 grant execute on function reserve.rebuild_unit_availability(p_unit_id uuid, p_from date, p_reason text) to service_role;

@@ -57,7 +57,9 @@ end
 $function$
 ;
 
-comment on function reserve.recover_payment(p_payment_id uuid, p_update reserve.provider_update, p_reason text) is 'Applies what the provider''s dashboard shows (reserve.as_provider_update(''{"status": "succeeded", "amount_received": 64000, "currency": "BRL"}'')) to a stuck or PIX payment through apply_payment_status: a success for our price is finalized (reservation and receipt); another amount or currency is booked as owed back and refunded (outcome applied, finalize_outcome amount_mismatch); a refund beyond the money received is refused (outcome refused). A failure, cancellation or expiry frees the intent''s nights if nothing else is in flight. Idempotent (a repeat writes nothing); RC001 for a success without the amount received, RC202 for an illegal move, RC501 without operator and reason.';
+comment on function reserve.recover_payment(p_payment_id uuid, p_update reserve.provider_update, p_reason text) is 'Applies what the provider''s dashboard shows (reserve.as_provider_update(''{"status": "succeeded", "amount_received": 64000, "currency": "BRL"}'')) to a stuck or PIX payment through apply_payment_status: a success for our price is finalized (reservation and receipt); another amount or currency is booked as owed back and refunded (outcome applied, finalize_outcome amount_mismatch); a refund beyond the money received is refused (outcome refused). A failure, cancellation or expiry frees the intent''s nights if nothing else is in flight. Idempotent (a repeat writes nothing); RC001 for a success without the amount received, RC202 for an illegal move, RC604 without a proven operator (a personal role in reserve_operator, or the ops console''s login), RC501 without a reason.';
 
 -- grants
+grant execute on function reserve.recover_payment(p_payment_id uuid, p_update reserve.provider_update, p_reason text) to reserve_operator;
+grant execute on function reserve.recover_payment(p_payment_id uuid, p_update reserve.provider_update, p_reason text) to reserve_ops_console;
 grant execute on function reserve.recover_payment(p_payment_id uuid, p_update reserve.provider_update, p_reason text) to service_role;

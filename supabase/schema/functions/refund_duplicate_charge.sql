@@ -33,4 +33,6 @@ $function$
 comment on function reserve.refund_duplicate_charge(p_payment_id uuid, p_reason text) is 'Queues the refund of a second charge of a paid intent (duplicate_of set by finalize), whole and once. The ledger entries follow the provider''s confirmation (refunds_payable -> receivable). RC207 for a payment that is not a duplicate, RC208 when nothing is left to refund.';
 
 -- grants
+grant execute on function reserve.refund_duplicate_charge(p_payment_id uuid, p_reason text) to reserve_operator;
+grant execute on function reserve.refund_duplicate_charge(p_payment_id uuid, p_reason text) to reserve_ops_console;
 grant execute on function reserve.refund_duplicate_charge(p_payment_id uuid, p_reason text) to service_role;

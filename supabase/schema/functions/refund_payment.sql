@@ -19,4 +19,6 @@ $function$
 comment on function reserve.refund_payment(p_payment_id uuid, p_amount bigint, p_reason text) is 'Queues an operator''s refund of part or all of a payment to the provider (a goodwill refund; a cancellation uses cancel_reservation_with_refund). Not idempotent by design: each call is one refund.';
 
 -- grants
+grant execute on function reserve.refund_payment(p_payment_id uuid, p_amount bigint, p_reason text) to reserve_operator;
+grant execute on function reserve.refund_payment(p_payment_id uuid, p_amount bigint, p_reason text) to reserve_ops_console;
 grant execute on function reserve.refund_payment(p_payment_id uuid, p_amount bigint, p_reason text) to service_role;

@@ -39,4 +39,6 @@ $function$
 comment on function reserve.replay_webhook(p_webhook_id uuid) is 'Re-runs one recorded event (failed, dead or processing) through the same path as its delivery, comparing the provider''s money with ours again. A completed or ignored event is answered as a duplicate and changes nothing. RC209 unknown id, RC210 when the event failed before its status was known (the provider must be asked again).';
 
 -- grants
+grant execute on function reserve.replay_webhook(p_webhook_id uuid) to reserve_operator;
+grant execute on function reserve.replay_webhook(p_webhook_id uuid) to reserve_ops_console;
 grant execute on function reserve.replay_webhook(p_webhook_id uuid) to service_role;

@@ -8,19 +8,17 @@ CREATE OR REPLACE FUNCTION reserve.require_operator(p_action text, p_reason text
  SECURITY DEFINER
  SET search_path TO ''
 AS $function$
-declare
-  who text := coalesce(nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub',
-                       nullif(current_setting('reserve.actor', true), ''));
 begin
-  if who is null or coalesce(length(btrim(p_reason)), 0) = 0 then
+  if coalesce(pg_catalog.length(pg_catalog.btrim(p_reason)), 0) = 0 then
     raise exception using errcode = 'RC501',
-      message = format('%s needs a named operator and a reason: set local reserve.actor = ''you@company'' and pass p_reason', p_action);
+      message = pg_catalog.format('%s needs a reason (p_reason): what happened, with the incident id', p_action);
   end if;
-  perform set_config('reserve.actor', who, true);
-  perform set_config('reserve.reason', format('%s by %s: %s', p_action, who, p_reason), true);
-  return who;
+  -- reserve.actor is a name to prove, not a proof: the console's from its verified token, on a personal
+  -- role the role's own (another person's is refused), on a shared login nothing (RC604)
+  return (reserve.correction_actor(p_action, nullif(pg_catalog.btrim(pg_catalog.current_setting('reserve.actor', true)), ''),
+                                   p_reason)).name;
 end
 $function$
 ;
 
-comment on function reserve.require_operator(p_action text, p_reason text) is 'The operator of a recovery (JWT sub, else reserve.actor) with the reason recorded for the audit trail of this transaction; RC501 without either.';
+comment on function reserve.require_operator(p_action text, p_reason text) is 'The proven operator of a runbook repair, proven as for a ledger correction (correction_actor): on a personal login role in reserve_operator the role (reserve.actor, if set, must be its own name); on the ops console''s login (reserve_ops_console) the name it set in reserve.actor with the verified token''s subject in reserve.operator_subject; RC604 for any other login (postgres, service_role), whatever reserve.actor or request.jwt.claims say. RC501 without a reason. Sets reserve.actor and reserve.reason for the audit trail.';

@@ -26,7 +26,9 @@ end
 $function$
 ;
 
-comment on function reserve.resolve_money_discrepancy(p_discrepancy_id uuid, p_reason text) is 'Closes a money discrepancy an operator has dealt with (the refund confirmed, the provider''s support answered), with who and why; it leaves the money_mismatch alert. Idempotent; RC213 unknown id, RC501 without operator and reason.';
+comment on function reserve.resolve_money_discrepancy(p_discrepancy_id uuid, p_reason text) is 'Closes a money discrepancy an operator has dealt with (the refund confirmed, the provider''s support answered), with who and why; it leaves the money_mismatch alert. Idempotent; RC213 unknown id, RC604 without a proven operator (a personal role in reserve_operator, or the ops console''s login), RC501 without a reason.';
 
 -- grants
+grant execute on function reserve.resolve_money_discrepancy(p_discrepancy_id uuid, p_reason text) to reserve_operator;
+grant execute on function reserve.resolve_money_discrepancy(p_discrepancy_id uuid, p_reason text) to reserve_ops_console;
 grant execute on function reserve.resolve_money_discrepancy(p_discrepancy_id uuid, p_reason text) to service_role;

@@ -24,7 +24,9 @@ end
 $function$
 ;
 
-comment on function reserve.resolve_reconciliation_item(p_item_id uuid, p_resolution text) is 'An operator (reserve.actor) closes a reconciliation item with what was done (a refund at the provider, a recovery). Idempotent; RC501 without operator and reason, RC804 for no such item.';
+comment on function reserve.resolve_reconciliation_item(p_item_id uuid, p_resolution text) is 'A proven operator closes a reconciliation item with what was done (a refund at the provider, a recovery). Idempotent; RC604 without a proven operator (a personal role in reserve_operator, or the ops console''s login), RC501 without a reason, RC804 for no such item.';
 
 -- grants
+grant execute on function reserve.resolve_reconciliation_item(p_item_id uuid, p_resolution text) to reserve_operator;
+grant execute on function reserve.resolve_reconciliation_item(p_item_id uuid, p_resolution text) to reserve_ops_console;
 grant execute on function reserve.resolve_reconciliation_item(p_item_id uuid, p_resolution text) to service_role;

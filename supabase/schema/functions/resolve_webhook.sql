@@ -31,4 +31,6 @@ $function$
 comment on function reserve.resolve_webhook(p_webhook_id uuid, p_reason text) is 'Closes a failed or dead event an operator has dealt with by other means (the payment recovered by polling or recover_payment, a second provider payment refunded at the provider): it becomes ignored, with who and why in error_message, and leaves the dead-webhook alert. Idempotent.';
 
 -- grants
+grant execute on function reserve.resolve_webhook(p_webhook_id uuid, p_reason text) to reserve_operator;
+grant execute on function reserve.resolve_webhook(p_webhook_id uuid, p_reason text) to reserve_ops_console;
 grant execute on function reserve.resolve_webhook(p_webhook_id uuid, p_reason text) to service_role;

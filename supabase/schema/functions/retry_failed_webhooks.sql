@@ -35,4 +35,6 @@ $function$
 comment on function reserve.retry_failed_webhooks(p_limit integer) is 'Retries failed events whose next_retry_at has come and that carry their apply_args (SKIP LOCKED, oldest first): each becomes completed, failed again (later retry) or dead. Run by poll_payment_status.';
 
 -- grants
+grant execute on function reserve.retry_failed_webhooks(p_limit integer) to reserve_operator;
+grant execute on function reserve.retry_failed_webhooks(p_limit integer) to reserve_ops_console;
 grant execute on function reserve.retry_failed_webhooks(p_limit integer) to service_role;

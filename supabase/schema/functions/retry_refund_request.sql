@@ -33,7 +33,9 @@ end
 $function$
 ;
 
-comment on function reserve.retry_refund_request(p_refund_request_id uuid, p_reason text) is 'Queues a failed refund request again as a new request (retry_of the old one, which is closed), sent by the poller with its own idempotency key. Idempotent: a second call returns the same new request. RC212 for a request that is not failed, RC208 when the payment no longer holds the amount, RC501 without operator and reason.';
+comment on function reserve.retry_refund_request(p_refund_request_id uuid, p_reason text) is 'Queues a failed refund request again as a new request (retry_of the old one, which is closed), sent by the poller with its own idempotency key. Idempotent: a second call returns the same new request. RC212 for a request that is not failed, RC208 when the payment no longer holds the amount, RC604 without a proven operator (a personal role in reserve_operator, or the ops console''s login), RC501 without a reason.';
 
 -- grants
+grant execute on function reserve.retry_refund_request(p_refund_request_id uuid, p_reason text) to reserve_operator;
+grant execute on function reserve.retry_refund_request(p_refund_request_id uuid, p_reason text) to reserve_ops_console;
 grant execute on function reserve.retry_refund_request(p_refund_request_id uuid, p_reason text) to service_role;

@@ -55,4 +55,6 @@ $function$
 comment on function reserve.unblock_unit_dates(p_block_id uuid, p_reason text) is 'Reopens the nights an ops block closed (never one the host closed, nor one another open ops block still covers: that block then keeps it, and lifting it reopens it). Idempotent.';
 
 -- grants
+grant execute on function reserve.unblock_unit_dates(p_block_id uuid, p_reason text) to reserve_operator;
+grant execute on function reserve.unblock_unit_dates(p_block_id uuid, p_reason text) to reserve_ops_console;
 grant execute on function reserve.unblock_unit_dates(p_block_id uuid, p_reason text) to service_role;
