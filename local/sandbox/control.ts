@@ -28,7 +28,7 @@ export function createControl(d: ControlDeps): SandboxControl {
   return {
     stripeConfirm: (piId, outcome, opts) => clone(d.stripe.confirm(piId, outcome, opts ?? {})),
     stripeSettle: (piId, outcome) => clone(d.stripe.settle(piId, outcome)),
-    stripeDispute: (piId, opts) => clone(d.stripe.dispute(piId, opts?.reason)),
+    stripeDispute: (piId, opts) => clone(d.stripe.dispute(piId, opts?.reason, opts?.amount)),
     stripeCloseDispute: (piId, outcome) => clone(d.stripe.closeDispute(piId, outcome)),
     mercadopagoPay: (id, opts) => d.mercadopago.pay(Number(id), opts ?? {}),
     openpixPay: (correlationID, opts) => d.openpix.pay(correlationID, opts ?? {}),

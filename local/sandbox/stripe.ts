@@ -170,19 +170,25 @@ export class StripeState {
     return refund;
   }
 
-  dispute(piId: string, reason = "fraudulent"): Obj {
+  /** `amount`: a cardholder disputing part of the charge (at most what was not refunded); the whole charge by default. */
+  dispute(piId: string, reason = "fraudulent", amount?: number): Obj {
     const pi = this.intent(piId);
     if (pi.status !== "succeeded") throw new SandboxError(409, `PaymentIntent ${piId} is ${pi.status}: only a paid charge can be disputed`);
     if (this.disputes.get(piId)?.status === "needs_response") throw new SandboxError(409, `PaymentIntent ${piId} already has an open dispute`);
     const charge = this.charges.get(pi.latest_charge as string)!;
+    const left = (charge.amount as number) - (charge.amount_refunded as number);
+    if (amount !== undefined && (!Number.isInteger(amount) || amount <= 0 || amount > left)) {
+      throw new SandboxError(400, `a dispute of PaymentIntent ${piId} is for 1 to ${left} (what was not refunded), not ${amount}`);
+    }
+    const disputed = amount ?? (charge.amount as number);
     const now = unixSeconds();
     const id = randomId("du_1");
     // the disputed amount and the dispute fee leave the balance when the dispute opens
-    const withdrawal = this.balanceTransaction({ amount: -(charge.amount as number), currency: charge.currency as string, created: now,
+    const withdrawal = this.balanceTransaction({ amount: -disputed, currency: charge.currency as string, created: now,
       source: id, type: "adjustment", reporting_category: "dispute", description: `Chargeback withdrawal for ${charge.id}`,
       fee: STRIPE_FEES.dispute, feeDescription: "Dispute fee" });
     const dispute: Obj = {
-      id, object: "dispute", amount: charge.amount, balance_transactions: [structuredClone(withdrawal)], charge: charge.id,
+      id, object: "dispute", amount: disputed, balance_transactions: [structuredClone(withdrawal)], charge: charge.id,
       created: now, currency: charge.currency, enhanced_eligibility_types: [], evidence: emptyEvidence(),
       evidence_details: { due_by: now + 7 * 86400, enhanced_eligibility: {}, has_evidence: false, past_due: false,
         submission_count: 0, submission_method: null },

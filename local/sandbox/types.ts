@@ -61,7 +61,8 @@ export interface SandboxControl {
   /** `amountReceived`/`currency`: the bank settles other figures than the PaymentIntent asked for */
   stripeConfirm(piId: string, outcome: StripeConfirmOutcome, opts?: { declineCode?: string; amountReceived?: number; currency?: string }): Record<string, unknown>;
   stripeSettle(piId: string, outcome: "succeeded" | "declined"): Record<string, unknown>;
-  stripeDispute(piId: string, opts?: { reason?: string }): Record<string, unknown>;
+  /** `amount`: the cardholder disputes only that much of the charge */
+  stripeDispute(piId: string, opts?: { reason?: string; amount?: number }): Record<string, unknown>;
   stripeCloseDispute(piId: string, outcome: "won" | "lost"): Record<string, unknown>;
   /** `amount`/`currency`: approved for other figures than created with; `notify: false`: no notification */
   mercadopagoPay(id: number | string, opts?: { afterExpiry?: boolean; amount?: number; currency?: string; notify?: boolean }): Record<string, unknown>;

@@ -175,6 +175,18 @@ describe("guest actions", () => {
     expect(types).toEqual(expect.arrayContaining(["charge.dispute.created", "charge.dispute.closed"]));
   });
 
+  it("a dispute of part of the charge takes that much, at most what was not refunded", async () => {
+    const pi = await create();
+    sb.control.stripeConfirm(pi.id, "succeeded");
+    await stripe.refunds.create({ payment_intent: pi.id, amount: 5_000 });
+    expect(() => sb.control.stripeDispute(pi.id, { amount: 40_001 })).toThrow(/1 to 40000/);
+    expect(() => sb.control.stripeDispute(pi.id, { amount: 0 })).toThrow(/1 to 40000/);
+    const opened = sb.control.stripeDispute(pi.id, { amount: 12_000 });
+    expect(opened).toMatchObject({ amount: 12_000, status: "needs_response" });
+    const [withdrawal] = (await stripe.disputes.retrieve(opened.id as string)).balance_transactions;
+    expect([withdrawal!.amount, withdrawal!.fee]).toEqual([-12_000, 1500]);
+  });
+
   it("lists a PaymentIntent's disputes as Stripe does, as they are now; the charge stays disputed after a win", async () => {
     const pi = await create();
     sb.control.stripeConfirm(pi.id, "succeeded");
