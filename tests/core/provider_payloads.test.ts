@@ -83,7 +83,7 @@ describe("process_webhook_event records every verified event", () => {
       select * from reserve.process_webhook_event(
         reserve.as_webhook_event(${sql.json({ provider: "stripe", event_id: `evt_${crypto.randomUUID()}`, event_type: "payment_intent.succeeded" })}),
         row('succeeded', ${c.payment.gateway_payment_id as string}, ${c.paymentId}::uuid, null, 100000, 'BRL', -5,
-            null, null, null, null, null, null, null, null, null)::reserve.provider_update)`;
+            null, null, null, null, null, null, null, null, null, null)::reserve.provider_update)`;
     expect(r).toMatchObject({ webhook_status: "dead", duplicate: false });
     expect(r.error_message).toContain("amounts are whole minor units");
     const after = await counts();

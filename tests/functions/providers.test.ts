@@ -46,11 +46,11 @@ describe("Stripe", () => {
       .toMatchObject({ status: "refunded", refundedAmount: 1000 });
   });
 
-  it("disputes: opened is disputed, won is succeeded, lost is a refund of the disputed amount", () => {
+  it("disputes: opened is disputed, won is succeeded, lost is a refund of the disputed amount; each names its dispute", () => {
     const dp = (status: string) => ({ id: "dp_1", payment_intent: "pi_1", charge: "ch_1", amount: 1000, status });
-    expect(stripeEventUpdate(event("charge.dispute.created", dp("needs_response")))?.status).toBe("disputed");
-    expect(stripeEventUpdate(event("charge.dispute.closed", dp("won")))?.status).toBe("succeeded");
-    expect(stripeEventUpdate(event("charge.dispute.closed", dp("lost")))).toMatchObject({ status: "refunded", disputeAmount: 1000 });
+    expect(stripeEventUpdate(event("charge.dispute.created", dp("needs_response")))).toMatchObject({ status: "disputed", disputeId: "dp_1" });
+    expect(stripeEventUpdate(event("charge.dispute.closed", dp("won")))).toMatchObject({ status: "succeeded", disputeId: "dp_1" });
+    expect(stripeEventUpdate(event("charge.dispute.closed", dp("lost")))).toMatchObject({ status: "refunded", disputeAmount: 1000, disputeId: "dp_1" });
   });
 
   it("types we do not act on are null", () => {
@@ -295,7 +295,7 @@ describe("the provider's money in the normalized update", () => {
     const news = stripeEventNews({ id: "evt_1", type: "charge.dispute.created", created: 1_800_000_000,
       data: { object: { id: "du_1", object: "dispute", amount: 1000, currency: "brl", charge: "ch_1", payment_intent: null, status: "warning_needs_response" } } });
     expect(news.update).toBeNull();
-    expect(news.lookup).toMatchObject({ charge: "ch_1", news: { status: "disputed", disputeAmount: 1000, currency: "BRL" } });
+    expect(news.lookup).toMatchObject({ charge: "ch_1", news: { status: "disputed", disputeAmount: 1000, disputeId: "du_1", currency: "BRL" } });
   });
 
   it("MercadoPago: transaction_amount and currency_id, total_paid_amount once paid, the collector's fee, the endToEndId", () => {

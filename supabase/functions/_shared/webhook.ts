@@ -40,6 +40,9 @@ export function unusableUpdate(u: ProviderUpdate): string | undefined {
     return "the endToEndId is not 1..64 characters";
   }
   if (u.endToEndId !== undefined && hasUnsafeChars(u.endToEndId)) return `the endToEndId ${safeText(u.endToEndId, 80)} has control characters or lone surrogates`;
+  if (u.disputeId !== undefined && (typeof u.disputeId !== "string" || u.disputeId.length < 1 || u.disputeId.length > 255 || hasUnsafeChars(u.disputeId))) {
+    return `the dispute id ${safeText(String(u.disputeId), 80)} is not 1..255 characters without control characters`;
+  }
   if (u.eventAt !== undefined && !storableTime(u.eventAt)) return "the event time is not a time between the years 1 and 9999";
   return undefined;
 }
@@ -61,6 +64,7 @@ export function updateJson(u: ProviderUpdate): Record<string, unknown> {
     amount_received: u.amountReceived,
     refunded_amount: u.refundedAmount,
     dispute_amount: u.disputeAmount,
+    dispute_id: u.disputeId,
     fee_amount: u.feeAmount,
     refunds: u.refunds?.slice(0, 100).map(refundJson),
     event_at: storableTime(u.eventAt)?.toISOString(),

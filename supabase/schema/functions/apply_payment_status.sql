@@ -27,6 +27,9 @@ declare
   f record;
   arrived reserve.provider_update;
   first reserve.payment_status_change;
+  charged_back bigint;
+  books_chargeback boolean := false;
+  flag_only boolean := false;
 begin
   if p_payment_id is null or p_update is null or p_update.status is null then
     raise exception using errcode = 'RC001',
@@ -56,6 +59,13 @@ begin
     r.finalize_error := refuse_why;
     return r;
   end if;
+  if u.dispute_id is not null and exists (select 1 from reserve.ledger_transactions t where t.idempotency_key = 'chargeback:' || u.dispute_id) then
+    -- a dispute lost and charged back is over: news of it again (its opening event delivered after its
+    -- closing one, a listing, a replay) moves nothing, so its chargeback is never booked twice
+    r.outcome := 'stale';
+    r.status := p.status;
+    return r;
+  end if;
   if u.status in ('refunded', 'partially_refunded', 'disputed') and u.amount_received is not null and p.succeeded_at is null
      and p.status in ('pending', 'processing', 'failed', 'cancelled', 'expired') then
     -- a read of a payment that was paid and has since been refunded or disputed (a poll that comes late):
@@ -77,6 +87,24 @@ begin
   event_at := u.event_at;
   held := coalesce(p.received_amount, p.amount);
   held_currency := coalesce(p.received_currency, p.currency);
+  -- what lost disputes took: in our refunded_amount, never in the provider's refunded figure (Stripe's
+  -- amount_refunded), which is compared with ours less it. Counted in refunded_amount, so nothing while
+  -- that is 0: the success path (a first payment's news) asks no ledger
+  charged_back := case when p.refunded_amount > 0 then reserve.payment_charged_back(p.id) else 0 end;
+
+  if target = 'disputed' and u.dispute_id is null and u.dispute_amount is null and charged_back > 0
+     and p.status in ('partially_refunded', 'refunded') then
+    -- a read of a charge whose dispute was lost and charged back: the provider's flag says disputed for
+    -- ever (Stripe's charge.disputed), not that a dispute is open; what it says besides is the charge's
+    -- refunds. Back in dispute, the lost dispute's listing would charge it back again. A new dispute
+    -- comes with its id (its webhook, the dispute listing)
+    if coalesce(u.refunded_amount, 0) > 0 then
+      target := 'partially_refunded';
+    else
+      target := p.status;
+      flag_only := true;
+    end if;
+  end if;
 
   if target = 'succeeded' and p.succeeded_at is null then
     -- the money arrives with this update: the provider's figures say how much, and in what
@@ -102,14 +130,19 @@ begin
   -- a dispute won gives back the state before it, which keeps what was refunded earlier
   if refuse_kind is null and target = 'succeeded' and p.status = 'disputed' and p.refunded_amount > 0 then
     target := case when p.refunded_amount >= held then 'refunded' else 'partially_refunded' end;
-    u.refunded_amount := p.refunded_amount;
+    u.refunded_amount := p.refunded_amount - charged_back;
     u.dispute_amount := null;
+    -- all of it charged back by earlier disputes: no refund to say, the amount stays
+    flag_only := u.refunded_amount = 0;
   end if;
 
   if refuse_kind is not null then
     null;
+  elsif flag_only then
+    new_refunded := p.refunded_amount;
   elsif target in ('refunded', 'partially_refunded') and u.dispute_amount is not null then
-    -- a lost dispute takes the disputed amount on top of earlier refunds
+    -- a lost dispute takes the disputed amount on top of earlier refunds, booked as its chargeback
+    books_chargeback := true;
     new_refunded := p.refunded_amount + u.dispute_amount;
     if u.dispute_amount > held then
       refuse_kind := 'dispute_exceeds_received';
@@ -134,20 +167,21 @@ begin
     end if;
     if u.refunded_amount > held then
       refuse_kind := 'refund_exceeds_received';
-    elsif u.refunded_amount = held then
+    elsif u.refunded_amount + charged_back >= held then
       target := 'refunded';
     end if;
-    new_refunded := greatest(p.refunded_amount, u.refunded_amount);
+    -- on top of what was charged back; a figure that counted it too is held to what arrived
+    new_refunded := greatest(p.refunded_amount, least(held, u.refunded_amount + charged_back));
     if target = 'partially_refunded' and new_refunded >= held and p.status = 'disputed' then
       target := 'disputed';  -- a smaller refund reported after all of it went back: nothing new
     end if;
   elsif target = 'refunded' then
     if u.refunded_amount > held then
       refuse_kind := 'refund_exceeds_received';
-    elsif u.refunded_amount > 0 and u.refunded_amount < held then
+    elsif u.refunded_amount > 0 and u.refunded_amount + charged_back < held then
       -- "refunded" by the provider's count, not by ours: only that much went back
       target := 'partially_refunded';
-      new_refunded := greatest(p.refunded_amount, u.refunded_amount);
+      new_refunded := greatest(p.refunded_amount, u.refunded_amount + charged_back);
     else
       new_refunded := held;
     end if;
@@ -211,6 +245,10 @@ begin
       perform set_config('reserve.reason',
         format('apply_payment_status %s -> %s (%s)%s', p.status, target, p_source, coalesce(' webhook ' || p_webhook_id, '')), true);
     end if;
+    if books_chargeback then
+      -- post_payment_refund books the growth as this dispute's chargeback, once per dispute
+      perform set_config('reserve.charged_back_dispute', coalesce(u.dispute_id, '-'), true);
+    end if;
     update reserve.payments
     set status = target,
         gateway_status = coalesce(u.gateway_status, gateway_status),
@@ -229,6 +267,7 @@ begin
         provider_payload = coalesce(u.provider_object, provider_payload)
     where id = p.id
     returning * into p;
+    perform set_config('reserve.charged_back_dispute', '', true);
     r.outcome := 'applied';
     if excess_why is not null then
       perform reserve.record_money_discrepancy(p, 'dispute_exceeds_received', p_source, u, excess_why, held, held_currency,

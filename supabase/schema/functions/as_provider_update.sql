@@ -12,9 +12,9 @@ begin
   perform reserve.json_record_keys_check(p, 'provider update',
     array['status', 'gateway_payment_id', 'payment_reference', 'end_to_end_id', 'amount', 'currency', 'amount_received',
           'refunded_amount', 'dispute_amount', 'fee_amount', 'refunds', 'event_at', 'gateway_status', 'error_code',
-          'error_message', 'provider_object'],
+          'error_message', 'provider_object', 'dispute_id'],
     array['string', 'string', 'uuid', 'string', 'integer', 'string', 'integer', 'integer', 'integer', 'integer',
-          'array', 'timestamptz', 'string', 'string', 'string', 'object']);
+          'array', 'timestamptz', 'string', 'string', 'string', 'object', 'string']);
   return reserve.check_provider_update(jsonb_populate_record(null::reserve.provider_update, p));
 end
 $function$

@@ -21,6 +21,8 @@ begin
     bad := 'amounts are whole minor units between 0 and 2^53 - 1';
   elsif length(p.gateway_payment_id) not between 1 and 255 then
     bad := 'gateway_payment_id is 1..255 characters';
+  elsif length(p.dispute_id) not between 1 and 255 then
+    bad := 'dispute_id is 1..255 characters';
   elsif length(p.end_to_end_id) not between 1 and 64 then
     bad := 'end_to_end_id is 1..64 characters';
   elsif length(p.gateway_status) > 255 or length(p.error_code) > 255 or length(p.error_message) > 2000 then

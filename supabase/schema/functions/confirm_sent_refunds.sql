@@ -13,7 +13,8 @@ declare
   refunded bigint;
   rr record;
 begin
-  select p.refunded_amount into refunded from reserve.payments p where p.id = p_payment_id;
+  -- what went back less what lost disputes took: a chargeback never confirms a refund we sent
+  select p.refunded_amount - reserve.payment_charged_back(p.id) into refunded from reserve.payments p where p.id = p_payment_id;
   -- only requests the provider took (sent) can be what it reports; one still to send is never confirmed.
   -- The total is filled with the requests the provider said went back first, then those confirmed
   -- already, then the rest, oldest first; one the provider said failed never counts, and one that does

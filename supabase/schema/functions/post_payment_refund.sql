@@ -10,8 +10,11 @@ CREATE OR REPLACE FUNCTION reserve.post_payment_refund()
 AS $function$
 declare
   delta bigint := new.refunded_amount - old.refunded_amount;
-  -- a lost dispute; a refund recorded while a dispute is open is still a refund
-  chargeback boolean := old.status = 'disputed' and new.status = 'refunded';
+  -- the lost dispute apply_payment_status is booking ('-' when its news named none), whatever status it
+  -- leaves: a dispute of part of the charge is a chargeback too. Without one, disputed -> refunded is
+  -- still a lost dispute, and a refund recorded while a dispute is open still a refund
+  lost_dispute text := nullif(current_setting('reserve.charged_back_dispute', true), '');
+  chargeback boolean := lost_dispute is not null or (old.status = 'disputed' and new.status = 'refunded');
   currency text := coalesce(new.received_currency, new.currency);
   city text;
   receipt uuid;
@@ -43,7 +46,9 @@ begin
     case when chargeback then 'chargeback' else 'refund' end,
     format('%s of payment %s: %s of %s %s refunded', case when chargeback then 'Chargeback' else 'Refund' end,
            new.id, new.refunded_amount, coalesce(new.received_amount, new.amount), currency),
-    legs, format('refund:%s:%s', new.id, new.refunded_amount), new.id, null, city);
+    -- once per dispute: news of it again (a late event, a listing, a read) finds it booked
+    legs, case when lost_dispute is not null and lost_dispute <> '-' then 'chargeback:' || lost_dispute
+               else format('refund:%s:%s', new.id, new.refunded_amount) end, new.id, null, city);
 
   update reserve.reservations
   set payment_status = case when new.refunded_amount = coalesce(new.received_amount, new.amount) then 'refunded' else 'partially_refunded' end

@@ -20,6 +20,7 @@ declare
   city text;
   receivable text;
   note text;
+  charged boolean;
   n integer := 0;
   found_items integer := 0;
   fixed integer := 0;
@@ -46,10 +47,13 @@ begin
     note := null;
     select * into known from reserve.reconciliation_items i where i.provider = r.provider and i.kind = 'dispute_open' and i.object_id = d.dispute_id;
     select * into p from reserve.payments x where x.provider = r.provider and x.gateway_payment_id = d.gateway_payment_id for update;
+    -- its chargeback, booked once per dispute by whichever path saw it lost (its webhook, this listing)
+    charged := exists (select 1 from reserve.ledger_transactions t where t.idempotency_key = 'chargeback:' || d.dispute_id);
     -- a dispute closed before we ever saw it open, on a payment whose state already says so, is no news:
-    -- won says so of any payment but a disputed one (its dispute webhook came, the closing one did not)
+    -- won says so of any payment but a disputed one (its dispute webhook came, the closing one did not),
+    -- lost of one it was charged back from (or all of it refunded)
     if known.id is null and d.status <> 'open'
-       and (p.id is null or case when d.status = 'won' then p.status <> 'disputed' else p.status = 'refunded' end) and d.fee = 0 then
+       and (p.id is null or case when d.status = 'won' then p.status <> 'disputed' else charged or p.status = 'refunded' end) and d.fee = 0 then
       continue;
     end if;
 
@@ -57,15 +61,19 @@ begin
       -- our payment's state as the provider's dispute webhook would have left it
       if d.status = 'open' and p.status <> 'disputed' then
         a := reserve.apply_payment_status(p.id, reserve.as_provider_update(jsonb_build_object('status', 'disputed',
-               'gateway_payment_id', d.gateway_payment_id, 'dispute_amount', d.amount, 'currency', d.currency,
+               'gateway_payment_id', d.gateway_payment_id, 'dispute_id', d.dispute_id, 'dispute_amount', d.amount, 'currency', d.currency,
                'gateway_status', 'dispute_' || coalesce(d.provider_object ->> 'status', 'open'))), null, 'ignore', 'poll');
-      elsif d.status = 'lost' and p.status = 'disputed' then
+      elsif d.status = 'lost' and not charged and p.status <> 'refunded'
+            and (p.status = 'disputed' or known.repaired_at is null) then
+        -- charged back whatever our payment's state: partially refunded before the dispute (a read of the
+        -- charge left it so) or never seen disputed. One reconciliation saw closed before its chargeback
+        -- was keyed by dispute was settled then
         a := reserve.apply_payment_status(p.id, reserve.as_provider_update(jsonb_build_object('status', 'refunded',
-               'gateway_payment_id', d.gateway_payment_id, 'dispute_amount', d.amount, 'currency', d.currency,
+               'gateway_payment_id', d.gateway_payment_id, 'dispute_id', d.dispute_id, 'dispute_amount', d.amount, 'currency', d.currency,
                'gateway_status', 'dispute_lost')), null, 'ignore', 'poll');
       elsif d.status = 'won' and p.status = 'disputed' then
         a := reserve.apply_payment_status(p.id, reserve.as_provider_update(jsonb_build_object('status', 'succeeded',
-               'gateway_payment_id', d.gateway_payment_id, 'gateway_status', 'dispute_won')), null, 'ignore', 'poll');
+               'gateway_payment_id', d.gateway_payment_id, 'dispute_id', d.dispute_id, 'gateway_status', 'dispute_won')), null, 'ignore', 'poll');
       end if;
       if a.outcome = 'applied' then
         note := format('applied %s -> %s', a.previous_status, a.status);

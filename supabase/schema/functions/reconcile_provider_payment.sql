@@ -123,20 +123,20 @@ begin
   if paid_there and reserve.provider_says_paid(p.status) then
     -- refunds: more there is news we missed (applied); more here is money we think went back and did not
     if coalesce(u.refunded_amount, 0) + coalesce(u.dispute_amount, 0) > 0 or p.refunded_amount > 0 then
-      if coalesce(u.refunded_amount, 0) > p.refunded_amount and u.dispute_amount is null then
+      -- our refunded_amount counts the chargebacks of lost disputes, which the provider's refunded
+      -- figure does not (Stripe's amount_refunded): ours is compared less what was charged back, both
+      -- ways (a refund after a chargeback is news though the provider's figure is below ours)
+      charged_back := reserve.payment_charged_back(p.id);
+      if coalesce(u.refunded_amount, 0) > p.refunded_amount - charged_back and u.dispute_amount is null then
         a := reserve.apply_payment_status(p.id, u, null, 'ignore', 'poll');
         i := reserve.record_reconciliation_item(p_run, 'refund_mismatch', u.gateway_payment_id, p.id, ours, theirs,
-          format('%s refunded %s of payment %s, we had %s', p_run.provider, u.refunded_amount, p.id, p.refunded_amount),
+          format('%s refunded %s of payment %s, we had %s (%s of ours charged back)', p_run.provider, u.refunded_amount, p.id,
+                 p.refunded_amount, charged_back),
           case when a.outcome = 'applied' then format('applied refund: %s -> %s', a.previous_status, a.status) end);
         items := items + 1;
         repaired := repaired + (i.repaired_at is not null)::int;
         select * into p from reserve.payments where id = p.id;
       else
-        -- our refunded_amount counts the chargebacks of lost disputes, which the provider's refunded
-        -- figure does not (Stripe's amount_refunded): ours is compared less what was charged back
-        select coalesce(sum(e.amount), 0) into charged_back
-        from reserve.ledger_transactions t join reserve.ledger_entries e on e.transaction_id = t.id
-        where t.payment_id = p.id and t.kind = 'chargeback' and e.account = reserve.receivable_account(p.provider) and e.direction = 'credit';
         if coalesce(u.refunded_amount, 0) < p.refunded_amount - charged_back and u.dispute_amount is null then
           perform reserve.record_reconciliation_item(p_run, 'refund_mismatch', u.gateway_payment_id, p.id, ours, theirs,
             format('we booked %s refunded of payment %s (%s of it charged back), %s shows %s', p.refunded_amount, p.id, charged_back,

@@ -9,7 +9,7 @@ CREATE OR REPLACE FUNCTION reserve.status_update(p_status text, p_gateway_status
  SET search_path TO ''
 AS $function$
   select reserve.check_provider_update(row(p_status, null, null, null, null, null, null, null, null, null, null, null,
-                                           p_gateway_status, p_error_code, p_error_message, p_provider_object)::reserve.provider_update)
+                                           p_gateway_status, p_error_code, p_error_message, p_provider_object, null)::reserve.provider_update)
 $function$
 ;
 

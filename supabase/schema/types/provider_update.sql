@@ -18,11 +18,12 @@ create type reserve.provider_update as (
   gateway_status text,
   error_code text,
   error_message text,
-  provider_object jsonb
+  provider_object jsonb,
+  dispute_id text
 );
 
 -- comments
-comment on type reserve.provider_update is 'What a provider says about one payment, normalized: status (our payment status), gateway_payment_id (the provider''s id), payment_reference (our payments.id as the provider echoes it: metadata payment_id, external_reference, correlationID), end_to_end_id (the PIX endToEndId), amount and currency (what the provider''s payment is for, minor units), amount_received (the money it says it received), refunded_amount (cumulative), dispute_amount, fee_amount, refunds ([{refund_id, amount, status, end_to_end_id}]), event_at (the provider''s time of the news), gateway_status, error_code, error_message and the provider''s object as evidence. Null means the provider did not say.';
+comment on type reserve.provider_update is 'What a provider says about one payment, normalized: status (our payment status), gateway_payment_id (the provider''s id), payment_reference (our payments.id as the provider echoes it: metadata payment_id, external_reference, correlationID), end_to_end_id (the PIX endToEndId), amount and currency (what the provider''s payment is for, minor units), amount_received (the money it says it received), refunded_amount (cumulative, the provider''s refunds: never what disputes took), dispute_amount, dispute_id (the provider''s dispute the news is about: its chargeback is booked once), fee_amount, refunds ([{refund_id, amount, status, end_to_end_id}]), event_at (the provider''s time of the news), gateway_status, error_code, error_message and the provider''s object as evidence. Null means the provider did not say.';
 
 -- grants
 grant usage on type reserve.provider_update to public;

@@ -189,13 +189,15 @@ export function stripeEventNews(event: Obj): { update: ProviderUpdate | null; lo
       let update: ProviderUpdate;
       const disputeAmount = minor(o.amount, "dispute amount");
       const currency = upperCurrency(o.currency);
+      // named, so its chargeback is booked once however often and in whatever order its news comes
+      const disputeId = typeof o.id === "string" ? o.id : undefined;
       if (event.type === "charge.dispute.created") {
-        update = { status: "disputed", gatewayPaymentId: "", disputeAmount, currency, eventAt, gatewayStatus: `dispute_${o.status}`, object: o };
+        update = { status: "disputed", gatewayPaymentId: "", disputeAmount, disputeId, currency, eventAt, gatewayStatus: `dispute_${o.status}`, object: o };
       } else if (o.status === "lost") {
         // won (or an inquiry closed without a chargeback) gives the money back to us; lost takes it
-        update = { status: "refunded", gatewayPaymentId: "", disputeAmount, currency, eventAt, gatewayStatus: "dispute_lost", object: o };
+        update = { status: "refunded", gatewayPaymentId: "", disputeAmount, disputeId, currency, eventAt, gatewayStatus: "dispute_lost", object: o };
       } else {
-        update = { status: "succeeded", gatewayPaymentId: "", eventAt, gatewayStatus: `dispute_${o.status}`, object: o };
+        update = { status: "succeeded", gatewayPaymentId: "", disputeId, eventAt, gatewayStatus: `dispute_${o.status}`, object: o };
       }
       const pi = piId(o.payment_intent);
       if (pi) return { update: { ...update, gatewayPaymentId: pi } };

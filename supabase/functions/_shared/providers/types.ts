@@ -28,6 +28,8 @@ export interface ProviderUpdate {
   refundedAmount?: number;
   /** the amount a dispute (chargeback) is about */
   disputeAmount?: number;
+  /** the provider's id of the dispute the news is about: its chargeback is booked once */
+  disputeId?: string;
   /** the provider's fee, when it says it */
   feeAmount?: number;
   refunds?: ProviderRefund[];

@@ -1,0 +1,185 @@
+// A lost dispute for less than what is left of a charge leaves the payment partially_refunded, and Stripe
+// keeps saying `disputed` of that charge for ever: every read of it (the poller confirming a refund,
+// reconciliation's listings) says disputed again. The chargeback is booked once per dispute, however often
+// it is read and whichever path saw it lost, and a read never puts the payment back in dispute.
+// Real Deno functions against the provider sandbox; Stripe's webhooks delivered or dropped by the sandbox.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startE2E, until, type E2E } from "../helpers/e2e.ts";
+import { isoDate, unit } from "../helpers/fixtures.ts";
+import { asOperator } from "../helpers/runbook.ts";
+
+let e: E2E;
+beforeAll(async () => {
+  e = await startE2E();
+});
+afterAll(async () => {
+  await e?.stop();
+});
+
+async function paidCard() {
+  const { unitId } = await unit(e.db.sql);
+  const res = await e.checkout({ unit_id: unitId, check_in: isoDate(2), check_out: isoDate(4), guests: 2, method: "card", guest_email: "g@example.com" });
+  expect(res.status, JSON.stringify(res.body)).toBe(201);
+  const c = res.body as { payment_id: string; booking_intent_id: string; gateway_payment_id: string; amount: number };
+  e.sandbox.control.stripeConfirm(c.gateway_payment_id, "succeeded");
+  await until(async () => (await e.db.sql`select 1 from reserve.reservations where booking_intent_id = ${c.booking_intent_id}`)[0], "reservation");
+  await e.sandbox.control.flush();
+  return c;
+}
+
+/** What Stripe does while no webhook of it reaches us. */
+function unseen(f: () => void) {
+  e.sandbox.control.setWebhookMode("stripe", "drop");
+  try {
+    f();
+  } finally {
+    e.sandbox.control.setWebhookMode("stripe", "deliver");
+  }
+}
+
+const window = () => ({ from: new Date(Date.now() - 3_600_000).toISOString(), to: new Date(Date.now() + 3_600_000).toISOString() });
+async function reconcile() {
+  const run = await e.post("reconcile", { ...window(), provider: "stripe" }, { authorization: `Bearer ${e.cronSecret}` });
+  expect(run.status, JSON.stringify(run.body)).toBe(200);
+  expect(run.body.runs[0], JSON.stringify(run.body)).toMatchObject({ status: "done" });
+}
+
+/** An operator's refund, sent by the poller and confirmed by its read of the payment: Stripe's webhooks of it are lost. */
+async function refundConfirmedByRead(paymentId: string, amount: number) {
+  const [rr] = await asOperator(e.db.sql, "oncall@reserve", (tx) =>
+    tx`select * from reserve.refund_payment(${paymentId}::uuid, ${amount}, 'goodwill: late check-in')`);
+  e.sandbox.control.setWebhookMode("stripe", "drop");
+  try {
+    expect((await e.poll({}, [])).body.refunds_sent).toBeGreaterThanOrEqual(1);
+    await e.sandbox.control.flush();
+    for (let i = 0; i < 3; i++) {
+      await e.db.sql`update reserve.refund_requests set next_attempt_at = now() - interval '1 second' where id = ${rr.id} and status = 'sent'`;
+      await e.poll({}, []);
+    }
+  } finally {
+    e.sandbox.control.setWebhookMode("stripe", "deliver");
+  }
+  return (await e.db.sql`select status from reserve.refund_requests where id = ${rr.id}`)[0]!.status as string;
+}
+
+const paymentOf = async (id: string) => (await e.db.sql`
+  select status, refunded_amount::int from reserve.payments where id = ${id}`)[0]!;
+/** What went back of the payment, each ledger transaction's kind and what it took from the Stripe receivable. */
+const moneyBack = async (id: string) => (await e.db.sql`
+  select t.kind::text, sum(e.amount)::int as amount
+  from reserve.ledger_transactions t join reserve.ledger_entries e on e.transaction_id = t.id
+  where t.payment_id = ${id} and t.kind in ('refund', 'chargeback') and e.direction = 'credit' and e.account = reserve.receivable_account('stripe')
+  group by t.id order by t.posted_at, t.id`).map((r) => [r.kind as string, r.amount as number]);
+const openItems = async (id: string) => (await e.db.sql`
+  select kind::text from reserve.reconciliation_items where payment_id = ${id} and repaired_at is null and resolved_at is null order by kind`)
+  .map((r) => r.kind as string);
+const imbalances = () => e.db.sql`select * from reserve.find_ledger_imbalances()`;
+
+/** Every read path, several times over; after each the payment and its books are still `expected`. */
+async function readOften(paymentId: string, expected: { status: string; refunded_amount: number }, back: [string, number][]) {
+  for (const pass of [1, 2, 3]) {
+    await reconcile();
+    expect(await paymentOf(paymentId), `reconcile ${pass}`).toEqual(expected);
+    expect(await moneyBack(paymentId), `reconcile ${pass}`).toEqual(back);
+  }
+  expect(await imbalances()).toEqual([]);
+}
+
+describe("a Stripe dispute for part of a charge, lost", () => {
+  it("with its webhooks: one chargeback of the disputed part, partially refunded through every later read and refund", async () => {
+    const c = await paidCard();
+    e.sandbox.control.stripeDispute(c.gateway_payment_id, { amount: 25000 });
+    await e.sandbox.control.flush();
+    await until(async () => (await paymentOf(c.payment_id)).status === "disputed", "disputed by the webhook");
+    e.sandbox.control.stripeCloseDispute(c.gateway_payment_id, "lost");
+    await e.sandbox.control.flush();
+    await until(async () => (await paymentOf(c.payment_id)).refunded_amount === 25000, "the chargeback by its webhook");
+    expect(await paymentOf(c.payment_id)).toEqual({ status: "partially_refunded", refunded_amount: 25000 });
+    expect(await moneyBack(c.payment_id)).toEqual([["chargeback", 25000]]);
+    await readOften(c.payment_id, { status: "partially_refunded", refunded_amount: 25000 }, [["chargeback", 25000]]);
+    expect(await openItems(c.payment_id)).toEqual([]);
+
+    // part of the rest goes back later; Stripe's read (refunded 30000, the charge disputed) confirms it
+    expect(await refundConfirmedByRead(c.payment_id, 30000)).toBe("confirmed");
+    expect(await paymentOf(c.payment_id)).toEqual({ status: "partially_refunded", refunded_amount: 55000 });
+    expect(await moneyBack(c.payment_id)).toEqual([["chargeback", 25000], ["refund", 30000]]);
+    await readOften(c.payment_id, { status: "partially_refunded", refunded_amount: 55000 }, [["chargeback", 25000], ["refund", 30000]]);
+    expect(await openItems(c.payment_id)).toEqual([]);
+  });
+
+  it("its opening webhook delivered after its closing one: the dispute is over, the payment stays partially refunded, one chargeback", async () => {
+    const c = await paidCard();
+    unseen(() => {
+      e.sandbox.control.stripeDispute(c.gateway_payment_id, { amount: 25000 });
+      e.sandbox.control.stripeCloseDispute(c.gateway_payment_id, "lost");
+    });
+    const event = (type: string) => e.sandbox.control.events("stripe")
+      .find((x) => x.type === type && (x.body as { data: { object: { payment_intent: string } } }).data.object.payment_intent === c.gateway_payment_id)!;
+    expect((await e.sandbox.control.redeliver(event("charge.dispute.closed").id)).status).toBe(200);
+    expect(await paymentOf(c.payment_id)).toEqual({ status: "partially_refunded", refunded_amount: 25000 });
+    expect((await e.sandbox.control.redeliver(event("charge.dispute.created").id)).status).toBe(200);
+    expect(await paymentOf(c.payment_id)).toEqual({ status: "partially_refunded", refunded_amount: 25000 });
+    expect(await moneyBack(c.payment_id)).toEqual([["chargeback", 25000]]);
+    await readOften(c.payment_id, { status: "partially_refunded", refunded_amount: 25000 }, [["chargeback", 25000]]);
+    expect(await openItems(c.payment_id)).toEqual([]);
+  });
+
+  it("without its closing webhook: reconciliation books it once, and a refund after it is booked as a refund", async () => {
+    const c = await paidCard();
+    e.sandbox.control.stripeDispute(c.gateway_payment_id, { amount: 25000 });
+    await e.sandbox.control.flush();
+    await until(async () => (await paymentOf(c.payment_id)).status === "disputed", "disputed by the webhook");
+    unseen(() => e.sandbox.control.stripeCloseDispute(c.gateway_payment_id, "lost"));
+    await readOften(c.payment_id, { status: "partially_refunded", refunded_amount: 25000 }, [["chargeback", 25000]]);
+    expect(await openItems(c.payment_id)).toEqual([]);
+
+    expect(await refundConfirmedByRead(c.payment_id, 30000)).toBe("confirmed");
+    await readOften(c.payment_id, { status: "partially_refunded", refunded_amount: 55000 }, [["chargeback", 25000], ["refund", 30000]]);
+    expect(await openItems(c.payment_id)).toEqual([]);
+  });
+
+  it("never seen open or closed: reconciliation's dispute listing books it once", async () => {
+    const c = await paidCard();
+    unseen(() => {
+      e.sandbox.control.stripeDispute(c.gateway_payment_id, { amount: 25000 });
+      e.sandbox.control.stripeCloseDispute(c.gateway_payment_id, "lost");
+    });
+    await readOften(c.payment_id, { status: "partially_refunded", refunded_amount: 25000 }, [["chargeback", 25000]]);
+    expect(await openItems(c.payment_id)).toEqual([]);
+  });
+});
+
+describe("a Stripe dispute lost after a partial refund", () => {
+  it("of the whole charge, closed out of sight: the chargeback takes what was left, once", async () => {
+    const c = await paidCard();
+    expect(await refundConfirmedByRead(c.payment_id, 30000)).toBe("confirmed");
+    expect(await paymentOf(c.payment_id)).toEqual({ status: "partially_refunded", refunded_amount: 30000 });
+    e.sandbox.control.stripeDispute(c.gateway_payment_id);
+    await e.sandbox.control.flush();
+    await until(async () => (await paymentOf(c.payment_id)).status === "disputed", "disputed by the webhook");
+    unseen(() => e.sandbox.control.stripeCloseDispute(c.gateway_payment_id, "lost"));
+    await readOften(c.payment_id, { status: "refunded", refunded_amount: c.amount }, [["refund", 30000], ["chargeback", c.amount - 30000]]);
+  });
+
+  it("of the rest, never seen open or closed: reconciliation's dispute listing books it once", async () => {
+    const c = await paidCard();
+    expect(await refundConfirmedByRead(c.payment_id, 30000)).toBe("confirmed");
+    unseen(() => {
+      e.sandbox.control.stripeDispute(c.gateway_payment_id, { amount: c.amount - 30000 });
+      e.sandbox.control.stripeCloseDispute(c.gateway_payment_id, "lost");
+    });
+    await readOften(c.payment_id, { status: "refunded", refunded_amount: c.amount }, [["refund", 30000], ["chargeback", c.amount - 30000]]);
+    expect(await openItems(c.payment_id)).toEqual([]);
+  });
+
+  it("of part of the rest, with its webhooks: partially refunded, one refund and one chargeback, through every read", async () => {
+    const c = await paidCard();
+    expect(await refundConfirmedByRead(c.payment_id, 30000)).toBe("confirmed");
+    e.sandbox.control.stripeDispute(c.gateway_payment_id, { amount: 20000 });
+    e.sandbox.control.stripeCloseDispute(c.gateway_payment_id, "lost");
+    await e.sandbox.control.flush();
+    await until(async () => (await paymentOf(c.payment_id)).refunded_amount === 50000, "the chargeback by its webhook");
+    await readOften(c.payment_id, { status: "partially_refunded", refunded_amount: 50000 }, [["refund", 30000], ["chargeback", 20000]]);
+    expect(await openItems(c.payment_id)).toEqual([]);
+  });
+});
