@@ -319,6 +319,35 @@ describe("reconciliation", () => {
     expect(await items(db.sql, { object: `du_${quiet.gatewayId}` })).toEqual([]);
   });
 
+  it("a lost dispute of part of a payment is charged back once, whatever its state and however often its news comes", async () => {
+    const { unitId } = await f.unit(db.sql, { nights: 20 });
+    const s = await paidStay(db.sql, unitId, f.isoDate(10), f.isoDate(12));
+    const apply = (u: Record<string, unknown>) => db.sql`select * from reserve.apply_payment_status(${s.paymentId}::uuid,
+      reserve.as_provider_update(${db.sql.json({ gateway_payment_id: s.gatewayId, ...u } as never)}), null, 'ignore', 'poll')`;
+    const lost = { dispute_id: `du_${s.gatewayId}`, gateway_payment_id: s.gatewayId, amount: 25000, currency: "BRL", status: "lost",
+                   withheld: 25000, fee: 0, provider_object: { id: `du_${s.gatewayId}`, status: "lost", reason: "fraudulent" } };
+    const stateOf = async () => (await db.sql`select status, refunded_amount::int from reserve.payments where id = ${s.paymentId}`)[0];
+    const chargebacks = async () => (await db.sql`select idempotency_key from reserve.ledger_transactions
+      where payment_id = ${s.paymentId} and kind = 'chargeback'`).map((t) => t.idempotency_key);
+    for (const pass of [1, 2]) {
+      // listed lost on a payment never seen disputed: charged back by the listing, the second time no news
+      const r = await run(db.sql, "stripe", new Date(Date.now() - 4 * hour), new Date(Date.now() + 4 * hour));
+      await db.sql`select * from reserve.reconcile_provider_disputes(${r.id}::uuid, ${db.sql.json([lost] as never)})`;
+      expect(await stateOf(), `pass ${pass}`).toEqual({ status: "partially_refunded", refunded_amount: 25000 });
+      expect(await chargebacks(), `pass ${pass}`).toEqual([`chargeback:du_${s.gatewayId}`]);
+    }
+    // its opening news delivered late, and a read saying only that the charge was disputed: nothing moves
+    expect((await apply({ status: "disputed", dispute_id: `du_${s.gatewayId}`, dispute_amount: 25000, currency: "BRL" }))[0])
+      .toMatchObject({ outcome: "stale", status: "partially_refunded" });
+    expect((await apply({ status: "disputed", gateway_status: "succeeded" }))[0]).toMatchObject({ outcome: "unchanged", status: "partially_refunded" });
+    // a read saying the charge was disputed and 30000 refunded: a refund on top of the chargeback
+    expect((await apply({ status: "disputed", refunded_amount: 30000, gateway_status: "succeeded" }))[0])
+      .toMatchObject({ outcome: "applied", status: "partially_refunded" });
+    expect(await stateOf()).toEqual({ status: "partially_refunded", refunded_amount: 55000 });
+    expect(await chargebacks()).toEqual([`chargeback:du_${s.gatewayId}`]);
+    expect(await db.sql`select * from reserve.find_ledger_imbalances(now()::date - 1)`).toEqual([]);
+  });
+
   it("refuses a malformed dispute (RC001) and writes nothing", async () => {
     const r = await run(db.sql, "stripe", new Date(Date.now() - 3 * hour), new Date(Date.now() + 3 * hour));
     for (const bad of [{ dispute_id: "du_x" }, { dispute_id: "du_x", gateway_payment_id: "pi_x", amount: 1, currency: "BRL", status: "pending", withheld: 0, fee: 0 },
