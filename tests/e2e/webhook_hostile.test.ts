@@ -153,6 +153,37 @@ describe("signed Stripe events that hold what no database column takes: recorded
       expect(p.status).toBe("pending");
     }
   });
+
+  it("a status and a decline code longer than their columns are stored cut within them, and the event applies (not a 500 retried for days)", async () => {
+    const a = await attempt("stripe");
+    const pi = { ...stripeIntent({ id: a.gatewayId, paymentId: a.paymentId, amount: a.amount, status: "requires_payment_method" }),
+                 status: "s".repeat(10_000), last_payment_error: { code: "c".repeat(300), message: "m".repeat(5000) } };
+    const { payload, header } = await stripeEvent(fakes.stripe.webhookSecret, "payment_intent.payment_failed", pi);
+    const res = await sendStripe(payload, header);
+    expect(res.status).toBe(200);
+    expect(res.body).toMatchObject({ status: "completed", payment_status: "failed" });
+    const [p] = await e.db.sql`select gateway_status, error_code, error_message from reserve.payments where id = ${a.paymentId}`;
+    expect(p.gateway_status.length).toBeLessThanOrEqual(255);
+    expect(p.gateway_status).toMatch(/^s+…\[\d+ more characters\]$/);
+    expect(p.error_code.length).toBeLessThanOrEqual(255);
+    expect(p.error_message.length).toBeLessThanOrEqual(2000);
+  });
+
+  it.each([
+    ["an array nested 5,000 deep", "[".repeat(5000) + "]".repeat(5000)],
+    ["an object with a toString key", '{"toString":1,"valueOf":1}'],
+  ])("a status that is %s is stored as its bounded JSON, and the payment confirms (not a 500)", async (_what, status) => {
+    const a = await attempt("stripe");
+    const pi = stripeIntent({ id: a.gatewayId, paymentId: a.paymentId, amount: a.amount });
+    const body = JSON.stringify({ ...fixture("stripe/event"), id: `evt_status_${crypto.randomUUID()}`, type: "payment_intent.succeeded",
+      created: Math.floor(Date.now() / 1000), data: { object: { ...pi, status: "__STATUS__" } } }).replace('"__STATUS__"', status);
+    const { payload, header } = await signedStripeRaw(body);
+    const res = await sendStripe(payload, header);
+    expect(res.status).toBe(200);
+    expect(res.body).toMatchObject({ status: "completed", payment_status: "succeeded" });
+    const [p] = await e.db.sql`select gateway_status from reserve.payments where id = ${a.paymentId}`;
+    expect(p.gateway_status.length).toBeLessThanOrEqual(255);
+  });
 });
 
 describe("requests that are not a verified event write nothing", () => {

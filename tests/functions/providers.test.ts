@@ -14,7 +14,7 @@ import {
 import { PROVIDER_NAMES, providerNamed, providersTaking } from "../../supabase/functions/_shared/providers/registry.ts";
 import { disputesOutcome, paymentIntentUpdate, stripeEventNews, stripeProvider } from "../../supabase/functions/_shared/providers/stripe.ts";
 import { ProviderError, UnusableAnswer, type PaymentProvider } from "../../supabase/functions/_shared/providers/types.ts";
-import { safeText, sanitizeJson } from "../../supabase/functions/_shared/sanitize.ts";
+import { safeText, sanitizeJson, textOf } from "../../supabase/functions/_shared/sanitize.ts";
 
 const PAYMENT_ID = "5b0f0c3e-8f0e-4a57-9d43-3c2f4a0b1c2d";
 const event = (type: string, object: Record<string, unknown>, created = 1_800_000_000) =>
@@ -415,7 +415,16 @@ describe("what a provider sent, made storable", () => {
     expect(safeText("a\u0000b\u001bc\td")).toBe("a\\u0000b\\u001bc\td");
     expect(safeText("x\ud800y")).toBe("x\\ud800y");
     expect(safeText("😀")).toBe("😀");
-    expect(safeText("x".repeat(20), 10)).toBe(`${"x".repeat(10)}…[10 more characters]`);
+    // what is cut says so within `max`: the columns these go to refuse one character more
+    expect(safeText("x".repeat(300), 255)).toBe(`${"x".repeat(234)}…[66 more characters]`);
+    expect(safeText("x".repeat(20), 10)).toBe(`${"x".repeat(9)}…`);
+    for (const [s, max] of [["y".repeat(100_000), 255], ["😀".repeat(300), 255], ["\u0000".repeat(500), 2000], ["ab", 1]] as const) {
+      expect(safeText(s, max).length).toBeLessThanOrEqual(max);
+    }
+    // a provider's value as text, whatever JSON it is (String() overflows on deep arrays, throws on a toString key)
+    expect(textOf(JSON.parse("[".repeat(100_000) + "]".repeat(100_000)))).toContain("left out");
+    expect(textOf(JSON.parse('{"toString":1}'))).toBe('{"toString":1}');
+    expect(textOf(12)).toBe("12");
     const deep = JSON.parse("[".repeat(100_000) + "]".repeat(100_000));
     const out = JSON.stringify(sanitizeJson({ deep, big: Array.from({ length: 1000 }, (_, i) => i), n: 2 ** 60 }));
     expect(out).toContain("left out");

@@ -26,16 +26,33 @@ export const hasUnsafeChars = (s: string) => UNSAFE_ONE.test(s);
 
 const escape = (c: string) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`;
 
-/** A string with NUL, other control characters (not tab, CR, LF) and lone surrogates escaped, at most `max` characters. */
+/**
+ * A string with NUL, other control characters (not tab, CR, LF) and lone surrogates escaped, at most `max`
+ * characters, saying what it cut within them: the columns these go to (gateway_status, error_code, ...)
+ * refuse one character more, and a refused update is a webhook retried for days.
+ */
 export function safeText(s: string, max = LIMITS.stringChars): string {
-  let out = s.replace(UNSAFE, escape);
-  if (out.length > max) {
-    // never cut a surrogate pair in half
-    let cut = max;
-    if (/[\ud800-\udbff]/.test(out[cut - 1] ?? "")) cut--;
-    out = `${out.slice(0, cut)}…[${out.length - cut} more characters]`;
-  }
-  return out;
+  const out = s.replace(UNSAFE, escape);
+  if (out.length <= max) return out;
+  const note = (cut: number) => `…[${out.length - cut} more characters]`;
+  let cut = max - note(max).length;
+  while (cut > 0 && cut + note(cut).length > max) cut--;
+  // too short a field to say how much: a bare ellipsis
+  const short = cut < max / 2;
+  if (short) cut = max - 1;
+  // never cut a surrogate pair in half
+  if (cut > 0 && /[\ud800-\udbff]/.test(out[cut - 1])) cut--;
+  return `${out.slice(0, Math.max(cut, 0))}${short ? "…" : note(cut)}`;
+}
+
+/**
+ * A provider's value as text, whatever JSON it is: String() of an array nested thousands deep overflows
+ * the stack, and of an object with a "toString" key throws; those are written as their bounded JSON.
+ */
+export function textOf(v: unknown): string {
+  if (typeof v === "string") return v;
+  if (v === null || typeof v !== "object") return String(v);
+  return JSON.stringify(sanitizeJson(v)) ?? "null";
 }
 
 function walk(v: unknown, depth: number): unknown {

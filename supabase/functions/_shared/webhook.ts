@@ -9,7 +9,7 @@ import { db, type Sql } from "./db.ts";
 import { databaseUnavailableResponse } from "./db_response.ts";
 import { errorJson, json, methodNotAllowed, readBodyText } from "./http.ts";
 import { sha256Hex } from "./crypto.ts";
-import { hasUnsafeChars, safeText, sanitizeJson } from "./sanitize.ts";
+import { hasUnsafeChars, safeText, sanitizeJson, textOf } from "./sanitize.ts";
 import { storableTime } from "./times.ts";
 import { UUID_TEXT } from "./uuid_text.ts";
 import {
@@ -24,7 +24,7 @@ const MONEY_FIELDS = ["amount", "amountReceived", "refundedAmount", "disputeAmou
 
 /** Why an update cannot be stored as reserve.provider_update, or undefined when it can. */
 export function unusableUpdate(u: ProviderUpdate): string | undefined {
-  if (!STATUSES.has(u.status)) return `status ${safeText(String(u.status), 60)} is not a payment status`;
+  if (!STATUSES.has(u.status)) return `status ${safeText(textOf(u.status), 60)} is not a payment status`;
   if (typeof u.gatewayPaymentId !== "string" || u.gatewayPaymentId.length < 1 || u.gatewayPaymentId.length > 255) {
     return "the provider's payment id is not 1..255 characters";
   }
@@ -32,16 +32,16 @@ export function unusableUpdate(u: ProviderUpdate): string | undefined {
   if (hasUnsafeChars(u.gatewayPaymentId)) return `the provider's payment id ${safeText(u.gatewayPaymentId, 80)} has control characters or lone surrogates`;
   for (const f of MONEY_FIELDS) {
     const v = u[f];
-    if (v !== undefined && !(typeof v === "number" && Number.isSafeInteger(v) && v >= 0)) return `${f} ${String(v).slice(0, 40)} is not a whole number of minor units`;
+    if (v !== undefined && !(typeof v === "number" && Number.isSafeInteger(v) && v >= 0)) return `${f} ${textOf(v).slice(0, 40)} is not a whole number of minor units`;
   }
-  if (u.currency !== undefined && !/^[A-Z]{3}$/.test(u.currency)) return `currency ${safeText(String(u.currency), 20)} is not an ISO 4217 code`;
+  if (u.currency !== undefined && !/^[A-Z]{3}$/.test(u.currency)) return `currency ${safeText(textOf(u.currency), 20)} is not an ISO 4217 code`;
   if (u.paymentId !== undefined && !UUID_TEXT.test(u.paymentId)) return "the payment reference is not a uuid";
   if (u.endToEndId !== undefined && (typeof u.endToEndId !== "string" || u.endToEndId.length < 1 || u.endToEndId.length > 64)) {
     return "the endToEndId is not 1..64 characters";
   }
   if (u.endToEndId !== undefined && hasUnsafeChars(u.endToEndId)) return `the endToEndId ${safeText(u.endToEndId, 80)} has control characters or lone surrogates`;
   if (u.disputeId !== undefined && (typeof u.disputeId !== "string" || u.disputeId.length < 1 || u.disputeId.length > 255 || hasUnsafeChars(u.disputeId))) {
-    return `the dispute id ${safeText(String(u.disputeId), 80)} is not 1..255 characters without control characters`;
+    return `the dispute id ${safeText(textOf(u.disputeId), 80)} is not 1..255 characters without control characters`;
   }
   if (u.eventAt !== undefined && !storableTime(u.eventAt)) return "the event time is not a time between the years 1 and 9999";
   return undefined;
@@ -68,9 +68,9 @@ export function updateJson(u: ProviderUpdate): Record<string, unknown> {
     fee_amount: u.feeAmount,
     refunds: u.refunds?.slice(0, 100).map(refundJson),
     event_at: storableTime(u.eventAt)?.toISOString(),
-    gateway_status: u.gatewayStatus === undefined ? undefined : safeText(String(u.gatewayStatus), 255),
-    error_code: u.errorCode === undefined ? undefined : safeText(String(u.errorCode), 255),
-    error_message: u.errorMessage === undefined ? undefined : safeText(String(u.errorMessage), 2000),
+    gateway_status: u.gatewayStatus === undefined ? undefined : safeText(textOf(u.gatewayStatus), 255),
+    error_code: u.errorCode === undefined ? undefined : safeText(textOf(u.errorCode), 255),
+    error_message: u.errorMessage === undefined ? undefined : safeText(textOf(u.errorMessage), 2000),
     provider_object: u.object === undefined || u.object === null ? undefined : sanitizeJson(u.object),
   };
 }
@@ -105,7 +105,7 @@ export interface EventToRecord extends VerifiedEvent {
 
 /** The event id as it is sent: an id too long to send whole goes as its hash (the database bounds the rest). */
 function sentEventId(id: unknown): string {
-  const rawId = String(id);
+  const rawId = textOf(id);
   return rawId.length > 1024 ? `sha256:${sha256Hex(rawId)}` : safeText(rawId, 1024);
 }
 
@@ -142,7 +142,7 @@ export async function recordEvent(e: EventToRecord, sql: Sql = db()): Promise<Pr
   const event = compact({
     provider: e.provider,
     event_id: sentEventId(e.eventId),
-    event_type: safeText(String(e.eventType), 1024),
+    event_type: safeText(textOf(e.eventType), 1024),
     event_at: storableTime(e.eventAt)?.toISOString(),
     payload: e.payload === undefined ? undefined : sanitizeJson(e.payload),
     lookup: e.lookup ? sanitizeJson(e.lookup) : undefined,
@@ -183,12 +183,12 @@ export async function lookUpEvent(provider: PaymentProvider, key: LookupKey, sql
     if (!(err instanceof ProviderError)) {
       // an answer our module could not read (a shape it did not expect): the event is recorded failed and
       // asked about again with backoff, never a 500 that records nothing
-      return { update: null, processingError: `could not read ${provider.name}'s answer about ${safeText(String(k.gatewayPaymentId ?? "the event"), 80)}: ${safeText(String((err as Error)?.message ?? err), 300)}` };
+      return { update: null, processingError: `could not read ${provider.name}'s answer about ${safeText(textOf(k.gatewayPaymentId ?? "the event"), 80)}: ${safeText(textOf((err as Error)?.message ?? err), 300)}` };
     }
     if (err.kind === "not_found") {
-      return { update: null, note: `not ours: ${provider.name} does not know ${safeText(String(k.gatewayPaymentId ?? "it"), 80)} (${err.message})` };
+      return { update: null, note: `not ours: ${provider.name} does not know ${safeText(textOf(k.gatewayPaymentId ?? "it"), 80)} (${err.message})` };
     }
-    return { update: null, processingError: `could not ask ${provider.name} about ${safeText(String(k.gatewayPaymentId ?? "the event"), 80)}: ${err.message}` };
+    return { update: null, processingError: `could not ask ${provider.name} about ${safeText(textOf(k.gatewayPaymentId ?? "the event"), 80)}: ${err.message}` };
   }
 }
 
@@ -243,10 +243,10 @@ export async function handleWebhook(fn: string, provider: PaymentProvider, req: 
     row = await recordEvent(e);
   } catch (err) {
     // 5xx either way, so the provider redelivers: 503 when the database is away, 500 when it refused
-    const unavailable = databaseUnavailableResponse(err, `${fn}: ${provider.name} event ${safeText(String(e.eventId), 120)}`);
+    const unavailable = databaseUnavailableResponse(err, `${fn}: ${provider.name} event ${safeText(textOf(e.eventId), 120)}`);
     if (unavailable) return unavailable;
     const code = (err as { code?: string })?.code ?? "unknown";
-    console.error(`${fn}: Processing failed for ${provider.name} event ${safeText(String(e.eventId), 120)}: database error ${code}`);
+    console.error(`${fn}: Processing failed for ${provider.name} event ${safeText(textOf(e.eventId), 120)}: database error ${code}`);
     return errorJson(500, "processing_failed", "the event could not be recorded; it will be retried");
   }
   return answer(fn, e, row);

@@ -15,6 +15,7 @@
 //     one MercadoPago does not know is answered 200 and nothing is written. Our payments opt out of IPN
 //     with source_news=webhooks in their notification_url; an IPN that still comes is handled that way.
 import { hmacSha256Hex, sha256Hex, timingSafeEqual } from "../crypto.ts";
+import { textOf } from "../sanitize.ts";
 import type { MercadoPagoSettings } from "../provider_config.ts";
 import {
   answeredRefund, asUuid, fromDecimal, presentStrings, ProviderError, providerJson, readEach, timeOf, upperCurrency, UnusableAnswer, type KnownPayment, type ListCursor, type ListWindow,
@@ -119,7 +120,7 @@ const refundState = (s: unknown): ProviderRefund["status"] =>
   s === "approved" ? "succeeded" : s === "rejected" || s === "cancelled" ? "failed" : "pending";
 
 function refundOf(r: Obj, currency?: string): ProviderRefund {
-  return { refundId: String(r.id), status: refundState(r.status), amount: fromDecimal(r.amount, "refund amount"), currency, object: r };
+  return { refundId: textOf(r.id), status: refundState(r.status), amount: fromDecimal(r.amount, "refund amount"), currency, object: r };
 }
 
 /** A MercadoPago Payment as our status. */
@@ -160,14 +161,14 @@ export function mercadoPagoUpdate(p: MercadoPagoPayment): ProviderUpdate {
     .map((f) => fromDecimal(f?.amount, "fee amount") ?? 0);
   return {
     status,
-    gatewayPaymentId: String(p.id),
+    gatewayPaymentId: textOf(p.id),
     paymentId: asUuid(p.external_reference),
     endToEndId: p.point_of_interaction?.transaction_data?.e2e_id || undefined,
     amount,
     currency,
     amountReceived: paid ? fromDecimal(p.transaction_details?.total_paid_amount, "total_paid_amount") ?? amount : undefined,
     eventAt: timeOf(p.date_last_updated),
-    gatewayStatus: p.status_detail ? `${p.status}/${p.status_detail}` : p.status,
+    gatewayStatus: p.status_detail ? `${textOf(p.status)}/${textOf(p.status_detail)}` : p.status,
     errorCode: status === "failed" ? p.status_detail : undefined,
     refundedAmount: status === "refunded" ? (refunded || undefined) : refunded || undefined,
     feeAmount: paid && fees.length ? fees.reduce((a, b) => a + b, 0) : undefined,
@@ -222,7 +223,7 @@ export async function mercadoPagoMoneyMoves(cfg: MercadoPagoConfig, window: List
     const results = Array.isArray(page?.results) ? page.results : [];
     readEach(results, "payment", (p) => {
       const refunded = fromDecimal(p.transaction_amount_refunded, "transaction_amount_refunded") ?? 0;
-      if ((refunded > 0 || p.status === "refunded" || p.status === "charged_back" || p.status === "in_mediation") && p.id !== undefined) ids.push(String(p.id));
+      if ((refunded > 0 || p.status === "refunded" || p.status === "charged_back" || p.status === "in_mediation") && p.id !== undefined) ids.push(textOf(p.id));
     }, unreadable);
     offset += results.length;
     if (!results.length || offset >= (typeof page?.paging?.total === "number" ? page.paging.total : 0)) break;
@@ -249,7 +250,7 @@ export function mercadoPagoProvider(settings: () => MercadoPagoSettings): Paymen
     const topic = url.searchParams.get("topic");
     const id = url.searchParams.get("id") ?? "";
     if (topic !== "payment") {
-      return { kind: "answered", status: 200, body: { received: true, status: "ignored", message: `IPN topic ${String(topic).slice(0, 40)} is not acted on` } };
+      return { kind: "answered", status: 200, body: { received: true, status: "ignored", message: `IPN topic ${textOf(topic).slice(0, 40)} is not acted on` } };
     }
     if (!/^\d{1,20}$/.test(id)) return { kind: "refused", status: 400, error: "invalid_event", message: "an IPN names a payment by its numeric id" };
     // unsigned: only a payment of ours is worth a call with our token (anyone can post ids); one whose
@@ -274,7 +275,7 @@ export function mercadoPagoProvider(settings: () => MercadoPagoSettings): Paymen
       throw err;
     }
     // a fetched state is the event: the same state notified twice is one event
-    const eventId = `ipn:payment:${update.gatewayPaymentId}:${update.gatewayStatus}:${update.eventAt?.toISOString() ?? "-"}`;
+    const eventId = `ipn:payment:${textOf(update.gatewayPaymentId)}:${textOf(update.gatewayStatus)}:${update.eventAt?.toISOString() ?? "-"}`;
     return { kind: "event", event: { eventId, eventType: "ipn.payment", payload: { topic, id, verified_by: "lookup" }, update } };
   }
 
@@ -364,7 +365,7 @@ export function mercadoPagoProvider(settings: () => MercadoPagoSettings): Paymen
       }
       // the list answers for every refund of the payment (GET /v1/payments/{id}/refunds)
       const list = await call<Obj[]>(cfg(), "GET", `/v1/payments/${r.gatewayPaymentId}/refunds`, "list refunds");
-      const found = (Array.isArray(list) ? list : []).find((x) => String(x?.id) === r.refundId);
+      const found = (Array.isArray(list) ? list : []).find((x) => textOf(x?.id) === r.refundId);
       if (!found) throw new ProviderError("mercadopago", "not_found", `mercadopago payment ${r.gatewayPaymentId} has no refund ${r.refundId}`);
       return refundOf(found);
     },

@@ -8,9 +8,10 @@
 // without an `event` field (a detached PIX, named by what they carry), and refund events that name the
 // money only by endToEndId (PIX_TRANSACTION_REFUND_SENT_CONFIRMED: no charge, no correlationID).
 import { importRsaPublicKey, sha256Hex, verifyRsaSha256 } from "../crypto.ts";
+import { textOf } from "../sanitize.ts";
 import type { OpenPixSettings } from "../provider_config.ts";
 import {
-  answeredRefund, asUuid, minor, presentStrings, ProviderError, providerJson, readEach, timeOf, UnusableAnswer, type LookupKey, type PaymentProvider,
+  answeredRefund, asUuid, minor, presentStrings, ProviderError, providerJson, readEach, shown, timeOf, UnusableAnswer, type LookupKey, type PaymentProvider,
   type PaymentStatus, type ProviderRefund, type ProviderUpdate, type WebhookParse, type ListCursor, type ListWindow, type PaymentPage,
   type UnreadableObject,
 } from "./types.ts";
@@ -97,7 +98,7 @@ export async function getOpenPixRefunds(cfg: OpenPixConfig, correlationID: strin
   return refundList(answer.refunds);
 }
 
-const safeId = (v: unknown) => JSON.stringify(String(v).slice(0, 80));
+const safeId = (v: unknown) => JSON.stringify(textOf(v).slice(0, 80));
 
 /**
  * A charge's refunds as OpenPIX lists them, each once: a refund listed twice (the same correlationID) is
@@ -113,7 +114,7 @@ export function refundList(v: unknown): OpenPixRefund[] {
   for (const r of v as OpenPixRefund[]) {
     const seen = byId.get(r.correlationID);
     if (seen && (seen.value !== r.value || seen.status !== r.status)) {
-      throw new UnusableAnswer(`openpix lists refund ${safeId(r.correlationID)} twice, as ${seen.status} ${seen.value} and ${r.status} ${r.value}`);
+      throw new UnusableAnswer(`openpix lists refund ${safeId(r.correlationID)} twice, as ${shown(seen.status)} ${shown(seen.value)} and ${shown(r.status)} ${shown(r.value)}`);
     }
     byId.set(r.correlationID, r);
   }
@@ -209,7 +210,7 @@ export function openPixChargeUpdate(charge: OpenPixCharge, listed: OpenPixRefund
     feeAmount: completed ? minor(charge.fee, "charge fee") ?? minor(charge.paymentMethods?.pix?.fee, "pix fee") : undefined,
     refunds: refunds.length ? refunds.map(refundOf) : undefined,
     eventAt: timeOf(charge.updatedAt),
-    gatewayStatus: confirmed > 0 ? `${charge.status}/refunded` : String(charge.status),
+    gatewayStatus: confirmed > 0 ? `${textOf(charge.status)}/refunded` : textOf(charge.status),
     object: refunds.length ? { charge, refunds } : charge,
   };
 }
@@ -359,7 +360,7 @@ export function openPixProvider(settings: () => OpenPixSettings): PaymentProvide
       const correlationId = openPixEventCorrelationId(e);
       const key = correlationId ?? e.refundTransaction?.endToEndId ?? e.pix?.endToEndId ?? "-";
       // OpenPIX events carry no id of their own: a redelivery has the same body, so its hash is the id
-      const eventId = `${name}:${String(key).slice(0, 128)}:${sha256Hex(body).slice(0, 32)}`;
+      const eventId = `${name}:${textOf(key).slice(0, 128)}:${sha256Hex(body).slice(0, 32)}`;
       const eventType = typeof e.event === "string" && e.event ? e.event : `${name} (no event field)`;
       try {
         const news = openPixEventNews(e);

@@ -7,6 +7,7 @@
 // Reconciliation lists PaymentIntents by `created` with the same expansion, payouts, and /v1/balance.
 import Stripe from "stripe";
 import { hmacSha256Hex, sha256Bytes } from "../crypto.ts";
+import { textOf } from "../sanitize.ts";
 import type { StripeSettings } from "../provider_config.ts";
 import {
   answeredRefund, asUuid, fromUnixSeconds, minor, ProviderError, readEach, shown, timeOf, upperCurrency, UnusableAnswer, type ListCursor, type ListWindow, type LookupKey,
@@ -129,7 +130,7 @@ export function paymentIntentUpdate(pi: Stripe.PaymentIntent | Obj, disputes?: P
     gatewayPaymentId: p.id,
     ...money,
     feeAmount: fee || undefined,
-    gatewayStatus: String(p.status),
+    gatewayStatus: textOf(p.status),
     errorCode: p.last_payment_error?.decline_code ?? p.last_payment_error?.code ?? undefined,
     errorMessage: p.last_payment_error?.message ?? undefined,
     refundedAmount: refunded || undefined,
@@ -160,7 +161,7 @@ export function stripeEventNews(event: Obj): { update: ProviderUpdate | null; lo
           // a succeeded event says what arrived; Stripe sets amount_received with the status
           amountReceived: status === "succeeded" ? minor(o.amount_received, "amount_received") : undefined,
           eventAt,
-          gatewayStatus: String(o.status),
+          gatewayStatus: textOf(o.status),
           errorCode: err?.decline_code ?? err?.code ?? undefined,
           errorMessage: err?.message ?? undefined,
           object: withoutClientSecret(o),
@@ -192,12 +193,12 @@ export function stripeEventNews(event: Obj): { update: ProviderUpdate | null; lo
       // named, so its chargeback is booked once however often and in whatever order its news comes
       const disputeId = typeof o.id === "string" ? o.id : undefined;
       if (event.type === "charge.dispute.created") {
-        update = { status: "disputed", gatewayPaymentId: "", disputeAmount, disputeId, currency, eventAt, gatewayStatus: `dispute_${o.status}`, object: o };
+        update = { status: "disputed", gatewayPaymentId: "", disputeAmount, disputeId, currency, eventAt, gatewayStatus: `dispute_${textOf(o.status)}`, object: o };
       } else if (o.status === "lost") {
         // won (or an inquiry closed without a chargeback) gives the money back to us; lost takes it
         update = { status: "refunded", gatewayPaymentId: "", disputeAmount, disputeId, currency, eventAt, gatewayStatus: "dispute_lost", object: o };
       } else {
-        update = { status: "succeeded", gatewayPaymentId: "", disputeId, eventAt, gatewayStatus: `dispute_${o.status}`, object: o };
+        update = { status: "succeeded", gatewayPaymentId: "", disputeId, eventAt, gatewayStatus: `dispute_${textOf(o.status)}`, object: o };
       }
       const pi = piId(o.payment_intent);
       if (pi) return { update: { ...update, gatewayPaymentId: pi } };
@@ -221,7 +222,7 @@ export function stripePayout(o: Obj): ProviderPayout {
   const amount = minor(o.amount, "payout amount");
   const currency = upperCurrency(o.currency);
   if (!amount || !currency || typeof o.id !== "string" || !PAYOUT_STATUSES.has(o.status)) {
-    throw new UnusableAnswer(`stripe payout ${String(o.id).slice(0, 40)} lacks ${lacking({ id: typeof o.id === "string", amount: !!amount, currency: !!currency,
+    throw new UnusableAnswer(`stripe payout ${textOf(o.id).slice(0, 40)} lacks ${lacking({ id: typeof o.id === "string", amount: !!amount, currency: !!currency,
                                                                                            [`a known status (${shown(o.status)})`]: PAYOUT_STATUSES.has(o.status) })}`);
   }
   return { payoutId: o.id, amount, currency, status: o.status, createdAt: fromUnixSeconds(o.created), arrivalAt: fromUnixSeconds(o.arrival_date), object: o };
@@ -239,7 +240,7 @@ export function stripeDispute(o: Obj): ProviderDispute {
   const pi = typeof o.payment_intent === "string" ? o.payment_intent : o.payment_intent?.id;
   const status = OPEN_DISPUTE.has(o.status) ? "open" : WON_DISPUTE.has(o.status) ? "won" : o.status === "lost" ? "lost" : undefined;
   if (typeof o.id !== "string" || typeof pi !== "string" || !amount || !currency || !status) {
-    throw new UnusableAnswer(`stripe dispute ${String(o.id).slice(0, 40)} lacks ${lacking({ id: typeof o.id === "string", payment_intent: typeof pi === "string",
+    throw new UnusableAnswer(`stripe dispute ${textOf(o.id).slice(0, 40)} lacks ${lacking({ id: typeof o.id === "string", payment_intent: typeof pi === "string",
                                                                                            amount: !!amount, currency: !!currency, [`a known status (${shown(o.status)})`]: !!status })}`);
   }
   let moved = 0;
@@ -394,7 +395,7 @@ export function stripeProvider(settings: () => StripeSettings): PaymentProvider 
       if (typeof key.charge === "string" && key.news && typeof key.news === "object") {
         const charge = await call((s) => s.charges.retrieve(key.charge as string));
         // an answer about another charge would put this dispute on another payment
-        if (charge.id !== key.charge) throw new UnusableAnswer(`stripe answered charge ${key.charge} with charge ${String(charge.id).slice(0, 80)}`);
+        if (charge.id !== key.charge) throw new UnusableAnswer(`stripe answered charge ${key.charge} with charge ${textOf(charge.id).slice(0, 80)}`);
         const pi = piId(charge.payment_intent);
         if (!pi) throw new ProviderError("stripe", "not_found", `stripe charge ${key.charge} has no PaymentIntent`);
         const news = key.news as Obj;
@@ -418,7 +419,7 @@ export function stripeProvider(settings: () => StripeSettings): PaymentProvider 
       const refund = await call((s) => s.refunds.retrieve(r.refundId)) as unknown as Obj;
       // an answer about another refund, or another payment's, says nothing of ours
       if (refund?.id !== r.refundId || (refund.payment_intent != null && piId(refund.payment_intent) !== r.gatewayPaymentId)) {
-        throw new UnusableAnswer(`stripe answered refund ${r.refundId} of ${r.gatewayPaymentId} with refund ${String(refund?.id).slice(0, 80)} of ${String(piId(refund?.payment_intent)).slice(0, 80)}`);
+        throw new UnusableAnswer(`stripe answered refund ${r.refundId} of ${r.gatewayPaymentId} with refund ${textOf(refund?.id).slice(0, 80)} of ${String(piId(refund?.payment_intent)).slice(0, 80)}`);
       }
       return refundOf(refund);
     },

@@ -3,6 +3,7 @@
 // (reserve.provider_refund). Callers hold a PaymentProvider from the registry and never branch on a
 // provider's name; adding a provider is adding a module that implements this.
 import { storableTime } from "../times.ts";
+import { textOf } from "../sanitize.ts";
 
 export type PaymentStatus =
   | "pending" | "processing" | "succeeded" | "failed" | "cancelled" | "expired"
@@ -89,7 +90,7 @@ export interface RefundRequest {
 export function answeredRefund(provider: string, r: RefundRequest, got: ProviderRefund,
                                seen: { id: unknown; payment?: unknown }): ProviderRefund {
   const id = typeof seen.id === "number" && Number.isSafeInteger(seen.id) ? String(seen.id) : seen.id;
-  const payment = seen.payment === undefined || seen.payment === null ? undefined : String(seen.payment);
+  const payment = seen.payment === undefined || seen.payment === null ? undefined : textOf(seen.payment);
   if (typeof id !== "string" || id.length < 1 || id.length > 255 || (payment !== undefined && payment !== r.gatewayPaymentId) ||
       (got.amount !== undefined && got.amount !== r.amount)) {
     throw new UnusableAnswer(`${provider} answered the refund of ${r.amount} on ${r.gatewayPaymentId} (request ${r.requestId}) with refund ${shown(seen.id, 80)}` +
@@ -304,7 +305,7 @@ export class UnusableAnswer extends Error {
 }
 
 /** A provider's value as a message shows it: its JSON, cut to `max` characters. */
-export const shown = (v: unknown, max = 40) => (JSON.stringify(v) ?? String(v)).slice(0, max);
+export const shown = (v: unknown, max = 40) => (typeof v === "string" ? JSON.stringify(v) : textOf(v)).slice(0, max);
 
 /** A whole number of minor units the database can hold; absent is undefined, anything else UnusableAnswer. */
 export function minor(v: unknown, what: string): number | undefined {
@@ -327,7 +328,7 @@ export function fromDecimal(v: unknown, what: string): number | undefined {
 export function upperCurrency(v: unknown): string | undefined {
   if (v === undefined || v === null) return undefined;
   if (typeof v === "string" && /^[a-z]{3}$/i.test(v)) return v.toUpperCase();
-  throw new UnusableAnswer(`currency ${(JSON.stringify(v) ?? String(v)).slice(0, 40)} is not an ISO 4217 code`);
+  throw new UnusableAnswer(`currency ${shown(v)} is not an ISO 4217 code`);
 }
 
 /** A time the provider gave, or undefined for anything that is not one (or one we cannot store: a signed event dated 1e20 is recorded without a time). */
@@ -357,8 +358,8 @@ export async function fetchWithTimeout(provider: string, url: string, init: Requ
 /** Non-2xx answers of a provider API as a ProviderError, keeping the provider's own code. */
 export function httpError(provider: string, res: Response, body: unknown, what: string): ProviderError {
   const b = body as { message?: string; error?: unknown; cause?: { code?: unknown }[] } | null;
-  const code = typeof b?.error === "string" ? b.error : b?.cause?.[0]?.code != null ? String(b.cause[0].code) : undefined;
-  const message = `${provider} ${what}: HTTP ${res.status}${b?.message ? ` ${b.message}` : code ? ` ${code}` : ""}`;
+  const code = typeof b?.error === "string" ? b.error : b?.cause?.[0]?.code != null ? textOf(b.cause[0].code) : undefined;
+  const message = `${provider} ${what}: HTTP ${res.status}${b?.message ? ` ${textOf(b.message)}` : code ? ` ${code}` : ""}`;
   const kind = res.status === 429 ? "rate_limited" : res.status === 404 ? "not_found" : res.status >= 500 ? "unavailable" : "rejected";
   return new ProviderError(provider, kind, message, res.status, code);
 }
