@@ -157,6 +157,19 @@ describe("drift", () => {
     expect(await kept(db.sql)).toEqual(await summed(db.sql));
   });
 
+  it("with a null flag is the default check (not a query built from nothing)", async () => {
+    await db.sql.begin(async (q) => {
+      await q`set local session_replication_role = replica`;
+      const [t] = await q`insert into reserve.ledger_transactions (kind, description) values ('payout', 'around the function') returning id`;
+      await q`insert into reserve.ledger_entries (transaction_id, entry_type, account, direction, amount)
+              values (${t!.id}, 'payout', 'receivable_stripe', 'debit', 55), (${t!.id}, 'payout', 'refunds_payable', 'credit', 55)`;
+    });
+    const drift = await db.sql`select account, drift::int from reserve.ledger_balance_drift(null) order by account`;
+    expect(drift).toEqual([{ account: "receivable_stripe", drift: -55 }, { account: "refunds_payable", drift: 55 }]);
+    await db.sql`select reserve.rebuild_ledger_balances()`;
+    expect(await db.sql`select * from reserve.ledger_balance_drift(null)`).toEqual([]);
+  });
+
   it("are not granted to the guest's roles", async () => {
     const [g] = await db.sql`select has_table_privilege('anon', 'reserve.ledger_account_balances', 'select') as a,
                                     has_table_privilege('authenticated', 'reserve.ledger_host_days', 'select') as b,

@@ -11,6 +11,8 @@ AS $function$
 declare
   since timestamptz;
 begin
+  -- null (PostgREST's JSON null, a caller's unset flag) is the default, cheap check
+  p_full := coalesce(p_full, false);
   if not p_full then
     select min(c.through) into since from reserve.ledger_balance_checkpoints c;
   end if;
