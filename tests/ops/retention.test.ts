@@ -75,6 +75,18 @@ describe("run_retention_cleanup: audit_logs archive", () => {
     expect(await sqlState(sql`select * from reserve.run_retention_cleanup(20, 0)`)).toBe("RC001");
   });
 
+  it("refuses to make partitions from a month out of reach (the year 1, BC, infinity) with RC001, making none, instead of thousands", async () => {
+    const count = async () => (await sql`select count(*)::int as n from pg_inherits
+                                         where inhparent in ('reserve.audit_logs'::regclass, 'reserve.processed_webhooks'::regclass)`)[0].n;
+    const before = await count();
+    for (const fn of ["create_audit_log_partitions", "create_processed_webhook_partitions"]) {
+      for (const from of ["infinity", "-infinity", "5874897-12-31", "0001-01-01", "4713-01-01 BC"]) {
+        expect(await sqlState(sql`select ${sql(`reserve.${fn}`)}(${from}::text::date, 0)`)).toBe("RC001");
+      }
+    }
+    expect(await count()).toBe(before);
+  });
+
   it("moves at most p_max_partitions whole months per call, and the job one month per committed call", async () => {
     // months whose rows are still in audit_logs past the cutoff
     const months = async () => (await sql<{ n: number }[]>`

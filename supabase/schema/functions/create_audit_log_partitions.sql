@@ -18,6 +18,11 @@ begin
   if p_months_ahead is null or p_months_ahead < 0 or p_months_ahead > 24 then
     raise exception using errcode = 'RC001', message = 'p_months_ahead must be between 0 and 24';
   end if;
+  if p_from is not null and not (p_from between (date_trunc('month', current_date) - interval '120 months')::date
+                                         and (date_trunc('month', current_date) + interval '25 months' - interval '1 day')::date) then
+    raise exception using errcode = 'RC001',
+      message = format('p_from %s must be a day of the 120 months before this month to the 24 months after it', p_from);
+  end if;
   m := date_trunc('month', coalesce(p_from, current_date))::date;
   last_month := (date_trunc('month', current_date) + make_interval(months => p_months_ahead))::date;
   if m > last_month then
