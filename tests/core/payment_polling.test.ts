@@ -227,6 +227,30 @@ describe("record_poll_result", () => {
     });
   });
 
+  it.each([
+    ["a success that does not say what arrived", { status: "succeeded", gateway_status: "succeeded" }],
+    ["a partial refund of no amount", { status: "partially_refunded", gateway_status: "partially_refunded" }],
+  ])("records %s as the poll's error, with backoff, instead of failing the poll (due again each lease, forever)", async (_what, u) => {
+    await rolledBack(sql, async (tx) => {
+      const c = await checkout(tx, { gatewayId: `pi_${crypto.randomUUID().replace(/-/g, "")}` });
+      if (u.status === "partially_refunded") await applyStatus(tx, c.paymentId, "succeeded");
+      await onlyThese(tx, [c.paymentId]);
+      await claim(tx);
+      const [r] = await tx`select * from reserve.record_poll_result(${c.paymentId}::uuid, ${providerUpdate(tx, u)}, null)`;
+      expect(r).toMatchObject({ payment_id: c.paymentId, outcome: "unchanged", reservation_id: null });
+      const poll = await pollRow(tx, c.paymentId);
+      if (u.status === "succeeded") {
+        expect(poll).toMatchObject({ attempts: 1, due_in: 300 });
+        expect(poll!.last_result).toMatch(/^error: the provider's answer cannot be applied: payment .* a success needs the amount and currency/);
+        const [p] = await tx`select status from reserve.payments where id = ${c.paymentId}`;
+        expect(p.status).toBe("pending");
+      } else {
+        const [p] = await tx`select status, refunded_amount::int from reserve.payments where id = ${c.paymentId}`;
+        expect(p).toEqual({ status: "succeeded", refunded_amount: 0 });
+      }
+    });
+  });
+
   it("expires a PIX still pending past expires_at + grace and ends the hold; release_expired_holds frees the nights", async () => {
     const c = await checkout(sql, { provider: "mercadopago", method: "pix", gatewayId: null });
     // the provider's charge expired 6 minutes ago; the grace is 5

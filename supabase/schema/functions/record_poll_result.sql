@@ -43,19 +43,32 @@ begin
   r.payment_id := p.id;
   r.outcome := 'unchanged';
   if p_poll_error is null and u.status is not null then
-    if p.gateway_payment_id is null and u.gateway_payment_id is not null then
-      why := reserve.attach_provider_payment(p, u, 'poll');
-      if why is not null then
-        r.outcome := 'refused';
+    begin
+      if p.gateway_payment_id is null and u.gateway_payment_id is not null then
+        why := reserve.attach_provider_payment(p, u, 'poll');
+        if why is not null then
+          r.outcome := 'refused';
+        end if;
       end if;
-    end if;
-    if r.outcome <> 'refused' then
-      a := reserve.apply_payment_status(p.id, u, null, 'ignore', 'poll');
-      r.outcome := a.outcome;
-      r.reservation_id := a.reservation_id;
-      r.confirmation_code := a.confirmation_code;
-      r.finalize_outcome := a.finalize_outcome;
-    end if;
+      if r.outcome <> 'refused' then
+        a := reserve.apply_payment_status(p.id, u, null, 'ignore', 'poll');
+        r.outcome := a.outcome;
+        r.reservation_id := a.reservation_id;
+        r.confirmation_code := a.confirmation_code;
+        r.finalize_outcome := a.finalize_outcome;
+      end if;
+    exception when sqlstate 'RC001' then
+      -- an answer the state machine cannot apply (a success that does not say what arrived) is this
+      -- poll's error too, undone whole: raised, the poll was never recorded and came due again forever
+      get stacked diagnostics why = message_text;
+      p_poll_error := 'the provider''s answer cannot be applied: ' || why;
+      why := null;
+      a := null;
+      r.outcome := 'unchanged';
+      r.reservation_id := null;
+      r.confirmation_code := null;
+      r.finalize_outcome := null;
+    end;
     p := reserve.lock_payment(p.id);
   end if;
 
