@@ -138,6 +138,24 @@ describe("reconciliation", () => {
     expect(await sqlState(page(db.sql, randomUUID(), []))).toBe("RC802");
   });
 
+  it("leaves for a person a paid payment listed without what arrived, and reconciles the rest of its page (not a page failed on every resume)", async () => {
+    const odd = await unnotified(db.sql);
+    const fine = await unnotified(db.sql);
+    const from = new Date(Date.now() - 20 * 24 * hour);
+    await db.sql`update reserve.payments set created_at = ${new Date(from.getTime() + hour)} where id in (${odd.paymentId}, ${fine.paymentId})`;
+    const r = await run(db.sql, "stripe", from, new Date(from.getTime() + 24 * hour));
+    const { amount_received: _, ...unsaid } = paidThere(odd);
+    const [after] = await page(db.sql, r.id, [unsaid, paidThere(fine)], { starting_after: fine.pi });
+    expect(after).toMatchObject({ objects: 2, cursor: { starting_after: fine.pi } });
+    const [p] = await db.sql`select status from reserve.payments where id = ${odd.paymentId}`;
+    expect(p!.status).toBe("pending");
+    const [item] = await db.sql`select kind::text, repaired_at, details::text from reserve.reconciliation_items where payment_id = ${odd.paymentId}`;
+    expect(item).toMatchObject({ kind: "paid_not_recorded", repaired_at: null });
+    expect(item!.details).toContain("cannot be applied");
+    const [q] = await db.sql`select status from reserve.payments where id = ${fine.paymentId}`;
+    expect(q!.status).toBe("succeeded");
+  });
+
   it("records what it cannot repair once, and the alert fires until a person closes it", async () => {
     const unknownPi = `pi_${randomUUID().replace(/-/g, "")}`;
     const mismatch = await unnotified(db.sql);

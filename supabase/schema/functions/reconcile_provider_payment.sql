@@ -78,24 +78,33 @@ begin
 
   if paid_there and not paid_here then
     -- repaired as a poll would: attach the provider payment, then the state machine
-    if p.gateway_payment_id is null then
-      why := reserve.attach_provider_payment(p, u, 'poll');
-    end if;
-    if why is null then
-      if u.status <> 'succeeded' then
-        -- refunded or disputed since: the money arrived first, then went (back) as the update says
-        v := u;
-        v.status := 'succeeded';
-        v.refunded_amount := null;
-        v.dispute_amount := null;
-        v.refunds := null;
-        perform reserve.apply_payment_status(p.id, v, null, 'ignore', 'poll');
+    begin
+      if p.gateway_payment_id is null then
+        why := reserve.attach_provider_payment(p, u, 'poll');
       end if;
-      a := reserve.apply_payment_status(p.id, u, null, 'ignore', 'poll');
-      if a.outcome = 'applied' then
-        note := format('applied %s -> %s%s', a.previous_status, a.status, coalesce(', reservation ' || a.finalize_outcome, ''));
+      if why is null then
+        if u.status <> 'succeeded' then
+          -- refunded or disputed since: the money arrived first, then went (back) as the update says
+          v := u;
+          v.status := 'succeeded';
+          v.refunded_amount := null;
+          v.dispute_amount := null;
+          v.refunds := null;
+          perform reserve.apply_payment_status(p.id, v, null, 'ignore', 'poll');
+        end if;
+        a := reserve.apply_payment_status(p.id, u, null, 'ignore', 'poll');
+        if a.outcome = 'applied' then
+          note := format('applied %s -> %s%s', a.previous_status, a.status, coalesce(', reservation ' || a.finalize_outcome, ''));
+        end if;
       end if;
-    end if;
+    exception when sqlstate 'RC001' then
+      -- a listing the state machine cannot apply (a success that does not say what arrived): the item is
+      -- left for a person, undone whole, and the page goes on
+      get stacked diagnostics why = message_text;
+      why := 'the provider''s figures cannot be applied: ' || why;
+      a := null;
+      note := null;
+    end;
     i := reserve.record_reconciliation_item(p_run, 'paid_not_recorded', u.gateway_payment_id, p.id, ours, theirs,
       format('%s payment %s is %s there, payment %s is %s here%s', p_run.provider, u.gateway_payment_id, u.status, p.id, p.status,
              coalesce(': ' || why, case when a.outcome is distinct from 'applied' then format(': not applied (%s)', coalesce(a.outcome, 'no outcome')) end, '')),
@@ -111,7 +120,11 @@ begin
   elsif not paid_here and not paid_there and u.status <> p.status and u.status in ('failed', 'cancelled', 'expired')
         and p.status in ('pending', 'processing') then
     -- the provider gave up on it and we are still waiting: the poller's answer, given now
-    a := reserve.apply_payment_status(p.id, u, null, 'ignore', 'poll');
+    begin
+      a := reserve.apply_payment_status(p.id, u, null, 'ignore', 'poll');
+    exception when sqlstate 'RC001' then
+      a := null;
+    end;
     i := reserve.record_reconciliation_item(p_run, 'status_mismatch', u.gateway_payment_id, p.id, ours, theirs,
       format('%s payment %s is %s there, payment %s was %s here', p_run.provider, u.gateway_payment_id, u.status, p.id, p.status),
       case when a.outcome = 'applied' then format('applied %s -> %s', a.previous_status, a.status) end);
@@ -128,7 +141,11 @@ begin
       -- ways (a refund after a chargeback is news though the provider's figure is below ours)
       charged_back := reserve.payment_charged_back(p.id);
       if coalesce(u.refunded_amount, 0) > p.refunded_amount - charged_back and u.dispute_amount is null then
-        a := reserve.apply_payment_status(p.id, u, null, 'ignore', 'poll');
+        begin
+          a := reserve.apply_payment_status(p.id, u, null, 'ignore', 'poll');
+        exception when sqlstate 'RC001' then
+          a := null;
+        end;
         i := reserve.record_reconciliation_item(p_run, 'refund_mismatch', u.gateway_payment_id, p.id, ours, theirs,
           format('%s refunded %s of payment %s, we had %s (%s of ours charged back)', p_run.provider, u.refunded_amount, p.id,
                  p.refunded_amount, charged_back),
