@@ -246,6 +246,30 @@ describe("a provider payment that names ours at another price is never attached"
   });
 });
 
+describe("a payment's creation answered with what no payment can hold", () => {
+  it.each([
+    ["an amount that is text", (pi: Record<string, unknown>) => ({ ...pi, amount: String(pi.amount) })],
+    ["an id longer than any we store", (pi: Record<string, unknown>) => ({ ...pi, id: `pi_${"x".repeat(300)}` })],
+  ])("%s: 502 provider_rejected, the attempt failed and its nights released (not a 500 or a 400 that holds them)", async (_what, spoil) => {
+    const { unitId } = await f.unit(e.db.sql, { nights: 6 });
+    fakes.stripe.createAnswers.push((form) => spoil({
+      ...stripeIntent({ id: `pi_${crypto.randomUUID().replace(/-/g, "")}`, paymentId: form.get("metadata[payment_id]")!, amount: Number(form.get("amount")),
+                        status: "requires_payment_method" }),
+      client_secret: "pi_secret_x",
+    }));
+    const res = await e.checkout({ unit_id: unitId, check_in: f.isoDate(1), check_out: f.isoDate(3), guests: 2, method: "card" });
+    expect(res.status).toBe(502);
+    expect(res.body).toMatchObject({ error: "provider_rejected", provider: "stripe" });
+    expect(JSON.stringify(res.body)).not.toContain("pi_secret_x");
+    const [p] = await e.db.sql`select p.status, p.gateway_payment_id, bi.status as intent_status from reserve.payments p
+                               join reserve.booking_intents bi on bi.id = p.booking_intent_id where bi.unit_id = ${unitId}`;
+    expect(p).toMatchObject({ status: "failed", gateway_payment_id: null });
+    const [held] = await e.db.sql`select count(*)::int as n from reserve.booking_locks l join reserve.booking_intents bi on bi.id = l.booking_intent_id
+                                  where bi.unit_id = ${unitId} and l.status = 'held'`;
+    expect(held.n).toBe(0);
+  });
+});
+
 describe("refunds and disputes beyond the money received are refused", () => {
   async function paid(provider: Provider) {
     const a = await attempt(provider);

@@ -21,7 +21,11 @@ export function fixture(name: string): Obj {
 export interface FakeProviders {
   /** env for the functions: every provider's API here, and secrets the test signs with */
   env: Record<string, string>;
-  stripe: { intents: Map<string, Obj>; charges: Map<string, Obj>; refunds: Map<string, Obj>; webhookSecret: string };
+  stripe: {
+    intents: Map<string, Obj>; charges: Map<string, Obj>; refunds: Map<string, Obj>; webhookSecret: string;
+    /** what the next payment creations (POST /v1/payment_intents) are answered, given the form sent; the fake creates none otherwise */
+    createAnswers: ((form: URLSearchParams) => Obj)[];
+  };
   mercadopago: { payments: Map<string, Obj>; webhookSecret: string };
   openpix: { charges: Map<string, Obj>; refunds: Map<string, Obj[]>; sign(body: string): string };
   /** the requests the functions made, "GET /v1/payment_intents/pi_1" */
@@ -30,7 +34,8 @@ export interface FakeProviders {
 }
 
 export async function startFakeProviders(): Promise<FakeProviders> {
-  const stripe = { intents: new Map<string, Obj>(), charges: new Map<string, Obj>(), refunds: new Map<string, Obj>(), webhookSecret: "whsec_fake_test" };
+  const stripe = { intents: new Map<string, Obj>(), charges: new Map<string, Obj>(), refunds: new Map<string, Obj>(), webhookSecret: "whsec_fake_test",
+                   createAnswers: [] as ((form: URLSearchParams) => Obj)[] };
   const mercadopago = { payments: new Map<string, Obj>(), webhookSecret: "mp-fake-secret" };
   const keys = generateKeyPairSync("rsa", { modulusLength: 2048 });
   const openpix = {
@@ -52,6 +57,8 @@ export async function startFakeProviders(): Promise<FakeProviders> {
     let raw = "";
     for await (const chunk of req) raw += chunk;
     if (req.method === "POST") {
+      const answerCreation = seg[0] === "v1" && seg[1] === "payment_intents" && seg.length === 2 ? stripe.createAnswers.shift() : undefined;
+      if (answerCreation) return send(res, 200, answerCreation(new URLSearchParams(raw)));
       // refunds, answered as each provider answers a refund it took
       if (seg[0] === "v1" && seg[1] === "refunds") {
         const form = new URLSearchParams(raw);

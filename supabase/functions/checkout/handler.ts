@@ -7,8 +7,8 @@ import { checkoutShapeOf, type CheckoutRequest } from "../_shared/guest_api.ts";
 import { errorJson, invalidRequest, json, methodNotAllowed, readJsonBody } from "../_shared/http.ts";
 import { AuthRefusal, verifyCaller } from "../_shared/auth.ts";
 import { defaultProviderFor, providerNamed, providersTaking } from "../_shared/providers/registry.ts";
-import { ProviderError, type CreatedPayment, type PaymentMethod } from "../_shared/providers/types.ts";
-import { updateJson } from "../_shared/webhook.ts";
+import { ProviderError, UnusableAnswer, type CreatedPayment, type PaymentMethod } from "../_shared/providers/types.ts";
+import { unusableUpdate, updateJson } from "../_shared/webhook.ts";
 
 /**
  * The body checked against the one shape it means (a retry names its booking_intent_id), so every
@@ -149,7 +149,14 @@ export async function handler(req: Request): Promise<Response> {
     // the payer is the intent's, as its first call sent it: a retry of the attempt (its key) must send the same
     // body, whatever e-mail the retry's token carries (MercadoPago refuses a key reused with another one)
     answer = await askProvider(sql, attempt, attempt.guest_email ?? email ?? "");
-  } catch (err) {
+    const unusable = unusableUpdate(answer.update);
+    if (unusable) throw new UnusableAnswer(unusable);
+  } catch (thrown) {
+    // an answer no payment can hold (an amount that is text, an id too long to store) is the provider
+    // refusing, in effect: never handed out, the attempt given up, the nights released
+    const err = thrown instanceof UnusableAnswer
+      ? new ProviderError(attempt.provider, "rejected", `${attempt.provider} answered the payment's creation with what cannot be recorded: ${thrown.message}`)
+      : thrown;
     if (!(err instanceof ProviderError)) throw err;
     console.error(`checkout: ${err.provider} refused payment ${attempt.payment_id}: ${err.kind} ${err.status ?? ""} ${err.code ?? ""}`);
     if (attempt.gateway_payment_id) {
