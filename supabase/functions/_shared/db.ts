@@ -121,6 +121,8 @@ export function dbUntil(deadline: number): Sql {
 type Pending = Promise<unknown> & {
   cancel?: () => unknown;
   canceller?: ((q: unknown) => unknown) | null;
+  /** set by Query.cancel(): true when it was taken out of the queue before it was ever sent */
+  cancelled?: unknown;
   /** the connection's backend once the statement was written to it; null while it never was */
   state?: unknown;
   isRaw?: unknown;
@@ -179,6 +181,9 @@ function settle(q: Pending, onFulfilled: (v: unknown) => void, onRejected: (e: u
  */
 function refusedUnsent(q: Pending, err: unknown): boolean {
   const code = (err as { code?: unknown } | null)?.code;
+  // cancelled unsent is our deadline taking a statement out of the pool's queue (postgres.js rejects it
+  // with a client-made 57014): the caller has its 503 already, so sending it now would run it unasked
+  if (q.cancelled) return false;
   // the server's word (a SQLSTATE), not a connection refused now: that one would only be refused again
   return q.state === null && typeof code === "string" && /^[0-9A-Z]{5}$/.test(code) && isDatabaseUnavailable(err);
 }
@@ -188,7 +193,9 @@ function race(q: Pending, make: () => Pending, ms: number): Promise<unknown> {
   if (!(ms > 0)) return Promise.reject(new DatabaseUnavailable("the database did not answer in time (deadline passed before the statement was sent)"));
   return new Promise((resolve, reject) => {
     let current = q;
+    let expired = false;
     const timer = setTimeout(() => {
+      expired = true;
       cancelQuietly(current);
       reject(new DatabaseUnavailable(`the database did not answer within ${Math.round(ms)} ms`));
     }, ms);
@@ -196,7 +203,8 @@ function race(q: Pending, make: () => Pending, ms: number): Promise<unknown> {
     const failed = (e: unknown) => { clearTimeout(timer); reject(e); };
     // both outcomes are handled here, so a statement that fails after its deadline is no unhandled rejection
     settle(q, done, (e) => {
-      if (!refusedUnsent(q, e)) return failed(e);
+      // past the deadline the caller was answered: nothing is sent for it any more
+      if (expired || !refusedUnsent(q, e)) return failed(e);
       // once: a database really away refuses the second as it did the first, within the same deadline
       try {
         current = make();
