@@ -126,6 +126,29 @@ describe("begin_checkout: a new checkout", () => {
     expect(await hitsOf(who)).toBe(1);
   });
 
+  it("a retry's e-mail becomes the payer of an intent opened without one, so every later call of its attempt sends it", async () => {
+    const { unitId } = await f.unit(sql, { nights: 10 });
+    const who = client();
+    const checkout = (b: { intentId?: string; method: string; provider: string; email: string | null }) => sql`
+      select * from reserve.begin_checkout(p_client_id => ${who}, p_method => ${b.method}, p_provider => ${b.provider},
+        p_unit_id => ${b.intentId ? null : unitId}, p_check_in => ${b.intentId ? null : f.isoDate(1)},
+        p_check_out => ${b.intentId ? null : f.isoDate(3)}, p_guests => ${b.intentId ? null : 2},
+        p_booking_intent_id => ${b.intentId ?? null}, p_guest_name => 'Ana Guest', p_guest_email => ${b.email})`;
+    // a card checkout whose token carried no e-mail, declined
+    const [card] = await checkout({ method: "card", provider: "stripe", email: null });
+    expect(card!.guest_email).toBeNull();
+    await applyStatus(sql, card!.payment_id as string, "failed", { error_code: "card_declined" });
+    const intentId = card!.booking_intent_id as string;
+    // retried as PIX with the payer's e-mail: that attempt's first call sends it
+    const [pix] = await checkout({ intentId, method: "pix", provider: "mercadopago", email: "ana@example.com" });
+    expect(pix).toMatchObject({ attempt: 2, guest_email: "ana@example.com" });
+    // resumed by the guest's app with no e-mail, or with another: the same attempt, the same payer
+    for (const email of [null, "other@example.com"]) {
+      const [again] = await checkout({ intentId, method: "pix", provider: "mercadopago", email });
+      expect(again, String(email)).toMatchObject({ payment_id: pix!.payment_id, idempotency_key: pix!.idempotency_key, guest_email: "ana@example.com" });
+    }
+  });
+
   it("answers another client's intent as missing (RC107)", async () => {
     const { unitId } = await f.unit(sql, { nights: 10 });
     const first = await begin(sql, { client: client(), unitId });

@@ -75,6 +75,12 @@ begin
           hint = 'start a new checkout';
       end if;
     end if;
+    if bi.guest_email is null and p_guest_email is not null then
+      -- the payer this attempt's provider call sends from now on (checkout sends the intent's): a retry that
+      -- carries none, or another, must send its key the same body (MercadoPago refuses a key reused with
+      -- another e-mail, or asks none at all)
+      update reserve.booking_intents x set guest_email = p_guest_email where x.id = bi.id returning * into bi;
+    end if;
   end if;
 
   -- a retry that names no provider continues with the one the intent's attempts used
@@ -91,7 +97,7 @@ end
 $function$
 ;
 
-comment on function reserve.begin_checkout(p_client_id text, p_method text, p_provider text, p_unit_id uuid, p_check_in date, p_check_out date, p_guests integer, p_booking_intent_id uuid, p_guest_name text, p_guest_email text, p_metadata jsonb, p_default_provider text) is 'Opens a checkout (unit, dates, guests: a new intent holding its nights) or retries one (p_booking_intent_id), and records the payment attempt whose idempotency_key the provider call must carry. A retry while an attempt is in flight returns that attempt; a retry without p_provider uses the provider of the intent''s last attempt of that method, else p_default_provider. RC109 past the per-client or per-intent limits, RC112 while the client already holds max_unpaid_holds_per_client unpaid stays, RC110/RC111 outside the amount bounds; nothing is written when it raises.';
+comment on function reserve.begin_checkout(p_client_id text, p_method text, p_provider text, p_unit_id uuid, p_check_in date, p_check_out date, p_guests integer, p_booking_intent_id uuid, p_guest_name text, p_guest_email text, p_metadata jsonb, p_default_provider text) is 'Opens a checkout (unit, dates, guests: a new intent holding its nights) or retries one (p_booking_intent_id), and records the payment attempt whose idempotency_key the provider call must carry. A retry while an attempt is in flight returns that attempt; a retry without p_provider uses the provider of the intent''s last attempt of that method, else p_default_provider. RC109 past the per-client or per-intent limits, RC112 while the client already holds max_unpaid_holds_per_client unpaid stays, RC110/RC111 outside the amount bounds; nothing is written when it raises. A retry''s p_guest_email becomes the intent''s when it had none: the payer every later call of its attempts sends.';
 
 -- grants
 grant execute on function reserve.begin_checkout(p_client_id text, p_method text, p_provider text, p_unit_id uuid, p_check_in date, p_check_out date, p_guests integer, p_booking_intent_id uuid, p_guest_name text, p_guest_email text, p_metadata jsonb, p_default_provider text) to service_role;
