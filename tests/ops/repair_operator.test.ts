@@ -10,7 +10,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestDatabase, sqlState, type Sql, type TestDatabase } from "../helpers/db.ts";
 import * as f from "../helpers/fixtures.ts";
 import { operatorRoles, opsConsoleLogin, type OperatorRoles } from "../helpers/operator_roles.ts";
+import { refusingReservations } from "../helpers/money.ts";
 import { buildWorld, type WorldIds } from "../helpers/runbook_doc.ts";
+import { checkout, deliver } from "./ops_helpers.ts";
 
 let db: TestDatabase;
 let sql: Sql;
@@ -202,5 +204,21 @@ describe("a repair by a proven operator", () => {
     } finally {
       await login.end();
     }
+  });
+});
+
+describe("what a personal role does without a repair's proof", () => {
+  it("is audited as the login: a reserve.actor it types names nobody (a replayed webhook)", async () => {
+    const c = await checkout(sql);
+    const failed = await refusingReservations(sql, () => deliver(sql, { paymentId: c.paymentId }));
+    expect(failed).toMatchObject({ webhook_status: "failed" });
+    const xact = await ops.as("alice", async (tx) => {
+      await tx`select set_config('reserve.actor', 'mallory@reserve.test', true)`;
+      const [r] = await tx`select * from reserve.replay_webhook(${failed.webhook_id as string})`;
+      expect(r).toMatchObject({ webhook_status: "completed", outcome: "applied" });
+      return xactId(tx);
+    });
+    // the payment, the reservation, the intent: every row the replay changed names the person signed in
+    expect(await auditActors(xact)).toEqual([ops.name("alice")]);
   });
 });

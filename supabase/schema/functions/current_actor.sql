@@ -9,14 +9,19 @@ CREATE OR REPLACE FUNCTION reserve.current_actor()
  SET search_path TO ''
 AS $function$
 begin
+  if session_user::text <> all (array['postgres', 'supabase_admin', 'service_role', 'authenticator', 'authenticated', 'anon',
+                                      'supabase_auth_admin', 'supabase_storage_admin', 'dashboard_user', 'reserve_ops_console'])
+     and pg_catalog.pg_has_role(session_user, 'reserve_operator', 'member') then
+    return session_user::text;
+  end if;
   return coalesce(
-    nullif(current_setting('reserve.actor', true), ''),
-    nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub',
+    nullif(pg_catalog.current_setting('reserve.actor', true), ''),
+    nullif(pg_catalog.current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub',
     -- not current_user: inside the SECURITY DEFINER audit trigger that is the owner, not who acted
-    nullif(current_setting('role'), 'none'),
+    nullif(pg_catalog.current_setting('role'), 'none'),
     session_user::text);
 end
 $function$
 ;
 
-comment on function reserve.current_actor() is 'The actor recorded in audit_logs: set it with set local reserve.actor = ''...'' before acting.';
+comment on function reserve.current_actor() is 'The actor recorded in audit_logs: on a personal login role in reserve_operator the login itself (a typed reserve.actor names nobody there); else reserve.actor (the ops console''s from its verified token; a shared login''s is what it typed), the JWT sub, the role, the login.';
