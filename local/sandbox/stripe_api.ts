@@ -298,8 +298,15 @@ export class StripeApi {
     if (!charge || charge.status !== "succeeded") {
       throw invalid(`This PaymentIntent (${pi.id}) does not have a successful charge to refund.`, { param: "payment_intent" });
     }
-    const remaining = (charge.amount as number) - (charge.amount_refunded as number);
-    if (remaining === 0) throw invalid(`Charge ${charge.id} has already been refunded.`, withDoc("charge_already_refunded"));
+    // what a dispute took back (open or lost; a won one was given back) cannot go back a second time as a refund
+    const dispute = this.state.disputes.get(pi.id as string);
+    const withheld = dispute && dispute.status !== "won" ? dispute.amount as number : 0;
+    const unrefunded = (charge.amount as number) - (charge.amount_refunded as number);
+    const remaining = Math.max(0, unrefunded - withheld);
+    if (unrefunded === 0) throw invalid(`Charge ${charge.id} has already been refunded.`, withDoc("charge_already_refunded"));
+    if (remaining === 0) {
+      throw invalid(`Charge ${charge.id} has been charged back; respond to dispute ${String(dispute!.id)} instead of refunding.`, withDoc("charge_disputed"));
+    }
     if (p.amount !== undefined && !/^\d+$/.test(String(p.amount))) throw invalid(`Invalid integer: ${p.amount}`, { param: "amount" });
     const amount = p.amount === undefined ? remaining : Number(p.amount);
     if (amount < 1) throw invalid("This value must be greater than or equal to 1.", { param: "amount" });

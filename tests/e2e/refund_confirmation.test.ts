@@ -32,6 +32,45 @@ async function paidStay(provider: Provider) {
   return c;
 }
 
+describe("a cancellation refunded while the guest's chargeback is not yet known here", () => {
+  it("stripe: the refund is refused (charge_disputed) and failed, so the money goes back once, by the chargeback", async () => {
+    const c = await paidStay("stripe");
+    const [r] = await e.db.sql`select id from reserve.reservations where booking_intent_id = ${c.booking_intent_id}`;
+    // the dispute's webhook is lost for now: the operator cancels a stay whose money the bank already took back
+    e.sandbox.control.setWebhookMode("stripe", "drop");
+    let disputeEvent: string;
+    try {
+      const opened = e.sandbox.control.stripeDispute(c.gateway_payment_id);
+      disputeEvent = e.sandbox.control.events("stripe").find((ev) => ev.type === "charge.dispute.created"
+        && (ev.body as { data: { object: { id: string } } }).data.object.id === opened.id)!.id;
+    } finally {
+      e.sandbox.control.setWebhookMode("stripe", "deliver");
+    }
+    const [cancelled] = await asOperator(e.db.sql, "oncall@reserve", (tx) =>
+      tx`select * from reserve.cancel_reservation_with_refund(${r.id as string}, 'guest asked to cancel')`);
+    expect(cancelled.refund_amount).toBe(String(c.amount));
+    const sent = await e.poll({}, []);
+    expect(sent.status, JSON.stringify(sent.body)).toBe(200);
+    await e.sandbox.control.flush();
+    const [rr] = await e.db.sql`select status, error_message from reserve.refund_requests where id = ${cancelled.refund_request_id}`;
+    expect(rr.status).toBe("failed");
+    expect(rr.error_message).toMatch(/charged back/);
+    const pi = await fetch(`http://${e.sandbox.stripe.host}:${e.sandbox.stripe.port}/v1/payment_intents/${c.gateway_payment_id}?expand[]=latest_charge`,
+      { headers: { authorization: `Bearer ${e.sandbox.stripe.secretKey}` } }).then((x) => x.json() as Promise<{ latest_charge: { amount_refunded: number } }>);
+    expect(pi.latest_charge.amount_refunded).toBe(0);
+
+    // the dispute's webhook arrives at last, and its loss: the money went back by the chargeback alone
+    const redelivered = await e.sandbox.control.redeliver(disputeEvent!);
+    expect(redelivered.status).toBe(200);
+    const payment = async () => (await e.db.sql`select status, refunded_amount::int from reserve.payments where id = ${c.payment_id}`)[0];
+    expect(await payment()).toEqual({ status: "disputed", refunded_amount: 0 });
+    e.sandbox.control.stripeCloseDispute(c.gateway_payment_id, "lost");
+    await e.sandbox.control.flush();
+    expect(await payment()).toEqual({ status: "refunded", refunded_amount: c.amount });
+    expect(await e.db.sql`select * from reserve.find_ledger_imbalances(current_date - 1)`).toEqual([]);
+  });
+});
+
 describe("a sent refund whose confirmation webhook is lost", () => {
   it.each(["stripe", "mercadopago", "openpix"] as Provider[])("%s: is looked up at the provider and confirmed", async (provider) => {
     const c = await paidStay(provider);

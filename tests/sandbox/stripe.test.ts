@@ -187,6 +187,33 @@ describe("guest actions", () => {
     expect([withdrawal!.amount, withdrawal!.fee]).toEqual([-12_000, 1500]);
   });
 
+  it("refuses to refund what a dispute took back (charge_disputed), refunds the rest of a partial one, and all once a dispute is won", async () => {
+    const whole = await create();
+    sb.control.stripeConfirm(whole.id, "succeeded");
+    const opened = sb.control.stripeDispute(whole.id);
+    const err = await stripe.refunds.create({ payment_intent: whole.id }).catch((e) => e);
+    expect([err.statusCode, err.code]).toEqual([400, "charge_disputed"]);
+    expect(err.message).toContain(opened.id as string);
+    const charge = (await stripe.paymentIntents.retrieve(whole.id, { expand: ["latest_charge"] })).latest_charge as Stripe.Charge;
+    expect(charge.amount_refunded).toBe(0);
+    expect(sb.control.events("stripe").filter((e) => e.type === "charge.refunded" &&
+      ((e.body as Stripe.Event).data.object as { id?: string }).id === charge.id)).toEqual([]);
+    sb.control.stripeCloseDispute(whole.id, "lost");
+    expect((await stripe.refunds.create({ payment_intent: whole.id }).catch((e) => e)).code).toBe("charge_disputed");
+
+    const part = await create();
+    sb.control.stripeConfirm(part.id, "succeeded");
+    sb.control.stripeDispute(part.id, { amount: 12_000 });
+    await expect(stripe.refunds.create({ payment_intent: part.id, amount: 33_001 })).rejects.toThrow(/greater than unrefunded amount/);
+    expect((await stripe.refunds.create({ payment_intent: part.id })).amount).toBe(33_000);
+
+    const won = await create();
+    sb.control.stripeConfirm(won.id, "succeeded");
+    sb.control.stripeDispute(won.id);
+    sb.control.stripeCloseDispute(won.id, "won");
+    expect((await stripe.refunds.create({ payment_intent: won.id })).amount).toBe(45_000);
+  });
+
   it("lists a PaymentIntent's disputes as Stripe does, as they are now; the charge stays disputed after a win", async () => {
     const pi = await create();
     sb.control.stripeConfirm(pi.id, "succeeded");
