@@ -145,6 +145,26 @@ describe("webhook_stripe: deliveries", () => {
     expect(row).toMatchObject({ status: "completed", attempts: 2 });
   });
 
+  it("a dispute ahead of its payment's success is 503 with Retry-After, kept, and applied on the redelivery after the success", async () => {
+    const c = await cardCheckout();
+    const dispute = { id: `dp_${Math.random().toString(36).slice(2)}`, object: "dispute", amount: 100000, currency: "brl",
+                      status: "needs_response", payment_intent: c.gateway_payment_id };
+    const early = await signedEvent("charge.dispute.created", dispute);
+    const first = await send(early.payload, early.header);
+    expect(first.status, JSON.stringify(first.body)).toBe(503);
+    expect(first.headers.get("retry-after")).toBe("60");
+    expect(first.body).toMatchObject({ error: "waiting_for_payment", status: "failed", payment_id: c.payment_id, payment_status: "pending" });
+    const [kept] = await e.db.sql`select status, attempts from reserve.processed_webhooks where payment_id = ${c.payment_id}
+                                  and event_type = 'charge.dispute.created'`;
+    expect(kept).toMatchObject({ status: "failed", attempts: 1 });
+
+    const paid = await signedEvent("payment_intent.succeeded", paymentIntent(c.gateway_payment_id, c.payment_id, "succeeded"));
+    expect((await send(paid.payload, paid.header)).status).toBe(200);
+    const again = await send(early.payload, early.header);
+    expect(again.status, JSON.stringify(again.body)).toBe(200);
+    expect(again.body).toMatchObject({ status: "completed", payment_status: "disputed" });
+  });
+
   it("a redelivery of an event already handled is answered from its key, without asking Stripe again", async () => {
     const c = await cardCheckout();
     e.sandbox.control.stripeConfirm(c.gateway_payment_id, "succeeded");

@@ -18,6 +18,8 @@ import {
 } from "./providers/types.ts";
 
 export const MAX_WEBHOOK_BODY = 512 * 1024;
+/** Seconds a provider is asked to wait before redelivering an event that came ahead of its payment's success. */
+const EARLY_EVENT_RETRY_AFTER_S = 60;
 
 const STATUSES = new Set(["pending", "processing", "succeeded", "failed", "cancelled", "expired", "refunded", "partially_refunded", "disputed"]);
 const MONEY_FIELDS = ["amount", "amountReceived", "refundedAmount", "disputeAmount", "feeAmount"] as const;
@@ -204,6 +206,13 @@ function answer(fn: string, e: EventToRecord, row: Processed): Response {
     ...(row.reservation_id && { reservation_id: row.reservation_id, confirmation_code: row.confirmation_code }),
     ...(row.finalize_outcome && { finalize_outcome: row.finalize_outcome }),
   };
+  if (row.webhook_status === "failed" && row.outcome === "ignored") {
+    // a refund or dispute ahead of its payment's success (the provider's events race): nothing is wrong
+    // with it, it waits, kept and retried by us; a 503 asks the provider to redeliver it later, not a 500
+    console.error(`${fn}: ${e.provider} event ${row.event_id} (webhook ${row.webhook_id}) waits: ${row.error_message}`);
+    return json({ ...summary, error: "waiting_for_payment", message: "the event came before its payment's success; it is kept and applied once that arrives" },
+                503, { "retry-after": String(EARLY_EVENT_RETRY_AFTER_S) });
+  }
   if (row.webhook_status === "failed") {
     // the provider redelivers on a 5xx, and a failed event is processed again when it does
     console.error(`${fn}: Processing failed for ${e.provider} event ${row.event_id} (webhook ${row.webhook_id}): ${row.error_message}`);
