@@ -9,9 +9,7 @@
 //   DatabaseUnavailable; dbUntil(t) makes the deadline no later than t (the poller's budget);
 // - connect_timeout, and statement_timeout on the server, bound each side on its own;
 // - reconnects wait at most a second: postgres.js's own backoff grows to 20 s after a few failed
-//   connects, which kept a pool unusable for that long after the database was back;
-// - a statement refused before it was ever sent, with the error a terminated backend left behind, is
-//   sent once more (refusedUnsent): otherwise one request after each kill answers 503 for nothing.
+//   connects, which kept a pool unusable for that long after the database was back.
 import postgres from "postgres";
 import { ARRAY_OF, builtinArrayTypes } from "./pg_arrays.ts";
 
@@ -118,16 +116,7 @@ export function dbUntil(deadline: number): Sql {
   return withDeadlines(pool(), () => Math.min(queryTimeoutMs(), deadline - Date.now()));
 }
 
-type Pending = Promise<unknown> & {
-  cancel?: () => unknown;
-  canceller?: ((q: unknown) => unknown) | null;
-  /** set by Query.cancel(): true when it was taken out of the queue before it was ever sent */
-  cancelled?: unknown;
-  /** the connection's backend once the statement was written to it; null while it never was */
-  state?: unknown;
-  isRaw?: unknown;
-  options?: { simple?: boolean };
-};
+type Pending = Promise<unknown> & { cancel?: () => unknown; canceller?: ((q: unknown) => unknown) | null };
 
 function isQuery(x: unknown): x is Pending {
   return x instanceof Promise && typeof (x as Pending).cancel === "function";
@@ -135,86 +124,51 @@ function isQuery(x: unknown): x is Pending {
 
 // sql`...` returns a lazy query that runs when first awaited; the proxy gives each one a `then` that
 // races it with its deadline. Fragments nested in other queries are never awaited, so never raced, and
-// stay the Query objects postgres.js expects. `make` builds the same statement again (see race()).
+// stay the Query objects postgres.js expects.
 function withDeadlines(sql: Sql, msLeft: () => number): Sql {
-  const limit = (make: () => unknown): unknown => {
-    const q = make();
-    return isQuery(q) ? raceOnAwait(q, make as () => Pending, msLeft) : q;
-  };
+  const limit = <T>(q: T): T => (isQuery(q) ? raceOnAwait(q, msLeft) as T : q);
   return new Proxy(sql, {
-    apply: (target, self, args) => limit(() => Reflect.apply(target as never, self, args)),
+    apply: (target, self, args) => limit(Reflect.apply(target as never, self, args)),
     get(target, prop, receiver) {
       const value = Reflect.get(target, prop, receiver);
       if (prop === "unsafe" || prop === "file") {
-        return (...args: unknown[]) => limit(() => (value as (...a: unknown[]) => unknown).apply(target, args));
+        return (...args: unknown[]) => limit((value as (...a: unknown[]) => unknown).apply(target, args));
       }
       return value;
     },
   });
 }
 
-function raceOnAwait(q: Pending, make: () => Pending, msLeft: () => number): Pending {
+function raceOnAwait(q: Pending, msLeft: () => number): Pending {
+  const run = Promise.prototype.then.bind(q) as Promise<unknown>["then"];
+  const start = (q as unknown as { handle?: () => void }).handle?.bind(q);
   let raced: Promise<unknown> | undefined;
   Object.defineProperty(q, "then", {
     configurable: true,
     writable: true,
     value(onFulfilled?: (v: unknown) => unknown, onRejected?: (e: unknown) => unknown) {
-      raced ??= race(q, make, msLeft());
+      raced ??= race(q, run, start, msLeft());
       return raced.then(onFulfilled, onRejected);
     },
   });
   return q;
 }
 
-/** What Query.then does, without the `then` raceOnAwait put on it: start the query, then wait on it. */
-function settle(q: Pending, onFulfilled: (v: unknown) => void, onRejected: (e: unknown) => void): void {
-  (q as unknown as { handle?: () => void }).handle?.call(q);
-  Promise.prototype.then.call(q, onFulfilled, onRejected);
-}
-
-/**
- * A statement refused as the database went away before it was ever written to a connection. postgres.js
- * 3.4.9 keeps the error of a backend terminated mid-statement and rejects with it the first statement of
- * that connection's next life, at its start-up, before sending it (porsager/postgres #1223, "the next query
- * fails with the old backend's 57P01" in #1215): after a kill, one later request would answer 503 for
- * nothing. Nothing of such a statement ran anywhere, so sending it again is safe whatever it does.
- */
-function refusedUnsent(q: Pending, err: unknown): boolean {
-  const code = (err as { code?: unknown } | null)?.code;
-  // cancelled unsent is our deadline taking a statement out of the pool's queue (postgres.js rejects it
-  // with a client-made 57014): the caller has its 503 already, so sending it now would run it unasked
-  if (q.cancelled) return false;
-  // the server's word (a SQLSTATE), not a connection refused now: that one would only be refused again
-  return q.state === null && typeof code === "string" && /^[0-9A-Z]{5}$/.test(code) && isDatabaseUnavailable(err);
-}
-
-function race(q: Pending, make: () => Pending, ms: number): Promise<unknown> {
+function race(q: Pending, run: Promise<unknown>["then"], start: (() => void) | undefined, ms: number): Promise<unknown> {
   // a deadline already past: the statement is never sent
   if (!(ms > 0)) return Promise.reject(new DatabaseUnavailable("the database did not answer in time (deadline passed before the statement was sent)"));
   return new Promise((resolve, reject) => {
-    let current = q;
-    let expired = false;
     const timer = setTimeout(() => {
-      expired = true;
-      cancelQuietly(current);
+      cancelQuietly(q);
       reject(new DatabaseUnavailable(`the database did not answer within ${Math.round(ms)} ms`));
     }, ms);
-    const done = (v: unknown) => { clearTimeout(timer); resolve(v); };
-    const failed = (e: unknown) => { clearTimeout(timer); reject(e); };
-    // both outcomes are handled here, so a statement that fails after its deadline is no unhandled rejection
-    settle(q, done, (e) => {
-      // past the deadline the caller was answered: nothing is sent for it any more
-      if (expired || !refusedUnsent(q, e)) return failed(e);
-      // once: a database really away refuses the second as it did the first, within the same deadline
-      try {
-        current = make();
-        current.isRaw = q.isRaw;
-        if (q.options?.simple && current.options) current.options.simple = true;
-        settle(current, done, failed);
-      } catch (err) {
-        failed(err);
-      }
-    });
+    // what Query.then does: start the query, then wait on it; both outcomes are handled here, so a
+    // statement that fails after its deadline is no unhandled rejection
+    start?.();
+    run(
+      (v) => { clearTimeout(timer); resolve(v); },
+      (e) => { clearTimeout(timer); reject(e); },
+    );
   });
 }
 
