@@ -5,8 +5,8 @@
 // Real Deno functions against the provider sandbox; Stripe's webhooks delivered or dropped by the sandbox.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startE2E, until, type E2E } from "../helpers/e2e.ts";
-import { isoDate, unit } from "../helpers/fixtures.ts";
 import { asOperator } from "../helpers/runbook.ts";
+import { stripeDisputeSteps } from "../helpers/stripe_disputes.ts";
 
 let e: E2E;
 beforeAll(async () => {
@@ -16,33 +16,7 @@ afterAll(async () => {
   await e?.stop();
 });
 
-async function paidCard() {
-  const { unitId } = await unit(e.db.sql);
-  const res = await e.checkout({ unit_id: unitId, check_in: isoDate(2), check_out: isoDate(4), guests: 2, method: "card", guest_email: "g@example.com" });
-  expect(res.status, JSON.stringify(res.body)).toBe(201);
-  const c = res.body as { payment_id: string; booking_intent_id: string; gateway_payment_id: string; amount: number };
-  e.sandbox.control.stripeConfirm(c.gateway_payment_id, "succeeded");
-  await until(async () => (await e.db.sql`select 1 from reserve.reservations where booking_intent_id = ${c.booking_intent_id}`)[0], "reservation");
-  await e.sandbox.control.flush();
-  return c;
-}
-
-/** What Stripe does while no webhook of it reaches us. */
-function unseen(f: () => void) {
-  e.sandbox.control.setWebhookMode("stripe", "drop");
-  try {
-    f();
-  } finally {
-    e.sandbox.control.setWebhookMode("stripe", "deliver");
-  }
-}
-
-const window = () => ({ from: new Date(Date.now() - 3_600_000).toISOString(), to: new Date(Date.now() + 3_600_000).toISOString() });
-async function reconcile() {
-  const run = await e.post("reconcile", { ...window(), provider: "stripe" }, { authorization: `Bearer ${e.cronSecret}` });
-  expect(run.status, JSON.stringify(run.body)).toBe(200);
-  expect(run.body.runs[0], JSON.stringify(run.body)).toMatchObject({ status: "done" });
-}
+const { paidCard, unseen, reconcile, openItems, imbalances } = stripeDisputeSteps(() => e);
 
 /** An operator's refund, sent by the poller and confirmed by its read of the payment: Stripe's webhooks of it are lost. */
 async function refundConfirmedByRead(paymentId: string, amount: number) {
@@ -70,10 +44,6 @@ const moneyBack = async (id: string) => (await e.db.sql`
   from reserve.ledger_transactions t join reserve.ledger_entries e on e.transaction_id = t.id
   where t.payment_id = ${id} and t.kind in ('refund', 'chargeback') and e.direction = 'credit' and e.account = reserve.receivable_account('stripe')
   group by t.id order by t.posted_at, t.id`).map((r) => [r.kind as string, r.amount as number]);
-const openItems = async (id: string) => (await e.db.sql`
-  select kind::text from reserve.reconciliation_items where payment_id = ${id} and repaired_at is null and resolved_at is null order by kind`)
-  .map((r) => r.kind as string);
-const imbalances = () => e.db.sql`select * from reserve.find_ledger_imbalances()`;
 
 /** Every read path, several times over; after each the payment and its books are still `expected`. */
 async function readOften(paymentId: string, expected: { status: string; refunded_amount: number }, back: [string, number][]) {
