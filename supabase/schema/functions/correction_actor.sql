@@ -9,8 +9,6 @@ CREATE OR REPLACE FUNCTION reserve.correction_actor(p_action text, p_operator te
  SET search_path TO ''
 AS $function$
 declare
-  shared constant text[] := array['postgres', 'supabase_admin', 'service_role', 'authenticator', 'authenticated',
-                                  'anon', 'supabase_auth_admin', 'supabase_storage_admin', 'dashboard_user'];
   login text := session_user;
   operator text := nullif(pg_catalog.btrim(p_operator), '');
   subject text;
@@ -29,7 +27,7 @@ begin
     end if;
     who := operator;
     subject := 'auth:' || subject;
-  elsif login = any (shared) or not pg_catalog.pg_has_role(login, 'reserve_operator', 'member') then
+  elsif login = any (reserve.shared_logins()) or not pg_catalog.pg_has_role(login, 'reserve_operator', 'member') then
     raise exception using errcode = 'RC604',
       message = pg_catalog.format('%s: the login %s proves nobody (a name passed as p_operator is not taken from it): sign in with your personal role in reserve_operator, or use the ops console',
                                   p_action, login);

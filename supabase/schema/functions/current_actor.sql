@@ -9,8 +9,7 @@ CREATE OR REPLACE FUNCTION reserve.current_actor()
  SET search_path TO ''
 AS $function$
 begin
-  if session_user::text <> all (array['postgres', 'supabase_admin', 'service_role', 'authenticator', 'authenticated', 'anon',
-                                      'supabase_auth_admin', 'supabase_storage_admin', 'dashboard_user', 'reserve_ops_console'])
+  if session_user::text <> all (reserve.shared_logins() || 'reserve_ops_console'::text)
      and pg_catalog.pg_has_role(session_user, 'reserve_operator', 'member') then
     return session_user::text;
   end if;
