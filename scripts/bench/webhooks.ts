@@ -118,17 +118,24 @@ async function main() {
       insert into reserve.availability_calendar (unit_id, date, allotment)
       select u.id, current_date + d, 1 from u, generate_series(1, 320) d`;
     const piIds = sandbox.control.seedStripePaymentIntents(needed + backlog, { status: "succeeded", amount: 50000 });
-    const made = await sql<{ payment_id: string; gateway: string }[]>`
-      with stays as (
-        select u.id as unit_id, current_date + d as night, row_number() over (order by u.id, d) as n
-        from reserve.unit_map u, generate_series(1, 300) d
-      ), ids as (select i, id from unnest(${piIds}::text[]) with ordinality as t(id, i))
-      select (x.p).id as payment_id, (x.p).gateway_payment_id as gateway from (
-        select reserve.create_payment(
-                 (reserve.create_booking_intent(s.unit_id, s.night, s.night + 1, 2, 'card', null, null, null, '{}', 600)).id,
-                 'stripe', 'card', 50000, ids.id) as p
-        from stays s join ids on ids.i = s.n
-        where s.n <= ${needed + backlog}) x`;
+    // in statements of 5,000: each payment's subtransaction keeps a lock on its xid until the commit, and
+    // 30,000 of them in one transaction overflow the lock table (max_locks_per_transaction)
+    const made: { payment_id: string; gateway: string }[] = [];
+    for (let from = 1; from <= needed + backlog; from += 5000) {
+      const to = Math.min(needed + backlog, from + 4999);
+      made.push(...await sql<{ payment_id: string; gateway: string }[]>`
+        with stays as (
+          select u.id as unit_id, current_date + d as night, row_number() over (order by u.id, d) as n
+          from reserve.unit_map u, generate_series(1, 300) d
+        ), ids as (select i, id from unnest(${piIds}::text[]) with ordinality as t(id, i))
+        select (x.p).id as payment_id, (x.p).gateway_payment_id as gateway from (
+          select reserve.create_payment(
+                   (reserve.create_booking_intent(s.unit_id, s.night, s.night + 1, 2, 'card', null, null, null, '{}', 600)).id,
+                   'stripe', 'card', 50000, ids.id) as p, s.n
+          from stays s join ids on ids.i = s.n
+          where s.n between ${from} and ${to}) x
+        order by x.n`);
+    }
     log(`seeded ${made.length} payments`);
     const payments = made.slice(0, needed);
     const stuck = made.slice(needed);
