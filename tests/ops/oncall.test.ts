@@ -537,7 +537,7 @@ describe("the operator of each on-call action is proven, never typed", () => {
     ["acknowledge_incident", (q, t, op) => q`select * from reserve.acknowledge_incident(${t.incident}, 'on it', ${op})`, "acknowledged_by"],
     ["post_incident_update", (q, t, op) => q`select * from reserve.post_incident_update(${t.incident}, 'looking', ${op})`, "actor"],
     ["add_incident_action_item", (q, t, op) => q`select * from reserve.add_incident_action_item(${t.incident}, 'Alert on it',
-      'carol@reserve.test', '2026-12-20', ${op})`, "created_by"],
+      'carol@reserve.test', '2026-12-20', 'from the review', ${op})`, "created_by"],
     ["set_action_item_status", (q, t, op) => q`select * from reserve.set_action_item_status(${t.item}, 'done', ${op})`, null],
     ["create_alert_silence", (q, _t, op) => q`select * from reserve.create_alert_silence(
       row('overbooking', null, null, ${new Date(Date.now() + 3600_000)}, 'maintenance')::reserve.alert_silence_request, ${op})`, "author"],
@@ -552,7 +552,7 @@ describe("the operator of each on-call action is proven, never typed", () => {
     const [i] = await sql`select id from reserve.incidents order by opened_at desc limit 1`;
     const [s] = await as("carol", (tx) => tx`select * from reserve.create_alert_silence(
       row('webhook_noise', null, null, ${new Date(Date.now() + 3600_000)}, 'provider maintenance')::reserve.alert_silence_request)`);
-    const [a] = await as("carol", (tx) => tx`select * from reserve.add_incident_action_item(${i.id}, 'Review the trigger', 'carol', '2026-12-20')`);
+    const [a] = await as("carol", (tx) => tx`select * from reserve.add_incident_action_item(${i.id}, 'Review the trigger', 'carol', '2026-12-20', 'the trigger was off')`);
     return { incident: i.id, silence: s.id, item: a.id };
   }
 
@@ -576,6 +576,21 @@ describe("the operator of each on-call action is proven, never typed", () => {
       expect(audit, action).toMatchObject({ actor: proven, reason: expect.stringMatching(new RegExp(`^${action} by ${escaped(proven)}: `)) });
     }
   }
+
+  it("records the reason given for an action item as the audit trail's reason, the item's text as the item, and needs one (RC604)", async () => {
+    const t = await targets();
+    const before = await written();
+    for (const reason of [null, "", "  "]) {
+      expect(await sqlState(as("bob", (tx) => tx`select reserve.add_incident_action_item(${t.incident}, 'Alert on it', 'carol',
+        '2026-12-20', ${reason})`)), String(reason)).toBe("RC604");
+    }
+    expect(await written()).toEqual(before);
+    const [item] = await as("bob", (tx) => tx`select * from reserve.add_incident_action_item(${t.incident}, 'Alert on ALTER TABLE',
+      'carol', '2026-12-20', 'the trigger was off for an hour unseen')`);
+    expect(item).toMatchObject({ action: "Alert on ALTER TABLE", owner: "carol", created_by: name("bob") });
+    const audit = await sql`select distinct reason from reserve.audit_trail where table_name = 'incident_action_items' and row_id = ${item.id}`;
+    expect(audit).toEqual([{ reason: `add_incident_action_item by ${name("bob")}: the trigger was off for an hour unseen` }]);
+  });
 
   it("refuses each action on a shared login (postgres, service_role) whatever operator and token subject it types, and writes nothing (RC604)", async () => {
     const t = await targets();
@@ -646,8 +661,8 @@ describe("incident_review", () => {
     await fixLedgerTrigger();
     await evaluate();
     await as("bob", (tx) => tx`select reserve.resolve_incident(${i.reference}, 'trigger enabled again')`);
-    await as("bob", (tx) => tx`select reserve.add_incident_action_item(${i.reference}, 'Alert on ALTER TABLE of ledger tables', 'carol@reserve.test', '2026-12-20')`);
-    expect(await sqlState(as("bob", (tx) => tx`select reserve.add_incident_action_item(${i.reference}, 'No owner', '', '2026-12-20')`))).toBe("RC001");
+    await as("bob", (tx) => tx`select reserve.add_incident_action_item(${i.reference}, 'Alert on ALTER TABLE of ledger tables', 'carol@reserve.test', '2026-12-20', 'review')`);
+    expect(await sqlState(as("bob", (tx) => tx`select reserve.add_incident_action_item(${i.reference}, 'No owner', '', '2026-12-20', 'review')`))).toBe("RC001");
 
     const [{ md }] = await sql`select reserve.incident_review(${i.reference}) as md`;
     expect(md).toContain(`# Post-incident review: ${i.reference}`);

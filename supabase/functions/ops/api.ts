@@ -63,7 +63,7 @@ async function run(operator: Operator, a: ActionRequest): Promise<unknown> {
       case "resolve_incident":
         return (await tx`select * from reserve.resolve_incident(${a.incident}, ${a.reason}, ${who})`)[0];
       case "add_incident_action_item":
-        return (await tx`select * from reserve.add_incident_action_item(${a.incident}, ${a.item}, ${a.owner}, ${a.due_date}::date, ${who})`)[0];
+        return (await tx`select * from reserve.add_incident_action_item(${a.incident}, ${a.item}, ${a.owner}, ${a.due_date}::date, ${a.reason}, ${who})`)[0];
       case "create_alert_silence":
         return (await tx`select * from reserve.create_alert_silence(
           row(${a.alert_name ?? null}, ${a.severity ?? null}, null, ${a.ends_at}::timestamptz, ${a.reason})::reserve.alert_silence_request, ${who})`)[0];
