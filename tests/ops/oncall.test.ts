@@ -592,6 +592,20 @@ describe("the operator of each on-call action is proven, never typed", () => {
     expect(audit).toEqual([{ reason: `add_incident_action_item by ${name("bob")}: the trigger was off for an hour unseen` }]);
   });
 
+  it("returns the item already there when the same action item is sent again, writing nothing", async () => {
+    const t = await targets();
+    const add = (action: string, owner: string, due: string) => as("bob", (tx) => tx`select * from reserve.add_incident_action_item(
+      ${t.incident}, ${action}, ${owner}, ${due}::date, 'from the review')`);
+    const [first] = await add("Alert on ALTER TABLE", "carol", "2026-12-20");
+    const before = await written();
+    const [again] = await add(" Alert on ALTER TABLE ", "carol ", "2026-12-20");
+    expect(again).toEqual(first);
+    expect(await written()).toEqual(before);
+    // another owner or due date is another item
+    const [other] = await add("Alert on ALTER TABLE", "dana", "2026-12-20");
+    expect(other.id).not.toBe(first.id);
+  });
+
   it("refuses each action on a shared login (postgres, service_role) whatever operator and token subject it types, and writes nothing (RC604)", async () => {
     const t = await targets();
     const before = await written();

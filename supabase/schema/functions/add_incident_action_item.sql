@@ -17,6 +17,12 @@ begin
     raise exception using errcode = 'RC001',
       message = format('an action item of %s needs an action, an owner and a due date', i.reference);
   end if;
+  select * into a from reserve.incident_action_items x
+   where x.incident_id = i.id and x.action = btrim(p_action) and x.owner = btrim(p_owner) and x.due_date = p_due_date
+   order by x.created_at limit 1;
+  if a.id is not null then
+    return a; -- sent again: the item is there already
+  end if;
   insert into reserve.incident_action_items (incident_id, action, owner, due_date, created_by)
   values (i.id, btrim(p_action), btrim(p_owner), p_due_date, who) returning * into a;
   insert into reserve.incident_events (incident_id, kind, actor, note)
@@ -26,7 +32,7 @@ end
 $function$
 ;
 
-comment on function reserve.add_incident_action_item(p_incident text, p_action text, p_owner text, p_due_date date, p_reason text, p_operator text) is 'Adds an action item to the incident''s review as the proven operator (oncall_actor): the action, its owner and due date (RC001 without), and why (p_reason, the audit trail''s reason; RC604 without).';
+comment on function reserve.add_incident_action_item(p_incident text, p_action text, p_owner text, p_due_date date, p_reason text, p_operator text) is 'Adds an action item to the incident''s review as the proven operator (oncall_actor): the action, its owner and due date (RC001 without), and why (p_reason, the audit trail''s reason; RC604 without). Idempotent: the same action, owner and due date on the same incident returns the item already there.';
 
 -- grants
 grant execute on function reserve.add_incident_action_item(p_incident text, p_action text, p_owner text, p_due_date date, p_reason text, p_operator text) to reserve_operator;
