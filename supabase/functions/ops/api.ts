@@ -45,56 +45,79 @@ const Action = z.discriminatedUnion("action", [
 ]);
 export type ActionRequest = z.infer<typeof Action>;
 
-/** Runs one action as the operator, in one transaction; returns what the function returned. */
+/** The database call of an action, as a fragment of the one statement run() sends. */
+function callOf(sql: Sql, a: ActionRequest, who: string) {
+  switch (a.action) {
+    case "acknowledge_incident":
+      return sql`reserve.acknowledge_incident(${a.incident}, ${a.reason}, ${who})`;
+    case "post_incident_update":
+      return sql`reserve.post_incident_update(${a.incident}, ${a.reason}, ${who})`;
+    case "resolve_incident":
+      return sql`reserve.resolve_incident(${a.incident}, ${a.reason}, ${who})`;
+    case "add_incident_action_item":
+      return sql`reserve.add_incident_action_item(${a.incident}, ${a.item}, ${a.owner}, ${a.due_date}::date, ${a.reason}, ${who})`;
+    case "create_alert_silence":
+      return sql`reserve.create_alert_silence(
+        row(${a.alert_name ?? null}, ${a.severity ?? null}, null, ${a.ends_at}::timestamptz, ${a.reason})::reserve.alert_silence_request, ${who})`;
+    case "end_alert_silence":
+      return sql`reserve.end_alert_silence(${a.silence_id}::uuid, ${a.reason}, ${who})`;
+    case "replay_webhook":
+      return sql`reserve.replay_webhook(${a.webhook_id}::uuid)`;
+    case "recover_payment": {
+      const update = { status: a.status, ...(a.amount_received !== undefined && { amount_received: a.amount_received }),
+        ...(a.currency && { currency: a.currency }) };
+      return sql`reserve.recover_payment(${a.payment_id}::uuid, reserve.as_provider_update(${sql.json(update)}), ${a.reason})`;
+    }
+    case "mark_payment_failed":
+      return sql`reserve.mark_payment_failed(${a.payment_id}::uuid, ${a.reason})`;
+    case "block_unit_dates":
+      return sql`reserve.block_unit_dates(${a.unit_id}::uuid, ${a.from}::date, ${a.to}::date, ${a.reason})`;
+    case "unblock_unit_dates":
+      return sql`reserve.unblock_unit_dates(${a.block_id}::uuid, ${a.reason})`;
+    case "move_reservation":
+      return sql`reserve.move_reservation(${a.reservation_id}::uuid, ${a.new_unit_id}::uuid, ${a.reason})`;
+    case "cancel_reservation_with_refund":
+      return sql`reserve.cancel_reservation_with_refund(${a.reservation_id}::uuid, ${a.reason}, ${a.refund_amount ?? null})`;
+    case "propose_ledger_correction":
+      return sql`reserve.propose_ledger_correction(${a.reason}, ${sql.json(a.entries)}, ${a.target_transaction_id ?? null}, ${who})`;
+    case "approve_ledger_correction":
+      return sql`reserve.approve_ledger_correction(${a.correction_id}::uuid, ${a.reason}, ${who})`;
+    case "reject_ledger_correction":
+      return sql`reserve.reject_ledger_correction(${a.correction_id}::uuid, ${a.reason}, ${who})`;
+  }
+}
+
+/**
+ * Runs one action as the operator, in one statement (so in one transaction); returns the function's first row.
+ *
+ * One statement, not begin/commit: when the connection dies inside a transaction, postgres.js writes its
+ * ROLLBACK to the socket that is closing, and that write throws in a timer (an uncaught TypeError) and
+ * leaves the bytes in the connection's buffer, so every reconnect of it times out: two kills and the
+ * console's pool answered nothing but 503. A statement's own transaction needs nothing more written: the
+ * server rolls back what a killed backend had begun. The settings come first because the function call
+ * is evaluated on the row of the subquery that sets them (offset 0 keeps it a subquery, and postgres
+ * keeps a volatile output it does not read).
+ */
 async function run(operator: Operator, a: ActionRequest): Promise<unknown> {
   const who = operatorName(operator);
   const sql: Sql = opsConsoleDb();
-  return await sql.begin(async (tx) => {
-    // the repairs' name to prove (require_operator): taken by the database from the console's login only
-    await tx`select set_config('reserve.actor', ${who}, true)`;
-    // the token's subject: taken by the database from the console's login only (correction_actor), which
-    // proves the on-call, correction and repair functions' operator, and 4-eyes compares
-    await tx`select set_config('reserve.operator_subject', ${operator.sub}, true)`;
-    switch (a.action) {
-      case "acknowledge_incident":
-        return (await tx`select * from reserve.acknowledge_incident(${a.incident}, ${a.reason}, ${who})`)[0];
-      case "post_incident_update":
-        return (await tx`select * from reserve.post_incident_update(${a.incident}, ${a.reason}, ${who})`)[0];
-      case "resolve_incident":
-        return (await tx`select * from reserve.resolve_incident(${a.incident}, ${a.reason}, ${who})`)[0];
-      case "add_incident_action_item":
-        return (await tx`select * from reserve.add_incident_action_item(${a.incident}, ${a.item}, ${a.owner}, ${a.due_date}::date, ${a.reason}, ${who})`)[0];
-      case "create_alert_silence":
-        return (await tx`select * from reserve.create_alert_silence(
-          row(${a.alert_name ?? null}, ${a.severity ?? null}, null, ${a.ends_at}::timestamptz, ${a.reason})::reserve.alert_silence_request, ${who})`)[0];
-      case "end_alert_silence":
-        return (await tx`select * from reserve.end_alert_silence(${a.silence_id}::uuid, ${a.reason}, ${who})`)[0];
-      case "replay_webhook":
-        await tx`select set_config('reserve.reason', ${`replay_webhook by ${who}: ${a.reason}`}, true)`;
-        return (await tx`select * from reserve.replay_webhook(${a.webhook_id}::uuid)`)[0];
-      case "recover_payment": {
-        const update = { status: a.status, ...(a.amount_received !== undefined && { amount_received: a.amount_received }),
-          ...(a.currency && { currency: a.currency }) };
-        return (await tx`select * from reserve.recover_payment(${a.payment_id}::uuid, reserve.as_provider_update(${tx.json(update)}), ${a.reason})`)[0];
-      }
-      case "mark_payment_failed":
-        return (await tx`select * from reserve.mark_payment_failed(${a.payment_id}::uuid, ${a.reason})`)[0];
-      case "block_unit_dates":
-        return (await tx`select * from reserve.block_unit_dates(${a.unit_id}::uuid, ${a.from}::date, ${a.to}::date, ${a.reason})`)[0];
-      case "unblock_unit_dates":
-        return (await tx`select * from reserve.unblock_unit_dates(${a.block_id}::uuid, ${a.reason})`)[0];
-      case "move_reservation":
-        return (await tx`select * from reserve.move_reservation(${a.reservation_id}::uuid, ${a.new_unit_id}::uuid, ${a.reason})`)[0];
-      case "cancel_reservation_with_refund":
-        return (await tx`select * from reserve.cancel_reservation_with_refund(${a.reservation_id}::uuid, ${a.reason}, ${a.refund_amount ?? null})`)[0];
-      case "propose_ledger_correction":
-        return (await tx`select * from reserve.propose_ledger_correction(${a.reason}, ${tx.json(a.entries)}, ${a.target_transaction_id ?? null}, ${who})`)[0];
-      case "approve_ledger_correction":
-        return (await tx`select * from reserve.approve_ledger_correction(${a.correction_id}::uuid, ${a.reason}, ${who})`)[0];
-      case "reject_ledger_correction":
-        return (await tx`select * from reserve.reject_ledger_correction(${a.correction_id}::uuid, ${a.reason}, ${who})`)[0];
-    }
-  });
+  // the replayed event's audit reason; the other functions prove the operator and set it themselves
+  const reason = a.action === "replay_webhook"
+    ? sql`, set_config('reserve.reason', ${`replay_webhook by ${who}: ${a.reason}`}, true) as reason`
+    : sql``;
+  const [row] = await sql`
+    select (done.result).* from (
+      select ${callOf(sql, a, who)} as result
+      from (select
+              -- the repairs' name to prove (require_operator): taken by the database from the console's login only
+              set_config('reserve.actor', ${who}, true) as actor,
+              -- the token's subject: taken by the database from the console's login only (correction_actor), which
+              -- proves the on-call, correction and repair functions' operator, and 4-eyes compares
+              set_config('reserve.operator_subject', ${operator.sub}, true) as subject
+              ${reason}
+            offset 0) as proven
+      offset 0) as done`;
+  return row;
 }
 
 export async function action(req: Request, operator: Operator): Promise<Response> {
