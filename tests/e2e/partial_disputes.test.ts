@@ -5,7 +5,6 @@
 // Real Deno functions against the provider sandbox; Stripe's webhooks delivered or dropped by the sandbox.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startE2E, until, type E2E } from "../helpers/e2e.ts";
-import { asOperator } from "../helpers/runbook.ts";
 import { stripeDisputeSteps } from "../helpers/stripe_disputes.ts";
 
 let e: E2E;
@@ -16,34 +15,7 @@ afterAll(async () => {
   await e?.stop();
 });
 
-const { paidCard, unseen, reconcile, openItems, imbalances } = stripeDisputeSteps(() => e);
-
-/** An operator's refund, sent by the poller and confirmed by its read of the payment: Stripe's webhooks of it are lost. */
-async function refundConfirmedByRead(paymentId: string, amount: number) {
-  const [rr] = await asOperator(e.db.sql, "oncall@reserve", (tx) =>
-    tx`select * from reserve.refund_payment(${paymentId}::uuid, ${amount}, 'goodwill: late check-in')`);
-  e.sandbox.control.setWebhookMode("stripe", "drop");
-  try {
-    expect((await e.poll({}, [])).body.refunds_sent).toBeGreaterThanOrEqual(1);
-    await e.sandbox.control.flush();
-    for (let i = 0; i < 3; i++) {
-      await e.db.sql`update reserve.refund_requests set next_attempt_at = now() - interval '1 second' where id = ${rr.id} and status = 'sent'`;
-      await e.poll({}, []);
-    }
-  } finally {
-    e.sandbox.control.setWebhookMode("stripe", "deliver");
-  }
-  return (await e.db.sql`select status from reserve.refund_requests where id = ${rr.id}`)[0]!.status as string;
-}
-
-const paymentOf = async (id: string) => (await e.db.sql`
-  select status, refunded_amount::int from reserve.payments where id = ${id}`)[0]!;
-/** What went back of the payment, each ledger transaction's kind and what it took from the Stripe receivable. */
-const moneyBack = async (id: string) => (await e.db.sql`
-  select t.kind::text, sum(e.amount)::int as amount
-  from reserve.ledger_transactions t join reserve.ledger_entries e on e.transaction_id = t.id
-  where t.payment_id = ${id} and t.kind in ('refund', 'chargeback') and e.direction = 'credit' and e.account = reserve.receivable_account('stripe')
-  group by t.id order by t.posted_at, t.id`).map((r) => [r.kind as string, r.amount as number]);
+const { paidCard, unseen, reconcile, openItems, imbalances, refundConfirmedByRead, paymentOf, moneyBack } = stripeDisputeSteps(() => e);
 
 /** Every read path, several times over; after each the payment and its books are still `expected`. */
 async function readOften(paymentId: string, expected: { status: string; refunded_amount: number }, back: [string, number][]) {

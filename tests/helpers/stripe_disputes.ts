@@ -3,6 +3,7 @@
 import { expect } from "vitest";
 import { until, type E2E } from "./e2e.ts";
 import { isoDate, unit } from "./fixtures.ts";
+import { asOperator } from "./runbook.ts";
 
 export interface PaidCard { payment_id: string; booking_intent_id: string; gateway_payment_id: string; amount: number }
 
@@ -51,5 +52,34 @@ export function stripeDisputeSteps(stack: () => E2E) {
     },
 
     imbalances: () => stack().db.sql`select * from reserve.find_ledger_imbalances()`,
+
+    /** An operator's refund, sent by the poller and confirmed by its read of the payment: Stripe's webhooks of it are lost. */
+    async refundConfirmedByRead(paymentId: string, amount: number): Promise<string> {
+      const e = stack();
+      const [rr] = await asOperator(e.db.sql, "oncall@reserve", (tx) =>
+        tx`select * from reserve.refund_payment(${paymentId}::uuid, ${amount}, 'goodwill: late check-in')`);
+      e.sandbox.control.setWebhookMode("stripe", "drop");
+      try {
+        expect((await e.poll({}, [])).body.refunds_sent).toBeGreaterThanOrEqual(1);
+        await e.sandbox.control.flush();
+        for (let i = 0; i < 3; i++) {
+          await e.db.sql`update reserve.refund_requests set next_attempt_at = now() - interval '1 second' where id = ${rr.id} and status = 'sent'`;
+          await e.poll({}, []);
+        }
+      } finally {
+        e.sandbox.control.setWebhookMode("stripe", "deliver");
+      }
+      return (await e.db.sql`select status from reserve.refund_requests where id = ${rr.id}`)[0]!.status as string;
+    },
+
+    paymentOf: async (id: string) => (await stack().db.sql`
+      select status, refunded_amount::int from reserve.payments where id = ${id}`)[0]!,
+
+    /** What went back of the payment, each ledger transaction's kind and what it took from the Stripe receivable. */
+    moneyBack: async (id: string): Promise<[string, number][]> => (await stack().db.sql`
+      select t.kind::text, sum(e.amount)::int as amount
+      from reserve.ledger_transactions t join reserve.ledger_entries e on e.transaction_id = t.id
+      where t.payment_id = ${id} and t.kind in ('refund', 'chargeback') and e.direction = 'credit' and e.account = reserve.receivable_account('stripe')
+      group by t.id order by t.posted_at, t.id`).map((r) => [r.kind as string, r.amount as number]),
   };
 }
