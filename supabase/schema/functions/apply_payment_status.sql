@@ -24,6 +24,9 @@ declare
   refuse_amount bigint;
   refuse_currency text;
   excess_why text;
+  left_to_take bigint;
+  excess_news reserve.provider_update;
+  excess_amount bigint;
   f record;
   arrived reserve.provider_update;
   first reserve.payment_status_change;
@@ -152,7 +155,12 @@ begin
     else
       if new_refunded > held then
         -- the chargeback and earlier refunds together exceed what arrived: the ledger books up to the
-        -- money received, and the rest is an operator's (the provider took more than it gave us)
+        -- money received, and the rest is an operator's (the provider took more than it gave us). The
+        -- discrepancy says what was left to take back beside what the dispute took: the difference is the
+        -- money that went out twice
+        left_to_take := held - p.refunded_amount;
+        excess_amount := u.dispute_amount;
+        excess_news := u;
         excess_why := format('%s charges back %s %s of payment %s after %s were refunded; it received %s %s: %s %s over what arrived is not booked',
                              p.provider, u.dispute_amount, held_currency, p.id, p.refunded_amount, held, held_currency,
                              new_refunded - held, held_currency);
@@ -192,6 +200,21 @@ begin
     refuse_amount := u.dispute_amount;
   else
     new_refunded := p.refunded_amount;
+  end if;
+  if refuse_kind is null and excess_why is null and not books_chargeback and charged_back > 0
+     and target in ('refunded', 'partially_refunded') and u.refunded_amount + charged_back > held then
+    -- the same money the other way round: a refund made before the dispute, its news reaching us after
+    -- the chargeback (Stripe's charge.refunded after charge.dispute.closed, or a read). Refunded up to
+    -- what arrived; what the refunds took of what the chargeback had taken already went out twice. Said
+    -- as refunded whether a read (disputed, the charge's flag) or the refund's event brought it, so the
+    -- two are one discrepancy
+    left_to_take := held - charged_back;
+    excess_amount := u.refunded_amount;
+    excess_news := u;
+    excess_news.status := 'refunded';
+    excess_why := format('%s reports %s %s refunded of payment %s after %s were charged back; it received %s %s: %s %s went out twice',
+                         p.provider, u.refunded_amount, held_currency, p.id, charged_back, held, held_currency,
+                         u.refunded_amount - left_to_take, held_currency);
   end if;
   if refuse_kind = 'refund_exceeds_received' then
     refuse_why := format('%s reports %s %s refunded of payment %s, which received %s %s', p.provider, u.refunded_amount,
@@ -269,10 +292,6 @@ begin
     returning * into p;
     perform set_config('reserve.charged_back_dispute', '', true);
     r.outcome := 'applied';
-    if excess_why is not null then
-      perform reserve.record_money_discrepancy(p, 'dispute_exceeds_received', p_source, u, excess_why, held, held_currency,
-                                               u.dispute_amount, held_currency, p_webhook_id);
-    end if;
     if brings_money and mismatch is not null then
       -- the money that arrived is not our price: booked as it is, owed back, refunded, and an operator paged
       if u.amount_received > 0 then
@@ -284,6 +303,15 @@ begin
     end if;
   end if;
   r.status := p.status;
+
+  if excess_why is not null and r.outcome <> 'ignored' then
+    -- whether or not the payment moved: a dispute lost on a payment refunded in full books nothing (all of
+    -- it went back already) and leaves it as it was, yet the money went out twice; so does a refund's news
+    -- after a chargeback of all of it. Once per dispute's news
+    -- (record_money_discrepancy's fingerprint), whichever path brought it and however often
+    perform reserve.record_money_discrepancy(p, 'dispute_exceeds_received', p_source, excess_news, excess_why, left_to_take, held_currency,
+                                             excess_amount, held_currency, p_webhook_id);
+  end if;
 
   -- a duplicate may carry a newer clock, the fee or the endToEndId; an ignored or stale event moves nothing
   if r.outcome = 'unchanged' then
@@ -312,7 +340,7 @@ end
 $function$
 ;
 
-comment on function reserve.apply_payment_status(p_payment_id uuid, p_update reserve.provider_update, p_webhook_id uuid, p_on_illegal text, p_source text) is 'The one way a payment changes status (webhooks, poller, recovery, replay, operators), from the provider''s normalized update. A success must carry amount_received and currency: our price confirms the stay (finalized in the same transaction); anything else is booked as received and owed back (refund_reason amount_mismatch, a refund queued, a money discrepancy: P1). Refunds and disputes beyond the money received, or in another currency, are refused (outcome refused, nothing moves, a discrepancy). Otherwise outcome applied, unchanged, stale (older than the last applied event) or ignored (illegal move with p_on_illegal = ignore; with raise it is RC202). p_source names the path for the records.';
+comment on function reserve.apply_payment_status(p_payment_id uuid, p_update reserve.provider_update, p_webhook_id uuid, p_on_illegal text, p_source text) is 'The one way a payment changes status (webhooks, poller, recovery, replay, operators), from the provider''s normalized update. A success must carry amount_received and currency: our price confirms the stay (finalized in the same transaction); anything else is booked as received and owed back (refund_reason amount_mismatch, a refund queued, a money discrepancy: P1). Refunds and disputes beyond the money received, or in another currency, are refused (outcome refused, nothing moves, a discrepancy); a lost dispute that with earlier refunds exceeds it is booked up to it, and its excess is a dispute_exceeds_received discrepancy even when nothing moves. Otherwise outcome applied, unchanged, stale (older than the last applied event) or ignored (illegal move with p_on_illegal = ignore; with raise it is RC202). p_source names the path for the records.';
 
 -- grants
 grant execute on function reserve.apply_payment_status(p_payment_id uuid, p_update reserve.provider_update, p_webhook_id uuid, p_on_illegal text, p_source text) to service_role;

@@ -21,6 +21,7 @@ declare
   receivable text;
   note text;
   charged boolean;
+  settled_unkeyed boolean;
   n integer := 0;
   found_items integer := 0;
   fixed integer := 0;
@@ -49,11 +50,17 @@ begin
     select * into p from reserve.payments x where x.provider = r.provider and x.gateway_payment_id = d.gateway_payment_id for update;
     -- its chargeback, booked once per dispute by whichever path saw it lost (its webhook, this listing)
     charged := exists (select 1 from reserve.ledger_transactions t where t.idempotency_key = 'chargeback:' || d.dispute_id);
+    -- a payment charged back in full before chargebacks were keyed by dispute: its lost dispute is booked.
+    -- A payment refunded in full by its refunds is not: a lost dispute of it took the money a second time,
+    -- which apply_payment_status records as a discrepancy
+    settled_unkeyed := p.status = 'refunded' and exists (
+      select 1 from reserve.ledger_transactions t
+      where t.payment_id = p.id and t.kind = 'chargeback' and t.idempotency_key not like 'chargeback:%');
     -- a dispute closed before we ever saw it open, on a payment whose state already says so, is no news:
     -- won says so of any payment but a disputed one (its dispute webhook came, the closing one did not),
-    -- lost of one it was charged back from (or all of it refunded)
+    -- lost of one it was charged back from
     if known.id is null and d.status <> 'open'
-       and (p.id is null or case when d.status = 'won' then p.status <> 'disputed' else charged or p.status = 'refunded' end) and d.fee = 0 then
+       and (p.id is null or case when d.status = 'won' then p.status <> 'disputed' else charged or settled_unkeyed end) and d.fee = 0 then
       continue;
     end if;
 
@@ -63,10 +70,11 @@ begin
         a := reserve.apply_payment_status(p.id, reserve.as_provider_update(jsonb_build_object('status', 'disputed',
                'gateway_payment_id', d.gateway_payment_id, 'dispute_id', d.dispute_id, 'dispute_amount', d.amount, 'currency', d.currency,
                'gateway_status', 'dispute_' || coalesce(d.provider_object ->> 'status', 'open'))), null, 'ignore', 'poll');
-      elsif d.status = 'lost' and not charged and p.status <> 'refunded'
+      elsif d.status = 'lost' and not charged and not settled_unkeyed
             and (p.status = 'disputed' or known.repaired_at is null) then
         -- charged back whatever our payment's state: partially refunded before the dispute (a read of the
-        -- charge left it so) or never seen disputed. One reconciliation saw closed before its chargeback
+        -- charge left it so), never seen disputed, or refunded in full already (nothing is booked, the
+        -- money that went out twice is a discrepancy). One reconciliation saw closed before its chargeback
         -- was keyed by dispute was settled then
         a := reserve.apply_payment_status(p.id, reserve.as_provider_update(jsonb_build_object('status', 'refunded',
                'gateway_payment_id', d.gateway_payment_id, 'dispute_id', d.dispute_id, 'dispute_amount', d.amount, 'currency', d.currency,
