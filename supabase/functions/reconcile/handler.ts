@@ -48,6 +48,8 @@ interface Run {
   items: number;
   repaired: number;
   unrepaired: number;
+  /** this database's time at the run's last call: before whatever the provider is read for next */
+  heartbeat_at: Date;
 }
 
 interface Outcome {
@@ -70,7 +72,7 @@ function yesterday(now = Date.now()): ListWindow {
   return { from: new Date(to.getTime() - DAY_MS), to };
 }
 
-const runColumns = "id, provider, status, cursor, objects, provider_calls, items, repaired, unrepaired";
+const runColumns = "id, provider, status, cursor, objects, provider_calls, items, repaired, unrepaired, heartbeat_at";
 
 /** One provider's run for the window, from where it stopped to the end or the deadline. */
 async function reconcileProvider(sql: Sql, provider: PaymentProvider, window: ListWindow, pageSize: number, deadline: number,
@@ -118,6 +120,8 @@ async function reconcileProvider(sql: Sql, provider: PaymentProvider, window: Li
   try {
     while (!run.cursor?.listed) {
       if (Date.now() >= deadline) return outcome(run);
+      // our payments changed after this are not judged by the page (a refund confirmed while it was read)
+      const readAfter = run.heartbeat_at;
       const page = await provider.listPayments(listWindow, run.cursor?.next ?? null, pageSize);
       const updates: Record<string, unknown>[] = [];
       const unreadable = [...page.unreadable ?? []];
@@ -126,7 +130,7 @@ async function reconcileProvider(sql: Sql, provider: PaymentProvider, window: Li
       const cursor = page.next ? { next: page.next } : { listed: true };
       [run] = await sql<Run[]>`
         select ${sql.unsafe(runColumns)} from reserve.reconcile_provider_objects(
-          ${run.id}::uuid, ${sql.json(updates as never)}, ${sql.json(cursor as never)}, ${page.calls})`;
+          ${run.id}::uuid, ${sql.json(updates as never)}, ${sql.json(cursor as never)}, ${page.calls}, ${readAfter})`;
     }
     if (Date.now() >= deadline) return outcome(run);
     let calls = 0;
@@ -142,6 +146,7 @@ async function reconcileProvider(sql: Sql, provider: PaymentProvider, window: Li
           and created_at < ${window.from.toISOString()}`;
       for (let i = 0; i < earlier.length; i += pageSize) {
         if (Date.now() >= deadline) return outcome(run);
+        const readAfter = run.heartbeat_at;
         const updates: Record<string, unknown>[] = [];
         const unreadable: UnreadableObject[] = [];
         for (const { gateway_payment_id } of earlier.slice(i, i + pageSize)) {
@@ -159,7 +164,7 @@ async function reconcileProvider(sql: Sql, provider: PaymentProvider, window: Li
         await setAside(unreadable);
         [run] = await sql<Run[]>`
           select ${sql.unsafe(runColumns)} from reserve.reconcile_provider_objects(
-            ${run.id}::uuid, ${sql.json(updates as never)}, ${sql.json({ listed: true } as never)}, ${updates.length})`;
+            ${run.id}::uuid, ${sql.json(updates as never)}, ${sql.json({ listed: true } as never)}, ${updates.length}, ${readAfter})`;
       }
       const disputes = moves.disputes.map((d) => ({
         dispute_id: d.disputeId, gateway_payment_id: d.gatewayPaymentId, amount: d.amount, currency: d.currency, status: d.status,

@@ -26,6 +26,9 @@ begin
       where x.provider = r.provider and x.created_at >= r.window_from and x.created_at < r.window_to
         and x.gateway_payment_id is not null and reserve.provider_says_paid(x.status)
         and not exists (select 1 from reserve.reconciliation_run_objects o where o.run_id = r.id and o.object_id = x.gateway_payment_id)
+        -- one of ours changed since the run began may have reached the provider after the listing went past
+        -- where it would be (a checkout made meanwhile): not listed proves nothing of it, a later run judges
+        and x.updated_at < r.started_at
     loop
       perform reserve.record_reconciliation_item(r, 'ours_missing_there', p.gateway_payment_id, p.id,
         jsonb_strip_nulls(to_jsonb(p) - 'id'), null,
@@ -85,7 +88,7 @@ end
 $function$
 ;
 
-comment on function reserve.finish_reconciliation_run(p_run_id uuid, p_balances jsonb, p_error text, p_provider_calls integer) is 'Ends a run: records ours_missing_there for our paid payments created in the window that the provider did not list, and payout_mismatch when receivable_<provider> minus payouts on their way differs from the balance the provider reports (p_balances [{currency, amount}], null when it reports none). With p_error the run is failed and nothing is concluded. RC802/RC803 for a run that does not exist or finished.';
+comment on function reserve.finish_reconciliation_run(p_run_id uuid, p_balances jsonb, p_error text, p_provider_calls integer) is 'Ends a run: records ours_missing_there for our paid payments created in the window, unchanged since the run began, that the provider did not list, and payout_mismatch when receivable_<provider> minus payouts on their way differs from the balance the provider reports (p_balances [{currency, amount}], null when it reports none). With p_error the run is failed and nothing is concluded. RC802/RC803 for a run that does not exist or finished.';
 
 -- grants
 grant execute on function reserve.finish_reconciliation_run(p_run_id uuid, p_balances jsonb, p_error text, p_provider_calls integer) to service_role;
