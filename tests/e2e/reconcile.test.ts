@@ -6,6 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startE2E, type E2E } from "../helpers/e2e.ts";
 import { isoDate, unit } from "../helpers/fixtures.ts";
+import { applyStatus } from "../helpers/money.ts";
 import { alerts } from "../helpers/runbook.ts";
 
 let e: E2E;
@@ -228,6 +229,41 @@ describe("reconcile", () => {
     expect(t).toEqual({ status: "partially_refunded", refunded_amount: 7_000 });
     expect((await itemsOf({ payment: theirs.payment_id })).map((i) => [i.kind, i.repaired])).toContainEqual(["refund_mismatch", true]);
     expect((await itemsOf({ payment: ours.payment_id })).map((i) => i.kind)).not.toContain("refund_mismatch");
+  });
+
+  it("an item whose difference Stripe's next listing no longer shows is cleared by that run; one that remains stays open, once", async () => {
+    const healed = await checkout("card");
+    const persists = await checkout("card");
+    for (const p of [healed, persists]) e.sandbox.control.stripeConfirm(p.gateway_payment_id, "succeeded");
+    await e.sandbox.control.flush();
+    // our books say 5,000 of each went back; Stripe shows neither refund
+    for (const p of [healed, persists]) {
+      await applyStatus(e.db.sql, p.payment_id, "partially_refunded", { gateway_payment_id: p.gateway_payment_id, refunded_amount: 5000 });
+    }
+    const items = (p: { payment_id: string }) => e.db.sql`
+      select kind::text, last_run_id, repaired_at is not null as repaired, repair_note from reserve.reconciliation_items
+      where payment_id = ${p.payment_id} and kind = 'refund_mismatch'`;
+    const first = await reconcile({ ...window(), provider: "stripe" });
+    expect(first.body.runs[0], JSON.stringify(first.body)).toMatchObject({ status: "done" });
+    for (const p of [healed, persists]) expect((await items(p)).map((i) => i.repaired)).toEqual([false]);
+
+    // the refund of one is made at Stripe (its webhook lost): the next run finds the two agreeing
+    e.sandbox.control.setWebhookMode("stripe", "drop");
+    try {
+      const res = await fetch(`http://${e.sandbox.stripe.host}:${e.sandbox.stripe.port}/v1/refunds`, {
+        method: "POST", body: new URLSearchParams({ payment_intent: healed.gateway_payment_id, amount: "5000" }),
+        headers: { authorization: `Bearer ${e.sandbox.stripe.secretKey}`, "content-type": "application/x-www-form-urlencoded" } });
+      expect(res.status).toBe(200);
+    } finally {
+      e.sandbox.control.setWebhookMode("stripe", "deliver");
+    }
+    const second = await reconcile({ ...window(), provider: "stripe" });
+    const runId = second.body.runs[0].run_id;
+    expect(second.body.runs[0], JSON.stringify(second.body)).toMatchObject({ status: "done" });
+    expect(await items(healed)).toEqual([expect.objectContaining({ repaired: true, repair_note: expect.stringContaining(`run ${runId}: `) })]);
+    expect(await items(persists)).toEqual([expect.objectContaining({ repaired: false, last_run_id: runId })]);
+    await e.db.sql`update reserve.reconciliation_items set resolved_at = now(), resolved_by = 'test', resolution = 'refunded at Stripe'
+                   where payment_id = ${persists.payment_id} and kind = 'refund_mismatch'`;
   });
 
   it("a payment Stripe holds that is none of ours is an item the alert pages for", async () => {

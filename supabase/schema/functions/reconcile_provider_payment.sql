@@ -22,6 +22,9 @@ declare
   i reserve.reconciliation_items;
   fee_booked boolean;
   charged_back bigint;
+  -- the kinds of difference this comparison found, and those it found none of
+  recorded reserve.reconciliation_item_kind[] := '{}';
+  agreed reserve.reconciliation_item_kind[] := '{ours_missing_there,paid_not_recorded,status_mismatch,unreadable_object}';
 begin
   items := 0;
   repaired := 0;
@@ -72,14 +75,22 @@ begin
   fee_booked := exists (select 1 from reserve.ledger_transactions t where t.idempotency_key = 'fee:' || p.id);
 
   -- what the provider's payment is for
+  if u.currency = p.currency then
+    agreed := agreed || 'currency_mismatch'::reserve.reconciliation_item_kind;
+  end if;
+  if u.amount = p.amount and (u.currency is null or u.currency = p.currency) then
+    agreed := agreed || 'amount_mismatch'::reserve.reconciliation_item_kind;
+  end if;
   if u.currency is not null and u.currency <> p.currency then
     perform reserve.record_reconciliation_item(p_run, 'currency_mismatch', u.gateway_payment_id, p.id, ours, theirs,
       format('%s payment %s is in %s, payment %s in %s', p_run.provider, u.gateway_payment_id, u.currency, p.id, p.currency));
+    recorded := recorded || 'currency_mismatch'::reserve.reconciliation_item_kind;
     items := items + 1;
   elsif u.amount is not null and u.amount <> p.amount then
     perform reserve.record_reconciliation_item(p_run, 'amount_mismatch', u.gateway_payment_id, p.id, ours, theirs,
       format('%s payment %s is for %s %s, payment %s for %s %s', p_run.provider, u.gateway_payment_id, u.amount,
              coalesce(u.currency, p.currency), p.id, p.amount, p.currency));
+    recorded := recorded || 'amount_mismatch'::reserve.reconciliation_item_kind;
     items := items + 1;
   end if;
 
@@ -116,6 +127,7 @@ begin
       format('%s payment %s is %s there, payment %s is %s here%s', p_run.provider, u.gateway_payment_id, u.status, p.id, p.status,
              coalesce(': ' || why, case when a.outcome is distinct from 'applied' then format(': not applied (%s)', coalesce(a.outcome, 'no outcome')) end, '')),
       note);
+    recorded := recorded || 'paid_not_recorded'::reserve.reconciliation_item_kind;
     items := items + 1;
     repaired := repaired + (i.repaired_at is not null)::int;
     select * into p from reserve.payments where id = p.id;
@@ -123,6 +135,7 @@ begin
     -- we booked money the provider does not say it has: a person looks
     perform reserve.record_reconciliation_item(p_run, 'status_mismatch', u.gateway_payment_id, p.id, ours, theirs,
       format('payment %s is %s here, %s payment %s is %s there', p.id, p.status, p_run.provider, u.gateway_payment_id, u.status));
+    recorded := recorded || 'status_mismatch'::reserve.reconciliation_item_kind;
     items := items + 1;
   elsif not paid_here and not paid_there and u.status <> p.status and u.status in ('failed', 'cancelled', 'expired')
         and p.status in ('pending', 'processing') then
@@ -135,6 +148,7 @@ begin
     i := reserve.record_reconciliation_item(p_run, 'status_mismatch', u.gateway_payment_id, p.id, ours, theirs,
       format('%s payment %s is %s there, payment %s was %s here', p_run.provider, u.gateway_payment_id, u.status, p.id, p.status),
       case when a.outcome = 'applied' then format('applied %s -> %s', a.previous_status, a.status) end);
+    recorded := recorded || 'status_mismatch'::reserve.reconciliation_item_kind;
     items := items + 1;
     repaired := repaired + (i.repaired_at is not null)::int;
     select * into p from reserve.payments where id = p.id;
@@ -142,6 +156,9 @@ begin
 
   if paid_there and reserve.provider_says_paid(p.status) then
     -- refunds: more there is news we missed (applied); more here is money we think went back and did not
+    if u.dispute_amount is null then
+      agreed := agreed || 'refund_mismatch'::reserve.reconciliation_item_kind;
+    end if;
     if coalesce(u.refunded_amount, 0) + coalesce(u.dispute_amount, 0) > 0 or p.refunded_amount > 0 then
       -- our refunded_amount counts the chargebacks of lost disputes, which the provider's refunded
       -- figure does not (Stripe's amount_refunded): ours is compared less what was charged back, both
@@ -157,6 +174,7 @@ begin
           format('%s refunded %s of payment %s, we had %s (%s of ours charged back)', p_run.provider, u.refunded_amount, p.id,
                  p.refunded_amount, charged_back),
           case when a.outcome = 'applied' then format('applied refund: %s -> %s', a.previous_status, a.status) end);
+        recorded := recorded || 'refund_mismatch'::reserve.reconciliation_item_kind;
         items := items + 1;
         repaired := repaired + (i.repaired_at is not null)::int;
         select * into p from reserve.payments where id = p.id;
@@ -165,6 +183,7 @@ begin
           perform reserve.record_reconciliation_item(p_run, 'refund_mismatch', u.gateway_payment_id, p.id, ours, theirs,
             format('we booked %s refunded of payment %s (%s of it charged back), %s shows %s', p.refunded_amount, p.id, charged_back,
                    p_run.provider, coalesce(u.refunded_amount, 0)));
+          recorded := recorded || 'refund_mismatch'::reserve.reconciliation_item_kind;
           items := items + 1;
         end if;
       end if;
@@ -176,13 +195,24 @@ begin
         i := reserve.record_reconciliation_item(p_run, 'fee_missing', u.gateway_payment_id, p.id, ours, theirs,
           format('%s charged %s %s on payment %s, not booked', p_run.provider, u.fee_amount, coalesce(u.currency, p.received_currency), p.id),
           format('posted fee:%s', p.id));
+        recorded := recorded || 'fee_missing'::reserve.reconciliation_item_kind;
         items := items + 1;
         repaired := repaired + 1;
       end if;
     end if;
   end if;
+
+  -- an item an earlier run left open whose difference this comparison no longer finds is over: cleared
+  -- by this run, saying so (a difference found again reopens it, record_reconciliation_item)
+  update reserve.reconciliation_items x
+  set repaired_at = now(),
+      repair_note = format('run %s: %s payment %s and payment %s agree now (%s here, %s there)', p_run.id, p_run.provider,
+                           u.gateway_payment_id, p.id, p.status, u.status)
+  where x.provider = p_run.provider and x.object_id = u.gateway_payment_id and x.repaired_at is null and x.resolved_at is null
+    and x.kind = any(agreed) and not x.kind = any(recorded)
+    and (x.kind <> 'unreadable_object' or x.theirs ->> 'kind' = 'payment');
 end
 $function$
 ;
 
-comment on function reserve.reconcile_provider_payment(p_run reserve.reconciliation_runs, p_update reserve.provider_update, p_read_after timestamp with time zone, OUT items integer, OUT repaired integer) is 'Compares one provider payment with ours and records the differences (reconciliation_items); repairs paid there / unpaid here, failed there / pending here and refunds we missed through apply_payment_status, and a missing fee through post_provider_fee. A payment of ours updated at or after p_read_after (when the provider was read) is not judged. Internal: reconcile_provider_objects calls it.';
+comment on function reserve.reconcile_provider_payment(p_run reserve.reconciliation_runs, p_update reserve.provider_update, p_read_after timestamp with time zone, OUT items integer, OUT repaired integer) is 'Compares one provider payment with ours and records the differences (reconciliation_items); repairs paid there / unpaid here, failed there / pending here and refunds we missed through apply_payment_status, and a missing fee through post_provider_fee. An open item of the payment whose difference the comparison no longer finds is cleared (repaired_at, a repair_note naming the run). A payment of ours updated at or after p_read_after (when the provider was read) is not judged. Internal: reconcile_provider_objects calls it.';

@@ -18,11 +18,20 @@ begin
   on conflict (provider, kind, object_id) do update
     set last_run_id = excluded.last_run_id, last_seen_at = now(), theirs = excluded.theirs,
         payment_id = coalesce(x.payment_id, excluded.payment_id),
-        repaired_at = coalesce(x.repaired_at, excluded.repaired_at), repair_note = coalesce(x.repair_note, excluded.repair_note)
+        -- a difference found again after a repair (or after a run found it gone) is open again, saying
+        -- what it is now; one a person closed stays closed
+        ours = case when x.repaired_at is not null and excluded.repaired_at is null and x.resolved_at is null
+                    then excluded.ours else x.ours end,
+        details = case when x.repaired_at is not null and excluded.repaired_at is null and x.resolved_at is null
+                       then excluded.details else x.details end,
+        repaired_at = case when excluded.repaired_at is null and x.resolved_at is null then null
+                           else coalesce(x.repaired_at, excluded.repaired_at) end,
+        repair_note = case when excluded.repaired_at is null and x.resolved_at is null then null
+                           else coalesce(x.repair_note, excluded.repair_note) end
   returning * into i;
   return i;
 end
 $function$
 ;
 
-comment on function reserve.record_reconciliation_item(p_run reserve.reconciliation_runs, p_kind reserve.reconciliation_item_kind, p_object_id text, p_payment_id uuid, p_ours jsonb, p_theirs jsonb, p_details text, p_repair_note text) is 'Records (or refreshes) one reconciliation item; with a repair note it is repaired. Internal.';
+comment on function reserve.record_reconciliation_item(p_run reserve.reconciliation_runs, p_kind reserve.reconciliation_item_kind, p_object_id text, p_payment_id uuid, p_ours jsonb, p_theirs jsonb, p_details text, p_repair_note text) is 'Records (or refreshes) one reconciliation item; with a repair note it is repaired. Without one, an item repaired or cleared before is open again (its ours and details as found now); one a person resolved stays resolved. Internal.';

@@ -40,7 +40,7 @@ alter table reserve.reconciliation_items enable row level security;
 -- no policies: a role without BYPASSRLS (anon, authenticated) reads and writes no rows
 
 -- comments
-comment on table reserve.reconciliation_items is 'A difference between a provider''s books and ours, found by reconciliation (unique per provider, kind and provider object: a rerun updates last_seen_at). repaired_at when it was repaired through the normal paths (the item stays as evidence); resolved_at when a person closed it (resolve_reconciliation_item).';
+comment on table reserve.reconciliation_items is 'A difference between a provider''s books and ours, found by reconciliation (unique per provider, kind and provider object: a rerun updates last_seen_at). repaired_at when it was repaired through the normal paths, or when a later run found the difference gone (its repair_note names the run); the item stays as evidence, and opens again if the difference is found again. resolved_at when a person closed it (resolve_reconciliation_item): it stays closed.';
 
 -- grants
 grant select on table reserve.reconciliation_items to service_role;
