@@ -1,10 +1,11 @@
 // The reconcile function under real Deno against the provider sandbox: payments the providers hold and
 // we were never told of are repaired (a reservation, the fee from Stripe's balance transaction), one the
 // provider knows and we do not is an item and an alert, payouts move the receivable to the bank (and
-// back when one bounces) so that it equals Stripe's balance, a run out of budget resumes from its cursor,
-// and bad calls get a clear 4xx.
+// back when one bounces) so that it equals Stripe's balance, a refund confirmed while a page waits between
+// Stripe's listing and the comparison is no item, an item the next listing finds agreeing is cleared, a run
+// out of budget resumes from its cursor, and bad calls get a clear 4xx.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startE2E, type E2E } from "../helpers/e2e.ts";
+import { startE2E, until, type E2E } from "../helpers/e2e.ts";
 import { isoDate, unit } from "../helpers/fixtures.ts";
 import { applyStatus } from "../helpers/money.ts";
 import { alerts } from "../helpers/runbook.ts";
@@ -229,6 +230,51 @@ describe("reconcile", () => {
     expect(t).toEqual({ status: "partially_refunded", refunded_amount: 7_000 });
     expect((await itemsOf({ payment: theirs.payment_id })).map((i) => [i.kind, i.repaired])).toContainEqual(["refund_mismatch", true]);
     expect((await itemsOf({ payment: ours.payment_id })).map((i) => i.kind)).not.toContain("refund_mismatch");
+  });
+
+  it("a refund confirmed between Stripe's listing and the comparison is no refund_mismatch", async () => {
+    const card = await checkout("card");
+    e.sandbox.control.stripeConfirm(card.gateway_payment_id, "succeeded");
+    await e.sandbox.control.flush();
+    // every balance bucket held: the run's page, once read, waits at its first lock (lock_reconciliation_run)
+    const holder = await e.db.sql.reserve();
+    const [{ buckets }] = await holder`select min(balance_buckets)::int as buckets from reserve.ledger_accounts`;
+    await holder`select pg_advisory_lock(hashtext('reserve.balance_bucket'), b) from generate_series(0, ${buckets - 1}) b`;
+    let released = false;
+    const release = async (except?: number) => {
+      await holder`select pg_advisory_unlock(hashtext('reserve.balance_bucket'), b) from generate_series(0, ${buckets - 1}) b
+                   where b is distinct from ${except ?? null}::int`;
+    };
+    try {
+      const running = reconcile({ ...window(), provider: "stripe" });
+      const waitingOn = await until(async () => {
+        const [w] = await holder`select l.objid::int as bucket from pg_locks l join pg_stat_activity a on a.pid = l.pid
+                                 where l.locktype = 'advisory' and not l.granted and a.query like '%reconcile_provider_objects%'`;
+        return w ? { bucket: w.bucket as number } : undefined;
+      }, "the run's page waiting for a balance bucket");
+      await release(waitingOn.bucket);
+      // Stripe refunds 5,000 after its listing was read; its webhook confirms the refund here meanwhile
+      const res = await fetch(`http://${e.sandbox.stripe.host}:${e.sandbox.stripe.port}/v1/refunds`, {
+        method: "POST", body: new URLSearchParams({ payment_intent: card.gateway_payment_id, amount: "5000" }),
+        headers: { authorization: `Bearer ${e.sandbox.stripe.secretKey}`, "content-type": "application/x-www-form-urlencoded" } });
+      expect(res.status).toBe(200);
+      await e.sandbox.control.flush();
+      await until(async () => (await e.db.sql`select refunded_amount::int as r from reserve.payments where id = ${card.payment_id}`)[0]!.r === 5000,
+        "the refund's webhook applied");
+      await release();
+      released = true;
+      const run = await running;
+      expect(run.body.runs[0], JSON.stringify(run.body)).toMatchObject({ status: "done" });
+      const mismatch = () => e.db.sql`select details from reserve.reconciliation_items where payment_id = ${card.payment_id} and kind = 'refund_mismatch'`;
+      expect(await mismatch()).toEqual([]);
+      // the next run reads Stripe after the refund: they agree
+      const next = await reconcile({ ...window(), provider: "stripe" });
+      expect(next.body.runs[0]).toMatchObject({ status: "done" });
+      expect(await mismatch()).toEqual([]);
+    } finally {
+      if (!released) await release();
+      holder.release();
+    }
   });
 
   it("an item whose difference Stripe's next listing no longer shows is cleared by that run; one that remains stays open, once", async () => {
