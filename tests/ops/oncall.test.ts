@@ -538,7 +538,7 @@ describe("the operator of each on-call action is proven, never typed", () => {
     ["post_incident_update", (q, t, op) => q`select * from reserve.post_incident_update(${t.incident}, 'looking', ${op})`, "actor"],
     ["add_incident_action_item", (q, t, op) => q`select * from reserve.add_incident_action_item(${t.incident}, 'Alert on it',
       'carol@reserve.test', '2026-12-20', 'from the review', ${op})`, "created_by"],
-    ["set_action_item_status", (q, t, op) => q`select * from reserve.set_action_item_status(${t.item}, 'done', ${op})`, null],
+    ["set_action_item_status", (q, t, op) => q`select * from reserve.set_action_item_status(${t.item}, 'done', 'shipped', ${op})`, null],
     ["create_alert_silence", (q, _t, op) => q`select * from reserve.create_alert_silence(
       row('overbooking', null, null, ${new Date(Date.now() + 3600_000)}, 'maintenance')::reserve.alert_silence_request, ${op})`, "author"],
     ["end_alert_silence", (q, t, op) => q`select * from reserve.end_alert_silence(${t.silence}, 'window over', ${op})`, "ended_by"],
@@ -604,6 +604,31 @@ describe("the operator of each on-call action is proven, never typed", () => {
     // another owner or due date is another item
     const [other] = await add("Alert on ALTER TABLE", "dana", "2026-12-20");
     expect(other.id).not.toBe(first.id);
+  });
+
+  it("marks an action item done or dropped for a reason (RC604 without): the audit's reason and an event of the incident, once", async () => {
+    const t = await targets();
+    const before = await written();
+    for (const reason of [null, "", "  "]) {
+      expect(await sqlState(as("bob", (tx) => tx`select reserve.set_action_item_status(${t.item}, 'dropped', ${reason})`)), String(reason))
+        .toBe("RC604");
+    }
+    expect(await written()).toEqual(before);
+    const drop = () => as("bob", (tx) => tx`select * from reserve.set_action_item_status(${t.item}, 'dropped', 'covered by the alert on ALTER TABLE')`);
+    const [dropped] = await drop();
+    expect(dropped).toMatchObject({ id: t.item, status: "dropped" });
+    const audit = await sql`select distinct reason from reserve.audit_trail where table_name = 'incident_action_items' and row_id = ${t.item}
+                            and reason like 'set_action_item_status%'`;
+    expect(audit).toEqual([{ reason: `set_action_item_status by ${name("bob")}: covered by the alert on ALTER TABLE` }]);
+    const events = await sql`select actor, note from reserve.incident_events where incident_id = ${t.incident} and note like 'Review the trigger:%'`;
+    expect(events).toEqual([{ actor: name("bob"), note: "Review the trigger: open -> dropped (covered by the alert on ALTER TABLE)" }]);
+    // sent again after a lost answer: the item already has that status, nothing more is written
+    const after = await written();
+    const [again] = await drop();
+    expect(again).toEqual(dropped);
+    expect(await written()).toEqual(after);
+    expect(await sqlState(as("bob", (tx) => tx`select reserve.set_action_item_status(${t.item}, 'finished', 'x')`))).toBe("RC001");
+    expect(await sqlState(as("bob", (tx) => tx`select reserve.set_action_item_status(gen_random_uuid(), 'done', 'x')`))).toBe("RC601");
   });
 
   it("refuses each action on a shared login (postgres, service_role) whatever operator and token subject it types, and writes nothing (RC604)", async () => {
