@@ -113,7 +113,7 @@ function sentEventId(id: unknown): string {
 
 /**
  * The stored answer when this event was already completed or ignored (a redelivery), else undefined: one
- * small read by its key (reserve.handled_webhook_event), before a provider is asked about an event that needs it.
+ * small read by its key (reserve.handled_webhook_event), before the event is built, sent or looked up.
  */
 export async function handledEvent(e: Pick<EventToRecord, "provider" | "eventId">, sql: Sql = db()): Promise<Processed | undefined> {
   const [row] = await sql<Processed[]>`select * from reserve.handled_webhook_event(${e.provider}, ${sentEventId(e.eventId)})`;
@@ -246,13 +246,9 @@ export async function handleWebhook(fn: string, provider: PaymentProvider, req: 
   const e: EventToRecord = { ...parsed.event, provider: provider.name };
   let row: Processed;
   try {
-    if (!e.update && e.lookup && !e.poison) {
-      // a redelivery of an event we must look up is answered before the provider is asked; one that
-      // carries its update is answered by process_webhook_event's own first read, in the same round trip
-      const handled = await handledEvent(e);
-      if (handled) return answer(fn, e, handled);
-      Object.assign(e, await lookUpEvent(provider, e.lookup));
-    }
+    const handled = await handledEvent(e);
+    if (handled) return answer(fn, e, handled);
+    if (!e.update && e.lookup && !e.poison) Object.assign(e, await lookUpEvent(provider, e.lookup));
     row = await recordEvent(e);
   } catch (err) {
     // 5xx either way, so the provider redelivers: 503 when the database is away, 500 when it refused
