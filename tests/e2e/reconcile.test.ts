@@ -277,6 +277,50 @@ describe("reconcile", () => {
     }
   });
 
+  it("a payment that changed while its page waited is read again and judged in the same run: a refund we missed is applied", async () => {
+    const card = await checkout("card");
+    e.sandbox.control.stripeConfirm(card.gateway_payment_id, "succeeded");
+    await e.sandbox.control.flush();
+    // Stripe refunds 5,000 and its webhook is lost: only reconciliation can tell us
+    e.sandbox.control.setWebhookMode("stripe", "drop");
+    const holder = await e.db.sql.reserve();
+    const [{ buckets }] = await holder`select min(balance_buckets)::int as buckets from reserve.ledger_accounts`;
+    const release = (except?: number) => holder`select pg_advisory_unlock(hashtext('reserve.balance_bucket'), b)
+      from generate_series(0, ${buckets - 1}) b where b is distinct from ${except ?? null}::int`;
+    let released = false;
+    try {
+      const res = await fetch(`http://${e.sandbox.stripe.host}:${e.sandbox.stripe.port}/v1/refunds`, {
+        method: "POST", body: new URLSearchParams({ payment_intent: card.gateway_payment_id, amount: "5000" }),
+        headers: { authorization: `Bearer ${e.sandbox.stripe.secretKey}`, "content-type": "application/x-www-form-urlencoded" } });
+      expect(res.status).toBe(200);
+      await e.sandbox.control.flush();
+      // the run's page, once read, waits at its first lock; meanwhile an operator's note changes our payment
+      await holder`select pg_advisory_lock(hashtext('reserve.balance_bucket'), b) from generate_series(0, ${buckets - 1}) b`;
+      const running = reconcile({ ...window(), provider: "stripe" });
+      const waitingOn = await until(async () => {
+        const [w] = await holder`select l.objid::int as bucket from pg_locks l join pg_stat_activity a on a.pid = l.pid
+                                 where l.locktype = 'advisory' and not l.granted and a.query like '%reconcile_provider_objects%'`;
+        return w ? { bucket: w.bucket as number } : undefined;
+      }, "the run's page waiting for a balance bucket");
+      await release(waitingOn.bucket);
+      await e.db.sql`update reserve.payments set metadata = metadata || '{"operator_note": "guest called"}' where id = ${card.payment_id}`;
+      await release();
+      released = true;
+      const run = await running;
+      expect(run.body.runs[0], JSON.stringify(run.body)).toMatchObject({ status: "done" });
+      // the page saw the refund but judged nothing of a payment changed after it was read; the read after
+      // the change did, in this run (a scheduled window is never listed again)
+      const [p] = await e.db.sql`select refunded_amount::int as refunded, status from reserve.payments where id = ${card.payment_id}`;
+      expect(p).toEqual({ refunded: 5000, status: "partially_refunded" });
+      const items = await e.db.sql`select kind, repaired_at is not null as repaired from reserve.reconciliation_items where payment_id = ${card.payment_id}`;
+      expect(items).toContainEqual({ kind: "refund_mismatch", repaired: true });
+    } finally {
+      if (!released) await release();
+      holder.release();
+      e.sandbox.control.setWebhookMode("stripe", "deliver");
+    }
+  });
+
   it("an item whose difference Stripe's next listing no longer shows is cleared by that run; one that remains stays open, once", async () => {
     const healed = await checkout("card");
     const persists = await checkout("card");
