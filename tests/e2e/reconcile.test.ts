@@ -2,8 +2,9 @@
 // we were never told of are repaired (a reservation, the fee from Stripe's balance transaction), one the
 // provider knows and we do not is an item and an alert, payouts move the receivable to the bank (and
 // back when one bounces) so that it equals Stripe's balance, a refund confirmed while a page waits between
-// Stripe's listing and the comparison is no item, an item the next listing finds agreeing is cleared, a run
-// out of budget resumes from its cursor, and bad calls get a clear 4xx.
+// Stripe's listing and the comparison is no item, a payment changed meanwhile is read again and judged in
+// the same run, an item the next listing finds agreeing is cleared, a run out of budget resumes from its
+// cursor, and bad calls get a clear 4xx.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startE2E, until, type E2E } from "../helpers/e2e.ts";
 import { isoDate, unit } from "../helpers/fixtures.ts";
@@ -38,6 +39,44 @@ const stripeBalance = () =>
 const itemsOf = (where: { payment?: string; object?: string }) => e.db.sql`
   select kind::text, repaired_at is not null as repaired from reserve.reconciliation_items
   where ${where.payment ? e.db.sql`payment_id = ${where.payment}` : e.db.sql`object_id = ${where.object!}`} order by kind`;
+
+/** A refund made at Stripe through its API, as from its dashboard (its webhook as the sandbox's mode says). */
+async function refundAtStripe(paymentIntent: string, amount: number) {
+  const res = await fetch(`http://${e.sandbox.stripe.host}:${e.sandbox.stripe.port}/v1/refunds`, {
+    method: "POST", body: new URLSearchParams({ payment_intent: paymentIntent, amount: String(amount) }),
+    headers: { authorization: `Bearer ${e.sandbox.stripe.secretKey}`, "content-type": "application/x-www-form-urlencoded" } });
+  expect(res.status).toBe(200);
+}
+
+/**
+ * A Stripe run of the window whose first page, once read from Stripe, waits at its first lock (every
+ * balance bucket held) while `meanwhile` runs: what changes between the provider's read and the comparison.
+ */
+async function reconcileWhilePageWaits(meanwhile: () => Promise<void>) {
+  const holder = await e.db.sql.reserve();
+  const [{ buckets }] = await holder`select min(balance_buckets)::int as buckets from reserve.ledger_accounts`;
+  const release = (except?: number) => holder`select pg_advisory_unlock(hashtext('reserve.balance_bucket'), b)
+    from generate_series(0, ${buckets - 1}) b where b is distinct from ${except ?? null}::int`;
+  await holder`select pg_advisory_lock(hashtext('reserve.balance_bucket'), b) from generate_series(0, ${buckets - 1}) b`;
+  let released = false;
+  try {
+    const running = reconcile({ ...window(), provider: "stripe" });
+    const waitingOn = await until(async () => {
+      const [w] = await holder`select l.objid::int as bucket from pg_locks l join pg_stat_activity a on a.pid = l.pid
+                               where l.locktype = 'advisory' and not l.granted and a.query like '%reconcile_provider_objects%'`;
+      return w ? { bucket: w.bucket as number } : undefined;
+    }, "the run's page waiting for a balance bucket");
+    // the others go on (a webhook posting meanwhile takes a bucket); the page keeps waiting
+    await release(waitingOn.bucket);
+    await meanwhile();
+    await release();
+    released = true;
+    return await running;
+  } finally {
+    if (!released) await release();
+    holder.release();
+  }
+}
 
 describe("reconcile", () => {
   it("repairs card and PIX payments paid while the webhooks were down, books Stripe's fee, and agrees with Stripe's balance", async () => {
@@ -121,10 +160,7 @@ describe("reconcile", () => {
     // at Stripe, with no webhook reaching us: a partial refund from the dashboard, and a dispute
     e.sandbox.control.setWebhookMode("stripe", "drop");
     try {
-      const res = await fetch(`http://${e.sandbox.stripe.host}:${e.sandbox.stripe.port}/v1/refunds`, {
-        method: "POST", body: new URLSearchParams({ payment_intent: refunded.gateway_payment_id, amount: "5000" }),
-        headers: { authorization: `Bearer ${e.sandbox.stripe.secretKey}`, "content-type": "application/x-www-form-urlencoded" } });
-      expect(res.status).toBe(200);
+      await refundAtStripe(refunded.gateway_payment_id, 5000);
       e.sandbox.control.stripeDispute(disputed.gateway_payment_id);
     } finally {
       e.sandbox.control.setWebhookMode("stripe", "deliver");
@@ -236,45 +272,20 @@ describe("reconcile", () => {
     const card = await checkout("card");
     e.sandbox.control.stripeConfirm(card.gateway_payment_id, "succeeded");
     await e.sandbox.control.flush();
-    // every balance bucket held: the run's page, once read, waits at its first lock (lock_reconciliation_run)
-    const holder = await e.db.sql.reserve();
-    const [{ buckets }] = await holder`select min(balance_buckets)::int as buckets from reserve.ledger_accounts`;
-    await holder`select pg_advisory_lock(hashtext('reserve.balance_bucket'), b) from generate_series(0, ${buckets - 1}) b`;
-    let released = false;
-    const release = async (except?: number) => {
-      await holder`select pg_advisory_unlock(hashtext('reserve.balance_bucket'), b) from generate_series(0, ${buckets - 1}) b
-                   where b is distinct from ${except ?? null}::int`;
-    };
-    try {
-      const running = reconcile({ ...window(), provider: "stripe" });
-      const waitingOn = await until(async () => {
-        const [w] = await holder`select l.objid::int as bucket from pg_locks l join pg_stat_activity a on a.pid = l.pid
-                                 where l.locktype = 'advisory' and not l.granted and a.query like '%reconcile_provider_objects%'`;
-        return w ? { bucket: w.bucket as number } : undefined;
-      }, "the run's page waiting for a balance bucket");
-      await release(waitingOn.bucket);
+    const run = await reconcileWhilePageWaits(async () => {
       // Stripe refunds 5,000 after its listing was read; its webhook confirms the refund here meanwhile
-      const res = await fetch(`http://${e.sandbox.stripe.host}:${e.sandbox.stripe.port}/v1/refunds`, {
-        method: "POST", body: new URLSearchParams({ payment_intent: card.gateway_payment_id, amount: "5000" }),
-        headers: { authorization: `Bearer ${e.sandbox.stripe.secretKey}`, "content-type": "application/x-www-form-urlencoded" } });
-      expect(res.status).toBe(200);
+      await refundAtStripe(card.gateway_payment_id, 5000);
       await e.sandbox.control.flush();
       await until(async () => (await e.db.sql`select refunded_amount::int as r from reserve.payments where id = ${card.payment_id}`)[0]!.r === 5000,
         "the refund's webhook applied");
-      await release();
-      released = true;
-      const run = await running;
-      expect(run.body.runs[0], JSON.stringify(run.body)).toMatchObject({ status: "done" });
-      const mismatch = () => e.db.sql`select details from reserve.reconciliation_items where payment_id = ${card.payment_id} and kind = 'refund_mismatch'`;
-      expect(await mismatch()).toEqual([]);
-      // the next run reads Stripe after the refund: they agree
-      const next = await reconcile({ ...window(), provider: "stripe" });
-      expect(next.body.runs[0]).toMatchObject({ status: "done" });
-      expect(await mismatch()).toEqual([]);
-    } finally {
-      if (!released) await release();
-      holder.release();
-    }
+    });
+    expect(run.body.runs[0], JSON.stringify(run.body)).toMatchObject({ status: "done" });
+    const mismatch = () => e.db.sql`select details from reserve.reconciliation_items where payment_id = ${card.payment_id} and kind = 'refund_mismatch'`;
+    expect(await mismatch()).toEqual([]);
+    // the next run reads Stripe after the refund: they agree
+    const next = await reconcile({ ...window(), provider: "stripe" });
+    expect(next.body.runs[0]).toMatchObject({ status: "done" });
+    expect(await mismatch()).toEqual([]);
   });
 
   it("a payment that changed while its page waited is read again and judged in the same run: a refund we missed is applied", async () => {
@@ -283,40 +294,21 @@ describe("reconcile", () => {
     await e.sandbox.control.flush();
     // Stripe refunds 5,000 and its webhook is lost: only reconciliation can tell us
     e.sandbox.control.setWebhookMode("stripe", "drop");
-    const holder = await e.db.sql.reserve();
-    const [{ buckets }] = await holder`select min(balance_buckets)::int as buckets from reserve.ledger_accounts`;
-    const release = (except?: number) => holder`select pg_advisory_unlock(hashtext('reserve.balance_bucket'), b)
-      from generate_series(0, ${buckets - 1}) b where b is distinct from ${except ?? null}::int`;
-    let released = false;
     try {
-      const res = await fetch(`http://${e.sandbox.stripe.host}:${e.sandbox.stripe.port}/v1/refunds`, {
-        method: "POST", body: new URLSearchParams({ payment_intent: card.gateway_payment_id, amount: "5000" }),
-        headers: { authorization: `Bearer ${e.sandbox.stripe.secretKey}`, "content-type": "application/x-www-form-urlencoded" } });
-      expect(res.status).toBe(200);
+      await refundAtStripe(card.gateway_payment_id, 5000);
       await e.sandbox.control.flush();
-      // the run's page, once read, waits at its first lock; meanwhile an operator's note changes our payment
-      await holder`select pg_advisory_lock(hashtext('reserve.balance_bucket'), b) from generate_series(0, ${buckets - 1}) b`;
-      const running = reconcile({ ...window(), provider: "stripe" });
-      const waitingOn = await until(async () => {
-        const [w] = await holder`select l.objid::int as bucket from pg_locks l join pg_stat_activity a on a.pid = l.pid
-                                 where l.locktype = 'advisory' and not l.granted and a.query like '%reconcile_provider_objects%'`;
-        return w ? { bucket: w.bucket as number } : undefined;
-      }, "the run's page waiting for a balance bucket");
-      await release(waitingOn.bucket);
-      await e.db.sql`update reserve.payments set metadata = metadata || '{"operator_note": "guest called"}' where id = ${card.payment_id}`;
-      await release();
-      released = true;
-      const run = await running;
+      // while the page that shows the refund waits, an operator's note changes our payment
+      const run = await reconcileWhilePageWaits(async () => {
+        await e.db.sql`update reserve.payments set metadata = metadata || '{"operator_note": "guest called"}' where id = ${card.payment_id}`;
+      });
       expect(run.body.runs[0], JSON.stringify(run.body)).toMatchObject({ status: "done" });
-      // the page saw the refund but judged nothing of a payment changed after it was read; the read after
-      // the change did, in this run (a scheduled window is never listed again)
+      // the page judged nothing of a payment changed after it was read; the read after the change did,
+      // in this run (a scheduled window is never listed again)
       const [p] = await e.db.sql`select refunded_amount::int as refunded, status from reserve.payments where id = ${card.payment_id}`;
       expect(p).toEqual({ refunded: 5000, status: "partially_refunded" });
       const items = await e.db.sql`select kind, repaired_at is not null as repaired from reserve.reconciliation_items where payment_id = ${card.payment_id}`;
       expect(items).toContainEqual({ kind: "refund_mismatch", repaired: true });
     } finally {
-      if (!released) await release();
-      holder.release();
       e.sandbox.control.setWebhookMode("stripe", "deliver");
     }
   });
@@ -340,10 +332,7 @@ describe("reconcile", () => {
     // the refund of one is made at Stripe (its webhook lost): the next run finds the two agreeing
     e.sandbox.control.setWebhookMode("stripe", "drop");
     try {
-      const res = await fetch(`http://${e.sandbox.stripe.host}:${e.sandbox.stripe.port}/v1/refunds`, {
-        method: "POST", body: new URLSearchParams({ payment_intent: healed.gateway_payment_id, amount: "5000" }),
-        headers: { authorization: `Bearer ${e.sandbox.stripe.secretKey}`, "content-type": "application/x-www-form-urlencoded" } });
-      expect(res.status).toBe(200);
+      await refundAtStripe(healed.gateway_payment_id, 5000);
     } finally {
       e.sandbox.control.setWebhookMode("stripe", "deliver");
     }
@@ -430,10 +419,7 @@ describe("reconcile", () => {
     await new Promise((r) => setTimeout(r, 1_000));
     e.sandbox.control.setWebhookMode("stripe", "drop");
     try {
-      const res = await fetch(`http://${e.sandbox.stripe.host}:${e.sandbox.stripe.port}/v1/refunds`, {
-        method: "POST", body: new URLSearchParams({ payment_intent: card.gateway_payment_id, amount: "1000" }),
-        headers: { authorization: `Bearer ${e.sandbox.stripe.secretKey}`, "content-type": "application/x-www-form-urlencoded" } });
-      expect(res.status).toBe(200);
+      await refundAtStripe(card.gateway_payment_id, 1000);
     } finally {
       e.sandbox.control.setWebhookMode("stripe", "deliver");
     }
