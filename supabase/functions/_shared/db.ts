@@ -166,10 +166,22 @@ function race(q: Pending, run: Promise<unknown>["then"], start: (() => void) | u
     // statement that fails after its deadline is no unhandled rejection
     start?.();
     run(
-      (v) => { clearTimeout(timer); resolve(v); },
+      (v) => {
+        clearTimeout(timer);
+        if (unanswered(v)) reject(new DatabaseUnavailable("the database's answer was lost with its connection"));
+        else resolve(v);
+      },
       (e) => { clearTimeout(timer); reject(e); },
     );
   });
+}
+
+// Every statement's answer ends with its CommandComplete, which names the command. In the kill loop
+// postgres.js 3.4.9 once resolved a statement whose connection died with an empty result and no command
+// (the poller read `const [r]` as undefined: a TypeError, a 500): that is no answer, and the caller is
+// told the database is away, as for the statements that fail outright.
+function unanswered(v: unknown): boolean {
+  return Array.isArray(v) && "command" in v && (v as { command: unknown }).command == null;
 }
 
 // Query.cancel() drops the promise of its cancel request (a new connection to a server that may be gone),
