@@ -36,7 +36,7 @@ begin
     fixed := fixed + res.repaired;
   end loop;
   update reserve.reconciliation_runs
-  set cursor = coalesce(p_cursor, cursor), heartbeat_at = now(), objects = objects + n,
+  set cursor = coalesce(p_cursor, cursor), heartbeat_at = clock_timestamp(), objects = objects + n,
       provider_calls = provider_calls + greatest(coalesce(p_provider_calls, 0), 0),
       items = items + found_items, repaired = repaired + fixed
   where id = r.id
