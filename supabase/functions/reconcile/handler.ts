@@ -137,52 +137,50 @@ async function reconcileProvider(sql: Sql, provider: PaymentProvider, window: Li
     }
     if (Date.now() >= deadline) return outcome(run);
     let calls = 0;
-    /** Our payments read again one by one and compared like the listed ones; what cannot be read is set aside. */
-    const reread = async (ids: string[], setAsideUnknown: boolean) => {
-      for (let i = 0; i < ids.length; i += pageSize) {
-        if (Date.now() >= deadline) return false;
-        const readAfter = run.heartbeat_at;
-        const updates: Record<string, unknown>[] = [];
-        const unreadable: UnreadableObject[] = [];
-        for (const id of ids.slice(i, i + pageSize)) {
-          try {
-            sortUpdate(await provider.readPayment(id), updates, unreadable, id);
-          } catch (err) {
-            // a payment its own listing of refunds or disputes named, which it then does not know or refuses
-            // to read, is as unreadable as one it answers wrong: set aside, or the run would stop on it every
-            // time (a provider down or slow is still the run's error, resumed)
-            const unknown = err instanceof ProviderError && (err.kind === "not_found" || err.kind === "rejected");
-            if (!(err instanceof UnusableAnswer) && !unknown) throw err;
-            if (setAsideUnknown || !unknown) unreadable.push({ kind: "payment", objectId: id, reason: (err as Error).message, object: null });
-          }
-        }
-        await setAside(unreadable);
-        [run] = await sql<Run[]>`
-          select ${sql.unsafe(runColumns)} from reserve.reconcile_provider_objects(
-            ${run.id}::uuid, ${sql.json(updates as never)}, ${sql.json({ listed: true } as never)}, ${ids.slice(i, i + pageSize).length}, ${readAfter})`;
-      }
-      return true;
-    };
-    // payments of ours in the window that changed after their page was read (a refund confirmed, a
-    // stay cancelled meanwhile) were not judged by it; a scheduled window is listed once, so they are
-    // read again now, after the change, and judged by that read
+    // payments of ours read again one by one after the listing and compared like the listed ones:
+    // - those of the window that changed after their page was read (a refund confirmed, a stay cancelled
+    //   meanwhile), which it did not judge; a scheduled window is listed once, so they are judged now;
+    // - those whose money the provider's refund and dispute listings say moved in the window: one made
+    //   before it was not listed, one listed may have been read before the move
     const changed = await sql<{ gateway_payment_id: string }[]>`
       select x.gateway_payment_id from reserve.payments x join reserve.reconciliation_runs r on r.id = ${run.id}::uuid
       where x.provider = r.provider and x.created_at >= r.window_from and x.created_at < r.window_to
         and x.gateway_payment_id is not null and x.updated_at >= r.started_at
       order by x.updated_at limit ${MAX_REREAD}`;
-    if (!(await reread(changed.map((x) => x.gateway_payment_id), false))) return outcome(run);
-    if (provider.listMoneyMoves) {
-      const moves = await provider.listMoneyMoves(window);
+    const moves = provider.listMoneyMoves ? await provider.listMoneyMoves(window) : null;
+    if (moves) {
       calls += moves.calls;
       await setAside(moves.unreadable);
-      // payments of ours whose money moved in the window: read again and compared like the listed ones.
-      // One made before the window was not listed; one listed in it may have been read before the move
-      // (a refund made while the run went on)
-      const moved = moves.gatewayPaymentIds.length === 0 ? [] : await sql<{ gateway_payment_id: string }[]>`
-        select gateway_payment_id from reserve.payments
-        where provider = ${provider.name} and gateway_payment_id = any(${moves.gatewayPaymentIds}::text[])`;
-      if (!(await reread(moved.map((x) => x.gateway_payment_id), true))) return outcome(run);
+    }
+    const moved = new Set(!moves?.gatewayPaymentIds.length ? [] : (await sql<{ gateway_payment_id: string }[]>`
+      select gateway_payment_id from reserve.payments
+      where provider = ${provider.name} and gateway_payment_id = any(${moves.gatewayPaymentIds}::text[])`).map((x) => x.gateway_payment_id));
+    const reread = [...new Set([...moved, ...changed.map((x) => x.gateway_payment_id)])];
+    for (let i = 0; i < reread.length; i += pageSize) {
+      if (Date.now() >= deadline) return outcome(run);
+      const readAfter = run.heartbeat_at;
+      const batch = reread.slice(i, i + pageSize);
+      const updates: Record<string, unknown>[] = [];
+      const unreadable: UnreadableObject[] = [];
+      for (const id of batch) {
+        try {
+          sortUpdate(await provider.readPayment(id), updates, unreadable, id);
+        } catch (err) {
+          // a payment its own listing of refunds or disputes named, which it then does not know or refuses
+          // to read, is as unreadable as one it answers wrong: set aside, or the run would stop on it every
+          // time (a provider down or slow is still the run's error, resumed). One of ours it does not know
+          // is for finish_reconciliation_run to judge.
+          const unknown = err instanceof ProviderError && (err.kind === "not_found" || err.kind === "rejected");
+          if (!(err instanceof UnusableAnswer) && !unknown) throw err;
+          if (moved.has(id) || !unknown) unreadable.push({ kind: "payment", objectId: id, reason: (err as Error).message, object: null });
+        }
+      }
+      await setAside(unreadable);
+      [run] = await sql<Run[]>`
+        select ${sql.unsafe(runColumns)} from reserve.reconcile_provider_objects(
+          ${run.id}::uuid, ${sql.json(updates as never)}, ${sql.json({ listed: true } as never)}, ${batch.length}, ${readAfter})`;
+    }
+    if (moves) {
       const disputes = moves.disputes.map((d) => ({
         dispute_id: d.disputeId, gateway_payment_id: d.gatewayPaymentId, amount: d.amount, currency: d.currency, status: d.status,
         withheld: d.withheld, fee: d.fee, due_by: d.dueBy?.toISOString(), provider_object: sanitizeJson(d.object),
